@@ -1,0 +1,37 @@
+# cifarlab: `make demo` and `make test` work on a fresh clone (they run `setup` first).
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+DATA   ?= $(if $(wildcard ../shared/data/cifar10-jpeg.tar.gz),../shared/data/cifar10-jpeg.tar.gz,$(CIFARLAB_DATA))
+
+.PHONY: setup demo test lint format clean
+
+setup: $(BIN)/cifarlab
+
+# torch first, pinned: a CPU build; a bare `torch` requirement would pull a multi-GB CUDA build.
+$(BIN)/cifarlab: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $@
+
+demo: setup
+	@test -n "$(DATA)" || { echo "demo: no data; put CIFAR-10 at ../shared/data/ or set CIFARLAB_DATA" >&2; exit 2; }
+	$(BIN)/cifarlab train --model tutorial --optimizer sgd --lr 0.001 --batch-size 64 \
+		--epochs 3 --limit-train 20000 --data $(DATA) --workspace cifarlab-runs/demo
+	$(BIN)/cifarlab results --workspace cifarlab-runs/demo
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+lint: setup
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+
+format: setup
+	$(BIN)/ruff format src tests benchmarks
+	$(BIN)/ruff check --fix src tests benchmarks
+
+clean:
+	rm -rf $(VENV) cifarlab-runs .pytest_cache

@@ -1,0 +1,9 @@
+"""The one exception type users see as a one-line message (exit status 2)."""
+
+
+class CifarlabError(Exception):
+    """A problem the user can fix: its message names the problem and the fix.
+
+    The CLI prints it as one line on stderr and exits with status 2; the Python
+    API lets it propagate. Raise it for bad input, never for bugs.
+    """

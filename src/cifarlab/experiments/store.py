@@ -1,0 +1,141 @@
+"""ResultsStore: the workspace's SQLite database of runs and their per-epoch metrics.
+
+One file (``runs.db``) per workspace, in WAL mode so readers never block the
+writer and several processes can append safely; every write is its own
+transaction, so a crash loses at most the row being written.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+SCHEMA_VERSION = 1
+
+EPOCH_METRICS = (
+    "train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc",
+    "lr", "epoch_seconds", "eval_seconds", "images_per_sec",
+)  # fmt: skip
+
+RUN_SUMMARY = (
+    "best_epoch", "best_val_acc", "test_acc", "final_val_acc", "final_test_acc",
+    "final_train_acc", "epochs_done", "train_seconds", "images_per_sec",
+)  # fmt: skip
+
+_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS runs (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    config_hash TEXT NOT NULL,
+    config TEXT NOT NULL,
+    model TEXT, optimizer TEXT, lr REAL, batch_size INTEGER, epochs INTEGER, seed INTEGER,
+    status TEXT NOT NULL CHECK (status IN ('running', 'completed', 'failed', 'diverged')),
+    error TEXT,
+    started_at REAL NOT NULL,
+    finished_at REAL,
+    {", ".join(f"{c} REAL" for c in RUN_SUMMARY)},
+    info TEXT
+);
+CREATE INDEX IF NOT EXISTS runs_by_hash ON runs (config_hash);
+CREATE TABLE IF NOT EXISTS epochs (
+    run_id TEXT NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+    epoch INTEGER NOT NULL,
+    {", ".join(f"{c} REAL" for c in EPOCH_METRICS)},
+    PRIMARY KEY (run_id, epoch)
+);
+"""
+
+
+class ResultsStore:
+    """Runs and epoch rows of one workspace database."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.conn = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+        self.conn.row_factory = sqlite3.Row
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        self.conn.execute("PRAGMA foreign_keys=ON")
+        self.conn.executescript(_SCHEMA)
+        self.conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> ResultsStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- writing -----------------------------------------------------------------
+    def new_run_id(self, base: str) -> str:
+        """``base``, or ``base-2``, ``base-3``... whichever is not taken yet."""
+        taken = {
+            r[0] for r in self.conn.execute("SELECT id FROM runs WHERE id LIKE ?", (base + "%",))
+        }
+        n = 1
+        while (run_id := base if n == 1 else f"{base}-{n}") in taken:
+            n += 1
+        return run_id
+
+    def create_run(self, run_id: str, name: str, config: dict[str, Any], config_hash: str) -> None:
+        self.conn.execute(
+            "INSERT INTO runs (id, name, config_hash, config, model, optimizer, lr, batch_size,"
+            " epochs, seed, status, started_at) VALUES (?,?,?,?,?,?,?,?,?,?,'running',?)",
+            (
+                run_id, name, config_hash, json.dumps(config, sort_keys=True),
+                config.get("model"), config.get("optimizer"), config.get("lr"),
+                config.get("batch_size"), config.get("epochs"), config.get("seed"), time.time(),
+            ),
+        )  # fmt: skip
+
+    def add_epoch(self, run_id: str, epoch: int, metrics: dict[str, Any]) -> None:
+        """Insert (or replace, after a resume) the row of one finished epoch."""
+        cols = ["run_id", "epoch", *EPOCH_METRICS]
+        values = [run_id, epoch, *(metrics.get(c) for c in EPOCH_METRICS)]
+        marks = ", ".join("?" * len(cols))
+        sql = f"INSERT OR REPLACE INTO epochs ({', '.join(cols)}) VALUES ({marks})"
+        self.conn.execute(sql, values)
+
+    def finish_run(
+        self,
+        run_id: str,
+        status: str,
+        summary: dict[str, Any] | None = None,
+        error: str | None = None,
+        info: dict[str, Any] | None = None,
+    ) -> None:
+        summary = summary or {}
+        sets = ["status = ?", "finished_at = ?", "error = ?", "info = ?"]
+        values: list[Any] = [status, time.time(), error, json.dumps(info) if info else None]
+        for col in RUN_SUMMARY:
+            if col in summary:
+                sets.append(f"{col} = ?")
+                values.append(summary[col])
+        self.conn.execute(f"UPDATE runs SET {', '.join(sets)} WHERE id = ?", [*values, run_id])
+
+    # -- reading -----------------------------------------------------------------
+    def runs(self) -> list[dict[str, Any]]:
+        """Every run, oldest first, as plain dicts with the config parsed."""
+        rows = self.conn.execute("SELECT * FROM runs ORDER BY started_at, id").fetchall()
+        return [_run_record(r) for r in rows]
+
+    def run(self, run_id: str) -> dict[str, Any] | None:
+        row = self.conn.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
+        return _run_record(row) if row else None
+
+    def epochs(self, run_id: str) -> list[dict[str, Any]]:
+        rows = self.conn.execute(
+            "SELECT * FROM epochs WHERE run_id = ? ORDER BY epoch", (run_id,)
+        ).fetchall()
+        return [dict(r) for r in rows]
+
+
+def _run_record(row: sqlite3.Row) -> dict[str, Any]:
+    record = dict(row)
+    record["config"] = json.loads(record["config"])
+    record["info"] = json.loads(record["info"]) if record["info"] else {}
+    return record

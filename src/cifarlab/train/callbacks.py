@@ -1,0 +1,93 @@
+"""Callbacks that hook into the Trainer: progress display, checkpoints, the results store."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from cifarlab.experiments.store import ResultsStore
+from cifarlab.train.checkpoint import save_checkpoint
+from cifarlab.train.trainer import Callback, Trainer
+
+
+class ProgressBar(Callback):
+    """A bar per epoch with loss, accuracy and images/s, and one summary line per epoch."""
+
+    def __init__(self, epochs: int, refresh_seconds: float = 0.25) -> None:
+        self.epochs, self.refresh_seconds = epochs, refresh_seconds
+
+    def on_epoch_start(self, trainer: Trainer, epoch: int) -> None:
+        self.bar = tqdm(
+            total=trainer.train_loader.num_images,
+            desc=f"epoch {epoch + 1}/{self.epochs}",
+            unit="img",
+            unit_scale=True,
+            leave=False,
+            file=sys.stderr,
+            dynamic_ncols=True,
+        )
+        self.loss_sum = self.correct = self.seen = self.pending = 0
+        self.last_refresh = time.perf_counter()
+
+    def on_batch_end(self, trainer: Trainer, loss: torch.Tensor, correct: torch.Tensor, n: int):
+        self.pending += n
+        now = time.perf_counter()
+        if now - self.last_refresh < self.refresh_seconds:
+            return  # reading the tensors syncs a GPU: do it a few times a second only
+        self.loss_sum += loss.item() * n
+        self.correct += correct.item()
+        self.seen += n
+        self.bar.set_postfix(
+            loss=f"{self.loss_sum / self.seen:.3f}", acc=f"{self.correct / self.seen:.3f}"
+        )
+        self.bar.update(self.pending)
+        self.pending, self.last_refresh = 0, now
+
+    def on_epoch_end(self, trainer: Trainer, epoch: int, metrics: dict[str, Any]) -> None:
+        self.bar.close()
+        parts = [f"epoch {epoch + 1}/{self.epochs}", f"loss {metrics['train_loss']:.4f}"]
+        parts.append(f"train {metrics['train_acc']:.2%}")
+        for prefix in trainer.eval_loaders:
+            parts.append(f"{prefix} {metrics[f'{prefix}_acc']:.2%}")
+        parts.append(f"{metrics['images_per_sec']:,.0f} img/s")
+        parts.append(f"{metrics['epoch_seconds']:.1f}s")
+        tqdm.write("  ".join(parts), file=sys.stderr)
+
+
+class Checkpointer(Callback):
+    """Writes ``last.pt`` after every epoch and ``best.pt`` when validation improves."""
+
+    def __init__(self, run_dir: Path, meta: dict[str, Any], select_by: str = "val_acc") -> None:
+        self.run_dir, self.meta, self.select_by = run_dir, meta, select_by
+        self.best: float | None = None
+
+    def on_epoch_end(self, trainer: Trainer, epoch: int, metrics: dict[str, Any]) -> None:
+        state = {
+            **self.meta,
+            "epoch": epoch + 1,
+            "step": trainer.step,
+            "model": trainer.model.state_dict(),
+            "optimizer": trainer.optimizer.state_dict(),
+            "history": trainer.history,
+            "rng_torch": torch.get_rng_state(),
+        }
+        save_checkpoint(self.run_dir / "last.pt", state)
+        score = metrics.get(self.select_by)
+        if score is not None and (self.best is None or score > self.best):
+            self.best = score
+            save_checkpoint(self.run_dir / "best.pt", state)
+
+
+class StoreEpochs(Callback):
+    """Appends one row per finished epoch to the results database."""
+
+    def __init__(self, store: ResultsStore, run_id: str) -> None:
+        self.store, self.run_id = store, run_id
+
+    def on_epoch_end(self, trainer: Trainer, epoch: int, metrics: dict[str, Any]) -> None:
+        self.store.add_epoch(self.run_id, epoch + 1, metrics)

@@ -1,0 +1,48 @@
+"""Checkpoints: plain state dicts and primitives, written atomically, loaded safely."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cifarlab.errors import CifarlabError
+
+CHECKPOINT_FORMAT = "cifarlab-checkpoint"
+CHECKPOINT_VERSION = 1
+
+
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    """Write ``state`` to ``path`` via a temp file + rename: never a half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, **state}
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(payload, f)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a cifarlab checkpoint with ``weights_only=True`` (no arbitrary code runs)."""
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except FileNotFoundError:
+        raise CifarlabError(f"checkpoint {path} does not exist") from None
+    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, OSError) as err:
+        reason = str(err).splitlines()[0][:160] if str(err) else type(err).__name__
+        raise CifarlabError(
+            f"checkpoint {path} cannot be loaded safely ({reason}); it is truncated, "
+            "corrupt or not a cifarlab checkpoint"
+        ) from None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise CifarlabError(f"{path} is not a cifarlab checkpoint")
+    return state

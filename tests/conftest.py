@@ -1,0 +1,112 @@
+"""Shared fixtures: tiny generated image-folder datasets and the real CIFAR-10 copy."""
+
+from __future__ import annotations
+
+import io
+import os
+import tarfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_COPY = REPO.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
+CLASSES = ("cat", "dog", "frog")
+# Read before the autouse fixture below clears it for each test.
+REAL_DATA = Path(os.environ.get("CIFARLAB_DATA") or SHARED_COPY)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    """Every test decodes into a cache of this session, never the user's ~/.cache."""
+    monkeypatch.setenv("CIFARLAB_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+    monkeypatch.delenv("CIFARLAB_DATA", raising=False)
+
+
+def class_image(label: int, rng: np.random.Generator, size: int = 32) -> np.ndarray:
+    """A learnable image: a class-specific colour and stripe direction, plus noise."""
+    base = np.zeros((size, size, 3), dtype=np.float64)
+    base[..., label % 3] = 160
+    stripes = np.arange(size) % 8 < 4
+    if label % 2:
+        base[stripes, :, :] += 60
+    else:
+        base[:, stripes, :] += 60
+    noisy = base + rng.normal(0, 30, base.shape)
+    return np.clip(noisy, 0, 255).astype(np.uint8)
+
+
+def write_image_folder(
+    root: Path,
+    n_train: int = 20,
+    n_test: int = 10,
+    classes: tuple[str, ...] = CLASSES,
+    fmt: str = "png",
+    seed: int = 0,
+) -> Path:
+    """Write root/{train,test}/<class>/NNNN.<fmt> and return root."""
+    rng = np.random.default_rng(seed)
+    for split, n in (("train", n_train), ("test", n_test)):
+        for label, cls in enumerate(classes):
+            folder = root / split / cls
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                Image.fromarray(class_image(label, rng)).save(folder / f"{i:04d}.{fmt}")
+    return root
+
+
+def pack(folder: Path, archive: Path, top: str | None = "dataset") -> Path:
+    """Pack an image folder into a .tar.gz/.tar/.zip, optionally under one top folder."""
+    files = sorted(p for p in folder.rglob("*") if p.is_file())
+    names = [
+        (
+            p,
+            f"{top}/{p.relative_to(folder).as_posix()}"
+            if top
+            else p.relative_to(folder).as_posix(),
+        )
+        for p in files
+    ]
+    if archive.name.endswith(".zip"):
+        with zipfile.ZipFile(archive, "w") as z:
+            for path, name in names:
+                z.write(path, name)
+    else:
+        mode = "w:gz" if archive.name.endswith((".tar.gz", ".tgz")) else "w"
+        with tarfile.open(archive, mode) as t:
+            for path, name in names:
+                t.add(path, name)
+    return archive
+
+
+def add_tar_member(archive: Path, name: str, data: bytes) -> None:
+    """Append a raw member to an uncompressed tar."""
+    with tarfile.open(archive, "a") as t:
+        info = tarfile.TarInfo(name)
+        info.size = len(data)
+        t.addfile(info, io.BytesIO(data))
+
+
+@pytest.fixture(scope="session")
+def tiny_folder(tmp_path_factory) -> Path:
+    return write_image_folder(tmp_path_factory.mktemp("tiny") / "data", n_train=40, n_test=20)
+
+
+@pytest.fixture(scope="session")
+def tiny_archive(tiny_folder, tmp_path_factory) -> Path:
+    return pack(tiny_folder, tmp_path_factory.mktemp("tiny-archive") / "tiny.tar.gz")
+
+
+@pytest.fixture(scope="session")
+def real_data() -> Path:
+    """The real CIFAR-10 copy: skip where absent, fail where CI requires it."""
+    path = REAL_DATA
+    if not path.exists():
+        reason = f"real CIFAR-10 copy not found at {path} (set CIFARLAB_DATA)"
+        if os.environ.get("CIFARLAB_REQUIRE_DATA") == "1":
+            pytest.fail(f"CIFARLAB_REQUIRE_DATA=1 but {reason}")
+        pytest.skip(reason)
+    return path

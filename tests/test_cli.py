@@ -1,0 +1,156 @@
+"""The command line: a run end to end, its records, and every bad input's one-line error."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import write_image_folder
+
+from cifarlab.cli import main
+
+
+def _train(tmp_path: Path, data: Path, *extra: str) -> int:
+    return main([
+        "train", "--data", str(data), "--workspace", str(tmp_path / "ws"), "--epochs", "2",
+        "--val-size", "30", "--batch-size", "16", "--optimizer", "adam", "--lr", "0.003",
+        "--quiet", *extra,
+    ])  # fmt: skip
+
+
+def _db_rows(workspace: Path, table: str) -> list[tuple]:
+    db = workspace / "runs.db"
+    if not db.exists():
+        return []
+    with sqlite3.connect(db) as conn:
+        return conn.execute(f"SELECT * FROM {table}").fetchall()
+
+
+def test_train_records_a_completed_run_with_one_row_per_epoch(tmp_path, tiny_archive, capsys):
+    assert _train(tmp_path, tiny_archive) == 0
+    out = capsys.readouterr().out
+    assert "completed" in out
+    assert main(["results", "--workspace", str(tmp_path / "ws"), "--format", "json"]) == 0
+    runs = json.loads(capsys.readouterr().out)
+    assert len(runs) == 1
+    run = runs[0]
+    for key in ("id", "model", "optimizer", "lr", "batch_size", "epochs", "status",
+                "best_val_acc", "test_acc", "final_test_acc", "train_seconds"):  # fmt: skip
+        assert key in run
+    assert run["status"] == "completed" and run["model"] == "tutorial" and run["epochs"] == 2
+    assert 0 <= run["test_acc"] <= 1 and run["train_seconds"] > 0
+    # the synthetic classes differ in colour and stripes: three-way chance is 33%
+    assert run["final_test_acc"] > 0.6
+    epochs = _db_rows(tmp_path / "ws", "epochs")
+    assert len(epochs) == 2
+    with sqlite3.connect(tmp_path / "ws" / "runs.db") as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    ckpt = torch.load(tmp_path / "ws" / run["id"] / "last.pt", weights_only=True)
+    assert ckpt["epoch"] == 2 and "model" in ckpt and "optimizer" in ckpt
+
+
+def test_results_table_and_csv(tmp_path, tiny_archive, capsys):
+    _train(tmp_path, tiny_archive, "--epochs", "1")
+    capsys.readouterr()
+    main(["results", "--workspace", str(tmp_path / "ws")])
+    table = capsys.readouterr().out
+    assert "tutorial" in table and "test@best" in table
+    main(["results", "--workspace", str(tmp_path / "ws"), "--format", "csv"])
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith("id,name,model") and len(lines) == 2
+
+
+def test_same_options_twice_make_two_runs(tmp_path, tiny_archive):
+    _train(tmp_path, tiny_archive, "--epochs", "1")
+    _train(tmp_path, tiny_archive, "--epochs", "1")
+    ids = [r[0] for r in _db_rows(tmp_path / "ws", "runs")]
+    assert len(ids) == 2 and ids[1] == ids[0] + "-2"
+
+
+def _bad_inputs(tmp_path: Path, tiny_archive: Path) -> dict[str, tuple[list[str], str]]:
+    not_dataset = tmp_path / "empty.tar"
+    import tarfile
+
+    with tarfile.open(not_dataset, "w") as t:
+        t.add(__file__, "readme.py")
+    broken = write_image_folder(tmp_path / "broken", n_train=2, n_test=2)
+    (broken / "train" / "dog" / "0001.png").write_bytes(b"not a png")
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    data = ["--data", str(tiny_archive)]
+    return {
+        "unknown model": (["--model", "resnet-9000", *data], "unknown model 'resnet-9000'"),
+        "unknown optimizer": (["--optimizer", "lion", *data], "unknown optimizer 'lion'"),
+        "zero batch": (["--batch-size", "0", *data], "--batch-size"),
+        "negative epochs": (["--epochs", "-1", *data], "--epochs"),
+        "zero lr": (["--lr", "0", *data], "--lr"),
+        "non-number lr": (["--lr", "fast", *data], "--lr"),
+        "missing data": (["--data", str(tmp_path / "nowhere")], "does not exist"),
+        "no data": ([], "no dataset given"),
+        "not a dataset": (["--data", str(not_dataset)], "not an image-folder dataset"),
+        "not an image": (["--data", str(broken)], "0001.png is not a readable image"),
+        "unwritable workspace": ([*data, "--workspace", str(blocker / "ws")], "not writable"),
+        "fp16 on cpu": (["--precision", "fp16", "--device", "cpu", *data], "fp16 needs a CUDA"),
+    }
+
+
+def test_every_bad_input_gets_one_line_exit_2_and_no_run(tmp_path, tiny_archive, capsys):
+    workspace = tmp_path / "ws"
+    for case, (args, message) in _bad_inputs(tmp_path, tiny_archive).items():
+        if "--workspace" not in args:
+            args = [*args, "--workspace", str(workspace)]
+        code = main(["train", "--quiet", "--val-size", "4", *args])
+        err = capsys.readouterr().err
+        assert code == 2, case
+        assert message in err, (case, err)
+        assert err.count("\n") == 1 and err.startswith("cifarlab: error: "), (case, err)
+        assert "Traceback" not in err
+        assert _db_rows(workspace, "runs") == [], case
+
+
+def test_console_script_exits_2_without_traceback(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "cifarlab", "train", "--model", "nope", "--data", str(tmp_path)],
+        capture_output=True, text=True, cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert proc.stderr.strip().startswith("cifarlab: error: unknown model 'nope'")
+    assert "Traceback" not in proc.stderr
+
+
+def test_a_crash_mid_run_marks_the_run_failed(tmp_path, tiny_archive, monkeypatch):
+    from cifarlab.train.trainer import Trainer
+
+    original = Trainer.train_epoch
+
+    def crash_in_second_epoch(self, epoch):
+        if epoch == 1:
+            raise RuntimeError("disk on fire")
+        return original(self, epoch)
+
+    monkeypatch.setattr(Trainer, "train_epoch", crash_in_second_epoch)
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        _train(tmp_path, tiny_archive)
+    (run,) = _db_rows(tmp_path / "ws", "runs")
+    with sqlite3.connect(tmp_path / "ws" / "runs.db") as conn:
+        status, error, done = conn.execute("SELECT status, error, epochs_done FROM runs").fetchone()
+    assert status == "failed" and "disk on fire" in error and done == 1
+    assert len(_db_rows(tmp_path / "ws", "epochs")) == 1
+
+
+def test_a_diverging_run_is_marked_diverged_without_an_exception(tmp_path, tiny_archive, capsys):
+    code = _train(tmp_path, tiny_archive, "--optimizer", "sgd", "--lr", "10000")
+    assert code == 1
+    with sqlite3.connect(tmp_path / "ws" / "runs.db") as conn:
+        status, error = conn.execute("SELECT status, error FROM runs").fetchone()
+    assert status == "diverged" and "diverged" in error
+
+
+def test_models_lists_tutorial_with_its_parameter_count(capsys):
+    assert main(["models"]) == 0
+    assert "62,006" in capsys.readouterr().out

@@ -1,0 +1,193 @@
+"""Image-folder sources, the cache, stratified splits, augmentation and the loader."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+import torch
+from conftest import CLASSES, add_tar_member, pack, write_image_folder
+
+from cifarlab.data import TensorLoader, load_dataset
+from cifarlab.data import cache as cache_module
+from cifarlab.data.augment import cutout, random_crop, random_flip
+from cifarlab.data.imagefolder import SplitArrays, read_image_folder
+from cifarlab.errors import CifarlabError
+
+
+@pytest.mark.parametrize("suffix", [".tar.gz", ".tar", ".zip"])
+@pytest.mark.parametrize("top", ["dataset", None])
+def test_archives_decode_to_the_same_arrays_as_the_folder(tiny_folder, tmp_path, suffix, top):
+    from_folder = read_image_folder(tiny_folder)
+    from_archive = read_image_folder(pack(tiny_folder, tmp_path / f"d{suffix}", top=top))
+    assert from_archive.classes == from_folder.classes == tuple(sorted(CLASSES))
+    for split in ("train", "test"):
+        a, b = getattr(from_folder, split), getattr(from_archive, split)
+        assert np.array_equal(a.images, b.images) and np.array_equal(a.labels, b.labels)
+    assert from_folder.train.images.shape == (120, 32, 32, 3)
+    assert from_folder.train.images.dtype == np.uint8
+
+
+def test_second_load_comes_from_the_cache(tiny_archive, monkeypatch):
+    first = load_dataset(tiny_archive, val_size=30)
+    calls = []
+    monkeypatch.setattr("cifarlab.data.dataset.read_image_folder", lambda *a, **k: calls.append(1))
+    start = time.perf_counter()
+    second = load_dataset(tiny_archive, val_size=30)
+    assert calls == [] and time.perf_counter() - start < 1.0
+    assert np.array_equal(first.train.images, second.train.images)
+
+
+def test_corrupt_cache_entry_is_rebuilt(tiny_archive):
+    load_dataset(tiny_archive, val_size=0)
+    for entry in cache_module.cache_root().glob("decoded-*"):
+        (entry / "train_images.npy").write_bytes(b"garbage")
+    data = load_dataset(tiny_archive, val_size=0)
+    assert data.train.images.shape == (120, 32, 32, 3)
+
+
+def test_validation_split_is_stratified_seeded_and_disjoint(tiny_folder):
+    data = load_dataset(tiny_folder, val_size=30, seed=1)
+    assert np.bincount(data.val.labels).tolist() == [10, 10, 10]
+    assert np.bincount(data.train.labels).tolist() == [30, 30, 30]
+    again = load_dataset(tiny_folder, val_size=30, seed=1)
+    other = load_dataset(tiny_folder, val_size=30, seed=2)
+    assert np.array_equal(data.val.images, again.val.images)
+    assert not np.array_equal(data.val.images, other.val.images)
+    train_rows = {img.tobytes() for img in data.train.images}
+    assert not any(img.tobytes() in train_rows for img in data.val.images)
+
+
+def test_limits_take_stratified_subsets_after_the_hold_out(tiny_folder):
+    data = load_dataset(tiny_folder, val_size=30, limit_train=15, limit_test=9)
+    assert np.bincount(data.train.labels).tolist() == [5, 5, 5]
+    assert np.bincount(data.test.labels).tolist() == [3, 3, 3]
+    assert len(data.val) == 30
+
+
+def test_mean_and_std_come_from_the_training_split(tiny_folder):
+    data = load_dataset(tiny_folder, val_size=30)
+    pixels = data.train.images.reshape(-1, 3).astype(np.float64) / 255
+    assert np.allclose(data.mean, pixels.mean(0), atol=1e-6)
+    assert np.allclose(data.std, pixels.std(0), atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "breakage, message",
+    [
+        ("no_test", "not an image-folder dataset"),
+        ("class_mismatch", "different classes"),
+        ("not_image", "is not a readable image"),
+        ("unsafe", "unsafe archive member"),
+        ("truncated", "cannot read the archive"),
+    ],
+)
+def test_bad_sources_get_one_clear_line(tmp_path, breakage, message):
+    root = write_image_folder(tmp_path / "d", n_train=3, n_test=2)
+    if breakage == "no_test":
+        for f in (root / "test").rglob("*.png"):
+            f.unlink()
+    if breakage == "class_mismatch":
+        (root / "test" / "cat").rename(root / "test" / "kitten")
+    if breakage == "not_image":
+        (root / "train" / "cat" / "notes.txt").write_text("hello")
+    archive = pack(root, tmp_path / "d.tar", top="d")
+    if breakage == "unsafe":
+        add_tar_member(archive, "../evil.png", b"x")
+    if breakage == "truncated":
+        gz = pack(root, tmp_path / "d.tar.gz")
+        gz.write_bytes(gz.read_bytes()[: gz.stat().st_size // 2])
+        archive = gz
+    with pytest.raises(CifarlabError, match=message) as err:
+        load_dataset(archive, val_size=0)
+    assert "\n" not in str(err.value)
+
+
+def test_val_size_larger_than_train_is_refused(tiny_folder):
+    with pytest.raises(CifarlabError, match="--val-size 500 leaves no training images"):
+        load_dataset(tiny_folder, val_size=500)
+
+
+def test_grayscale_images_are_converted_with_a_warning(tmp_path):
+    root = write_image_folder(tmp_path / "d", n_train=3, n_test=2)
+    gray = root / "train" / "cat" / "0000.png"
+    from PIL import Image
+
+    Image.open(gray).convert("L").save(gray)
+    with pytest.warns(UserWarning, match="1 grayscale/non-RGB image"):
+        data = read_image_folder(root)
+    assert data.train.images.shape[-1] == 3
+
+
+def _batch(n=6, side=8, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (n, side, side, 3), generator=g, dtype=torch.uint8)
+
+
+def test_flip_is_an_exact_mirror_or_identity():
+    x = _batch()
+    out = random_flip(x, torch.Generator().manual_seed(0))
+    flipped = [torch.equal(o, xi.flip(1)) for o, xi in zip(out, x)]
+    kept = [torch.equal(o, xi) for o, xi in zip(out, x)]
+    assert all(f or k for f, k in zip(flipped, kept)) and any(flipped) and any(kept)
+
+
+def test_crop_is_a_shifted_window_of_the_padded_image():
+    x = _batch(n=16)
+    out = random_crop(x, torch.Generator().manual_seed(3), pad=2, reflect=False)
+    padded = torch.nn.functional.pad(x.permute(0, 3, 1, 2), (2, 2, 2, 2)).permute(0, 2, 3, 1)
+    for o, p in zip(out, padded):
+        windows = [
+            (dy, dx)
+            for dy in range(5)
+            for dx in range(5)
+            if torch.equal(o, p[dy : dy + 8, dx : dx + 8])
+        ]
+        assert windows, "crop is not a window of the zero-padded image"
+    reflect = random_crop(x, torch.Generator().manual_seed(3), pad=2, reflect=True)
+    ref_padded = (
+        torch.nn.functional.pad(x.permute(0, 3, 1, 2).float(), (2, 2, 2, 2), mode="reflect")
+        .permute(0, 2, 3, 1)
+        .to(torch.uint8)
+    )
+    for o, p in zip(reflect, ref_padded):
+        assert any(
+            torch.equal(o, p[dy : dy + 8, dx : dx + 8]) for dy in range(5) for dx in range(5)
+        )
+
+
+def test_augmentation_is_deterministic_for_a_seed():
+    x = _batch(n=32)
+    a = random_crop(
+        random_flip(x, torch.Generator().manual_seed(7)), torch.Generator().manual_seed(7)
+    )
+    b = random_crop(
+        random_flip(x, torch.Generator().manual_seed(7)), torch.Generator().manual_seed(7)
+    )
+    assert torch.equal(a, b)
+
+
+def test_cutout_paints_one_square_with_the_fill():
+    x = torch.full((4, 16, 16, 3), 200, dtype=torch.uint8)
+    out = cutout(x, torch.Generator().manual_seed(0), 4, torch.tensor([1, 2, 3], dtype=torch.uint8))
+    painted = (out[..., 0] == 1).sum(dim=(1, 2))
+    assert ((painted >= 4) & (painted <= 16)).all()  # clipped at borders, never larger
+
+
+def test_loader_normalizes_shuffles_per_epoch_and_keeps_the_last_batch():
+    split = SplitArrays(_batch(n=10).numpy(), np.arange(10))
+    loader = TensorLoader(split, 4, mean=(0.5,) * 3, std=(0.25,) * 3, shuffle=True, seed=1)
+    batches = list(loader)
+    assert [len(y) for _, y in batches] == [4, 4, 2]
+    x, _ = batches[0]
+    assert x.shape == (4, 3, 8, 8) and x.is_contiguous(memory_format=torch.channels_last)
+    labels = torch.cat([y for _, y in batches])
+    assert sorted(labels.tolist()) == list(range(10))
+    expected = (split.images[labels[0]].astype(np.float32) / 255 - 0.5) / 0.25
+    assert np.allclose(x[0].permute(1, 2, 0).numpy(), expected, atol=1e-5)
+    assert torch.equal(labels, torch.cat([y for _, y in loader]))  # same epoch, same order
+    loader.set_epoch(1)
+    assert not torch.equal(labels, torch.cat([y for _, y in loader]))
+    dropping = TensorLoader(split, 4, mean=(0.5,) * 3, std=(0.25,) * 3, drop_last=True)
+    assert [len(y) for _, y in dropping] == [4, 4]
