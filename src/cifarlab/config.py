@@ -4,18 +4,28 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from cifarlab.errors import CifarlabError
 
-OPTIMIZERS = ("sgd", "adam")
+OPTIMIZERS = ("sgd", "adam", "adamw", "adagrad", "rmsprop")
+SCHEDULES = (
+    "constant",
+    "step",
+    "multistep",
+    "cosine",
+    "onecycle",
+    "warmup-linear",
+    "warmup-cosine",
+)
+SELECT_BY = ("val_acc", "val_loss")
 AUGMENTATIONS = ("none", "flip", "crop-flip", "crop-flip-cutout")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 # Fields that do not change what a run computes: they are left out of its hash.
-_NOT_HASHED = {"workspace", "quiet", "device"}
+_NOT_HASHED = {"workspace", "quiet", "device", "resume", "tensorboard"}
 
 
 class RunConfig(BaseModel):
@@ -28,7 +38,18 @@ class RunConfig(BaseModel):
     optimizer: str = "sgd"
     lr: float = Field(0.001, gt=0)
     momentum: float = Field(0.9, ge=0, lt=1)
+    nesterov: bool = False
     weight_decay: float = Field(0.0, ge=0)
+    decay_norm_bias: bool = True
+    schedule: str = "constant"
+    warmup_epochs: float = Field(0.0, ge=0)
+    step_size: int = Field(10, gt=0)
+    milestones: tuple[int, ...] = ()
+    gamma: float = Field(0.1, gt=0)
+    max_lr: float | None = Field(None, gt=0)
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    grad_clip: float | None = Field(None, gt=0)
+    ema: float | None = Field(None, gt=0, lt=1)
     batch_size: int = Field(64, gt=0)
     epochs: int = Field(10, gt=0)
     val_size: int = Field(5000, ge=0)
@@ -38,14 +59,55 @@ class RunConfig(BaseModel):
     seed: int = Field(0, ge=0)
     precision: str = "auto"
     channels_last: bool = True
+    compile: bool = False
+    deterministic: bool = False
+    select_by: str = "val_acc"
+    early_stop: int | None = Field(None, gt=0)
+    patience: int = Field(3, gt=0)
     device: str = "auto"
     workspace: str = "cifarlab-runs"
+    resume: str | None = None
     quiet: bool = False
+    tensorboard: bool = False
 
     @field_validator("optimizer")
     @classmethod
     def _known_optimizer(cls, v: str) -> str:
         return _one_of("optimizer", v.lower(), OPTIMIZERS)
+
+    @field_validator("schedule")
+    @classmethod
+    def _known_schedule(cls, v: str) -> str:
+        return _one_of("schedule", v.lower(), SCHEDULES)
+
+    @field_validator("select_by")
+    @classmethod
+    def _known_select_by(cls, v: str) -> str:
+        return _one_of("select_by", v.lower(), SELECT_BY)
+
+    @field_validator("milestones", mode="before")
+    @classmethod
+    def _parse_milestones(cls, v: Any) -> Any:
+        if isinstance(v, str):  # "30,60" from the command line
+            try:
+                return tuple(int(x) for x in v.split(",") if x.strip())
+            except ValueError:
+                raise ValueError("must be comma-separated epochs like 30,60") from None
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RunConfig:
+        if self.nesterov and (self.optimizer != "sgd" or self.momentum == 0):
+            raise ValueError("nesterov: needs --optimizer sgd with --momentum > 0")
+        if self.schedule == "onecycle" and self.max_lr is None:
+            raise ValueError("schedule: onecycle needs --max-lr (its peak learning rate)")
+        if self.schedule == "multistep" and not self.milestones:
+            raise ValueError("schedule: multistep needs --milestones, e.g. 30,60")
+        if self.schedule.startswith("warmup") and self.warmup_epochs >= self.epochs:
+            raise ValueError("warmup_epochs: must be less than --epochs")
+        if self.select_by == "val_acc" and self.early_stop and self.val_size == 0:
+            raise ValueError("early_stop: needs a validation split (--val-size > 0)")
+        return self
 
     @field_validator("augment")
     @classmethod
@@ -100,8 +162,8 @@ def _describe(error: dict[str, Any]) -> str:
     if error["type"] == "extra_forbidden":
         return f"unknown option {flag}; see `cifarlab train --help` for the options"
     message = error["msg"].removeprefix("Value error, ")
+    if not error["loc"]:  # a cross-field check: its message starts with the field's name
+        field, _, message = message.partition(": ")
+        return f"invalid --{field.replace('_', '-')}: {message}"
     got = error.get("input")
     return f"invalid {flag}: {message} (got {got!r})"
-
-
-Precision = Literal["fp32", "bf16", "fp16"]

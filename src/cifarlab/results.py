@@ -14,7 +14,8 @@ from cifarlab.experiments.store import ResultsStore
 RESULT_FIELDS = (
     "id", "name", "model", "optimizer", "lr", "batch_size", "epochs", "seed", "status",
     "epochs_done", "best_epoch", "best_val_acc", "test_acc", "final_val_acc", "final_test_acc",
-    "train_seconds", "images_per_sec", "started_at", "finished_at", "error",
+    "overfit_epoch", "stopped_epoch", "train_seconds", "images_per_sec", "started_at",
+    "finished_at", "error",
 )  # fmt: skip
 
 TABLE_COLUMNS = (

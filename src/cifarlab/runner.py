@@ -1,12 +1,14 @@
 """One training run end to end: check everything, record the run, train, record results.
 
 Every check that can fail on user input (options, model name, device, data,
-workspace) runs before the run is recorded, so bad input never leaves a row.
+workspace, the checkpoint to resume) runs before anything is written to the
+results database, so bad input never leaves a row.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,18 +16,29 @@ from typing import Any
 
 import torch
 
-from cifarlab.config import RunConfig, make_run_config
-from cifarlab.data import TensorLoader, load_dataset
+from cifarlab.config import _NOT_HASHED, RunConfig, make_run_config
+from cifarlab.data import CifarData, TensorLoader, load_dataset
 from cifarlab.data.augment import build_augment
 from cifarlab.errors import CifarlabError
 from cifarlab.experiments.store import ResultsStore
 from cifarlab.models import count_parameters, create_model
-from cifarlab.train.callbacks import Checkpointer, ProgressBar, StoreEpochs
+from cifarlab.train.callbacks import (
+    Checkpointer,
+    EarlyStopping,
+    ProgressBar,
+    StoreEpochs,
+    TensorBoardLogger,
+)
+from cifarlab.train.checkpoint import load_checkpoint
+from cifarlab.train.ema import EMA
 from cifarlab.train.optim import build_optimizer
 from cifarlab.train.precision import resolve_device, resolve_precision
+from cifarlab.train.schedule import build_schedule
+from cifarlab.train.selection import best_epoch, overfit_onset
 from cifarlab.train.trainer import Diverged, Trainer
 
 EVAL_BATCH_SIZE = 1024  # evaluation needs no gradients, so big batches are cheap and fast
+_NOT_RECORDED = {"workspace", "quiet", "resume"}
 
 
 @dataclass
@@ -51,10 +64,20 @@ class RunResult:
 def run_training(config: RunConfig | None = None, **options: Any) -> RunResult:
     """Train one model as ``config`` (or keyword options) says and record it in the workspace."""
     config = config or make_run_config(**options)
+    workspace = prepare_workspace(config.workspace)
+    resumed: dict[str, Any] | None = None
+    if config.resume:
+        with ResultsStore(workspace / "runs.db") as store:
+            config, resumed = resolve_resume(store, config)
+        if resumed and resumed["status"] == "completed":
+            _note(config, f"run {resumed['id']} already completed; nothing to resume")
+            return _stored_result(workspace, resumed["id"], config)
+
     device = resolve_device(config.device)
     precision = resolve_precision(config.precision, device, config.channels_last)
     create_model(config.model)  # an unknown name fails here, before any data work
-    workspace = prepare_workspace(config.workspace)
+    if config.tensorboard:
+        _require_tensorboard()
     data = load_dataset(
         config.data,
         val_size=config.val_size,
@@ -62,7 +85,62 @@ def run_training(config: RunConfig | None = None, **options: Any) -> RunResult:
         limit_test=config.limit_test,
         seed=config.seed,
     )
+    _set_determinism(config)
     torch.manual_seed(config.seed)
+    trainer = build_trainer(config, data, device, precision)
+    state = None
+    if resumed:
+        state = load_checkpoint(workspace / resumed["id"] / "last.pt", map_location=device)
+        try:
+            trainer.load_state_dict(state)
+        except (RuntimeError, KeyError, ValueError) as err:
+            raise CifarlabError(
+                f"checkpoint of run {resumed['id']} does not fit model {config.model!r} "
+                f"({str(err).splitlines()[0][:120]}); start a new run instead"
+            ) from None
+    info = _run_info(config, data, device, precision, trainer.model)
+
+    store = ResultsStore(workspace / "runs.db")
+    if resumed:
+        run_id = resumed["id"]
+        store.reopen_run(run_id, keep_epochs=trainer.epoch)
+    else:
+        run_id = store.new_run_id(f"{config.model}-{config.hash()[:8]}")
+        store.create_run(run_id, config.short_name(), _record(config), config.hash())
+    run_dir = workspace / run_id
+    checkpointer = Checkpointer(
+        run_dir, {"run_id": run_id, "config": _record(config)}, config.select_by
+    )
+    checkpointer.best = state.get("best_score") if state else None
+    trainer.callbacks = [StoreEpochs(store, run_id), checkpointer]
+    early = EarlyStopping(config.early_stop, config.select_by) if config.early_stop else None
+    if early:
+        trainer.callbacks.append(early)
+    if config.tensorboard:
+        trainer.callbacks.append(TensorBoardLogger(run_dir / "tensorboard"))
+    if not config.quiet:
+        trainer.callbacks.append(ProgressBar(config.epochs))
+
+    status, error = "completed", None
+    try:
+        trainer.fit(config.epochs)
+    except Diverged as err:
+        status, error = "diverged", str(err)
+    except BaseException as err:  # recorded as failed, never left "running"; then re-raised
+        message = "interrupted" if isinstance(err, KeyboardInterrupt) else _one_line(err)
+        store.finish_run(run_id, "failed", summarize(trainer, config), error=message, info=info)
+        store.close()
+        raise
+    summary = summarize(trainer, config)
+    if early and early.stopped_at:
+        summary["stopped_epoch"] = early.stopped_at
+    store.finish_run(run_id, status, summary, error=error, info=info)
+    store.close()
+    return RunResult(run_id, status, config, trainer.history, summary, run_dir, error, info)
+
+
+def build_trainer(config: RunConfig, data: CifarData, device: torch.device, precision: str):
+    """Model, optimizer, schedule, EMA and loaders, wired into a Trainer (no callbacks yet)."""
     channels, side, _ = data.image_shape
     model = create_model(
         config.model, num_classes=len(data.classes), in_channels=channels, image_size=side
@@ -71,65 +149,61 @@ def run_training(config: RunConfig | None = None, **options: Any) -> RunResult:
     model = model.to(device=device, memory_format=memory_format)
     optimizer = build_optimizer(
         config.optimizer,
-        model.parameters(),
-        lr=config.lr,
+        model,
+        lr=config.max_lr if config.schedule == "onecycle" else config.lr,
         momentum=config.momentum,
+        nesterov=config.nesterov,
         weight_decay=config.weight_decay,
+        decay_norm_bias=config.decay_norm_bias,
     )
-    loaders = _make_loaders(config, data, device)
-    info = {
-        "device": str(device),
-        "precision": precision,
-        "parameters": count_parameters(model),
-        "classes": list(data.classes),
-        "data_source": data.source,
-        "train_images": len(data.train),
-        "val_images": len(data.val) if data.val else 0,
-        "test_images": len(data.test),
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
+    loaders = make_loaders(config, data, device)
+    lr_factor = build_schedule(
+        config.schedule,
+        epochs=config.epochs,
+        steps_per_epoch=len(loaders["train"]),
+        warmup_epochs=config.warmup_epochs,
+        step_size=config.step_size,
+        milestones=config.milestones,
+        gamma=config.gamma,
+    )
+    return Trainer(
+        model,
+        optimizer,
+        loaders.pop("train"),
+        loaders,
+        device=device,
+        precision=precision,
+        lr_factor=lr_factor,
+        label_smoothing=config.label_smoothing,
+        grad_clip=config.grad_clip,
+        ema=EMA(model, config.ema) if config.ema else None,
+        compiled=torch.compile(model) if config.compile else None,
+    )
+
+
+def make_loaders(config: RunConfig, data: CifarData, device: torch.device) -> dict:
+    mean_uint8 = (torch.tensor(data.mean) * 255).round().to(torch.uint8)
+    common = dict(mean=data.mean, std=data.std, device=device, channels_last=config.channels_last)
+    augment = build_augment(config.augment, mean_uint8)
+    loaders = {
+        "train": TensorLoader(
+            data.train, config.batch_size, shuffle=True, seed=config.seed, augment=augment, **common
+        )
     }
-
-    store = ResultsStore(workspace / "runs.db")
-    run_id = store.new_run_id(f"{config.model}-{config.hash()[:8]}")
-    run_dir = workspace / run_id
-    record = config.model_dump(exclude={"workspace", "quiet"})
-    store.create_run(run_id, config.short_name(), record, config.hash())
-    callbacks = [
-        StoreEpochs(store, run_id),
-        Checkpointer(run_dir, {"run_id": run_id, "config": record}),
-    ]
-    if not config.quiet:
-        callbacks.append(ProgressBar(config.epochs))
-    trainer = Trainer(
-        model, optimizer, loaders["train"], {k: v for k, v in loaders.items() if k != "train"},
-        device=device, precision=precision, callbacks=callbacks,
-    )  # fmt: skip
-    status, error = "completed", None
-    try:
-        trainer.fit(config.epochs)
-    except Diverged as err:
-        status, error = "diverged", str(err)
-    except BaseException as err:  # recorded as failed, never left "running"; then re-raised
-        message = "interrupted" if isinstance(err, KeyboardInterrupt) else _one_line(err)
-        store.finish_run(run_id, "failed", summarize(trainer), error=message, info=info)
-        store.close()
-        raise
-    summary = summarize(trainer)
-    store.finish_run(run_id, status, summary, error=error, info=info)
-    store.close()
-    return RunResult(run_id, status, config, trainer.history, summary, run_dir, error, info)
+    if data.val is not None:
+        loaders["val"] = TensorLoader(data.val, EVAL_BATCH_SIZE, **common)
+    loaders["test"] = TensorLoader(data.test, EVAL_BATCH_SIZE, **common)
+    return loaders
 
 
-def summarize(trainer: Trainer) -> dict[str, Any]:
-    """Model selection on validation accuracy: the test set is reported, never used to pick."""
+def summarize(trainer: Trainer, config: RunConfig) -> dict[str, Any]:
+    """Model selection on validation: the test set is reported, never used to pick."""
     history = trainer.history
     summary: dict[str, Any] = {"epochs_done": len(history), "train_seconds": trainer.train_seconds}
     if not history:
         return summary
     last = history[-1]
-    has_val = "val_acc" in last
-    best = max(history, key=lambda m: m["val_acc"]) if has_val else last
+    best = best_epoch(history, config.select_by)
     summary.update(
         best_epoch=best["epoch"],
         best_val_acc=best.get("val_acc"),
@@ -138,8 +212,38 @@ def summarize(trainer: Trainer) -> dict[str, Any]:
         final_test_acc=last["test_acc"],
         final_train_acc=last["train_acc"],
         images_per_sec=sum(m["images_per_sec"] for m in history) / len(history),
+        overfit_epoch=overfit_onset(history, config.patience),
     )
     return summary
+
+
+def resolve_resume(store: ResultsStore, config: RunConfig) -> tuple[RunConfig, dict | None]:
+    """Find the run ``config.resume`` names and the config to continue it with.
+
+    ``resume="auto"`` picks the latest run with the same settings (none: a new
+    run). A run id takes that run's settings; options given explicitly must
+    agree with them where they change results.
+    """
+    if config.resume == "auto":
+        record = store.latest_with_hash(config.hash())
+        if record is None:
+            _note(config, "no earlier run with these settings; starting a new one")
+        return config, record
+    record = store.run(config.resume)
+    if record is None:
+        raise CifarlabError(
+            f"--resume {config.resume}: no such run in {str(store.path.parent)!r}; "
+            "`cifarlab results` lists the runs"
+        )
+    stored = make_run_config(**{**record["config"], **{k: getattr(config, k) for k in _NOT_HASHED}})
+    for name in sorted(config.model_fields_set - _NOT_HASHED):
+        if getattr(config, name) != getattr(stored, name):
+            raise CifarlabError(
+                f"--resume {config.resume}: --{name.replace('_', '-')} {getattr(config, name)!r} "
+                f"differs from the run's {getattr(stored, name)!r}; drop the option or start "
+                "a new run"
+            )
+    return stored, record
 
 
 def prepare_workspace(path: str | os.PathLike) -> Path:
@@ -158,19 +262,54 @@ def prepare_workspace(path: str | os.PathLike) -> Path:
     return workspace
 
 
-def _make_loaders(config: RunConfig, data, device: torch.device) -> dict[str, TensorLoader]:
-    mean_uint8 = (torch.tensor(data.mean) * 255).round().to(torch.uint8)
-    common = dict(mean=data.mean, std=data.std, device=device, channels_last=config.channels_last)
-    loaders = {
-        "train": TensorLoader(
-            data.train, config.batch_size, shuffle=True, seed=config.seed,
-            augment=build_augment(config.augment, mean_uint8), **common,
-        ),
-    }  # fmt: skip
-    if data.val is not None:
-        loaders["val"] = TensorLoader(data.val, EVAL_BATCH_SIZE, **common)
-    loaders["test"] = TensorLoader(data.test, EVAL_BATCH_SIZE, **common)
-    return loaders
+def _stored_result(workspace: Path, run_id: str, config: RunConfig) -> RunResult:
+    with ResultsStore(workspace / "runs.db") as store:
+        record, history = store.run(run_id), store.epochs(run_id)
+    summary = {k: record[k] for k in ("best_epoch", "best_val_acc", "test_acc", "final_test_acc",
+                                      "final_val_acc", "train_seconds", "epochs_done")}  # fmt: skip
+    return RunResult(run_id, record["status"], config, history, summary, workspace / run_id,
+                     record["error"], record["info"])  # fmt: skip
+
+
+def _set_determinism(config: RunConfig) -> None:
+    if config.deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS needs it
+        torch.backends.cudnn.benchmark = False
+    torch.use_deterministic_algorithms(config.deterministic)
+
+
+def _require_tensorboard() -> None:
+    try:
+        import torch.utils.tensorboard  # noqa: F401
+    except ImportError:
+        raise CifarlabError(
+            "--tensorboard needs the tensorboard package: pip install 'cifarlab[tensorboard]'"
+        ) from None
+
+
+def _run_info(config, data: CifarData, device, precision: str, model) -> dict[str, Any]:
+    return {
+        "device": str(device),
+        "precision": precision,
+        "channels_last": config.channels_last,
+        "parameters": count_parameters(model),
+        "classes": list(data.classes),
+        "data_source": data.source,
+        "train_images": len(data.train),
+        "val_images": len(data.val) if data.val else 0,
+        "test_images": len(data.test),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+    }
+
+
+def _record(config: RunConfig) -> dict[str, Any]:
+    return config.model_dump(mode="json", exclude=_NOT_RECORDED)
+
+
+def _note(config: RunConfig, message: str) -> None:
+    if not config.quiet:
+        print(f"cifarlab: {message}", file=sys.stderr)
 
 
 def _one_line(err: BaseException) -> str:

@@ -17,12 +17,13 @@ SCHEMA_VERSION = 1
 
 EPOCH_METRICS = (
     "train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc",
-    "lr", "epoch_seconds", "eval_seconds", "images_per_sec",
+    "gap", "lr", "epoch_seconds", "eval_seconds", "images_per_sec",
 )  # fmt: skip
 
 RUN_SUMMARY = (
     "best_epoch", "best_val_acc", "test_acc", "final_val_acc", "final_test_acc",
-    "final_train_acc", "epochs_done", "train_seconds", "images_per_sec",
+    "final_train_acc", "epochs_done", "train_seconds", "images_per_sec", "overfit_epoch",
+    "stopped_epoch",
 )  # fmt: skip
 
 _SCHEMA = f"""
@@ -92,6 +93,16 @@ class ResultsStore:
             ),
         )  # fmt: skip
 
+    def reopen_run(self, run_id: str, keep_epochs: int) -> None:
+        """Mark a run running again for a resume, dropping epoch rows its checkpoint lacks."""
+        self.conn.execute(
+            "DELETE FROM epochs WHERE run_id = ? AND epoch > ?", (run_id, keep_epochs)
+        )
+        self.conn.execute(
+            "UPDATE runs SET status = 'running', error = NULL, finished_at = NULL WHERE id = ?",
+            (run_id,),
+        )
+
     def add_epoch(self, run_id: str, epoch: int, metrics: dict[str, Any]) -> None:
         """Insert (or replace, after a resume) the row of one finished epoch."""
         cols = ["run_id", "epoch", *EPOCH_METRICS]
@@ -122,6 +133,13 @@ class ResultsStore:
         """Every run, oldest first, as plain dicts with the config parsed."""
         rows = self.conn.execute("SELECT * FROM runs ORDER BY started_at, id").fetchall()
         return [_run_record(r) for r in rows]
+
+    def latest_with_hash(self, config_hash: str) -> dict[str, Any] | None:
+        row = self.conn.execute(
+            "SELECT * FROM runs WHERE config_hash = ? ORDER BY started_at DESC LIMIT 1",
+            (config_hash,),
+        ).fetchone()
+        return _run_record(row) if row else None
 
     def run(self, run_id: str) -> dict[str, Any] | None:
         row = self.conn.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()

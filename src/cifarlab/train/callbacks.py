@@ -1,4 +1,4 @@
-"""Callbacks that hook into the Trainer: progress display, checkpoints, the results store."""
+"""Callbacks that hook into the Trainer: progress, checkpoints, results, early stopping."""
 
 from __future__ import annotations
 
@@ -12,11 +12,12 @@ from tqdm.auto import tqdm
 
 from cifarlab.experiments.store import ResultsStore
 from cifarlab.train.checkpoint import save_checkpoint
+from cifarlab.train.selection import is_better
 from cifarlab.train.trainer import Callback, Trainer
 
 
 class ProgressBar(Callback):
-    """A bar per epoch with loss, accuracy and images/s, and one summary line per epoch."""
+    """A bar per epoch (loss, accuracy, images/s, ETA) and one summary line per epoch."""
 
     def __init__(self, epochs: int, refresh_seconds: float = 0.25) -> None:
         self.epochs, self.refresh_seconds = epochs, refresh_seconds
@@ -54,6 +55,7 @@ class ProgressBar(Callback):
         parts.append(f"train {metrics['train_acc']:.2%}")
         for prefix in trainer.eval_loaders:
             parts.append(f"{prefix} {metrics[f'{prefix}_acc']:.2%}")
+        parts.append(f"lr {metrics['lr']:.3g}")
         parts.append(f"{metrics['images_per_sec']:,.0f} img/s")
         parts.append(f"{metrics['epoch_seconds']:.1f}s")
         tqdm.write("  ".join(parts), file=sys.stderr)
@@ -67,20 +69,13 @@ class Checkpointer(Callback):
         self.best: float | None = None
 
     def on_epoch_end(self, trainer: Trainer, epoch: int, metrics: dict[str, Any]) -> None:
-        state = {
-            **self.meta,
-            "epoch": epoch + 1,
-            "step": trainer.step,
-            "model": trainer.model.state_dict(),
-            "optimizer": trainer.optimizer.state_dict(),
-            "history": trainer.history,
-            "rng_torch": torch.get_rng_state(),
-        }
-        save_checkpoint(self.run_dir / "last.pt", state)
+        state = {**self.meta, **trainer.state_dict(), "best_score": self.best}
         score = metrics.get(self.select_by)
-        if score is not None and (self.best is None or score > self.best):
-            self.best = score
+        improved = score is not None and is_better(self.select_by, score, self.best)
+        if improved:
+            self.best = state["best_score"] = score
             save_checkpoint(self.run_dir / "best.pt", state)
+        save_checkpoint(self.run_dir / "last.pt", state)
 
 
 class StoreEpochs(Callback):
@@ -91,3 +86,47 @@ class StoreEpochs(Callback):
 
     def on_epoch_end(self, trainer: Trainer, epoch: int, metrics: dict[str, Any]) -> None:
         self.store.add_epoch(self.run_id, epoch + 1, metrics)
+
+
+class EarlyStopping(Callback):
+    """Stops training when the validation metric has not improved for ``patience`` epochs."""
+
+    def __init__(self, patience: int, select_by: str = "val_acc") -> None:
+        self.patience, self.select_by = patience, select_by
+        self.best: float | None = None
+        self.stale = 0
+        self.stopped_at: int | None = None
+
+    def on_fit_start(self, trainer: Trainer) -> None:
+        for metrics in trainer.history:  # a resumed run replays what it had seen
+            self._observe(metrics)
+
+    def on_epoch_end(self, trainer: Trainer, epoch: int, metrics: dict[str, Any]) -> None:
+        self._observe(metrics)
+        if self.stale >= self.patience:
+            trainer.should_stop = True
+            self.stopped_at = epoch + 1
+
+    def _observe(self, metrics: dict[str, Any]) -> None:
+        if is_better(self.select_by, metrics[self.select_by], self.best):
+            self.best, self.stale = metrics[self.select_by], 0
+        else:
+            self.stale += 1
+
+
+class TensorBoardLogger(Callback):
+    """Writes every epoch metric as a scalar (needs the ``tensorboard`` package)."""
+
+    def __init__(self, log_dir: Path) -> None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.writer = SummaryWriter(log_dir=str(log_dir))
+
+    def on_epoch_end(self, trainer: Trainer, epoch: int, metrics: dict[str, Any]) -> None:
+        for key, value in metrics.items():
+            if key != "epoch" and isinstance(value, (int, float)):
+                self.writer.add_scalar(key, value, epoch + 1)
+        self.writer.flush()
+
+    def on_fit_end(self, trainer: Trainer) -> None:
+        self.writer.close()

@@ -11,7 +11,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from cifarlab.data.loader import TensorLoader
+from cifarlab.train.ema import EMA
 from cifarlab.train.precision import autocast
+from cifarlab.train.schedule import LrFactor
 
 
 class Diverged(Exception):
@@ -36,7 +38,8 @@ class Trainer:
     """Trains ``model`` on ``train_loader`` and evaluates on each of ``eval_loaders``.
 
     ``eval_loaders`` maps a prefix (``val``, ``test``) to a loader; each epoch's
-    metrics hold ``{prefix}_loss`` and ``{prefix}_acc`` for each of them.
+    metrics hold ``{prefix}_loss`` and ``{prefix}_acc`` for each. Everything a
+    resumed run needs is in ``state_dict()``.
     """
 
     def __init__(
@@ -48,33 +51,46 @@ class Trainer:
         *,
         device: torch.device,
         precision: str = "fp32",
+        lr_factor: LrFactor = lambda step: 1.0,
+        label_smoothing: float = 0.0,
+        grad_clip: float | None = None,
+        ema: EMA | None = None,
+        compiled: nn.Module | None = None,
         callbacks: list[Callback] | None = None,
     ) -> None:
         self.model, self.optimizer = model, optimizer
+        self.forward = compiled or model  # torch.compile'd or eager; shares weights with model
         self.train_loader, self.eval_loaders = train_loader, eval_loaders
         self.device, self.precision = device, precision
+        self.lr_factor, self.label_smoothing, self.grad_clip = lr_factor, label_smoothing, grad_clip
+        self.ema = ema
+        # fp16 needs loss scaling to keep small gradients from flushing to zero; bf16 doesn't.
+        self.scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
         self.callbacks = callbacks or []
+        for group in optimizer.param_groups:
+            group.setdefault("base_lr", group["lr"])
         self.history: list[dict[str, Any]] = []
-        self.epoch = 0
-        self.step = 0
+        self.epoch = 0  # epochs completed
+        self.step = 0  # optimizer steps taken
         self.first_loss: float | None = None
         self.train_seconds = 0.0  # training + evaluation wall time, one-time setup excluded
+        self.should_stop = False  # set by a callback (early stopping) to end after this epoch
 
     def fit(self, epochs: int) -> list[dict[str, Any]]:
         self._emit("on_fit_start")
-        for epoch in range(self.epoch, epochs):
-            self.epoch = epoch
-            self._emit("on_epoch_start", epoch)
-            metrics = self.train_epoch(epoch)
+        while self.epoch < epochs and not self.should_stop:
+            self._emit("on_epoch_start", self.epoch)
+            metrics = self.train_epoch(self.epoch)
             start = time.perf_counter()
             for prefix, loader in self.eval_loaders.items():
-                loss, acc = self.evaluate(loader)
-                metrics[f"{prefix}_loss"], metrics[f"{prefix}_acc"] = loss, acc
+                metrics[f"{prefix}_loss"], metrics[f"{prefix}_acc"] = self.evaluate(loader)
             metrics["eval_seconds"] = time.perf_counter() - start
+            if "val_acc" in metrics:
+                metrics["gap"] = metrics["train_acc"] - metrics["val_acc"]
             self.train_seconds += metrics["epoch_seconds"] + metrics["eval_seconds"]
             self.history.append(metrics)
-            self.epoch = epoch + 1
-            self._emit("on_epoch_end", epoch, metrics)
+            self.epoch += 1
+            self._emit("on_epoch_end", self.epoch - 1, metrics)
         self._emit("on_fit_end")
         return self.history
 
@@ -83,16 +99,23 @@ class Trainer:
         self.train_loader.set_epoch(epoch)
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), dtype=torch.long, device=self.device)
-        seen = 0
-        lr = self.optimizer.param_groups[0]["lr"]
+        seen, lr_sum = 0, 0.0
         start = time.perf_counter()
         for x, y in self.train_loader:
+            lr_sum += self._set_lr()
             with autocast(self.precision, self.device):
-                logits = self.model(x)
-            loss = F.cross_entropy(logits.float(), y)  # loss in fp32 even under autocast
+                logits = self.forward(x)
+            # the loss in fp32 even under autocast
+            loss = F.cross_entropy(logits.float(), y, label_smoothing=self.label_smoothing)
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
+            self.scaler.scale(loss).backward()
+            if self.grad_clip is not None:
+                self.scaler.unscale_(self.optimizer)
+                nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            if self.ema is not None:
+                self.ema.update(self.model)
             self.step += 1
             self._check_divergence(loss)
             batch_correct = (logits.argmax(1) == y).sum()
@@ -105,24 +128,31 @@ class Trainer:
             "epoch": epoch + 1,
             "train_loss": loss_sum.item() / seen,
             "train_acc": correct.item() / seen,
-            "lr": lr,
+            "lr": lr_sum / len(self.train_loader),  # the epoch's mean: schedules move per batch
             "epoch_seconds": seconds,
             "images_per_sec": seen / seconds,
         }
 
     @torch.no_grad()
     def evaluate(self, loader: TensorLoader) -> tuple[float, float]:
-        """Mean cross-entropy and accuracy of the model on ``loader``."""
-        self.model.eval()
+        """Mean cross-entropy and accuracy on ``loader``, with the EMA weights when enabled."""
+        model = self.ema.module if self.ema is not None else self.model
+        model.eval()
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), dtype=torch.long, device=self.device)
         for x, y in loader:
             with autocast(self.precision, self.device):
-                logits = self.model(x)
+                logits = model(x)
             loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
             correct += (logits.argmax(1) == y).sum()
         n = loader.num_images
         return loss_sum.item() / n, correct.item() / n
+
+    def _set_lr(self) -> float:
+        factor = self.lr_factor(self.step)
+        for group in self.optimizer.param_groups:
+            group["lr"] = group["base_lr"] * factor
+        return self.optimizer.param_groups[0]["lr"]
 
     def _check_divergence(self, loss: torch.Tensor) -> None:
         # On a GPU every .item() is a sync, so look every 16 steps there; on CPU it is free.
@@ -133,6 +163,35 @@ class Trainer:
             self.first_loss = value
         if not math.isfinite(value) or value > 10 * max(self.first_loss, 1e-3):
             raise Diverged(self.epoch + 1, self.step, value)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue exactly where this epoch ended."""
+        return {
+            "epoch": self.epoch,
+            "step": self.step,
+            "first_loss": self.first_loss,
+            "train_seconds": self.train_seconds,
+            "history": self.history,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "ema": self.ema.state_dict() if self.ema is not None else None,
+            "rng_cpu": torch.get_rng_state(),
+            "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
+        if self.ema is not None and state.get("ema") is not None:
+            self.ema.load_state_dict(state["ema"])
+        self.epoch, self.step = state["epoch"], state["step"]
+        self.first_loss, self.train_seconds = state["first_loss"], state["train_seconds"]
+        self.history = list(state["history"])
+        torch.set_rng_state(state["rng_cpu"])
+        if state["rng_cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["rng_cuda"])
 
     def _emit(self, hook: str, *args: Any) -> None:
         for callback in self.callbacks:

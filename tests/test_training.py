@@ -1,0 +1,310 @@
+"""The training engine: optimizers, schedules, resume, selection, early stopping, precision."""
+
+from __future__ import annotations
+
+import math
+import os
+import sqlite3
+
+import pytest
+import torch
+
+import cifarlab
+from cifarlab.cli import main
+from cifarlab.errors import CifarlabError
+from cifarlab.train.callbacks import EarlyStopping
+from cifarlab.train.ema import EMA
+from cifarlab.train.schedule import build_schedule
+from cifarlab.train.selection import best_epoch, overfit_onset
+
+TIMING = {"epoch_seconds", "eval_seconds", "images_per_sec"}
+
+
+def _quick(tiny_archive, tmp_path, **options):
+    base = dict(
+        data=str(tiny_archive), workspace=str(tmp_path / "ws"), val_size=30, batch_size=16,
+        epochs=4, optimizer="adam", lr=0.003, quiet=True,
+    )  # fmt: skip
+    return cifarlab.train(**{**base, **options})
+
+
+# -- schedules ---------------------------------------------------------------------
+
+
+def test_schedules_follow_their_curves():
+    spe, epochs = 10, 10
+    total = spe * epochs
+
+    def curve(name, **kw):
+        f = build_schedule(name, epochs=epochs, steps_per_epoch=spe, **kw)
+        return [f(s) for s in range(total)]
+
+    assert set(curve("constant")) == {1.0}
+    step = curve("step", step_size=3, gamma=0.5)
+    assert step[29] == 1.0 and step[30] == 0.5 and step[60] == 0.25
+    multi = curve("multistep", milestones=(2, 5), gamma=0.1)
+    assert multi[19] == 1.0 and math.isclose(multi[20], 0.1) and math.isclose(multi[50], 0.01)
+    cos = curve("cosine")
+    assert cos[0] == 1.0 and math.isclose(cos[50], 0.5) and cos[-1] < 0.001
+    assert all(a >= b for a, b in zip(cos, cos[1:]))
+    one = curve("onecycle")
+    peak = max(range(total), key=one.__getitem__)
+    assert peak == 30 and math.isclose(one[0], 1 / 25) and one[-1] < 1e-3
+    warm = curve("warmup-linear", warmup_epochs=2)
+    assert warm[0] == pytest.approx(1 / 20) and warm[19] == 1.0
+    assert warm[20] == pytest.approx(1.0) and warm[-1] == pytest.approx(1 / 80)
+    wcos = curve("warmup-cosine", warmup_epochs=2)
+    assert wcos[19] == 1.0 and wcos[60] == pytest.approx(0.5) and wcos[-1] < 0.001
+
+
+def test_trainer_records_each_epochs_mean_learning_rate(tiny_archive, tmp_path):
+    result = _quick(tiny_archive, tmp_path, optimizer="sgd", lr=0.01, schedule="step",
+                    step_size=2, gamma=0.1)  # fmt: skip
+    lrs = [m["lr"] for m in result.history]
+    assert result.status == "completed"
+    assert lrs == pytest.approx([0.01, 0.01, 0.001, 0.001])
+
+
+# -- every optimizer learns -------------------------------------------------------
+
+OPTIMIZER_LRS = {"sgd": 0.02, "adam": 0.003, "adamw": 0.003, "adagrad": 0.03, "rmsprop": 0.0003}
+
+
+@pytest.mark.parametrize("optimizer", sorted(OPTIMIZER_LRS))
+def test_every_optimizer_lowers_the_loss(tiny_archive, tmp_path, optimizer):
+    result = _quick(tiny_archive, tmp_path, optimizer=optimizer, lr=OPTIMIZER_LRS[optimizer],
+                    epochs=3, weight_decay=1e-4, decay_norm_bias=False)  # fmt: skip
+    losses = [m["train_loss"] for m in result.history]
+    assert losses[-1] < losses[0] * 0.9, losses
+
+
+@pytest.mark.parametrize(
+    "schedule, extra",
+    [
+        ("constant", {}),
+        ("step", {"step_size": 1}),
+        ("multistep", {"milestones": (1, 2)}),
+        ("cosine", {}),
+        ("onecycle", {"max_lr": 0.01}),
+        ("warmup-linear", {"warmup_epochs": 1}),
+        ("warmup-cosine", {"warmup_epochs": 1}),
+    ],
+)
+def test_every_schedule_lowers_the_loss(tiny_archive, tmp_path, schedule, extra):
+    result = _quick(tiny_archive, tmp_path, schedule=schedule, epochs=3, **extra)
+    losses = [m["train_loss"] for m in result.history]
+    assert losses[-1] < losses[0] * 0.9, losses
+
+
+# -- resume -----------------------------------------------------------------------
+
+
+def _interrupt_at_epoch(monkeypatch, stop_at: int):
+    from cifarlab.train.trainer import Trainer
+
+    original = Trainer.train_epoch
+
+    def train_epoch(self, epoch):
+        if epoch == stop_at:
+            raise KeyboardInterrupt
+        return original(self, epoch)
+
+    monkeypatch.setattr(Trainer, "train_epoch", train_epoch)
+
+
+def _rows(workspace, run_id):
+    with sqlite3.connect(os.path.join(workspace, "runs.db")) as conn:
+        conn.row_factory = sqlite3.Row
+        rows = conn.execute("SELECT * FROM epochs WHERE run_id = ? ORDER BY epoch", (run_id,))
+        skip = TIMING | {"run_id"}
+        return [{k: r[k] for k in r.keys() if k not in skip} for r in rows]  # noqa: SIM118
+
+
+RESUMABLE = dict(
+    optimizer="sgd", lr=0.05, nesterov=True, schedule="cosine", ema=0.9, label_smoothing=0.1,
+    grad_clip=5.0, deterministic=True, augment="crop-flip-cutout",
+)  # fmt: skip
+
+
+def test_interrupted_then_resumed_equals_uninterrupted(tiny_archive, tmp_path, monkeypatch):
+    whole = _quick(tiny_archive, tmp_path / "a", **RESUMABLE)
+    with monkeypatch.context() as m:
+        _interrupt_at_epoch(m, stop_at=2)
+        with pytest.raises(KeyboardInterrupt):
+            _quick(tiny_archive, tmp_path / "b", **RESUMABLE)
+    (broken,) = cifarlab.results(tmp_path / "b" / "ws")
+    assert broken["status"] == "failed" and broken["epochs_done"] == 2
+    code = main(["train", "--resume", broken["id"], "--workspace", str(tmp_path / "b" / "ws"),
+                 "--quiet"])  # fmt: skip
+    assert code == 0
+    (resumed,) = cifarlab.results(tmp_path / "b" / "ws")
+    assert resumed["status"] == "completed" and resumed["epochs_done"] == 4
+    expected = _rows(tmp_path / "a" / "ws", whole.run_id)
+    assert len(expected) == 4
+    assert _rows(tmp_path / "b" / "ws", broken["id"]) == expected  # every epoch, bitwise
+    a = torch.load(whole.run_dir / "last.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "b" / "ws" / broken["id"] / "last.pt", weights_only=True)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_same_command_with_resume_continues_the_matching_run(tiny_archive, tmp_path, monkeypatch):
+    with monkeypatch.context() as m:
+        _interrupt_at_epoch(m, stop_at=1)
+        with pytest.raises(KeyboardInterrupt):
+            _quick(tiny_archive, tmp_path, epochs=2)
+    result = _quick(tiny_archive, tmp_path, epochs=2, resume="auto")
+    assert result.status == "completed" and len(result.history) == 2
+    assert len(cifarlab.results(tmp_path / "ws")) == 1
+    again = _quick(tiny_archive, tmp_path, epochs=2, resume="auto")  # completed: nothing to do
+    assert again.run_id == result.run_id and len(cifarlab.results(tmp_path / "ws")) == 1
+
+
+def test_resume_refuses_options_that_change_results(tiny_archive, tmp_path, capsys):
+    run = _quick(tiny_archive, tmp_path, epochs=1)
+    ws = str(tmp_path / "ws")
+    assert main(["train", "--resume", run.run_id, "--workspace", ws, "--lr", "0.5"]) == 2
+    assert "--lr 0.5 differs from the run's 0.003" in capsys.readouterr().err
+    assert main(["train", "--resume", "nope", "--workspace", ws]) == 2
+    assert "--resume nope: no such run" in capsys.readouterr().err
+
+
+class _Evil:
+    def __reduce__(self):
+        return (os.system, ("echo pwned > /dev/null",))
+
+
+@pytest.mark.parametrize("damage", ["malicious", "truncated", "foreign", "wrong_model"])
+def test_a_bad_checkpoint_is_refused_and_changes_nothing(tiny_archive, tmp_path, monkeypatch,
+                                                         capsys, damage):  # fmt: skip
+    with monkeypatch.context() as m:
+        _interrupt_at_epoch(m, stop_at=1)
+        with pytest.raises(KeyboardInterrupt):
+            _quick(tiny_archive, tmp_path, epochs=2)
+    (run,) = cifarlab.results(tmp_path / "ws")
+    last = tmp_path / "ws" / run["id"] / "last.pt"
+    if damage == "malicious":
+        torch.save({"format": "cifarlab-checkpoint", "x": _Evil()}, last)
+    elif damage == "truncated":
+        last.write_bytes(last.read_bytes()[:200])
+    elif damage == "foreign":
+        torch.save({"weights": torch.zeros(3)}, last)
+    else:
+        state = torch.load(last, weights_only=True)
+        state["model"] = {"layer.weight": torch.zeros(2)}
+        torch.save(state, last)
+    before = last.read_bytes()
+    code = main(["train", "--resume", run["id"], "--workspace", str(tmp_path / "ws"), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1, err
+    assert "checkpoint" in err
+    assert last.read_bytes() == before
+    (after,) = cifarlab.results(tmp_path / "ws")
+    assert after["status"] == "failed" and after["epochs_done"] == 1
+
+
+def test_same_seed_deterministic_runs_are_identical(tiny_archive, tmp_path):
+    a = _quick(tiny_archive, tmp_path / "a", epochs=2, deterministic=True)
+    b = _quick(tiny_archive, tmp_path / "b", epochs=2, deterministic=True)
+    strip = lambda h: [{k: v for k, v in m.items() if k not in TIMING} for m in h]
+    assert strip(a.history) == strip(b.history)
+
+
+# -- model selection, overfitting, early stopping ----------------------------------
+
+
+def _history(val_loss, train_loss=None, val_acc=None):
+    train_loss = train_loss or [2.0 - 0.1 * i for i in range(len(val_loss))]
+    val_acc = val_acc or [0.5] * len(val_loss)
+    return [
+        {"epoch": i + 1, "val_loss": v, "train_loss": t, "val_acc": a, "test_acc": 0.1 * i}
+        for i, (v, t, a) in enumerate(zip(val_loss, train_loss, val_acc))
+    ]
+
+
+def test_best_epoch_uses_validation_never_test():
+    history = _history([1.0, 0.8, 0.9], val_acc=[0.5, 0.7, 0.6])
+    assert best_epoch(history, "val_acc")["epoch"] == 2  # test_acc is highest at epoch 3
+    assert best_epoch(history, "val_loss")["epoch"] == 2
+
+
+def test_overfit_onset_is_where_validation_loss_bottoms_out():
+    assert overfit_onset(_history([1.0, 0.8, 0.7, 0.75, 0.8, 0.9]), patience=3) == 3
+    assert overfit_onset(_history([1.0, 0.8, 0.7, 0.75, 0.8]), patience=3) is None
+    flat_train = [1.0] * 6
+    assert overfit_onset(_history([1.0, 0.8, 0.7, 0.75, 0.8, 0.9], flat_train), 3) is None
+
+
+class _FakeTrainer:
+    should_stop = False
+    history: list = []
+
+
+def test_early_stopping_stops_after_patience_epochs_without_improvement():
+    stopper, trainer = EarlyStopping(patience=2, select_by="val_loss"), _FakeTrainer()
+    for epoch, metrics in enumerate(_history([1.0, 0.8, 0.85, 0.7, 0.9, 0.95, 0.6])):
+        stopper.on_epoch_end(trainer, epoch, metrics)
+        if trainer.should_stop:
+            break
+    assert stopper.stopped_at == 6  # best at epoch 4, then two epochs without improvement
+
+
+def test_early_stop_run_stops_where_validation_stalls_and_keeps_best(tiny_archive, tmp_path):
+    # the synthetic classes are easy: validation accuracy saturates within a few epochs
+    result = _quick(tiny_archive, tmp_path, epochs=30, early_stop=2)
+    accs = [m["val_acc"] for m in result.history]
+    best = result.summary["best_epoch"]
+    assert result.status == "completed" and len(accs) < 30
+    assert result.summary["stopped_epoch"] == len(accs) == best + 2
+    assert max(accs[best:]) <= accs[best - 1]  # nothing after the best epoch beat it
+    assert torch.load(result.run_dir / "best.pt", weights_only=True)["epoch"] == best
+    (record,) = cifarlab.results(tmp_path / "ws")
+    assert record["best_epoch"] == best
+
+
+# -- EMA, precision, bad combinations --------------------------------------------
+
+
+def test_ema_moves_toward_the_weights_by_one_minus_decay():
+    model = torch.nn.Linear(2, 1)
+    ema = EMA(model, decay=0.9)
+    before = ema.module.weight.clone()
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    ema.update(model)
+    assert torch.allclose(ema.module.weight, before + 0.1)
+
+
+def test_ema_run_evaluates_the_averaged_weights(tiny_archive, tmp_path):
+    result = _quick(tiny_archive, tmp_path, epochs=2, ema=0.99)
+    state = torch.load(result.run_dir / "last.pt", weights_only=True)
+    assert state["ema"] is not None
+    assert any(not torch.equal(state["ema"][k], state["model"][k]) for k in state["model"])
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"nesterov": True, "momentum": 0.0}, "--nesterov"),
+        ({"nesterov": True, "optimizer": "adam"}, "--nesterov"),
+        ({"schedule": "onecycle"}, "--schedule: onecycle needs --max-lr"),
+        ({"schedule": "multistep"}, "--schedule: multistep needs --milestones"),
+        ({"schedule": "cosinus"}, "unknown schedule 'cosinus'"),
+        ({"select_by": "test_acc"}, "unknown select_by 'test_acc'"),
+        ({"precision": "fp16", "device": "cpu"}, "fp16 needs a CUDA device"),
+    ],
+)
+def test_invalid_combinations_are_refused(tiny_archive, tmp_path, options, message):
+    with pytest.raises(CifarlabError, match=message):
+        _quick(tiny_archive, tmp_path, **options)
+    assert not (tmp_path / "ws" / "runs.db").exists()
+
+
+@pytest.mark.real_data
+def test_bf16_autocast_trains_within_two_points_of_fp32(real_data, tmp_path):
+    common = dict(data=str(real_data), workspace=str(tmp_path), limit_train=8000, epochs=3,
+                  optimizer="adam", limit_test=4000, quiet=True, seed=3)  # fmt: skip
+    fp32 = cifarlab.train(precision="fp32", **common)
+    bf16 = cifarlab.train(precision="bf16", **common)
+    assert fp32.info["precision"] == "fp32" and bf16.info["precision"] == "bf16"
+    assert fp32.summary["final_test_acc"] > 0.35
+    assert abs(fp32.summary["final_test_acc"] - bf16.summary["final_test_acc"]) <= 0.02
