@@ -89,12 +89,45 @@ def build_parser() -> argparse.ArgumentParser:
     add("--quiet", **flag, help="no progress bars or epoch lines")
     add("--tensorboard", **flag, help="also write TensorBoard scalars to the run folder")
 
-    results = sub.add_parser("results", help="list the runs of a workspace")
+    results = sub.add_parser("results", help="list runs, or an experiment's seed-grouped table")
     results.add_argument("--workspace", default="cifarlab-runs")
-    results.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    results.add_argument("--experiment", help="only this experiment's runs, grouped over seeds")
+    results.add_argument(
+        "--group-by", help="comma-separated settings to group by, e.g. model,optimizer"
+    )
+    results.add_argument("--sort", help="sort by a column, e.g. test_acc (best first)")
+    results.add_argument("--compare", nargs=2, metavar=("A", "B"),
+                         help="difference in mean test accuracy of two filters, with a 95%% CI, "
+                              "e.g. optimizer=adam optimizer=sgd")  # fmt: skip
+    results.add_argument("--format", choices=("table", "csv", "json", "markdown"), default="table")
+
+    sweep = sub.add_parser("sweep", help="run every configuration of an experiment file")
+    sweep.add_argument("file", help="experiment TOML file")
+    _add_sweep_options(sweep)
+
+    compare = sub.add_parser("compare", help="run a built-in study (e.g. the blog's) and compare")
+    compare.add_argument("--preset", required=True, help="blog, batch-size or lr")
+    compare.add_argument("--epochs", type=int, help="epochs per run (quick looks: 2-5)")
+    compare.add_argument("--seeds", type=int, help="seeds per configuration (error bars need 2+)")
+    compare.add_argument("--limit-train", type=int, help="stratified training subset per run")
+    compare.add_argument("--models", help="comma-separated subset of models")
+    _add_sweep_options(compare)
 
     sub.add_parser("models", help="list the built-in models")
     return parser
+
+
+def _add_sweep_options(parser: argparse.ArgumentParser) -> None:
+    add = parser.add_argument
+    add("--data", help="dataset for every run (overrides the file's base.data)")
+    add("--workspace", default="cifarlab-runs", help="results folder (default ./cifarlab-runs)")
+    add("--workers", type=int, default=1, help="runs at once, in separate processes (default 1)")
+    add("--dry-run", action="store_true", help="list the runs and what would happen; run nothing")
+    add("--max-runs", type=int, help="run at most N of the missing runs")
+    add("--only", action="append", default=[], metavar="KEY=VALUE", help="only matching runs")
+    add("--new-name", help="record the experiment under this name instead")
+    add("--force", action="store_true", help="replace an experiment of the same name")
+    add("--quiet", action="store_true", help="no progress bars")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -102,7 +135,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         return COMMANDS[args.command](args)
     except CifarlabError as err:
-        print(f"cifarlab: error: {err}", file=sys.stderr)
+        for line in str(err).splitlines():  # one line per problem
+            print(f"cifarlab: error: {line}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("cifarlab: interrupted", file=sys.stderr)
@@ -110,7 +144,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from cifarlab.results import format_table
+    from cifarlab.results import format_runs
     from cifarlab.runner import run_training
 
     options: dict[str, Any] = {
@@ -118,7 +152,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     }
     result = run_training(make_run_config(**options))
     record = {"id": result.run_id, **result.config.model_dump(), "status": result.status}
-    print(format_table([record | result.summary]))
+    print(format_runs([record | result.summary], "table"))
     if result.status != "completed":
         print(f"cifarlab: run {result.run_id} {result.status}: {result.error}", file=sys.stderr)
         return 1
@@ -127,10 +161,99 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_results(args: argparse.Namespace) -> int:
-    from cifarlab.results import format_results, results
+    from cifarlab.experiments.analysis import varying_keys
+    from cifarlab.results import (
+        compare,
+        format_groups,
+        format_runs,
+        grouped_results,
+        results,
+        sort_records,
+    )
 
-    print(format_results(results(args.workspace), args.format))
+    group_by = args.group_by.split(",") if args.group_by else None
+    if args.experiment is None and group_by is None and args.compare is None:
+        print(format_runs(sort_records(results(args.workspace), args.sort), args.format))
+        return 0
+    records = [r for r in results(args.workspace, args.experiment) if r["status"] == "completed"]
+    if args.compare:
+        print(compare(records, *args.compare))
+        return 0
+    by = group_by if group_by is not None else varying_keys(records)
+    groups = sort_records(grouped_results(args.workspace, args.experiment, by), args.sort)
+    print(format_groups(groups, by, args.format))
     return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from cifarlab.experiments.spec import load_experiment
+
+    overrides = {"data": args.data} if args.data else {}
+    return _sweep(load_experiment(args.file, **overrides), args)
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from cifarlab.experiments.presets import preset_definition
+    from cifarlab.experiments.spec import build_experiment
+
+    definition = preset_definition(
+        args.preset,
+        epochs=args.epochs,
+        seeds=args.seeds,
+        models=args.models.split(",") if args.models else None,
+        limit_train=args.limit_train,
+    )
+    overrides = {"data": args.data} if args.data else {}
+    code = _sweep(build_experiment(definition, source=f"preset {args.preset}", **overrides), args)
+    if not args.dry_run:
+        from cifarlab.experiments.analysis import varying_keys
+        from cifarlab.results import format_groups, grouped_results, results, sort_records
+
+        name = args.new_name or definition["name"]
+        records = [r for r in results(args.workspace, name) if r["status"] == "completed"]
+        by = varying_keys(records)
+        groups = sort_records(grouped_results(args.workspace, name, by), "test_acc")
+        print(format_groups(groups, by, "table"))
+    return code
+
+
+def _sweep(experiment, args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from cifarlab.experiments.store import ResultsStore
+    from cifarlab.experiments.sweep import parse_only, plan_sweep, run_sweep
+    from cifarlab.runner import prepare_workspace
+
+    if args.new_name:
+        experiment = replace(experiment, name=args.new_name)
+    if args.workers < 1:
+        raise CifarlabError(f"--workers must be at least 1 (got {args.workers})")
+    only = parse_only(args.only)
+    if args.dry_run:
+        with ResultsStore(prepare_workspace(args.workspace) / "runs.db") as store:
+            planned = plan_sweep(experiment, store, only, args.max_runs)
+        for p in planned:
+            print(f"{p.action:7s}{p.config.hash()}  {_describe_run(p.config)}")
+        todo = sum(p.action != "done" for p in planned)
+        print(f"{experiment.name}: {len(planned)} runs, {todo} to run")
+        return 0
+    report = run_sweep(
+        experiment, args.workspace, workers=args.workers, only=only,
+        max_runs=args.max_runs, force=args.force, quiet=args.quiet,
+    )  # fmt: skip
+    counts = {s: list(report.outcomes.values()).count(s) for s in set(report.outcomes.values())}
+    summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+    took = f"{report.seconds:.0f}s"
+    print(
+        f"sweep {experiment.name}: {len(report.planned)} runs ({summary}) in {took}",
+        file=sys.stderr,
+    )
+    return min(report.failed, 100)  # the exit status counts the failed runs
+
+
+def _describe_run(config) -> str:
+    c = config
+    return f"{c.model:10s} {c.optimizer:7s} lr={c.lr:g} bs={c.batch_size} seed={c.seed}"
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -147,7 +270,13 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "results": cmd_results, "models": cmd_models}
+COMMANDS = {
+    "train": cmd_train,
+    "results": cmd_results,
+    "models": cmd_models,
+    "sweep": cmd_sweep,
+    "compare": cmd_compare,
+}
 
 if __name__ == "__main__":
     sys.exit(main())

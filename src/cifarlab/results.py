@@ -1,4 +1,4 @@
-"""Reading results back: run records as plain rows, and their table/CSV/JSON forms."""
+"""Reading results back: run records and seed-grouped summaries, as table/CSV/JSON/markdown."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from cifarlab.errors import CifarlabError
+from cifarlab.experiments.analysis import GROUP_METRICS, compare_means, group_runs
 from cifarlab.experiments.store import ResultsStore
 
 RESULT_FIELDS = (
@@ -18,7 +19,7 @@ RESULT_FIELDS = (
     "finished_at", "error",
 )  # fmt: skip
 
-TABLE_COLUMNS = (
+RUN_COLUMNS = (
     ("id", "run", "{}"),
     ("model", "model", "{}"),
     ("optimizer", "opt", "{}"),
@@ -32,42 +33,150 @@ TABLE_COLUMNS = (
     ("train_seconds", "time (s)", "{:.1f}"),
     ("images_per_sec", "img/s", "{:,.0f}"),
 )
+GROUP_COLUMNS = (
+    ("best_val_acc", "best val", "{:.2%}"),
+    ("test_acc", "test@best", "{:.2%}"),
+    ("train_seconds", "time (s)", "{:.1f}"),
+    ("images_per_sec", "img/s", "{:,.0f}"),
+)
 
 
-def results(workspace: str | Path = "cifarlab-runs") -> list[dict[str, Any]]:
-    """Every run of the workspace as a flat record (accuracies are fractions in [0, 1])."""
+def _open_store(workspace: str | Path) -> ResultsStore:
     db = Path(workspace) / "runs.db"
     if not db.is_file():
         raise CifarlabError(
             f"no results in {str(workspace)!r} (no runs.db there); train a model first "
             "or pass --workspace DIR"
         )
-    with ResultsStore(db) as store:
-        return [
-            {k: run.get(k) for k in RESULT_FIELDS} | {"config": run["config"]}
-            for run in store.runs()
-        ]
+    return ResultsStore(db)
 
 
-def format_results(records: list[dict[str, Any]], fmt: str) -> str:
+def results(
+    workspace: str | Path = "cifarlab-runs", experiment: str | None = None
+) -> list[dict[str, Any]]:
+    """Runs of the workspace (or of one experiment: its latest run per configuration).
+
+    Accuracies are fractions in [0, 1]; each record also carries its full ``config``.
+    """
+    with _open_store(workspace) as store:
+        runs = store.runs()
+        if experiment is not None:
+            entry = store.experiment(experiment)
+            if entry is None:
+                known = ", ".join(store.experiment_names()) or "none yet"
+                raise CifarlabError(
+                    f"no experiment {experiment!r} in {str(workspace)!r} (known: {known}); "
+                    "run `cifarlab sweep FILE` first"
+                )
+            latest = {}
+            for run in runs:  # oldest first, so the latest run per configuration wins
+                latest[run["config_hash"]] = run
+            runs = [latest[h] for h in entry["config_hashes"] if h in latest]
+    return [{k: run.get(k) for k in RESULT_FIELDS} | {"config": run["config"]} for run in runs]
+
+
+def grouped_results(
+    workspace: str | Path = "cifarlab-runs",
+    experiment: str | None = None,
+    group_by: list[str] | None = None,
+) -> list[dict[str, Any]]:
+    """Completed runs grouped (by default: all varying settings but the seed), mean +- std."""
+    records = [r for r in results(workspace, experiment) if r["status"] == "completed"]
+    _check_keys(records, group_by)
+    return group_runs(records, group_by)
+
+
+def compare(records: list[dict[str, Any]], a: str, b: str, metric: str = "test_acc") -> str:
+    """One sentence: the difference in mean ``metric`` between filters ``a`` and ``b``, 95% CI."""
+    values = []
+    for spec in (a, b):
+        match = _filter(records, spec)
+        if not match:
+            raise CifarlabError(f"--compare {spec!r}: no completed run matches it")
+        values.append([r[metric] for r in match])
+    stats = compare_means(*values)
+    sentence = f"{a} vs {b}: {stats['diff'] * 100:+.2f} points {metric}"
+    if stats["low"] is None:
+        return f"{sentence} (n={stats['n_a']} vs {stats['n_b']}; add seeds for a 95% CI)"
+    return (
+        f"{sentence} (95% CI {stats['low'] * 100:+.2f} to {stats['high'] * 100:+.2f}, "
+        f"Welch t, n={stats['n_a']} vs {stats['n_b']})"
+    )
+
+
+def sort_records(records: list[dict[str, Any]], key: str | None) -> list[dict[str, Any]]:
+    """Sort by a field (a metric sorts best first); groups sort on the metric's mean."""
+    if not key:
+        return records
+    field = key if not records or key in records[0] else f"{key}_mean"
+    if records and field not in records[0]:
+        raise CifarlabError(f"--sort {key!r}: not a column here; try test_acc or train_seconds")
+    descending = field.removesuffix("_mean") in GROUP_METRICS and "seconds" not in field
+    present = [r for r in records if r.get(field) is not None]
+    missing = [r for r in records if r.get(field) is None]
+    return sorted(present, key=lambda r: r[field], reverse=descending) + missing
+
+
+def format_runs(records: list[dict[str, Any]], fmt: str) -> str:
     if fmt == "json":
         return json.dumps(records, indent=2)
     if fmt == "csv":
-        out = io.StringIO()
-        writer = csv.DictWriter(out, fieldnames=RESULT_FIELDS, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(records)
-        return out.getvalue().rstrip("\n")
-    return format_table(records)
+        return _csv(records, RESULT_FIELDS)
+    rows = [[_cell(r.get(k), f) for k, _, f in RUN_COLUMNS] for r in records]
+    return _table([h for _, h, _ in RUN_COLUMNS], rows, fmt) if records else "no runs yet"
 
 
-def format_table(records: list[dict[str, Any]]) -> str:
-    if not records:
-        return "no runs yet"
-    rows = [[h for _, h, _ in TABLE_COLUMNS]]
-    for r in records:
-        rows.append(["-" if r.get(k) is None else f.format(r[k]) for k, _, f in TABLE_COLUMNS])
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+def format_groups(groups: list[dict[str, Any]], by: list[str], fmt: str) -> str:
+    if fmt == "json":
+        return json.dumps(groups, indent=2)
+    if fmt == "csv":
+        fields = [*by, "n", *(f"{m}_{s}" for m in GROUP_METRICS for s in ("mean", "std"))]
+        return _csv(groups, fields)
+    if not groups:
+        return "no completed runs yet"
+    header = [*by, "n", *(h for _, h, _ in GROUP_COLUMNS)]
+    rows = []
+    for g in groups:
+        cells = [_cell(g[k], "{}") for k in by] + [str(g["n"])]
+        for metric, _, f in GROUP_COLUMNS:
+            mean, std = g[f"{metric}_mean"], g[f"{metric}_std"]
+            cells.append(_cell(mean, f) + ("" if std is None else f" ± {_cell(std, f)}"))
+        rows.append(cells)
+    return _table(header, rows, fmt)
+
+
+def _table(header: list[str], rows: list[list[str]], fmt: str) -> str:
+    if fmt == "markdown":
+        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    fmt_row = lambda row: "  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip()
+    return "\n".join([fmt_row(header), "  ".join("-" * w for w in widths), *map(fmt_row, rows)])
+
+
+def _csv(records: list[dict[str, Any]], fields) -> str:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=list(fields), extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(records)
+    return out.getvalue().rstrip("\n")
+
+
+def _cell(value: Any, fmt: str) -> str:
+    return "-" if value is None else fmt.format(value)
+
+
+def _filter(records: list[dict[str, Any]], spec: str) -> list[dict[str, Any]]:
+    """``"model=wobbly,optimizer=adam"`` -> the completed records matching every pair."""
+    pairs = [p.split("=", 1) for p in spec.split(",") if p.strip()]
+    if not pairs or any(len(p) != 2 for p in pairs):
+        raise CifarlabError(f"--compare {spec!r}: expected KEY=VALUE[,KEY=VALUE...]")
+    matches = lambda r: all(str(r["config"].get(k.strip())) == v.strip() for k, v in pairs)
+    return [r for r in records if r["status"] == "completed" and matches(r)]
+
+
+def _check_keys(records: list[dict[str, Any]], keys: list[str] | None) -> None:
+    if records and keys:
+        unknown = [k for k in keys if k not in records[0]["config"]]
+        if unknown:
+            raise CifarlabError(f"--group-by: unknown setting(s) {', '.join(unknown)}")

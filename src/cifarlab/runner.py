@@ -89,8 +89,11 @@ def run_training(config: RunConfig | None = None, **options: Any) -> RunResult:
     torch.manual_seed(config.seed)
     trainer = build_trainer(config, data, device, precision)
     state = None
-    if resumed:
-        state = load_checkpoint(workspace / resumed["id"] / "last.pt", map_location=device)
+    last = workspace / resumed["id"] / "last.pt" if resumed else None
+    if last and not last.exists():  # stopped before its first epoch ended: start it over
+        _note(config, f"run {resumed['id']} has no checkpoint yet; restarting it from epoch 1")
+    elif last:
+        state = load_checkpoint(last, map_location=device)
         try:
             trainer.load_state_dict(state)
         except (RuntimeError, KeyError, ValueError) as err:

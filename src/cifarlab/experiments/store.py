@@ -47,6 +47,13 @@ CREATE TABLE IF NOT EXISTS epochs (
     {", ".join(f"{c} REAL" for c in EPOCH_METRICS)},
     PRIMARY KEY (run_id, epoch)
 );
+CREATE TABLE IF NOT EXISTS experiments (
+    name TEXT PRIMARY KEY,
+    fingerprint TEXT NOT NULL,
+    definition TEXT NOT NULL,
+    config_hashes TEXT NOT NULL,
+    created_at REAL NOT NULL
+);
 """
 
 
@@ -128,6 +135,15 @@ class ResultsStore:
                 values.append(summary[col])
         self.conn.execute(f"UPDATE runs SET {', '.join(sets)} WHERE id = ?", [*values, run_id])
 
+    def save_experiment(
+        self, name: str, fingerprint: str, definition: dict[str, Any], hashes: list[str]
+    ) -> None:
+        """Record (or replace) an experiment: a named set of run configurations."""
+        self.conn.execute(
+            "INSERT OR REPLACE INTO experiments VALUES (?, ?, ?, ?, ?)",
+            (name, fingerprint, json.dumps(definition), json.dumps(hashes), time.time()),
+        )
+
     # -- reading -----------------------------------------------------------------
     def runs(self) -> list[dict[str, Any]]:
         """Every run, oldest first, as plain dicts with the config parsed."""
@@ -144,6 +160,18 @@ class ResultsStore:
     def run(self, run_id: str) -> dict[str, Any] | None:
         row = self.conn.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
         return _run_record(row) if row else None
+
+    def experiment(self, name: str) -> dict[str, Any] | None:
+        row = self.conn.execute("SELECT * FROM experiments WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            return None
+        record = dict(row)
+        record["definition"] = json.loads(record["definition"])
+        record["config_hashes"] = json.loads(record["config_hashes"])
+        return record
+
+    def experiment_names(self) -> list[str]:
+        return [r[0] for r in self.conn.execute("SELECT name FROM experiments ORDER BY name")]
 
     def epochs(self, run_id: str) -> list[dict[str, Any]]:
         rows = self.conn.execute(

@@ -1,0 +1,174 @@
+"""Experiment files: a name, base settings and grid axes -> the list of RunConfigs to run.
+
+    name = "blog"
+    [base]
+    epochs = 15
+    [grid]
+    model = ["tutorial", "wobbly"]
+    optimizer = ["sgd", "adam"]
+    [[include]]            # extra single runs (merged over base)
+    model = "resnet18"
+    [[exclude]]            # drop grid combinations matching all these keys
+    model = "wobbly"
+    optimizer = "sgd"
+
+Every problem in a file is reported, one line each with its key path, before
+anything runs.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import itertools
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import tomllib
+from pydantic import ValidationError
+
+from cifarlab.config import RunConfig
+from cifarlab.errors import CifarlabError
+
+TOP_KEYS = ("name", "description", "base", "grid", "include", "exclude")
+# Options that belong to the sweep command, not to a run's settings.
+NOT_RUN_KEYS = {"workspace", "resume", "quiet"}
+RUN_KEYS = tuple(k for k in RunConfig.model_fields if k not in NOT_RUN_KEYS)
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """A validated experiment: its name, its definition and the runs it expands to."""
+
+    name: str
+    definition: dict[str, Any]
+    configs: tuple[RunConfig, ...]
+
+    @property
+    def fingerprint(self) -> str:
+        """Changes when the set of runs changes (not when only the order does)."""
+        hashes = sorted(c.hash() for c in self.configs)
+        return hashlib.sha256(json.dumps(hashes).encode()).hexdigest()[:16]
+
+
+def load_experiment(path: str | Path, **overrides: Any) -> Experiment:
+    """Read, validate and expand an experiment TOML file."""
+    path = Path(path)
+    try:
+        definition = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise CifarlabError(f"experiment file {str(path)!r} does not exist") from None
+    except tomllib.TOMLDecodeError as err:
+        raise CifarlabError(f"{path}: not valid TOML ({err})") from None
+    return build_experiment(definition, source=str(path), **overrides)
+
+
+def build_experiment(
+    definition: dict[str, Any], source: str = "experiment", **overrides: Any
+) -> Experiment:
+    """Validate a definition (a parsed file or a dict) and expand it into RunConfigs.
+
+    ``overrides`` (e.g. ``workspace``, ``quiet``, or ``epochs`` from the command
+    line) are applied to every run.
+    """
+    problems = _check_shape(definition)
+    base = definition.get("base", {})
+    grid = definition.get("grid", {})
+    problems += _check_values("base", base)
+    for key, values in grid.items():
+        if key not in RUN_KEYS:
+            problems += _check_value(f"grid.{key}", key, None)
+        elif isinstance(values, list):
+            for i, value in enumerate(values):
+                problems += _check_value(f"grid.{key}[{i}]", key, value)
+    for section in ("include", "exclude"):
+        for i, table in enumerate(definition.get(section, [])):
+            problems += _check_values(f"{section}[{i}]", table)
+    if problems:
+        raise CifarlabError("\n".join(f"{source}: {p}" for p in problems))
+
+    configs, seen = [], set()
+    for i, options in enumerate(_expand(definition)):
+        try:
+            config = RunConfig(**{**options, **overrides})
+        except ValidationError as err:
+            where = ", ".join(f"{k}={v}" for k, v in options.items() if k in grid) or f"run {i}"
+            problems += [f"{where}: {e['msg'].removeprefix('Value error, ')}" for e in err.errors()]
+            continue
+        if config.hash() not in seen:  # two ways to the same run: run it once
+            seen.add(config.hash())
+            configs.append(config)
+    if problems:
+        raise CifarlabError("\n".join(f"{source}: {p}" for p in problems))
+    return Experiment(definition["name"], definition, tuple(configs))
+
+
+def _check_shape(definition: dict[str, Any]) -> list[str]:
+    problems = [
+        f"unknown key {k!r}{_did_you_mean(k, TOP_KEYS)}" for k in definition if k not in TOP_KEYS
+    ]
+    if not isinstance(definition.get("name"), str) or not definition.get("name"):
+        problems.append('name: missing; give the experiment a name, e.g. name = "blog"')
+    for table in ("base", "grid"):
+        if not isinstance(definition.get(table, {}), dict):
+            problems.append(f"{table}: must be a table ([{table}])")
+    grid = definition.get("grid", {})
+    if isinstance(grid, dict):
+        for key, values in grid.items():
+            if not isinstance(values, list):
+                problems.append(f"grid.{key}: must be a list of values, e.g. {key} = [{values!r}]")
+            elif not values:
+                problems.append(f"grid.{key}: empty list; give at least one value")
+        if not grid and not definition.get("include"):
+            problems.append("grid: empty; add at least one axis under [grid] or an [[include]]")
+    for section in ("include", "exclude"):
+        tables = definition.get(section, [])
+        if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
+            problems.append(f"{section}: must be an array of tables ([[{section}]])")
+    return problems
+
+
+def _check_values(where: str, options: Any) -> list[str]:
+    """Problems with one table of run options, each as ``where.key: what is wrong``."""
+    if not isinstance(options, dict):
+        return []
+    problems = []
+    for key, value in options.items():
+        problems += _check_value(f"{where}.{key}", key, value)
+    return problems
+
+
+def _check_value(path: str, key: str, value: Any) -> list[str]:
+    """Validate one option on its own; cross-field checks wait for the expanded runs."""
+    if key not in RUN_KEYS:
+        return [f"{path}: unknown key{_did_you_mean(key, RUN_KEYS)}"]
+    try:
+        RunConfig(**{key: value})
+    except ValidationError as err:
+        field_errors = [e for e in err.errors() if e["loc"]]  # loc () is a cross-field check
+        return [
+            f"{path}: {e['msg'].removeprefix('Value error, ')} (got {value!r})"
+            for e in field_errors
+        ]
+    return []
+
+
+def _expand(definition: dict[str, Any]) -> list[dict[str, Any]]:
+    base, grid = definition.get("base", {}), definition.get("grid", {})
+    excludes = definition.get("exclude", [])
+    runs = []
+    keys = list(grid)
+    for values in itertools.product(*(grid[k] for k in keys)) if keys else []:
+        combo = dict(zip(keys, values))
+        if any(all(combo.get(k, base.get(k)) == v for k, v in ex.items()) for ex in excludes):
+            continue
+        runs.append({**base, **combo})
+    runs += [{**base, **extra} for extra in definition.get("include", [])]
+    return runs
+
+
+def _did_you_mean(key: str, choices: Any) -> str:
+    close = difflib.get_close_matches(key, list(choices), n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""

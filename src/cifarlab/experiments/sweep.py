@@ -1,0 +1,168 @@
+"""Sweeps: run every configuration of an experiment that is not done yet.
+
+A run is known by the hash of its settings, so re-running a sweep after a crash
+(even ``kill -9``) skips what completed, resumes what was interrupted from its
+last checkpoint, and starts the rest. Failed runs are recorded and the sweep goes on.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from cifarlab.config import RunConfig
+from cifarlab.errors import CifarlabError
+from cifarlab.experiments.spec import Experiment
+from cifarlab.experiments.store import ResultsStore
+
+DONE = ("completed", "diverged")  # diverging again would give the same answer
+
+
+@dataclass
+class PlannedRun:
+    config: RunConfig
+    previous: dict[str, Any] | None  # the latest run with the same settings, if any
+
+    @property
+    def action(self) -> str:
+        if self.previous is None:
+            return "new"
+        return "done" if self.previous["status"] in DONE else "resume"
+
+
+@dataclass
+class SweepReport:
+    experiment: str
+    planned: list[PlannedRun]
+    outcomes: dict[str, str] = field(default_factory=dict)  # config hash -> final status
+    seconds: float = 0.0
+
+    @property
+    def failed(self) -> int:
+        return sum(status == "failed" for status in self.outcomes.values())
+
+
+def plan_sweep(
+    experiment: Experiment,
+    store: ResultsStore,
+    only: dict[str, Any] | None = None,
+    max_runs: int | None = None,
+) -> list[PlannedRun]:
+    """The experiment's runs (filtered by ``only``), each with what a sweep will do."""
+    configs = [c for c in experiment.configs if _matches(c, only or {})]
+    planned = [PlannedRun(c, store.latest_with_hash(c.hash())) for c in configs]
+    if max_runs is not None:
+        todo = [p for p in planned if p.action != "done"][:max_runs]
+        planned = [p for p in planned if p.action == "done" or p in todo]
+    return planned
+
+
+def register_experiment(experiment: Experiment, store: ResultsStore, force: bool = False) -> None:
+    """Record the experiment by name; refuse a different grid under an existing name."""
+    existing = store.experiment(experiment.name)
+    if existing and existing["fingerprint"] != experiment.fingerprint and not force:
+        raise CifarlabError(
+            f"experiment {experiment.name!r} already exists in {str(store.path.parent)!r} with "
+            "different runs; pass --new-name NAME to keep both or --force to replace it"
+        )
+    hashes = [c.hash() for c in experiment.configs]
+    store.save_experiment(experiment.name, experiment.fingerprint, experiment.definition, hashes)
+
+
+def run_sweep(
+    experiment: Experiment,
+    workspace: str | Path,
+    *,
+    workers: int = 1,
+    only: dict[str, Any] | None = None,
+    max_runs: int | None = None,
+    force: bool = False,
+    quiet: bool = False,
+) -> SweepReport:
+    """Run what is missing of ``experiment`` and report every run's final status."""
+    from cifarlab.runner import prepare_workspace
+
+    workspace = prepare_workspace(workspace)
+    with ResultsStore(workspace / "runs.db") as store:
+        register_experiment(experiment, store, force)
+        planned = plan_sweep(experiment, store, only, max_runs)
+    report = SweepReport(experiment.name, planned)
+    for p in planned:
+        if p.action == "done":
+            report.outcomes[p.config.hash()] = p.previous["status"]
+    todo = [p for p in planned if p.action != "done"]
+    start = time.perf_counter()
+    bar = tqdm(
+        total=len(planned), initial=len(planned) - len(todo), desc=f"sweep {experiment.name}",
+        unit="run", disable=quiet, file=sys.stderr, position=0,
+    )  # fmt: skip
+    configs = [_for_workspace(p, workspace, quiet or workers > 1) for p in todo]
+    if workers <= 1:
+        for config in configs:
+            report.outcomes[config.hash()] = _run_one(config)
+            bar.update()
+    else:
+        ctx = multiprocessing.get_context("spawn")  # fresh interpreters: no forked torch threads
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
+                                 initargs=(threads,)) as pool:  # fmt: skip
+            futures = {pool.submit(_run_one, c): c for c in configs}
+            for future in as_completed(futures):
+                report.outcomes[futures[future].hash()] = future.result()
+                bar.update()
+    bar.close()
+    report.seconds = time.perf_counter() - start
+    return report
+
+
+def _for_workspace(planned: PlannedRun, workspace: Path, quiet: bool) -> RunConfig:
+    resume = "auto" if planned.action == "resume" else None
+    return planned.config.model_copy(
+        update={"workspace": str(workspace), "quiet": quiet, "resume": resume}
+    )
+
+
+def _run_one(config: RunConfig) -> str:
+    """Train one run; any failure is already recorded by the runner, so just report it."""
+    from cifarlab.runner import run_training
+
+    try:
+        return run_training(config).status
+    except KeyboardInterrupt:
+        raise
+    except Exception as err:  # noqa: BLE001 - one bad run must not stop the sweep
+        print(f"cifarlab: run {config.short_name()} failed: {err}", file=sys.stderr)
+        return "failed"
+
+
+def _init_worker(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def _matches(config: RunConfig, only: dict[str, Any]) -> bool:
+    return all(getattr(config, key) == value for key, value in only.items())
+
+
+def parse_only(items: list[str]) -> dict[str, Any]:
+    """``["model=tutorial", "lr=0.01"]`` -> typed values, checked like run options."""
+    only: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or key not in RunConfig.model_fields:
+            raise CifarlabError(f"--only {item!r}: expected KEY=VALUE with a run option as KEY")
+        try:
+            only[key] = getattr(RunConfig(**{key: raw}), key)
+        except Exception:  # noqa: BLE001
+            raise CifarlabError(f"--only {item!r}: {raw!r} is not a valid {key}") from None
+    return only
