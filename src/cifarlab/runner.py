@@ -19,7 +19,7 @@ from cifarlab.data import TensorLoader, load_dataset
 from cifarlab.data.augment import build_augment
 from cifarlab.errors import CifarlabError
 from cifarlab.experiments.store import ResultsStore
-from cifarlab.models import count_parameters, create_model
+from cifarlab.models import count_parameters, create_model, model_label
 from cifarlab.train.callbacks import Checkpointer, ProgressBar, StoreEpochs
 from cifarlab.train.optim import build_optimizer
 from cifarlab.train.precision import resolve_device, resolve_precision
@@ -91,7 +91,7 @@ def run_training(config: RunConfig | None = None, **options: Any) -> RunResult:
     }
 
     store = ResultsStore(workspace / "runs.db")
-    run_id = store.new_run_id(f"{config.model}-{config.hash()[:8]}")
+    run_id = store.new_run_id(f"{model_label(config.model)}-{config.hash()[:8]}")
     run_dir = workspace / run_id
     record = config.model_dump(exclude={"workspace", "quiet"})
     store.create_run(run_id, config.short_name(), record, config.hash())
