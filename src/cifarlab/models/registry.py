@@ -47,7 +47,8 @@ def register_model(name: str, description: str) -> Callable[[ModelFactory], Mode
 
 
 def list_models() -> list[ModelEntry]:
-    return [_REGISTRY[name] for name in sorted(_REGISTRY)]
+    """Built-ins in registration order: the blog's nets first, then the reference nets."""
+    return list(_REGISTRY.values())
 
 
 def register_spec(spec: Any) -> ModelEntry:
