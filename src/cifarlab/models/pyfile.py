@@ -84,6 +84,8 @@ def _pick(module: ModuleType, path: Path, attr: str) -> Callable[..., nn.Module]
 
 def _build(target: Callable[..., nn.Module], label: str, shape: dict[str, int]) -> nn.Module:
     try:
+        if inspect.isclass(target) and target.__init__ is nn.Module.__init__:
+            raise ValueError  # no own __init__: Module's (*args, **kwargs) accepts nothing
         params = inspect.signature(target).parameters.values()
         takes_all = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
         names = {p.name for p in params}
