@@ -176,7 +176,7 @@ def _build_layer(
         _no_args(kind, args)
         return [nn.Flatten()], (_numel(shape),)
     if kind == "dropout":
-        (p,) = _numbers(kind, args, 1, 1, float)
+        (p,) = _numbers(kind, args, 1, 1, float, what="dropout probability")
         if not 0 <= p < 1:
             raise _SpecError(f"dropout probability must be in [0, 1), got {args[0]}")
         return [nn.Dropout(p)], shape  # element-wise on images too, as the blog's nets did
@@ -194,7 +194,7 @@ def _build_layer(
         pool = nn.AdaptiveAvgPool2d(1) if kind == "gap" else nn.AdaptiveMaxPool2d(1)
         return [pool], (c, 1, 1)
     if kind in ("maxpool", "avgpool"):
-        (k,) = _numbers(kind, args, 1, 1, int)
+        (k,) = _numbers(kind, args, 1, 1, int, what="pool size")
         if h < k or w < k:
             raise _SpecError(f"input is {arrived}, too small to pool")
         pool = nn.MaxPool2d(k) if kind == "maxpool" else nn.AvgPool2d(k)
@@ -227,7 +227,7 @@ def _linear(
 ) -> tuple[list[nn.Module], Shape]:
     if not args and not is_last:
         raise _SpecError("only the last linear may omit its size: write `linear N`")
-    (n,) = _numbers("linear", args, 0, 1, int) if args else (num_classes,)
+    (n,) = _numbers("linear", args, 0, 1, int, what="output size") if args else (num_classes,)
     if is_last and n != num_classes:
         raise _SpecError(
             f"the last linear must output the class count {num_classes}, not {n}; "
