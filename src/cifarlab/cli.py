@@ -34,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="train one model and record the run")
     add = train.add_argument
     flag = dict(action="store_true", default=None)  # None: not given, so the default applies
-    add("--model", help="registered model name (`cifarlab models`), default tutorial")
+    add("--model", help="built-in name (`cifarlab models`), spec.toml or file.py:Class")
     add("--data", help="dataset folder or archive (default: $CIFARLAB_DATA)")
     add("--optimizer", help=f"one of {', '.join(OPTIMIZERS)} (default sgd)")
     add("--lr", type=float, help="learning rate (default 0.001)")
@@ -114,6 +114,20 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sweep_options(compare)
 
     sub.add_parser("models", help="list the built-in models")
+    for name, help_text in (
+        ("summary", "per-layer shapes, parameters, MACs/FLOPs and training memory of a model"),
+        ("diagram", "draw a model's architecture to a PNG"),
+    ):
+        cmd = sub.add_parser(name, help=help_text)
+        cmd.add_argument("model", help="built-in name, spec.toml or file.py:Class")
+        cmd.add_argument("--num-classes", type=int, default=10)
+        cmd.add_argument("--in-channels", type=int, default=3)
+        cmd.add_argument("--image-size", type=int, default=32)
+        if name == "summary":
+            cmd.add_argument("--batch-size", type=int, default=64, help="for the memory estimate")
+            cmd.add_argument("--format", choices=("table", "json"), default="table")
+        else:
+            cmd.add_argument("-o", "--output", default="model.png", help="image file to write")
     return parser
 
 
@@ -257,16 +271,59 @@ def _describe_run(config) -> str:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from cifarlab.models import count_parameters, create_model, list_models
+    from cifarlab.models import create_model, list_models
+    from cifarlab.models.summary import summarize_model
 
-    rows = [
-        (e.name, f"{count_parameters(create_model(e.name)):,}", e.description)
-        for e in list_models()
-    ]
-    width = [max(len(r[i]) for r in rows + [("model", "params", "")]) for i in range(2)]
-    print(f"{'model'.ljust(width[0])}  {'params'.rjust(width[1])}  description")
-    for name, params, desc in rows:
-        print(f"{name.ljust(width[0])}  {params.rjust(width[1])}  {desc}")
+    rows = []
+    for e in list_models():
+        summary = summarize_model(create_model(e.name))
+        rows.append((e.name, f"{summary.params:,}", f"{summary.macs / 1e6:,.1f}M", e.description))
+    head = ("model", "params", "MACs")
+    width = [max(len(r[i]) for r in [head, *rows]) for i in range(3)]
+    print(f"{head[0].ljust(width[0])}  {head[1].rjust(width[1])}  {head[2].rjust(width[2])}  "
+          "description")  # fmt: skip
+    for name, params, macs, desc in rows:
+        print(f"{name.ljust(width[0])}  {params.rjust(width[1])}  {macs.rjust(width[2])}  {desc}")
+    return 0
+
+
+def _model_for(args: argparse.Namespace):
+    from cifarlab.models import create_model
+
+    for flag in ("num_classes", "in_channels", "image_size", "batch_size"):
+        if getattr(args, flag, 1) < 1:
+            raise CifarlabError(f"--{flag.replace('_', '-')} must be positive")
+    shape = (args.in_channels, args.image_size, args.image_size)
+    model = create_model(
+        args.model,
+        num_classes=args.num_classes,
+        in_channels=args.in_channels,
+        image_size=args.image_size,
+    )
+    return model, shape
+
+
+def cmd_summary(args: argparse.Namespace) -> int:
+    import json
+
+    from cifarlab.models.summary import summarize_model
+
+    model, shape = _model_for(args)
+    summary = summarize_model(model, shape, batch_size=args.batch_size)
+    text = summary.format_table() if args.format == "table" else json.dumps(summary.to_dict())
+    print(text)
+    return 0
+
+
+def cmd_diagram(args: argparse.Namespace) -> int:
+    from cifarlab.models.diagram import draw_diagram
+
+    model, shape = _model_for(args)
+    try:
+        path = draw_diagram(model, args.output, shape, title=args.model)
+    except (OSError, ValueError) as err:  # an unwritable path or unknown image suffix
+        raise CifarlabError(f"cannot write diagram to {args.output!r}: {err}") from None
+    print(f"wrote {path}")
     return 0
 
 
@@ -276,6 +333,8 @@ COMMANDS = {
     "models": cmd_models,
     "sweep": cmd_sweep,
     "compare": cmd_compare,
+    "summary": cmd_summary,
+    "diagram": cmd_diagram,
 }
 
 if __name__ == "__main__":

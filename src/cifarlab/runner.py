@@ -21,7 +21,7 @@ from cifarlab.data import CifarData, TensorLoader, load_dataset
 from cifarlab.data.augment import build_augment
 from cifarlab.errors import CifarlabError
 from cifarlab.experiments.store import ResultsStore
-from cifarlab.models import count_parameters, create_model
+from cifarlab.models import count_parameters, create_model, model_label
 from cifarlab.train.callbacks import (
     Checkpointer,
     EarlyStopping,
@@ -108,7 +108,7 @@ def run_training(config: RunConfig | None = None, **options: Any) -> RunResult:
         run_id = resumed["id"]
         store.reopen_run(run_id, keep_epochs=trainer.epoch)
     else:
-        run_id = store.new_run_id(f"{config.model}-{config.hash()[:8]}")
+        run_id = store.new_run_id(f"{model_label(config.model)}-{config.hash()[:8]}")
         store.create_run(run_id, config.short_name(), _record(config), config.hash())
     run_dir = workspace / run_id
     checkpointer = Checkpointer(

@@ -1,10 +1,18 @@
-"""The model registry: built-in nets by name, each a factory of an ``nn.Module``."""
+"""The model registry: built-in nets by name, each a factory of an ``nn.Module``.
+
+``create_model`` also takes a TOML spec file (``my.toml``), a Python file
+(``path/net.py:ClassOrFactory``, which runs the user's code) or, from Python, a
+spec as a dict or list of layer strings.
+"""
 
 from __future__ import annotations
 
 import difflib
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
 
 from torch import nn
 
@@ -20,6 +28,7 @@ class ModelEntry:
     name: str
     factory: ModelFactory
     description: str
+    source: str = "builtin"  # builtin | spec | file: file models are checked on a batch
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
@@ -38,26 +47,67 @@ def register_model(name: str, description: str) -> Callable[[ModelFactory], Mode
 
 
 def list_models() -> list[ModelEntry]:
-    return [_REGISTRY[name] for name in sorted(_REGISTRY)]
+    """Built-ins in registration order: the blog's nets first, then the reference nets."""
+    return list(_REGISTRY.values())
 
 
-def get_model_entry(name: str) -> ModelEntry:
+def register_spec(spec: Any) -> ModelEntry:
+    """Register a declarative spec (ModelSpec, dict or layer list) under its name."""
+    from cifarlab.models.spec import as_spec, build_spec
+
+    spec = as_spec(spec)
+    register_model(spec.name, spec.description)(partial(build_spec, spec))
+    return _REGISTRY[spec.name]
+
+
+def get_model_entry(name: Any) -> ModelEntry:
+    """The entry for a built-in name, a ``.toml`` spec, a ``file.py:Name`` or a spec object."""
+    from cifarlab.models import spec as specs
+
+    if not isinstance(name, str):  # a spec from Python: dict, list of layers or ModelSpec
+        spec = specs.as_spec(name)
+        return ModelEntry(spec.name, partial(specs.build_spec, spec), spec.description, "spec")
+    if name.endswith(".toml"):
+        spec = specs.load_spec(name)
+        return ModelEntry(spec.name, partial(specs.build_spec, spec), spec.description, "spec")
+    if name.endswith(".py") or ".py:" in name:
+        from cifarlab.models.pyfile import load_python_model
+
+        return ModelEntry(name, load_python_model(name), f"user code from {name}", "file")
     if name not in _REGISTRY:
         close = difflib.get_close_matches(name, _REGISTRY, n=1)
         hint = f"did you mean {close[0]!r}? " if close else ""
         raise CifarlabError(
             f"unknown model {name!r}; {hint}choose one of {', '.join(sorted(_REGISTRY))} "
-            "(`cifarlab models` lists them)"
+            "(`cifarlab models` lists them), or pass a spec.toml or file.py:Class"
         )
     return _REGISTRY[name]
 
 
 def create_model(
-    name: str, *, num_classes: int = 10, in_channels: int = 3, image_size: int = 32
+    name: Any, *, num_classes: int = 10, in_channels: int = 3, image_size: int = 32
 ) -> nn.Module:
-    """Build the registered model ``name`` for images of the given shape and class count."""
+    """Build model ``name`` (see get_model_entry) for images of the given shape and class count."""
     entry = get_model_entry(name)
-    return entry.factory(num_classes=num_classes, in_channels=in_channels, image_size=image_size)
+    shape = dict(num_classes=num_classes, in_channels=in_channels, image_size=image_size)
+    model = entry.factory(**shape)
+    if entry.source == "file":  # user code: prove it maps images to logits before any data work
+        from cifarlab.models.pyfile import check_logits
+
+        check_logits(model, name, **shape)
+    return model
+
+
+def model_label(name: Any) -> str:
+    """A short, filesystem-safe label for run ids: ``nets/my.py:Net`` -> ``my-Net``."""
+    if not isinstance(name, str):
+        return get_model_entry(name).name
+    if name.endswith(".toml") or ".py" in name:
+        path, _, attr = name.partition(".py:") if ".py:" in name else (name, "", "")
+        label = Path(path).stem + (f"-{attr}" if attr else "")
+    else:
+        label = name
+    return "".join(c if c.isalnum() or c in "-_." else "-" for c in label)
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -1,0 +1,132 @@
+"""Models from the user's Python files: ``path/net.py:Net`` (a class or a factory function).
+
+This imports and runs the user's code, as ``python net.py`` would. The callable
+gets ``num_classes`` / ``in_channels`` / ``image_size`` only where its signature
+accepts them, and its module must map a (2, C, H, W) batch to (2, num_classes)
+logits; every failure is one CifarlabError line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import inspect
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
+
+import torch
+from torch import nn
+
+from cifarlab.errors import CifarlabError
+
+SHAPE_ARGS = ("num_classes", "in_channels", "image_size")
+
+
+def load_python_model(ref: str) -> Callable[..., nn.Module]:
+    """A factory ``(num_classes=, in_channels=, image_size=) -> nn.Module`` for ``ref``."""
+    path_text, _, attr = ref.partition(".py:") if ".py:" in ref else (ref[:-3], "", "")
+    path = Path(path_text + ".py")
+    module = _import(path)
+    target = _pick(module, path, attr)
+    label = f"{path}:{attr or target.__name__}"
+
+    def factory(**shape: int) -> nn.Module:
+        return _build(target, label, shape)
+
+    return factory
+
+
+def _import(path: Path) -> ModuleType:
+    if not path.is_file():
+        raise CifarlabError(f"model file '{path}' does not exist")
+    # a unique module name per file, so two user files called net.py do not collide
+    digest = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:10]
+    name = f"cifarlab_user_{path.stem}_{digest}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise CifarlabError(f"model file '{path}' cannot be imported as Python")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses and pickling look modules up here
+    try:
+        spec.loader.exec_module(module)
+    except Exception as err:  # the user's code may raise anything; report it as one line
+        sys.modules.pop(name, None)
+        raise CifarlabError(
+            f"model file '{path}' raised {type(err).__name__} on import: {_first_line(err)}"
+        ) from None
+    return module
+
+
+def _pick(module: ModuleType, path: Path, attr: str) -> Callable[..., nn.Module]:
+    own = [
+        n
+        for n, v in vars(module).items()
+        if inspect.isclass(v) and issubclass(v, nn.Module) and v.__module__ == module.__name__
+    ]
+    if not attr:
+        if len(own) == 1:
+            return getattr(module, own[0])
+        listed = ", ".join(own) or "none"
+        raise CifarlabError(
+            f"model file '{path}': name the class or factory as '{path}:Name' "
+            f"(nn.Module classes defined there: {listed})"
+        )
+    if not hasattr(module, attr):
+        listed = ", ".join(own) or "no nn.Module classes"
+        raise CifarlabError(f"model file '{path}' has no {attr!r}; it defines {listed}")
+    target = getattr(module, attr)
+    if not callable(target):
+        raise CifarlabError(f"'{path}:{attr}' is not a class or function")
+    return target
+
+
+def _build(target: Callable[..., nn.Module], label: str, shape: dict[str, int]) -> nn.Module:
+    try:
+        if inspect.isclass(target) and target.__init__ is nn.Module.__init__:
+            raise ValueError  # no own __init__: Module's (*args, **kwargs) accepts nothing
+        params = inspect.signature(target).parameters.values()
+        takes_all = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
+        names = {p.name for p in params}
+    except (TypeError, ValueError):  # some builtins have no signature: pass nothing
+        takes_all, names = False, set()
+    kwargs = {k: v for k, v in shape.items() if takes_all or k in names}
+    try:
+        model = target(**kwargs)
+    except Exception as err:
+        raise CifarlabError(
+            f"model '{label}' raised {type(err).__name__} when built: {_first_line(err)}"
+        ) from None
+    if not isinstance(model, nn.Module):
+        raise CifarlabError(f"model '{label}' returned {type(model).__name__}, not an nn.Module")
+    return model
+
+
+def check_logits(
+    model: nn.Module, ref: str, *, num_classes: int, in_channels: int, image_size: int
+) -> None:
+    """Run a (2, C, H, W) batch through ``model`` and insist on (2, num_classes) logits."""
+    batch = (2, in_channels, image_size, image_size)
+    was_training = model.training
+    model.eval()  # no BatchNorm statistics are changed by this probe
+    try:
+        with torch.no_grad():
+            out = model(torch.randn(batch))
+    except Exception as err:
+        raise CifarlabError(
+            f"model '{ref}' raised {type(err).__name__} on a {batch} batch: {_first_line(err)}"
+        ) from None
+    finally:
+        model.train(was_training)
+    got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+    if got != (2, num_classes):
+        raise CifarlabError(
+            f"model '{ref}' maps a {batch} batch to {got}, not (2, {num_classes}) logits; "
+            "accept num_classes/in_channels/image_size arguments or fix its output layer"
+        )
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else "(no message)"

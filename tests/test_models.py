@@ -1,0 +1,349 @@
+"""Models: built-ins, declarative specs, Python-file models, summaries, diagrams, CLI."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from cifarlab.cli import main
+from cifarlab.errors import CifarlabError
+from cifarlab.models import (
+    build_spec,
+    count_parameters,
+    create_model,
+    init_whitening,
+    list_models,
+    load_spec,
+)
+from cifarlab.models.diagram import draw_diagram
+from cifarlab.models.summary import summarize_model
+
+BUILTINS = [e.name for e in list_models()]
+BLOG = ["tutorial", "simple", "stacked", "channel", "wobbly"]
+
+
+def test_all_nets_are_registered():
+    assert set(BLOG + ["resnet18", "speedrun"]) <= set(BUILTINS)
+    assert all(e.description for e in list_models())
+
+
+@pytest.mark.parametrize("name", BUILTINS)
+def test_builtin_maps_images_to_logits(name):
+    torch.manual_seed(0)
+    assert create_model(name)(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+    gray = create_model(name, num_classes=7, in_channels=1, image_size=28)
+    assert gray(torch.randn(2, 1, 28, 28)).shape == (2, 7)
+
+
+def test_exact_parameter_counts():
+    assert count_parameters(create_model("tutorial")) == 62_006
+    # CIFAR ResNet-18, convs without bias:
+    #   stem conv 3*64*9 = 1,728 + bn 128                                    =      1,856
+    #   stage 64:  2 blocks x (2 x (64*64*9 + 128))                          =    147,968
+    #   stage 128: (64*128*9 + 128*128*9 + 2*256) + 1x1 64*128 + 256
+    #              + (2 x (128*128*9 + 256))                                 =    525,568
+    #   stage 256: (128*256*9 + 256*256*9 + 1,024) + 128*256 + 512
+    #              + (2 x (256*256*9 + 512))                                 =  2,099,712
+    #   stage 512: (256*512*9 + 512*512*9 + 2,048) + 256*512 + 1,024
+    #              + (2 x (512*512*9 + 1,024))                               =  8,393,728
+    #   linear 512*10 + 10                                                   =      5,130
+    #                                                                  total = 11,173,962
+    assert count_parameters(create_model("resnet18")) == 11_173_962
+
+
+@pytest.mark.parametrize("name", BUILTINS)
+def test_macs_agree_with_torch_flop_counter(name):
+    model = create_model(name).eval()
+    summary = summarize_model(model, (3, 32, 32))
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(torch.zeros(2, 3, 32, 32))
+    assert counter.get_total_flops() == 2 * 2 * summary.macs  # batch 2, FLOPs = 2 x MACs
+    assert summary.params == count_parameters(model)
+    assert summary.flops == 2 * summary.macs and summary.train_flops == 3 * summary.flops
+
+
+def test_summary_rows_totals_and_memory():
+    summary = summarize_model(create_model("tutorial"), batch_size=32)
+    kinds = [r.kind for r in summary.rows]
+    assert kinds[:3] == ["conv", "relu", "maxpool"] and kinds[-1] == "linear"
+    assert summary.rows[0].output_shape == (6, 28, 28)
+    assert summary.rows[0].macs == 6 * 28 * 28 * 3 * 25
+    assert summary.output_shape == (10,)
+    assert sum(r.params for r in summary.rows) == 62_006
+    mem = summary.memory
+    assert mem["weights"] == mem["grads"] == 62_006 * 4 and mem["optimizer"] == 2 * mem["weights"]
+    assert mem["activations"] > 32 * 3 * 32 * 32 * 4
+    assert mem["total"] == sum(v for k, v in mem.items() if k != "total")
+    data = json.loads(json.dumps(summary.to_dict()))
+    assert data["params"] == 62_006 and data["layers"][0]["output_shape"] == [6, 28, 28]
+    # the speedrun net costs about 0.7 GFLOP per training image (DESIGN.md section 5)
+    speedrun = summarize_model(create_model("speedrun"))
+    assert 0.6e9 < speedrun.train_flops < 0.8e9
+    assert [b.kind for b in summarize_model(create_model("resnet18")).blocks].count("res") == 8
+
+
+@pytest.mark.parametrize("name", BUILTINS)
+def test_a_few_adam_steps_lower_the_loss_on_one_batch(name):
+    torch.manual_seed(0)
+    model = create_model(name)
+    images, labels = torch.randn(16, 3, 32, 32), torch.randint(0, 10, (16,))
+    if name == "speedrun":
+        init_whitening(model, images)
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-4)
+
+    def loss_with_fixed_dropout() -> torch.Tensor:
+        torch.manual_seed(1)  # the same dropout masks before and after: a fair comparison
+        return nn.functional.cross_entropy(model(images), labels)
+
+    with torch.no_grad():
+        before = loss_with_fixed_dropout().item()
+    for _ in range(5):
+        loss = nn.functional.cross_entropy(model(images), labels)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    with torch.no_grad():
+        after = loss_with_fixed_dropout().item()
+    assert after < before - 0.05, (before, after)
+
+
+def test_init_whitening_makes_stem_outputs_white():
+    torch.manual_seed(0)
+    # correlated images: smooth structure (upsampled noise) plus pixel noise, per-channel mixing
+    smooth = nn.functional.interpolate(torch.randn(64, 3, 8, 8), size=32, mode="bilinear")
+    images = smooth + 0.3 * torch.randn(64, 3, 32, 32)
+    images[:, 1] += 0.8 * images[:, 0]
+    model = create_model("speedrun")
+    init_whitening(model, images)
+    with torch.no_grad():
+        out = model[0](images)  # before the GELU
+    assert out.shape[1] == 24
+    flat = out.permute(0, 2, 3, 1).reshape(-1, 24).double()
+    half = flat[:, :12]
+    assert torch.allclose(flat[:, 12:], -half, atol=1e-4)  # the +/- eigenvector pairs
+    assert half.mean(0).abs().max() < 1e-3
+    covariance = (half - half.mean(0)).T @ (half - half.mean(0)) / len(half)
+    assert torch.allclose(covariance, torch.eye(12, dtype=torch.float64), atol=2e-2)
+
+
+# --- declarative specs ---------------------------------------------------------------
+
+
+def _spec_error(layers: list[str], **shape) -> str:
+    with pytest.raises(CifarlabError) as info:
+        build_spec(layers, **shape)
+    return str(info.value)
+
+
+def test_spec_infers_linear_sizes_and_appends_a_classifier():
+    model = build_spec(["conv 8 3 stride 2", "relu", "res 16 stride 2", "gap"], num_classes=5)
+    assert model(torch.randn(2, 3, 32, 32)).shape == (2, 5)
+    assert isinstance(model[-1], nn.Linear) and model[-1].in_features == 16
+    assert model[0].bias is not None  # no bn follows: the conv keeps its bias
+    model = build_spec({"name": "x", "layers": ["conv 8 5", "bn", "gelu", "linear 32", "linear"]})
+    assert model[0].bias is None and model[0].padding == (2, 2)  # "same" padding by default
+    assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+
+
+def test_spec_error_names_layer_text_shape_and_why():
+    layers = ["conv 64 3", *["maxpool 2"] * 6]
+    assert _spec_error(layers) == 'layer 7 "maxpool 2": input is 64x1x1, too small to pool'
+
+
+def test_spec_unknown_kind_and_bad_numbers():
+    message = _spec_error(["conv 32 3", "relu", "convv 64 3"])
+    assert message.startswith(
+        "layer 3 \"convv 64 3\": unknown layer kind 'convv'; known: conv, res, bn, relu"
+    )
+    cases = {
+        "conv 0 3": "layer 1 \"conv 0 3\": output channels must be a positive integer, got '0'",
+        "conv 16 x": "layer 1 \"conv 16 x\": kernel size must be an integer, got 'x'",
+        "conv 16": 'layer 1 "conv 16": conv needs OUT and K: conv OUT K [stride S] [pad P]',
+        "conv 16 3 stride": 'layer 1 "conv 16 3 stride": options come in pairs',
+        "conv 16 3 dilation 2": "layer 1 \"conv 16 3 dilation 2\": unknown option 'dilation'",
+        "dropout 1.5": 'layer 1 "dropout 1.5": dropout probability must be in [0, 1), got 1.5',
+        "maxpool": 'layer 1 "maxpool": wrong number of arguments; write maxpool K',
+        "bn 3": 'layer 1 "bn 3": bn takes no arguments',
+        "conv 8 7 pad 0": 'layer 1 "conv 8 7 pad 0": input is 3x4x4, too small for a 7x7 kernel',
+    }
+    for text, expected in cases.items():
+        message = _spec_error([text], image_size=4 if "7" in text else 32)
+        assert message.startswith(expected), (text, message)
+        assert "\n" not in message
+    assert _spec_error(["flatten", "conv 8 3"]) == (
+        'layer 2 "conv 8 3": input is 3072, but conv needs an image (CxHxW); move it earlier'
+    )
+    assert "only the last linear may omit" in _spec_error(["linear", "relu", "linear"])
+    assert "must output the class count 7, not 10" in _spec_error(["linear 10"], num_classes=7)
+
+
+def test_spec_from_toml_file_and_create_model(tmp_path):
+    path = tmp_path / "mynet.toml"
+    path.write_text(
+        'name = "mynet"\ndescription = "a tiny net"\n'
+        'layers = ["conv 16 3", "bn", "relu", "maxpool 2", "gap", "linear"]\n'
+    )
+    spec = load_spec(path)
+    assert spec.name == "mynet" and spec.description == "a tiny net"
+    model = create_model(str(path), num_classes=3, in_channels=1, image_size=20)
+    assert model(torch.randn(2, 1, 20, 20)).shape == (2, 3)
+    bad = tmp_path / "bad.toml"
+    bad.write_text('layers = ["conv 16 3", "pool 2"]\n')
+    with pytest.raises(CifarlabError, match=r"^layer 2 \"pool 2\": unknown layer kind 'pool'"):
+        create_model(str(bad))
+    with pytest.raises(CifarlabError, match="does not exist"):
+        create_model(str(tmp_path / "none.toml"))
+    (tmp_path / "broken.toml").write_text("layers = [")
+    with pytest.raises(CifarlabError, match="is not valid TOML"):
+        create_model(str(tmp_path / "broken.toml"))
+
+
+# --- Python-file models --------------------------------------------------------------
+
+NET_PY = """
+import torch
+from torch import nn
+
+class Net(nn.Module):
+    def __init__(self, num_classes=10, in_channels=3):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(in_channels, 8, 3), nn.ReLU(),
+                                  nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.head = nn.Linear(8, num_classes)
+
+    def forward(self, x):
+        return self.head(self.body(x))
+
+def make(**kwargs):
+    return Net(**{k: v for k, v in kwargs.items() if k != "image_size"})
+
+class FiveClasses(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(3 * 32 * 32, 5)
+
+    def forward(self, x):
+        return self.fc(x.flatten(1))
+
+class Broken(nn.Module):
+    def forward(self, x):
+        raise RuntimeError("forward is broken")
+
+def not_a_model(num_classes):
+    return 42
+
+def needs_more(depth):
+    return Net()
+"""
+
+
+def _write(tmp_path: Path, name: str, text: str) -> Path:
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def test_python_file_model_class_and_factory(tmp_path):
+    path = _write(tmp_path, "net.py", NET_PY)
+    model = create_model(f"{path}:Net", num_classes=4, in_channels=1, image_size=16)
+    assert model(torch.randn(2, 1, 16, 16)).shape == (2, 4)
+    assert create_model(f"{path}:make", num_classes=6)(torch.randn(2, 3, 32, 32)).shape == (2, 6)
+    assert create_model(f"{path}:FiveClasses", num_classes=5) is not None  # fixed shape, fits
+
+
+def test_python_file_model_errors_are_one_line(tmp_path):
+    p = _write(tmp_path, "net.py", NET_PY)
+    raising = _write(tmp_path, "raising.py", "import no_such_module_here\n")
+    missing = tmp_path / "missing.py"
+    batch = "a (2, 3, 32, 32) batch"
+    cases = {
+        f"{missing}:Net": f"model file '{missing}' does not exist",
+        f"{p}:Nett": f"model file '{p}' has no 'Nett'; it defines Net, FiveClasses, Broken",
+        f"{raising}:Net": f"model file '{raising}' raised ModuleNotFoundError on import: No module",
+        f"{p}:FiveClasses": f"model '{p}:FiveClasses' maps {batch} to (2, 5), not (2, 10) logits",
+        f"{p}:Broken": f"model '{p}:Broken' raised RuntimeError on {batch}: forward is broken",
+        f"{p}:not_a_model": f"model '{p}:not_a_model' returned int, not an nn.Module",
+        f"{p}:needs_more": f"model '{p}:needs_more' raised TypeError when built",
+        str(p): f"model file '{p}': name the class or factory as '{p}:Name'",
+    }
+    for ref, expected in cases.items():
+        with pytest.raises(CifarlabError) as info:
+            create_model(ref)
+        assert str(info.value).startswith(expected), (ref, str(info.value))
+        assert "\n" not in str(info.value)
+
+
+def test_a_bad_model_file_fails_before_any_data_work(tmp_path):
+    from cifarlab.runner import run_training
+
+    path = _write(tmp_path, "net.py", NET_PY)
+    with pytest.raises(CifarlabError, match="FiveClasses' maps"):
+        run_training(model=f"{path}:FiveClasses", data=str(tmp_path / "no-data-here"))
+
+
+def test_train_a_python_file_model_end_to_end(tmp_path, tiny_archive, capsys):
+    path = _write(tmp_path, "net.py", NET_PY)
+    workspace = tmp_path / "ws"
+    args = ["train", "--model", f"{path}:Net", "--data", str(tiny_archive), "--epochs", "1",
+            "--val-size", "6", "--batch-size", "32", "--workspace", str(workspace),
+            "--quiet"]  # fmt: skip
+    assert main(args) == 0
+    run_dirs = [p.name for p in workspace.iterdir() if p.is_dir()]
+    assert len(run_dirs) == 1 and run_dirs[0].startswith("net-Net-")  # a safe folder name
+
+
+# --- diagrams and CLI ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", BUILTINS)
+def test_diagram_is_a_png_of_sane_size(name, tmp_path):
+    path = draw_diagram(create_model(name), tmp_path / f"{name}.png")
+    with Image.open(path) as image:
+        assert image.format == "PNG"
+        assert 400 <= image.width <= 4000 and 200 <= image.height <= 4000
+
+
+def test_cli_summary_table_and_json(capsys):
+    assert main(["summary", "tutorial"]) == 0
+    out = capsys.readouterr().out
+    assert "62,006" in out and "MACs" in out and "training memory at batch 64" in out
+    assert main(["summary", "speedrun", "--batch-size", "8", "--format", "json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["batch_size"] == 8 and data["params"] == 1_972_792 and data["layers"]
+
+
+def test_cli_diagram_writes_png(tmp_path, capsys):
+    out = tmp_path / "resnet.png"
+    assert main(["diagram", "resnet18", "-o", str(out)]) == 0
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_cli_models_lists_params_macs_and_descriptions(capsys):
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    for text in ("62,006", "11,173,962", "speedrun", "wobbly", "83%", "MACs"):
+        assert text in out
+
+
+def test_cli_bad_models_exit_2_with_one_line(tmp_path, capsys):
+    bad_spec = tmp_path / "bad.toml"
+    bad_spec.write_text('layers = ["conv 64 3", "maxpool 64", "linear"]\n')
+    cases = {
+        ("summary", "resnet-9000"): "unknown model 'resnet-9000'",
+        ("summary", str(bad_spec)): 'layer 2 "maxpool 64": input is 64x32x32, too small to pool',
+        ("diagram", str(tmp_path / "x.py") + ":Net"): "does not exist",
+        ("diagram", "tutorial", "-o", str(tmp_path / "no" / "dir" / "x.png")): "cannot write",
+        ("summary", "tutorial", "--batch-size", "0"): "--batch-size must be positive",
+    }
+    for args, expected in cases.items():
+        assert main(list(args)) == 2, args
+        err = capsys.readouterr().err
+        assert err.startswith("cifarlab: error: ") and expected in err, (args, err)
+        assert err.count("\n") == 1
