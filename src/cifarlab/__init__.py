@@ -9,10 +9,24 @@ from cifarlab.config import RunConfig, make_run_config
 from cifarlab.data import load_dataset
 from cifarlab.errors import CifarlabError
 from cifarlab.models import create_model, list_models, register_model
-from cifarlab.results import results
+from cifarlab.results import grouped_results, results
 from cifarlab.runner import RunResult, run_training
 
 __version__ = "0.1.0"
+
+
+def sweep(
+    path_or_definition, workspace: str = "cifarlab-runs", workers: int = 1, quiet: bool = False
+):
+    """Run the missing runs of an experiment (a TOML path or a dict); returns a SweepReport."""
+    from cifarlab.experiments.spec import build_experiment, load_experiment
+    from cifarlab.experiments.sweep import run_sweep
+
+    if isinstance(path_or_definition, dict):
+        experiment = build_experiment(path_or_definition)
+    else:
+        experiment = load_experiment(path_or_definition)
+    return run_sweep(experiment, workspace, workers=workers, quiet=quiet)
 
 
 def train(**options) -> RunResult:
@@ -28,6 +42,8 @@ __all__ = [
     "list_models",
     "load_dataset",
     "register_model",
+    "grouped_results",
     "results",
+    "sweep",
     "train",
 ]

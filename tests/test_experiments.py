@@ -1,0 +1,275 @@
+"""Sweeps: grids that survive SIGKILL, concurrent workers, seeds with error bars."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import cifarlab
+from cifarlab.cli import main
+from cifarlab.experiments.analysis import compare_means, t_quantile
+from cifarlab.experiments.spec import build_experiment, load_experiment
+from cifarlab.experiments.sweep import run_sweep
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def _tiny_grid(tmp_path: Path, data: Path, extra: str = "", epochs: int = 2) -> Path:
+    return _write(
+        tmp_path / "grid.toml",
+        f"""
+name = "tiny"
+[base]
+data = "{data}"
+epochs = {epochs}
+val_size = 30
+batch_size = 16
+lr = 0.003
+[grid]
+optimizer = ["sgd", "adam"]
+seed = [0, 1]
+{extra}
+""",
+    )
+
+
+def _db(workspace: Path, sql: str) -> list[tuple]:
+    with sqlite3.connect(workspace / "runs.db") as conn:
+        return conn.execute(sql).fetchall()
+
+
+@pytest.mark.real_data
+def test_a_2x2x2_grid_on_real_data_completes_with_8_runs(real_data, tmp_path, capsys):
+    grid = _write(
+        tmp_path / "g.toml",
+        f"""
+name = "real"
+[base]
+data = "{real_data}"
+epochs = 1
+limit_train = 1000
+val_size = 500
+limit_test = 500
+[grid]
+model = ["tutorial", "simple"]
+optimizer = ["sgd", "adam"]
+seed = [0, 1]
+""",
+    )
+    ws = tmp_path / "ws"
+    assert main(["sweep", str(grid), "--workspace", str(ws), "--quiet"]) == 0
+    assert _db(ws, "SELECT status, count(*) FROM runs GROUP BY status") == [("completed", 8)]
+    assert _db(ws, "SELECT count(*) FROM epochs") == [(8,)]
+    records = cifarlab.results(ws, experiment="real")
+    assert len(records) == 8
+    # 1,000 images, 1 epoch: SGD at lr 0.001 barely moves, Adam learns (chance is 10%)
+    assert all(r["test_acc"] > 0.15 for r in records if r["optimizer"] == "adam"), records
+
+
+def test_sigkill_mid_sweep_then_rerun_completes_without_duplicates(tmp_path, tiny_archive):
+    grid = _tiny_grid(tmp_path, tiny_archive, epochs=3)
+    ws = tmp_path / "ws"
+    cmd = [sys.executable, "-m", "cifarlab", "sweep", str(grid), "--workspace", str(ws), "--quiet"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    try:
+        while time.time() < deadline:  # kill once a run is part-way: 1+ epoch rows, not done
+            time.sleep(0.05)
+            if not (ws / "runs.db").exists():
+                continue
+            try:
+                partial = _db(ws, "SELECT count(*) FROM runs r WHERE status = 'running' AND "
+                                  "(SELECT count(*) FROM epochs e WHERE e.run_id = r.id) >= 1")  # fmt: skip
+            except sqlite3.OperationalError:
+                continue
+            if partial[0][0]:
+                break
+        else:
+            pytest.fail("the sweep never reached the middle of a run")
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert _db(ws, "SELECT count(*) FROM runs WHERE status = 'completed'")[0][0] < 4
+
+    assert main(["sweep", str(grid), "--workspace", str(ws), "--quiet"]) == 0
+    assert _db(ws, "SELECT status, count(*) FROM runs GROUP BY status") == [("completed", 4)]
+    rows = _db(ws, "SELECT run_id, epoch FROM epochs ORDER BY run_id, epoch")
+    assert len(rows) == 12 and len(set(rows)) == 12  # every epoch row present once
+    assert _db(ws, "PRAGMA integrity_check") == [("ok",)]
+    # a third run finds nothing to do
+    assert main(["sweep", str(grid), "--workspace", str(ws), "--quiet"]) == 0
+    assert _db(ws, "SELECT count(*) FROM runs") == [(4,)]
+
+
+def test_two_workers_write_concurrently_without_losing_rows(tmp_path, tiny_archive):
+    grid = _tiny_grid(tmp_path, tiny_archive)
+    ws = tmp_path / "ws"
+    assert main(["sweep", str(grid), "--workspace", str(ws), "--workers", "2", "--quiet"]) == 0
+    assert _db(ws, "SELECT status, count(*) FROM runs GROUP BY status") == [("completed", 4)]
+    assert _db(ws, "SELECT count(*) FROM epochs") == [(8,)]
+    assert _db(ws, "PRAGMA integrity_check") == [("ok",)]
+
+
+def test_a_diverging_or_failing_run_does_not_stop_the_sweep(tmp_path, tiny_archive, monkeypatch):
+    from cifarlab.train.trainer import Trainer
+
+    original = Trainer.fit
+
+    def fail_for_adagrad(self, epochs):
+        if type(self.optimizer).__name__ == "Adagrad":
+            raise RuntimeError("simulated crash")
+        return original(self, epochs)
+
+    monkeypatch.setattr(Trainer, "fit", fail_for_adagrad)
+    grid = _write(
+        tmp_path / "g.toml",
+        f"""
+name = "mixed"
+[base]
+data = "{tiny_archive}"
+epochs = 1
+val_size = 30
+optimizer = "sgd"
+[grid]
+lr = [0.01, 10000.0]
+[[include]]
+optimizer = "adagrad"
+""",
+    )
+    ws = tmp_path / "ws"
+    assert main(["sweep", str(grid), "--workspace", str(ws), "--quiet"]) == 1  # one failed
+    statuses = dict(_db(ws, "SELECT lr, status FROM runs"))
+    assert statuses == {0.01: "completed", 10000.0: "diverged", 0.001: "failed"}
+
+
+def test_seed_grouped_table_matches_a_hand_computation(tmp_path, tiny_archive, capsys):
+    grid = _tiny_grid(tmp_path, tiny_archive, extra='model = ["tutorial"]')
+    ws = tmp_path / "ws"
+    run_sweep(load_experiment(grid), ws, quiet=True)
+    runs = cifarlab.results(ws, experiment="tiny")
+    groups = cifarlab.grouped_results(ws, experiment="tiny")
+    assert {g["optimizer"] for g in groups} == {"sgd", "adam"} and all(g["n"] == 2 for g in groups)
+    for g in groups:
+        accs = [r["test_acc"] for r in runs if r["optimizer"] == g["optimizer"]]
+        assert g["test_acc_mean"] == pytest.approx(statistics.fmean(accs))
+        assert g["test_acc_std"] == pytest.approx(statistics.stdev(accs))
+    capsys.readouterr()
+    assert main(["results", "--workspace", str(ws), "--experiment", "tiny", "--format", "markdown",
+                 "--sort", "test_acc"]) == 0  # fmt: skip
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].startswith("| optimizer | n | best val")
+    best = max(groups, key=lambda g: g["test_acc_mean"])
+    assert table[2].startswith(f"| {best['optimizer']} | 2 | ")
+    assert main(["results", "--workspace", str(ws), "--experiment", "tiny",
+                 "--compare", "optimizer=adam", "optimizer=sgd"]) == 0  # fmt: skip
+    line = capsys.readouterr().out
+    assert line.startswith("optimizer=adam vs optimizer=sgd: ") and "95% CI" in line
+
+
+def test_welch_interval_matches_textbook_values():
+    assert t_quantile(0.975, 4) == pytest.approx(2.776445, abs=1e-5)
+    assert t_quantile(0.975, 10) == pytest.approx(2.228139, abs=1e-5)
+    stats = compare_means([0.80, 0.82, 0.81], [0.78, 0.77, 0.79])
+    # means 0.81 vs 0.78, both variances 1e-4, se = sqrt(2e-4/3), df = 4
+    half = 2.776445 * (2e-4 / 3) ** 0.5
+    assert stats["diff"] == pytest.approx(0.03)
+    assert (stats["low"], stats["high"]) == pytest.approx((0.03 - half, 0.03 + half), abs=1e-6)
+
+
+def test_dry_run_max_runs_and_only(tmp_path, tiny_archive, capsys):
+    grid = _tiny_grid(tmp_path, tiny_archive, epochs=1)
+    ws = tmp_path / "ws"
+    assert main(["sweep", str(grid), "--workspace", str(ws), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("new") == 4 and "tiny: 4 runs, 4 to run" in out
+    assert not _db(ws, "SELECT * FROM runs")
+    main(["sweep", str(grid), "--workspace", str(ws), "--quiet", "--only", "optimizer=adam",
+          "--max-runs", "1"])  # fmt: skip
+    assert _db(ws, "SELECT optimizer, status FROM runs") == [("adam", "completed")]
+    capsys.readouterr()
+    main(["sweep", str(grid), "--workspace", str(ws), "--dry-run"])
+    assert "tiny: 4 runs, 3 to run" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        (
+            'name = "x"\n[base]\nepoch = 3\n[grid]\nseed = [0]',
+            "base.epoch: unknown key; did you mean 'epochs'?",
+        ),
+        ('name = "x"\n[grid]\nlr = 0.1', "grid.lr: must be a list of values"),
+        ('name = "x"\n[grid]\n', "grid: empty"),
+        ('name = "x"\n[grid]\nepochs = ["ten"]', "grid.epochs[0]: Input should be a valid integer"),
+        (
+            'name = "x"\n[grid]\nmodle = ["tutorial"]',
+            "grid.modle: unknown key; did you mean 'model'?",
+        ),
+        ("[grid]\nseed = [0]", "name: missing"),
+        (
+            'name = "x"\n[grid]\nschedule = ["onecycle"]',
+            "schedule=onecycle: schedule: onecycle needs",
+        ),
+        ('name = "x"\n[grid\n', "not valid TOML"),
+    ],
+)
+def test_bad_experiment_files_get_a_line_per_problem_and_run_nothing(
+    tmp_path, capsys, text, message
+):
+    grid = _write(tmp_path / "bad.toml", text)
+    assert main(["sweep", str(grid), "--workspace", str(tmp_path / "ws")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert all(line.startswith("cifarlab: error: ") for line in err.splitlines())
+    assert not (tmp_path / "ws" / "runs.db").exists()
+
+
+def test_every_problem_is_reported_at_once(tmp_path, capsys):
+    grid = _write(tmp_path / "bad.toml", 'name = "x"\n[base]\nlr = -1\nepoch = 3\n[grid]\nseed = 1')
+    assert main(["sweep", str(grid)]) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 3
+
+
+def test_same_name_with_a_different_grid_needs_new_name_or_force(tmp_path, tiny_archive, capsys):
+    ws = str(tmp_path / "ws")
+    first = _tiny_grid(tmp_path, tiny_archive, epochs=1)
+    assert main(["sweep", str(first), "--workspace", ws, "--quiet", "--max-runs", "1"]) == 0
+    changed = _write(
+        tmp_path / "changed.toml", first.read_text().replace("seed = [0, 1]", "seed = [5]")
+    )
+    capsys.readouterr()
+    assert main(["sweep", str(changed), "--workspace", ws, "--quiet"]) == 2
+    assert "--new-name NAME" in capsys.readouterr().err
+    assert main(["sweep", str(changed), "--workspace", ws, "--quiet", "--new-name", "tiny2"]) == 0
+    assert main(["sweep", str(changed), "--workspace", ws, "--quiet", "--force"]) == 0
+    assert len(cifarlab.results(ws, experiment="tiny")) == 2  # sgd+adam at seed 5 (shared runs)
+
+
+def test_python_api_sweep_and_results(tmp_path, tiny_archive):
+    report = cifarlab.sweep(_tiny_grid(tmp_path, tiny_archive, epochs=1), workspace=tmp_path / "ws",
+                            quiet=True)  # fmt: skip
+    assert report.failed == 0 and len(report.outcomes) == 4
+    assert len(cifarlab.results(tmp_path / "ws", experiment="tiny")) == 4
+
+
+def test_presets_expand_to_the_blog_grid():
+    from cifarlab.experiments.presets import preset_definition
+
+    blog = build_experiment(preset_definition("blog", epochs=5, limit_train=10_000))
+    assert len(blog.configs) == 10 and blog.name == "blog-e5-limittrain10000"
+    assert {c.model for c in blog.configs} == {"tutorial", "simple", "stacked", "channel", "wobbly"}
+    assert all(c.lr == 0.001 and c.batch_size == 64 and c.epochs == 5 for c in blog.configs)
+    assert len(build_experiment(preset_definition("lr", seeds=2)).configs) == 28
