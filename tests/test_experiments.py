@@ -79,6 +79,12 @@ seed = [0, 1]
     assert all(r["test_acc"] > 0.15 for r in records if r["optimizer"] == "adam"), records
 
 
+PART_WAY = (
+    "SELECT count(*) FROM runs r WHERE status = 'running' "
+    "AND (SELECT count(*) FROM epochs e WHERE e.run_id = r.id) >= 1"
+)
+
+
 def test_sigkill_mid_sweep_then_rerun_completes_without_duplicates(tmp_path, tiny_archive):
     grid = _tiny_grid(tmp_path, tiny_archive, epochs=3)
     ws = tmp_path / "ws"
@@ -91,8 +97,7 @@ def test_sigkill_mid_sweep_then_rerun_completes_without_duplicates(tmp_path, tin
             if not (ws / "runs.db").exists():
                 continue
             try:
-                partial = _db(ws, "SELECT count(*) FROM runs r WHERE status = 'running' AND "
-                                  "(SELECT count(*) FROM epochs e WHERE e.run_id = r.id) >= 1")  # fmt: skip
+                partial = _db(ws, PART_WAY)
             except sqlite3.OperationalError:
                 continue
             if partial[0][0]:
