@@ -11,7 +11,13 @@ from conftest import CLASSES, add_tar_member, pack, write_image_folder
 
 from cifarlab.data import TensorLoader, load_dataset
 from cifarlab.data import cache as cache_module
-from cifarlab.data.augment import cutout, random_crop, random_flip
+from cifarlab.data.augment import (
+    alternating_flip,
+    build_augment,
+    cutout,
+    random_crop,
+    random_flip,
+)
 from cifarlab.data.imagefolder import SplitArrays, read_image_folder
 from cifarlab.errors import CifarlabError
 
@@ -191,3 +197,44 @@ def test_loader_normalizes_shuffles_per_epoch_and_keeps_the_last_batch():
     assert not torch.equal(labels, torch.cat([y for _, y in loader]))
     dropping = TensorLoader(split, 4, mean=(0.5,) * 3, std=(0.25,) * 3, drop_last=True)
     assert [len(y) for _, y in dropping] == [4, 4]
+
+
+def test_alternating_flip_flips_complementary_halves_on_consecutive_epochs():
+    x = _batch(n=64)
+    idx = torch.randperm(64)  # any order: the decision follows the image, not its position
+    flipped = []
+    for epoch in range(4):
+        out = alternating_flip(x, idx, epoch, seed=3)
+        is_flip = torch.tensor([torch.equal(o, xi.flip(1)) for o, xi in zip(out, x)])
+        assert all(f or torch.equal(o, xi) for f, o, xi in zip(is_flip, out, x))
+        flipped.append(is_flip)
+    assert torch.equal(flipped[0], ~flipped[1]) and torch.equal(flipped[0], flipped[2])
+    assert 20 < flipped[0].sum() < 44  # about half
+    assert not torch.equal(flipped[0], alternating_flip(x, idx, 0, seed=4).ne(x).any((1, 2, 3)))
+
+
+def test_loader_with_alt_flip_shows_each_image_both_ways_over_two_epochs():
+    split = SplitArrays(_batch(n=12).numpy(), np.arange(12))
+    augment = build_augment("alt-flip", torch.zeros(3, dtype=torch.uint8))
+    loader = TensorLoader(split, 5, mean=(0.0,) * 3, std=(1 / 255,) * 3, augment=augment)
+    seen = []
+    for epoch in (0, 1):
+        loader.set_epoch(epoch)
+        seen.append(torch.cat([x for x, _ in loader]).permute(0, 2, 3, 1).round().to(torch.uint8))
+    images = torch.from_numpy(split.images)
+    for a, b, original in zip(*seen, images):
+        assert {a.flip(1).equal(original), b.flip(1).equal(original)} == {True, False}
+
+
+@pytest.mark.parametrize(
+    "preset, pad, cut, changed",
+    [("none", 4, None, False), ("crop-flip", 0, None, True), ("translate-flip", 2, None, True),
+     ("flip", 4, 6, True), ("crop-flip-cutout", 4, None, True)],
+)  # fmt: skip
+def test_presets_and_options_build(preset, pad, cut, changed):
+    augment = build_augment(preset, torch.zeros(3, dtype=torch.uint8), pad, cut)
+    assert (augment is not None) == changed
+    if augment is not None:
+        x = _batch(n=8, side=16)
+        out = augment(x, torch.Generator().manual_seed(0), torch.arange(8), 0)
+        assert out.shape == x.shape and out.dtype == torch.uint8

@@ -61,6 +61,9 @@ def run_training(config: RunConfig | None = None, **options: Any) -> RunResult:
         limit_train=config.limit_train,
         limit_test=config.limit_test,
         seed=config.seed,
+        image_size=config.image_size,
+        labels=config.labels,
+        quiet=config.quiet,
     )
     torch.manual_seed(config.seed)
     channels, side, _ = data.image_shape
@@ -164,7 +167,10 @@ def _make_loaders(config: RunConfig, data, device: torch.device) -> dict[str, Te
     loaders = {
         "train": TensorLoader(
             data.train, config.batch_size, shuffle=True, seed=config.seed,
-            augment=build_augment(config.augment, mean_uint8), **common,
+            augment=build_augment(
+                config.augment, mean_uint8, config.crop_pad, config.cutout, config.seed
+            ),
+            **common,
         ),
     }  # fmt: skip
     if data.val is not None:
