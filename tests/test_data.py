@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import time
+import warnings
 
 import numpy as np
 import pytest
 import torch
-from conftest import CLASSES, add_tar_member, pack, write_image_folder
+from conftest import CLASSES, add_tar_member, pack, pack_tree, write_image_folder
 
 from cifarlab.data import TensorLoader, load_dataset
 from cifarlab.data import cache as cache_module
@@ -238,3 +239,74 @@ def test_presets_and_options_build(preset, pad, cut, changed):
         x = _batch(n=8, side=16)
         out = augment(x, torch.Generator().manual_seed(0), torch.arange(8), 0)
         assert out.shape == x.shape and out.dtype == torch.uint8
+
+
+def test_all_grayscale_keeps_one_channel(tmp_path):
+    from PIL import Image
+
+    root = write_image_folder(tmp_path / "d", n_train=3, n_test=2)
+    for f in root.rglob("*.png"):
+        Image.open(f).convert("L").save(f)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # channels follow the data: nothing to warn about
+        data = load_dataset(root, val_size=0)
+    assert data.image_shape == (1, 32, 32) and len(data.mean) == 1
+
+
+def test_image_size_resizes_every_image(tiny_folder):
+    data = load_dataset(tiny_folder, val_size=0, image_size=16)
+    assert data.image_shape == (3, 16, 16) and data.test.images.shape[1:] == (16, 16, 3)
+    with pytest.raises(CifarlabError, match="--image-size must be a positive"):
+        load_dataset(tiny_folder, image_size=0)
+
+
+@pytest.mark.parametrize("archived", [False, True])
+def test_an_empty_class_folder_is_refused(tmp_path, archived):
+    root = write_image_folder(tmp_path / "d", n_train=3, n_test=2)
+    (root / "train" / "emu").mkdir()
+    source = pack_tree(root, tmp_path / "d.tar.gz") if archived else root
+    with pytest.raises(CifarlabError, match="class folder train/emu is empty") as err:
+        load_dataset(source, val_size=0)
+    assert "\n" not in str(err.value)
+
+
+def test_a_truncated_cache_array_is_rebuilt_not_trusted(tiny_archive):
+    first = load_dataset(tiny_archive, val_size=0)
+    for entry in cache_module.cache_root().glob("decoded-*"):
+        for name in ("train_images.npy", "test_labels.npy"):
+            blob = (entry / name).read_bytes()
+            (entry / name).write_bytes(blob[: len(blob) - 100])
+        flipped = bytearray((entry / "train_sums.npy").read_bytes())  # same size, new content
+        flipped[-1] ^= 1
+        (entry / "train_sums.npy").write_bytes(bytes(flipped))
+    again = load_dataset(tiny_archive, val_size=0)
+    assert np.array_equal(first.train.images, again.train.images) and first.mean == again.mean
+
+
+def test_split_stats_from_cached_sums_match_a_pass_over_pixels(tiny_folder):
+    from cifarlab.data.dataset import channel_stats
+
+    data = load_dataset(tiny_folder, val_size=30, limit_train=45, seed=5)
+    assert np.allclose(data.mean, channel_stats(data.train.images)[0], atol=1e-9)
+    assert np.allclose(data.std, channel_stats(data.train.images)[1], atol=1e-9)
+
+
+def test_data_info_and_preview_commands(tiny_folder, tmp_path, capsys):
+    import json
+
+    from cifarlab.cli import main
+
+    assert main(["data", "info", "--data", str(tiny_folder), "--format", "json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["image_shape"] == [3, 32, 32] and info["classes"] == sorted(CLASSES)
+    assert info["splits"]["train"]["per_class"] == {"cat": 40, "dog": 40, "frog": 40}
+    assert len(info["splits"]["test"]["mean"]) == 3 and "decoded-" in info["cache"]
+    assert main(["data", "info", "--data", str(tiny_folder)]) == 0
+    assert "frog" in capsys.readouterr().out
+    out = tmp_path / "grid.png"
+    assert main(["data", "preview", "--data", str(tiny_folder), "-o", str(out)]) == 0
+    from PIL import Image
+
+    assert Image.open(out).size[0] > 8 * 32  # upscaled, not 32 px per image
+    assert main(["data", "info", "--data", str(tmp_path / "nowhere")]) == 2
+    assert capsys.readouterr().err.count("\n") == 1

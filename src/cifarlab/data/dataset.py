@@ -83,7 +83,7 @@ def load_dataset(
     the test split. Mean and std come from the final training split. ``labels``
     picks CIFAR-100's fine or coarse classes; ``image_size`` resizes to NxN.
     """
-    decoded, stats, path = decode_source(data, image_size=image_size, labels=labels, quiet=quiet)
+    decoded, stats, path, _ = decode_source(data, image_size=image_size, labels=labels, quiet=quiet)
     train_all = decoded.train
     if val_size >= len(train_all):
         raise CifarlabError(
@@ -117,7 +117,7 @@ def decode_source(
     labels: str = "fine",
     quiet: bool = False,
 ):
-    """(decoded dataset, per-image pixel stats, source path), from the cache when possible."""
+    """(decoded dataset, per-image pixel stats, source path, cache entry), cached when possible."""
     if image_size is not None and image_size < 1:
         raise CifarlabError(f"--image-size must be a positive number of pixels (got {image_size})")
     path = resolve_source(data, quiet)
@@ -127,8 +127,8 @@ def decode_source(
     else:
         key = source_fingerprint(path, image_size=image_size)
         decode = lambda: read_image_folder(path, image_size)
-    decoded, stats, _ = cached_decode(key, decode)
-    return decoded, stats, path
+    decoded, stats, entry = cached_decode(key, decode)
+    return decoded, stats, path, entry
 
 
 def resize(decoded, image_size: int | None):
