@@ -52,7 +52,14 @@ def resolve_source(data: str | os.PathLike | None, quiet: bool = False) -> Path:
     raw = data if data is not None else os.environ.get("CIFARLAB_DATA") or DEFAULT_DATASET
     path = Path(raw).expanduser()
     if str(raw).lower() in download_module.ARCHIVES and not path.exists():
-        return download_module.download(str(raw).lower(), cache_root() / "downloads", quiet)
+        folder = cache_root() / "downloads"
+        try:
+            return download_module.download(str(raw).lower(), folder, quiet)
+        except OSError as err:  # network errors are CifarlabErrors already: this is the disk
+            raise CifarlabError(
+                f"cannot write the download to {folder} ({err.strerror or err}); "
+                "set CIFARLAB_CACHE to a writable folder"
+            ) from None
     if not path.exists():
         raise CifarlabError(f"data path {str(path)!r} does not exist: {HOW_TO_GIVE_DATA}")
     if not path.is_dir() and not is_archive(path):
