@@ -110,3 +110,54 @@ def real_data() -> Path:
             pytest.fail(f"CIFARLAB_REQUIRE_DATA=1 but {reason}")
         pytest.skip(reason)
     return path
+
+
+def cifar_python_arrays(
+    n_train: int = 10, n_test: int = 5, n_classes: int = 3, seed: int = 0
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Class-ordered train/test images (N, 32, 32, 3) and labels for CIFAR python batches."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for split, n in (("train", n_train), ("test", n_test)):
+        labels = np.repeat(np.arange(n_classes), n)
+        out[split] = (np.stack([class_image(int(y), rng) for y in labels]), labels)
+    return out
+
+
+def write_cifar_python(
+    root: Path, variant: str = "cifar10", n_train: int = 10, n_test: int = 5, seed: int = 0
+) -> Path:
+    """Write the official python layout (pickled dicts, protocol 2 like the originals)."""
+    import pickle
+
+    arrays = cifar_python_arrays(n_train, n_test, 3 if variant == "cifar10" else 4, seed)
+    folder = root / ("cifar-10-batches-py" if variant == "cifar10" else "cifar-100-python")
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def dump(name: str, obj: dict) -> None:
+        (folder / name).write_bytes(pickle.dumps(obj, protocol=2))
+
+    def rows(images: np.ndarray) -> np.ndarray:  # NHWC -> (N, 3072) channel-major rows
+        return images.transpose(0, 3, 1, 2).reshape(len(images), -1)
+
+    (train_x, train_y), (test_x, test_y) = arrays["train"], arrays["test"]
+    if variant == "cifar10":
+        dump("batches.meta", {b"label_names": [b"cat", b"dog", b"frog"], b"num_vis": 3072})
+        for i, idx in enumerate(np.array_split(np.arange(len(train_y)), 5), start=1):
+            batch = {b"data": rows(train_x[idx]), b"labels": train_y[idx].tolist()}
+            dump(f"data_batch_{i}", {b"batch_label": b"training batch", **batch})
+        dump("test_batch", {b"data": rows(test_x), b"labels": test_y.tolist()})
+    else:
+        fine = [b"apple", b"bee", b"cat", b"dog"]
+        dump("meta", {b"fine_label_names": fine, b"coarse_label_names": [b"plant", b"animal"]})
+        for name, x, y in (("train", train_x, train_y), ("test", test_x, test_y)):
+            coarse = [0 if v == 0 else 1 for v in y]
+            dump(name, {b"data": rows(x), b"fine_labels": y.tolist(), b"coarse_labels": coarse})
+    return folder
+
+
+def pack_tree(folder: Path, archive: Path) -> Path:
+    """A .tar.gz holding ``folder`` under its own name, like the official archives."""
+    with tarfile.open(archive, "w:gz") as t:
+        t.add(folder, folder.name)
+    return archive

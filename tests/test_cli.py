@@ -91,7 +91,7 @@ def _bad_inputs(tmp_path: Path, tiny_archive: Path) -> dict[str, tuple[list[str]
         "zero lr": (["--lr", "0", *data], "--lr"),
         "non-number lr": (["--lr", "fast", *data], "--lr"),
         "missing data": (["--data", str(tmp_path / "nowhere")], "does not exist"),
-        "no data": ([], "no dataset given"),
+        "no data": ([], "cannot download"),  # default cifar10 download, offline here
         "not a dataset": (["--data", str(not_dataset)], "not an image-folder dataset"),
         "not an image": (["--data", str(broken)], "0001.png is not a readable image"),
         "unwritable workspace": ([*data, "--workspace", str(blocker / "ws")], "not writable"),
@@ -99,7 +99,14 @@ def _bad_inputs(tmp_path: Path, tiny_archive: Path) -> dict[str, tuple[list[str]
     }
 
 
-def test_every_bad_input_gets_one_line_exit_2_and_no_run(tmp_path, tiny_archive, capsys):
+def test_every_bad_input_gets_one_line_exit_2_and_no_run(
+    tmp_path, tiny_archive, capsys, monkeypatch
+):
+    import socket
+
+    with socket.socket() as s:  # a closed local port: the default download fails at once
+        s.bind(("127.0.0.1", 0))
+        monkeypatch.setenv("CIFARLAB_DOWNLOAD_URL", f"http://127.0.0.1:{s.getsockname()[1]}/")
     workspace = tmp_path / "ws"
     for case, (args, message) in _bad_inputs(tmp_path, tiny_archive).items():
         if "--workspace" not in args:

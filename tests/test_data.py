@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import time
+import warnings
 
 import numpy as np
 import pytest
 import torch
-from conftest import CLASSES, add_tar_member, pack, write_image_folder
+from conftest import CLASSES, add_tar_member, pack, pack_tree, write_image_folder
 
 from cifarlab.data import TensorLoader, load_dataset
 from cifarlab.data import cache as cache_module
-from cifarlab.data.augment import cutout, random_crop, random_flip
+from cifarlab.data.augment import (
+    alternating_flip,
+    build_augment,
+    cutout,
+    random_crop,
+    random_flip,
+)
 from cifarlab.data.imagefolder import SplitArrays, read_image_folder
 from cifarlab.errors import CifarlabError
 
@@ -191,3 +198,115 @@ def test_loader_normalizes_shuffles_per_epoch_and_keeps_the_last_batch():
     assert not torch.equal(labels, torch.cat([y for _, y in loader]))
     dropping = TensorLoader(split, 4, mean=(0.5,) * 3, std=(0.25,) * 3, drop_last=True)
     assert [len(y) for _, y in dropping] == [4, 4]
+
+
+def test_alternating_flip_flips_complementary_halves_on_consecutive_epochs():
+    x = _batch(n=64)
+    idx = torch.randperm(64)  # any order: the decision follows the image, not its position
+    flipped = []
+    for epoch in range(4):
+        out = alternating_flip(x, idx, epoch, seed=3)
+        is_flip = torch.tensor([torch.equal(o, xi.flip(1)) for o, xi in zip(out, x)])
+        assert all(f or torch.equal(o, xi) for f, o, xi in zip(is_flip, out, x))
+        flipped.append(is_flip)
+    assert torch.equal(flipped[0], ~flipped[1]) and torch.equal(flipped[0], flipped[2])
+    assert 20 < flipped[0].sum() < 44  # about half
+    assert not torch.equal(flipped[0], alternating_flip(x, idx, 0, seed=4).ne(x).any((1, 2, 3)))
+
+
+def test_loader_with_alt_flip_shows_each_image_both_ways_over_two_epochs():
+    split = SplitArrays(_batch(n=12).numpy(), np.arange(12))
+    augment = build_augment("alt-flip", torch.zeros(3, dtype=torch.uint8))
+    loader = TensorLoader(split, 5, mean=(0.0,) * 3, std=(1 / 255,) * 3, augment=augment)
+    seen = []
+    for epoch in (0, 1):
+        loader.set_epoch(epoch)
+        seen.append(torch.cat([x for x, _ in loader]).permute(0, 2, 3, 1).round().to(torch.uint8))
+    images = torch.from_numpy(split.images)
+    for a, b, original in zip(*seen, images):
+        assert {a.flip(1).equal(original), b.flip(1).equal(original)} == {True, False}
+
+
+@pytest.mark.parametrize(
+    "preset, pad, cut, changed",
+    [("none", 4, None, False), ("crop-flip", 0, None, True), ("translate-flip", 2, None, True),
+     ("flip", 4, 6, True), ("crop-flip-cutout", 4, None, True)],
+)  # fmt: skip
+def test_presets_and_options_build(preset, pad, cut, changed):
+    augment = build_augment(preset, torch.zeros(3, dtype=torch.uint8), pad, cut)
+    assert (augment is not None) == changed
+    if augment is not None:
+        x = _batch(n=8, side=16)
+        out = augment(x, torch.Generator().manual_seed(0), torch.arange(8), 0)
+        assert out.shape == x.shape and out.dtype == torch.uint8
+
+
+def test_all_grayscale_keeps_one_channel(tmp_path):
+    from PIL import Image
+
+    root = write_image_folder(tmp_path / "d", n_train=3, n_test=2)
+    for f in root.rglob("*.png"):
+        Image.open(f).convert("L").save(f)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # channels follow the data: nothing to warn about
+        data = load_dataset(root, val_size=0)
+    assert data.image_shape == (1, 32, 32) and len(data.mean) == 1
+
+
+def test_image_size_resizes_every_image(tiny_folder):
+    data = load_dataset(tiny_folder, val_size=0, image_size=16)
+    assert data.image_shape == (3, 16, 16) and data.test.images.shape[1:] == (16, 16, 3)
+    with pytest.raises(CifarlabError, match="--image-size must be a positive"):
+        load_dataset(tiny_folder, image_size=0)
+
+
+@pytest.mark.parametrize("archived", [False, True])
+def test_an_empty_class_folder_is_refused(tmp_path, archived):
+    root = write_image_folder(tmp_path / "d", n_train=3, n_test=2)
+    (root / "train" / "emu").mkdir()
+    source = pack_tree(root, tmp_path / "d.tar.gz") if archived else root
+    with pytest.raises(CifarlabError, match="class folder train/emu is empty") as err:
+        load_dataset(source, val_size=0)
+    assert "\n" not in str(err.value)
+
+
+def test_a_truncated_cache_array_is_rebuilt_not_trusted(tiny_archive):
+    first = load_dataset(tiny_archive, val_size=0)
+    for entry in cache_module.cache_root().glob("decoded-*"):
+        for name in ("train_images.npy", "test_labels.npy"):
+            blob = (entry / name).read_bytes()
+            (entry / name).write_bytes(blob[: len(blob) - 100])
+        flipped = bytearray((entry / "train_sums.npy").read_bytes())  # same size, new content
+        flipped[-1] ^= 1
+        (entry / "train_sums.npy").write_bytes(bytes(flipped))
+    again = load_dataset(tiny_archive, val_size=0)
+    assert np.array_equal(first.train.images, again.train.images) and first.mean == again.mean
+
+
+def test_split_stats_from_cached_sums_match_a_pass_over_pixels(tiny_folder):
+    from cifarlab.data.dataset import channel_stats
+
+    data = load_dataset(tiny_folder, val_size=30, limit_train=45, seed=5)
+    assert np.allclose(data.mean, channel_stats(data.train.images)[0], atol=1e-9)
+    assert np.allclose(data.std, channel_stats(data.train.images)[1], atol=1e-9)
+
+
+def test_data_info_and_preview_commands(tiny_folder, tmp_path, capsys):
+    import json
+
+    from cifarlab.cli import main
+
+    assert main(["data", "info", "--data", str(tiny_folder), "--format", "json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["image_shape"] == [3, 32, 32] and info["classes"] == sorted(CLASSES)
+    assert info["splits"]["train"]["per_class"] == {"cat": 40, "dog": 40, "frog": 40}
+    assert len(info["splits"]["test"]["mean"]) == 3 and "decoded-" in info["cache"]
+    assert main(["data", "info", "--data", str(tiny_folder)]) == 0
+    assert "frog" in capsys.readouterr().out
+    out = tmp_path / "grid.png"
+    assert main(["data", "preview", "--data", str(tiny_folder), "-o", str(out)]) == 0
+    from PIL import Image
+
+    assert Image.open(out).size[0] > 8 * 32  # upscaled, not 32 px per image
+    assert main(["data", "info", "--data", str(tmp_path / "nowhere")]) == 2
+    assert capsys.readouterr().err.count("\n") == 1

@@ -88,6 +88,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add("--quiet", **flag, help="no progress bars or epoch lines")
     add("--tensorboard", **flag, help="also write TensorBoard scalars to the run folder")
+    # -- data layer: train options of the data sources and augmentation, and `cifarlab data`
+    add("--labels", help="CIFAR-100 classes: fine (100) or coarse (20) (default fine)")
+    add("--image-size", type=int, help="resize every image to NxN (default: keep the size)")
+    add("--crop-pad", type=int, help="crop/translate padding in pixels (default 4)")
+    add("--cutout", type=int, help="cutout square side (default 8 with a cutout preset)")
+    data = sub.add_parser("data", help="inspect a dataset: `data info`, `data preview`")
+    data_sub = data.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
+    for name, text in (("info", "counts per class and split, shape, mean/std, cache"),
+                       ("preview", "a PNG grid of sample images per class")):  # fmt: skip
+        p = data_sub.add_parser(name, help=text)
+        p.add_argument("--data", help="name (cifar10, cifar100), folder or archive")
+        p.add_argument("--labels", default="fine", choices=("fine", "coarse"))
+        p.add_argument("--image-size", type=int)
+    info, preview = data_sub.choices["info"], data_sub.choices["preview"]
+    info.add_argument("--format", choices=("text", "json"), default="text")
+    preview.add_argument("-o", "--output", default="grid.png", help="PNG file (default grid.png)")
+    preview.add_argument("--per-class", type=int, default=8, help="images per class (default 8)")
+    preview.add_argument("--split", choices=("train", "test"), default="train")
+    preview.add_argument("--seed", type=int, default=0)
+    # -- end of the data layer's options
 
     results = sub.add_parser("results", help="list runs, or an experiment's seed-grouped table")
     results.add_argument("--workspace", default="cifarlab-runs")
@@ -327,6 +347,20 @@ def cmd_diagram(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data(args: argparse.Namespace) -> int:
+    from cifarlab.data.inspect import dataset_info, format_info, preview_grid
+
+    source = {"image_size": args.image_size, "labels": args.labels}
+    if args.data_command == "info":
+        print(format_info(dataset_info(args.data, **source), args.format))
+        return 0
+    if args.per_class < 1:
+        raise CifarlabError(f"--per-class must be at least 1 (got {args.per_class})")
+    path = preview_grid(args.data, args.output, args.per_class, args.split, args.seed, **source)
+    print(f"wrote {path}")
+    return 0
+
+
 COMMANDS = {
     "train": cmd_train,
     "results": cmd_results,
@@ -335,6 +369,7 @@ COMMANDS = {
     "compare": cmd_compare,
     "summary": cmd_summary,
     "diagram": cmd_diagram,
+    "data": cmd_data,
 }
 
 if __name__ == "__main__":

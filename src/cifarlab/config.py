@@ -21,7 +21,11 @@ SCHEDULES = (
     "warmup-cosine",
 )
 SELECT_BY = ("val_acc", "val_loss")
-AUGMENTATIONS = ("none", "flip", "crop-flip", "crop-flip-cutout")
+# crop: reflect-padded random crop; translate: the same with zero fill; alt-flip: airbench's
+# alternating flip (each image flipped on every other epoch); cutout: one square per image.
+AUGMENTATIONS = ("none", "flip", "crop-flip", "crop-flip-cutout", "alt-flip", "crop-alt-flip",
+                 "translate-flip", "translate-alt-flip", "translate-alt-flip-cutout")  # fmt: skip
+LABELS = ("fine", "coarse")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 # Fields that do not change what a run computes: they are left out of its hash.
@@ -56,6 +60,10 @@ class RunConfig(BaseModel):
     limit_train: int | None = Field(None, gt=0)
     limit_test: int | None = Field(None, gt=0)
     augment: str = "crop-flip"
+    crop_pad: int = Field(4, ge=0)
+    cutout: int | None = Field(None, gt=0)
+    labels: str = "fine"
+    image_size: int | None = Field(None, gt=0)
     seed: int = Field(0, ge=0)
     precision: str = "auto"
     channels_last: bool = True
@@ -113,6 +121,11 @@ class RunConfig(BaseModel):
     @classmethod
     def _known_augment(cls, v: str) -> str:
         return _one_of("augment", v.lower(), AUGMENTATIONS)
+
+    @field_validator("labels")
+    @classmethod
+    def _known_labels(cls, v: str) -> str:
+        return _one_of("labels", v.lower(), LABELS)
 
     @field_validator("precision")
     @classmethod

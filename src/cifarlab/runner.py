@@ -84,6 +84,9 @@ def run_training(config: RunConfig | None = None, **options: Any) -> RunResult:
         limit_train=config.limit_train,
         limit_test=config.limit_test,
         seed=config.seed,
+        image_size=config.image_size,
+        labels=config.labels,
+        quiet=config.quiet,
     )
     _set_determinism(config)
     torch.manual_seed(config.seed)
@@ -187,7 +190,7 @@ def build_trainer(config: RunConfig, data: CifarData, device: torch.device, prec
 def make_loaders(config: RunConfig, data: CifarData, device: torch.device) -> dict:
     mean_uint8 = (torch.tensor(data.mean) * 255).round().to(torch.uint8)
     common = dict(mean=data.mean, std=data.std, device=device, channels_last=config.channels_last)
-    augment = build_augment(config.augment, mean_uint8)
+    augment = build_augment(config.augment, mean_uint8, config.crop_pad, config.cutout, config.seed)
     loaders = {
         "train": TensorLoader(
             data.train, config.batch_size, shuffle=True, seed=config.seed, augment=augment, **common

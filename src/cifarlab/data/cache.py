@@ -2,7 +2,13 @@
 
 Decoding 60k JPEGs takes seconds; reloading the arrays takes a fraction of one.
 A cache entry is written to a temporary folder and renamed into place, so a
-crash never leaves a half-written entry; an entry that fails to load is rebuilt.
+crash never leaves a half-written entry. The key only sees the source's path,
+sizes and mtimes, so meta.json also holds a crc32 of every array (of the first and
+last MB for the image arrays): an entry that fails to load or to match is rebuilt,
+never trusted.
+
+Each entry also keeps per-image channel sums and sums of squares (int64, (N, C)),
+so the mean/std of any subset is an exact sum over its indices, not a pass over pixels.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import json
 import os
 import shutil
 import tempfile
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -20,7 +27,7 @@ import numpy as np
 
 from cifarlab.data.imagefolder import SPLITS, DecodedDataset, SplitArrays
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
 
 
 def cache_root() -> Path:
@@ -42,42 +49,82 @@ def source_fingerprint(path: Path, **params: object) -> str:
     return h.hexdigest()[:20]
 
 
-def cached_decode(key: str, decode: Callable[[], DecodedDataset]) -> DecodedDataset:
-    """Return the cached arrays for ``key``, decoding (and caching) them on a miss."""
+PixelStats = dict[str, tuple[np.ndarray, np.ndarray]]  # split -> (sums, squares), (N, C) int64
+
+
+def cached_decode(
+    key: str, decode: Callable[[], DecodedDataset]
+) -> tuple[DecodedDataset, PixelStats, Path]:
+    """The arrays and per-image stats for ``key`` (decoded and cached on a miss), and the entry."""
     entry = cache_root() / f"decoded-{key}"
     if entry.is_dir():
         try:
-            return _load(entry)
-        except (OSError, ValueError, KeyError, json.JSONDecodeError):
+            return (*_load(entry), entry)
+        except (OSError, ValueError, KeyError, EOFError, json.JSONDecodeError):
             shutil.rmtree(entry, ignore_errors=True)  # stale or corrupt: rebuild
     dataset = decode()
+    stats = {split: pixel_stats(getattr(dataset, split).images) for split in SPLITS}
     with contextlib.suppress(OSError):  # an unwritable cache only costs speed next time
-        _store(entry, dataset)
-    return dataset
+        _store(entry, dataset, stats)
+    return dataset, stats, entry
 
 
-def _load(entry: Path) -> DecodedDataset:
+def pixel_stats(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-image channel sums and sums of squares of uint8 NHWC images, exact in int64."""
+    n, c = len(images), images.shape[-1]
+    sums, squares = np.empty((n, c), np.int64), np.empty((n, c), np.int64)
+    for start in range(0, n, 4096):  # chunks keep the uint16 temporaries small
+        block = images[start : start + 4096]
+        chunk = block.reshape(len(block), -1, c)
+        sums[start : start + 4096] = chunk.sum(1, dtype=np.int64)
+        wide = chunk.astype(np.uint16)
+        squares[start : start + 4096] = (wide * wide).sum(1, dtype=np.int64)  # 255^2 fits
+    return sums, squares
+
+
+def _crc(array: np.ndarray) -> int:
+    """crc32 of the whole array, or of its first and last MB when larger (hashing all 184 MB
+    of CIFAR images would cost ~0.15 s per load; the per-image sums are hashed whole)."""
+    raw = memoryview(np.ascontiguousarray(array)).cast("B")
+    if len(raw) > 4 * _MB:
+        raw = bytes(raw[:_MB]) + bytes(raw[-_MB:])
+    return zlib.crc32(raw)
+
+
+_MB = 1 << 20
+
+
+def _load(entry: Path) -> tuple[DecodedDataset, PixelStats]:
     meta = json.loads((entry / "meta.json").read_text())
-    splits = {}
+    if meta.get("format") != CACHE_FORMAT:
+        raise ValueError(f"cache entry {entry} has an old format")
+    splits, stats = {}, {}
     for split in SPLITS:
-        images = np.load(entry / f"{split}_images.npy")
-        labels = np.load(entry / f"{split}_labels.npy")
-        if images.shape != tuple(meta[split]["shape"]) or len(labels) != len(images):
-            raise ValueError(f"cache entry {entry} does not match its metadata")
-        splits[split] = SplitArrays(images, labels)
-    return DecodedDataset(splits["train"], splits["test"], tuple(meta["classes"]))
+        arrays = {name: np.load(entry / f"{split}_{name}.npy") for name in _ARRAYS}
+        if {name: _crc(a) for name, a in arrays.items()} != meta[split]["crc32"]:
+            raise ValueError(f"cache entry {entry} does not match its checksums")
+        splits[split] = SplitArrays(arrays["images"], arrays["labels"])
+        stats[split] = (arrays["sums"], arrays["squares"])
+    return DecodedDataset(splits["train"], splits["test"], tuple(meta["classes"])), stats
 
 
-def _store(entry: Path, dataset: DecodedDataset) -> None:
+_ARRAYS = ("images", "labels", "sums", "squares")
+
+
+def _store(entry: Path, dataset: DecodedDataset, stats: PixelStats) -> None:
     entry.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=entry.parent))
     try:
         meta: dict = {"classes": list(dataset.classes), "format": CACHE_FORMAT}
         for split in SPLITS:
-            arrays: SplitArrays = getattr(dataset, split)
-            np.save(tmp / f"{split}_images.npy", arrays.images)
-            np.save(tmp / f"{split}_labels.npy", arrays.labels)
-            meta[split] = {"shape": list(arrays.images.shape)}
+            split_arrays: SplitArrays = getattr(dataset, split)
+            arrays = dict(zip(_ARRAYS, (split_arrays.images, split_arrays.labels, *stats[split])))
+            for name, array in arrays.items():
+                np.save(tmp / f"{split}_{name}.npy", array)
+            meta[split] = {
+                "shape": list(split_arrays.images.shape),
+                "crc32": {name: _crc(a) for name, a in arrays.items()},
+            }
         (tmp / "meta.json").write_text(json.dumps(meta))  # written last: marks completeness
         os.replace(tmp, entry)
     except OSError:

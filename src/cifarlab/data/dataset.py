@@ -9,16 +9,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cifarlab.data.cache import cached_decode, source_fingerprint
+from cifarlab.data import download as download_module
+from cifarlab.data.cache import cache_root, cached_decode, source_fingerprint
+from cifarlab.data.cifar_python import is_cifar_python, read_cifar_python
 from cifarlab.data.imagefolder import SplitArrays, is_archive, read_image_folder
 from cifarlab.data.split import split_off, stratified_pick
 from cifarlab.errors import CifarlabError
 
 HOW_TO_GIVE_DATA = (
-    "pass --data PATH or set CIFARLAB_DATA=PATH, where PATH is a folder or a "
-    ".tar.gz/.tar/.zip archive holding train/<class>/* and test/<class>/* images "
-    "(e.g. ../shared/data/cifar10-jpeg.tar.gz)"
+    "pass --data cifar10|cifar100 (downloaded), or --data PATH / CIFARLAB_DATA=PATH where "
+    "PATH is a CIFAR python archive or folder, or a folder or .tar.gz/.tar/.zip archive "
+    "holding train/<class>/* and test/<class>/* images (e.g. ../shared/data/cifar10-jpeg.tar.gz)"
 )
+DEFAULT_DATASET = "cifar10"  # what runs without --data and CIFARLAB_DATA use (downloaded)
 
 
 @dataclass(frozen=True)
@@ -40,12 +43,23 @@ class CifarData:
         return c, h, w
 
 
-def resolve_source(data: str | os.PathLike | None) -> Path:
-    """The data path from the argument, else ``$CIFARLAB_DATA``; checked to exist."""
-    raw = data if data is not None else os.environ.get("CIFARLAB_DATA")
-    if not raw:
-        raise CifarlabError(f"no dataset given: {HOW_TO_GIVE_DATA}")
+def resolve_source(data: str | os.PathLike | None, quiet: bool = False) -> Path:
+    """The data path from the argument, else ``$CIFARLAB_DATA``, else a cifar10 download.
+
+    A known name (``cifar10``, ``cifar100``) that is not an existing path is
+    downloaded into the cache (or found there); any other path must exist.
+    """
+    raw = data if data is not None else os.environ.get("CIFARLAB_DATA") or DEFAULT_DATASET
     path = Path(raw).expanduser()
+    if str(raw).lower() in download_module.ARCHIVES and not path.exists():
+        folder = cache_root() / "downloads"
+        try:
+            return download_module.download(str(raw).lower(), folder, quiet)
+        except OSError as err:  # network errors are CifarlabErrors already: this is the disk
+            raise CifarlabError(
+                f"cannot write the download to {folder} ({err.strerror or err}); "
+                "set CIFARLAB_CACHE to a writable folder"
+            ) from None
     if not path.exists():
         raise CifarlabError(f"data path {str(path)!r} does not exist: {HOW_TO_GIVE_DATA}")
     if not path.is_dir() and not is_archive(path):
@@ -64,16 +78,19 @@ def load_dataset(
     limit_test: int | None = None,
     seed: int = 0,
     image_size: int | None = None,
+    labels: str = "fine",
+    quiet: bool = False,
 ) -> CifarData:
     """Decode (or reload from cache) a dataset and carve the splits a run uses.
 
-    The validation split is a stratified, seeded hold-out of ``val_size`` training
-    images; ``limit_train`` then takes a stratified subset of the rest and
-    ``limit_test`` of the test split. Mean and std come from the final training split.
+    ``data`` is a known name (``cifar10``/``cifar100``: downloaded), a CIFAR python
+    archive or folder, or an image-folder dataset (folder or archive). The validation
+    split is a stratified, seeded hold-out of ``val_size`` training images;
+    ``limit_train`` then takes a stratified subset of the rest and ``limit_test`` of
+    the test split. Mean and std come from the final training split. ``labels``
+    picks CIFAR-100's fine or coarse classes; ``image_size`` resizes to NxN.
     """
-    path = resolve_source(data)
-    key = source_fingerprint(path, image_size=image_size)
-    decoded = cached_decode(key, lambda: read_image_folder(path, image_size))
+    decoded, stats, path, _ = decode_source(data, image_size=image_size, labels=labels, quiet=quiet)
     train_all = decoded.train
     if val_size >= len(train_all):
         raise CifarlabError(
@@ -88,7 +105,7 @@ def load_dataset(
     if limit_test is not None:
         test = _take(test, stratified_pick(test.labels, limit_test, rng))
     train = _take(train_all, train_idx)
-    mean, std = channel_stats(train.images)
+    mean, std = stats_from_sums(*(a[train_idx] for a in stats["train"]), train.images.shape)
     return CifarData(
         train=train,
         val=_take(train_all, val_idx) if val_size > 0 else None,
@@ -98,6 +115,53 @@ def load_dataset(
         std=std,
         source=str(path),
     )
+
+
+def decode_source(
+    data: str | os.PathLike | None,
+    *,
+    image_size: int | None = None,
+    labels: str = "fine",
+    quiet: bool = False,
+):
+    """(decoded dataset, per-image pixel stats, source path, cache entry), cached when possible."""
+    if image_size is not None and image_size < 1:
+        raise CifarlabError(f"--image-size must be a positive number of pixels (got {image_size})")
+    path = resolve_source(data, quiet)
+    if is_cifar_python(path):
+        key = source_fingerprint(path, kind="cifar-python", image_size=image_size, labels=labels)
+        decode = lambda: resize(read_cifar_python(path, labels), image_size)
+    else:
+        key = source_fingerprint(path, image_size=image_size)
+        decode = lambda: read_image_folder(path, image_size)
+    decoded, stats, entry = cached_decode(key, decode)
+    return decoded, stats, path, entry
+
+
+def resize(decoded, image_size: int | None):
+    """``decoded`` with every image resized to ``image_size`` squared (bilinear, as folders)."""
+    if image_size is None or decoded.train.images.shape[1:3] == (image_size, image_size):
+        return decoded
+    from PIL import Image
+
+    def one(split: SplitArrays) -> SplitArrays:
+        size = (image_size, image_size)
+        out = [np.asarray(Image.fromarray(im).resize(size, Image.Resampling.BILINEAR))
+               for im in split.images]  # fmt: skip
+        return SplitArrays(np.stack(out), split.labels)
+
+    return type(decoded)(one(decoded.train), one(decoded.test), decoded.classes)
+
+
+def stats_from_sums(
+    sums: np.ndarray, squares: np.ndarray, shape: tuple[int, ...]
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std in [0, 1] from per-image int64 sums (exact integer totals)."""
+    count = max(len(sums), 1) * shape[1] * shape[2]
+    total, total_sq = sums.sum(0).astype(np.float64), squares.sum(0).astype(np.float64)
+    mean = total / count
+    std = np.sqrt(np.maximum(total_sq / count - mean**2, 1e-12))
+    return tuple((mean / 255).tolist()), tuple((std / 255).tolist())
 
 
 def _take(split: SplitArrays, idx: np.ndarray) -> SplitArrays:

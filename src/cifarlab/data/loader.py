@@ -47,6 +47,7 @@ class TensorLoader:
         self.mean = torch.tensor(mean, device=self.device).view(shape) * 255
         self.inv_std = 1 / (torch.tensor(std, device=self.device).view(shape) * 255)
         self.epoch = 0
+        self._positions = torch.arange(len(self.labels), device=self.device)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -66,10 +67,11 @@ class TensorLoader:
         order = torch.randperm(n, generator=g, device=self.device) if self.shuffle else None
         for i in range(len(self)):
             sl = slice(i * self.batch_size, min((i + 1) * self.batch_size, n))
-            idx = order[sl] if order is not None else sl
+            idx = order[sl] if order is not None else sl  # a slice is a view: no copy
             x, y = self.images[idx], self.labels[idx]
-            if self.augment is not None:
-                x = self.augment(x, g)
+            if self.augment is not None:  # indices + epoch: per-image schedules (alt-flip)
+                positions = idx if order is not None else self._positions[sl]
+                x = self.augment(x, g, positions, self.epoch)
             yield self._to_float(x), y
 
     def _to_float(self, x: torch.Tensor) -> torch.Tensor:

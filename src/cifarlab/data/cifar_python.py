@@ -1,0 +1,168 @@
+"""Read the official CIFAR-10 / CIFAR-100 "python version" (pickled batches).
+
+Accepts ``cifar-10-python.tar.gz`` / ``cifar-100-python.tar.gz`` read in place,
+or their extracted ``cifar-10-batches-py/`` / ``cifar-100-python/`` folder. The
+batches are pickles, and unpickling runs code named by the file, so a restricted
+Unpickler allows only what numpy arrays need to rebuild themselves.
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+import tarfile
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+
+from cifarlab.data.imagefolder import DecodedDataset, SplitArrays, is_archive, safe_member
+from cifarlab.errors import CifarlabError
+
+# file names of each variant; "labels" keys differ between CIFAR-10 and CIFAR-100
+CIFAR10_FILES = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}
+CIFAR100_FILES = {"train": ["train"], "test": ["test"]}
+_META = {"batches.meta": "cifar10", "meta": "cifar100"}
+LABEL_KINDS = ("fine", "coarse")
+
+# Everything a pickled numpy array (old or new numpy, any protocol) may name; nothing else.
+_ALLOWED = {
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"),
+    ("numpy._core.multiarray", "scalar"),
+    ("numpy.core.numeric", "_frombuffer"),
+    ("numpy._core.numeric", "_frombuffer"),
+    ("builtins", "bytearray"),
+    ("_codecs", "encode"),
+    ("copyreg", "_reconstructor"),
+    ("builtins", "object"),
+}
+
+
+class _SafeUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str):  # noqa: D102 - see module docstring
+        if (module, name) not in _ALLOWED:
+            raise pickle.UnpicklingError(f"refusing to load global {module}.{name}")
+        return super().find_class(module, name)
+
+
+def _unpickle(blob: bytes, name: str, source: Path) -> dict:
+    try:
+        obj = _SafeUnpickler(io.BytesIO(blob), encoding="bytes").load()
+    except Exception as err:  # any unpickling failure means a bad file, never a bug of ours
+        raise CifarlabError(
+            f"{source}: {name} is not a readable CIFAR pickle ({type(err).__name__}: {err}); "
+            "download the archive again"
+        ) from None
+    if not isinstance(obj, dict):
+        raise CifarlabError(f"{source}: {name} holds a {type(obj).__name__}, not a CIFAR batch")
+    return obj
+
+
+def is_cifar_python(path: Path) -> bool:
+    """True for a CIFAR python archive or folder (a peek, not a full read)."""
+    if path.is_dir():
+        return _find_root(path) is not None
+    if not is_archive(path) or path.name.lower().endswith(".zip"):
+        return False
+    try:
+        with tarfile.open(path, "r:*") as archive:
+            for _, member in zip(range(20), archive):  # the official layout comes first
+                if PurePosixPath(member.name).name in _META:
+                    return True
+    except (tarfile.TarError, EOFError, OSError):
+        return False  # the image-folder reader reports the broken archive
+    return False
+
+
+def _find_root(folder: Path) -> Path | None:
+    for candidate in (folder, *sorted(p for p in folder.iterdir() if p.is_dir())):
+        if any((candidate / meta).is_file() for meta in _META):
+            return candidate
+    return None
+
+
+def read_cifar_python(path: Path, labels: str = "fine") -> DecodedDataset:
+    """Decode a CIFAR-10/100 python source into uint8 NHWC arrays.
+
+    ``labels`` picks CIFAR-100's 100 ``fine`` or 20 ``coarse`` classes (CIFAR-10 ignores it).
+    """
+    if labels not in LABEL_KINDS:
+        raise CifarlabError(f"--labels must be fine or coarse (got {labels!r})")
+    files = _read_files(path)
+    meta_name = next((m for m in _META if m in files), None)
+    if meta_name is None:
+        raise CifarlabError(f"{path}: no batches.meta or meta file; not a CIFAR python dataset")
+    meta = _unpickle(files[meta_name], meta_name, path)
+    if _META[meta_name] == "cifar10":
+        layout, names_key, labels_key = CIFAR10_FILES, b"label_names", b"labels"
+    else:
+        layout = CIFAR100_FILES
+        names_key, labels_key = f"{labels}_label_names".encode(), f"{labels}_labels".encode()
+    classes = tuple(_decode_name(n) for n in _require(meta, names_key, meta_name, path))
+    splits = {}
+    for split, batch_names in layout.items():
+        missing = [n for n in batch_names if n not in files]
+        if missing:
+            raise CifarlabError(f"{path}: missing {', '.join(missing)}; the archive is incomplete")
+        parts = [_batch(files[n], n, labels_key, len(classes), path) for n in batch_names]
+        images = np.concatenate([p[0] for p in parts])
+        splits[split] = SplitArrays(images, np.concatenate([p[1] for p in parts]))
+    return DecodedDataset(splits["train"], splits["test"], classes)
+
+
+def _read_files(path: Path) -> dict[str, bytes]:
+    """{base name: bytes} of the CIFAR files, from the folder or the archive in place."""
+    wanted = {*_META, *CIFAR10_FILES["train"], *CIFAR10_FILES["test"], "train", "test"}
+    if path.is_dir():
+        root = _find_root(path) or path
+        return {f.name: f.read_bytes() for f in root.iterdir() if f.name in wanted and f.is_file()}
+    files = {}
+    try:
+        with tarfile.open(path, "r:*") as archive:
+            for member in archive:
+                name = safe_member(member.name, path).name
+                if member.isfile() and name in wanted:
+                    files[name] = archive.extractfile(member).read()
+    except (tarfile.TarError, EOFError, OSError) as err:
+        raise CifarlabError(
+            f"{path}: cannot read the archive ({err}); it may be truncated or corrupt, "
+            "download it again"
+        ) from None
+    return files
+
+
+def _require(batch: dict, key: bytes, name: str, source: Path):
+    if key not in batch:
+        found = ", ".join(repr(k) for k in list(batch)[:6])
+        raise CifarlabError(
+            f"{source}: {name} has no key {key!r} (found {found}); not a CIFAR batch of this kind"
+        )
+    return batch[key]
+
+
+def _batch(
+    blob: bytes, name: str, labels_key: bytes, n_classes: int, source: Path
+) -> tuple[np.ndarray, np.ndarray]:
+    batch = _unpickle(blob, name, source)
+    data = np.asarray(_require(batch, b"data", name, source))
+    labels = np.asarray(_require(batch, labels_key, name, source), dtype=np.int64)
+    if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
+        raise CifarlabError(
+            f"{source}: {name} data is {data.dtype} {data.shape}, expected uint8 (N, 3072)"
+        )
+    in_range = not len(labels) or 0 <= labels.min() <= labels.max() < n_classes
+    if labels.shape != (len(data),) or not in_range:
+        raise CifarlabError(
+            f"{source}: {name} has {labels.size} labels for {len(data)} images "
+            f"or labels outside 0..{n_classes - 1}"
+        )
+    # rows are channel-major (1024 R, 1024 G, 1024 B): CHW -> NHWC
+    images = np.ascontiguousarray(data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
+    return images, labels
+
+
+def _decode_name(name: bytes | str) -> str:
+    return name.decode() if isinstance(name, bytes) else str(name)

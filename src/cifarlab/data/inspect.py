@@ -1,0 +1,94 @@
+"""``cifarlab data info`` and ``cifarlab data preview``: look at a dataset before training."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cifarlab.data.dataset import decode_source, stats_from_sums
+from cifarlab.data.imagefolder import SPLITS
+
+
+def dataset_info(
+    data: str | os.PathLike | None, image_size: int | None = None, labels: str = "fine"
+) -> dict[str, Any]:
+    """Counts per class and split, image shape, per-split mean/std and the cache entry."""
+    decoded, stats, path, entry = decode_source(data, image_size=image_size, labels=labels)
+    _, h, w, c = decoded.train.images.shape
+    info: dict[str, Any] = {"source": str(path), "classes": list(decoded.classes)}
+    info |= {"image_shape": [c, h, w], "splits": {}, "cache": str(entry)}
+    for split in SPLITS:
+        arrays = getattr(decoded, split)
+        counts = np.bincount(arrays.labels, minlength=len(decoded.classes))
+        mean, std = stats_from_sums(*stats[split], arrays.images.shape)
+        info["splits"][split] = {
+            "count": len(arrays),
+            "per_class": dict(zip(decoded.classes, counts.tolist())),
+            "mean": [round(m, 4) for m in mean],
+            "std": [round(s, 4) for s in std],
+        }
+    return info
+
+
+def format_info(info: dict[str, Any], fmt: str = "text") -> str:
+    if fmt == "json":
+        return json.dumps(info, indent=2)
+    c, h, w = info["image_shape"]
+    lines = [f"source: {info['source']}", f"images: {c}x{h}x{w} (CxHxW), uint8"]
+    width = max(len(name) for name in info["classes"] + ["class"])
+    lines.append(f"{'class'.ljust(width)}  " + "  ".join(f"{s:>7}" for s in SPLITS))
+    for name in info["classes"]:
+        counts = "  ".join(f"{info['splits'][s]['per_class'][name]:>7}" for s in SPLITS)
+        lines.append(f"{name.ljust(width)}  {counts}")
+    totals = "  ".join(f"{info['splits'][s]['count']:>7}" for s in SPLITS)
+    lines.append(f"{'total'.ljust(width)}  {totals}")
+    for s in SPLITS:
+        split = info["splits"][s]
+        lines.append(f"{s} mean {split['mean']} std {split['std']} (per channel, 0..1)")
+    lines.append(f"cache: {info['cache']}")
+    return "\n".join(lines)
+
+
+def preview_grid(
+    data: str | os.PathLike | None,
+    output: str | os.PathLike,
+    per_class: int = 8,
+    split: str = "train",
+    seed: int = 0,
+    image_size: int | None = None,
+    labels: str = "fine",
+) -> Path:
+    """Save a grid of ``per_class`` random images per class (one row each) as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display needed
+    import matplotlib.pyplot as plt
+
+    decoded, _, _, _ = decode_source(data, image_size=image_size, labels=labels)
+    arrays = getattr(decoded, split)
+    rng = np.random.default_rng(seed)
+    rows = len(decoded.classes)
+    fig, axes = plt.subplots(rows, per_class, figsize=(per_class * 0.9, rows * 0.9), squeeze=False)
+    for row, name in enumerate(decoded.classes):
+        idx = np.flatnonzero(arrays.labels == row)
+        picks = rng.choice(idx, min(per_class, len(idx)), replace=False)
+        for col, ax in enumerate(axes[row]):
+            ax.set_xticks([]), ax.set_yticks([])
+            ax.spines[:].set_visible(False)
+            if col < len(picks):
+                image = arrays.images[picks[col]]
+                # nearest-neighbour upscaling keeps 32x32 pixels crisp instead of blurred
+                ax.imshow(image.squeeze(-1) if image.shape[-1] == 1 else image,
+                          cmap="gray", vmin=0, vmax=255, interpolation="nearest")  # fmt: skip
+        axes[row][0].set_ylabel(name, rotation=0, ha="right", va="center", fontsize=9)
+    fig.suptitle(f"{Path(str(data or 'cifar10')).name}: {split}", fontsize=10)
+    fig.tight_layout()
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(output, dpi=100)
+    plt.close(fig)
+    return output
