@@ -18,9 +18,8 @@ $(BIN)/cifarlab: pyproject.toml
 
 demo: setup
 	@test -n "$(DATA)" || { echo "demo: no data; put CIFAR-10 at ../shared/data/ or set CIFARLAB_DATA" >&2; exit 2; }
-	$(BIN)/cifarlab train --model tutorial --optimizer sgd --lr 0.001 --batch-size 64 \
-		--epochs 3 --limit-train 20000 --data $(DATA) --workspace cifarlab-runs/demo
-	$(BIN)/cifarlab results --workspace cifarlab-runs/demo
+	$(BIN)/cifarlab compare --preset blog --models tutorial,simple,stacked --epochs 3 \
+		--limit-train 10000 --data $(DATA) --workspace cifarlab-runs/demo
 
 test: setup
 	$(BIN)/python -m pytest -q
