@@ -34,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="train one model and record the run")
     add = train.add_argument
     flag = dict(action="store_true", default=None)  # None: not given, so the default applies
+    add("--preset", help="speedrun, speedrun-cpu or quick-cpu; options given too override it")
     add("--model", help="built-in name (`cifarlab models`), spec.toml or file.py:Class")
     add("--data", help="dataset folder or archive (default: $CIFARLAB_DATA)")
     add("--optimizer", help=f"one of {', '.join(OPTIMIZERS)} (default sgd)")
@@ -55,6 +56,11 @@ def build_parser() -> argparse.ArgumentParser:
     add("--label-smoothing", type=float, help="label smoothing in [0, 1) (default 0)")
     add("--grad-clip", type=float, help="clip the gradient norm to this value")
     add("--ema", type=float, metavar="DECAY", help="evaluate an EMA of the weights, e.g. 0.999")
+    add("--norm-lr-scale", type=float, help="lr multiplier of norm-layer parameters (default 1)")
+    add("--whiten", **flag, help="set the first conv to whiten 2x2 patches of the data")
+    add("--whiten-bias-epochs", type=int, help="freeze the first conv's bias after N epochs")
+    add("--lookahead", **flag, help="airbench's lookahead: average weights every 5 steps")
+    add("--tta", type=int, help="test-time augmentation at the final evaluation: 0, 1 or 2")
     add("--batch-size", type=int, help="training batch size (default 64)")
     add("--epochs", type=int, help="passes over the training split (default 10)")
     add("--val-size", type=int, help="validation images held out of train (default 5000)")

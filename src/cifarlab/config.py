@@ -9,6 +9,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from cifarlab.errors import CifarlabError
+from cifarlab.recipes import expand_preset
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "adagrad", "rmsprop")
 SCHEDULES = (
@@ -19,6 +20,7 @@ SCHEDULES = (
     "onecycle",
     "warmup-linear",
     "warmup-cosine",
+    "triangular",
 )
 SELECT_BY = ("val_acc", "val_loss")
 # crop: reflect-padded random crop; translate: the same with zero fill; alt-flip: airbench's
@@ -29,7 +31,7 @@ LABELS = ("fine", "coarse")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 # Fields that do not change what a run computes: they are left out of its hash.
-_NOT_HASHED = {"workspace", "quiet", "device", "resume", "tensorboard"}
+_NOT_HASHED = {"workspace", "quiet", "device", "resume", "tensorboard", "preset"}
 
 
 class RunConfig(BaseModel):
@@ -37,6 +39,7 @@ class RunConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
+    preset: str | None = None
     model: str = "tutorial"
     data: str | None = None
     optimizer: str = "sgd"
@@ -54,6 +57,11 @@ class RunConfig(BaseModel):
     label_smoothing: float = Field(0.0, ge=0, lt=1)
     grad_clip: float | None = Field(None, gt=0)
     ema: float | None = Field(None, gt=0, lt=1)
+    norm_lr_scale: float = Field(1.0, gt=0)
+    whiten: bool = False
+    whiten_bias_epochs: int | None = Field(None, ge=0)
+    lookahead: bool = False
+    tta: int = Field(0, ge=0, le=2)
     batch_size: int = Field(64, gt=0)
     epochs: int = Field(10, gt=0)
     val_size: int = Field(5000, ge=0)
@@ -82,6 +90,16 @@ class RunConfig(BaseModel):
     @classmethod
     def _known_optimizer(cls, v: str) -> str:
         return _one_of("optimizer", v.lower(), OPTIMIZERS)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _expand_preset(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("preset") is not None:
+            try:
+                return expand_preset(data)
+            except ValueError as err:
+                raise ValueError(f"preset: {err}") from None
+        return data
 
     @field_validator("schedule")
     @classmethod

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from cifarlab.config import _NOT_HASHED, RunConfig, make_run_config
@@ -21,7 +22,7 @@ from cifarlab.data import CifarData, TensorLoader, load_dataset
 from cifarlab.data.augment import build_augment
 from cifarlab.errors import CifarlabError
 from cifarlab.experiments.store import ResultsStore
-from cifarlab.models import count_parameters, create_model, model_label
+from cifarlab.models import count_parameters, create_model, init_whitening, model_label
 from cifarlab.train.callbacks import (
     Checkpointer,
     EarlyStopping,
@@ -33,6 +34,7 @@ from cifarlab.train.checkpoint import load_checkpoint
 from cifarlab.train.ema import EMA
 from cifarlab.train.optim import build_optimizer
 from cifarlab.train.precision import resolve_device, resolve_precision
+from cifarlab.train.recipe import FreezeStemBias, Lookahead
 from cifarlab.train.schedule import build_schedule
 from cifarlab.train.selection import best_epoch, overfit_onset
 from cifarlab.train.trainer import Diverged, Trainer
@@ -118,7 +120,7 @@ def run_training(config: RunConfig | None = None, **options: Any) -> RunResult:
         run_dir, {"run_id": run_id, "config": _record(config)}, config.select_by
     )
     checkpointer.best = state.get("best_score") if state else None
-    trainer.callbacks = [StoreEpochs(store, run_id), checkpointer]
+    trainer.callbacks += [StoreEpochs(store, run_id), checkpointer]
     early = EarlyStopping(config.early_stop, config.select_by) if config.early_stop else None
     if early:
         trainer.callbacks.append(early)
@@ -151,6 +153,8 @@ def build_trainer(config: RunConfig, data: CifarData, device: torch.device, prec
     model = create_model(
         config.model, num_classes=len(data.classes), in_channels=channels, image_size=side
     )
+    if config.whiten:
+        init_whitening(model, whitening_sample(data, config.seed))
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
     model = model.to(device=device, memory_format=memory_format)
     optimizer = build_optimizer(
@@ -161,6 +165,7 @@ def build_trainer(config: RunConfig, data: CifarData, device: torch.device, prec
         nesterov=config.nesterov,
         weight_decay=config.weight_decay,
         decay_norm_bias=config.decay_norm_bias,
+        norm_lr_scale=config.norm_lr_scale,
     )
     loaders = make_loaders(config, data, device)
     lr_factor = build_schedule(
@@ -172,6 +177,11 @@ def build_trainer(config: RunConfig, data: CifarData, device: torch.device, prec
         milestones=config.milestones,
         gamma=config.gamma,
     )
+    recipe: list = []
+    if config.lookahead:
+        recipe.append(Lookahead(total_steps=config.epochs * len(loaders["train"])))
+    if config.whiten_bias_epochs is not None:
+        recipe.append(FreezeStemBias(config.whiten_bias_epochs))
     return Trainer(
         model,
         optimizer,
@@ -184,7 +194,17 @@ def build_trainer(config: RunConfig, data: CifarData, device: torch.device, prec
         grad_clip=config.grad_clip,
         ema=EMA(model, config.ema) if config.ema else None,
         compiled=torch.compile(model) if config.compile else None,
+        tta=config.tta,
+        callbacks=recipe,
     )
+
+
+def whitening_sample(data: CifarData, seed: int, n: int = 5000) -> torch.Tensor:
+    """A random (the split is ordered by class) normalized NCHW sample of training images."""
+    idx = np.random.default_rng(seed).permutation(len(data.train))[:n]
+    x = torch.from_numpy(data.train.images[idx]).permute(0, 3, 1, 2).float() / 255
+    mean, std = torch.tensor(data.mean).view(1, -1, 1, 1), torch.tensor(data.std).view(1, -1, 1, 1)
+    return (x - mean) / std
 
 
 def make_loaders(config: RunConfig, data: CifarData, device: torch.device) -> dict:

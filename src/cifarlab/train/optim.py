@@ -7,20 +7,37 @@ from torch import nn
 
 from cifarlab.errors import CifarlabError
 
+NORM_LAYERS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.GroupNorm, nn.LayerNorm, nn.InstanceNorm2d)
 
-def param_groups(model: nn.Module, weight_decay: float, decay_norm_bias: bool = True) -> list:
-    """One group, or two when norm weights and biases (1-d tensors) are exempt from decay.
 
-    Decaying BatchNorm scales and biases only shrinks them toward zero without
-    regularising anything useful, which is why most modern recipes exempt them.
+def param_groups(
+    model: nn.Module,
+    lr: float,
+    weight_decay: float,
+    decay_norm_bias: bool = True,
+    norm_lr_scale: float = 1.0,
+) -> list[dict]:
+    """Split trainable parameters into weights, biases and norm-layer parameters.
+
+    Decaying norm scales and biases only shrinks them toward zero without
+    regularising anything useful, so modern recipes exempt them; airbench also
+    trains BatchNorm biases at a 64x higher lr (``norm_lr_scale``), keeping
+    lr x decay, the weights' shrink per step, unchanged.
     """
-    params = [p for p in model.parameters() if p.requires_grad]
-    if decay_norm_bias or weight_decay == 0:
-        return [{"params": params, "weight_decay": weight_decay}]
-    return [
-        {"params": [p for p in params if p.ndim > 1], "weight_decay": weight_decay},
-        {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0},
+    norm_params = {
+        id(p) for m in model.modules() if isinstance(m, NORM_LAYERS) for p in m.parameters()
+    }
+    weights, biases, norms = [], [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (norms if id(p) in norm_params else weights if p.ndim > 1 else biases).append(p)
+    decay = weight_decay if decay_norm_bias else 0.0
+    groups = [
+        {"params": weights, "lr": lr, "weight_decay": weight_decay},
+        {"params": biases, "lr": lr, "weight_decay": decay},
+        {"params": norms, "lr": lr * norm_lr_scale, "weight_decay": decay / norm_lr_scale},
     ]
+    return [g for g in groups if g["params"]]
 
 
 def build_optimizer(
@@ -32,9 +49,10 @@ def build_optimizer(
     nesterov: bool = False,
     weight_decay: float = 0.0,
     decay_norm_bias: bool = True,
+    norm_lr_scale: float = 1.0,
 ) -> torch.optim.Optimizer:
     """sgd (momentum, nesterov), adam, adamw, adagrad or rmsprop."""
-    groups = param_groups(model, weight_decay, decay_norm_bias)
+    groups = param_groups(model, lr, weight_decay, decay_norm_bias, norm_lr_scale)
     if name == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=nesterov)
     if name == "adam":

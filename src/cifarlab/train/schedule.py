@@ -15,6 +15,7 @@ LrFactor = Callable[[int], float]
 ONECYCLE_START = 1 / 25  # one-cycle starts at max_lr/25 ...
 ONECYCLE_END = 1 / 25e4  # ... and ends at max_lr/25e4 (torch's OneCycleLR defaults)
 ONECYCLE_RISE = 0.3  # fraction of the run spent warming up
+TRIANGLE_START = 0.2
 
 
 def build_schedule(
@@ -60,6 +61,15 @@ def build_schedule(
             return decay((step - warmup) / max(1, total - warmup))
 
         return warmed
+    if name == "triangular":  # airbench: 0.2 -> 1 over the warm-up (default 20%), then -> 0
+        peak = warmup or round(0.2 * total)
+
+        def triangular(step: int) -> float:
+            if step < peak:
+                return TRIANGLE_START + (1 - TRIANGLE_START) * step / peak
+            return _linear((step - peak) / max(1, total - peak))
+
+        return triangular
     raise ValueError(f"unknown schedule {name!r}")
 
 

@@ -56,6 +56,7 @@ class Trainer:
         grad_clip: float | None = None,
         ema: EMA | None = None,
         compiled: nn.Module | None = None,
+        tta: int = 0,
         callbacks: list[Callback] | None = None,
     ) -> None:
         self.model, self.optimizer = model, optimizer
@@ -64,6 +65,7 @@ class Trainer:
         self.device, self.precision = device, precision
         self.lr_factor, self.label_smoothing, self.grad_clip = lr_factor, label_smoothing, grad_clip
         self.ema = ema
+        self.tta = tta  # test-time augmentation level, used at the final evaluation only
         # fp16 needs loss scaling to keep small gradients from flushing to zero; bf16 doesn't.
         self.scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
         self.callbacks = callbacks or []
@@ -82,8 +84,9 @@ class Trainer:
             self._emit("on_epoch_start", self.epoch)
             metrics = self.train_epoch(self.epoch)
             start = time.perf_counter()
+            tta = self.tta if self.epoch == epochs - 1 else 0  # TTA costs 2-6 forwards: once
             for prefix, loader in self.eval_loaders.items():
-                metrics[f"{prefix}_loss"], metrics[f"{prefix}_acc"] = self.evaluate(loader)
+                metrics[f"{prefix}_loss"], metrics[f"{prefix}_acc"] = self.evaluate(loader, tta)
             metrics["eval_seconds"] = time.perf_counter() - start
             if "val_acc" in metrics:
                 metrics["gap"] = metrics["train_acc"] - metrics["val_acc"]
@@ -134,15 +137,17 @@ class Trainer:
         }
 
     @torch.no_grad()
-    def evaluate(self, loader: TensorLoader) -> tuple[float, float]:
+    def evaluate(self, loader: TensorLoader, tta: int = 0) -> tuple[float, float]:
         """Mean cross-entropy and accuracy on ``loader``, with the EMA weights when enabled."""
+        from cifarlab.train.recipe import tta_logits
+
         model = self.ema.module if self.ema is not None else self.model
         model.eval()
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), dtype=torch.long, device=self.device)
         for x, y in loader:
             with autocast(self.precision, self.device):
-                logits = model(x)
+                logits = tta_logits(model, x, tta)
             loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
             correct += (logits.argmax(1) == y).sum()
         n = loader.num_images
@@ -178,6 +183,11 @@ class Trainer:
             "ema": self.ema.state_dict() if self.ema is not None else None,
             "rng_cpu": torch.get_rng_state(),
             "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "callbacks": {
+                type(cb).__name__: cb.state_dict()
+                for cb in self.callbacks
+                if hasattr(cb, "state_dict")
+            },
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -189,6 +199,9 @@ class Trainer:
         self.epoch, self.step = state["epoch"], state["step"]
         self.first_loss, self.train_seconds = state["first_loss"], state["train_seconds"]
         self.history = list(state["history"])
+        for cb in self.callbacks:
+            if type(cb).__name__ in state.get("callbacks", {}):
+                cb.load_state_dict(state["callbacks"][type(cb).__name__])
         torch.set_rng_state(state["rng_cpu"])
         if state["rng_cuda"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["rng_cuda"])

@@ -1,0 +1,122 @@
+"""The speedrun recipe: presets, its parts (lookahead, whitening, TTA) and that it pays off."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+
+import pytest
+import torch
+
+import cifarlab
+from cifarlab.cli import main
+from cifarlab.config import make_run_config
+from cifarlab.data import load_dataset
+from cifarlab.runner import build_trainer
+from cifarlab.train.schedule import build_schedule
+
+TIMING = {"epoch_seconds", "eval_seconds", "images_per_sec", "run_id"}
+
+
+def test_options_after_a_preset_override_it():
+    c = make_run_config(preset="speedrun", epochs=5)
+    assert (c.model, c.epochs, c.batch_size, c.lr, c.tta) == ("speedrun", 5, 1024, 1.5, 2)
+    assert make_run_config(preset="speedrun", batch_size=256).lr == pytest.approx(0.375)
+    assert make_run_config(preset="speedrun", batch_size=256, lr=1.0).lr == 1.0
+    assert make_run_config(preset="quick-cpu").model == "speedrun-small"
+    # the preset's name is not part of a run's identity: its resolved settings are
+    assert c.hash() == make_run_config(**c.model_dump(exclude={"preset"})).hash()
+
+
+def test_triangular_schedule_rises_from_a_fifth_then_falls_to_zero():
+    f = build_schedule("triangular", epochs=10, steps_per_epoch=10)
+    curve = [f(s) for s in range(100)]
+    assert (
+        curve[0] == pytest.approx(0.2) and curve[20] == 1.0 and curve[-1] == pytest.approx(1 / 80)
+    )
+    assert max(range(100), key=curve.__getitem__) == 20
+
+
+def test_a_shortened_preset_run_completes_its_schedule(tiny_archive, tmp_path):
+    result = cifarlab.train(preset="speedrun", epochs=3, batch_size=16, data=str(tiny_archive),
+                            workspace=str(tmp_path), quiet=True)  # fmt: skip
+    assert result.status == "completed" and len(result.history) == 3
+    peak = 1.5 * 16 / 1024  # the lr scales with the batch size
+    steps = 8  # 120 training images (no validation split) in batches of 16
+    f = build_schedule("triangular", epochs=3, steps_per_epoch=steps)
+    expected = [peak * sum(f(e * steps + i) for i in range(steps)) / steps for e in range(3)]
+    assert [m["lr"] for m in result.history] == pytest.approx(expected)
+    assert expected[-1] < 0.25 * peak  # the whole 3-epoch schedule ran, down to near zero
+    assert result.summary["best_epoch"] == 3  # no validation split: the last epoch is reported
+
+
+def _rows(workspace, run_id):
+    with sqlite3.connect(os.path.join(workspace, "runs.db")) as conn:
+        conn.row_factory = sqlite3.Row
+        rows = conn.execute("SELECT * FROM epochs WHERE run_id = ? ORDER BY epoch", (run_id,))
+        return [{k: r[k] for k in r.keys() if k not in TIMING} for r in rows]  # noqa: SIM118
+
+
+def test_speedrun_recipe_resumes_exactly(tiny_archive, tmp_path, monkeypatch):
+    """Lookahead's slow weights, the frozen stem bias and the schedule survive a resume."""
+    from cifarlab.train.trainer import Trainer
+
+    options = dict(preset="speedrun", epochs=4, batch_size=16, deterministic=True,
+                   data=str(tiny_archive), quiet=True, whiten_bias_epochs=2)  # fmt: skip
+    whole = cifarlab.train(workspace=str(tmp_path / "a"), **options)
+    original = Trainer.train_epoch
+
+    def stop_at_2(self, epoch):
+        if epoch == 2:
+            raise KeyboardInterrupt
+        return original(self, epoch)
+
+    with monkeypatch.context() as m:
+        m.setattr(Trainer, "train_epoch", stop_at_2)
+        with pytest.raises(KeyboardInterrupt):
+            cifarlab.train(workspace=str(tmp_path / "b"), **options)
+    resumed = cifarlab.train(workspace=str(tmp_path / "b"), resume="auto", **options)
+    assert resumed.status == "completed"
+    assert _rows(tmp_path / "b", resumed.run_id) == _rows(tmp_path / "a", whole.run_id)
+
+
+@pytest.mark.real_data
+def test_tta_never_lowers_accuracy_by_more_than_noise(real_data):
+    config = make_run_config(model="tutorial", optimizer="adam", epochs=2, data=str(real_data),
+                             limit_train=5000, val_size=0, limit_test=2000)  # fmt: skip
+    data = load_dataset(config.data, val_size=0, limit_train=5000, limit_test=2000)
+    torch.manual_seed(0)
+    trainer = build_trainer(config, data, torch.device("cpu"), "fp32")
+    trainer.fit(2)
+    test = trainer.eval_loaders["test"]
+    plain, flip, full = (trainer.evaluate(test, tta=level)[1] for level in (0, 1, 2))
+    assert plain > 0.3
+    noise = 0.01  # 2,000 test images: one point is ~2 standard errors of a difference
+    assert flip >= plain - noise and full >= plain - noise, (plain, flip, full)
+
+
+@pytest.mark.real_data
+def test_speedrun_beats_the_tutorial_net_given_the_same_wall_time(real_data, tmp_path):
+    common = dict(data=str(real_data), limit_train=5000, limit_test=2000, quiet=True)
+    speedrun = cifarlab.train(preset="speedrun", batch_size=256, epochs=6,
+                              workspace=str(tmp_path / "s"), **common)  # fmt: skip
+    budget = speedrun.summary["train_seconds"]
+    probe = cifarlab.train(model="tutorial", optimizer="adam", epochs=1, val_size=0,
+                           workspace=str(tmp_path / "p"), **common)  # fmt: skip
+    epochs = max(1, round(budget / probe.summary["train_seconds"]))
+    tutorial = cifarlab.train(model="tutorial", optimizer="adam", epochs=epochs, val_size=0,
+                              workspace=str(tmp_path / "t"), **common)  # fmt: skip
+    s, t = speedrun.summary["final_test_acc"], tutorial.summary["final_test_acc"]
+    print(f"speedrun {s:.3f} in {budget:.0f}s vs tutorial {t:.3f} ({epochs} epochs)")
+    assert s > t + 0.03, f"speedrun {s:.3f} in {budget:.0f}s vs tutorial {t:.3f} ({epochs} epochs)"
+
+
+def test_cli_preset_and_bad_preset(tiny_archive, tmp_path, capsys):
+    ws = str(tmp_path / "ws")
+    assert main(["train", "--preset", "turbo", "--data", str(tiny_archive), "--workspace", ws]) == 2
+    assert "unknown preset 'turbo'" in capsys.readouterr().err
+    code = main(["train", "--preset", "quick-cpu", "--epochs", "1", "--batch-size", "32",
+                 "--data", str(tiny_archive), "--workspace", ws, "--quiet"])  # fmt: skip
+    assert code == 0
+    (run,) = cifarlab.results(ws)
+    assert run["model"] == "speedrun-small" and run["lr"] == pytest.approx(0.75 * 32 / 512)
