@@ -290,16 +290,16 @@ def _facets(groups, out, draw, ylabel, style_legend=False):
     for ax in axes[:, 0]:
         ax.set_ylabel(ylabel)
     handles = [plt.Line2D([], [], color=c, lw=2, label=m) for m, c in colours.items()]
+    pairs = [(g["model"], g["optimizer"]) for g in groups]
+    if not pooled and len(set(pairs)) < len(pairs):  # several configs per model: name each line
+        handles = [h for ax in axes.flat for h in ax.get_legend_handles_labels()[0]]
+        handles = list({h.get_label(): h for h in handles}.values())
     if style_legend:
         handles += [
             plt.Line2D([], [], color="#444", label="training"),
             plt.Line2D([], [], color="#444", ls="--", label="validation"),
             plt.Line2D([], [], color="#444", marker="v", ls="", mec="black", label="overfit onset"),
         ]
-    labels = {g["label"] for g in groups}
-    if not pooled and len(labels) > len(colours):  # several configs per model: name each line
-        handles = [h for ax in axes.flat for h in ax.get_legend_handles_labels()[0]]
-        handles = list({h.get_label(): h for h in handles}.values())
     return fig, axes, handles, pooled
 
 
@@ -320,7 +320,7 @@ def time_bars(groups: list[dict[str, Any]], out: Path) -> Chart:
     if len(groups) > MAX_BARS:  # pool to model/optimizer so the chart stays readable
         rows = _pool_time(groups)
     rows = sorted(rows, key=lambda g: g["train_seconds_mean"])
-    fig, ax = plt.subplots(figsize=(WIDTH, 1.2 + 0.32 * len(rows)), layout="constrained")
+    fig, ax = plt.subplots(figsize=(WIDTH, max(2.6, 1.2 + 0.32 * len(rows))), layout="constrained")
     y = range(len(rows))
     ax.barh(
         y, [g["train_seconds_mean"] for g in rows], xerr=[g["train_seconds_std"] or 0 for g in rows],
@@ -446,29 +446,38 @@ def per_class(pred: Any, out: Path, colour: tuple) -> Chart:
     return _save(fig, ax, out, "per-class", "Per-class test accuracy of the best run", caption)
 
 
-def mistakes(pred: Any, out: Path, count: int = 16) -> Chart | None:
+def mistakes(pred: Any, out: Path, count: int = 16) -> Chart:
+    """The most confidently misclassified test images (none wrong: the least sure right ones)."""
     wrong = np.flatnonzero(pred.labels != pred.preds)
-    if not len(wrong):
-        return None
-    worst = wrong[np.argsort(-pred.confidence[wrong])][:count]
-    cols = min(8, len(worst))
-    rows = math.ceil(len(worst) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(WIDTH, 1.55 * rows + 0.6), squeeze=False, layout="constrained")
+    if len(wrong):
+        shown = wrong[np.argsort(-pred.confidence[wrong])][:count]
+    else:
+        shown = np.argsort(pred.confidence)[:count]
+    cols = min(8, len(shown))
+    rows = math.ceil(len(shown) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(WIDTH, 1.85 * rows + 0.6), squeeze=False, layout="constrained")
     for ax in axes.flat:
         ax.axis("off")
-    for ax, i in zip(axes.flat, worst):
+    for ax, i in zip(axes.flat, shown):
         ax.imshow(pred.images[i], interpolation="nearest")
         ax.set_title(
-            f"true: {pred.classes[pred.labels[i]]}\npred: {pred.classes[pred.preds[i]]} "
-            f"{pred.confidence[i]:.0%}",
-            fontsize=8,
+            f"true: {pred.classes[pred.labels[i]]}\npred: {pred.classes[pred.preds[i]]}\n"
+            f"{pred.confidence[i]:.0%} sure",
+            fontsize=8, fontweight="normal", linespacing=1.1,
+        )  # fmt: skip
+    conf = pred.confidence[shown]
+    if len(wrong):
+        title = "Most confident mistakes of the best run"
+        caption = (
+            f"The {len(shown)} most confidently wrong of {len(wrong):,} misclassified test "
+            f"images, predicted with {conf.min():.0%} to {conf.max():.0%} confidence."
         )
-    conf = pred.confidence[worst]
-    caption = (
-        f"The {len(worst)} most confidently wrong of {len(wrong):,} misclassified test images, "
-        f"predicted with {conf.min():.0%} to {conf.max():.0%} confidence."
-    )
-    title = "Most confident mistakes of the best run"
+    else:
+        title = "No mistakes: the best run's least confident test predictions"
+        caption = (
+            f"All {len(pred.labels):,} test images are classified correctly; the least sure "
+            f"{len(shown)} were predicted with {conf.min():.0%} to {conf.max():.0%} confidence."
+        )
     return _save(fig, None, out, "mistakes", title, caption)
 
 
@@ -561,4 +570,4 @@ def _spread(std: float | None) -> str:
 
 
 def _short(v: Any) -> str:
-    return f"{v:g}" if isinstance(v, float) else str(v)
+    return f"{v:.3g}" if isinstance(v, float) else str(v)

@@ -38,6 +38,7 @@ def build_report(
         out.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise CifarlabError(f"cannot write the report to {str(out)!r}: {err.strerror}") from None
+    _clear_old_charts(out)
     groups = charts.group(records)
     notes: list[str] = []
     sections: list[tuple[str, list[Chart]]] = []
@@ -50,6 +51,13 @@ def build_report(
     index = out / "index.html"
     index.write_text(page, encoding="utf-8")
     return index
+
+
+def _clear_old_charts(out: Path) -> None:
+    """Remove the PNGs of an earlier report in this folder, so none outlives its data."""
+    if (out / "index.html").is_file():
+        for png in out.glob("*.png"):
+            png.unlink()
 
 
 def load_records(
@@ -102,8 +110,7 @@ def _chart_sections(groups, records, workspace, out, notes) -> list[tuple[str, l
         charts.per_class(pred, out, colour),
         charts.mistakes(pred, out),
     ]
-    sections.append((f"Inside the best run ({best['id']}, chosen by validation)",
-                     [c for c in found if c]))  # fmt: skip
+    sections.append((f"Inside the best run ({best['id']}, chosen by validation)", found))
     return sections
 
 
