@@ -241,7 +241,7 @@ def test_two_hundred_runs_aggregate_instead_of_two_hundred_lines(tmp_path):
 @pytest.mark.real_data
 def test_report_of_a_real_cifar10_sweep(real_data, tmp_path_factory):
     ws = tmp_path_factory.mktemp("real") / "ws"
-    grid = {"model": ["tutorial"], "optimizer": ["sgd", "adam"], "seed": [0, 1]}
+    grid = {"model": ["tutorial"], "optimizer": ["sgd", "adam"], "seed": [0]}
     _sweep(ws, real_data, "real", grid, epochs=2, limit_train=1000, val_size=500,
            limit_test=500, batch_size=32, lr=0.002)  # fmt: skip
     index = cifarlab.report(experiment="real", workspace=ws)
@@ -252,7 +252,8 @@ def test_report_of_a_real_cifar10_sweep(real_data, tmp_path_factory):
     # the per-class chart's overall accuracy is recomputed from best.pt: it matches the run's
     caption = _captions(index)["per-class"]
     assert f"{best['test_acc'] * 100:.1f}% overall on 500 test images" in caption
-    assert "airplane" in index.read_text() or "cat" in caption
+    assert best["test_acc"] > 0.15  # learning happened: ten-way chance is 10%
+    assert "(airplane)" in caption or "airplane" in index.read_text()  # real class names
     if _browser_available():
         _check_in_browser(index, "real")
 

@@ -31,7 +31,7 @@ PALETTE = plt.get_cmap("tab10").colors
 HATCHES = ("", "//", "..", "xx", "\\\\", "oo")
 plt.rcParams.update({
     "axes.spines.top": False, "axes.spines.right": False, "axes.grid": True,
-    "grid.alpha": 0.3, "font.size": 10, "axes.titleweight": "bold", "figure.dpi": DPI,
+    "grid.alpha": 0.3, "font.size": 11, "axes.titleweight": "bold", "figure.dpi": DPI,
 })  # fmt: skip
 
 
@@ -120,7 +120,7 @@ def final_accuracy(groups: list[dict[str, Any]], out: Path) -> Chart:
     optimizers = list(dict.fromkeys(g["optimizer"] for g in best))
     cell = {(g["model"], g["optimizer"]): g for g in best}
     fig, ax = plt.subplots(figsize=(WIDTH, 4.6), layout="constrained")
-    width = 0.8 / len(optimizers)
+    width = min(0.8 / len(optimizers), 0.3)  # few models: keep bars from turning into walls
     for j, opt in enumerate(optimizers):
         for i, model in enumerate(models):
             g = cell.get((model, opt))
@@ -170,11 +170,12 @@ def final_caption(best: list[dict[str, Any]]) -> str:
         a, b = b, a
         diffs = {m: -d for m, d in diffs.items()}
     wins = sum(d > 0 for d in diffs.values())
-    n = len(diffs)
-    noun = "model" if n == 1 else "models"
     mean = statistics.fmean(diffs.values())
+    if len(diffs) == 1:
+        verb = "beats" if wins else "ties"
+        return f"{a} {verb} {b} on {next(iter(diffs))} by {mean:.1f} points. {lead}"
     return (
-        f"{a} beats {b} on {wins} of {n} {noun}, by {mean:.1f} points on average. {lead}"
+        f"{a} beats {b} on {wins} of {len(diffs)} models, by {mean:.1f} points on average. {lead}"
     )
 
 

@@ -148,6 +148,7 @@ def _image_shape(run: dict[str, Any]) -> tuple[int, int]:
 def render_page(title, records, groups, sections, models, notes) -> str:
     parts = [f"<h1>{_e(title)}</h1>", _meta(records), _headline(groups, records)]
     parts += [f'<p class="note">{_e(n)}</p>' for n in notes]
+    parts.append('<p class="meta hint">Tap a chart to open it full size.</p>')
     if groups:
         parts += ["<h2>Results</h2>", _groups_table(groups)]
     for heading, found in sections:
@@ -210,8 +211,8 @@ def _headline(groups: list[dict[str, Any]], records: list[dict[str, Any]]) -> st
 
 
 def _groups_table(groups: list[dict[str, Any]]) -> str:
-    keys = [k for k in varying_keys([m for g in groups for m in g["members"]])]
-    keys = keys or ["model", "optimizer"]
+    varying = varying_keys([m for g in groups for m in g["members"]])
+    keys = list(dict.fromkeys(["model", "optimizer", *varying]))
     head = [*keys, "seeds", "best val", "test@best", "final test", "time (s)", "img/s"]
     rows = []
     for g in sorted(groups, key=charts._val, reverse=True):
@@ -288,8 +289,9 @@ def _figure(chart: Chart) -> str:
 def _figure_file(path: Path, alt: str, caption: str) -> str:
     data = base64.b64encode(path.read_bytes()).decode()
     return (
-        f'<figure id="{_e(path.stem)}"><img src="data:image/png;base64,{data}" alt="{_e(alt)}" '
-        f'data-file="{_e(path.name)}"><figcaption>{_e(caption)}</figcaption></figure>'
+        f'<figure id="{_e(path.stem)}"><a href="{_e(path.name)}" title="open full size">'
+        f'<img src="data:image/png;base64,{data}" alt="{_e(alt)}"></a>'
+        f"<figcaption>{_e(caption)}</figcaption></figure>"
     )
 
 
@@ -319,6 +321,7 @@ h1 { font-size: 1.9rem; margin: 0 0 4px; line-height: 1.2; }
 h2 { font-size: 1.35rem; margin: 40px 0 12px; padding-bottom: 6px;
      border-bottom: 1px solid var(--line); }
 .meta, .caption { color: var(--muted); font-size: .9rem; }
+.hint { display: none; }
 .note { background: #fff8c5; border: 1px solid #d4a72c66; padding: 8px 12px; border-radius: 6px; }
 .headline { background: #f6f8fa; border: 1px solid var(--line); border-radius: 8px;
             padding: 14px 14px 14px 34px; }
@@ -346,6 +349,7 @@ pre { background: #f6f8fa; padding: 10px; border-radius: 6px; overflow-x: auto;
   main { padding: 14px 10px 40px; }
   h1 { font-size: 1.45rem; }
   .headline { padding-left: 24px; }
+  .hint { display: block; }
 }
 """
 
