@@ -25,13 +25,30 @@ from cifarlab.experiments.sweep import run_sweep
 from cifarlab.report import charts
 
 ARTIFACTS = REPO / "test-artifacts"
-CORE_CHARTS = ("final-accuracy", "accuracy-curves", "loss-curves", "gap-curves", "train-time",
-               "pareto", "confusion", "per-class", "mistakes")  # fmt: skip
+CORE_CHARTS = (
+    "final-accuracy",
+    "accuracy-curves",
+    "loss-curves",
+    "gap-curves",
+    "train-time",
+    "pareto",
+    "confusion",
+    "per-class",
+    "mistakes",
+)
 
 
 def _sweep(workspace: Path, data: Path, name: str, grid: dict, **base) -> Path:
-    base = {"data": str(data), "epochs": 3, "val_size": 30, "batch_size": 16, "lr": 0.003,
-            "augment": "none", "precision": "fp32", **base}  # fmt: skip
+    base = {
+        "data": str(data),
+        "epochs": 3,
+        "val_size": 30,
+        "batch_size": 16,
+        "lr": 0.003,
+        "augment": "none",
+        "precision": "fp32",
+        **base,
+    }
     run_sweep(build_experiment({"name": name, "base": base, "grid": grid}), workspace, quiet=True)
     return workspace
 
@@ -42,8 +59,7 @@ def sweep_ws(tiny_archive, tmp_path_factory) -> Path:
     ws = tmp_path_factory.mktemp("report") / "ws"
     grid = {"model": ["tutorial", "simple"], "optimizer": ["sgd", "adam"], "seed": [0, 1]}
     _sweep(ws, tiny_archive, "small", grid)
-    _sweep(ws, tiny_archive, "lr", {"lr": [0.001, 0.01], "seed": [0]}, optimizer="adam",
-           epochs=2)  # fmt: skip
+    _sweep(ws, tiny_archive, "lr", {"lr": [0.001, 0.01], "seed": [0]}, optimizer="adam", epochs=2)
     return ws
 
 
@@ -143,9 +159,10 @@ def test_sensitivity_chart_when_the_sweep_varies_lr(sweep_ws, tmp_path):
     records = cifarlab.results(sweep_ws, "lr")
     by_lr = {r["lr"]: r["test_acc"] * 100 for r in records}
     best = max(by_lr, key=by_lr.get)
-    assert f"the best learning rate is {best:g} ({by_lr[best]:.1f}%)" in _captions(index)[
-        "sensitivity-lr"
-    ]
+    assert (
+        f"the best learning rate is {best:g} ({by_lr[best]:.1f}%)"
+        in _captions(index)["sensitivity-lr"]
+    )
 
 
 def test_single_run_report_from_the_cli(sweep_ws, tmp_path, capsys):
@@ -190,17 +207,39 @@ def _fake_runs(n_models: int = 5, lrs: int = 10, seeds: int = 2, epochs: int = 1
                     peak = 0.5 + 0.06 * m + 0.05 * (opt == "adam") - abs(k - 5) * 0.02
                     acc = peak * (1 - np.exp(-np.arange(1, epochs + 1) / 3))
                     acc = acc + rng.normal(0, 0.01, epochs)
-                    rows = [{"epoch": e + 1, "test_acc": a, "val_acc": a, "train_acc": a + 0.05 * e
-                             / epochs, "gap": 0.05 * e / epochs, "train_loss": 2 - a,
-                             "val_loss": 2 - a + 0.01 * e} for e, a in enumerate(acc)]  # fmt: skip
-                    config = {"model": f"net{m}", "optimizer": opt, "lr": lr, "seed": seed,
-                              "batch_size": 64}  # fmt: skip
-                    records.append({
-                        "id": f"net{m}-{opt}-{k}-{seed}", "status": "completed", "config": config,
-                        "epochs": rows, "best_val_acc": max(acc), "test_acc": max(acc),
-                        "final_test_acc": acc[-1], "train_seconds": 10.0 * (m + 1) + seed,
-                        "images_per_sec": 1000.0, "overfit_epoch": 7 if m > 2 else None,
-                    })  # fmt: skip
+                    rows = [
+                        {
+                            "epoch": e + 1,
+                            "test_acc": a,
+                            "val_acc": a,
+                            "train_acc": a + 0.05 * e / epochs,
+                            "gap": 0.05 * e / epochs,
+                            "train_loss": 2 - a,
+                            "val_loss": 2 - a + 0.01 * e,
+                        }
+                        for e, a in enumerate(acc)
+                    ]
+                    config = {
+                        "model": f"net{m}",
+                        "optimizer": opt,
+                        "lr": lr,
+                        "seed": seed,
+                        "batch_size": 64,
+                    }
+                    records.append(
+                        {
+                            "id": f"net{m}-{opt}-{k}-{seed}",
+                            "status": "completed",
+                            "config": config,
+                            "epochs": rows,
+                            "best_val_acc": max(acc),
+                            "test_acc": max(acc),
+                            "final_test_acc": acc[-1],
+                            "train_seconds": 10.0 * (m + 1) + seed,
+                            "images_per_sec": 1000.0,
+                            "overfit_epoch": 7 if m > 2 else None,
+                        }
+                    )
     return records
 
 
@@ -216,13 +255,19 @@ def test_two_hundred_runs_aggregate_instead_of_two_hundred_lines(tmp_path):
     _png_ok(time_chart.path)
     with Image.open(time_chart.path) as im:
         assert im.height < 1500  # pooled per model/optimizer, not 100 bars
-    for chart in (charts.final_accuracy(groups, tmp_path), charts.pareto(groups, tmp_path),
-                  charts.sensitivity(groups, "lr", tmp_path), charts.loss_curves(groups, tmp_path)):  # fmt: skip
+    for chart in (
+        charts.final_accuracy(groups, tmp_path),
+        charts.pareto(groups, tmp_path),
+        charts.sensitivity(groups, "lr", tmp_path),
+        charts.loss_curves(groups, tmp_path),
+    ):
         _png_ok(chart.path)
     # recompute: per model/optimizer the lr with the best mean validation, then adam - sgd
     cells: dict[tuple, list] = {}
     for r in records:
-        cells.setdefault((r["config"]["model"], r["config"]["optimizer"], r["config"]["lr"]), []).append(r)
+        cells.setdefault(
+            (r["config"]["model"], r["config"]["optimizer"], r["config"]["lr"]), []
+        ).append(r)
     best: dict[tuple, tuple[float, float]] = {}
     for (model, opt, _), rs in cells.items():
         val, test = (statistics.fmean(r[k] for r in rs) for k in ("best_val_acc", "test_acc"))
@@ -242,8 +287,18 @@ def test_two_hundred_runs_aggregate_instead_of_two_hundred_lines(tmp_path):
 def test_report_of_a_real_cifar10_sweep(real_data, tmp_path_factory):
     ws = tmp_path_factory.mktemp("real") / "ws"
     grid = {"model": ["tutorial"], "optimizer": ["sgd", "adam"], "seed": [0]}
-    _sweep(ws, real_data, "real", grid, epochs=2, limit_train=1000, val_size=500,
-           limit_test=500, batch_size=32, lr=0.002)  # fmt: skip
+    _sweep(
+        ws,
+        real_data,
+        "real",
+        grid,
+        epochs=2,
+        limit_train=1000,
+        val_size=500,
+        limit_test=500,
+        batch_size=32,
+        lr=0.002,
+    )
     index = cifarlab.report(experiment="real", workspace=ws)
     for name in CORE_CHARTS:
         _png_ok(index.parent / f"{name}.png")
@@ -313,22 +368,38 @@ def _check_sorting(page: Chromium) -> None:
         "h.textContent.startsWith('test@best'))"
     )
     assert column >= 0
-    read = (f"[...document.querySelectorAll('#results-table tbody tr')]"
-            f".map(r => Number(r.cells[{column}].dataset.v))")  # fmt: skip
+    read = (
+        f"[...document.querySelectorAll('#results-table tbody tr')]"
+        f".map(r => Number(r.cells[{column}].dataset.v))"
+    )
     for direction in ("ascending", "descending"):
         page.click(f"#results-table th:nth-child({column + 1})")
         values = page.eval(read)
         assert values == sorted(values, reverse=direction == "descending"), values
-        assert page.eval(f"document.querySelectorAll('#results-table th')[{column}]"
-                         ".getAttribute('aria-sort')") == direction  # fmt: skip
+        assert (
+            page.eval(
+                f"document.querySelectorAll('#results-table th')[{column}]"
+                ".getAttribute('aria-sort')"
+            )
+            == direction
+        )
 
 
 class Chromium:
     """Headless Chromium driven over the DevTools protocol: just what these tests need."""
 
-    FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             "--remote-debugging-port=0", "--remote-allow-origins=*")  # fmt: skip
+    FLAGS = (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--remote-debugging-port=0",
+        "--remote-allow-origins=*",
+    )
 
     def __enter__(self) -> Chromium:
         import tempfile
@@ -338,16 +409,18 @@ class Chromium:
         self.profile = Path(tempfile.mkdtemp(prefix="cifarlab-chromium-"))
         self.proc = subprocess.Popen(
             [_chromium(), *self.FLAGS, f"--user-data-dir={self.profile}", "about:blank"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         port_file = self.profile / "DevToolsActivePort"
         deadline = time.monotonic() + 30
         while not (port_file.exists() and port_file.read_text().strip()):
             assert time.monotonic() < deadline, "Chromium did not open its DevTools port"
             time.sleep(0.1)
         port = port_file.read_text().split()[0]
-        request = urllib.request.Request(f"http://127.0.0.1:{port}/json/new?about:blank",
-                                         method="PUT")  # fmt: skip
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/json/new?about:blank", method="PUT"
+        )
         with urllib.request.urlopen(request, timeout=30) as resp:
             target = json.load(resp)
         self.ws = websocket.create_connection(
@@ -384,30 +457,45 @@ class Chromium:
         self.wait_for("Page.loadEventFired")
 
     def eval(self, expression: str):
-        result = self.send("Runtime.evaluate", expression=expression, returnByValue=True,
-                           awaitPromise=True)  # fmt: skip
+        result = self.send(
+            "Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True
+        )
         assert "exceptionDetails" not in result, result["exceptionDetails"]
         return result["result"].get("value")
 
     def click(self, selector: str) -> None:
         """A real mouse click in the middle of the element, as a user would."""
-        box = self.eval(f"(() => {{ const e = document.querySelector({selector!r}); "
-                        "e.scrollIntoView({block: 'center'}); const r = e.getBoundingClientRect();"
-                        " return [r.x + r.width / 2, r.y + r.height / 2]; })()")  # fmt: skip
+        box = self.eval(
+            f"(() => {{ const e = document.querySelector({selector!r}); "
+            "e.scrollIntoView({block: 'center'}); const r = e.getBoundingClientRect();"
+            " return [r.x + r.width / 2, r.y + r.height / 2]; })()"
+        )
         for kind in ("mousePressed", "mouseReleased"):
-            self.send("Input.dispatchMouseEvent", type=kind, x=box[0], y=box[1], button="left",
-                      clickCount=1)  # fmt: skip
+            self.send(
+                "Input.dispatchMouseEvent",
+                type=kind,
+                x=box[0],
+                y=box[1],
+                button="left",
+                clickCount=1,
+            )
 
     def resize(self, width: int) -> None:
-        self.send("Emulation.setDeviceMetricsOverride", width=width, height=900,
-                  deviceScaleFactor=1, mobile=width < 600)  # fmt: skip
+        self.send(
+            "Emulation.setDeviceMetricsOverride",
+            width=width,
+            height=900,
+            deviceScaleFactor=1,
+            mobile=width < 600,
+        )
 
     def screenshot(self, path: Path) -> None:
         self.eval("window.scrollTo(0, 0)")
         size = self.send("Page.getLayoutMetrics")["cssContentSize"]
         clip = {"x": 0, "y": 0, "width": size["width"], "height": size["height"], "scale": 1}
-        shot = self.send("Page.captureScreenshot", format="png", clip=clip,
-                         captureBeyondViewport=True)  # fmt: skip
+        shot = self.send(
+            "Page.captureScreenshot", format="png", clip=clip, captureBeyondViewport=True
+        )
         import base64
 
         path.write_bytes(base64.b64decode(shot["data"]))
@@ -430,5 +518,8 @@ class Chromium:
         return found
 
     def requested(self) -> list[str]:
-        return [e["params"]["request"]["url"] for e in self.events
-                if e.get("method") == "Network.requestWillBeSent"]  # fmt: skip
+        return [
+            e["params"]["request"]["url"]
+            for e in self.events
+            if e.get("method") == "Network.requestWillBeSent"
+        ]

@@ -29,10 +29,17 @@ MAX_LINES = 8  # lines per facet before a chart keeps only each model's best con
 MAX_BARS = 20  # bars in the time chart before it pools configurations per model/optimizer
 PALETTE = plt.get_cmap("tab10").colors
 HATCHES = ("", "//", "..", "xx", "\\\\", "oo")
-plt.rcParams.update({
-    "axes.spines.top": False, "axes.spines.right": False, "axes.grid": True,
-    "grid.alpha": 0.3, "font.size": 11, "axes.titleweight": "bold", "figure.dpi": DPI,
-})  # fmt: skip
+plt.rcParams.update(
+    {
+        "axes.spines.top": False,
+        "axes.spines.right": False,
+        "axes.grid": True,
+        "grid.alpha": 0.3,
+        "font.size": 11,
+        "axes.titleweight": "bold",
+        "figure.dpi": DPI,
+    }
+)
 
 
 @dataclass
@@ -86,7 +93,9 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
     front = []
     for i, (t, a) in enumerate(points):
         dominated = any(
-            t2 <= t and a2 >= a and (t2 < t or a2 > a) for j, (t2, a2) in enumerate(points) if j != i
+            t2 <= t and a2 >= a and (t2 < t or a2 > a)
+            for j, (t2, a2) in enumerate(points)
+            if j != i
         )
         if not dominated:
             front.append(i)
@@ -128,17 +137,40 @@ def final_accuracy(groups: list[dict[str, Any]], out: Path) -> Chart:
                 continue
             mean, std = g["test_acc_mean"] * 100, (g["test_acc_std"] or 0) * 100
             x = i + (j - (len(optimizers) - 1) / 2) * width
-            ax.bar(x, mean, width * 0.92, yerr=std or None, capsize=4, color=colours[model],
-                   alpha=1 - 0.35 * (j > 0), hatch=HATCHES[j % len(HATCHES)], edgecolor="white")  # fmt: skip
-            ax.annotate(f"{mean:.1f}", (x, mean + std), xytext=(0, 3),
-                        textcoords="offset points", ha="center", fontsize=8)  # fmt: skip
+            ax.bar(
+                x,
+                mean,
+                width * 0.92,
+                yerr=std or None,
+                capsize=4,
+                color=colours[model],
+                alpha=1 - 0.35 * (j > 0),
+                hatch=HATCHES[j % len(HATCHES)],
+                edgecolor="white",
+            )
+            ax.annotate(
+                f"{mean:.1f}",
+                (x, mean + std),
+                xytext=(0, 3),
+                textcoords="offset points",
+                ha="center",
+                fontsize=8,
+            )
     ax.set_xticks(range(len(models)), models)
     top = max(g["test_acc_mean"] + (g["test_acc_std"] or 0) for g in best) * 100
     ax.set_ylim(0, min(100, top * 1.15 + 2))
     ax.set_ylabel("test accuracy at best-validation epoch (%)")
     ax.set_xlabel("model")
-    handles = [Patch(facecolor="#999", hatch=HATCHES[j % len(HATCHES)], edgecolor="white",
-                     alpha=1 - 0.35 * (j > 0), label=o) for j, o in enumerate(optimizers)]  # fmt: skip
+    handles = [
+        Patch(
+            facecolor="#999",
+            hatch=HATCHES[j % len(HATCHES)],
+            edgecolor="white",
+            alpha=1 - 0.35 * (j > 0),
+            label=o,
+        )
+        for j, o in enumerate(optimizers)
+    ]
     ax.legend(handles=handles, title="optimizer", loc="upper left", bbox_to_anchor=(1.01, 1))
     title = "Final accuracy by model and optimizer (mean ± std over seeds)"
     if len(best) < len(groups):
@@ -161,7 +193,8 @@ def final_caption(best: list[dict[str, Any]]) -> str:
             return lead
         a, b = models[0], models[1]
         diff = (a["test_acc_mean"] - b["test_acc_mean"]) * 100
-        return f"{lead} {a['model']} leads on test accuracy, {diff:.1f} points ahead of {b['model']}."
+        ahead = f"{a['model']} leads on test accuracy, {diff:.1f} points ahead of {b['model']}."
+        return f"{lead} {ahead}"
     a, b = optimizers[:2]
     diffs = optimizer_diffs(best, a, b)
     if not diffs:
@@ -183,9 +216,7 @@ def optimizer_diffs(best: list[dict[str, Any]], a: str, b: str) -> dict[str, flo
     """Per model: mean test accuracy of optimizer ``a`` minus ``b``, in points."""
     cell = {(g["model"], g["optimizer"]): g["test_acc_mean"] for g in best}
     models = dict.fromkeys(g["model"] for g in best)
-    return {
-        m: (cell[m, a] - cell[m, b]) * 100 for m in models if (m, a) in cell and (m, b) in cell
-    }
+    return {m: (cell[m, a] - cell[m, b]) * 100 for m in models if (m, a) in cell and (m, b) in cell}
 
 
 # -- 2-4. per-epoch curves -----------------------------------------------------------
@@ -275,7 +306,9 @@ def _facets(groups, out, draw, ylabel, style_legend=False):
     colours = model_colours(groups)
     cols = min(len(optimizers), 3)
     rows = math.ceil(len(optimizers) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(WIDTH, 3.9 * rows), squeeze=False, sharey=True, layout="constrained")
+    fig, axes = plt.subplots(
+        rows, cols, figsize=(WIDTH, 3.9 * rows), squeeze=False, sharey=True, layout="constrained"
+    )
     pooled = False
     for ax, opt in zip(axes.flat, optimizers):
         mine = [g for g in groups if g["optimizer"] == opt]
@@ -324,9 +357,12 @@ def time_bars(groups: list[dict[str, Any]], out: Path) -> Chart:
     fig, ax = plt.subplots(figsize=(WIDTH, max(2.6, 1.2 + 0.32 * len(rows))), layout="constrained")
     y = range(len(rows))
     ax.barh(
-        y, [g["train_seconds_mean"] for g in rows], xerr=[g["train_seconds_std"] or 0 for g in rows],
-        color=[colours[g["model"]] for g in rows], capsize=3,
-    )  # fmt: skip
+        y,
+        [g["train_seconds_mean"] for g in rows],
+        xerr=[g["train_seconds_std"] or 0 for g in rows],
+        color=[colours[g["model"]] for g in rows],
+        capsize=3,
+    )
     ax.set_yticks(list(y), [g["label"] for g in rows], fontsize=8)
     ax.set_xlabel("training time per run (s)")
     ax.grid(axis="y", visible=False)
@@ -361,10 +397,15 @@ def pareto(groups: list[dict[str, Any]], out: Path) -> Chart:
     ax.set_xlabel("training time per run (s)")
     ax.set_ylabel("test accuracy at best-validation epoch (%)")
     handles = [plt.Line2D([], [], color=c, marker="o", ls="", label=m) for m, c in colours.items()]
-    handles += [plt.Line2D([], [], color="#666", marker=markers[i % len(markers)], ls="", label=o)
-                for i, o in enumerate(optimizers)]  # fmt: skip
-    handles.append(plt.Line2D([], [], color="black", ls=":", marker="o", mfc="none", ms=10,
-                              label="Pareto front"))  # fmt: skip
+    handles += [
+        plt.Line2D([], [], color="#666", marker=markers[i % len(markers)], ls="", label=o)
+        for i, o in enumerate(optimizers)
+    ]
+    handles.append(
+        plt.Line2D(
+            [], [], color="black", ls=":", marker="o", mfc="none", ms=10, label="Pareto front"
+        )
+    )
     ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8)
     cheap, best = groups[front[0]], groups[front[-1]]
     caption = f"{len(front)} of {len(groups)} configurations are on the Pareto front"
@@ -387,11 +428,15 @@ def _pool_time(groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
     rows = []
     for (model, opt), members in pooled.items():
         times = [r["train_seconds"] for g in members for r in g["members"]]
-        rows.append({
-            "model": model, "optimizer": opt, "label": f"{model} · {opt} (all {len(members)})",
-            "train_seconds_mean": statistics.fmean(times),
-            "train_seconds_std": statistics.stdev(times) if len(times) > 1 else None,
-        })  # fmt: skip
+        rows.append(
+            {
+                "model": model,
+                "optimizer": opt,
+                "label": f"{model} · {opt} (all {len(members)})",
+                "train_seconds_mean": statistics.fmean(times),
+                "train_seconds_std": statistics.stdev(times) if len(times) > 1 else None,
+            }
+        )
     return rows
 
 
@@ -402,15 +447,24 @@ def confusion(pred: Any, out: Path) -> Chart:
     """Row-normalised confusion matrix: each true class's images, where they went."""
     k = len(pred.classes)
     matrix = confusion_matrix(pred.labels, pred.preds, k)
-    fig, ax = plt.subplots(figsize=(min(WIDTH, 3 + 0.6 * k), min(WIDTH, 2.4 + 0.55 * k)), layout="constrained")
+    fig, ax = plt.subplots(
+        figsize=(min(WIDTH, 3 + 0.6 * k), min(WIDTH, 2.4 + 0.55 * k)), layout="constrained"
+    )
     ax.grid(False)
     im = ax.imshow(matrix * 100, cmap="Blues", vmin=0, vmax=100)
     if k <= 12:
         for i in range(k):
             for j in range(k):
                 v = matrix[i, j] * 100
-                ax.text(j, i, f"{v:.0f}", ha="center", va="center", fontsize=8,
-                        color="white" if v > 55 else "black")  # fmt: skip
+                ax.text(
+                    j,
+                    i,
+                    f"{v:.0f}",
+                    ha="center",
+                    va="center",
+                    fontsize=8,
+                    color="white" if v > 55 else "black",
+                )
     ax.set_xticks(range(k), pred.classes, rotation=45, ha="right")
     ax.set_yticks(range(k), pred.classes)
     ax.set_xlabel("predicted class")
@@ -423,8 +477,9 @@ def confusion(pred: Any, out: Path) -> Chart:
         f"Run {pred.run_id}: the most common mistake is {pred.classes[i]} taken for "
         f"{pred.classes[j]} ({off[i, j] * 100:.0f}% of {pred.classes[i]} test images)."
     )
-    return _save(fig, ax, out, "confusion", f"Confusion matrix of the best run ({pred.run_id})",
-                 caption)  # fmt: skip
+    return _save(
+        fig, ax, out, "confusion", f"Confusion matrix of the best run ({pred.run_id})", caption
+    )
 
 
 def per_class(pred: Any, out: Path, colour: tuple) -> Chart:
@@ -456,7 +511,9 @@ def mistakes(pred: Any, out: Path, count: int = 16) -> Chart:
         shown = np.argsort(pred.confidence)[:count]
     cols = min(8, len(shown))
     rows = math.ceil(len(shown) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(WIDTH, 1.85 * rows + 0.6), squeeze=False, layout="constrained")
+    fig, axes = plt.subplots(
+        rows, cols, figsize=(WIDTH, 1.85 * rows + 0.6), squeeze=False, layout="constrained"
+    )
     for ax in axes.flat:
         ax.axis("off")
     for ax, i in zip(axes.flat, shown):
@@ -464,8 +521,10 @@ def mistakes(pred: Any, out: Path, count: int = 16) -> Chart:
         ax.set_title(
             f"true: {pred.classes[pred.labels[i]]}\npred: {pred.classes[pred.preds[i]]}\n"
             f"{pred.confidence[i]:.0%} sure",
-            fontsize=8, fontweight="normal", linespacing=1.1,
-        )  # fmt: skip
+            fontsize=8,
+            fontweight="normal",
+            linespacing=1.1,
+        )
     conf = pred.confidence[shown]
     if len(wrong):
         title = "Most confident mistakes of the best run"
@@ -512,8 +571,17 @@ def sensitivity(groups: list[dict[str, Any]], key: str, out: Path) -> Chart | No
         x = [g[key] for g in members]
         y = np.array([g["test_acc_mean"] * 100 for g in members])
         err = [(g["test_acc_std"] or 0) * 100 for g in members]
-        ax.errorbar(x, y, yerr=err, color=colours[model], ls=styles[optimizers.index(opt) % 4],
-                    marker="o", ms=4, capsize=3, label=f"{model} · {opt}")  # fmt: skip
+        ax.errorbar(
+            x,
+            y,
+            yerr=err,
+            color=colours[model],
+            ls=styles[optimizers.index(opt) % 4],
+            marker="o",
+            ms=4,
+            capsize=3,
+            label=f"{model} · {opt}",
+        )
         lines.append((f"{model} · {opt}", x, y))
     ax.set_xscale("log", base=2 if key == "batch_size" else 10)
     if key == "batch_size":
@@ -525,9 +593,7 @@ def sensitivity(groups: list[dict[str, Any]], key: str, out: Path) -> Chart | No
     label, x, y = max(lines, key=lambda line: line[2].max())
     best, worst = int(np.argmax(y)), int(np.argmin(y))
     caption = f"For {label} the best {noun} is {x[best]:g} ({y[best]:.1f}%)"
-    caption += (
-        f"; {x[worst]:g} is {y[best] - y[worst]:.1f} points lower." if len(x) > 1 else "."
-    )
+    caption += f"; {x[worst]:g} is {y[best] - y[worst]:.1f} points lower." if len(x) > 1 else "."
     name = "sensitivity-" + key.replace("_", "-")
     return _save(fig, ax, out, name, f"Test accuracy vs {noun}", caption)
 

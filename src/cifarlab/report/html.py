@@ -29,7 +29,7 @@ def build_report(
     run_id: str | None = None,
     output: str | Path | None = None,
 ) -> Path:
-    """Write ``index.html`` and the chart PNGs for an experiment, one run, or the whole workspace."""
+    """Write ``index.html`` and chart PNGs for an experiment, one run, or the whole workspace."""
     workspace = Path(workspace)
     title, records = load_records(workspace, experiment, run_id)
     slug = run_id or experiment or "all"
@@ -86,9 +86,12 @@ def _chart_sections(groups, records, workspace, out, notes) -> list[tuple[str, l
         ("Which model and optimizer win", [charts.final_accuracy(groups, out)]),
         (
             "Learning curves and overfitting",
-            [charts.accuracy_curves(groups, out), charts.loss_curves(groups, out),
-             charts.gap_curves(groups, out)],
-        ),  # fmt: skip
+            [
+                charts.accuracy_curves(groups, out),
+                charts.loss_curves(groups, out),
+                charts.gap_curves(groups, out),
+            ],
+        ),
         ("What it cost", [charts.time_bars(groups, out), charts.pareto(groups, out)]),
     ]
     sensitivity = [charts.sensitivity(groups, k, out) for k in SENSITIVITY_KEYS]
@@ -101,8 +104,9 @@ def _chart_sections(groups, records, workspace, out, notes) -> list[tuple[str, l
 
         pred = predict_run(best, workspace)
     except (CifarlabError, OSError, RuntimeError, KeyError) as err:
-        notes.append(f"Best-run charts (confusion matrix, per-class accuracy, mistakes) "
-                     f"skipped: {err}")  # fmt: skip
+        notes.append(
+            f"Best-run charts (confusion matrix, per-class accuracy, mistakes) skipped: {err}"
+        )
         return sections
     colour = charts.model_colours(groups)[best_group["model"]]
     found = [
@@ -124,9 +128,12 @@ def _model_section(groups, out, notes) -> list[dict[str, Any]]:
         c, side = _image_shape(run)
         try:
             classes = len(run["info"].get("classes") or []) or 10
-            model = create_model(run["config"]["model"], num_classes=classes, in_channels=c,
-                                 image_size=side)  # fmt: skip
-            summary = summarize_model(model, (c, side, side), batch_size=run["config"]["batch_size"])
+            model = create_model(
+                run["config"]["model"], num_classes=classes, in_channels=c, image_size=side
+            )
+            summary = summarize_model(
+                model, (c, side, side), batch_size=run["config"]["batch_size"]
+            )
             path = out / f"diagram-{model_label(g['model'])}.png"
             draw_diagram(summary, path, title=g["model"])
         except (CifarlabError, OSError, RuntimeError, ValueError) as err:
@@ -156,8 +163,10 @@ def render_page(title, records, groups, sections, models, notes) -> str:
         parts += [_figure(c) for c in found]
     if models:
         parts += ["<h2>The models</h2>", _models_table(models)]
-        parts += [_figure_file(m["path"], f"Architecture of {m['model']}", _arch_caption(m))
-                  for m in models]  # fmt: skip
+        parts += [
+            _figure_file(m["path"], f"Architecture of {m['model']}", _arch_caption(m))
+            for m in models
+        ]
     parts += ["<h2>Every run</h2>", _runs_details(records)]
     body = "\n".join(parts)
     return PAGE.format(title=_e(title), css=CSS, js=JS, body=body)
@@ -167,10 +176,12 @@ def _meta(records: list[dict[str, Any]]) -> str:
     info = next((r["info"] for r in records if r.get("info")), {})
     bits = [f"{len(records)} run{'s' * (len(records) != 1)}"]
     if info:
-        bits += [f"data: {Path(info.get('data_source', '?')).name}",
-                 f"{info.get('train_images', '?'):,} train / {info.get('val_images', 0):,} "
-                 f"validation / {info.get('test_images', '?'):,} test images",
-                 f"device: {info.get('device', '?')} ({info.get('precision', '?')})"]  # fmt: skip
+        bits += [
+            f"data: {Path(info.get('data_source', '?')).name}",
+            f"{info.get('train_images', '?'):,} train / {info.get('val_images', 0):,} "
+            f"validation / {info.get('test_images', '?'):,} test images",
+            f"device: {info.get('device', '?')} ({info.get('precision', '?')})",
+        ]
     bits.append(f"generated {time.strftime('%Y-%m-%d %H:%M')}")
     return f'<p class="meta">{_e(" · ".join(bits))}</p>'
 
@@ -189,8 +200,9 @@ def _headline(groups: list[dict[str, Any]], records: list[dict[str, Any]]) -> st
     ]
     per_model = sorted(charts.best_per(groups, "model"), key=charts._val, reverse=True)
     if len(per_model) > 1:
-        ranks = ", ".join(f"{i}. {g['model']} {_pct(g['test_acc_mean'])}"
-                          for i, g in enumerate(per_model, 1))  # fmt: skip
+        ranks = ", ".join(
+            f"{i}. {g['model']} {_pct(g['test_acc_mean'])}" for i, g in enumerate(per_model, 1)
+        )
         items.append(f"<b>Models</b> (each at its best configuration, by validation): {_e(ranks)}.")
     pairs = charts.best_per(groups, "model", "optimizer")
     by_opt: dict[str, list[float]] = {}
@@ -198,15 +210,19 @@ def _headline(groups: list[dict[str, Any]], records: list[dict[str, Any]]) -> st
         by_opt.setdefault(g["optimizer"], []).append(g["test_acc_mean"])
     if len(by_opt) > 1:
         ranked = sorted(by_opt.items(), key=lambda kv: -statistics.fmean(kv[1]))
-        ranks = ", ".join(f"{i}. {o} {_pct(statistics.fmean(v))} (mean over {len(v)} "
-                          f"model{'s' * (len(v) > 1)})" for i, (o, v) in enumerate(ranked, 1))  # fmt: skip
+        ranks = ", ".join(
+            f"{i}. {o} {_pct(statistics.fmean(v))} (mean over {len(v)} model{'s' * (len(v) > 1)})"
+            for i, (o, v) in enumerate(ranked, 1)
+        )
         items.append(f"<b>Optimizers:</b> {_e(ranks)}.")
     bad = [r for r in records if r["status"] != "completed"]
     if bad:
         states = ", ".join(f"{r['id']} {r['status']}" for r in bad)
         items.append(f"<b>Not in the charts:</b> {_e(states)}.")
-    items.append("Model selection uses the validation split only; test accuracy is reported, "
-                 "never used to choose.")  # fmt: skip
+    items.append(
+        "Model selection uses the validation split only; test accuracy is reported, "
+        "never used to choose."
+    )
     return '<ul class="headline">' + "".join(f"<li>{i}</li>" for i in items) + "</ul>"
 
 
@@ -219,7 +235,8 @@ def _groups_table(groups: list[dict[str, Any]]) -> str:
         config = g["members"][0]["config"]
         cells = [_td(config.get(k)) for k in keys] + [_td(g["n"])]
         cells.append(_td(g["best_val_acc_mean"], _pct))
-        cells.append(_td(g["test_acc_mean"], lambda v: _pct(v) + charts._spread(g["test_acc_std"])))
+        spread = charts._spread(g["test_acc_std"])
+        cells.append(_td(g["test_acc_mean"], lambda v, spread=spread: _pct(v) + spread))
         cells.append(_td(g["final_test_acc_mean"], _pct))
         cells.append(_td(g["train_seconds_mean"], "{:.1f}".format))
         cells.append(_td(g["images_per_sec_mean"], "{:,.0f}".format))
@@ -228,32 +245,71 @@ def _groups_table(groups: list[dict[str, Any]]) -> str:
 
 
 def _models_table(models: list[dict[str, Any]]) -> str:
-    head = ["model", "parameters", "forward MFLOP / image", "training GFLOP / image",
-            "training memory (MiB)"]  # fmt: skip
+    head = [
+        "model",
+        "parameters",
+        "forward MFLOP / image",
+        "training GFLOP / image",
+        "training memory (MiB)",
+    ]
     rows = []
     for m in models:
         s = m["summary"]
-        rows.append("<tr>" + _td(m["model"]) + _td(s.params, "{:,}".format)
-                    + _td(s.flops / 1e6, "{:,.2f}".format)
-                    + _td(s.train_flops / 1e9, "{:.4f}".format)
-                    + _td(s.memory["total"] / 2**20, "{:,.1f}".format) + "</tr>")  # fmt: skip
-    note = (f'<p class="caption">Memory: fp32 weights, gradients, Adam state and activations '
-            f"at the run's batch size ({models[0]['summary'].batch_size}).</p>")  # fmt: skip
+        rows.append(
+            "<tr>"
+            + _td(m["model"])
+            + _td(s.params, "{:,}".format)
+            + _td(s.flops / 1e6, "{:,.2f}".format)
+            + _td(s.train_flops / 1e9, "{:.4f}".format)
+            + _td(s.memory["total"] / 2**20, "{:,.1f}".format)
+            + "</tr>"
+        )
+    note = (
+        f'<p class="caption">Memory: fp32 weights, gradients, Adam state and activations '
+        f"at the run's batch size ({models[0]['summary'].batch_size}).</p>"
+    )
     return _table(head, rows, "models") + note
 
 
 def _runs_details(records: list[dict[str, Any]]) -> str:
-    head = ["run", "model", "optimizer", "lr", "batch", "seed", "status", "epochs", "best epoch",
-            "best val", "test@best", "overfit epoch", "time (s)"]  # fmt: skip
+    head = [
+        "run",
+        "model",
+        "optimizer",
+        "lr",
+        "batch",
+        "seed",
+        "status",
+        "epochs",
+        "best epoch",
+        "best val",
+        "test@best",
+        "overfit epoch",
+        "time (s)",
+    ]
     rows = []
     for r in records:
-        rows.append("<tr>" + "".join([
-            _td(r["id"]), _td(r["model"]), _td(r["optimizer"]), _td(r["lr"], "{:g}".format),
-            _td(r["batch_size"]), _td(r["seed"]), _td(r["status"]),
-            _td(r["epochs_done"], "{:.0f}".format), _td(r["best_epoch"], "{:.0f}".format),
-            _td(r["best_val_acc"], _pct), _td(r["test_acc"], _pct),
-            _td(r["overfit_epoch"], "{:.0f}".format), _td(r["train_seconds"], "{:.1f}".format),
-        ]) + "</tr>")  # fmt: skip
+        rows.append(
+            "<tr>"
+            + "".join(
+                [
+                    _td(r["id"]),
+                    _td(r["model"]),
+                    _td(r["optimizer"]),
+                    _td(r["lr"], "{:g}".format),
+                    _td(r["batch_size"]),
+                    _td(r["seed"]),
+                    _td(r["status"]),
+                    _td(r["epochs_done"], "{:.0f}".format),
+                    _td(r["best_epoch"], "{:.0f}".format),
+                    _td(r["best_val_acc"], _pct),
+                    _td(r["test_acc"], _pct),
+                    _td(r["overfit_epoch"], "{:.0f}".format),
+                    _td(r["train_seconds"], "{:.1f}".format),
+                ]
+            )
+            + "</tr>"
+        )
     configs = "".join(
         f"<details><summary>{_e(r['id'])}</summary><pre>"
         f"{_e(json.dumps({'config': r['config'], 'info': r['info']}, indent=2))}</pre></details>"
@@ -267,7 +323,12 @@ def _runs_details(records: list[dict[str, Any]]) -> str:
 
 
 def _table(head: list[str], rows: list[str], name: str) -> str:
-    th = "".join(f'<th scope="col" title="sort">{_e(h)}</th>' for h in head)
+    # a header aligns like its column: right for numbers, left for words
+    numeric = [c.startswith(' class="num"') for c in rows[0].split("<td")[1:]] if rows else []
+    th = "".join(
+        f'<th scope="col"{" class=num" if i < len(numeric) and numeric[i] else ""}>{_e(h)}</th>'
+        for i, h in enumerate(head)
+    )
     return (
         f'<div class="scroll"><table class="sortable" id="{name}-table"><thead><tr>{th}</tr>'
         f"</thead><tbody>{''.join(rows)}</tbody></table></div>"
@@ -277,9 +338,10 @@ def _table(head: list[str], rows: list[str], name: str) -> str:
 def _td(value: Any, fmt=str) -> str:
     """A cell: shown formatted, sorted on its raw value (``data-v``)."""
     if value is None:
-        return '<td data-v="">–</td>'
-    raw = value if isinstance(value, int | float) else str(value)
-    return f'<td data-v="{_e(str(raw))}">{_e(fmt(value))}</td>'
+        return '<td class="num" data-v="">–</td>'
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return f'<td class="num" data-v="{value!r}">{_e(fmt(value))}</td>'
+    return f'<td data-v="{_e(value)}">{_e(fmt(value))}</td>'
 
 
 def _figure(chart: Chart) -> str:
@@ -332,9 +394,9 @@ figcaption { color: var(--muted); margin-top: 6px; font-size: .95rem; }
 .scroll { overflow-x: auto; border: 1px solid var(--line); border-radius: 8px; }
 table { border-collapse: collapse; width: 100%; font-size: .9rem;
         font-variant-numeric: tabular-nums; }
-th, td { padding: 6px 10px; text-align: right; white-space: nowrap;
+th, td { padding: 6px 10px; text-align: left; white-space: nowrap;
          border-bottom: 1px solid var(--line); }
-th:first-child, td:first-child { text-align: left; }
+.num { text-align: right; }
 th { background: #f6f8fa; cursor: pointer; user-select: none; position: sticky; top: 0; }
 th:hover { color: var(--accent); }
 th[aria-sort=ascending]::after { content: " ▲"; }

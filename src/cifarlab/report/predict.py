@@ -50,7 +50,8 @@ def predict_run(run: dict[str, Any], workspace: Path) -> Predictions:
     try:
         model.load_state_dict(state["model"])
     except (RuntimeError, KeyError) as err:
-        raise CifarlabError(f"checkpoint of run {run['id']} does not fit its model ({err})") from None
+        message = f"checkpoint of run {run['id']} does not fit its model ({err})"
+        raise CifarlabError(message) from None
     model.eval()
     loader = TensorLoader(data.test, 512, data.mean, data.std, channels_last=False)
     probs = []
@@ -60,6 +61,10 @@ def predict_run(run: dict[str, Any], workspace: Path) -> Predictions:
     p = torch.cat(probs)
     confidence, preds = p.max(dim=1)
     return Predictions(
-        run["id"], list(data.classes), data.test.labels.astype(np.int64), preds.numpy(),
-        confidence.numpy(), data.test.images,
-    )  # fmt: skip
+        run["id"],
+        list(data.classes),
+        data.test.labels.astype(np.int64),
+        preds.numpy(),
+        confidence.numpy(),
+        data.test.images,
+    )
