@@ -249,7 +249,7 @@ def test_two_hundred_runs_aggregate_instead_of_two_hundred_lines(tmp_path):
     groups = charts.group(records)
     assert len(groups) == 100
     curves = charts.accuracy_curves(groups, tmp_path)
-    assert "best configuration per model of 100" in curves.title
+    assert "each model's best configuration (by validation) of 100" in curves.caption
     _png_ok(curves.path)
     time_chart = charts.time_bars(groups, tmp_path)
     _png_ok(time_chart.path)

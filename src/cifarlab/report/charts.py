@@ -323,6 +323,8 @@ def _facets(groups, out, draw, ylabel, style_legend=False):
         ax.axis("off")
     for ax in axes[:, 0]:
         ax.set_ylabel(ylabel)
+        if "accuracy (%)" in ylabel:
+            _clamp_percent(ax)
     handles = [plt.Line2D([], [], color=c, lw=2, label=m) for m, c in colours.items()]
     pairs = [(g["model"], g["optimizer"]) for g in groups]
     if not pooled and len(set(pairs)) < len(pairs):  # several configs per model: name each line
@@ -340,8 +342,9 @@ def _facets(groups, out, draw, ylabel, style_legend=False):
 def _save_facets(shown, out, name, title, caption, groups) -> Chart:
     fig, axes, handles, pooled = shown
     if pooled:
-        title += f" — best configuration per model of {len(groups)}"
-    fig.legend(handles=handles, loc="outside right upper", fontsize=8)
+        caption += f" Lines show each model's best configuration (by validation) of {len(groups)}."
+    # below the plots: a legend at the side would squeeze them, one on top could cover data
+    fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 6), fontsize=9)
     return _save(fig, None, out, name, title, caption)
 
 
@@ -396,6 +399,7 @@ def pareto(groups: list[dict[str, Any]], out: Path) -> Chart:
         ax.set_xscale("log")
     ax.set_xlabel("training time per run (s)")
     ax.set_ylabel("test accuracy at best-validation epoch (%)")
+    _clamp_percent(ax)
     handles = [plt.Line2D([], [], color=c, marker="o", ls="", label=m) for m, c in colours.items()]
     handles += [
         plt.Line2D([], [], color="#666", marker=markers[i % len(markers)], ls="", label=o)
@@ -589,6 +593,7 @@ def sensitivity(groups: list[dict[str, Any]], key: str, out: Path) -> Chart | No
     noun = "batch size" if key == "batch_size" else "learning rate"
     ax.set_xlabel(f"{noun} ({'images per step' if key == 'batch_size' else 'log scale'})")
     ax.set_ylabel("test accuracy at best-validation epoch (%)")
+    _clamp_percent(ax)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8)
     label, x, y = max(lines, key=lambda line: line[2].max())
     best, worst = int(np.argmax(y)), int(np.argmin(y))
@@ -606,6 +611,12 @@ def _by_pair(groups: list[dict[str, Any]]) -> dict[tuple, list[dict[str, Any]]]:
 
 
 # -- helpers ----------------------------------------------------------------------------
+
+
+def _clamp_percent(ax) -> None:
+    """Accuracy axes never show impossible values: keep them within 0-100%."""
+    low, high = ax.get_ylim()
+    ax.set_ylim(max(low, 0), min(high, 100.5))
 
 
 def _save(fig, ax, out: Path, name: str, title: str, caption: str) -> Chart:
