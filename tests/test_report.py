@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sqlite3
 import statistics
 import subprocess
 import time
@@ -181,8 +182,13 @@ def test_missing_checkpoint_or_data_skips_best_run_charts_with_a_note(sweep_ws, 
     shutil.copytree(sweep_ws, ws)
     for best in ws.glob("*/best.pt"):
         best.unlink()
+    failed = cifarlab.results(ws, "small")[-1]["id"]
+    with sqlite3.connect(ws / "runs.db") as conn:  # and one run crashed: listed, not charted
+        conn.execute("UPDATE runs SET status = 'failed' WHERE id = ?", (failed,))
     index = cifarlab.report(experiment="small", workspace=ws)
-    assert "skipped: run " in index.read_text() and "no best.pt checkpoint" in index.read_text()
+    page = index.read_text()
+    assert "skipped: run " in page and "no best.pt checkpoint" in page
+    assert f"Not in the charts:</b> {failed} failed" in page
     assert not (index.parent / "confusion.png").exists()
     _png_ok(index.parent / "final-accuracy.png")
 

@@ -204,6 +204,8 @@ def final_caption(best: list[dict[str, Any]]) -> str:
         diffs = {m: -d for m, d in diffs.items()}
     wins = sum(d > 0 for d in diffs.values())
     mean = statistics.fmean(diffs.values())
+    if not wins:  # and, after the swap above, no losses either
+        return f"{a} and {b} tie on all {len(diffs)} models compared. {lead}"
     if len(diffs) == 1:
         verb = "beats" if wins else "ties"
         return f"{a} {verb} {b} on {next(iter(diffs))} by {mean:.1f} points. {lead}"

@@ -48,7 +48,8 @@ def predict_run(run: dict[str, Any], workspace: Path) -> Predictions:
     )
     state = torch.load(path, map_location="cpu", weights_only=True)
     try:
-        model.load_state_dict(state["model"])
+        # a run with --ema evaluated (and picked best.pt by) its averaged weights
+        model.load_state_dict(state["ema"] if state.get("ema") else state["model"])
     except (RuntimeError, KeyError) as err:
         message = f"checkpoint of run {run['id']} does not fit its model ({err})"
         raise CifarlabError(message) from None
