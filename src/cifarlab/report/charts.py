@@ -205,7 +205,8 @@ def final_caption(best: list[dict[str, Any]]) -> str:
     wins = sum(d > 0 for d in diffs.values())
     mean = statistics.fmean(diffs.values())
     if not wins:  # and, after the swap above, no losses either
-        return f"{a} and {b} tie on all {len(diffs)} models compared. {lead}"
+        which = "the one model" if len(diffs) == 1 else f"all {len(diffs)} models"
+        return f"{a} and {b} tie on {which} compared. {lead}"
     if len(diffs) == 1:
         verb = "beats" if wins else "ties"
         return f"{a} {verb} {b} on {next(iter(diffs))} by {mean:.1f} points. {lead}"
