@@ -201,8 +201,10 @@ def test_report_errors_are_one_line(sweep_ws, tmp_path, capsys):
     assert main(["report", "--workspace", str(tmp_path / "empty")]) == 2
 
 
-def _fake_runs(n_models: int = 5, lrs: int = 10, seeds: int = 2, epochs: int = 15) -> list[dict]:
-    """200 completed run records with plausible curves, no training needed."""
+def _fake_runs(
+    n_models: int = 5, lrs: int = 10, seeds: int = 2, epochs: int = 15, vary: str = "lr"
+) -> list[dict]:
+    """Completed run records (200 by default) with plausible curves, no training needed."""
     rng = np.random.default_rng(0)
     records = []
     for m in range(n_models):
@@ -228,9 +230,9 @@ def _fake_runs(n_models: int = 5, lrs: int = 10, seeds: int = 2, epochs: int = 1
                     config = {
                         "model": f"net{m}",
                         "optimizer": opt,
-                        "lr": lr,
+                        "lr": lr if vary == "lr" else 0.001,
                         "seed": seed,
-                        "batch_size": 64,
+                        "batch_size": 2 ** (2 + k) if vary == "batch_size" else 64,
                     }
                     records.append(
                         {
@@ -247,6 +249,18 @@ def _fake_runs(n_models: int = 5, lrs: int = 10, seeds: int = 2, epochs: int = 1
                         }
                     )
     return records
+
+
+def test_batch_size_sensitivity(tmp_path):
+    groups = charts.group(_fake_runs(n_models=2, lrs=7, seeds=1, vary="batch_size"))
+    chart = charts.sensitivity(groups, "batch_size", tmp_path)
+    _png_ok(chart.path)
+    assert charts.sensitivity(groups, "lr", tmp_path) is None  # lr does not vary here
+    top = max(groups, key=lambda g: g["test_acc_mean"])
+    assert chart.caption.startswith(
+        f"For {top['model']} · {top['optimizer']} the best batch size is "
+        f"{top['members'][0]['config']['batch_size']} ({top['test_acc_mean'] * 100:.1f}%)"
+    ), chart.caption
 
 
 def test_two_hundred_runs_aggregate_instead_of_two_hundred_lines(tmp_path):
