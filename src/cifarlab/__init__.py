@@ -3,12 +3,14 @@
 import cifarlab
 result = cifarlab.train(model="tutorial", optimizer="adam", epochs=2, data="cifar10.tar.gz")
 cifarlab.results()          # every run of the workspace, as plain records
+cifarlab.report(experiment="blog")  # charts + one HTML page; returns its path
 """
 
 from cifarlab.config import RunConfig, make_run_config
 from cifarlab.data import load_dataset
 from cifarlab.errors import CifarlabError
 from cifarlab.models import create_model, list_models, register_model
+from cifarlab.report import report
 from cifarlab.results import grouped_results, results
 from cifarlab.runner import RunResult, run_training
 
@@ -43,6 +45,7 @@ __all__ = [
     "load_dataset",
     "register_model",
     "grouped_results",
+    "report",
     "results",
     "sweep",
     "train",

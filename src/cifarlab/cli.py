@@ -154,6 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
             cmd.add_argument("--format", choices=("table", "json"), default="table")
         else:
             cmd.add_argument("-o", "--output", default="model.png", help="image file to write")
+    _add_report_parser(sub)
     return parser
 
 
@@ -377,6 +378,30 @@ COMMANDS = {
     "diagram": cmd_diagram,
     "data": cmd_data,
 }
+
+
+# -- report: charts and one HTML page for an experiment, one run, or the whole workspace ----------
+def _add_report_parser(sub) -> None:
+    report = sub.add_parser("report", help="write an HTML report with charts of a sweep or run")
+    report.add_argument("--experiment", help="the experiment to report (default: every run)")
+    report.add_argument("--run", metavar="RUN_ID", help="report one run instead")
+    report.add_argument("--workspace", default="cifarlab-runs")
+    report.add_argument("-o", "--output", metavar="DIR",
+                        help="folder for index.html and the PNGs "
+                             "(default <workspace>/report-<experiment|run|all>)")  # fmt: skip
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from cifarlab.report import report
+
+    if args.experiment and args.run:
+        raise CifarlabError("--experiment and --run: give one of them, not both")
+    index = report(args.experiment, args.workspace, args.output, run=args.run)
+    print(f"wrote {index}")
+    return 0
+
+
+COMMANDS["report"] = cmd_report
 
 if __name__ == "__main__":
     sys.exit(main())

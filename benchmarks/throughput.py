@@ -1,0 +1,131 @@
+"""Training throughput: cifarlab vs a plain PyTorch loop, next to the machine's matmul peak.
+
+    PYTHONPATH=src python benchmarks/throughput.py [--models tutorial,speedrun] [--steps 8]
+
+For each net: training images/s through cifarlab's trainer (tensor loader with
+crop-flip, `--precision auto`, channels_last) and through the PyTorch tutorial's
+loop (per-image PIL decode + transforms in a DataLoader, fp32, NCHW, no autocast),
+the achieved GFLOP/s of each (training FLOPs per image from `cifarlab summary`),
+and the fp32 / bf16 matmul peak of this machine measured in the same run.
+Prints JSON. Compare ratios within one run: the machines are shared and noisy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from loader import SHARED, TutorialDataset  # benchmarks/loader.py, beside this file
+
+from cifarlab.config import make_run_config
+from cifarlab.data import load_dataset
+from cifarlab.data.imagefolder import _iter_files, _parse_layout
+from cifarlab.models import create_model
+from cifarlab.models.summary import summarize_model
+from cifarlab.runner import build_trainer
+from cifarlab.train.precision import resolve_precision
+
+BATCH = {"tutorial": 64, "simple": 64, "stacked": 64, "wobbly": 64, "resnet18": 128,
+         "speedrun": 1024, "speedrun-small": 512}  # fmt: skip
+
+
+def matmul_peak(dtype: torch.dtype, n: int = 2048, seconds: float = 2.0) -> float:
+    """GFLOP/s of square matmuls, the machine's practical ceiling for convs."""
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    for _ in range(3):
+        a @ b
+    count, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        a @ b
+        count += 1
+    return 2 * n**3 * count / (time.perf_counter() - start) / 1e9
+
+
+def cifarlab_images_per_s(name: str, data_path: str, batch: int, steps: int) -> dict:
+    """Two short epochs of the real trainer; the second is timed (the first warms up)."""
+    config = make_run_config(
+        model=name, data=data_path, batch_size=batch, optimizer="sgd", lr=0.01, val_size=0,
+        limit_train=batch * steps, limit_test=100,
+    )  # fmt: skip
+    data = load_dataset(config.data, val_size=0, limit_train=batch * steps, limit_test=100)
+    device = torch.device("cpu")
+    precision = resolve_precision(config.precision, device, config.channels_last)
+    trainer = build_trainer(config, data, device, precision)
+    trainer.train_epoch(0)
+    metrics = trainer.train_epoch(1)
+    return {"images_per_s": metrics["images_per_sec"], "precision": precision}
+
+
+def plain_loop_images_per_s(name: str, dataset, batch: int, steps: int) -> float:
+    """The tutorial's loop: DataLoader of per-image PIL work, fp32, contiguous, SGD."""
+    torch.manual_seed(0)
+    model = create_model(name)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    loader = torch.utils.data.DataLoader(dataset, batch, shuffle=True, num_workers=0)
+    seen, start = 0, None
+    for i, (x, y) in enumerate(loader):
+        if i == 1:  # the first batch warms up
+            seen, start = 0, time.perf_counter()
+        loss = F.cross_entropy(model(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        seen += len(y)
+        if i == steps:
+            break
+    return seen / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default=os.environ.get("CIFARLAB_DATA") or str(SHARED))
+    parser.add_argument("--models", default="tutorial,wobbly,resnet18,speedrun")
+    parser.add_argument("--steps", type=int, default=8, help="timed training steps per net")
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    out: dict = {
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "data": args.data,
+        "matmul_peak_gflops": {
+            "fp32": round(matmul_peak(torch.float32)),
+            "bf16": round(matmul_peak(torch.bfloat16)),
+        },
+        "nets": {},
+    }
+    data = load_dataset(args.data, val_size=0)
+    entries = _parse_layout(_iter_files(Path(args.data)), Path(args.data))["train"]
+    classes = sorted({cls for cls, _ in entries})
+    items = sorted(entries.items())
+    dataset = TutorialDataset([b for _, b in items], [classes.index(c) for (c, _), _ in items],
+                              data.mean, data.std)  # fmt: skip
+    for name in args.models.split(","):
+        batch = BATCH.get(name, 64)
+        flops = summarize_model(create_model(name), (3, 32, 32), batch).train_flops
+        ours = cifarlab_images_per_s(name, args.data, batch, args.steps)
+        plain = plain_loop_images_per_s(name, dataset, batch, max(2, args.steps // 2))
+        peak = out["matmul_peak_gflops"]["bf16" if ours["precision"] == "bf16" else "fp32"]
+        out["nets"][name] = {
+            "batch_size": batch,
+            "train_gflop_per_image": round(flops / 1e9, 3),
+            "cifarlab_images_per_s": round(ours["images_per_s"]),
+            "cifarlab_precision": ours["precision"],
+            "cifarlab_gflops": round(ours["images_per_s"] * flops / 1e9),
+            "cifarlab_fraction_of_matmul_peak": round(ours["images_per_s"] * flops / 1e9 / peak, 2),
+            "plain_loop_images_per_s": round(plain),
+            "speedup_vs_plain_loop": round(ours["images_per_s"] / plain, 2),
+        }
+        print(json.dumps({name: out["nets"][name]}), flush=True)
+    out["load_avg_1min_at_end"] = round(os.getloadavg()[0], 2)
+    print(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,654 @@
+"""The report's charts: one matplotlib (Agg) PNG each, with a caption computed from its data.
+
+Every chart function takes run groups (configurations with their seeds pooled,
+see ``group``) and an output folder, and returns a ``Chart`` or None when the
+data has nothing to show. Colours follow the model everywhere; the optimizer
+shows as a facet (line charts) or a hatch (bar charts).
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
+
+from cifarlab.experiments.analysis import group_runs, varying_keys  # noqa: E402
+
+DPI = 110
+WIDTH = 10.0  # inches: ~1100 px, sharp at 1280 px and still legible scaled to 400 px
+MAX_LINES = 8  # lines per facet before a chart keeps only each model's best configuration
+MAX_BARS = 20  # bars in the time chart before it pools configurations per model/optimizer
+PALETTE = plt.get_cmap("tab10").colors
+HATCHES = ("", "//", "..", "xx", "\\\\", "oo")
+plt.rcParams.update(
+    {
+        "axes.spines.top": False,
+        "axes.spines.right": False,
+        "axes.grid": True,
+        "grid.alpha": 0.3,
+        "font.size": 11,
+        "axes.titleweight": "bold",
+        "figure.dpi": DPI,
+    }
+)
+
+
+@dataclass
+class Chart:
+    name: str  # file stem, e.g. "final-accuracy"
+    title: str
+    caption: str
+    path: Path
+
+
+# -- grouping ------------------------------------------------------------------------
+
+
+def group(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Completed runs grouped by every varying setting but the seed, with their members.
+
+    Each group gets ``model``, ``optimizer``, a short ``label`` and ``members``
+    (the run records, each carrying its ``epochs`` rows).
+    """
+    done = [r for r in records if r["status"] == "completed"]
+    keys = varying_keys(done)
+    by_id = {r["id"]: r for r in done}
+    groups = group_runs(done, keys)
+    for g in groups:
+        g["members"] = [by_id[i] for i in g["runs"]]
+        config = g["members"][0]["config"]
+        g["model"], g["optimizer"] = str(config["model"]), config["optimizer"]
+        extra = [f"{k}={_short(config[k])}" for k in keys if k not in ("model", "optimizer")]
+        g["label"] = " · ".join([g["model"], g["optimizer"], *extra])
+    return groups
+
+
+def model_colours(groups: list[dict[str, Any]]) -> dict[str, tuple]:
+    """One colour per model, in order of first appearance: the same in every chart."""
+    models = list(dict.fromkeys(g["model"] for g in groups))
+    return {m: PALETTE[i % len(PALETTE)] for i, m in enumerate(models)}
+
+
+def best_per(groups: list[dict[str, Any]], *keys: str) -> list[dict[str, Any]]:
+    """For each combination of ``keys``, its group with the best mean validation accuracy."""
+    best: dict[tuple, dict[str, Any]] = {}
+    for g in groups:
+        k = tuple(g[key] for key in keys)
+        if k not in best or _val(g) > _val(best[k]):
+            best[k] = g
+    return list(best.values())
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[int]:
+    """Indices of (seconds, accuracy) points no other point beats on both (cheaper and better)."""
+    front = []
+    for i, (t, a) in enumerate(points):
+        dominated = any(
+            t2 <= t and a2 >= a and (t2 < t or a2 > a)
+            for j, (t2, a2) in enumerate(points)
+            if j != i
+        )
+        if not dominated:
+            front.append(i)
+    return sorted(front, key=lambda i: points[i][0])
+
+
+def curve(g: dict[str, Any], metric: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Epochs and the mean, min and max of ``metric`` over the group's seeds at each epoch."""
+    per_epoch: dict[int, list[float]] = {}
+    for run in g["members"]:
+        for row in run["epochs"]:
+            if row.get(metric) is not None:
+                per_epoch.setdefault(row["epoch"], []).append(row[metric])
+    epochs = np.array(sorted(per_epoch))
+    values = [per_epoch[e] for e in epochs]
+    return (
+        epochs,
+        np.array([statistics.fmean(v) for v in values]),
+        np.array([min(v) for v in values]),
+        np.array([max(v) for v in values]),
+    )
+
+
+# -- 1. final accuracy ---------------------------------------------------------------
+
+
+def final_accuracy(groups: list[dict[str, Any]], out: Path) -> Chart:
+    best = best_per(groups, "model", "optimizer")
+    colours = model_colours(groups)
+    models = list(dict.fromkeys(g["model"] for g in best))
+    optimizers = list(dict.fromkeys(g["optimizer"] for g in best))
+    cell = {(g["model"], g["optimizer"]): g for g in best}
+    fig, ax = plt.subplots(figsize=(WIDTH, 4.6), layout="constrained")
+    width = min(0.8 / len(optimizers), 0.3)  # few models: keep bars from turning into walls
+    for j, opt in enumerate(optimizers):
+        for i, model in enumerate(models):
+            g = cell.get((model, opt))
+            if g is None:
+                continue
+            mean, std = g["test_acc_mean"] * 100, (g["test_acc_std"] or 0) * 100
+            x = i + (j - (len(optimizers) - 1) / 2) * width
+            ax.bar(
+                x,
+                mean,
+                width * 0.92,
+                yerr=std or None,
+                capsize=4,
+                color=colours[model],
+                alpha=1 - 0.35 * (j > 0),
+                hatch=HATCHES[j % len(HATCHES)],
+                edgecolor="white",
+            )
+            ax.annotate(
+                f"{mean:.1f}",
+                (x, mean + std),
+                xytext=(0, 3),
+                textcoords="offset points",
+                ha="center",
+                fontsize=8,
+            )
+    ax.set_xticks(range(len(models)), models)
+    top = max(g["test_acc_mean"] + (g["test_acc_std"] or 0) for g in best) * 100
+    ax.set_ylim(0, min(100, top * 1.15 + 2))
+    ax.set_ylabel("test accuracy at best-validation epoch (%)")
+    ax.set_xlabel("model")
+    handles = [
+        Patch(
+            facecolor="#999",
+            hatch=HATCHES[j % len(HATCHES)],
+            edgecolor="white",
+            alpha=1 - 0.35 * (j > 0),
+            label=o,
+        )
+        for j, o in enumerate(optimizers)
+    ]
+    ax.legend(handles=handles, title="optimizer", loc="upper left", bbox_to_anchor=(1.01, 1))
+    title = "Final accuracy by model and optimizer (mean ± std over seeds)"
+    if len(best) < len(groups):
+        title = "Final accuracy: each model/optimizer's best configuration by validation"
+    return _save(fig, ax, out, "final-accuracy", title, final_caption(best))
+
+
+def final_caption(best: list[dict[str, Any]]) -> str:
+    """Who wins between the two most common optimizers, how often and by how much; the best."""
+    top = max(best, key=_val)
+    lead = (
+        f"Best by validation: {top['label']}, {_pct(top['test_acc_mean'])}"
+        f"{_spread(top['test_acc_std'])} test accuracy"
+        f" ({top['n']} seed{'s' * (top['n'] > 1)})."
+    )
+    optimizers = [o for o, _ in _counts(g["optimizer"] for g in best)]
+    if len(optimizers) < 2:
+        models = sorted(best, key=lambda g: g["test_acc_mean"], reverse=True)
+        if len(models) < 2:
+            return lead
+        a, b = models[0], models[1]
+        diff = (a["test_acc_mean"] - b["test_acc_mean"]) * 100
+        ahead = f"{a['model']} leads on test accuracy, {diff:.1f} points ahead of {b['model']}."
+        return f"{lead} {ahead}"
+    a, b = optimizers[:2]
+    diffs = optimizer_diffs(best, a, b)
+    if not diffs:
+        return lead
+    if sum(d > 0 for d in diffs.values()) < sum(d < 0 for d in diffs.values()):
+        a, b = b, a
+        diffs = {m: -d for m, d in diffs.items()}
+    wins = sum(d > 0 for d in diffs.values())
+    mean = statistics.fmean(diffs.values())
+    if not wins:  # and, after the swap above, no losses either
+        which = "the one model" if len(diffs) == 1 else f"all {len(diffs)} models"
+        return f"{a} and {b} tie on {which} compared. {lead}"
+    if len(diffs) == 1:
+        verb = "beats" if wins else "ties"
+        return f"{a} {verb} {b} on {next(iter(diffs))} by {mean:.1f} points. {lead}"
+    return (
+        f"{a} beats {b} on {wins} of {len(diffs)} models, by {mean:.1f} points on average. {lead}"
+    )
+
+
+def optimizer_diffs(best: list[dict[str, Any]], a: str, b: str) -> dict[str, float]:
+    """Per model: mean test accuracy of optimizer ``a`` minus ``b``, in points."""
+    cell = {(g["model"], g["optimizer"]): g["test_acc_mean"] for g in best}
+    models = dict.fromkeys(g["model"] for g in best)
+    return {m: (cell[m, a] - cell[m, b]) * 100 for m in models if (m, a) in cell and (m, b) in cell}
+
+
+# -- 2-4. per-epoch curves -----------------------------------------------------------
+
+
+def accuracy_curves(groups: list[dict[str, Any]], out: Path) -> Chart:
+    def draw(ax, g, colour):
+        e, mean, lo, hi = curve(g, "test_acc")
+        ax.plot(e, mean * 100, color=colour, marker="o", ms=3, label=g["label"])
+        if g["n"] > 1:
+            ax.fill_between(e, lo * 100, hi * 100, color=colour, alpha=0.2, lw=0)
+
+    shown = _facets(groups, out, draw, "test accuracy (%)")
+    peaks = []
+    for g in groups:
+        e, mean, _, _ = curve(g, "test_acc")
+        if len(e):
+            peaks.append((g, e[int(np.argmax(mean))], float(mean.max()), e[-1]))
+    g, at, value, _ = max(peaks, key=lambda p: p[2])
+    rising = sum(at_ == last for _, at_, _, last in peaks)
+    caption = (
+        f"{g['label']} peaks highest, at {_pct(value)} in epoch {at}; "
+        f"{rising} of {len(peaks)} configurations were still at their peak in their last epoch."
+    )
+    title = "Test accuracy per epoch (mean, shaded: min–max over seeds)"
+    return _save_facets(shown, out, "accuracy-curves", title, caption, groups)
+
+
+def loss_curves(groups: list[dict[str, Any]], out: Path) -> Chart:
+    def draw(ax, g, colour):
+        e, train, _, _ = curve(g, "train_loss")
+        ax.plot(e, train, color=colour, label=g["label"])
+        e, val, _, _ = curve(g, "val_loss")
+        if len(e):
+            ax.plot(e, val, color=colour, ls="--")
+            onsets = [r["overfit_epoch"] for r in g["members"] if r.get("overfit_epoch")]
+            for onset in sorted(set(onsets)):
+                y = val[list(e).index(onset)] if onset in e else None
+                if y is not None:
+                    ax.plot(onset, y, marker="v", ms=9, color=colour, mec="black")
+
+    shown = _facets(groups, out, draw, "cross-entropy loss", style_legend=True)
+    runs = [r for g in groups for r in g["members"]]
+    onsets = [r["overfit_epoch"] for r in runs if r.get("overfit_epoch")]
+    if onsets:
+        caption = (
+            f"Validation loss turned up while training loss kept falling (overfitting, marked ▼) "
+            f"in {len(onsets)} of {len(runs)} runs, from epoch {min(onsets)} "
+            f"(median {statistics.median(onsets):g})."
+        )
+    else:
+        most = max(len(r["epochs"]) for r in runs)
+        caption = (
+            f"No run overfit within its {most} epochs: validation loss never rose for "
+            "several epochs in a row while training loss fell."
+        )
+    title = "Loss per epoch: training (solid) and validation (dashed)"
+    return _save_facets(shown, out, "loss-curves", title, caption, groups)
+
+
+def gap_curves(groups: list[dict[str, Any]], out: Path) -> Chart:
+    def draw(ax, g, colour):
+        e, mean, lo, hi = curve(g, "gap")
+        ax.plot(e, mean * 100, color=colour, marker="o", ms=3, label=g["label"])
+        if g["n"] > 1:
+            ax.fill_between(e, lo * 100, hi * 100, color=colour, alpha=0.2, lw=0)
+        ax.axhline(0, color="black", lw=0.8)
+
+    shown = _facets(groups, out, draw, "train − validation accuracy (points)")
+    last = [(g, curve(g, "gap")[1]) for g in groups]
+    last = [(g, float(v[-1]) * 100) for g, v in last if len(v)]
+    if not last:
+        caption = "No validation split, so no train/validation gap to show."
+    else:
+        hi, lo = max(last, key=lambda p: p[1]), min(last, key=lambda p: p[1])
+        caption = (
+            f"At the last epoch the gap is widest for {hi[0]['label']} ({hi[1]:.1f} points) "
+            f"and narrowest for {lo[0]['label']} ({lo[1]:.1f} points)."
+        )
+    title = "Overfitting: train minus validation accuracy per epoch"
+    return _save_facets(shown, out, "gap-curves", title, caption, groups)
+
+
+def _facets(groups, out, draw, ylabel, style_legend=False):
+    """One subplot per optimizer, one line per group (each model's best if too many)."""
+    optimizers = list(dict.fromkeys(g["optimizer"] for g in groups))
+    colours = model_colours(groups)
+    cols = min(len(optimizers), 3)
+    rows = math.ceil(len(optimizers) / cols)
+    fig, axes = plt.subplots(
+        rows, cols, figsize=(WIDTH, 3.9 * rows), squeeze=False, sharey=True, layout="constrained"
+    )
+    pooled = False
+    for ax, opt in zip(axes.flat, optimizers):
+        mine = [g for g in groups if g["optimizer"] == opt]
+        if len(mine) > MAX_LINES:
+            mine, pooled = best_per(mine, "model"), True
+        for g in mine:
+            draw(ax, g, colours[g["model"]])
+        ax.set_title(f"optimizer: {opt}", fontsize=10)
+        ax.set_xlabel("epoch")
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    for ax in axes.flat[len(optimizers) :]:
+        ax.axis("off")
+    for ax in axes[:, 0]:
+        ax.set_ylabel(ylabel)
+        if "accuracy (%)" in ylabel:
+            _clamp_percent(ax)
+    handles = [plt.Line2D([], [], color=c, lw=2, label=m) for m, c in colours.items()]
+    pairs = [(g["model"], g["optimizer"]) for g in groups]
+    if not pooled and len(set(pairs)) < len(pairs):  # several configs per model: name each line
+        handles = [h for ax in axes.flat for h in ax.get_legend_handles_labels()[0]]
+        handles = list({h.get_label(): h for h in handles}.values())
+    if style_legend:
+        handles += [
+            plt.Line2D([], [], color="#444", label="training"),
+            plt.Line2D([], [], color="#444", ls="--", label="validation"),
+            plt.Line2D([], [], color="#444", marker="v", ls="", mec="black", label="overfit onset"),
+        ]
+    return fig, axes, handles, pooled
+
+
+def _save_facets(shown, out, name, title, caption, groups) -> Chart:
+    fig, axes, handles, pooled = shown
+    if pooled:
+        caption += f" Lines show each model's best configuration (by validation) of {len(groups)}."
+    # below the plots: a legend at the side would squeeze them, one on top could cover data
+    fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 6), fontsize=9)
+    return _save(fig, None, out, name, title, caption)
+
+
+# -- 5. time and the accuracy/time trade-off ---------------------------------------------
+
+
+def time_bars(groups: list[dict[str, Any]], out: Path) -> Chart:
+    colours = model_colours(groups)
+    rows = groups
+    if len(groups) > MAX_BARS:  # pool to model/optimizer so the chart stays readable
+        rows = _pool_time(groups)
+    rows = sorted(rows, key=lambda g: g["train_seconds_mean"])
+    fig, ax = plt.subplots(figsize=(WIDTH, max(2.6, 1.2 + 0.32 * len(rows))), layout="constrained")
+    y = range(len(rows))
+    ax.barh(
+        y,
+        [g["train_seconds_mean"] for g in rows],
+        xerr=[g["train_seconds_std"] or 0 for g in rows],
+        color=[colours[g["model"]] for g in rows],
+        capsize=3,
+    )
+    ax.set_yticks(list(y), [g["label"] for g in rows], fontsize=8)
+    ax.set_xlabel("training time per run (s)")
+    ax.grid(axis="y", visible=False)
+    fast, slow = rows[0], rows[-1]
+    ratio = slow["train_seconds_mean"] / max(fast["train_seconds_mean"], 1e-9)
+    caption = (
+        f"{slow['label']} trains slowest ({slow['train_seconds_mean']:.1f} s per run), "
+        f"{ratio:.1f}x as long as {fast['label']} ({fast['train_seconds_mean']:.1f} s)."
+        if len(rows) > 1
+        else f"{fast['label']} trained in {fast['train_seconds_mean']:.1f} s per run."
+    )
+    title = "Training time per configuration (mean ± std over seeds)"
+    return _save(fig, ax, out, "train-time", title, caption)
+
+
+def pareto(groups: list[dict[str, Any]], out: Path) -> Chart:
+    colours = model_colours(groups)
+    optimizers = list(dict.fromkeys(g["optimizer"] for g in groups))
+    markers = "os^Dvp*"
+    points = [(g["train_seconds_mean"], g["test_acc_mean"] * 100) for g in groups]
+    front = pareto_front(points)
+    fig, ax = plt.subplots(figsize=(WIDTH, 4.8), layout="constrained")
+    for g, (t, a) in zip(groups, points):
+        m = markers[optimizers.index(g["optimizer"]) % len(markers)]
+        ax.scatter(t, a, color=colours[g["model"]], marker=m, s=55, alpha=0.85, zorder=3)
+    fx, fy = zip(*(points[i] for i in front))
+    ax.plot(fx, fy, color="black", lw=1.2, ls=":", zorder=2, drawstyle="steps-post")
+    ax.scatter(fx, fy, s=170, facecolors="none", edgecolors="black", lw=1.3, zorder=4)
+    times = [t for t, _ in points]
+    if min(times) > 0 and max(times) / min(times) > 20:
+        ax.set_xscale("log")
+    ax.set_xlabel("training time per run (s)")
+    ax.set_ylabel("test accuracy at best-validation epoch (%)")
+    _clamp_percent(ax)
+    handles = [plt.Line2D([], [], color=c, marker="o", ls="", label=m) for m, c in colours.items()]
+    handles += [
+        plt.Line2D([], [], color="#666", marker=markers[i % len(markers)], ls="", label=o)
+        for i, o in enumerate(optimizers)
+    ]
+    handles.append(
+        plt.Line2D(
+            [], [], color="black", ls=":", marker="o", mfc="none", ms=10, label="Pareto front"
+        )
+    )
+    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8)
+    cheap, best = groups[front[0]], groups[front[-1]]
+    caption = f"{len(front)} of {len(groups)} configurations are on the Pareto front"
+    if len(front) > 1:
+        caption += (
+            f", from {cheap['label']} ({_pct(cheap['test_acc_mean'])} in "
+            f"{cheap['train_seconds_mean']:.1f} s) to {best['label']} "
+            f"({_pct(best['test_acc_mean'])} in {best['train_seconds_mean']:.1f} s)."
+        )
+    else:
+        caption += f": {best['label']} is both the fastest and the most accurate."
+    title = "Accuracy vs training time (circled: nothing is both faster and more accurate)"
+    return _save(fig, ax, out, "pareto", title, caption)
+
+
+def _pool_time(groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    pooled: dict[tuple, list[dict[str, Any]]] = {}
+    for g in groups:
+        pooled.setdefault((g["model"], g["optimizer"]), []).append(g)
+    rows = []
+    for (model, opt), members in pooled.items():
+        times = [r["train_seconds"] for g in members for r in g["members"]]
+        rows.append(
+            {
+                "model": model,
+                "optimizer": opt,
+                "label": f"{model} · {opt} (all {len(members)})",
+                "train_seconds_mean": statistics.fmean(times),
+                "train_seconds_std": statistics.stdev(times) if len(times) > 1 else None,
+            }
+        )
+    return rows
+
+
+# -- 6. the best run's predictions --------------------------------------------------------
+
+
+def confusion(pred: Any, out: Path) -> Chart:
+    """Row-normalised confusion matrix: each true class's images, where they went."""
+    k = len(pred.classes)
+    matrix = confusion_matrix(pred.labels, pred.preds, k)
+    fig, ax = plt.subplots(
+        figsize=(min(WIDTH, 3 + 0.6 * k), min(WIDTH, 2.4 + 0.55 * k)), layout="constrained"
+    )
+    ax.grid(False)
+    im = ax.imshow(matrix * 100, cmap="Blues", vmin=0, vmax=100)
+    if k <= 12:
+        for i in range(k):
+            for j in range(k):
+                v = matrix[i, j] * 100
+                ax.text(
+                    j,
+                    i,
+                    f"{v:.0f}",
+                    ha="center",
+                    va="center",
+                    fontsize=8,
+                    color="white" if v > 55 else "black",
+                )
+    ax.set_xticks(range(k), pred.classes, rotation=45, ha="right")
+    ax.set_yticks(range(k), pred.classes)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    fig.colorbar(im, ax=ax, label="% of the true class's test images", shrink=0.8)
+    off = matrix.copy()
+    np.fill_diagonal(off, -1)
+    i, j = np.unravel_index(np.argmax(off), off.shape)
+    caption = (
+        f"Run {pred.run_id}: the most common mistake is {pred.classes[i]} taken for "
+        f"{pred.classes[j]} ({off[i, j] * 100:.0f}% of {pred.classes[i]} test images)."
+    )
+    return _save(
+        fig, ax, out, "confusion", f"Confusion matrix of the best run ({pred.run_id})", caption
+    )
+
+
+def per_class(pred: Any, out: Path, colour: tuple) -> Chart:
+    acc = per_class_accuracy(pred.labels, pred.preds, len(pred.classes))
+    overall = float((pred.labels == pred.preds).mean())
+    fig, ax = plt.subplots(figsize=(WIDTH, 3.8), layout="constrained")
+    ax.bar(pred.classes, acc * 100, color=colour)
+    ax.axhline(overall * 100, color="black", ls="--", lw=1, label=f"all classes: {_pct(overall)}")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_xlabel("class")
+    ax.set_ylim(0, 100)
+    ax.tick_params(axis="x", rotation=30)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1))
+    lo, hi = int(np.argmin(acc)), int(np.argmax(acc))
+    caption = (
+        f"Per-class accuracy ranges from {_pct(acc[lo])} ({pred.classes[lo]}) to "
+        f"{_pct(acc[hi])} ({pred.classes[hi]}); {_pct(overall)} overall on "
+        f"{len(pred.labels):,} test images."
+    )
+    return _save(fig, ax, out, "per-class", "Per-class test accuracy of the best run", caption)
+
+
+def mistakes(pred: Any, out: Path, count: int = 16) -> Chart:
+    """The most confidently misclassified test images (none wrong: the least sure right ones)."""
+    wrong = np.flatnonzero(pred.labels != pred.preds)
+    if len(wrong):
+        shown = wrong[np.argsort(-pred.confidence[wrong])][:count]
+    else:
+        shown = np.argsort(pred.confidence)[:count]
+    cols = min(8, len(shown))
+    rows = math.ceil(len(shown) / cols)
+    fig, axes = plt.subplots(
+        rows, cols, figsize=(WIDTH, 1.85 * rows + 0.6), squeeze=False, layout="constrained"
+    )
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, i in zip(axes.flat, shown):
+        ax.imshow(pred.images[i], interpolation="nearest")
+        ax.set_title(
+            f"true: {pred.classes[pred.labels[i]]}\npred: {pred.classes[pred.preds[i]]}\n"
+            f"{pred.confidence[i]:.0%} sure",
+            fontsize=8,
+            fontweight="normal",
+            linespacing=1.1,
+        )
+    conf = pred.confidence[shown]
+    if len(wrong):
+        title = "Most confident mistakes of the best run"
+        caption = (
+            f"The {len(shown)} most confidently wrong of {len(wrong):,} misclassified test "
+            f"images, predicted with {conf.min():.0%} to {conf.max():.0%} confidence."
+        )
+    else:
+        title = "No mistakes: the best run's least confident test predictions"
+        caption = (
+            f"All {len(pred.labels):,} test images are classified correctly; the least sure "
+            f"{len(shown)} were predicted with {conf.min():.0%} to {conf.max():.0%} confidence."
+        )
+    return _save(fig, None, out, "mistakes", title, caption)
+
+
+def confusion_matrix(labels: np.ndarray, preds: np.ndarray, k: int) -> np.ndarray:
+    counts = np.zeros((k, k))
+    np.add.at(counts, (labels, preds), 1)
+    return counts / np.maximum(counts.sum(1, keepdims=True), 1)
+
+
+def per_class_accuracy(labels: np.ndarray, preds: np.ndarray, k: int) -> np.ndarray:
+    return np.diag(confusion_matrix(labels, preds, k))
+
+
+# -- 7. sensitivity ------------------------------------------------------------------------
+
+
+def sensitivity(groups: list[dict[str, Any]], key: str, out: Path) -> Chart | None:
+    """Accuracy against ``key`` (batch_size or lr), one line per model/optimizer."""
+    values = {g["members"][0]["config"][key] for g in groups}
+    if len(values) < 2:
+        return None
+    for g in groups:
+        g[key] = g["members"][0]["config"][key]
+    colours = model_colours(groups)
+    optimizers = list(dict.fromkeys(g["optimizer"] for g in groups))
+    styles = ("-", "--", ":", "-.")
+    fig, ax = plt.subplots(figsize=(WIDTH, 4.4), layout="constrained")
+    lines = []
+    for (model, opt), members in _by_pair(best_per(groups, "model", "optimizer", key)).items():
+        members.sort(key=lambda g: g[key])
+        x = [g[key] for g in members]
+        y = np.array([g["test_acc_mean"] * 100 for g in members])
+        err = [(g["test_acc_std"] or 0) * 100 for g in members]
+        ax.errorbar(
+            x,
+            y,
+            yerr=err,
+            color=colours[model],
+            ls=styles[optimizers.index(opt) % 4],
+            marker="o",
+            ms=4,
+            capsize=3,
+            label=f"{model} · {opt}",
+        )
+        lines.append((f"{model} · {opt}", x, y))
+    ax.set_xscale("log", base=2 if key == "batch_size" else 10)
+    if key == "batch_size":
+        ax.set_xticks(sorted(values), [str(v) for v in sorted(values)])
+    noun = "batch size" if key == "batch_size" else "learning rate"
+    ax.set_xlabel(f"{noun} ({'images per step' if key == 'batch_size' else 'log scale'})")
+    ax.set_ylabel("test accuracy at best-validation epoch (%)")
+    _clamp_percent(ax)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8)
+    label, x, y = max(lines, key=lambda line: line[2].max())
+    best, worst = int(np.argmax(y)), int(np.argmin(y))
+    caption = f"For {label} the best {noun} is {x[best]:g} ({y[best]:.1f}%)"
+    caption += f"; {x[worst]:g} is {y[best] - y[worst]:.1f} points lower." if len(x) > 1 else "."
+    name = "sensitivity-" + key.replace("_", "-")
+    return _save(fig, ax, out, name, f"Test accuracy vs {noun}", caption)
+
+
+def _by_pair(groups: list[dict[str, Any]]) -> dict[tuple, list[dict[str, Any]]]:
+    pairs: dict[tuple, list[dict[str, Any]]] = {}
+    for g in groups:
+        pairs.setdefault((g["model"], g["optimizer"]), []).append(g)
+    return pairs
+
+
+# -- helpers ----------------------------------------------------------------------------
+
+
+def _clamp_percent(ax) -> None:
+    """Accuracy axes never show impossible values: keep them within 0-100%."""
+    low, high = ax.get_ylim()
+    ax.set_ylim(max(low, 0), min(high, 100.5))
+
+
+def _save(fig, ax, out: Path, name: str, title: str, caption: str) -> Chart:
+    fig.suptitle(title, fontsize=12, fontweight="bold")
+    path = out / f"{name}.png"
+    fig.savefig(path, dpi=DPI, facecolor="white")
+    plt.close(fig)
+    return Chart(name, title, caption, path)
+
+
+def _val(g: dict[str, Any]) -> float:
+    v = g.get("best_val_acc_mean")
+    return v if v is not None else 0.0  # no validation split: no basis to choose, never test
+
+
+def _counts(items) -> list[tuple[str, int]]:
+    counts: dict[str, int] = {}
+    for item in items:
+        counts[item] = counts.get(item, 0) + 1
+    return sorted(counts.items(), key=lambda kv: -kv[1])
+
+
+def _pct(x: float) -> str:
+    return f"{x * 100:.1f}%"
+
+
+def _spread(std: float | None) -> str:
+    return "" if std is None else f" ± {std * 100:.1f}"
+
+
+def _short(v: Any) -> str:
+    return f"{v:.3g}" if isinstance(v, float) else str(v)

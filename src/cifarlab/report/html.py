@@ -1,0 +1,456 @@
+"""The report page: one self-contained HTML file (charts inlined as data URIs) plus the PNGs.
+
+No network: no CDN scripts, no web fonts; a few lines of inline JavaScript sort
+the tables. The layout is one column that reflows from 1280 px down to phones.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+from cifarlab.errors import CifarlabError
+from cifarlab.experiments.analysis import varying_keys
+from cifarlab.experiments.store import ResultsStore
+from cifarlab.report import charts
+from cifarlab.report.charts import Chart
+
+SENSITIVITY_KEYS = ("batch_size", "lr")
+
+
+def build_report(
+    workspace: str | Path = "cifarlab-runs",
+    experiment: str | None = None,
+    run_id: str | None = None,
+    output: str | Path | None = None,
+) -> Path:
+    """Write ``index.html`` and chart PNGs for an experiment, one run, or the whole workspace."""
+    workspace = Path(workspace)
+    title, records = load_records(workspace, experiment, run_id)
+    slug = run_id or experiment or "all"
+    out = Path(output) if output else workspace / f"report-{slug}"
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise CifarlabError(f"cannot write the report to {str(out)!r}: {err.strerror}") from None
+    _clear_old_charts(out)
+    groups = charts.group(records)
+    notes: list[str] = []
+    sections: list[tuple[str, list[Chart]]] = []
+    if groups:
+        sections = _chart_sections(groups, records, workspace, out, notes)
+    else:
+        notes.append("No completed runs yet, so there is nothing to chart.")
+    models = _model_section(groups, out, notes)
+    page = render_page(title, records, groups, sections, models, notes)
+    index = out / "index.html"
+    index.write_text(page, encoding="utf-8")
+    return index
+
+
+def _clear_old_charts(out: Path) -> None:
+    """Remove the PNGs of an earlier report in this folder, so none outlives its data."""
+    if (out / "index.html").is_file():
+        for png in out.glob("*.png"):
+            png.unlink()
+
+
+def load_records(
+    workspace: Path, experiment: str | None, run_id: str | None
+) -> tuple[str, list[dict[str, Any]]]:
+    """The runs to report on, each with its ``epochs`` rows and ``info``, and a page title."""
+    from cifarlab.results import _open_store, results
+
+    if run_id is not None:
+        with _open_store(workspace) as store:
+            if store.run(run_id) is None:
+                raise CifarlabError(
+                    f"no run {run_id!r} in {str(workspace)!r}; `cifarlab results` lists the runs"
+                )
+        ids, title = [run_id], f"Run {run_id}"
+    else:
+        ids = [r["id"] for r in results(workspace, experiment)]
+        title = f"Experiment {experiment}" if experiment else f"All runs in {workspace}"
+    with ResultsStore(workspace / "runs.db") as store:
+        records = [store.run(i) | {"epochs": store.epochs(i)} for i in ids]
+    return title, records
+
+
+def _chart_sections(groups, records, workspace, out, notes) -> list[tuple[str, list[Chart]]]:
+    sections = [
+        ("Which model and optimizer win", [charts.final_accuracy(groups, out)]),
+        (
+            "Learning curves and overfitting",
+            [
+                charts.accuracy_curves(groups, out),
+                charts.loss_curves(groups, out),
+                charts.gap_curves(groups, out),
+            ],
+        ),
+        ("What it cost", [charts.time_bars(groups, out), charts.pareto(groups, out)]),
+    ]
+    sensitivity = [charts.sensitivity(groups, k, out) for k in SENSITIVITY_KEYS]
+    if any(sensitivity):
+        sections.append(("Batch size and learning rate", [c for c in sensitivity if c]))
+    best_group = max(groups, key=charts._val)
+    best = max(best_group["members"], key=lambda r: r["best_val_acc"] or 0)
+    try:
+        from cifarlab.report.predict import predict_run
+
+        pred = predict_run(best, workspace)
+    except (CifarlabError, OSError, RuntimeError, KeyError) as err:
+        notes.append(
+            f"Best-run charts (confusion matrix, per-class accuracy, mistakes) skipped: {err}"
+        )
+        return sections
+    colour = charts.model_colours(groups)[best_group["model"]]
+    found = [
+        charts.confusion(pred, out),
+        charts.per_class(pred, out, colour),
+        charts.mistakes(pred, out),
+    ]
+    sections.append((f"Inside the best run ({best['id']}, chosen by validation)", found))
+    return sections
+
+
+def _model_section(groups, out, notes) -> list[dict[str, Any]]:
+    """A diagram and a summary row for each model of the report (at its run's image shape)."""
+    from cifarlab.models import create_model, draw_diagram, model_label, summarize_model
+
+    rows = []
+    for g in charts.best_per(groups, "model"):
+        run = g["members"][0]
+        c, side = _image_shape(run)
+        try:
+            classes = len(run["info"].get("classes") or []) or 10
+            model = create_model(
+                run["config"]["model"], num_classes=classes, in_channels=c, image_size=side
+            )
+            summary = summarize_model(
+                model, (c, side, side), batch_size=run["config"]["batch_size"]
+            )
+            path = out / f"diagram-{model_label(g['model'])}.png"
+            draw_diagram(summary, path, title=g["model"])
+        except (CifarlabError, OSError, RuntimeError, ValueError) as err:
+            notes.append(f"Model {g['model']}: no diagram or summary ({err}).")
+            continue
+        rows.append({"model": g["model"], "summary": summary, "path": path})
+    return rows
+
+
+def _image_shape(run: dict[str, Any]) -> tuple[int, int]:
+    """(channels, side) of the run's images; runs do not record it yet, so CIFAR's by default."""
+    shape = run["info"].get("image_shape") or (3, 32, 32)
+    return shape[0], shape[-1]
+
+
+# -- rendering ------------------------------------------------------------------------------
+
+
+def render_page(title, records, groups, sections, models, notes) -> str:
+    parts = [f"<h1>{_e(title)}</h1>", _meta(records), _headline(groups, records)]
+    parts += [f'<p class="note">{_e(n)}</p>' for n in notes]
+    parts.append('<p class="meta hint">Tap a chart to open it full size.</p>')
+    if groups:
+        parts += ["<h2>Results</h2>", _groups_table(groups)]
+    for heading, found in sections:
+        parts.append(f"<h2>{_e(heading)}</h2>")
+        parts += [_figure(c) for c in found]
+    if models:
+        parts += ["<h2>The models</h2>", _models_table(models)]
+        parts += [
+            _figure_file(m["path"], f"Architecture of {m['model']}", _arch_caption(m))
+            for m in models
+        ]
+    parts += ["<h2>Every run</h2>", _runs_details(records)]
+    body = "\n".join(parts)
+    return PAGE.format(title=_e(title), css=CSS, js=JS, body=body)
+
+
+def _meta(records: list[dict[str, Any]]) -> str:
+    info = next((r["info"] for r in records if r.get("info")), {})
+    bits = [f"{len(records)} run{'s' * (len(records) != 1)}"]
+    if info:
+        bits += [
+            f"data: {Path(info.get('data_source', '?')).name}",
+            f"{info.get('train_images', '?'):,} train / {info.get('val_images', 0):,} "
+            f"validation / {info.get('test_images', '?'):,} test images",
+            f"device: {info.get('device', '?')} ({info.get('precision', '?')})",
+        ]
+    bits.append(f"generated {time.strftime('%Y-%m-%d %H:%M')}")
+    return f'<p class="meta">{_e(" · ".join(bits))}</p>'
+
+
+def _headline(groups: list[dict[str, Any]], records: list[dict[str, Any]]) -> str:
+    if not groups:
+        return ""
+    best = max(groups, key=charts._val)
+    n = best["n"]
+    items = [
+        f"<b>Best configuration by validation:</b> {_e(best['label'])} — "
+        f"<b>{_pct(best['test_acc_mean'])}</b>{_e(charts._spread(best['test_acc_std']))} test "
+        f"accuracy at its best-validation epoch ({n} seed{'s' * (n > 1)}), "
+        f"{_pct(best['best_val_acc_mean'])} validation, trained in "
+        f"{best['train_seconds_mean']:.1f} s per run."
+    ]
+    per_model = sorted(charts.best_per(groups, "model"), key=charts._val, reverse=True)
+    if len(per_model) > 1:
+        ranks = ", ".join(
+            f"{i}. {g['model']} {_pct(g['test_acc_mean'])}" for i, g in enumerate(per_model, 1)
+        )
+        items.append(f"<b>Models</b> (each at its best configuration, by validation): {_e(ranks)}.")
+    pairs = charts.best_per(groups, "model", "optimizer")
+    by_opt: dict[str, list[float]] = {}
+    for g in pairs:
+        by_opt.setdefault(g["optimizer"], []).append(g["test_acc_mean"])
+    if len(by_opt) > 1:
+        ranked = sorted(by_opt.items(), key=lambda kv: -statistics.fmean(kv[1]))
+        ranks = ", ".join(
+            f"{i}. {o} {_pct(statistics.fmean(v))} (mean over {len(v)} model{'s' * (len(v) > 1)})"
+            for i, (o, v) in enumerate(ranked, 1)
+        )
+        items.append(f"<b>Optimizers:</b> {_e(ranks)}.")
+    bad = [r for r in records if r["status"] != "completed"]
+    if bad:
+        states = ", ".join(f"{r['id']} {r['status']}" for r in bad)
+        items.append(f"<b>Not in the charts:</b> {_e(states)}.")
+    items.append(
+        "Model selection uses the validation split only; test accuracy is reported, "
+        "never used to choose."
+    )
+    return '<ul class="headline">' + "".join(f"<li>{i}</li>" for i in items) + "</ul>"
+
+
+def _groups_table(groups: list[dict[str, Any]]) -> str:
+    varying = varying_keys([m for g in groups for m in g["members"]])
+    keys = list(dict.fromkeys(["model", "optimizer", *varying]))
+    head = [*keys, "seeds", "best val", "test@best", "final test", "time (s)", "img/s"]
+    rows = []
+    for g in sorted(groups, key=charts._val, reverse=True):
+        config = g["members"][0]["config"]
+        cells = [_td(config.get(k)) for k in keys] + [_td(g["n"])]
+        cells.append(_td(g["best_val_acc_mean"], _pct))
+        spread = charts._spread(g["test_acc_std"])
+        cells.append(_td(g["test_acc_mean"], lambda v, spread=spread: _pct(v) + spread))
+        cells.append(_td(g["final_test_acc_mean"], _pct))
+        cells.append(_td(g["train_seconds_mean"], "{:.1f}".format))
+        cells.append(_td(g["images_per_sec_mean"], "{:,.0f}".format))
+        rows.append("<tr>" + "".join(cells) + "</tr>")
+    return _table(head, rows, "results")
+
+
+def _models_table(models: list[dict[str, Any]]) -> str:
+    head = [
+        "model",
+        "parameters",
+        "forward MFLOP / image",
+        "training GFLOP / image",
+        "training memory (MiB)",
+    ]
+    rows = []
+    for m in models:
+        s = m["summary"]
+        rows.append(
+            "<tr>"
+            + _td(m["model"])
+            + _td(s.params, "{:,}".format)
+            + _td(s.flops / 1e6, "{:,.2f}".format)
+            + _td(s.train_flops / 1e9, "{:.4f}".format)
+            + _td(s.memory["total"] / 2**20, "{:,.1f}".format)
+            + "</tr>"
+        )
+    note = (
+        f'<p class="caption">Memory: fp32 weights, gradients, Adam state and activations '
+        f"at the run's batch size ({models[0]['summary'].batch_size}).</p>"
+    )
+    return _table(head, rows, "models") + note
+
+
+def _runs_details(records: list[dict[str, Any]]) -> str:
+    head = [
+        "run",
+        "model",
+        "optimizer",
+        "lr",
+        "batch",
+        "seed",
+        "status",
+        "epochs",
+        "best epoch",
+        "best val",
+        "test@best",
+        "overfit epoch",
+        "time (s)",
+    ]
+    rows = []
+    for r in records:
+        rows.append(
+            "<tr>"
+            + "".join(
+                [
+                    _td(r["id"]),
+                    _td(r["model"]),
+                    _td(r["optimizer"]),
+                    _td(r["lr"], "{:g}".format),
+                    _td(r["batch_size"]),
+                    _td(r["seed"]),
+                    _td(r["status"]),
+                    _td(r["epochs_done"], "{:.0f}".format),
+                    _td(r["best_epoch"], "{:.0f}".format),
+                    _td(r["best_val_acc"], _pct),
+                    _td(r["test_acc"], _pct),
+                    _td(r["overfit_epoch"], "{:.0f}".format),
+                    _td(r["train_seconds"], "{:.1f}".format),
+                ]
+            )
+            + "</tr>"
+        )
+    configs = "".join(
+        f"<details><summary>{_e(r['id'])}</summary><pre>"
+        f"{_e(json.dumps({'config': r['config'], 'info': r['info']}, indent=2))}</pre></details>"
+        for r in records
+    )
+    return (
+        f"<details open><summary>{len(records)} runs</summary>{_table(head, rows, 'runs')}"
+        f"</details><details><summary>Full configuration of every run</summary>{configs}"
+        "</details>"
+    )
+
+
+def _table(head: list[str], rows: list[str], name: str) -> str:
+    # a header aligns like its column: right for numbers, left for words
+    numeric = [c.startswith(' class="num"') for c in rows[0].split("<td")[1:]] if rows else []
+    th = "".join(
+        f'<th scope="col"{" class=num" if i < len(numeric) and numeric[i] else ""}>{_e(h)}</th>'
+        for i, h in enumerate(head)
+    )
+    return (
+        f'<div class="scroll"><table class="sortable" id="{name}-table"><thead><tr>{th}</tr>'
+        f"</thead><tbody>{''.join(rows)}</tbody></table></div>"
+    )
+
+
+def _td(value: Any, fmt=str) -> str:
+    """A cell: shown formatted, sorted on its raw value (``data-v``)."""
+    if value is None:
+        return '<td class="num" data-v="">–</td>'
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return f'<td class="num" data-v="{value!r}">{_e(fmt(value))}</td>'
+    return f'<td data-v="{_e(value)}">{_e(fmt(value))}</td>'
+
+
+def _figure(chart: Chart) -> str:
+    return _figure_file(chart.path, chart.title, chart.caption)
+
+
+def _figure_file(path: Path, alt: str, caption: str) -> str:
+    data = base64.b64encode(path.read_bytes()).decode()
+    return (
+        f'<figure id="{_e(path.stem)}"><a href="{_e(path.name)}" title="open full size">'
+        f'<img src="data:image/png;base64,{data}" alt="{_e(alt)}"></a>'
+        f"<figcaption>{_e(caption)}</figcaption></figure>"
+    )
+
+
+def _arch_caption(m: dict[str, Any]) -> str:
+    s = m["summary"]
+    return (
+        f"{m['model']}: {len(s.blocks)} layers, {s.params:,} parameters, "
+        f"{s.flops / 1e6:,.2f} MFLOP per image forward."
+    )
+
+
+def _pct(x: float) -> str:
+    return f"{x * 100:.1f}%"
+
+
+def _e(text: Any) -> str:
+    return html.escape(str(text))
+
+
+CSS = """
+:root { --fg: #1f2328; --muted: #59636e; --line: #d1d9e0; --accent: #0969da; }
+* { box-sizing: border-box; }
+body { margin: 0; font: 16px/1.55 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif;
+       color: var(--fg); background: #fff; }
+main { max-width: 1120px; margin: 0 auto; padding: 24px 20px 64px; }
+h1 { font-size: 1.9rem; margin: 0 0 4px; line-height: 1.2; }
+h2 { font-size: 1.35rem; margin: 40px 0 12px; padding-bottom: 6px;
+     border-bottom: 1px solid var(--line); }
+.meta, .caption { color: var(--muted); font-size: .9rem; }
+.hint { display: none; }
+.note { background: #fff8c5; border: 1px solid #d4a72c66; padding: 8px 12px; border-radius: 6px; }
+.headline { background: #f6f8fa; border: 1px solid var(--line); border-radius: 8px;
+            padding: 14px 14px 14px 34px; }
+.headline li { margin: 4px 0; }
+figure { margin: 24px 0; }
+img { max-width: 100%; height: auto; display: block; margin: 0 auto; }
+figcaption { color: var(--muted); margin-top: 6px; font-size: .95rem; }
+.scroll { overflow-x: auto; border: 1px solid var(--line); border-radius: 8px; }
+table { border-collapse: collapse; width: 100%; font-size: .9rem;
+        font-variant-numeric: tabular-nums; }
+th, td { padding: 6px 10px; text-align: left; white-space: nowrap;
+         border-bottom: 1px solid var(--line); }
+.num { text-align: right; }
+th { background: #f6f8fa; cursor: pointer; user-select: none; position: sticky; top: 0; }
+th:hover { color: var(--accent); }
+th[aria-sort=ascending]::after { content: " ▲"; }
+th[aria-sort=descending]::after { content: " ▼"; }
+tbody tr:hover { background: #f6f8fa; }
+details { margin: 10px 0; }
+summary { cursor: pointer; font-weight: 600; }
+pre { background: #f6f8fa; padding: 10px; border-radius: 6px; overflow-x: auto;
+      font-size: .8rem; }
+@media (max-width: 600px) {
+  body { font-size: 15px; }
+  main { padding: 14px 10px 40px; }
+  h1 { font-size: 1.45rem; }
+  .headline { padding-left: 24px; }
+  .hint { display: block; }
+}
+"""
+
+# Click a header to sort by it (again: reverse). Cells sort on data-v: numbers as numbers.
+JS = """
+document.querySelectorAll("table.sortable th").forEach((th, col) => {
+  th.addEventListener("click", () => {
+    const table = th.closest("table"), body = table.tBodies[0];
+    const asc = th.getAttribute("aria-sort") !== "ascending";
+    table.querySelectorAll("th").forEach(h => h.removeAttribute("aria-sort"));
+    th.setAttribute("aria-sort", asc ? "ascending" : "descending");
+    const value = row => row.cells[col].dataset.v;
+    const rows = [...body.rows].sort((a, b) => {
+      const x = value(a), y = value(b);
+      if (x === "" || y === "") return (x === "") - (y === "");  // blanks last
+      const nx = Number(x), ny = Number(y);
+      const c = isNaN(nx) || isNaN(ny) ? x.localeCompare(y) : nx - ny;
+      return asc ? c : -c;
+    });
+    body.append(...rows);
+  });
+});
+"""
+
+PAGE = """<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<link rel="icon" href="data:,">
+<title>{title} — cifarlab report</title>
+<style>{css}</style>
+</head>
+<body>
+<main>
+{body}
+<p class="meta">Made by <code>cifarlab report</code>.</p>
+</main>
+<script>{js}</script>
+</body>
+</html>
+"""

@@ -1,0 +1,71 @@
+"""Test-set predictions of one finished run, from its best checkpoint, for the report's charts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from cifarlab.data import TensorLoader, load_dataset
+from cifarlab.errors import CifarlabError
+from cifarlab.models import create_model
+
+
+@dataclass
+class Predictions:
+    run_id: str
+    classes: list[str]
+    labels: np.ndarray  # true class per test image
+    preds: np.ndarray  # predicted class
+    confidence: np.ndarray  # softmax probability of the predicted class
+    images: np.ndarray  # uint8 NHWC, for showing the mistakes
+
+
+def predict_run(run: dict[str, Any], workspace: Path) -> Predictions:
+    """Rebuild the run's test split and model, load ``best.pt`` and classify every test image.
+
+    The split is carved with the run's own arguments so its normalization (the
+    training split's mean/std) matches training. Raises CifarlabError with the
+    reason when the checkpoint or the data is gone.
+    """
+    path = workspace / run["id"] / "best.pt"
+    if not path.is_file():
+        raise CifarlabError(f"run {run['id']} has no best.pt checkpoint")
+    config = run["config"]
+    data = load_dataset(
+        config.get("data"),
+        val_size=config["val_size"],
+        limit_train=config.get("limit_train"),
+        limit_test=config.get("limit_test"),
+        seed=config["seed"],
+    )
+    channels, side, _ = data.image_shape
+    model = create_model(
+        config["model"], num_classes=len(data.classes), in_channels=channels, image_size=side
+    )
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        # a run with --ema evaluated (and picked best.pt by) its averaged weights
+        model.load_state_dict(state["ema"] if state.get("ema") else state["model"])
+    except (RuntimeError, KeyError) as err:
+        message = f"checkpoint of run {run['id']} does not fit its model ({err})"
+        raise CifarlabError(message) from None
+    model.eval()
+    loader = TensorLoader(data.test, 512, data.mean, data.std, channels_last=False)
+    probs = []
+    with torch.no_grad():
+        for x, _ in loader:
+            probs.append(torch.softmax(model(x).float(), dim=1))
+    p = torch.cat(probs)
+    confidence, preds = p.max(dim=1)
+    return Predictions(
+        run["id"],
+        list(data.classes),
+        data.test.labels.astype(np.int64),
+        preds.numpy(),
+        confidence.numpy(),
+        data.test.images,
+    )
