@@ -93,19 +93,7 @@ def run_training(config: RunConfig | None = None, **options: Any) -> RunResult:
     _set_determinism(config)
     torch.manual_seed(config.seed)
     trainer = build_trainer(config, data, device, precision)
-    state = None
-    last = workspace / resumed["id"] / "last.pt" if resumed else None
-    if last and not last.exists():  # stopped before its first epoch ended: start it over
-        _note(config, f"run {resumed['id']} has no checkpoint yet; restarting it from epoch 1")
-    elif last:
-        state = load_checkpoint(last, map_location=device)
-        try:
-            trainer.load_state_dict(state)
-        except (RuntimeError, KeyError, ValueError) as err:
-            raise CifarlabError(
-                f"checkpoint of run {resumed['id']} does not fit model {config.model!r} "
-                f"({str(err).splitlines()[0][:120]}); start a new run instead"
-            ) from None
+    state = restore_checkpoint(trainer, workspace, resumed, config) if resumed else None
     info = _run_info(config, data, device, precision, trainer.model)
 
     store = ResultsStore(workspace / "runs.db")
@@ -116,19 +104,7 @@ def run_training(config: RunConfig | None = None, **options: Any) -> RunResult:
         run_id = store.new_run_id(f"{model_label(config.model)}-{config.hash()[:8]}")
         store.create_run(run_id, config.short_name(), _record(config), config.hash())
     run_dir = workspace / run_id
-    checkpointer = Checkpointer(
-        run_dir, {"run_id": run_id, "config": _record(config)}, config.select_by
-    )
-    checkpointer.best = state.get("best_score") if state else None
-    trainer.callbacks += [StoreEpochs(store, run_id), checkpointer]
-    early = EarlyStopping(config.early_stop, config.select_by) if config.early_stop else None
-    if early:
-        trainer.callbacks.append(early)
-    if config.tensorboard:
-        trainer.callbacks.append(TensorBoardLogger(run_dir / "tensorboard"))
-    if not config.quiet:
-        trainer.callbacks.append(ProgressBar(config.epochs))
-
+    early = _attach_bookkeeping(trainer, config, store, run_id, run_dir, state)
     status, error = "completed", None
     try:
         trainer.fit(config.epochs)
@@ -145,6 +121,49 @@ def run_training(config: RunConfig | None = None, **options: Any) -> RunResult:
     store.finish_run(run_id, status, summary, error=error, info=info)
     store.close()
     return RunResult(run_id, status, config, trainer.history, summary, run_dir, error, info)
+
+
+def restore_checkpoint(
+    trainer: Trainer, workspace: Path, resumed: dict[str, Any], config: RunConfig
+) -> dict[str, Any] | None:
+    """Load the run's ``last.pt`` into ``trainer`` (None: no checkpoint yet, start over)."""
+    last = workspace / resumed["id"] / "last.pt"
+    if not last.exists():  # stopped before its first epoch ended
+        _note(config, f"run {resumed['id']} has no checkpoint yet; restarting it from epoch 1")
+        return None
+    state = load_checkpoint(last, map_location=trainer.device)
+    try:
+        trainer.load_state_dict(state)
+    except (RuntimeError, KeyError, ValueError) as err:
+        raise CifarlabError(
+            f"checkpoint of run {resumed['id']} does not fit model {config.model!r} "
+            f"({str(err).splitlines()[0][:120]}); start a new run instead"
+        ) from None
+    return state
+
+
+def _attach_bookkeeping(
+    trainer: Trainer,
+    config: RunConfig,
+    store: ResultsStore,
+    run_id: str,
+    run_dir: Path,
+    state: dict[str, Any] | None,
+) -> EarlyStopping | None:
+    """The callbacks that record, checkpoint, stop early and show progress."""
+    checkpointer = Checkpointer(
+        run_dir, {"run_id": run_id, "config": _record(config)}, config.select_by
+    )
+    checkpointer.best = state.get("best_score") if state else None
+    trainer.callbacks += [StoreEpochs(store, run_id), checkpointer]
+    early = EarlyStopping(config.early_stop, config.select_by) if config.early_stop else None
+    if early:
+        trainer.callbacks.append(early)
+    if config.tensorboard:
+        trainer.callbacks.append(TensorBoardLogger(run_dir / "tensorboard"))
+    if not config.quiet:
+        trainer.callbacks.append(ProgressBar(config.epochs))
+    return early
 
 
 def build_trainer(config: RunConfig, data: CifarData, device: torch.device, precision: str):

@@ -60,6 +60,10 @@ class ConvGroup(nn.Module):
         self.act2 = nn.GELU()
         for norm in (self.norm1, self.norm2):
             norm.weight.requires_grad_(False)  # airbench: BN scales stay 1, only biases train
+        for conv in (self.conv1, self.conv2):
+            # airbench: the first in_channels filters start as identities (dirac), so each
+            # group starts close to passing its input through; training starts faster
+            nn.init.dirac_(conv.weight.data[: conv.in_channels])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.act1(self.norm1(self.pool(self.conv1(x))))
@@ -127,6 +131,7 @@ def init_whitening(model: nn.Module, train_images: torch.Tensor, eps: float = 5e
     filters = (eigenvectors / torch.sqrt(eigenvalues.clamp(min=0) + eps)).T  # one per row
     weight = torch.cat([filters, -filters]).reshape(conv.weight.shape)
     conv.weight.copy_(weight.to(conv.weight.dtype))
+    conv.weight.requires_grad_(False)  # airbench keeps the whitening fixed; only its bias trains
     if conv.bias is not None:
         bias = -torch.cat([filters, -filters]) @ mean
         conv.bias.copy_(bias.to(conv.bias.dtype))
