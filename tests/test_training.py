@@ -308,3 +308,22 @@ def test_bf16_autocast_trains_within_two_points_of_fp32(real_data, tmp_path):
     assert fp32.info["precision"] == "fp32" and bf16.info["precision"] == "bf16"
     assert fp32.summary["final_test_acc"] > 0.35
     assert abs(fp32.summary["final_test_acc"] - bf16.summary["final_test_acc"]) <= 0.02
+
+
+def test_tensorboard_writes_scalars_or_says_how_to_install_it(tiny_archive, tmp_path, capsys):
+    try:
+        import torch.utils.tensorboard  # noqa: F401
+
+        available = True
+    except ImportError:
+        available = False
+    args = ["train", "--data", str(tiny_archive), "--workspace", str(tmp_path / "ws"),
+            "--epochs", "1", "--val-size", "30", "--quiet", "--tensorboard"]  # fmt: skip
+    code = main(args)
+    if available:
+        assert code == 0
+        assert list((tmp_path / "ws").glob("*/tensorboard/events.out.tfevents.*"))
+    else:
+        assert code == 2
+        assert "pip install 'cifarlab[tensorboard]'" in capsys.readouterr().err
+        assert not (tmp_path / "ws" / "runs.db").exists()
