@@ -32,6 +32,7 @@ class Lookahead(Callback):
             self.slow = [t.detach().clone() for t in _float_tensors(trainer.model)]
 
     def on_batch_end(self, trainer: Trainer, loss, correct, n) -> None:
+        self.on_fit_start(trainer)  # also when train_epoch is driven directly, without fit
         step = trainer.step
         if step % self.every and step != self.total_steps:
             return
