@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import os
-import sqlite3
-
 import pytest
 import torch
+from test_training import _rows  # epoch rows without timings
 
 import cifarlab
 from cifarlab.cli import main
@@ -14,8 +12,6 @@ from cifarlab.config import make_run_config
 from cifarlab.data import load_dataset
 from cifarlab.runner import build_trainer
 from cifarlab.train.schedule import build_schedule
-
-TIMING = {"epoch_seconds", "eval_seconds", "images_per_sec", "run_id"}
 
 
 def test_options_after_a_preset_override_it():
@@ -48,13 +44,6 @@ def test_a_shortened_preset_run_completes_its_schedule(tiny_archive, tmp_path):
     assert [m["lr"] for m in result.history] == pytest.approx(expected)
     assert expected[-1] < 0.25 * peak  # the whole 3-epoch schedule ran, down to near zero
     assert result.summary["best_epoch"] == 3  # no validation split: the last epoch is reported
-
-
-def _rows(workspace, run_id):
-    with sqlite3.connect(os.path.join(workspace, "runs.db")) as conn:
-        conn.row_factory = sqlite3.Row
-        rows = conn.execute("SELECT * FROM epochs WHERE run_id = ? ORDER BY epoch", (run_id,))
-        return [{k: r[k] for k in r.keys() if k not in TIMING} for r in rows]  # noqa: SIM118
 
 
 def test_speedrun_recipe_resumes_exactly(tiny_archive, tmp_path, monkeypatch):

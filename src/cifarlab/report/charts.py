@@ -225,12 +225,17 @@ def optimizer_diffs(best: list[dict[str, Any]], a: str, b: str) -> dict[str, flo
 # -- 2-4. per-epoch curves -----------------------------------------------------------
 
 
+def _mean_with_spread(ax, g: dict[str, Any], colour, metric: str) -> None:
+    """A group's mean curve of a fraction metric in percent, shaded min-max over seeds."""
+    e, mean, lo, hi = curve(g, metric)
+    ax.plot(e, mean * 100, color=colour, marker="o", ms=3, label=g["label"])
+    if g["n"] > 1:
+        ax.fill_between(e, lo * 100, hi * 100, color=colour, alpha=0.2, lw=0)
+
+
 def accuracy_curves(groups: list[dict[str, Any]], out: Path) -> Chart:
     def draw(ax, g, colour):
-        e, mean, lo, hi = curve(g, "test_acc")
-        ax.plot(e, mean * 100, color=colour, marker="o", ms=3, label=g["label"])
-        if g["n"] > 1:
-            ax.fill_between(e, lo * 100, hi * 100, color=colour, alpha=0.2, lw=0)
+        _mean_with_spread(ax, g, colour, "test_acc")
 
     shown = _facets(groups, out, draw, "test accuracy (%)")
     peaks = []
@@ -282,10 +287,7 @@ def loss_curves(groups: list[dict[str, Any]], out: Path) -> Chart:
 
 def gap_curves(groups: list[dict[str, Any]], out: Path) -> Chart:
     def draw(ax, g, colour):
-        e, mean, lo, hi = curve(g, "gap")
-        ax.plot(e, mean * 100, color=colour, marker="o", ms=3, label=g["label"])
-        if g["n"] > 1:
-            ax.fill_between(e, lo * 100, hi * 100, color=colour, alpha=0.2, lw=0)
+        _mean_with_spread(ax, g, colour, "gap")
         ax.axhline(0, color="black", lw=0.8)
 
     shown = _facets(groups, out, draw, "train − validation accuracy (points)")
