@@ -24,13 +24,12 @@ def test_options_after_a_preset_override_it():
     assert c.hash() == make_run_config(**c.model_dump(exclude={"preset"})).hash()
 
 
-def test_triangular_schedule_rises_from_a_fifth_then_falls_to_zero():
+def test_triangular_schedule_rises_from_a_fifth_then_falls_to_airbenchs_end():
     f = build_schedule("triangular", epochs=10, steps_per_epoch=10)
-    curve = [f(s) for s in range(100)]
-    assert (
-        curve[0] == pytest.approx(0.2) and curve[20] == 1.0 and curve[-1] == pytest.approx(1 / 80)
-    )
-    assert max(range(100), key=curve.__getitem__) == 20
+    curve = [f(s) for s in range(101)]
+    assert curve[0] == pytest.approx(0.2) and curve[23] == 1.0
+    assert curve[100] == pytest.approx(0.07)  # airbench's triangle(start=0.2, end=0.07, peak=0.23)
+    assert max(range(101), key=curve.__getitem__) == 23
 
 
 def test_a_shortened_preset_run_completes_its_schedule(tiny_archive, tmp_path):
@@ -38,11 +37,11 @@ def test_a_shortened_preset_run_completes_its_schedule(tiny_archive, tmp_path):
                             workspace=str(tmp_path), quiet=True)  # fmt: skip
     assert result.status == "completed" and len(result.history) == 3
     peak = 1.5 * 16 / 1024  # the lr scales with the batch size
-    steps = 8  # 120 training images (no validation split) in batches of 16
+    steps = 7  # 120 training images (no validation split) in full batches of 16 (drop_last)
     f = build_schedule("triangular", epochs=3, steps_per_epoch=steps)
     expected = [peak * sum(f(e * steps + i) for i in range(steps)) / steps for e in range(3)]
     assert [m["lr"] for m in result.history] == pytest.approx(expected)
-    assert expected[-1] < 0.25 * peak  # the whole 3-epoch schedule ran, down to near zero
+    assert expected[-1] < 0.35 * peak  # the whole 3-epoch schedule ran, down to its tail
     assert result.summary["best_epoch"] == 3  # no validation split: the last epoch is reported
 
 

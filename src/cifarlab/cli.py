@@ -97,6 +97,11 @@ def build_parser() -> argparse.ArgumentParser:
     # -- data layer: train options of the data sources and augmentation, and `cifarlab data`
     add("--labels", help="CIFAR-100 classes: fine (100) or coarse (20) (default fine)")
     add("--image-size", type=int, help="resize every image to NxN (default: keep the size)")
+    add(
+        "--drop-last",
+        action=argparse.BooleanOptionalAction,
+        help="drop the last partial training batch (default: keep it)",
+    )
     add("--crop-pad", type=int, help="crop/translate padding in pixels (default 4)")
     add("--cutout", type=int, help="cutout square side (default 8 with a cutout preset)")
     data = sub.add_parser("data", help="inspect a dataset: `data info`, `data preview`")

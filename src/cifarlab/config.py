@@ -63,6 +63,7 @@ class RunConfig(BaseModel):
     lookahead: bool = False
     tta: int = Field(0, ge=0, le=2)
     batch_size: int = Field(64, gt=0)
+    drop_last: bool = False
     epochs: int = Field(10, gt=0)
     val_size: int = Field(5000, ge=0)
     limit_train: int | None = Field(None, gt=0)

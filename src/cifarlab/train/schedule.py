@@ -15,7 +15,8 @@ LrFactor = Callable[[int], float]
 ONECYCLE_START = 1 / 25  # one-cycle starts at max_lr/25 ...
 ONECYCLE_END = 1 / 25e4  # ... and ends at max_lr/25e4 (torch's OneCycleLR defaults)
 ONECYCLE_RISE = 0.3  # fraction of the run spent warming up
-TRIANGLE_START = 0.2
+# airbench94's triangle: 0.2 -> 1 over the first 23% of steps, then down to 0.07
+TRIANGLE_START, TRIANGLE_PEAK, TRIANGLE_END = 0.2, 0.23, 0.07
 
 
 def build_schedule(
@@ -61,13 +62,14 @@ def build_schedule(
             return decay((step - warmup) / max(1, total - warmup))
 
         return warmed
-    if name == "triangular":  # airbench: 0.2 -> 1 over the warm-up (default 20%), then -> 0
-        peak = warmup or round(0.2 * total)
+    if name == "triangular":  # the peak moves with --warmup-epochs when given
+        peak = warmup or int(TRIANGLE_PEAK * total)
 
         def triangular(step: int) -> float:
             if step < peak:
                 return TRIANGLE_START + (1 - TRIANGLE_START) * step / peak
-            return _linear((step - peak) / max(1, total - peak))
+            t = min((step - peak) / max(1, total - peak), 1.0)
+            return 1 + (TRIANGLE_END - 1) * t
 
         return triangular
     raise ValueError(f"unknown schedule {name!r}")
