@@ -141,9 +141,10 @@ def test_flip_is_an_exact_mirror_or_identity():
 
 
 def test_crop_is_a_shifted_window_of_the_padded_image():
-    x = _batch(n=16)
+    x = _batch(n=200)
     out = random_crop(x, torch.Generator().manual_seed(3), pad=2, reflect=False)
     padded = torch.nn.functional.pad(x.permute(0, 3, 1, 2), (2, 2, 2, 2)).permute(0, 2, 3, 1)
+    offsets = set()
     for o, p in zip(out, padded):
         windows = [
             (dy, dx)
@@ -152,6 +153,8 @@ def test_crop_is_a_shifted_window_of_the_padded_image():
             if torch.equal(o, p[dy : dy + 8, dx : dx + 8])
         ]
         assert windows, "crop is not a window of the zero-padded image"
+        offsets.update(windows)
+    assert len(offsets) == 25  # every shift in [-2, 2] x [-2, 2] occurs
     reflect = random_crop(x, torch.Generator().manual_seed(3), pad=2, reflect=True)
     ref_padded = (
         torch.nn.functional.pad(x.permute(0, 3, 1, 2).float(), (2, 2, 2, 2), mode="reflect")
@@ -162,6 +165,24 @@ def test_crop_is_a_shifted_window_of_the_padded_image():
         assert any(
             torch.equal(o, p[dy : dy + 8, dx : dx + 8]) for dy in range(5) for dx in range(5)
         )
+
+
+@pytest.mark.parametrize("reflect", [False, True])
+def test_crop_with_flip_mirrors_exactly_the_chosen_images(reflect):
+    x = _batch(n=300)
+    flip = torch.rand(300, generator=torch.Generator().manual_seed(1)) < 0.5
+    out = random_crop(x, torch.Generator().manual_seed(3), pad=2, reflect=reflect, flip=flip)
+    nchw = x.permute(0, 3, 1, 2).float()
+    mode = "reflect" if reflect else "constant"
+    padded = torch.nn.functional.pad(nchw, (2, 2, 2, 2), mode=mode).permute(0, 2, 3, 1)
+    offsets = set()
+    for o, p, f in zip(out, padded.to(torch.uint8), flip):
+        seen = o.flip(1) if f else o  # a mirrored crop is the mirror of a window
+        windows = [(dy, dx) for dy in range(5) for dx in range(5)
+                   if torch.equal(seen, p[dy : dy + 8, dx : dx + 8])]  # fmt: skip
+        assert windows, "not a (mirrored) window of the padded image"
+        offsets.update((bool(f), w) for w in windows)
+    assert len(offsets) == 50  # every shift occurs, mirrored and not
 
 
 def test_augmentation_is_deterministic_for_a_seed():
@@ -182,7 +203,9 @@ def test_cutout_paints_one_square_with_the_fill():
     assert ((painted >= 4) & (painted <= 16)).all()  # clipped at borders, never larger
 
 
-def test_loader_normalizes_shuffles_per_epoch_and_keeps_the_last_batch():
+@pytest.mark.parametrize("chunk_bytes", [1, 7000, 1 << 20])  # 1 batch, 2 batches (of 3072 B), all
+def test_loader_normalizes_shuffles_per_epoch_and_keeps_the_last_batch(chunk_bytes, monkeypatch):
+    monkeypatch.setattr("cifarlab.data.loader.CHUNK_BYTES", chunk_bytes)
     split = SplitArrays(_batch(n=10).numpy(), np.arange(10))
     loader = TensorLoader(split, 4, mean=(0.5,) * 3, std=(0.25,) * 3, shuffle=True, seed=1)
     batches = list(loader)

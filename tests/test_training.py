@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 import os
 import sqlite3
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -327,3 +329,26 @@ def test_tensorboard_writes_scalars_or_says_how_to_install_it(tiny_archive, tmp_
         assert code == 2
         assert "pip install 'cifarlab[tensorboard]'" in capsys.readouterr().err
         assert not (tmp_path / "ws" / "runs.db").exists()
+
+
+_RSS_AFTER_FREE = """
+import os, sys, torch
+from cifarlab.train.allocator import tune_cpu_allocator
+tuned = tune_cpu_allocator()
+def rss(): return int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+x = torch.ones(64 << 20, dtype=torch.uint8)  # 64 MiB, above glibc's default mmap threshold
+before = rss(); del x
+print(tuned, (before - rss()) >> 20)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator")
+@pytest.mark.parametrize("setting, tuned", [("1", True), ("0", False)])
+def test_tuned_allocator_keeps_freed_activation_memory_for_reuse(setting, tuned):
+    env = {**os.environ, "CIFARLAB_TUNE_MALLOC": setting}
+    out = subprocess.run([sys.executable, "-c", _RSS_AFTER_FREE], env=env, capture_output=True,
+                         text=True, check=True).stdout.split()  # fmt: skip
+    returned_mib = int(out[1])
+    assert out[0] == str(tuned)
+    # tuned: the heap keeps the block for the next step; untuned: munmap hands it back
+    assert returned_mib < 8 if tuned else returned_mib > 56

@@ -41,15 +41,15 @@ SPEEDRUN: dict[str, Any] = {
 TRAIN_PRESETS: dict[str, dict[str, Any]] = {
     "speedrun": SPEEDRUN,
     # bf16 autocast + channels_last are what `auto` picks on AVX-512-BF16 CPUs anyway;
-    # batch size barely changes CPU speed here, so keep airbench's; fewer epochs for time.
-    # Measured: 90.4% in 1141 s, short of the 93% target (BENCHMARKS.md): not yet tuned.
+    # batch size barely changes CPU speed here, so keep airbench's. 10 epochs fill ~16 of
+    # the 20 minutes: 90.6% (8 epochs: 90.4%), short of the 93% target (BENCHMARKS.md).
     "speedrun-cpu": {**SPEEDRUN, "epochs": 10, "precision": "auto", "channels_last": True},
-    # the shortest recipe that beats the blog's best (83%): a half-width net, 5 epochs
-    # (measured: 83.3% after epoch 4 at 173 s, 86.5% with TTA at 222 s; BENCHMARKS.md)
+    # the shortest recipe that beats the blog's best (83%): a half-width net, 4 epochs
+    # (measured: 85.6% with TTA in 145 s; BENCHMARKS.md)
     "quick-cpu": {
         **SPEEDRUN,
         "model": "speedrun-small",
-        "epochs": 5,
+        "epochs": 4,
         "batch_size": 512,
         "lr": SPEEDRUN_LR * 512 / SPEEDRUN_BATCH,
     },  # fmt: skip

@@ -189,7 +189,7 @@ def build_trainer(config: RunConfig, data: CifarData, device: torch.device, prec
         decay_norm_bias=config.decay_norm_bias,
         norm_lr_scale=config.norm_lr_scale,
     )
-    loaders = make_loaders(config, data, device)
+    loaders = make_loaders(config, data, device, precision)
     lr_factor = build_schedule(
         config.schedule,
         epochs=config.epochs,
@@ -229,9 +229,14 @@ def whitening_sample(data: CifarData, seed: int, n: int = 5000) -> torch.Tensor:
     return (x - mean) / std
 
 
-def make_loaders(config: RunConfig, data: CifarData, device: torch.device) -> dict:
+def make_loaders(
+    config: RunConfig, data: CifarData, device: torch.device, precision: str = "fp32"
+) -> dict:
     mean_uint8 = (torch.tensor(data.mean) * 255).round().to(torch.uint8)
-    common = dict(mean=data.mean, std=data.std, device=device, channels_last=config.channels_last)
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32)
+    common = dict(
+        mean=data.mean, std=data.std, device=device, channels_last=config.channels_last, dtype=dtype
+    )
     augment = build_augment(config.augment, mean_uint8, config.crop_pad, config.cutout, config.seed)
     loaders = {
         "train": TensorLoader(

@@ -1,17 +1,24 @@
 """TensorLoader: batches sliced from whole splits held as uint8 tensors on the device.
 
-No Dataset, no worker processes, no per-image Python: one gather per batch,
-augmentation on the uint8 batch, then one conversion to normalized float.
+No Dataset, no worker processes, no per-image Python. Batches are cut from
+chunks of several thousand images prepared at once (gather, augmentation on
+uint8, one conversion to normalized float): a batch of 64 is too small for
+torch's per-op overhead to vanish, a chunk is not. Together with fused crop+flip
+and normalization and bf16 batches under bf16 autocast, a ``tutorial`` epoch went
+from 7.4k to 8.9k images/s (``benchmarks/loader.py``, same machine, an hour apart).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 
 import torch
 
 from cifarlab.data.augment import Augment
 from cifarlab.data.imagefolder import SplitArrays
+
+CHUNK_BYTES = 32 << 20  # float images prepared at a time: big enough to amortize, cache-sized
 
 
 class TensorLoader:
@@ -36,6 +43,7 @@ class TensorLoader:
         augment: Augment | None = None,
         seed: int = 0,
         channels_last: bool = True,
+        dtype: torch.dtype = torch.float32,
     ) -> None:
         self.device = torch.device(device)
         self.images = torch.from_numpy(split.images).to(self.device)
@@ -43,9 +51,11 @@ class TensorLoader:
         self.batch_size = batch_size
         self.shuffle, self.drop_last = shuffle, drop_last
         self.augment, self.seed, self.channels_last = augment, seed, channels_last
+        self.dtype = dtype  # bf16 under bf16 autocast: half the bytes, and the model casts anyway
         shape = (1, -1, 1, 1)
-        self.mean = torch.tensor(mean, device=self.device).view(shape) * 255
+        mean_255 = torch.tensor(mean, device=self.device).view(shape) * 255
         self.inv_std = 1 / (torch.tensor(std, device=self.device).view(shape) * 255)
+        self.shift = -mean_255 * self.inv_std  # (x - mean) / std == x * inv_std + shift
         self.epoch = 0
         self._positions = torch.arange(len(self.labels), device=self.device)
 
@@ -65,17 +75,30 @@ class TensorLoader:
         g.manual_seed(self.seed * 1_000_003 + self.epoch)
         n = len(self.labels)
         order = torch.randperm(n, generator=g, device=self.device) if self.shuffle else None
-        for i in range(len(self)):
-            sl = slice(i * self.batch_size, min((i + 1) * self.batch_size, n))
-            idx = order[sl] if order is not None else sl  # a slice is a view: no copy
-            x, y = self.images[idx], self.labels[idx]
-            if self.augment is not None:  # indices + epoch: per-image schedules (alt-flip)
-                positions = idx if order is not None else self._positions[sl]
-                x = self.augment(x, g, positions, self.epoch)
-            yield self._to_float(x), y
+        bs, per_chunk = self.batch_size, self._batches_per_chunk()
+        for first in range(0, len(self), per_chunk):
+            count = min(per_chunk, len(self) - first)
+            sl = slice(first * bs, min((first + count) * bs, n))
+            x, y = self._prepare(sl, order, g)
+            for i in range(count):  # slices of a prepared chunk are views: no copies
+                yield x[i * bs : (i + 1) * bs], y[i * bs : (i + 1) * bs]
+
+    def _batches_per_chunk(self) -> int:
+        image_bytes = 4 * math.prod(self.images.shape[1:])  # as float32
+        return max(1, CHUNK_BYTES // (image_bytes * self.batch_size))
+
+    def _prepare(self, sl: slice, order: torch.Tensor | None, g: torch.Generator):
+        """The images and labels at positions ``sl`` of this epoch's order, ready to train on."""
+        idx = order[sl] if order is not None else sl  # a slice is a view: no copy
+        x, y = self.images[idx], self.labels[idx]
+        if self.augment is not None:  # indices + epoch: per-image schedules (alt-flip)
+            positions = idx if order is not None else self._positions[sl]
+            x = self.augment(x, g, positions, self.epoch)
+        return self._to_float(x), y
 
     def _to_float(self, x: torch.Tensor) -> torch.Tensor:
         x = x.permute(0, 3, 1, 2)  # NHWC storage -> NCHW shape, channels_last strides
         if not self.channels_last:
             x = x.contiguous()
-        return (x.float() - self.mean) * self.inv_std
+        out = torch.empty_like(x, dtype=self.dtype)  # keeps the channels_last strides
+        return torch.addcmul(self.shift, x.float(), self.inv_std, out=out)  # one fused pass

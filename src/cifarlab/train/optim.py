@@ -53,14 +53,26 @@ def build_optimizer(
 ) -> torch.optim.Optimizer:
     """sgd (momentum, nesterov), adam, adamw, adagrad or rmsprop."""
     groups = param_groups(model, lr, weight_decay, decay_norm_bias, norm_lr_scale)
+    fused = _can_fuse(model)
     if name == "sgd":
-        return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=nesterov)
+        return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=nesterov, fused=fused)
     if name == "adam":
-        return torch.optim.Adam(groups, lr=lr)
+        return torch.optim.Adam(groups, lr=lr, fused=fused)
     if name == "adamw":
-        return torch.optim.AdamW(groups, lr=lr)
+        return torch.optim.AdamW(groups, lr=lr, fused=fused)
     if name == "adagrad":
         return torch.optim.Adagrad(groups, lr=lr)
     if name == "rmsprop":
         return torch.optim.RMSprop(groups, lr=lr, momentum=momentum)
     raise CifarlabError(f"unknown optimizer {name!r}; choose sgd, adam, adamw, adagrad or rmsprop")
+
+
+def _can_fuse(model: nn.Module) -> bool:
+    """One kernel per step for all parameters instead of a few small ops per tensor.
+
+    On the tutorial net (10 tensors) the gain was within this machine's noise
+    (7.3k vs 7.6k images/s, two tries each); it grows with the number of tensors.
+    """
+    return all(
+        p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in model.parameters()
+    )
