@@ -37,16 +37,23 @@ BATCH = {"tutorial": 64, "simple": 64, "stacked": 64, "wobbly": 64, "resnet18": 
 MIN_STEPS = {"tutorial": 300, "simple": 300}
 
 
-def matmul_peak(dtype: torch.dtype, n: int = 2048, seconds: float = 2.0) -> float:
-    """GFLOP/s of square matmuls, the machine's practical ceiling for convs."""
+def matmul_peak(dtype: torch.dtype, n: int = 2048, seconds: float = 1.0, tries: int = 3) -> float:
+    """GFLOP/s of square matmuls, the machine's practical ceiling for convs.
+
+    The best of a few tries: a shared machine's neighbours only ever lower it
+    (single tries of bf16 varied from 565 to 1,900 GFLOP/s here).
+    """
     a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     for _ in range(3):
         a @ b
-    count, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        a @ b
-        count += 1
-    return 2 * n**3 * count / (time.perf_counter() - start) / 1e9
+    best = 0.0
+    for _ in range(tries):
+        count, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            a @ b
+            count += 1
+        best = max(best, 2 * n**3 * count / (time.perf_counter() - start) / 1e9)
+    return best
 
 
 def cifarlab_images_per_s(name: str, data_path: str, batch: int, steps: int) -> dict:
