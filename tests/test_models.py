@@ -184,6 +184,19 @@ def test_spec_unknown_kind_and_bad_numbers():
     assert "must output the class count 7, not 10" in _spec_error(["linear 10"], num_classes=7)
 
 
+@pytest.mark.parametrize("kind", ["toml", "py"])
+def test_editing_a_model_file_gives_its_runs_a_new_identity(tmp_path, kind):
+    from cifarlab.config import make_run_config
+
+    path = tmp_path / f"net.{kind}"
+    path.write_text('layers = ["conv 8 3", "gap", "linear"]\n' if kind == "toml" else "A = 1\n")
+    model = str(path) if kind == "toml" else f"{path}:Net"
+    before = make_run_config(model=model).hash()
+    assert make_run_config(model=model).hash() == before  # same file, same run
+    path.write_text(path.read_text() + "# edited\n")
+    assert make_run_config(model=model).hash() != before
+
+
 def test_spec_from_toml_file_and_create_model(tmp_path):
     path = tmp_path / "mynet.toml"
     path.write_text(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -161,6 +162,9 @@ class RunConfig(BaseModel):
     def hash(self) -> str:
         """A short hex digest of the settings that change results; it names the run."""
         fields = {k: v for k, v in self.model_dump().items() if k not in _NOT_HASHED}
+        source = _model_file(self.model)
+        if source is not None and source.is_file():  # an edited model file is a new run
+            fields["model_file_sha256"] = hashlib.sha256(source.read_bytes()).hexdigest()
         blob = json.dumps(fields, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:12]
 
@@ -199,3 +203,12 @@ def _describe(error: dict[str, Any]) -> str:
         return f"invalid --{field.replace('_', '-')}: {message}"
     got = error.get("input")
     return f"invalid {flag}: {message} (got {got!r})"
+
+
+def _model_file(model: str) -> Path | None:
+    """The file behind ``spec.toml`` or ``file.py:Class`` models; None for built-in names."""
+    if model.endswith(".toml"):
+        return Path(model)
+    if model.endswith(".py") or ".py:" in model:
+        return Path(model.partition(".py:")[0].removesuffix(".py") + ".py")
+    return None

@@ -170,7 +170,7 @@ def _attach_bookkeeping(
 def build_trainer(config: RunConfig, data: CifarData, device: torch.device, precision: str):
     """Model, optimizer, schedule, EMA and loaders, wired into a Trainer (no callbacks yet)."""
     if device.type == "cpu":
-        tune_cpu_allocator()  # 1.5x on conv nets here: see train/allocator.py
+        tune_cpu_allocator()  # activations reused, not re-mapped: see train/allocator.py
     channels, side, _ = data.image_shape
     model = create_model(
         config.model, num_classes=len(data.classes), in_channels=channels, image_size=side

@@ -29,8 +29,8 @@ def random_crop(
     The batch is padded once, then cut in two separable passes (rows, then
     columns), each a few masked copies, one per offset: airbench's trick. A
     mirrored image is cut from a mirrored copy at the mirrored offset, which
-    costs one pass instead of the two of flipping afterwards. Together 1.2x the
-    per-pixel gather this replaced (``benchmarks/loader.py``'s loader).
+    costs one pass instead of the two of flipping afterwards. Each copy moves whole
+    pixel rows, where a gather with per-pixel indices paid per byte.
     """
     b, h, w, c = x.shape
     dy = torch.randint(0, 2 * pad + 1, (b,), generator=g, device=x.device)

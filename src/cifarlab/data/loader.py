@@ -3,9 +3,9 @@
 No Dataset, no worker processes, no per-image Python. Batches are cut from
 chunks of several thousand images prepared at once (gather, augmentation on
 uint8, one conversion to normalized float): a batch of 64 is too small for
-torch's per-op overhead to vanish, a chunk is not. Together with fused crop+flip
-and normalization and bf16 batches under bf16 autocast, a ``tutorial`` epoch went
-from 7.4k to 8.9k images/s (``benchmarks/loader.py``, same machine, an hour apart).
+torch's per-op overhead to vanish, a chunk is not. Crop and flip in one pass plus
+bf16 batches under bf16 autocast then took a ``tutorial`` epoch from 7.4k to 8.9k
+images/s (``benchmarks/loader.py``, two runs half an hour apart on a noisy machine).
 """
 
 from __future__ import annotations
