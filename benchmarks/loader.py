@@ -1,6 +1,6 @@
 """Data pipeline benchmark: cifarlab's tensor loader vs a tutorial-style DataLoader. Prints JSON.
 
-    PYTHONPATH=src python benchmarks/loader.py [--data PATH] [--limit 10000]
+    PYTHONPATH=src python benchmarks/loader.py [--data PATH] [--limit 10000] [--repeats 3]
 
 Measures, on one machine in one run (compare ratios, not absolute numbers):
 first load of the dataset (cold cache: decode every JPEG) and a cached reload;
@@ -10,7 +10,8 @@ tutorial's settings) through cifarlab's trainer with its defaults, against the
 PyTorch tutorial's pipeline and loop: a torch DataLoader over PIL images decoded
 per item (num_workers 0 and 2; torchvision's transforms written out), fp32, NCHW.
 For the share that is data alone, the faster DataLoader also feeds the same loop
-in channels_last.
+in channels_last. Each training figure is the best of ``--repeats`` passes taken in
+turns (neighbours on a shared machine only ever slow a pass down).
 """
 
 from __future__ import annotations
@@ -18,10 +19,12 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import multiprocessing
 import os
 import shutil
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -106,6 +109,7 @@ def main() -> None:
     parser.add_argument("--data", default=os.environ.get("CIFARLAB_DATA") or str(SHARED))
     parser.add_argument("--limit", type=int, default=10_000, help="images per training pass")
     parser.add_argument("--loader-limit", type=int, default=None, help="images, loader alone")
+    parser.add_argument("--repeats", type=int, default=3, help="passes per side; the best counts")
     args = parser.parse_args()
     torch.set_num_threads(min(2, os.cpu_count() or 1))
     out: dict = {"data": args.data, "torch": torch.__version__, "threads": torch.get_num_threads()}
@@ -143,20 +147,30 @@ def main() -> None:
     blobs = [blob for _, blob in items]
     labels = [classes.index(cls) for (cls, _), _ in items]
     dataset = TutorialDataset(blobs, labels, data.mean, data.std)
+    # A shared machine's neighbours only ever slow a pass down, so each side is the best of
+    # --repeats passes, taken in turns. cifarlab trains in a child process: training tunes
+    # the allocator of its process for good (train/allocator.py), which would also speed
+    # up every tutorial loop after it.
+    rates: dict[str, list[float]] = {"w0": [], "w2": [], "cifarlab": []}
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as child:
+        for _ in range(args.repeats):
+            for workers in (0, 2):
+                batches = torch.utils.data.DataLoader(dataset, 64, shuffle=True,
+                                                      num_workers=workers)  # fmt: skip
+                rates[f"w{workers}"].append(tutorial_loop(batches, n))
+            ours = child.submit(cifarlab_epoch, args.data, n).result()
+            rates["cifarlab"].append(ours["images_per_s"])
     for workers in (0, 2):
-        batches = torch.utils.data.DataLoader(dataset, 64, shuffle=True, num_workers=workers)
-        out[f"tutorial_epoch_dataloader_w{workers}_images_per_s"] = round(tutorial_loop(batches, n))
+        out[f"tutorial_epoch_dataloader_w{workers}_images_per_s"] = round(max(rates[f"w{workers}"]))
     best = max((0, 2), key=lambda w: out[f"tutorial_epoch_dataloader_w{w}_images_per_s"])
     faster = out[f"tutorial_epoch_dataloader_w{best}_images_per_s"]
     batches = torch.utils.data.DataLoader(dataset, 64, shuffle=True, num_workers=best)
     out["tutorial_epoch_dataloader_channels_last_images_per_s"] = round(
         tutorial_loop(batches, n, channels_last=True)
     )
-    # cifarlab last: its training tunes this process's allocator for good (train/allocator.py)
-    ours = cifarlab_epoch(args.data, n)
-    out["tutorial_epoch_cifarlab_images_per_s"] = round(ours["images_per_s"])
+    out["tutorial_epoch_cifarlab_images_per_s"] = round(max(rates["cifarlab"]))
     out["tutorial_epoch_cifarlab_precision"] = ours["precision"]
-
+    out["every_pass_images_per_s"] = {k: [round(r) for r in v] for k, v in rates.items()}
     out["speedup_train_vs_faster_tutorial_pipeline"] = round(
         out["tutorial_epoch_cifarlab_images_per_s"] / faster, 2
     )

@@ -1,6 +1,7 @@
 """Where a training step's time goes: torch.profiler over a few steps of a preset or model.
 
     PYTHONPATH=src python benchmarks/profile_epoch.py [--preset speedrun-cpu] [--steps 6]
+    PYTHONPATH=src python benchmarks/profile_epoch.py --preset none --model tutorial --steps 300
 
 Prints JSON: the share of CPU time per category (conv forward/backward,
 batchnorm, activations, pooling, optimizer, augmentation + loading, loss,
@@ -38,11 +39,14 @@ CATEGORIES = (  # first match wins, on the lower-cased op name
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=os.environ.get("CIFARLAB_DATA") or str(SHARED))
-    parser.add_argument("--preset", default="speedrun-cpu")
+    parser.add_argument("--preset", default="speedrun-cpu", help="a preset, or none: defaults")
     parser.add_argument("--model", help="profile this model (default: the preset's)")
+    parser.add_argument("--batch-size", type=int, help="(default: the preset's)")
     parser.add_argument("--steps", type=int, default=6)
     args = parser.parse_args()
-    options = {"preset": args.preset} | ({"model": args.model} if args.model else {})
+    options = {"preset": None if args.preset == "none" else args.preset}
+    options |= {"model": args.model} if args.model else {}
+    options |= {"batch_size": args.batch_size} if args.batch_size else {}
     config = make_run_config(data=args.data, **options)
     n = config.batch_size * args.steps
     data = load_dataset(args.data, val_size=0, limit_train=n, limit_test=100)
