@@ -19,6 +19,9 @@ from cifarlab.data.augment import Augment
 from cifarlab.data.imagefolder import SplitArrays
 
 CHUNK_BYTES = 32 << 20  # float images prepared at a time: big enough to amortize, cache-sized
+# On a GPU each masked copy of the crop syncs with the host: prepare (like airbench)
+# up to the whole epoch at once, memory being plentiful there.
+GPU_CHUNK_BYTES = 1 << 30
 
 
 class TensorLoader:
@@ -85,7 +88,8 @@ class TensorLoader:
 
     def _batches_per_chunk(self) -> int:
         image_bytes = 4 * math.prod(self.images.shape[1:])  # as float32
-        return max(1, CHUNK_BYTES // (image_bytes * self.batch_size))
+        budget = CHUNK_BYTES if self.device.type == "cpu" else GPU_CHUNK_BYTES
+        return max(1, budget // (image_bytes * self.batch_size))
 
     def _prepare(self, sl: slice, order: torch.Tensor | None, g: torch.Generator):
         """The images and labels at positions ``sl`` of this epoch's order, ready to train on."""
