@@ -33,6 +33,7 @@ from PIL import Image
 
 from cifarlab.config import make_run_config
 from cifarlab.data import TensorLoader, load_dataset
+from cifarlab.data import loader as loader_module
 from cifarlab.data.augment import build_augment
 from cifarlab.data.imagefolder import _iter_files, _parse_layout
 from cifarlab.models import create_model
@@ -104,6 +105,24 @@ def cifarlab_epoch(data_path: str, n_images: int) -> dict:
     return {"images_per_s": trainer.train_epoch(1)["images_per_sec"], "precision": precision}
 
 
+def chunk_sizes(data, mean_uint8: torch.Tensor, mibs=(4, 8, 32, 64), repeats: int = 3) -> dict:
+    """The loader alone (bf16 batches, as under autocast) per chunk size: best of a few."""
+    default, best = loader_module.CHUNK_BYTES, {}
+    try:
+        for _ in range(repeats):
+            for mib in mibs:
+                loader_module.CHUNK_BYTES = mib << 20
+                loader = TensorLoader(data.train, 64, data.mean, data.std, shuffle=True,
+                                      augment=build_augment("crop-flip", mean_uint8),
+                                      dtype=torch.bfloat16)  # fmt: skip
+                start = time.perf_counter()
+                rate = sum(len(y) for _, y in loader) / (time.perf_counter() - start)
+                best[mib] = round(max(best.get(mib, 0), rate))
+    finally:
+        loader_module.CHUNK_BYTES = default
+    return best
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=os.environ.get("CIFARLAB_DATA") or str(SHARED))
@@ -137,6 +156,7 @@ def main() -> None:
             break
     out["tensor_loader_crop_flip_images_per_s"] = round(seen / (time.perf_counter() - start))
     out["tensor_loader_images"] = seen
+    out["tensor_loader_bf16_images_per_s_by_chunk_mib"] = chunk_sizes(data, mean_uint8)
 
     n = min(args.limit, len(data.train))
     out["train_images_per_pass"] = n
