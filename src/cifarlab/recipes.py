@@ -41,11 +41,11 @@ SPEEDRUN: dict[str, Any] = {
 TRAIN_PRESETS: dict[str, dict[str, Any]] = {
     "speedrun": SPEEDRUN,
     # bf16 autocast + channels_last are what `auto` picks on AVX-512-BF16 CPUs anyway;
-    # batch size barely changes CPU speed here, so keep airbench's. 10 epochs take 13-16 of
-    # the 20 minutes: 90.7% (8 epochs: 90.4%), short of the 93% target (BENCHMARKS.md).
+    # batch size barely changes CPU speed here, so keep airbench's. 10 epochs take 12-16 of
+    # the 20 minutes: 90.6-90.7% (8 epochs: 90.4%), short of the 93% target (BENCHMARKS.md).
     "speedrun-cpu": {**SPEEDRUN, "epochs": 10, "precision": "auto", "channels_last": True},
     # the shortest recipe that beats the blog's best (83%): a half-width net, 4 epochs
-    # (measured: 85.6% with TTA in 140 s; BENCHMARKS.md)
+    # (measured: 85.5% with TTA in 115-140 s; BENCHMARKS.md)
     "quick-cpu": {
         **SPEEDRUN,
         "model": "speedrun-small",

@@ -233,6 +233,12 @@ def make_loaders(
     config: RunConfig, data: CifarData, device: torch.device, precision: str = "fp32"
 ) -> dict:
     mean_uint8 = (torch.tensor(data.mean) * 255).round().to(torch.uint8)
+    side = data.image_shape[1]
+    if "crop" in config.augment and config.crop_pad >= side:  # reflection needs a mirror image
+        raise CifarlabError(
+            f"--crop-pad {config.crop_pad} must be smaller than the {side}x{side} images; "
+            "use a smaller --crop-pad (e.g. 4) or a translate-* augment (zero fill)"
+        )
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32)
     common = dict(
         mean=data.mean, std=data.std, device=device, channels_last=config.channels_last, dtype=dtype
