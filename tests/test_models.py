@@ -184,6 +184,19 @@ def test_spec_unknown_kind_and_bad_numbers():
     assert "must output the class count 7, not 10" in _spec_error(["linear 10"], num_classes=7)
 
 
+def test_a_new_option_at_its_default_keeps_every_earlier_runs_identity():
+    from cifarlab.config import RunConfig
+
+    class WithNewOption(RunConfig):  # a later version of cifarlab, with one more option
+        new_option: bool = False
+
+    settings = {"model": "simple", "optimizer": "adam", "lr": 0.01, "epochs": 3}
+    before = RunConfig(**settings).hash()
+    assert WithNewOption(**settings).hash() == before
+    assert WithNewOption(**settings, new_option=True).hash() != before
+    assert RunConfig(**{**settings, "epochs": 4}).hash() != before
+
+
 @pytest.mark.parametrize("kind", ["toml", "py"])
 def test_editing_a_model_file_gives_its_runs_a_new_identity(tmp_path, kind):
     from cifarlab.config import make_run_config

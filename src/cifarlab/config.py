@@ -161,7 +161,13 @@ class RunConfig(BaseModel):
 
     def hash(self) -> str:
         """A short hex digest of the settings that change results; it names the run."""
-        fields = {k: v for k, v in self.model_dump().items() if k not in _NOT_HASHED}
+        # Settings left at their defaults are left out, so adding a new option with a
+        # default later keeps every earlier run's identity (and its sweep's skips). Like
+        # any change of code, changing a default's value is not seen here.
+        defaults = {name: f.default for name, f in type(self).model_fields.items()}
+        fields = {
+            k: v for k, v in self.model_dump().items() if k not in _NOT_HASHED and v != defaults[k]
+        }
         source = _model_file(self.model)
         if source is not None and source.is_file():  # an edited model file is a new run
             fields["model_file_sha256"] = hashlib.sha256(source.read_bytes()).hexdigest()
