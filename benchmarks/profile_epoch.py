@@ -15,14 +15,10 @@ import json
 import os
 from collections import defaultdict
 
-import torch
-from loader import SHARED  # benchmarks/loader.py, beside this file
+from loader import SHARED, warm_trainer  # benchmarks/loader.py, beside this file
 from torch.profiler import ProfilerActivity, profile, record_function
 
 from cifarlab.config import make_run_config
-from cifarlab.data import load_dataset
-from cifarlab.runner import build_trainer
-from cifarlab.train.precision import resolve_precision
 
 CATEGORIES = (  # first match wins, on the lower-cased op name
     ("conv backward", ("convolution_backward", "mkldnn_convolution_backward")),
@@ -48,12 +44,7 @@ def main() -> None:
     options |= {"model": args.model} if args.model else {}
     options |= {"batch_size": args.batch_size} if args.batch_size else {}
     config = make_run_config(data=args.data, **options)
-    n = config.batch_size * args.steps
-    data = load_dataset(args.data, val_size=0, limit_train=n, limit_test=100)
-    device = torch.device("cpu")
-    precision = resolve_precision(config.precision, device, config.channels_last)
-    trainer = build_trainer(config, data, device, precision)
-    trainer.train_epoch(0)  # warm-up: oneDNN builds its kernels on first use
+    trainer, precision = warm_trainer(args.data, config.batch_size * args.steps, **options)
     with profile(activities=[ProfilerActivity.CPU]) as prof, record_function("epoch"):
         trainer.train_epoch(1)
     events = [e for e in prof.key_averages() if e.key != "epoch"]

@@ -21,15 +21,12 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from loader import SHARED, TutorialDataset  # benchmarks/loader.py, beside this file
+from loader import SHARED, TutorialDataset, cifarlab_images_per_s  # beside this file
 
-from cifarlab.config import make_run_config
 from cifarlab.data import load_dataset
 from cifarlab.data.imagefolder import _iter_files, _parse_layout
 from cifarlab.models import create_model
 from cifarlab.models.summary import summarize_model
-from cifarlab.runner import build_trainer
-from cifarlab.train.precision import resolve_precision
 
 BATCH = {"tutorial": 64, "simple": 64, "stacked": 64, "wobbly": 64, "resnet18": 128,
          "speedrun": 1024, "speedrun-small": 512}  # fmt: skip
@@ -54,21 +51,6 @@ def matmul_peak(dtype: torch.dtype, n: int = 2048, seconds: float = 1.0, tries: 
             count += 1
         best = max(best, 2 * n**3 * count / (time.perf_counter() - start) / 1e9)
     return best
-
-
-def cifarlab_images_per_s(name: str, data_path: str, batch: int, steps: int) -> dict:
-    """Two short epochs of the real trainer; the second is timed (the first warms up)."""
-    config = make_run_config(
-        model=name, data=data_path, batch_size=batch, optimizer="sgd", lr=0.01, val_size=0,
-        limit_train=batch * steps, limit_test=100,
-    )  # fmt: skip
-    data = load_dataset(config.data, val_size=0, limit_train=batch * steps, limit_test=100)
-    device = torch.device("cpu")
-    precision = resolve_precision(config.precision, device, config.channels_last)
-    trainer = build_trainer(config, data, device, precision)
-    trainer.train_epoch(0)
-    metrics = trainer.train_epoch(1)
-    return {"images_per_s": metrics["images_per_sec"], "precision": precision}
 
 
 def plain_loop_images_per_s(name: str, dataset, batch: int, steps: int) -> float:
@@ -123,7 +105,8 @@ def main() -> None:
     for name in names:
         batch = BATCH.get(name, 64)
         flops = summarize_model(create_model(name), (3, 32, 32), batch).train_flops
-        ours = cifarlab_images_per_s(name, args.data, batch, steps[name])
+        ours = cifarlab_images_per_s(args.data, batch * steps[name], model=name, batch_size=batch,
+                                     optimizer="sgd", lr=0.01)  # fmt: skip
         peak = out["matmul_peak_gflops"]["bf16" if ours["precision"] == "bf16" else "fp32"]
         out["nets"][name] = {
             "batch_size": batch,

@@ -34,7 +34,7 @@ from cifarlab.train.callbacks import (
 from cifarlab.train.checkpoint import load_checkpoint
 from cifarlab.train.ema import EMA
 from cifarlab.train.optim import build_optimizer
-from cifarlab.train.precision import resolve_device, resolve_precision
+from cifarlab.train.precision import compute_dtype, resolve_device, resolve_precision
 from cifarlab.train.recipe import FreezeStemBias, Lookahead
 from cifarlab.train.schedule import build_schedule
 from cifarlab.train.selection import best_epoch, overfit_onset
@@ -239,9 +239,12 @@ def make_loaders(
             f"--crop-pad {config.crop_pad} must be smaller than the {side}x{side} images; "
             "use a smaller --crop-pad (e.g. 4) or a translate-* augment (zero fill)"
         )
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32)
     common = dict(
-        mean=data.mean, std=data.std, device=device, channels_last=config.channels_last, dtype=dtype
+        mean=data.mean,
+        std=data.std,
+        device=device,
+        channels_last=config.channels_last,
+        dtype=compute_dtype(precision),  # the model casts its input to this anyway
     )
     augment = build_augment(config.augment, mean_uint8, config.crop_pad, config.cutout, config.seed)
     loaders = {

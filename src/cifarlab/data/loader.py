@@ -98,9 +98,10 @@ class TensorLoader:
         if self.augment is not None:  # indices + epoch: per-image schedules (alt-flip)
             positions = idx if order is not None else self._positions[sl]
             x = self.augment(x, g, positions, self.epoch)
-        return self._to_float(x), y
+        return self._to_model_input(x), y
 
-    def _to_float(self, x: torch.Tensor) -> torch.Tensor:
+    def _to_model_input(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalized NCHW batches in ``self.dtype``, channels_last unless told otherwise."""
         x = x.permute(0, 3, 1, 2)  # NHWC storage -> NCHW shape, channels_last strides
         if not self.channels_last:
             x = x.contiguous()

@@ -38,9 +38,13 @@ def resolve_precision(requested: str, device: torch.device, channels_last: bool)
     return "bf16" if cpu_supports_bf16() and channels_last else "fp32"
 
 
+def compute_dtype(precision: str) -> torch.dtype:
+    """The dtype activations are computed in: fp32, bf16 or fp16."""
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32)
+
+
 def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
     """The autocast context for a forward pass (a no-op in fp32)."""
     if precision == "fp32":
         return contextlib.nullcontext()
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return torch.autocast(device_type=device.type, dtype=dtype)
+    return torch.autocast(device_type=device.type, dtype=compute_dtype(precision))
