@@ -39,7 +39,7 @@ from cifarlab.data.imagefolder import _iter_files, _parse_layout
 from cifarlab.models import create_model
 from cifarlab.runner import build_trainer
 from cifarlab.train import Trainer
-from cifarlab.train.precision import resolve_precision
+from cifarlab.train.precision import resolve_device, resolve_precision
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpeg.tar.gz"
 
@@ -97,7 +97,7 @@ def warm_trainer(data_path: str, n_images: int, **options) -> tuple[Trainer, str
     config = make_run_config(data=data_path, val_size=0, limit_train=n_images, limit_test=100,
                              **options)  # fmt: skip
     data = load_dataset(config.data, val_size=0, limit_train=n_images, limit_test=100)
-    device = torch.device("cpu")
+    device = resolve_device(config.device)
     precision = resolve_precision(config.precision, device, config.channels_last)
     trainer = build_trainer(config, data, device, precision)
     trainer.train_epoch(0)

@@ -5,7 +5,10 @@
 
 Prints JSON: the share of CPU time per category (conv forward/backward,
 batchnorm, activations, pooling, optimizer, augmentation + loading, loss,
-other) and the top operators by self time.
+other) and the top operators by self time. On a GPU (``--device cuda``) the shares
+are of GPU kernel time, per operator that launched them, and ``gpu_busy`` says
+what fraction of the epoch's wall time the GPU was computing (the rest is launch
+and Python overhead).
 """
 
 from __future__ import annotations
@@ -13,8 +16,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import time
 from collections import defaultdict
 
+import torch
 from loader import SHARED, warm_trainer  # benchmarks/loader.py, beside this file
 from torch.profiler import ProfilerActivity, profile, record_function
 
@@ -39,28 +44,38 @@ def main() -> None:
     parser.add_argument("--model", help="profile this model (default: the preset's)")
     parser.add_argument("--batch-size", type=int, help="(default: the preset's)")
     parser.add_argument("--steps", type=int, default=6)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     args = parser.parse_args()
-    options = {"preset": None if args.preset == "none" else args.preset}
+    options = {"preset": None if args.preset == "none" else args.preset, "device": args.device}
     options |= {"model": args.model} if args.model else {}
     options |= {"batch_size": args.batch_size} if args.batch_size else {}
     config = make_run_config(data=args.data, **options)
     trainer, precision = warm_trainer(args.data, config.batch_size * args.steps, **options)
-    with profile(activities=[ProfilerActivity.CPU]) as prof, record_function("epoch"):
+    gpu = trainer.device.type == "cuda"
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if gpu else [])
+    start = time.perf_counter()
+    with profile(activities=activities) as prof, record_function("epoch"):
         trainer.train_epoch(1)
-    events = [e for e in prof.key_averages() if e.key != "epoch"]
-    total = sum(e.self_cpu_time_total for e in events)
+    wall_us = (time.perf_counter() - start) * 1e6
+    # on a GPU: kernel time, booked to the CPU-side op that launched each kernel
+    metric = "self_device_time_total" if gpu else "self_cpu_time_total"
+    events = [e for e in prof.key_averages() if e.key != "epoch" and getattr(e, metric) > 0]
+    if gpu:
+        events = [e for e in events if e.device_type == torch.autograd.DeviceType.CPU]
+    total = sum(getattr(e, metric) for e in events)
     shares: dict[str, float] = defaultdict(float)
     for e in events:
         name = e.key.lower()
         category = next((c for c, keys in CATEGORIES if any(k in name for k in keys)), "other")
-        shares[category] += e.self_cpu_time_total / total
-    top = sorted(events, key=lambda e: -e.self_cpu_time_total)[:12]
+        shares[category] += getattr(e, metric) / total
+    top = sorted(events, key=lambda e: -getattr(e, metric))[:12]
     ranked = sorted(shares.items(), key=lambda kv: -kv[1])
     print(json.dumps({
         "preset": args.preset, "model": config.model, "precision": precision,
-        "batch_size": config.batch_size, "steps": args.steps,
-        "share_of_cpu_time": {k: round(v, 3) for k, v in ranked},
-        "top_ops": [(e.key, round(e.self_cpu_time_total / total, 3)) for e in top],
+        "batch_size": config.batch_size, "steps": args.steps, "device": str(trainer.device),
+        **({"gpu_busy": round(total / wall_us, 3)} if gpu else {}),
+        f"share_of_{'gpu' if gpu else 'cpu'}_time": {k: round(v, 3) for k, v in ranked},
+        "top_ops": [(e.key, round(getattr(e, metric) / total, 3)) for e in top],
     }, indent=2))  # fmt: skip
 
 

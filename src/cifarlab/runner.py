@@ -342,7 +342,8 @@ def _stored_result(workspace: Path, run_id: str, config: RunConfig) -> RunResult
 def _set_determinism(config: RunConfig) -> None:
     if config.deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS needs it
-        torch.backends.cudnn.benchmark = False
+    # cuDNN times its conv algorithms once per shape and keeps the fastest (not reproducible)
+    torch.backends.cudnn.benchmark = not config.deterministic
     torch.use_deterministic_algorithms(config.deterministic)
 
 

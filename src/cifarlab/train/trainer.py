@@ -126,11 +126,13 @@ class Trainer:
             correct += batch_correct
             seen += len(y)
             self._emit("on_batch_end", loss.detach(), batch_correct, len(y))
+        # .item() waits for the GPU's queued steps, so the clock is read after them
+        train_loss, train_acc = loss_sum.item() / seen, correct.item() / seen
         seconds = time.perf_counter() - start
         return {
             "epoch": epoch + 1,
-            "train_loss": loss_sum.item() / seen,
-            "train_acc": correct.item() / seen,
+            "train_loss": train_loss,
+            "train_acc": train_acc,
             "lr": lr_sum / len(self.train_loader),  # the epoch's mean: schedules move per batch
             "epoch_seconds": seconds,
             "images_per_sec": seen / seconds,

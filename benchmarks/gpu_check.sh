@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Every GPU figure in BENCHMARKS.md, in one call on a lent GPU machine (~4 min on an H100).
+#
+#   bash benchmarks/gpu_check.sh            # needs: torch with CUDA, the data at $DATA
+#
+# On this workplace's device tool, carry `.whl` (pydantic's wheels for the machine's
+# Python, which lacks them) and `.devdata` (a copy of the shared CIFAR-10 archive).
+# Each step has its own time limit, so a failure still leaves the others' output in $OUT.
+set -u
+OUT=${OUT:-/tmp/cifarlab-gpu}
+mkdir -p "$OUT"
+if ls .whl/*.whl >/dev/null 2>&1; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+        --target /tmp/site .whl/*.whl || exit 1
+    export PYTHONPATH=/tmp/site
+fi
+export PYTHONPATH=src:${PYTHONPATH:-} PYTHONUNBUFFERED=1 CIFARLAB_CACHE=${CIFARLAB_CACHE:-/tmp/cache}
+DATA=${DATA:-.devdata/cifar10-jpeg.tar.gz}
+RUNS=${RUNS:-10}
+
+nvidia-smi --query-gpu=name,driver_version,clocks.max.sm,power.limit --format=csv | tee "$OUT/gpu.txt"
+python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())" \
+    | tee -a "$OUT/gpu.txt"
+echo "== smoke: 1 epoch of speedrun"
+timeout 120 python3 -m cifarlab train --preset speedrun --epochs 1 --data "$DATA" \
+    --workspace /tmp/ws-smoke 2>&1 | tail -4 | tee "$OUT/smoke.txt"
+echo "== time to 94%: $RUNS runs of speedrun"
+timeout 300 python3 benchmarks/time_to_accuracy.py --presets speedrun --runs "$RUNS" \
+    --data "$DATA" 2>&1 | grep -v '^\s*$' | tee "$OUT/time_to_accuracy.txt" | tail -40
+echo "== profile of one epoch"
+timeout 120 python3 benchmarks/profile_epoch.py --preset speedrun --device cuda --steps 48 \
+    --data "$DATA" >"$OUT/profile.json" 2>&1
+head -c 1500 "$OUT/profile.json"
+echo "== throughput"
+timeout 180 python3 benchmarks/throughput.py --device cuda --steps 40 --data "$DATA" 2>&1 \
+    | tee "$OUT/throughput.txt" | grep '^{"' 
+if [ "${COMPILE:-1}" = 1 ]; then
+    echo "== time to 94%, compiled: 3 runs"
+    timeout 240 python3 benchmarks/time_to_accuracy.py --presets speedrun --runs 3 --compile \
+        --data "$DATA" 2>&1 | tee "$OUT/time_to_accuracy_compiled.txt" | grep '^{"'
+fi
