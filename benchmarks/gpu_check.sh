@@ -6,6 +6,7 @@
 # On this workplace's device tool, carry `.whl` (pydantic's wheels for the machine's
 # Python, which lacks them) and `.devdata` (a copy of the shared CIFAR-10 archive).
 # Each step has its own time limit, so a failure still leaves the others' output in $OUT.
+# STEPS picks steps (default: all but the epochs sweep); RUNS sets the runs per timing.
 set -u
 OUT=${OUT:-/tmp/cifarlab-gpu}
 mkdir -p "$OUT"
@@ -17,25 +18,42 @@ fi
 export PYTHONPATH=src:${PYTHONPATH:-} PYTHONUNBUFFERED=1 CIFARLAB_CACHE=${CIFARLAB_CACHE:-/tmp/cache}
 DATA=${DATA:-.devdata/cifar10-jpeg.tar.gz}
 RUNS=${RUNS:-10}
+STEPS=${STEPS:-smoke,tta,profile,throughput,compile}
+step() { [[ ",$STEPS," == *",$1,"* ]]; }
 
 nvidia-smi --query-gpu=name,driver_version,clocks.max.sm,power.limit --format=csv | tee "$OUT/gpu.txt"
 python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())" \
     | tee -a "$OUT/gpu.txt"
-echo "== smoke: 1 epoch of speedrun"
-timeout 120 python3 -m cifarlab train --preset speedrun --epochs 1 --data "$DATA" \
-    --workspace /tmp/ws-smoke 2>&1 | tail -4 | tee "$OUT/smoke.txt"
-echo "== time to 94%: $RUNS runs of speedrun"
-timeout 300 python3 benchmarks/time_to_accuracy.py --presets speedrun --runs "$RUNS" \
-    --data "$DATA" 2>&1 | grep -v '^\s*$' | tee "$OUT/time_to_accuracy.txt" | tail -40
-echo "== profile of one epoch"
-timeout 120 python3 benchmarks/profile_epoch.py --preset speedrun --device cuda --steps 48 \
-    --data "$DATA" >"$OUT/profile.json" 2>&1
-head -c 1500 "$OUT/profile.json"
-echo "== throughput"
-timeout 180 python3 benchmarks/throughput.py --device cuda --steps 40 --data "$DATA" 2>&1 \
-    | tee "$OUT/throughput.txt" | grep '^{"' 
-if [ "${COMPILE:-1}" = 1 ]; then
+if step smoke; then
+    echo "== smoke: 1 epoch of speedrun"
+    timeout 120 python3 -m cifarlab train --preset speedrun --epochs 1 --data "$DATA" \
+        --workspace /tmp/ws-smoke 2>&1 | tail -4 | tee "$OUT/smoke.txt"
+fi
+if step tta; then
+    echo "== time to 94%: $RUNS runs of speedrun"
+    timeout 300 python3 benchmarks/time_to_accuracy.py --presets speedrun --runs "$RUNS" \
+        --data "$DATA" 2>&1 | grep -v '^\s*$' | tee "$OUT/time_to_accuracy.txt" | grep '"runs"'
+fi
+if step profile; then
+    echo "== profile of one epoch"
+    timeout 120 python3 benchmarks/profile_epoch.py --preset speedrun --device cuda --steps 48 \
+        --data "$DATA" >"$OUT/profile.json" 2>&1
+    head -c 1500 "$OUT/profile.json"
+fi
+if step throughput; then
+    echo "== throughput"
+    timeout 180 python3 benchmarks/throughput.py --device cuda --steps 40 --data "$DATA" 2>&1 \
+        | tee "$OUT/throughput.txt" | grep '^{"'
+fi
+if step compile; then
     echo "== time to 94%, compiled: 3 runs"
     timeout 240 python3 benchmarks/time_to_accuracy.py --presets speedrun --runs 3 --compile \
         --data "$DATA" 2>&1 | tee "$OUT/time_to_accuracy_compiled.txt" | grep '^{"'
+fi
+if step epochs; then  # where the recipe levels off on this data
+    for epochs in ${EPOCHS:-15 20 30}; do
+        echo "== speedrun, $epochs epochs: 2 runs"
+        timeout 200 python3 benchmarks/time_to_accuracy.py --presets speedrun --runs 2 \
+            --epochs "$epochs" --data "$DATA" 2>&1 | tee "$OUT/epochs_$epochs.txt" | grep '"runs"'
+    done
 fi
