@@ -6,7 +6,7 @@
 # On this workplace's device tool, carry `.whl` (pydantic's wheels for the machine's
 # Python, which lacks them) and `.devdata` (a copy of the shared CIFAR-10 archive).
 # Each step has its own time limit, so a failure still leaves the others' output in $OUT.
-# STEPS picks steps (default: all but the epochs sweep); RUNS sets the runs per timing.
+# STEPS picks steps (default: all but the epochs and jpeg sweeps); RUNS sets the runs per timing.
 set -u
 OUT=${OUT:-/tmp/cifarlab-gpu}
 mkdir -p "$OUT"
@@ -56,4 +56,9 @@ if step epochs; then  # where the recipe levels off on this data
         timeout 200 python3 benchmarks/time_to_accuracy.py --presets speedrun --runs 2 \
             --epochs "$epochs" --data "$DATA" 2>&1 | tee "$OUT/epochs_$epochs.txt" | grep '"runs"'
     done
+fi
+if step jpeg; then  # what further JPEG loss costs the full recipe (one seed per point)
+    echo "== speedrun on the copy re-encoded at lower JPEG qualities"
+    timeout 240 python3 benchmarks/jpeg_quality.py --preset speedrun --qualities 90,50,30 \
+        --data "$DATA" 2>&1 | tee "$OUT/jpeg_quality.txt" | grep '^{"'
 fi
