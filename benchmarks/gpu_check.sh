@@ -6,7 +6,8 @@
 # On this workplace's device tool, carry `.whl` (pydantic's wheels for the machine's
 # Python, which lacks them) and `.devdata` (a copy of the shared CIFAR-10 archive).
 # Each step has its own time limit, so a failure still leaves the others' output in $OUT.
-# STEPS picks steps (default: all but the epochs and jpeg sweeps); RUNS sets the runs per timing.
+# STEPS picks steps (default: all but the epochs and jpeg sweeps; `tests` needs pytest-xdist);
+# RUNS sets the runs per timing.
 set -u
 OUT=${OUT:-/tmp/cifarlab-gpu}
 mkdir -p "$OUT"
@@ -15,15 +16,21 @@ if ls .whl/*.whl >/dev/null 2>&1; then
         --target /tmp/site .whl/*.whl || exit 1
     export PYTHONPATH=/tmp/site
 fi
-export PYTHONPATH=src:${PYTHONPATH:-} PYTHONUNBUFFERED=1 CIFARLAB_CACHE=${CIFARLAB_CACHE:-/tmp/cache}
+# absolute: tests run `python -m cifarlab` from other folders
+export PYTHONPATH=$PWD/src:${PYTHONPATH:-} PYTHONUNBUFFERED=1 CIFARLAB_CACHE=${CIFARLAB_CACHE:-/tmp/cache}
 DATA=${DATA:-.devdata/cifar10-jpeg.tar.gz}
 RUNS=${RUNS:-10}
-STEPS=${STEPS:-smoke,tta,profile,throughput,compile}
+STEPS=${STEPS:-tests,smoke,tta,profile,throughput,compile}
 step() { [[ ",$STEPS," == *",$1,"* ]]; }
 
 nvidia-smi --query-gpu=name,driver_version,clocks.max.sm,power.limit --format=csv | tee "$OUT/gpu.txt"
 python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())" \
     | tee -a "$OUT/gpu.txt"
+if step tests; then  # the whole suite on the GPU: CUDA paths the CPU-only CI never runs
+    echo "== tests on CUDA"
+    CIFARLAB_DATA=$DATA timeout 240 python3 -m pytest -q -n 8 -p no:cacheprovider -rfE tests \
+        2>&1 | tee "$OUT/pytest_cuda.txt" | tail -15
+fi
 if step smoke; then
     echo "== smoke: 1 epoch of speedrun"
     timeout 120 python3 -m cifarlab train --preset speedrun --epochs 1 --data "$DATA" \

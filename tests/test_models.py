@@ -133,6 +133,27 @@ def test_init_whitening_makes_stem_outputs_white():
     assert torch.allclose(covariance, torch.eye(12, dtype=torch.float64), atol=2e-2)
 
 
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_global_pools_equal_the_adaptive_pools_they_replace(channels_last):
+    # They exist because the adaptive pools' CUDA backward is not deterministic.
+    from cifarlab.models.layers import GlobalAvgPool2d, GlobalMaxPool2d
+    from cifarlab.models.summary import summarize_model
+
+    x = torch.randn(4, 8, 3, 5)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    grad = torch.randn(4, 8, 1, 1)
+    for ours, theirs in ((GlobalAvgPool2d(), nn.AdaptiveAvgPool2d(1)),
+                         (GlobalMaxPool2d(), nn.AdaptiveMaxPool2d(1))):  # fmt: skip
+        a, b = x.clone().requires_grad_(), x.clone().requires_grad_()
+        out_a, out_b = ours(a), theirs(b)
+        torch.testing.assert_close(out_a, out_b)
+        out_a.backward(grad), out_b.backward(grad)
+        torch.testing.assert_close(a.grad, b.grad)
+    kinds = [r.kind for r in summarize_model(nn.Sequential(GlobalMaxPool2d()), (8, 3, 5)).rows]
+    assert kinds == ["gmp"]
+
+
 # --- declarative specs ---------------------------------------------------------------
 
 

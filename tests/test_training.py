@@ -211,6 +211,24 @@ def test_same_seed_deterministic_runs_are_identical(tiny_archive, tmp_path):
     assert strip(a.history) == strip(b.history)
 
 
+def test_divergence_between_looks_at_the_loss_is_caught_at_the_epoch_end(
+    tiny_archive, tmp_path, monkeypatch
+):
+    # A GPU reads the loss only every 16 steps (each read is a sync); a run that blows up
+    # between reads must still end as diverged, not completed with a NaN loss.
+    from cifarlab.train.trainer import Trainer
+
+    init = Trainer.__init__
+
+    def rarely_looking(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        self.divergence_check_every = 10**9  # only the first step is looked at
+
+    monkeypatch.setattr(Trainer, "__init__", rarely_looking)
+    result = _quick(tiny_archive, tmp_path, optimizer="sgd", lr=1e4, epochs=2)
+    assert result.status == "diverged" and "diverged" in result.error
+
+
 # -- model selection, overfitting, early stopping ----------------------------------
 
 

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from cifarlab.errors import CifarlabError
+from cifarlab.models.layers import GlobalMaxPool2d
 from cifarlab.models.registry import register_model, register_spec
 from cifarlab.models.spec import ModelSpec
 
@@ -86,7 +87,7 @@ def speedrun_net(
         ConvGroup(whiten_width, widths[0]),
         ConvGroup(widths[0], widths[1]),
         ConvGroup(widths[1], widths[2]),
-        nn.AdaptiveMaxPool2d(1),  # airbench: MaxPool2d(3) over the last 3x3; same on 32x32
+        GlobalMaxPool2d(),  # airbench: MaxPool2d(3) over the last 3x3; same on 32x32
         nn.Flatten(),
         nn.Linear(widths[2], num_classes, bias=False),
         Mul(LOGIT_SCALE),

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from cifarlab.errors import CifarlabError
+from cifarlab.models.layers import GlobalAvgPool2d, GlobalMaxPool2d
 
 Shape = tuple[int, ...]  # (C, H, W) for images, (N,) for vectors
 
@@ -191,7 +192,7 @@ def _build_layer(
         return [nn.BatchNorm2d(c)], shape
     if kind in ("gap", "gmp"):
         _no_args(kind, args)
-        pool = nn.AdaptiveAvgPool2d(1) if kind == "gap" else nn.AdaptiveMaxPool2d(1)
+        pool = GlobalAvgPool2d() if kind == "gap" else GlobalMaxPool2d()
         return [pool], (c, 1, 1)
     if kind in ("maxpool", "avgpool"):
         (k,) = _numbers(kind, args, 1, 1, int, what="pool size")

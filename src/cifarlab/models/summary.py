@@ -181,7 +181,8 @@ def _macs(module: nn.Module, out_shape: tuple[int, ...]) -> int:
 
 
 def _kind(module: nn.Module) -> str:
-    return KINDS.get(type(module), type(module).__name__.lower())
+    kind = next((k for cls, k in KINDS.items() if isinstance(module, cls)), None)  # subclasses too
+    return kind or type(module).__name__.lower()
 
 
 def _numel(shape: tuple[int, ...]) -> int:

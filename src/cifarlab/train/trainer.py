@@ -77,6 +77,9 @@ class Trainer:
         self.first_loss: float | None = None
         self.train_seconds = 0.0  # training + evaluation wall time, one-time setup excluded
         self.should_stop = False  # set by a callback (early stopping) to end after this epoch
+        # On a GPU every .item() is a sync, so look every 16 steps there (and at each epoch's
+        # end); on the CPU it is free.
+        self.divergence_check_every = 16 if device.type == "cuda" else 1
 
     def fit(self, epochs: int) -> list[dict[str, Any]]:
         self._emit("on_fit_start")
@@ -129,6 +132,7 @@ class Trainer:
         # .item() waits for the GPU's queued steps, so the clock is read after them
         train_loss, train_acc = loss_sum.item() / seen, correct.item() / seen
         seconds = time.perf_counter() - start
+        self._check_loss(train_loss)  # the per-step look skips steps on a GPU: not the mean
         return {
             "epoch": epoch + 1,
             "train_loss": train_loss,
@@ -162,10 +166,11 @@ class Trainer:
         return self.optimizer.param_groups[0]["lr"]
 
     def _check_divergence(self, loss: torch.Tensor) -> None:
-        # On a GPU every .item() is a sync, so look every 16 steps there; on CPU it is free.
-        if self.device.type == "cuda" and self.step % 16:
-            return
-        value = loss.item()
+        if self.step != 1 and self.step % self.divergence_check_every:
+            return  # the first step always: it sets the reference
+        self._check_loss(loss.item())
+
+    def _check_loss(self, value: float) -> None:
         if self.first_loss is None:
             self.first_loss = value
         if not math.isfinite(value) or value > 10 * max(self.first_loss, 1e-3):
@@ -204,9 +209,10 @@ class Trainer:
         for cb in self.callbacks:
             if type(cb).__name__ in state.get("callbacks", {}):
                 cb.load_state_dict(state["callbacks"][type(cb).__name__])
-        torch.set_rng_state(state["rng_cpu"])
+        # a checkpoint loaded onto a GPU brings its RNG states there; torch takes them on the CPU
+        torch.set_rng_state(state["rng_cpu"].cpu())
         if state["rng_cuda"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["rng_cuda"])
+            torch.cuda.set_rng_state_all([s.cpu() for s in state["rng_cuda"]])
 
     def _emit(self, hook: str, *args: Any) -> None:
         for callback in self.callbacks:
