@@ -314,6 +314,16 @@ def test_split_stats_from_cached_sums_match_a_pass_over_pixels(tiny_folder):
     assert np.allclose(data.std, channel_stats(data.train.images)[1], atol=1e-9)
 
 
+@pytest.mark.parametrize("channels", [1, 3])
+def test_per_image_pixel_sums_are_exact_across_chunks(channels):
+    # 2,500 images span three of pixel_stats' chunks; 255s check the squares don't overflow
+    images = np.random.default_rng(0).integers(0, 256, (2500, 7, 5, channels), dtype=np.uint8)
+    images[-1] = 255
+    sums, squares = cache_module.pixel_stats(images)
+    flat = images.reshape(len(images), -1, channels).astype(np.int64)
+    assert np.array_equal(sums, flat.sum(1)) and np.array_equal(squares, (flat**2).sum(1))
+
+
 def test_data_info_and_preview_commands(tiny_folder, tmp_path, capsys):
     import json
 
