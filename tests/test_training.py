@@ -229,6 +229,20 @@ def test_divergence_between_looks_at_the_loss_is_caught_at_the_epoch_end(
     assert result.status == "diverged" and "diverged" in result.error
 
 
+def test_compiled_training_matches_eager(tiny_archive, tmp_path):
+    # --compile must change the speed, not the run: same losses to float tolerance.
+    # drop_last keeps one batch shape, so the net compiles once.
+    options = dict(
+        model="tutorial", optimizer="sgd", lr=0.05, epochs=2, drop_last=True, precision="fp32"
+    )
+    eager = _quick(tiny_archive, tmp_path, **options)
+    compiled = _quick(tiny_archive, tmp_path, compile=True, **options)
+    assert compiled.status == "completed" and compiled.run_id != eager.run_id
+    for a, b in zip(eager.history, compiled.history, strict=True):
+        assert math.isclose(a["train_loss"], b["train_loss"], rel_tol=1e-3)
+        assert math.isclose(a["test_acc"], b["test_acc"], abs_tol=0.04)
+
+
 # -- model selection, overfitting, early stopping ----------------------------------
 
 
