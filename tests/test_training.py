@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -229,6 +230,18 @@ def test_divergence_between_looks_at_the_loss_is_caught_at_the_epoch_end(
     assert result.status == "diverged" and "diverged" in result.error
 
 
+def test_compile_without_a_cpp_compiler_is_one_clear_line(tiny_archive, tmp_path, monkeypatch):
+    monkeypatch.setattr("cifarlab.runner.shutil.which", lambda name: None)
+    monkeypatch.delenv("CXX", raising=False)
+    with pytest.raises(CifarlabError, match=r"--compile on the CPU needs a C\+\+ compiler"):
+        _quick(tiny_archive, tmp_path, compile=True, device="cpu")
+    assert not [p for p in (tmp_path / "ws").glob("*") if p.is_dir()]  # no run was started
+
+
+@pytest.mark.skipif(
+    not any(shutil.which(c) for c in ("g++", "c++", "clang++")),
+    reason="torch.compile on the CPU needs a C++ compiler",
+)
 def test_compiled_training_matches_eager(tiny_archive, tmp_path):
     # --compile must change the speed, not the run: same losses to float tolerance.
     # drop_last keeps one batch shape, so the net compiles once.

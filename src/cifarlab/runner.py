@@ -8,6 +8,7 @@ results database, so bad input never leaves a row.
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import traceback
 from dataclasses import dataclass, field
@@ -81,6 +82,8 @@ def run_training(config: RunConfig | None = None, **options: Any) -> RunResult:
     create_model(config.model)  # an unknown name fails here, before any data work
     if config.tensorboard:
         _require_tensorboard()
+    if config.compile and device.type == "cpu":
+        _require_cpp_compiler()
     data = load_dataset(
         config.data,
         val_size=config.val_size,
@@ -354,6 +357,18 @@ def _require_tensorboard() -> None:
         raise CifarlabError(
             "--tensorboard needs the tensorboard package: pip install 'cifarlab[tensorboard]'"
         ) from None
+
+
+def _require_cpp_compiler() -> None:
+    # torch.compile's CPU backend writes C++; without a compiler it fails deep in a traceback
+    compiler = os.environ.get("CXX") or next(
+        (c for c in ("g++", "c++", "clang++") if shutil.which(c)), None
+    )
+    if compiler is None or not shutil.which(compiler):
+        raise CifarlabError(
+            "--compile on the CPU needs a C++ compiler (g++ or clang++) and none was found; "
+            "install one (e.g. apt-get install g++) or train without --compile"
+        )
 
 
 def _run_info(config, data: CifarData, device, precision: str, model) -> dict[str, Any]:
