@@ -187,6 +187,14 @@ def main() -> None:
             break
     out["tensor_loader_crop_flip_images_per_s"] = round(seen / (time.perf_counter() - start))
     out["tensor_loader_images"] = seen
+    # without augmentation: the gather and conversion alone, the floor of any augmenting loader
+    plain = TensorLoader(data.train, 64, data.mean, data.std, shuffle=True)
+    start, seen = time.perf_counter(), 0
+    for _, y in plain:
+        seen += len(y)
+        if seen >= limit:
+            break
+    out["tensor_loader_no_augment_images_per_s"] = round(seen / (time.perf_counter() - start))
     out["tensor_loader_bf16_images_per_s_by_chunk_mib"] = chunk_sizes(data, mean_uint8)
 
     n = min(args.limit, len(data.train))
