@@ -327,12 +327,27 @@ def test_python_file_model_errors_are_one_line(tmp_path):
         assert "\n" not in str(info.value)
 
 
-def test_a_bad_model_file_fails_before_any_data_work(tmp_path):
+def test_a_model_file_that_cannot_load_fails_before_any_data_work(tmp_path):
     from cifarlab.runner import run_training
 
     path = _write(tmp_path, "net.py", NET_PY)
-    with pytest.raises(CifarlabError, match="FiveClasses' maps"):
-        run_training(model=f"{path}:FiveClasses", data=str(tmp_path / "no-data-here"))
+    with pytest.raises(CifarlabError, match="NoSuchNet"):
+        run_training(model=f"{path}:NoSuchNet", data=str(tmp_path / "no-data-here"))
+
+
+def test_a_model_file_is_checked_against_the_data_not_defaults(tmp_path, tiny_archive):
+    # tiny_archive has 3 classes: a net fixed at 3 outputs fits it (the check used to assume
+    # 10 and refused it), one fixed at 5 does not
+    from cifarlab.runner import run_training
+
+    path = _write(tmp_path, "net.py", NET_PY)
+    fixed_at_3 = NET_PY.replace("Linear(3 * 32 * 32, 5)", "Linear(3 * 32 * 32, 3)")
+    three = _write(tmp_path, "three.py", fixed_at_3)
+    options = dict(data=str(tiny_archive), workspace=str(tmp_path / "ws"), epochs=1,
+                   val_size=6, batch_size=32, quiet=True)  # fmt: skip
+    assert run_training(model=f"{three}:FiveClasses", **options).status == "completed"
+    with pytest.raises(CifarlabError, match=r"FiveClasses' maps .* not \(2, 3\) logits"):
+        run_training(model=f"{path}:FiveClasses", **options)
 
 
 def test_train_a_python_file_model_end_to_end(tmp_path, tiny_archive, capsys):

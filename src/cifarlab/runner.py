@@ -23,7 +23,13 @@ from cifarlab.data import CifarData, TensorLoader, load_dataset
 from cifarlab.data.augment import build_augment
 from cifarlab.errors import CifarlabError
 from cifarlab.experiments.store import ResultsStore
-from cifarlab.models import count_parameters, create_model, init_whitening, model_label
+from cifarlab.models import (
+    count_parameters,
+    create_model,
+    get_model_entry,
+    init_whitening,
+    model_label,
+)
 from cifarlab.train.allocator import tune_cpu_allocator
 from cifarlab.train.callbacks import (
     Checkpointer,
@@ -79,7 +85,9 @@ def run_training(config: RunConfig | None = None, **options: Any) -> RunResult:
 
     device = resolve_device(config.device)
     precision = resolve_precision(config.precision, device, config.channels_last)
-    create_model(config.model)  # an unknown name fails here, before any data work
+    # an unknown name or an unloadable file fails here, before any data work; the model is
+    # built (and a file model's output checked) once, when the data's shape is known
+    get_model_entry(config.model)
     if config.tensorboard:
         _require_tensorboard()
     if config.compile and device.type == "cpu":
