@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Every GPU figure in BENCHMARKS.md, in one call on a lent GPU machine (~4 min on an H100).
+# Every GPU figure in BENCHMARKS.md, on a GPU machine. The default steps take ~5 min on an
+# H100; the epochs, jpeg and original steps ~2-3 min each (run them in separate calls).
 #
 #   bash benchmarks/gpu_check.sh            # needs: torch with CUDA, the data at $DATA
 #
@@ -45,7 +46,7 @@ fi
 if step profile; then
     echo "== profile of one epoch"
     timeout 120 python3 benchmarks/profile_epoch.py --preset speedrun --device cuda --steps 48 \
-        --data "$DATA" >"$OUT/profile.json" 2>&1
+        --data "$DATA" >"$OUT/profile.json" 2>"$OUT/profile.log"
     head -c 1500 "$OUT/profile.json"
 fi
 if step throughput; then

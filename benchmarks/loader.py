@@ -112,6 +112,16 @@ def cifarlab_images_per_s(data_path: str, n_images: int, **options) -> dict:
     return {"images_per_s": trainer.train_epoch(1)["images_per_sec"], "precision": precision}
 
 
+def loader_rate(loader: TensorLoader, limit: int) -> float:
+    """Images/s of iterating ``loader`` alone, for its first ``limit`` images."""
+    start, seen = time.perf_counter(), 0
+    for _, y in loader:
+        seen += len(y)
+        if seen >= limit:
+            break
+    return seen / (time.perf_counter() - start)
+
+
 class ReadyBatches:
     """One prepared batch served ``steps`` times: the trainer with no data work at all."""
 
@@ -180,21 +190,11 @@ def main() -> None:
     loader = TensorLoader(data.train, 64, data.mean, data.std, shuffle=True,
                           augment=build_augment("crop-flip", mean_uint8))  # fmt: skip
     limit = args.loader_limit or len(data.train)
-    start, seen = time.perf_counter(), 0
-    for _, y in loader:
-        seen += len(y)
-        if seen >= limit:
-            break
-    out["tensor_loader_crop_flip_images_per_s"] = round(seen / (time.perf_counter() - start))
-    out["tensor_loader_images"] = seen
+    out["tensor_loader_crop_flip_images_per_s"] = round(loader_rate(loader, limit))
+    out["tensor_loader_images"] = min(limit, len(data.train))
     # without augmentation: the gather and conversion alone, the floor of any augmenting loader
     plain = TensorLoader(data.train, 64, data.mean, data.std, shuffle=True)
-    start, seen = time.perf_counter(), 0
-    for _, y in plain:
-        seen += len(y)
-        if seen >= limit:
-            break
-    out["tensor_loader_no_augment_images_per_s"] = round(seen / (time.perf_counter() - start))
+    out["tensor_loader_no_augment_images_per_s"] = round(loader_rate(plain, limit))
     out["tensor_loader_bf16_images_per_s_by_chunk_mib"] = chunk_sizes(data, mean_uint8)
 
     n = min(args.limit, len(data.train))

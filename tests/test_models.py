@@ -327,12 +327,17 @@ def test_python_file_model_errors_are_one_line(tmp_path):
         assert "\n" not in str(info.value)
 
 
-def test_a_model_file_that_cannot_load_fails_before_any_data_work(tmp_path):
+def test_a_bad_model_fails_before_any_data_work(tmp_path):
     from cifarlab.runner import run_training
 
     path = _write(tmp_path, "net.py", NET_PY)
-    with pytest.raises(CifarlabError, match="NoSuchNet"):
-        run_training(model=f"{path}:NoSuchNet", data=str(tmp_path / "no-data-here"))
+    spec = _write(tmp_path, "typo.toml", 'layers = ["convv 8 3", "gap", "linear"]\n')
+    cases = {f"{path}:NoSuchNet": "has no 'NoSuchNet'",
+             f"{path}:needs_more": "raised TypeError when built",
+             str(spec): "unknown layer kind 'convv'"}  # fmt: skip
+    for model, message in cases.items():
+        with pytest.raises(CifarlabError, match=message):  # not: the data does not exist
+            run_training(model=model, data=str(tmp_path / "no-data-here"))
 
 
 def test_a_model_file_is_checked_against_the_data_not_defaults(tmp_path, tiny_archive):

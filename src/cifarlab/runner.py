@@ -24,9 +24,9 @@ from cifarlab.data.augment import build_augment
 from cifarlab.errors import CifarlabError
 from cifarlab.experiments.store import ResultsStore
 from cifarlab.models import (
+    check_model,
     count_parameters,
     create_model,
-    get_model_entry,
     init_whitening,
     model_label,
 )
@@ -85,9 +85,7 @@ def run_training(config: RunConfig | None = None, **options: Any) -> RunResult:
 
     device = resolve_device(config.device)
     precision = resolve_precision(config.precision, device, config.channels_last)
-    # an unknown name or an unloadable file fails here, before any data work; the model is
-    # built (and a file model's output checked) once, when the data's shape is known
-    get_model_entry(config.model)
+    check_model(config.model)  # a bad name, spec or file fails here, before any data work
     if config.tensorboard:
         _require_tensorboard()
     if config.compile and device.type == "cpu":
@@ -368,13 +366,12 @@ def _require_tensorboard() -> None:
 
 
 def _require_cpp_compiler() -> None:
-    # torch.compile's CPU backend writes C++; without a compiler it fails deep in a traceback
-    compiler = os.environ.get("CXX") or next(
-        (c for c in ("g++", "c++", "clang++") if shutil.which(c)), None
-    )
-    if compiler is None or not shutil.which(compiler):
+    # torch.compile's CPU backend writes C++ and builds it with $CXX, else g++ (clang++ on
+    # macOS); without that compiler it fails deep in a traceback
+    compiler = os.environ.get("CXX") or ("clang++" if sys.platform == "darwin" else "g++")
+    if not shutil.which(compiler):
         raise CifarlabError(
-            "--compile on the CPU needs a C++ compiler (g++ or clang++) and none was found; "
+            f"--compile on the CPU needs a C++ compiler ({compiler}) and none was found; "
             "install one (e.g. apt-get install g++) or train without --compile"
         )
 

@@ -6,6 +6,7 @@ from cifarlab.models.diagram import draw_diagram
 from cifarlab.models.reference import init_whitening
 from cifarlab.models.registry import (
     ModelEntry,
+    check_model,
     count_parameters,
     create_model,
     get_model_entry,
@@ -23,6 +24,7 @@ __all__ = [
     "ModelSummary",
     "build_spec",
     "count_parameters",
+    "check_model",
     "create_model",
     "draw_diagram",
     "get_model_entry",

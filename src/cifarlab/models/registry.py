@@ -98,6 +98,14 @@ def create_model(
     return model
 
 
+def check_model(name: Any) -> None:
+    """Fail fast on what needs no data: an unknown name, a bad spec, a file that does not
+    import or whose constructor raises. Whether a file model's logits fit is checked when
+    it is built for the data's shape (``create_model``): a net fixed at 100 classes is right
+    for CIFAR-100, whatever a default would say."""
+    get_model_entry(name).factory(num_classes=10, in_channels=3, image_size=32)
+
+
 def model_label(name: Any) -> str:
     """A short, filesystem-safe label for run ids: ``nets/my.py:Net`` -> ``my-Net``."""
     if not isinstance(name, str):
