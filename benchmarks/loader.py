@@ -156,8 +156,7 @@ def chunk_sizes(data, mean_uint8: torch.Tensor, mibs=(4, 8, 32, 64), repeats: in
                 loader = TensorLoader(data.train, 64, data.mean, data.std, shuffle=True,
                                       augment=build_augment("crop-flip", mean_uint8),
                                       dtype=torch.bfloat16)  # fmt: skip
-                start = time.perf_counter()
-                rate = sum(len(y) for _, y in loader) / (time.perf_counter() - start)
+                rate = loader_rate(loader, len(data.train))
                 best[mib] = round(max(best.get(mib, 0), rate))
     finally:
         loader_module.CHUNK_BYTES = default
