@@ -7,7 +7,7 @@
 # On this workplace's device tool, carry `.whl` (pydantic's wheels for the machine's
 # Python, which lacks them) and `.devdata` (a copy of the shared CIFAR-10 archive).
 # Each step has its own time limit, so a failure still leaves the others' output in $OUT.
-# STEPS picks steps (default: all but the epochs, jpeg and original steps; `tests` needs
+# STEPS picks steps (default: all but the epochs, jpeg, precision and original steps; `tests` needs
 # pytest-xdist); RUNS sets the runs per timing. `STEPS=original` trains on the lossless
 # CIFAR-10 (ORIGINAL=cifar10 downloads it; or a path to cifar-10-python.tar.gz).
 set -u
@@ -70,6 +70,14 @@ if step jpeg; then  # what further JPEG loss costs the full recipe (one seed per
     echo "== speedrun on the copy re-encoded at lower JPEG qualities"
     timeout 240 python3 benchmarks/jpeg_quality.py --preset speedrun --qualities 90,50,30 \
         --data "$DATA" 2>&1 | tee "$OUT/jpeg_quality.txt" | grep '^{"'
+fi
+if step precision; then  # the speedrun recipe in each precision (bf16 is the preset's)
+    for precision in ${PRECISIONS:-bf16 fp16 fp32}; do
+        echo "== speedrun in $precision: $RUNS runs"
+        timeout 200 python3 benchmarks/time_to_accuracy.py --presets speedrun --runs "$RUNS" \
+            --precision "$precision" --data "$DATA" 2>&1 | tee "$OUT/precision_$precision.txt" \
+            | grep '"runs"'
+    done
 fi
 if step original; then  # the lossless original, where it can be reached: report both
     echo "== time to 94% on ${ORIGINAL:=cifar10}: $RUNS runs of speedrun"

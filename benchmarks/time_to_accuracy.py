@@ -38,6 +38,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, help="override the presets' epochs")
     parser.add_argument("--runs", type=int, default=1, help="runs per preset (seeds 0..N-1)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model")
+    parser.add_argument("--precision", help="override the presets' precision (fp32/bf16/fp16)")
     parser.add_argument("--workspace", default=tempfile.mkdtemp(prefix="cifarlab-tta-"))
     args = parser.parse_args()
     out: dict = {
@@ -45,12 +46,14 @@ def main() -> None:
         "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
         "torch": torch.__version__,
         "data": f"{args.data} (CIFAR-10, JPEG q75 copy)" if "jpeg" in args.data else args.data,
+        "precision": args.precision or "the preset's",
     }
     start = time.perf_counter()
     load_dataset(args.data, val_size=0)
     out["data_load_seconds"] = round(time.perf_counter() - start, 2)
     for preset in args.presets.split(","):
         extra = ({"epochs": args.epochs} if args.epochs else {}) | {"compile": args.compile}
+        extra |= {"precision": args.precision} if args.precision else {}
         if torch.cuda.is_available():  # untimed: CUDA context, cuDNN autotuning, allocator
             cifarlab.train(preset=preset, data=args.data, workspace=args.workspace, quiet=True,
                            **{**extra, "epochs": 1, "seed": 10_000})  # fmt: skip
