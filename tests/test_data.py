@@ -14,10 +14,13 @@ from cifarlab.data import TensorLoader, load_dataset
 from cifarlab.data import cache as cache_module
 from cifarlab.data.augment import (
     alternating_flip,
+    alternating_flip_mask,
     build_augment,
     cutout,
+    pack_pixels,
     random_crop,
     random_flip,
+    unpack_pixels,
 )
 from cifarlab.data.imagefolder import SplitArrays, read_image_folder
 from cifarlab.errors import CifarlabError
@@ -260,8 +263,50 @@ def test_presets_and_options_build(preset, pad, cut, changed):
     assert (augment is not None) == changed
     if augment is not None:
         x = _batch(n=8, side=16)
-        out = augment(x, torch.Generator().manual_seed(0), torch.arange(8), 0)
-        assert out.shape == x.shape and out.dtype == torch.uint8
+        packed = augment(pack_pixels(x), torch.arange(8), torch.Generator().manual_seed(0), 0)
+        out = unpack_pixels(packed, 3)
+        assert out.shape == x.shape and out.dtype == torch.uint8 and not torch.equal(out, x)
+
+
+@pytest.mark.parametrize("preset", ["crop-flip", "translate-flip", "crop-alt-flip", "flip"])
+@pytest.mark.parametrize("channels", [1, 3, 4])
+def test_preset_on_packed_pixels_equals_the_nhwc_functions(preset, channels):
+    # The loader gathers packed pixels straight from the split; the result must be what the
+    # documented NHWC functions give for the same batch and seed (draws: flip, then crop).
+    g = torch.Generator().manual_seed(0)
+    split = torch.randint(0, 256, (50, 8, 8, channels), generator=g, dtype=torch.uint8)
+    idx = torch.randperm(50, generator=g)[:20]
+    augment = build_augment(preset, torch.zeros(channels, dtype=torch.uint8), crop_pad=2, seed=5)
+    packed = augment(pack_pixels(split), idx, torch.Generator().manual_seed(9), 1)
+    out = unpack_pixels(packed, channels)
+    g, x = torch.Generator().manual_seed(9), split[idx]
+    if "alt-flip" in preset:
+        flip = alternating_flip_mask(idx, 1, seed=5)
+    else:
+        flip = torch.rand(20, generator=g) < 0.5
+    if "crop" in preset or "translate" in preset:
+        expected = random_crop(x, g, pad=2, reflect="crop" in preset, flip=flip)
+    else:
+        expected = torch.where(flip[:, None, None, None], x.flip(2), x)
+    assert torch.equal(out, expected)
+
+
+def test_cutout_preset_paints_the_mean_pixel():
+    mean = torch.tensor([10, 20, 30], dtype=torch.uint8)
+    augment = build_augment("crop-flip-cutout", mean, crop_pad=0, cutout_size=4)
+    x = torch.full((6, 16, 16, 3), 200, dtype=torch.uint8)
+    out = unpack_pixels(augment(pack_pixels(x), torch.arange(6), torch.Generator(), 0), 3)
+    painted = (out == mean).all(-1)
+    assert ((out == 200).all(-1) | painted).all()  # every pixel is the image's or the mean's
+    assert ((painted.sum((1, 2)) >= 4) & (painted.sum((1, 2)) <= 16)).all()
+
+
+@pytest.mark.parametrize("channels", [1, 2, 3, 4, 5])
+def test_packed_pixels_round_trip(channels):
+    x = torch.randint(0, 256, (3, 5, 7, channels), dtype=torch.uint8)
+    packed = pack_pixels(x)
+    assert packed.shape == (3, 5, 7)
+    assert torch.equal(unpack_pixels(packed, channels), x)
 
 
 def test_all_grayscale_keeps_one_channel(tmp_path):

@@ -1,9 +1,11 @@
-"""Batch-wise augmentation on uint8 NHWC tensors: no per-image Python, seeded.
+"""Batch-wise augmentation on uint8 images: no per-image Python, seeded.
 
 Each function takes a batch and a ``torch.Generator`` and returns a new batch,
 so a seed fixes every crop, flip and cutout of a run. The composed augment of a
-preset also takes the images' indices in the split and the epoch, which the
-alternating flip needs.
+preset (``build_augment``) works on *packed pixels*: each pixel's channels as one
+integer (RGB padded to 4 bytes = one int32), so moving a pixel is one element copy,
+not three. It gathers its batch straight from the whole split, crop and flip
+included, and also takes the epoch, which the alternating flip needs.
 """
 
 from __future__ import annotations
@@ -12,8 +14,73 @@ from collections.abc import Callable
 
 import torch
 
-# (batch, generator, indices of the batch's images in the split, epoch) -> batch
-Augment = Callable[[torch.Tensor, torch.Generator, torch.Tensor, int], torch.Tensor]
+# (packed split, the batch's indices in it, generator, epoch) -> packed batch
+Augment = Callable[[torch.Tensor, torch.Tensor, torch.Generator, int], torch.Tensor]
+
+_PIXEL_DTYPES = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
+
+
+def pack_pixels(images: torch.Tensor) -> torch.Tensor:
+    """NHWC uint8 images as (N, H, W) integers, one per pixel (channels padded to 1/2/4/8)."""
+    channels = images.shape[-1]
+    width = next((w for w in _PIXEL_DTYPES if w >= channels), None)
+    if width is None:
+        raise ValueError(f"images with {channels} channels cannot be packed (at most 8)")
+    if width != channels:  # one copy, once per split: RGB -> RGB0
+        images = torch.cat([images, images.new_zeros((*images.shape[:-1], width - channels))], -1)
+    return images.contiguous().view(_PIXEL_DTYPES[width]).squeeze(-1)
+
+
+def unpack_pixels(pixels: torch.Tensor, channels: int) -> torch.Tensor:
+    """Packed pixels back to contiguous NHWC uint8 with ``channels`` channels."""
+    images = pixels.unsqueeze(-1).view(torch.uint8)
+    return images if images.shape[-1] == channels else images[..., :channels].contiguous()
+
+
+def crop_indices(
+    b: int, h: int, w: int, g: torch.Generator, pad: int, reflect: bool,
+    flip: torch.Tensor | None = None, device: torch.device | str = "cpu",
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:  # fmt: skip
+    """Source rows (b, h) and columns (b, w) of a random ``pad`` crop per image, mirrored
+    where ``flip``; and, for zero padding, which output pixels fall inside the image.
+
+    Offsets are drawn as for cutting a window from the image padded by ``pad``; the
+    padding itself is never built: reflection is folded into the indices.
+    """
+    dy = torch.randint(0, 2 * pad + 1, (b,), generator=g, device=device)
+    dx = torch.randint(0, 2 * pad + 1, (b,), generator=g, device=device)
+    rows = dy[:, None] - pad + torch.arange(h, device=device)
+    cols = torch.arange(w, device=device).expand(b, w)
+    if flip is not None:  # a mirrored crop is the mirror of a window: read its columns backwards
+        cols = torch.where(flip[:, None].to(device), w - 1 - cols, cols)
+    cols = dx[:, None] - pad + cols
+    if reflect:  # torch's reflect: -1 -> 1, n -> n - 2 (pad < n)
+        return _reflect(rows, h), _reflect(cols, w), None
+    inside = ((rows >= 0) & (rows < h))[:, :, None] & ((cols >= 0) & (cols < w))[:, None, :]
+    return rows.clamp(0, h - 1), cols.clamp(0, w - 1), inside
+
+
+def _reflect(i: torch.Tensor, n: int) -> torch.Tensor:
+    i = i.abs()
+    return torch.where(i >= n, 2 * (n - 1) - i, i)
+
+
+def gather_crops(
+    pixels: torch.Tensor,
+    idx: torch.Tensor,
+    rows: torch.Tensor,
+    cols: torch.Tensor,
+    inside: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The images ``idx`` of packed ``pixels``, cut at ``rows`` x ``cols`` (crop_indices).
+
+    Two gathers of whole pixels (rows, then columns): the shuffle, the crop and the flip
+    in one pass over the batch's bytes, with no host syncs on a GPU.
+    """
+    b, w = cols.shape
+    x = pixels[idx[:, None], rows]  # (b, h, W) whole rows, in the epoch's order
+    x = torch.gather(x, 2, cols[:, None, :].expand(b, rows.shape[1], w))
+    return x if inside is None else torch.where(inside, x, 0)
 
 
 def random_crop(
@@ -23,42 +90,12 @@ def random_crop(
     reflect: bool = True,
     flip: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Crop each image at a random offset from the image padded by ``pad`` pixels,
-    mirroring those where ``flip`` is True in the same pass.
-
-    The batch is padded once, then cut in two separable passes (rows, then
-    columns), each a few masked copies, one per offset: airbench's trick. A
-    mirrored image is cut from a mirrored copy at the mirrored offset, which
-    costs one pass instead of the two of flipping afterwards. Each copy moves whole
-    pixel rows, where a gather with per-pixel indices paid per byte.
-    """
+    """Crop each NHWC image at a random offset from the image padded by ``pad`` pixels
+    (mirrored or zero), mirroring those where ``flip`` is True in the same pass."""
     b, h, w, c = x.shape
-    dy = torch.randint(0, 2 * pad + 1, (b,), generator=g, device=x.device)
-    dx = torch.randint(0, 2 * pad + 1, (b,), generator=g, device=x.device)
-    padded = _pad(x, pad, reflect)
-    rows = x.new_empty((b, h, w + 2 * pad, c))
-    for s in range(2 * pad + 1):
-        rows[dy == s] = padded[dy == s, s : s + h]
-    sources = [(rows, dx, torch.ones_like(dx, dtype=torch.bool) if flip is None else ~flip)]
-    if flip is not None:  # flipping the padded row mirrors offset s to 2 * pad - s
-        sources.append((rows.flip(2), 2 * pad - dx, flip))
-    out = x.new_empty((b, h, w, c))
-    for source, offset, chosen in sources:
-        for s in range(2 * pad + 1):
-            m = chosen & (offset == s)
-            out[m] = source[m, :, s : s + w]
-    return out
-
-
-def _pad(x: torch.Tensor, pad: int, reflect: bool) -> torch.Tensor:
-    """NHWC ``x`` with ``pad`` pixels on each side, mirrored (like torch's reflect) or zero."""
-    if not reflect:
-        return torch.nn.functional.pad(x, (0, 0, pad, pad, pad, pad))
-    for dim in (1, 2):  # concatenated mirrored strips copy at memory speed; index_select doesn't
-        n = x.shape[dim]
-        before, after = x.narrow(dim, 1, pad).flip(dim), x.narrow(dim, n - pad - 1, pad).flip(dim)
-        x = torch.cat([before, x, after], dim)
-    return x
+    maps = crop_indices(b, h, w, g, pad, reflect, flip, x.device)
+    idx = torch.arange(b, device=x.device)
+    return unpack_pixels(gather_crops(pack_pixels(x), idx, *maps), c)
 
 
 def random_flip(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
@@ -88,18 +125,20 @@ def alternating_flip_mask(idx: torch.Tensor, epoch: int, seed: int = 0) -> torch
 
 
 def cutout(x: torch.Tensor, g: torch.Generator, size: int, fill: torch.Tensor) -> torch.Tensor:
-    """Paint one ``size``x``size`` square (clipped at the borders) per image with ``fill``.
-
-    ``fill`` is the dataset mean as uint8, which normalizes to zero.
-    """
-    b, h, w, _ = x.shape
-    cy = torch.randint(0, h, (b, 1, 1), generator=g, device=x.device)
-    cx = torch.randint(0, w, (b, 1, 1), generator=g, device=x.device)
-    ys = torch.arange(h, device=x.device)[None, :, None]
-    xs = torch.arange(w, device=x.device)[None, None, :]
-    half = size // 2
-    box = (ys >= cy - half) & (ys < cy - half + size) & (xs >= cx - half) & (xs < cx - half + size)
+    """Paint one ``size``x``size`` square (clipped at the borders) per NHWC image with
+    ``fill``, the dataset mean as uint8 (which normalizes to zero)."""
+    box = _cutout_box(x.shape[0], x.shape[1], x.shape[2], g, size, x.device)
     return torch.where(box[..., None], fill.to(x.device), x)
+
+
+def _cutout_box(b: int, h: int, w: int, g: torch.Generator, size: int, device) -> torch.Tensor:
+    """(b, h, w) masks, each True on one square centred at a random pixel."""
+    cy = torch.randint(0, h, (b, 1, 1), generator=g, device=device)
+    cx = torch.randint(0, w, (b, 1, 1), generator=g, device=device)
+    ys = torch.arange(h, device=device)[None, :, None]
+    xs = torch.arange(w, device=device)[None, None, :]
+    half = size // 2
+    return (ys >= cy - half) & (ys < cy - half + size) & (xs >= cx - half) & (xs < cx - half + size)
 
 
 def build_augment(
@@ -109,35 +148,38 @@ def build_augment(
     cutout_size: int | None = None,
     seed: int = 0,
 ) -> Augment | None:
-    """The named preset as one function (or None for ``none``).
+    """The named preset as one function on packed pixels (or None for ``none``).
 
     ``cutout_size`` defaults to 8 for presets with cutout; given explicitly, it
-    adds cutout to any preset.
+    adds cutout to any preset. The random draws come in the same order as the NHWC
+    functions above take them: flip, crop, cutout.
     """
-    steps: list[Augment] = []
     crop = ("crop" in name or "translate" in name) and crop_pad > 0
     reflect = "translate" not in name  # translate fills the uncovered border with zeros
-    if crop and "alt-flip" in name:  # crop and flip in one pass
-        steps.append(lambda x, g, i, e: random_crop(x, g, crop_pad, reflect,
-                                                    alternating_flip_mask(i, e, seed)))  # fmt: skip
-    elif crop and "flip" in name:
-        steps.append(lambda x, g, i, e: random_crop(x, g, crop_pad, reflect,
-                                                    _random_flip_mask(x, g)))  # fmt: skip
-    elif crop:
-        steps.append(lambda x, g, i, e: random_crop(x, g, crop_pad, reflect))
-    elif "alt-flip" in name:
-        steps.append(lambda x, g, i, e: alternating_flip(x, i, e, seed))
-    elif "flip" in name:
-        steps.append(lambda x, g, i, e: random_flip(x, g))
-    if "cutout" in name or cutout_size is not None:
-        size = cutout_size or 8
-        steps.append(lambda x, g, i, e: cutout(x, g, size, mean_uint8))
-    if not steps:
+    flip = "flip" in name
+    alternating = "alt-flip" in name
+    cut = (cutout_size or 8) if "cutout" in name or cutout_size is not None else None
+    if not (crop or flip or cut):
         return None
+    fill = pack_pixels(mean_uint8.view(1, 1, 1, -1)).view(())
 
-    def augment(x: torch.Tensor, g: torch.Generator, idx: torch.Tensor, epoch: int):
-        for step in steps:
-            x = step(x, g, idx, epoch)
+    def augment(pixels: torch.Tensor, idx: torch.Tensor, g: torch.Generator, epoch: int):
+        mask = None
+        if alternating:
+            mask = alternating_flip_mask(idx, epoch, seed).to(pixels.device)
+        elif flip:
+            mask = _random_flip_mask(idx, g)
+        if crop:  # crop and flip in the gather itself
+            b, h, w = len(idx), *pixels.shape[1:]
+            x = gather_crops(pixels, idx, *crop_indices(b, h, w, g, crop_pad, reflect, mask,
+                                                        pixels.device))  # fmt: skip
+        else:
+            x = pixels[idx]
+            if mask is not None:
+                x = torch.where(mask[:, None, None], x.flip(2), x)
+        if cut is not None:
+            box = _cutout_box(len(idx), x.shape[1], x.shape[2], g, cut, x.device)
+            x = torch.where(box, fill.to(x.device), x)
         return x
 
     return augment
