@@ -5,7 +5,7 @@ chunks of several hundred images prepared at once (one gather that shuffles, cro
 and flips packed pixels, then one conversion to normalized float): a batch of 64 is
 too small for torch's per-op overhead to vanish, a chunk is not. bf16 batches under
 bf16 autocast took a ``tutorial`` epoch from 7.4k to 8.9k images/s, and gathering
-packed pixels instead of masked copies of uint8 bytes made the loader alone ~4x faster
+packed pixels instead of masked copies of uint8 bytes made the loader alone 1.7-2.5x faster
 (``benchmarks/loader.py``; BENCHMARKS.md).
 """
 
