@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Every GPU figure in BENCHMARKS.md, on a GPU machine. The default steps take ~5 min on an
-# H100; the epochs, jpeg and original steps ~2-3 min each (run them in separate calls).
+# H100; the epochs, jpeg, precision and original steps ~2-3 min each (run them in separate
+# calls; for precision, RUNS=4 or PRECISIONS=bf16 keeps it short).
 #
 #   bash benchmarks/gpu_check.sh            # needs: torch with CUDA, the data at $DATA
 #

@@ -226,6 +226,22 @@ def test_loader_normalizes_shuffles_per_epoch_and_keeps_the_last_batch(chunk_byt
     assert [len(y) for _, y in dropping] == [4, 4]
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_loader_normalizes_into_the_asked_dtype_and_layout(dtype, channels_last):
+    split = SplitArrays(_batch(n=6).numpy(), np.arange(6))
+    mean, std = np.array([0.4, 0.5, 0.6]), np.array([0.2, 0.25, 0.3])  # float64, as numpy
+    loader = TensorLoader(split, 6, mean, std, dtype=dtype, channels_last=channels_last)
+    ((x, _),) = list(loader)
+    assert x.dtype == dtype and x.shape == (6, 3, 8, 8)
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    assert x.is_contiguous(memory_format=layout)
+    pixels = torch.from_numpy(split.images).permute(0, 3, 1, 2).double() / 255
+    expected = (pixels - torch.tensor(mean)[:, None, None]) / torch.tensor(std)[:, None, None]
+    tolerance = 1e-5 if dtype == torch.float32 else 2e-2  # bf16 keeps 8 bits
+    assert torch.allclose(x.double(), expected, atol=tolerance)
+
+
 def test_alternating_flip_flips_complementary_halves_on_consecutive_epochs():
     x = _batch(n=64)
     idx = torch.randperm(64)  # any order: the decision follows the image, not its position
@@ -268,27 +284,54 @@ def test_presets_and_options_build(preset, pad, cut, changed):
         assert out.shape == x.shape and out.dtype == torch.uint8 and not torch.equal(out, x)
 
 
-@pytest.mark.parametrize("preset", ["crop-flip", "translate-flip", "crop-alt-flip", "flip"])
-@pytest.mark.parametrize("channels", [1, 3, 4])
-def test_preset_on_packed_pixels_equals_the_nhwc_functions(preset, channels):
-    # The loader gathers packed pixels straight from the split; the result must be what the
-    # documented NHWC functions give for the same batch and seed (draws: flip, then crop).
-    g = torch.Generator().manual_seed(0)
-    split = torch.randint(0, 256, (50, 8, 8, channels), generator=g, dtype=torch.uint8)
-    idx = torch.randperm(50, generator=g)[:20]
-    augment = build_augment(preset, torch.zeros(channels, dtype=torch.uint8), crop_pad=2, seed=5)
-    packed = augment(pack_pixels(split), idx, torch.Generator().manual_seed(9), 1)
-    out = unpack_pixels(packed, channels)
-    g, x = torch.Generator().manual_seed(9), split[idx]
+def _reference_augment(images, idx, seed, preset, pad, cut, epoch, alt_seed, mean):
+    """Per image, the obvious way: pad, cut a window, mirror, paint the square. The draws
+    come in the order the presets take them: flip, crop offsets, cutout centres."""
+    g, (b, h, w, _) = torch.Generator().manual_seed(seed), (len(idx), *images.shape[1:])
     if "alt-flip" in preset:
-        flip = alternating_flip_mask(idx, 1, seed=5)
+        flip = alternating_flip_mask(idx, epoch, alt_seed)
     else:
-        flip = torch.rand(20, generator=g) < 0.5
-    if "crop" in preset or "translate" in preset:
-        expected = random_crop(x, g, pad=2, reflect="crop" in preset, flip=flip)
-    else:
-        expected = torch.where(flip[:, None, None, None], x.flip(2), x)
-    assert torch.equal(out, expected)
+        flip = torch.rand(b, generator=g) < 0.5
+    dy = torch.randint(0, 2 * pad + 1, (b,), generator=g)
+    dx = torch.randint(0, 2 * pad + 1, (b,), generator=g)
+    cy = torch.randint(0, h, (b, 1, 1), generator=g).flatten()
+    cx = torch.randint(0, w, (b, 1, 1), generator=g).flatten()
+    mode = "reflect" if "crop" in preset else "constant"
+    out = []
+    for i, j in enumerate(idx.tolist()):
+        chw = images[j].permute(2, 0, 1)[None].float()
+        padded = torch.nn.functional.pad(chw, (pad,) * 4, mode=mode)[0].permute(1, 2, 0)
+        window = padded[dy[i] : dy[i] + h, dx[i] : dx[i] + w].to(torch.uint8)
+        window = window.flip(1) if flip[i] else window
+        top, left = cy[i] - cut // 2, cx[i] - cut // 2
+        window[max(top, 0) : max(top + cut, 0), max(left, 0) : max(left + cut, 0)] = mean
+        out.append(window)
+    return torch.stack(out)
+
+
+@pytest.mark.parametrize(
+    "preset, channels, h, w",
+    [("crop-flip-cutout", 3, 8, 8), ("translate-alt-flip-cutout", 2, 6, 9),
+     ("crop-alt-flip-cutout", 1, 9, 5), ("translate-flip-cutout", 5, 7, 7)],
+)  # fmt: skip
+def test_preset_equals_a_per_image_reference(preset, channels, h, w):
+    # The loader gathers packed pixels straight from the split, crop, flip and cutout
+    # folded into index maps; the result must be what the per-image recipe gives.
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (40, h, w, channels), generator=g, dtype=torch.uint8)
+    idx = torch.randperm(40, generator=g)[:25]
+    mean = torch.arange(1, channels + 1, dtype=torch.uint8) * 7
+    augment = build_augment(preset, mean, crop_pad=2, cutout_size=3, seed=5)
+    for epoch in (0, 1):
+        packed = augment(pack_pixels(images), idx, torch.Generator().manual_seed(9), epoch)
+        expected = _reference_augment(images, idx, 9, preset, 2, 3, epoch, 5, mean)
+        assert torch.equal(unpack_pixels(packed, channels), expected)
+
+
+def test_reflect_crop_refuses_a_pad_as_large_as_the_image():
+    x = _batch(n=2, side=4)
+    with pytest.raises(ValueError, match="reflect padding of 4 needs images larger than 4x4"):
+        random_crop(x, torch.Generator(), pad=4)
 
 
 def test_cutout_preset_paints_the_mean_pixel():

@@ -242,10 +242,10 @@ def make_loaders(
     config: RunConfig, data: CifarData, device: torch.device, precision: str = "fp32"
 ) -> dict:
     mean_uint8 = (torch.tensor(data.mean) * 255).round().to(torch.uint8)
-    side = data.image_shape[1]
+    side = min(data.image_shape[1:])
     if "crop" in config.augment and config.crop_pad >= side:  # reflection needs a mirror image
         raise CifarlabError(
-            f"--crop-pad {config.crop_pad} must be smaller than the {side}x{side} images; "
+            f"--crop-pad {config.crop_pad} must be smaller than the images' {side}-pixel side; "
             "use a smaller --crop-pad (e.g. 4) or a translate-* augment (zero fill)"
         )
     common = dict(

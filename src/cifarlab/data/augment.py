@@ -26,8 +26,10 @@ def pack_pixels(images: torch.Tensor) -> torch.Tensor:
     width = next((w for w in _PIXEL_DTYPES if w >= channels), None)
     if width is None:
         raise ValueError(f"images with {channels} channels cannot be packed (at most 8)")
-    if width != channels:  # one copy, once per split: RGB -> RGB0
-        images = torch.cat([images, images.new_zeros((*images.shape[:-1], width - channels))], -1)
+    if width != channels:  # one copy, once per split (RGB -> RGB0: 4/3 the bytes)
+        padded = images.new_zeros((*images.shape[:-1], width))
+        padded[..., :channels] = images
+        images = padded
     return images.contiguous().view(_PIXEL_DTYPES[width]).squeeze(-1)
 
 
@@ -39,14 +41,18 @@ def unpack_pixels(pixels: torch.Tensor, channels: int) -> torch.Tensor:
 
 def crop_indices(
     b: int, h: int, w: int, g: torch.Generator, pad: int, reflect: bool,
-    flip: torch.Tensor | None = None, device: torch.device | str = "cpu",
+    flip: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:  # fmt: skip
     """Source rows (b, h) and columns (b, w) of a random ``pad`` crop per image, mirrored
     where ``flip``; and, for zero padding, which output pixels fall inside the image.
 
     Offsets are drawn as for cutting a window from the image padded by ``pad``; the
-    padding itself is never built: reflection is folded into the indices.
+    padding itself is never built: reflection is folded into the indices. The maps live
+    on the generator's device.
     """
+    if reflect and pad >= min(h, w):  # a mirror needs pad + 1 pixels to reflect from
+        raise ValueError(f"reflect padding of {pad} needs images larger than {h}x{w}")
+    device = g.device
     dy = torch.randint(0, 2 * pad + 1, (b,), generator=g, device=device)
     dx = torch.randint(0, 2 * pad + 1, (b,), generator=g, device=device)
     rows = dy[:, None] - pad + torch.arange(h, device=device)
@@ -74,8 +80,8 @@ def gather_crops(
 ) -> torch.Tensor:
     """The images ``idx`` of packed ``pixels``, cut at ``rows`` x ``cols`` (crop_indices).
 
-    Two gathers of whole pixels (rows, then columns): the shuffle, the crop and the flip
-    in one pass over the batch's bytes, with no host syncs on a GPU.
+    Two gathers of whole pixels (rows, then columns) do the shuffle, the crop and the
+    flip: no padded copy, no masked copies, no host syncs on a GPU.
     """
     b, w = cols.shape
     x = pixels[idx[:, None], rows]  # (b, h, W) whole rows, in the epoch's order
@@ -93,19 +99,19 @@ def random_crop(
     """Crop each NHWC image at a random offset from the image padded by ``pad`` pixels
     (mirrored or zero), mirroring those where ``flip`` is True in the same pass."""
     b, h, w, c = x.shape
-    maps = crop_indices(b, h, w, g, pad, reflect, flip, x.device)
+    maps = crop_indices(b, h, w, g, pad, reflect, flip)
     idx = torch.arange(b, device=x.device)
     return unpack_pixels(gather_crops(pack_pixels(x), idx, *maps), c)
 
 
 def random_flip(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     """Mirror each image left-right with probability 1/2."""
-    flip = _random_flip_mask(x, g)
+    flip = _random_flip_mask(len(x), g)
     return torch.where(flip[:, None, None, None], x.flip(2), x)
 
 
-def _random_flip_mask(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-    return torch.rand(x.shape[0], generator=g, device=x.device) < 0.5
+def _random_flip_mask(n: int, g: torch.Generator) -> torch.Tensor:
+    return torch.rand(n, generator=g, device=g.device) < 0.5
 
 
 def alternating_flip(x: torch.Tensor, idx: torch.Tensor, epoch: int, seed: int = 0):
@@ -127,12 +133,13 @@ def alternating_flip_mask(idx: torch.Tensor, epoch: int, seed: int = 0) -> torch
 def cutout(x: torch.Tensor, g: torch.Generator, size: int, fill: torch.Tensor) -> torch.Tensor:
     """Paint one ``size``x``size`` square (clipped at the borders) per NHWC image with
     ``fill``, the dataset mean as uint8 (which normalizes to zero)."""
-    box = _cutout_box(x.shape[0], x.shape[1], x.shape[2], g, size, x.device)
+    box = _cutout_box(x.shape[0], x.shape[1], x.shape[2], g, size)
     return torch.where(box[..., None], fill.to(x.device), x)
 
 
-def _cutout_box(b: int, h: int, w: int, g: torch.Generator, size: int, device) -> torch.Tensor:
+def _cutout_box(b: int, h: int, w: int, g: torch.Generator, size: int) -> torch.Tensor:
     """(b, h, w) masks, each True on one square centred at a random pixel."""
+    device = g.device
     cy = torch.randint(0, h, (b, 1, 1), generator=g, device=device)
     cx = torch.randint(0, w, (b, 1, 1), generator=g, device=device)
     ys = torch.arange(h, device=device)[None, :, None]
@@ -161,25 +168,26 @@ def build_augment(
     cut = (cutout_size or 8) if "cutout" in name or cutout_size is not None else None
     if not (crop or flip or cut):
         return None
-    fill = pack_pixels(mean_uint8.view(1, 1, 1, -1)).view(())
+    fills = {mean_uint8.device: pack_pixels(mean_uint8.view(1, 1, 1, -1)).view(())}
 
     def augment(pixels: torch.Tensor, idx: torch.Tensor, g: torch.Generator, epoch: int):
         mask = None
         if alternating:
             mask = alternating_flip_mask(idx, epoch, seed).to(pixels.device)
         elif flip:
-            mask = _random_flip_mask(idx, g)
+            mask = _random_flip_mask(len(idx), g)
         if crop:  # crop and flip in the gather itself
             b, h, w = len(idx), *pixels.shape[1:]
-            x = gather_crops(pixels, idx, *crop_indices(b, h, w, g, crop_pad, reflect, mask,
-                                                        pixels.device))  # fmt: skip
+            x = gather_crops(pixels, idx, *crop_indices(b, h, w, g, crop_pad, reflect, mask))
         else:
             x = pixels[idx]
             if mask is not None:
                 x = torch.where(mask[:, None, None], x.flip(2), x)
         if cut is not None:
-            box = _cutout_box(len(idx), x.shape[1], x.shape[2], g, cut, x.device)
-            x = torch.where(box, fill.to(x.device), x)
+            box = _cutout_box(len(idx), x.shape[1], x.shape[2], g, cut)
+            if x.device not in fills:  # once per device, not a copy (and sync) per chunk
+                fills[x.device] = next(iter(fills.values())).to(x.device)
+            x = torch.where(box, fills[x.device], x)
         return x
 
     return augment

@@ -1,4 +1,4 @@
-"""TensorLoader: batches sliced from whole splits held as uint8 tensors on the device.
+"""TensorLoader: batches sliced from whole splits held as packed pixels on the device.
 
 No Dataset, no worker processes, no per-image Python. Batches are cut from
 chunks of several hundred images prepared at once (one gather that shuffles, crops
@@ -28,7 +28,8 @@ GPU_CHUNK_BYTES = 1 << 30
 class TensorLoader:
     """Iterate (images, labels) batches of one split.
 
-    Images stay packed uint8 pixels until the last step; ``permute`` then gives NCHW
+    Images stay packed pixels (an RGB pixel's bytes as one int32: 4/3 the split's uint8
+    size) until the last step; ``permute`` then gives NCHW
     shape with channels_last strides for free (or ``.contiguous()`` for NCHW).
     The shuffle and augmentation of epoch ``e`` depend only on ``(seed, e)``,
     so a resumed run sees exactly the batches an uninterrupted one would.
@@ -52,7 +53,8 @@ class TensorLoader:
         self.device = torch.device(device)
         images = torch.from_numpy(split.images)
         self.channels = images.shape[-1]
-        self.pixels = pack_pixels(images.to(self.device))  # (N, H, W), one integer per pixel
+        # (N, H, W), one integer per pixel; packed before the move, so a GPU gets one copy
+        self.pixels = pack_pixels(images).to(self.device)
         self.labels = torch.from_numpy(split.labels).to(self.device)
         self.batch_size = batch_size
         self.shuffle, self.drop_last = shuffle, drop_last
@@ -116,7 +118,7 @@ class TensorLoader:
         x = x.permute(0, 3, 1, 2)  # NHWC storage -> NCHW shape, channels_last strides
         if not self.channels_last:
             x = x.contiguous()
-        # uint8 in, fp32 out in one fused pass; then bf16 in a second one: 1.6x faster than
-        # writing bf16 from the fused op, which does not vectorize (same bits either way)
+        # normalize into fp32, then convert to bf16 in a pass of its own: faster than
+        # having addcmul write bf16, which does not vectorize (same bits either way)
         x = torch.addcmul(self.shift, x, self.inv_std)  # keeps the channels_last strides
-        return x if self.dtype == torch.float32 else x.to(self.dtype)
+        return x.to(self.dtype)  # also fp32 when mean/std came as float64
