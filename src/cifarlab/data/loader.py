@@ -29,8 +29,8 @@ class TensorLoader:
     """Iterate (images, labels) batches of one split.
 
     Images stay packed pixels (an RGB pixel's bytes as one int32: 4/3 the split's uint8
-    size) until the last step; ``permute`` then gives NCHW
-    shape with channels_last strides for free (or ``.contiguous()`` for NCHW).
+    size) until the last step; ``permute`` then gives NCHW shape with channels_last
+    strides for free (or ``.contiguous()`` for NCHW).
     The shuffle and augmentation of epoch ``e`` depend only on ``(seed, e)``,
     so a resumed run sees exactly the batches an uninterrupted one would.
     """
@@ -60,8 +60,9 @@ class TensorLoader:
         self.shuffle, self.drop_last = shuffle, drop_last
         self.augment, self.seed, self.channels_last = augment, seed, channels_last
         self.dtype = dtype  # bf16 under bf16 autocast: half the bytes, and the model casts anyway
-        # one value per pixel of an image, in the batches' layout: with broadcasting only
-        # over the batch, the fused normalization vectorizes (1.6-1.9x vs per-channel values)
+        # one value per pixel of an image, in the batches' layout: broadcast over the batch
+        # only, the fused normalization vectorizes; per channel (innermost, of size 3 in
+        # channels_last) it did not (the loader alone, with the packed gather: BENCHMARKS.md)
         _, h, w = self.pixels.shape
         layout = torch.channels_last if channels_last else torch.contiguous_format
         per_pixel = (1, self.channels, h, w)
