@@ -12,6 +12,7 @@ from cifarlab.config import make_run_config
 from cifarlab.data import load_dataset
 from cifarlab.runner import build_trainer
 from cifarlab.train.schedule import build_schedule
+from cifarlab.train.small_map_conv import SmallMapConv2d
 
 
 def test_options_after_a_preset_override_it():
@@ -66,6 +67,15 @@ def test_speedrun_recipe_resumes_exactly(tiny_archive, tmp_path, monkeypatch):
     resumed = cifarlab.train(workspace=str(tmp_path / "b"), resume="auto", **options)
     assert resumed.status == "completed"
     assert _rows(tmp_path / "b", resumed.run_id) == _rows(tmp_path / "a", whole.run_id)
+
+
+def test_cpu_bf16_training_takes_the_matmul_weight_gradient(tiny_archive):
+    config = make_run_config(preset="speedrun", data=str(tiny_archive), batch_size=16)
+    data = load_dataset(config.data, val_size=0)
+    cpu = torch.device("cpu")
+    for precision, switched in (("bf16", 6), ("fp32", 0)):  # all six 3x3 convs, in bf16 only
+        model = build_trainer(config, data, cpu, precision).model
+        assert sum(type(m) is SmallMapConv2d for m in model.modules()) == switched, precision
 
 
 @pytest.mark.real_data

@@ -45,6 +45,7 @@ from cifarlab.train.precision import compute_dtype, resolve_device, resolve_prec
 from cifarlab.train.recipe import FreezeStemBias, Lookahead
 from cifarlab.train.schedule import build_schedule
 from cifarlab.train.selection import best_epoch, overfit_onset
+from cifarlab.train.small_map_conv import use_matmul_weight_grad
 from cifarlab.train.trainer import Diverged, Trainer
 
 EVAL_BATCH_SIZE = 1024  # evaluation needs no gradients, so big batches are cheap and fast
@@ -188,6 +189,8 @@ def build_trainer(config: RunConfig, data: CifarData, device: torch.device, prec
         init_whitening(model, whitening_sample(data, config.seed))
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
     model = model.to(device=device, memory_format=memory_format)
+    if device.type == "cpu" and precision == "bf16" and not config.compile:
+        use_matmul_weight_grad(model)  # oneDNN is slow at dW on small maps: small_map_conv.py
     optimizer = build_optimizer(
         config.optimizer,
         model,

@@ -1,0 +1,138 @@
+"""Conv kernels on this CPU: where a bf16 training step's conv time goes, and the
+matmul weight gradient (``train/small_map_conv.py``) against oneDNN's. Prints JSON.
+
+    PYTHONPATH=src python benchmarks/conv_kernels.py [--models speedrun,resnet18] [--repeats 3]
+
+Part 1, per 3x3 stride-1 conv shape of each net at its training batch size: GFLOP/s
+of oneDNN's forward, input gradient and weight gradient, and of the nine-matmul
+weight gradient, next to the bf16 matmul peak measured in the same run. This is
+the ceiling on what fraction of the peak a whole net can reach.
+
+Part 2, the whole training step: cifarlab's trainer on each net, once with the
+matmul weight gradient (the default) and once without (``CIFARLAB_MATMUL_WGRAD=0``),
+passes taken in turns; images/s are the best pass of each, and the ratio is theirs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+
+import torch
+from loader import SHARED, warm_trainer  # beside this file
+from throughput import BATCH, matmul_peak
+
+from cifarlab.models import create_model
+from cifarlab.train import small_map_conv
+from cifarlab.train.small_map_conv import MAX_PIXELS, _weight_grad
+
+CL = torch.channels_last
+
+
+def conv_shapes(name: str, batch: int) -> list[tuple[int, int, int, int, int]]:
+    """(batch, C_in, C_out, H, W) of each distinct 3x3 stride-1 conv in net ``name``."""
+    model = create_model(name).to(memory_format=CL)
+    shapes: list = []
+
+    def hook(module, inputs, output):
+        x = inputs[0]
+        shape = (batch, x.shape[1], module.out_channels, x.shape[2], x.shape[3])
+        if shape not in shapes:
+            shapes.append(shape)
+
+    for m in model.modules():
+        if small_map_conv._eligible(m):
+            m.register_forward_hook(hook)
+    with torch.no_grad():
+        model(torch.zeros(2, 3, 32, 32).contiguous(memory_format=CL))
+    return shapes
+
+
+def best_seconds(fn, tries: int = 3) -> float:
+    fn()  # oneDNN builds its kernel on first use
+    best = float("inf")
+    for _ in range(tries):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def kernel_rates(n: int, c_in: int, c_out: int, h: int, w: int) -> dict:
+    """GFLOP/s of each part of one bf16 channels_last conv, random data."""
+    x = torch.randn(n, c_in, h, w, dtype=torch.bfloat16).contiguous(memory_format=CL)
+    weight = torch.randn(c_out, c_in, 3, 3, dtype=torch.bfloat16).contiguous(memory_format=CL)
+    grad = torch.randn(n, c_out, h, w, dtype=torch.bfloat16).contiguous(memory_format=CL)
+    flops = 2 * n * c_in * c_out * 9 * h * w  # each of forward, dX and dW
+
+    def backward(mask):
+        return lambda: torch.ops.aten.convolution_backward(
+            grad, x, weight, None, [1, 1], [1, 1], [1, 1], False, [0, 0], 1, mask
+        )
+
+    seconds = {
+        "forward": best_seconds(lambda: torch.nn.functional.conv2d(x, weight, None, 1, 1)),
+        "input_grad": best_seconds(backward([True, False, False])),
+        "weight_grad_onednn": best_seconds(backward([False, True, False])),
+        "weight_grad_matmul": best_seconds(lambda: _weight_grad(grad, x)),
+    }
+    rates = {k: round(flops / s / 1e9) for k, s in seconds.items()}
+    rates["matmul_path"] = h * w <= MAX_PIXELS  # what SmallMapConv2d picks
+    return rates
+
+
+def step_rates(data: str, name: str, steps: int, repeats: int) -> dict:
+    """Best images/s of cifarlab's trainer with and without the matmul weight gradient."""
+    batch = BATCH.get(name, 64)
+    trainers = {}
+    for label, flag in (("onednn", "0"), ("matmul", "1")):
+        os.environ["CIFARLAB_MATMUL_WGRAD"] = flag  # read when the trainer is built
+        trainers[label], _ = warm_trainer(data, batch * steps, model=name, batch_size=batch,
+                                          optimizer="sgd", lr=0.01)  # fmt: skip
+    os.environ.pop("CIFARLAB_MATMUL_WGRAD")
+    passes: dict[str, list[float]] = {label: [] for label in trainers}
+    for epoch in range(1, repeats + 1):  # in turns: the neighbours slow both alike
+        for label, trainer in trainers.items():
+            passes[label].append(round(trainer.train_epoch(epoch)["images_per_sec"], 1))
+    best = {label: max(p) for label, p in passes.items()}
+    return {
+        "batch_size": batch,
+        "images_per_s": best,
+        "every_pass": passes,
+        "speedup": round(best["matmul"] / best["onednn"], 3),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default=os.environ.get("CIFARLAB_DATA") or str(SHARED))
+    parser.add_argument("--models", default="speedrun,resnet18")
+    parser.add_argument("--steps", type=int, default=4, help="training steps per pass")
+    parser.add_argument("--repeats", type=int, default=3, help="passes of each, in turns")
+    parser.add_argument("--skip-step", action="store_true", help="part 1 only")
+    args = parser.parse_args()
+    out: dict = {
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "bf16_matmul_peak_gflops": round(matmul_peak(torch.bfloat16, torch.device("cpu"))),
+        "convs": {},
+        "training_step": {},
+    }
+    for name in args.models.split(","):
+        batch = BATCH.get(name, 64)
+        out["convs"][name] = {
+            "x".join(map(str, shape)): kernel_rates(*shape) for shape in conv_shapes(name, batch)
+        }
+        print(json.dumps({name: out["convs"][name]}), flush=True)
+    if not args.skip_step:
+        for name in args.models.split(","):
+            out["training_step"][name] = step_rates(args.data, name, args.steps, args.repeats)
+            print(json.dumps({name: out["training_step"][name]}), flush=True)
+    out["load_avg_1min_at_end"] = round(os.getloadavg()[0], 2)
+    print(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()
