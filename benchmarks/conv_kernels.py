@@ -5,8 +5,9 @@ matmul weight gradient (``train/small_map_conv.py``) against oneDNN's. Prints JS
 
 Part 1, per 3x3 stride-1 conv shape of each net at its training batch size: GFLOP/s
 of oneDNN's forward, input gradient and weight gradient, and of the nine-matmul
-weight gradient, next to the bf16 matmul peak measured in the same run. This is
-the ceiling on what fraction of the peak a whole net can reach.
+weight gradient, next to the bf16 matmul peak measured in the same run; and the
+GFLOP/s of a step made of the net's convs alone at those rates, a ceiling no whole
+net of them can beat.
 
 Part 2, the whole training step: cifarlab's trainer on each net, once with the
 matmul weight gradient (the default) and once without (``CIFARLAB_MATMUL_WGRAD=0``),
@@ -31,16 +32,15 @@ from cifarlab.train.small_map_conv import MAX_PIXELS, _weight_grad
 CL = torch.channels_last
 
 
-def conv_shapes(name: str, batch: int) -> list[tuple[int, int, int, int, int]]:
-    """(batch, C_in, C_out, H, W) of each distinct 3x3 stride-1 conv in net ``name``."""
+def conv_shapes(name: str, batch: int) -> dict[tuple[int, int, int, int, int], int]:
+    """How many 3x3 stride-1 convs of each (batch, C_in, C_out, H, W) net ``name`` has."""
     model = create_model(name).to(memory_format=CL)
-    shapes: list = []
+    shapes: dict = {}
 
     def hook(module, inputs, output):
         x = inputs[0]
         shape = (batch, x.shape[1], module.out_channels, x.shape[2], x.shape[3])
-        if shape not in shapes:
-            shapes.append(shape)
+        shapes[shape] = shapes.get(shape, 0) + 1
 
     for m in model.modules():
         if small_map_conv._eligible(m):
@@ -48,6 +48,19 @@ def conv_shapes(name: str, batch: int) -> list[tuple[int, int, int, int, int]]:
     with torch.no_grad():
         model(torch.zeros(2, 3, 32, 32).contiguous(memory_format=CL))
     return shapes
+
+
+def conv_ceiling(rates: dict, shapes: dict) -> int:
+    """GFLOP/s of a step made of these convs alone, each part at its measured rate
+    (the weight gradient by the path SmallMapConv2d picks): no net of them beats it."""
+    flops = seconds = 0.0
+    for (n, c_in, c_out, h, w), count in shapes.items():
+        r = rates["x".join(map(str, (n, c_in, c_out, h, w)))]
+        weight_grad = r["weight_grad_matmul" if r["matmul_path"] else "weight_grad_onednn"]
+        gflop = count * 2 * n * c_in * c_out * 9 * h * w / 1e9
+        flops += 3 * gflop
+        seconds += gflop * (1 / r["forward"] + 1 / r["input_grad"] + 1 / weight_grad)
+    return round(flops / seconds)
 
 
 def best_seconds(fn, tries: int = 3) -> float:
@@ -121,10 +134,9 @@ def main() -> None:
         "training_step": {},
     }
     for name in args.models.split(","):
-        batch = BATCH.get(name, 64)
-        out["convs"][name] = {
-            "x".join(map(str, shape)): kernel_rates(*shape) for shape in conv_shapes(name, batch)
-        }
+        shapes = conv_shapes(name, BATCH.get(name, 64))
+        rates = {"x".join(map(str, shape)): kernel_rates(*shape) for shape in shapes}
+        out["convs"][name] = {"convs_alone_ceiling_gflops": conv_ceiling(rates, shapes), **rates}
         print(json.dumps({name: out["convs"][name]}), flush=True)
     if not args.skip_step:
         for name in args.models.split(","):

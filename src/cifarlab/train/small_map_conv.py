@@ -1,10 +1,11 @@
 """The weight gradient of a 3x3 conv on a small map, as nine matmuls (CPU, bf16).
 
 oneDNN computes a bf16 conv's weight gradient slowly when the feature map is small:
-on our 2-core CPU it ran at 70-210 GFLOP/s on 3x3 to 8x8 maps, a third of the same
-conv's forward, while the same sums written as matmuls ran at 270-420
-(``benchmarks/conv_kernels.py``). Those late, wide convs are where the speedrun net and
-ResNet-18 spend most of their FLOPs.
+on our 2-core CPU it ran at 64-171 GFLOP/s on 3x3 to 8x8 maps, a quarter to a third of
+the same conv's forward, while the same sums written as matmuls ran at 214-347
+(``benchmarks/conv_kernels.py``). Those late, wide convs carry most of the speedrun
+net's and ResNet-18's FLOPs: a training step got 1.21x (speedrun) and 1.27x (ResNet-18)
+faster.
 
 A 3x3 conv with padding 1 sums, for each of its nine taps (dy, dx), the input shifted
 by that tap times one C_in x C_out slice of the weight. So the weight gradient of tap
@@ -27,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 # Largest map (height x width) that takes the matmul path. Measured on our 2-core CPU,
-# bf16: matmuls 1.3-5x faster than oneDNN at 3x3, 4x4, 7x7 and 8x8; slower at 15x15, 16x16.
+# bf16: matmuls 1.5-4.8x faster than oneDNN at 3x3, 4x4, 7x7 and 8x8; slower from 15x15.
 MAX_PIXELS = 64
 
 
