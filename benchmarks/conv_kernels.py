@@ -99,12 +99,15 @@ def kernel_rates(n: int, c_in: int, c_out: int, h: int, w: int) -> dict:
 def step_rates(data: str, name: str, steps: int, repeats: int) -> dict:
     """Best images/s of cifarlab's trainer with and without the matmul weight gradient."""
     batch = BATCH.get(name, 64)
-    trainers = {}
+    trainers, before = {}, os.environ.get("CIFARLAB_MATMUL_WGRAD")
     for label, flag in (("onednn", "0"), ("matmul", "1")):
         os.environ["CIFARLAB_MATMUL_WGRAD"] = flag  # read when the trainer is built
         trainers[label], _ = warm_trainer(data, batch * steps, model=name, batch_size=batch,
                                           optimizer="sgd", lr=0.01)  # fmt: skip
-    os.environ.pop("CIFARLAB_MATMUL_WGRAD")
+    if before is None:
+        del os.environ["CIFARLAB_MATMUL_WGRAD"]
+    else:
+        os.environ["CIFARLAB_MATMUL_WGRAD"] = before
     passes: dict[str, list[float]] = {label: [] for label in trainers}
     for epoch in range(1, repeats + 1):  # in turns: the neighbours slow both alike
         for label, trainer in trainers.items():

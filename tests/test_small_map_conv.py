@@ -39,6 +39,11 @@ def test_matmul_weight_grad_equals_the_convs_weight_gradient(shape):
     assert error < 1e-2  # bf16 rounding of the result; a wrong tap or shift is ~1
 
 
+@pytest.fixture(autouse=True)
+def _switch_on(monkeypatch):
+    monkeypatch.delenv("CIFARLAB_MATMUL_WGRAD", raising=False)  # the user's opt-out, if set
+
+
 def _pair(bias: bool) -> tuple[nn.Conv2d, nn.Conv2d]:
     torch.manual_seed(0)
     plain = nn.Conv2d(8, 12, 3, padding=1, bias=bias).to(memory_format=CL)
@@ -66,7 +71,6 @@ def test_switched_conv_trains_like_nn_conv2d(bias):
     torch.testing.assert_close(grad_x_a, grad_x_b)
     params = [(plain.weight, switched.weight)] + ([(plain.bias, switched.bias)] if bias else [])
     for a, b in params:
-        assert b.grad.dtype == torch.float32  # autocast's cast hands fp32 parameters fp32 grads
         assert (a.grad - b.grad).norm() / a.grad.norm() < 1e-2
     assert switched.state_dict().keys() == plain.state_dict().keys()
 
@@ -79,8 +83,9 @@ def test_other_cases_keep_nn_conv2d(monkeypatch):
     assert "MatmulWeightGrad" not in type(out.grad_fn).__name__
     out, _ = _train_step(switched, small.float(), autocast=False)  # fp32: oneDNN is fine
     assert "MatmulWeightGrad" not in type(out.grad_fn).__name__
-    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
-        assert torch.equal(switched(small), F.conv2d(small, switched.weight.bfloat16(), None, 1, 1))
+    switched.weight.requires_grad_(False)  # a frozen weight: nothing to gain
+    out, _ = _train_step(switched, small)
+    assert "MatmulWeightGrad" not in type(out.grad_fn).__name__
     # only plain 3x3 stride-1 padding-1 convs are switched
     net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(4, 4, 3, stride=2, padding=1),
                         nn.Conv2d(4, 4, 1), nn.Conv2d(4, 4, 3, padding="same"))  # fmt: skip
@@ -88,3 +93,19 @@ def test_other_cases_keep_nn_conv2d(monkeypatch):
     assert [type(m) is SmallMapConv2d for m in net] == [True, False, False, True]
     monkeypatch.setenv("CIFARLAB_MATMUL_WGRAD", "0")
     assert use_matmul_weight_grad(nn.Sequential(nn.Conv2d(3, 4, 3, padding=1))) == 0
+
+
+def test_a_gradient_of_the_gradient_matches_nn_conv2d():
+    # create_graph=True (a gradient penalty) takes oneDNN's differentiable backward
+    plain, switched = _pair(bias=True)
+    x = _bf16(2, 8, 4, 4, seed=5)
+    penalties = []
+    for conv in (plain, switched):
+        xg = x.clone().requires_grad_()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = conv(xg)
+        (grad_x,) = torch.autograd.grad(out.float().square().sum(), xg, create_graph=True)
+        grad_x.float().square().sum().backward()
+        penalties.append(conv.weight.grad)
+    assert "MatmulWeightGrad" in type(out.grad_fn).__name__
+    torch.testing.assert_close(penalties[0], penalties[1])

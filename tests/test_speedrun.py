@@ -11,6 +11,7 @@ from cifarlab.cli import main
 from cifarlab.config import make_run_config
 from cifarlab.data import load_dataset
 from cifarlab.runner import build_trainer
+from cifarlab.train.precision import cpu_supports_bf16
 from cifarlab.train.schedule import build_schedule
 from cifarlab.train.small_map_conv import SmallMapConv2d
 
@@ -69,13 +70,20 @@ def test_speedrun_recipe_resumes_exactly(tiny_archive, tmp_path, monkeypatch):
     assert _rows(tmp_path / "b", resumed.run_id) == _rows(tmp_path / "a", whole.run_id)
 
 
-def test_cpu_bf16_training_takes_the_matmul_weight_gradient(tiny_archive):
-    config = make_run_config(preset="speedrun", data=str(tiny_archive), batch_size=16)
-    data = load_dataset(config.data, val_size=0)
+@pytest.mark.skipif(not cpu_supports_bf16(), reason="the switch needs native bf16 on the CPU")
+def test_cpu_bf16_training_takes_the_matmul_weight_gradient(tiny_archive, tmp_path, monkeypatch):
+    monkeypatch.delenv("CIFARLAB_MATMUL_WGRAD", raising=False)
+    data = load_dataset(str(tiny_archive), val_size=0)
     cpu = torch.device("cpu")
-    for precision, switched in (("bf16", 6), ("fp32", 0)):  # all six 3x3 convs, in bf16 only
-        model = build_trainer(config, data, cpu, precision).model
-        assert sum(type(m) is SmallMapConv2d for m in model.modules()) == switched, precision
+    # all six 3x3 convs, in bf16 only; torch.compile traces its own kernels
+    for options, switched in (({}, 6), ({"precision": "fp32"}, 0), ({"compile": True}, 0)):
+        config = make_run_config(preset="speedrun", data=str(tiny_archive), batch_size=16,
+                                 **options)  # fmt: skip
+        model = build_trainer(config, data, cpu, options.get("precision", "bf16")).model
+        assert sum(type(m) is SmallMapConv2d for m in model.modules()) == switched, options
+    run = cifarlab.train(preset="speedrun", epochs=1, batch_size=16, data=str(tiny_archive),
+                         precision="bf16", workspace=str(tmp_path), quiet=True)  # fmt: skip
+    assert run.status == "completed" and run.info["matmul_weight_grad_convs"] == 6
 
 
 @pytest.mark.real_data

@@ -41,11 +41,16 @@ from cifarlab.train.callbacks import (
 from cifarlab.train.checkpoint import load_checkpoint
 from cifarlab.train.ema import EMA
 from cifarlab.train.optim import build_optimizer
-from cifarlab.train.precision import compute_dtype, resolve_device, resolve_precision
+from cifarlab.train.precision import (
+    compute_dtype,
+    cpu_supports_bf16,
+    resolve_device,
+    resolve_precision,
+)
 from cifarlab.train.recipe import FreezeStemBias, Lookahead
 from cifarlab.train.schedule import build_schedule
 from cifarlab.train.selection import best_epoch, overfit_onset
-from cifarlab.train.small_map_conv import use_matmul_weight_grad
+from cifarlab.train.small_map_conv import SmallMapConv2d, use_matmul_weight_grad
 from cifarlab.train.trainer import Diverged, Trainer
 
 EVAL_BATCH_SIZE = 1024  # evaluation needs no gradients, so big batches are cheap and fast
@@ -189,7 +194,7 @@ def build_trainer(config: RunConfig, data: CifarData, device: torch.device, prec
         init_whitening(model, whitening_sample(data, config.seed))
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
     model = model.to(device=device, memory_format=memory_format)
-    if device.type == "cpu" and precision == "bf16" and not config.compile:
+    if device.type == "cpu" and precision == "bf16" and cpu_supports_bf16() and not config.compile:
         use_matmul_weight_grad(model)  # oneDNN is slow at dW on small maps: small_map_conv.py
     optimizer = build_optimizer(
         config.optimizer,
@@ -392,6 +397,8 @@ def _run_info(config, data: CifarData, device, precision: str, model) -> dict[st
         "test_images": len(data.test),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
+        # resuming with CIFARLAB_MATMUL_WGRAD changed would change the rounding: say so here
+        "matmul_weight_grad_convs": sum(type(m) is SmallMapConv2d for m in model.modules()),
     }
 
 

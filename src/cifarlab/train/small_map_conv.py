@@ -14,9 +14,13 @@ input shifted by (dy, dx) (pixels x C_in), with pixels = batch x height x width.
 channels_last tensors both are plain matrices after one copy of the shifted input.
 
 The forward pass and the input gradient stay with oneDNN, which is fast at these sizes,
-so the outputs are bit-identical to ``nn.Conv2d``'s and the weight gradient differs only
-in rounding (summation order). Maps larger than 8x8 keep oneDNN's weight gradient,
-which is faster there. Opt out with ``CIFARLAB_MATMUL_WGRAD=0``.
+so the outputs are bit-identical to ``nn.Conv2d``'s; the weight and bias gradients
+differ only in rounding (summation order; the bias gradient is summed in fp32). Maps
+of more than 64 pixels keep oneDNN's weight gradient, which is faster there, and so does
+a backward that builds its own graph (``create_graph=True``, e.g. a gradient penalty).
+Opt out with ``CIFARLAB_MATMUL_WGRAD=0``; the run's info records how many convs took it.
+torch.func transforms and TorchScript don't support this conv: the switch is for
+cifarlab's own training loop (and is off under ``--compile``).
 """
 
 from __future__ import annotations
@@ -45,6 +49,12 @@ class _MatmulWeightGradConv3x3(torch.autograd.Function):
     def backward(ctx, grad: torch.Tensor):
         x, weight = ctx.saved_tensors
         grad = grad.contiguous(memory_format=torch.channels_last)
+        if torch.is_grad_enabled():  # create_graph: the mm(out=...) below is not differentiable
+            return torch.ops.aten.convolution_backward(
+                grad, x, weight, [weight.shape[0]] if ctx.has_bias else None,
+                [1, 1], [1, 1], [1, 1], False, [0, 0], 1,
+                [ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.has_bias],
+            )  # fmt: skip
         grad_x = None
         if ctx.needs_input_grad[0]:
             grad_x = torch.ops.aten.convolution_backward(
