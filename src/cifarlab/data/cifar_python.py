@@ -123,7 +123,7 @@ def _read_files(path: Path) -> dict[str, bytes]:
     try:
         with tarfile.open(path, "r:*") as archive:
             for member in archive:
-                name = safe_member(member.name, path).name
+                name = (safe_member(member.name, path) or ("",))[-1]  # the base name
                 if member.isfile() and name in wanted:
                     files[name] = archive.extractfile(member).read()
     except (tarfile.TarError, EOFError, OSError) as err:
