@@ -180,7 +180,7 @@ def safe_member(name: str, archive: Path) -> tuple[str, ...]:
     """A member's path parts (as ``PurePosixPath(name).parts`` without the root); refuses
     members that would escape the dataset root (absolute paths, ``..``).
 
-    Plain string work: building 60k PurePosixPath objects took ~0.5 s of a first load.
+    Plain string work: 60k PurePosixPath objects cost ~0.2 s of a first load here.
     """
     parts = tuple(part for part in name.split("/") if part not in ("", "."))
     if name.startswith(("/", "\\")) or ".." in parts:
