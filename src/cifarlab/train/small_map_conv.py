@@ -1,11 +1,11 @@
 """The weight gradient of a 3x3 conv on a small map, as nine matmuls (CPU, bf16).
 
 oneDNN computes a bf16 conv's weight gradient slowly when the feature map is small:
-on our 2-core CPU it ran at 64-171 GFLOP/s on 3x3 to 8x8 maps, a quarter to a third of
-the same conv's forward, while the same sums written as matmuls ran at 214-347
-(``benchmarks/conv_kernels.py``). Those late, wide convs carry most of the speedrun
-net's and ResNet-18's FLOPs: a training step got 1.21x (speedrun) and 1.27x (ResNet-18)
-faster.
+on our 2-core CPU it ran at 64-233 GFLOP/s on 3x3 to 8x8 maps, a quarter to a third of
+the same conv's forward, while the same sums written as matmuls ran at 214-421
+(``benchmarks/conv_kernels.py``). Those late, wide convs carry about half of the
+speedrun net's and ResNet-18's FLOPs: a training step got 1.16-1.21x (speedrun) and
+1.23-1.27x (ResNet-18) faster, measured in turns in one process.
 
 A 3x3 conv with padding 1 sums, for each of its nine taps (dy, dx), the input shifted
 by that tap times one C_in x C_out slice of the weight. So the weight gradient of tap
@@ -31,8 +31,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-# Largest map (height x width) that takes the matmul path. Measured on our 2-core CPU,
-# bf16: matmuls 1.5-4.8x faster than oneDNN at 3x3, 4x4, 7x7 and 8x8; slower from 15x15.
+# Largest map (height x width) that takes the matmul path. Measured on our 2-core CPU, bf16,
+# speedrun's and ResNet-18's convs: the matmuls 1.6-5.2x faster than oneDNN on 3x3 to 8x8
+# maps, slower from 15x15 (and on quick-cpu's 128-channel 7x7 conv in a fast moment).
 MAX_PIXELS = 64
 
 
