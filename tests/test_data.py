@@ -465,3 +465,10 @@ def test_unusual_or_damaged_jpegs_take_the_image_open_path():
     whole = _jpeg("RGB", (32, 32))
     for blob in (cmyk, png.getvalue(), whole[:300], whole[:-50], b"\xff\xd8", b""):
         assert _decode_plain_jpeg(blob) is None
+
+
+def test_a_jpeg_claiming_a_huge_size_is_left_to_image_opens_bomb_check(monkeypatch):
+    blob = _jpeg("RGB", (32, 32))
+    assert _decode_plain_jpeg(blob) is not None
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 32 * 32 - 1)
+    assert _decode_plain_jpeg(blob) is None

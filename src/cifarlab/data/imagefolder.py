@@ -316,8 +316,8 @@ def _decode_plain_jpeg(blob: bytes) -> np.ndarray | None:
             mode = _JPEG_MODES.get(blob[pos + 9]) if marker in _PLAIN_SOF else None
             height = int.from_bytes(blob[pos + 5 : pos + 7], "big")
             width = int.from_bytes(blob[pos + 7 : pos + 9], "big")
-            if mode is None or not height or not width:
-                return None
+            if mode is None or not height or not width or _too_large(width * height):
+                return None  # Image.open words the errors and guards against decompression bombs
             try:
                 image = Image.frombytes(mode, (width, height), blob, "jpeg", mode, "")
             except (OSError, ValueError):  # damaged: Image.open will say what is wrong
@@ -325,6 +325,10 @@ def _decode_plain_jpeg(blob: bytes) -> np.ndarray | None:
             return np.asarray(image, dtype=np.uint8)
         pos += 2 + size
     return None
+
+
+def _too_large(pixels: int) -> bool:
+    return Image.MAX_IMAGE_PIXELS is not None and pixels > Image.MAX_IMAGE_PIXELS
 
 
 def _decode_chunk(
