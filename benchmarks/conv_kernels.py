@@ -9,9 +9,10 @@ weight gradient, next to the bf16 matmul peak measured in the same run; and the
 GFLOP/s of a step made of the net's convs alone at those rates, a ceiling no whole
 net of them can beat.
 
-Part 2, the whole training step: cifarlab's trainer on each net, once with the
-matmul weight gradient (the default) and once without (``CIFARLAB_MATMUL_WGRAD=0``),
-passes taken in turns; images/s are the best pass of each, and the ratio is theirs.
+Part 2, the whole training step: cifarlab's trainer on each net under each
+``--max-pixels`` threshold (default 0, 16 and the current rule; 0 is oneDNN's weight
+gradient everywhere), passes taken in turns; the best and median images/s of each, and
+their ratios to the first threshold.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import time
 
 import torch
@@ -96,28 +98,39 @@ def kernel_rates(n: int, c_in: int, c_out: int, h: int, w: int) -> dict:
     return rates
 
 
-def step_rates(data: str, name: str, steps: int, repeats: int) -> dict:
-    """Best images/s of cifarlab's trainer with and without the matmul weight gradient."""
+def step_rates(data: str, name: str, steps: int, repeats: int, thresholds: list[int]) -> dict:
+    """Images/s of cifarlab's trainer per MAX_PIXELS threshold (0: oneDNN everywhere).
+
+    One trainer, its convs switched; the threshold is read at every forward, so each pass
+    runs under its own. Passes are taken in turns: the neighbours slow them all alike.
+    """
     batch = BATCH.get(name, 64)
-    trainers, before = {}, os.environ.get("CIFARLAB_MATMUL_WGRAD")
-    for label, flag in (("onednn", "0"), ("matmul", "1")):
-        os.environ["CIFARLAB_MATMUL_WGRAD"] = flag  # read when the trainer is built
-        trainers[label], _ = warm_trainer(data, batch * steps, model=name, batch_size=batch,
-                                          optimizer="sgd", lr=0.01)  # fmt: skip
-    if before is None:
-        del os.environ["CIFARLAB_MATMUL_WGRAD"]
-    else:
-        os.environ["CIFARLAB_MATMUL_WGRAD"] = before
-    passes: dict[str, list[float]] = {label: [] for label in trainers}
-    for epoch in range(1, repeats + 1):  # in turns: the neighbours slow both alike
-        for label, trainer in trainers.items():
-            passes[label].append(round(trainer.train_epoch(epoch)["images_per_sec"], 1))
-    best = {label: max(p) for label, p in passes.items()}
+    before = os.environ.pop("CIFARLAB_MATMUL_WGRAD", None)  # a user's opt-out would hide it
+    try:
+        trainer, _ = warm_trainer(data, batch * steps, model=name, batch_size=batch,
+                                  optimizer="sgd", lr=0.01)  # fmt: skip
+    finally:
+        if before is not None:
+            os.environ["CIFARLAB_MATMUL_WGRAD"] = before
+    passes: dict[int, list[float]] = {t: [] for t in thresholds}
+    try:
+        for epoch in range(1, repeats + 1):
+            for t in thresholds:
+                small_map_conv.MAX_PIXELS = t
+                passes[t].append(round(trainer.train_epoch(epoch)["images_per_sec"], 1))
+    finally:
+        small_map_conv.MAX_PIXELS = MAX_PIXELS
+    best = {t: max(p) for t, p in passes.items()}
+    median = {t: statistics.median(p) for t, p in passes.items()}
+    off = thresholds[0]
     return {
         "batch_size": batch,
-        "images_per_s": best,
+        "max_pixels": thresholds,
+        "best_images_per_s": best,
+        "median_images_per_s": median,
         "every_pass": passes,
-        "speedup": round(best["matmul"] / best["onednn"], 3),
+        f"speedup_of_best_vs_{off}": {t: round(best[t] / best[off], 3) for t in thresholds},
+        f"speedup_of_median_vs_{off}": {t: round(median[t] / median[off], 3) for t in thresholds},
     }
 
 
@@ -128,6 +141,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=4, help="training steps per pass")
     parser.add_argument("--repeats", type=int, default=3, help="passes of each, in turns")
     parser.add_argument("--skip-step", action="store_true", help="part 1 only")
+    parser.add_argument("--max-pixels", default=f"0,16,{MAX_PIXELS}",
+                        help="thresholds to compare in part 2, the first as the baseline "
+                             "(0: oneDNN's weight gradient everywhere)")  # fmt: skip
     args = parser.parse_args()
     out: dict = {
         "torch": torch.__version__,
@@ -143,7 +159,9 @@ def main() -> None:
         print(json.dumps({name: out["convs"][name]}), flush=True)
     if not args.skip_step:
         for name in args.models.split(","):
-            out["training_step"][name] = step_rates(args.data, name, args.steps, args.repeats)
+            thresholds = [int(t) for t in args.max_pixels.split(",")]
+            out["training_step"][name] = step_rates(args.data, name, args.steps, args.repeats,
+                                                    thresholds)  # fmt: skip
             print(json.dumps({name: out["training_step"][name]}), flush=True)
     out["load_avg_1min_at_end"] = round(os.getloadavg()[0], 2)
     print(json.dumps(out, indent=2))
