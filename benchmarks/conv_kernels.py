@@ -29,7 +29,7 @@ from throughput import BATCH, matmul_peak
 
 from cifarlab.models import create_model
 from cifarlab.train import small_map_conv
-from cifarlab.train.small_map_conv import MAX_PIXELS, _weight_grad
+from cifarlab.train.small_map_conv import MAX_PIXELS, weight_grad_by_matmuls
 
 CL = torch.channels_last
 
@@ -45,21 +45,26 @@ def conv_shapes(name: str, batch: int) -> dict[tuple[int, int, int, int, int], i
         shapes[shape] = shapes.get(shape, 0) + 1
 
     for m in model.modules():
-        if small_map_conv._eligible(m):
+        if small_map_conv.switchable(m):
             m.register_forward_hook(hook)
     with torch.no_grad():
         model(torch.zeros(2, 3, 32, 32).contiguous(memory_format=CL))
     return shapes
 
 
+def conv_gflop(n: int, c_in: int, c_out: int, h: int, w: int) -> float:
+    """GFLOP of one pass (forward, dX or dW) of a 3x3 conv of this shape."""
+    return 2 * n * c_in * c_out * 9 * h * w / 1e9
+
+
 def conv_ceiling(rates: dict, shapes: dict) -> int:
     """GFLOP/s of a step made of these convs alone, each part at its measured rate
     (the weight gradient by the path SmallMapConv2d picks): no net of them beats it."""
     flops = seconds = 0.0
-    for (n, c_in, c_out, h, w), count in shapes.items():
-        r = rates["x".join(map(str, (n, c_in, c_out, h, w)))]
+    for shape, count in shapes.items():
+        r = rates[shape]
         weight_grad = r["weight_grad_matmul" if r["matmul_path"] else "weight_grad_onednn"]
-        gflop = count * 2 * n * c_in * c_out * 9 * h * w / 1e9
+        gflop = count * conv_gflop(*shape)
         flops += 3 * gflop
         seconds += gflop * (1 / r["forward"] + 1 / r["input_grad"] + 1 / weight_grad)
     return round(flops / seconds)
@@ -80,7 +85,7 @@ def kernel_rates(n: int, c_in: int, c_out: int, h: int, w: int) -> dict:
     x = torch.randn(n, c_in, h, w, dtype=torch.bfloat16).contiguous(memory_format=CL)
     weight = torch.randn(c_out, c_in, 3, 3, dtype=torch.bfloat16).contiguous(memory_format=CL)
     grad = torch.randn(n, c_out, h, w, dtype=torch.bfloat16).contiguous(memory_format=CL)
-    flops = 2 * n * c_in * c_out * 9 * h * w  # each of forward, dX and dW
+    flops = conv_gflop(n, c_in, c_out, h, w) * 1e9  # each of forward, dX and dW
 
     def backward(mask):
         return lambda: torch.ops.aten.convolution_backward(
@@ -91,7 +96,7 @@ def kernel_rates(n: int, c_in: int, c_out: int, h: int, w: int) -> dict:
         "forward": best_seconds(lambda: torch.nn.functional.conv2d(x, weight, None, 1, 1)),
         "input_grad": best_seconds(backward([True, False, False])),
         "weight_grad_onednn": best_seconds(backward([False, True, False])),
-        "weight_grad_matmul": best_seconds(lambda: _weight_grad(grad, x)),
+        "weight_grad_matmul": best_seconds(lambda: weight_grad_by_matmuls(grad, x)),
     }
     rates = {k: round(flops / s / 1e9) for k, s in seconds.items()}
     rates["matmul_path"] = h * w <= MAX_PIXELS  # what SmallMapConv2d picks
@@ -154,8 +159,11 @@ def main() -> None:
     }
     for name in args.models.split(","):
         shapes = conv_shapes(name, BATCH.get(name, 64))
-        rates = {"x".join(map(str, shape)): kernel_rates(*shape) for shape in shapes}
-        out["convs"][name] = {"convs_alone_ceiling_gflops": conv_ceiling(rates, shapes), **rates}
+        rates = {shape: kernel_rates(*shape) for shape in shapes}
+        out["convs"][name] = {
+            "convs_alone_ceiling_gflops": conv_ceiling(rates, shapes),
+            **{"x".join(map(str, shape)): r for shape, r in rates.items()},
+        }
         print(json.dumps({name: out["convs"][name]}), flush=True)
     if not args.skip_step:
         for name in args.models.split(","):

@@ -12,8 +12,8 @@ from torch import nn
 from cifarlab.train.small_map_conv import (
     MAX_PIXELS,
     SmallMapConv2d,
-    _weight_grad,
     use_matmul_weight_grad,
+    weight_grad_by_matmuls,
 )
 
 CL = torch.channels_last
@@ -32,7 +32,7 @@ def test_matmul_weight_grad_equals_the_convs_weight_gradient(shape):
     x64 = x.double().requires_grad_()
     weight64 = torch.zeros(c_out, c_in, 3, 3, dtype=torch.float64, requires_grad=True)
     F.conv2d(x64, weight64, None, 1, 1).backward(grad.double())
-    ours = _weight_grad(grad, x)
+    ours = weight_grad_by_matmuls(grad, x)
     assert ours.shape == weight64.shape and ours.dtype == torch.bfloat16
     assert ours.is_contiguous(memory_format=CL)  # the layout of a channels_last weight
     error = (ours.double() - weight64.grad).norm() / weight64.grad.norm()

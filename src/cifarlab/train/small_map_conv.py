@@ -62,12 +62,12 @@ class _MatmulWeightGradConv3x3(torch.autograd.Function):
                 grad, x, weight, None, [1, 1], [1, 1], [1, 1], False, [0, 0], 1,
                 [True, False, False],
             )[0]  # fmt: skip
-        grad_w = _weight_grad(grad, x) if ctx.needs_input_grad[1] else None
+        grad_w = weight_grad_by_matmuls(grad, x) if ctx.needs_input_grad[1] else None
         grad_b = grad.sum((0, 2, 3), dtype=torch.float32).to(grad.dtype) if ctx.has_bias else None
         return grad_x, grad_w, grad_b
 
 
-def _weight_grad(grad: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+def weight_grad_by_matmuls(grad: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """dW (C_out, C_in, 3, 3) in channels_last, from NHWC ``grad`` and ``x``: one matmul per tap."""
     n, c_in, h, w = x.shape
     c_out = grad.shape[1]
@@ -107,7 +107,8 @@ class SmallMapConv2d(nn.Conv2d):
         )
 
 
-def _eligible(module: nn.Module) -> bool:
+def switchable(module: nn.Module) -> bool:
+    """A plain ``nn.Conv2d`` that SmallMapConv2d can stand in for: 3x3, stride 1, padding 1."""
     return (
         type(module) is nn.Conv2d
         and module.kernel_size == (3, 3)
@@ -126,7 +127,7 @@ def use_matmul_weight_grad(model: nn.Module) -> int:
     """
     if os.environ.get("CIFARLAB_MATMUL_WGRAD", "1") == "0":
         return 0
-    convs = [m for m in model.modules() if _eligible(m)]
+    convs = [m for m in model.modules() if switchable(m)]
     for conv in convs:
         conv.__class__ = SmallMapConv2d
     return len(convs)
