@@ -81,8 +81,10 @@ def test_cpu_bf16_training_takes_the_matmul_weight_gradient(tiny_archive, tmp_pa
                                  **options)  # fmt: skip
         model = build_trainer(config, data, cpu, options.get("precision", "bf16")).model
         assert sum(type(m) is SmallMapConv2d for m in model.modules()) == switched, options
+    # device="cpu": on a GPU machine "auto" picks CUDA, where nothing is switched
     run = cifarlab.train(preset="speedrun", epochs=1, batch_size=16, data=str(tiny_archive),
-                         precision="bf16", workspace=str(tmp_path), quiet=True)  # fmt: skip
+                         precision="bf16", device="cpu", workspace=str(tmp_path),
+                         quiet=True)  # fmt: skip
     assert run.status == "completed" and run.info["matmul_weight_grad_convs"] == 6
 
 
