@@ -8,7 +8,7 @@
 # On this workplace's device tool, carry `.whl` (pydantic's wheels for the machine's
 # Python, which lacks them) and `.devdata` (a copy of the shared CIFAR-10 archive).
 # Each step has its own time limit, so a failure still leaves the others' output in $OUT.
-# STEPS picks steps (default: all but the epochs, jpeg, precision and original steps; `tests` needs
+# STEPS picks steps (default: all but the graphs, epochs, jpeg, precision and original steps; `tests` needs
 # pytest-xdist); RUNS sets the runs per timing. `STEPS=original` trains on the lossless
 # CIFAR-10 (ORIGINAL=cifar10 downloads it; or a path to cifar-10-python.tar.gz).
 set -u
@@ -59,6 +59,10 @@ if step compile; then
     echo "== time to 94%, compiled: 3 runs"
     timeout 240 python3 benchmarks/time_to_accuracy.py --presets speedrun --runs 3 --compile \
         --data "$DATA" 2>&1 | tee "$OUT/time_to_accuracy_compiled.txt" | grep '^{"'
+fi
+if step graphs; then  # the most CUDA graphs could save on a training step
+    echo "== a speedrun step, eager vs one CUDA graph"
+    timeout 120 python3 benchmarks/cuda_graph_step.py 2>&1 | tee "$OUT/cuda_graph_step.txt"
 fi
 if step epochs; then  # where the recipe levels off on this data
     for epochs in ${EPOCHS:-15 20 30}; do
