@@ -82,6 +82,11 @@ def _bad_inputs(tmp_path: Path, tiny_archive: Path) -> dict[str, tuple[list[str]
     (broken / "train" / "dog" / "0001.png").write_bytes(b"not a png")
     blocker = tmp_path / "a-file"
     blocker.write_text("")
+    garbage = tmp_path / "garbage.tar.gz"
+    garbage.write_bytes(b"not an archive at all" * 10)
+    bad_db = tmp_path / "bad-db-ws"
+    bad_db.mkdir()
+    (bad_db / "runs.db").write_text("a text file, not sqlite")
     data = ["--data", str(tiny_archive)]
     return {
         "unknown model": (["--model", "resnet-9000", *data], "unknown model 'resnet-9000'"),
@@ -96,6 +101,10 @@ def _bad_inputs(tmp_path: Path, tiny_archive: Path) -> dict[str, tuple[list[str]
         "not an image": (["--data", str(broken)], "0001.png is not a readable image"),
         "unwritable workspace": ([*data, "--workspace", str(blocker / "ws")], "not writable"),
         "fp16 on cpu": (["--precision", "fp16", "--device", "cpu", *data], "fp16 needs a CUDA"),
+        "garbage archive": (["--data", str(garbage)], "cannot read the archive ("),
+        "no full batch": (["--batch-size", "4096", "--drop-last", *data], "leaves no training"),
+        "whiten, no stem": (["--whiten", *data], "model 'tutorial' has no whitening stem"),
+        "not a database": ([*data, "--workspace", str(bad_db)], "not a readable cifarlab results"),
     }
 
 

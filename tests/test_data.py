@@ -431,6 +431,10 @@ def test_data_info_and_preview_commands(tiny_folder, tmp_path, capsys):
     from PIL import Image
 
     assert Image.open(out).size[0] > 8 * 32  # upscaled, not 32 px per image
+    capsys.readouterr()
+    assert main(["data", "preview", "--data", str(tiny_folder), "-o", str(tmp_path / "g.txt")]) == 2
+    err = capsys.readouterr().err
+    assert "unknown image type '.txt'; use .png" in err and err.count("\n") == 1, err
     assert main(["data", "info", "--data", str(tmp_path / "nowhere")]) == 2
     assert capsys.readouterr().err.count("\n") == 1
 

@@ -229,6 +229,10 @@ def test_dry_run_max_runs_and_only(tmp_path, tiny_archive, capsys):
             "schedule=onecycle: schedule: onecycle needs",
         ),
         ('name = "x"\n[grid\n', "not valid TOML"),
+        (
+            'name = "x"\n[grid]\nmodel = ["tutorial", "tutorail"]',
+            "grid.model[1]: unknown model 'tutorail'; did you mean 'tutorial'?",
+        ),
     ],
 )
 def test_bad_experiment_files_get_a_line_per_problem_and_run_nothing(
@@ -278,3 +282,34 @@ def test_presets_expand_to_the_blog_grid():
     assert {c.model for c in blog.configs} == {"tutorial", "simple", "stacked", "channel", "wobbly"}
     assert all(c.lr == 0.001 and c.batch_size == 64 and c.epochs == 5 for c in blog.configs)
     assert len(build_experiment(preset_definition("lr", seeds=2)).configs) == 28
+
+
+def test_a_bad_data_source_fails_the_sweep_once_before_any_run(tmp_path, capsys):
+    grid = _tiny_grid(tmp_path, tmp_path / "nowhere", epochs=1)
+    ws = tmp_path / "ws"
+    assert main(["sweep", str(grid), "--workspace", str(ws), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "does not exist" in err, err
+    assert _db(ws, "SELECT * FROM runs") == []
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--max-runs", "0"], "--max-runs must be at least 1 (got 0)"),
+        (["--max-runs", "-1"], "--max-runs must be at least 1 (got -1)"),
+        (
+            ["--only", "model=resnet18"],
+            "--only model=resnet18 matches none of the 4 runs of experiment 'tiny'",
+        ),
+    ],
+)
+def test_sweep_options_that_select_nothing_are_refused(
+    tmp_path, tiny_archive, capsys, args, message
+):
+    grid = _tiny_grid(tmp_path, tiny_archive, epochs=1)
+    ws = tmp_path / "ws"
+    assert main(["sweep", str(grid), "--workspace", str(ws), "--quiet", *args]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1, err
+    assert not (ws / "runs.db").exists() or _db(ws, "SELECT * FROM runs") == []

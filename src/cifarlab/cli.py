@@ -274,6 +274,8 @@ def _sweep(experiment, args: argparse.Namespace) -> int:
         experiment = replace(experiment, name=args.new_name)
     if args.workers < 1:
         raise CifarlabError(f"--workers must be at least 1 (got {args.workers})")
+    if args.max_runs is not None and args.max_runs < 1:
+        raise CifarlabError(f"--max-runs must be at least 1 (got {args.max_runs})")
     only = parse_only(args.only)
     if args.dry_run:
         with ResultsStore(prepare_workspace(args.workspace) / "runs.db") as store:
@@ -288,7 +290,7 @@ def _sweep(experiment, args: argparse.Namespace) -> int:
         max_runs=args.max_runs, force=args.force, quiet=args.quiet,
     )  # fmt: skip
     counts = {s: list(report.outcomes.values()).count(s) for s in set(report.outcomes.values())}
-    summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+    summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "nothing to run"
     took = f"{report.seconds:.0f}s"
     print(
         f"sweep {experiment.name}: {len(report.planned)} runs ({summary}) in {took}",

@@ -7,3 +7,9 @@ class CifarlabError(Exception):
     The CLI prints it as one line on stderr and exits with status 2; the Python
     API lets it propagate. Raise it for bad input, never for bugs.
     """
+
+
+def first_line(err: BaseException) -> str:
+    """An exception's message cut to its first line, for one-line errors."""
+    text = str(err).strip()
+    return text.splitlines()[0].rstrip(":") if text else type(err).__name__

@@ -191,7 +191,13 @@ def build_trainer(config: RunConfig, data: CifarData, device: torch.device, prec
         config.model, num_classes=len(data.classes), in_channels=channels, image_size=side
     )
     if config.whiten:
-        init_whitening(model, whitening_sample(data, config.seed))
+        try:
+            init_whitening(model, whitening_sample(data, config.seed))
+        except ValueError as err:
+            raise CifarlabError(
+                f"--whiten: model {config.model!r} has no whitening stem ({err}); "
+                "use it with speedrun or speedrun-small, or drop --whiten"
+            ) from None
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
     model = model.to(device=device, memory_format=memory_format)
     if device.type == "cpu" and precision == "bf16" and cpu_supports_bf16() and not config.compile:
@@ -263,6 +269,12 @@ def make_loaders(
         channels_last=config.channels_last,
         dtype=compute_dtype(precision),  # the model casts its input to this anyway
     )
+    if config.drop_last and len(data.train) < config.batch_size:
+        raise CifarlabError(
+            f"--batch-size {config.batch_size} with --drop-last leaves no training batch "
+            f"({len(data.train)} training images); use a smaller --batch-size, more training "
+            "images or --no-drop-last"
+        )
     augment = build_augment(config.augment, mean_uint8, config.crop_pad, config.cutout, config.seed)
     loaders = {
         "train": TensorLoader(

@@ -16,7 +16,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from cifarlab.data.imagefolder import DecodedDataset, SplitArrays, is_archive, safe_member
-from cifarlab.errors import CifarlabError
+from cifarlab.errors import CifarlabError, first_line
 
 # file names of each variant; "labels" keys differ between CIFAR-10 and CIFAR-100
 CIFAR10_FILES = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}
@@ -128,7 +128,7 @@ def _read_files(path: Path) -> dict[str, bytes]:
                     files[name] = archive.extractfile(member).read()
     except (tarfile.TarError, EOFError, OSError) as err:
         raise CifarlabError(
-            f"{path}: cannot read the archive ({err}); it may be truncated or corrupt, "
+            f"{path}: cannot read the archive ({first_line(err)}); it may be truncated or corrupt, "
             "download it again"
         ) from None
     return files

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from cifarlab.errors import CifarlabError
+from cifarlab.errors import CifarlabError, first_line
 
 SPLITS = ("train", "test")
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".zip")
@@ -107,7 +107,7 @@ def _iter_files(path: Path) -> Iterator[tuple[tuple[str, ...], bytes | None]]:
             yield from _tar_members(path, None)
     except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError) as err:
         raise CifarlabError(
-            f"{path}: cannot read the archive ({err}); it may be truncated or corrupt, "
+            f"{path}: cannot read the archive ({first_line(err)}); it may be truncated or corrupt, "
             "download or build it again"
         ) from None
 

@@ -11,6 +11,7 @@ import numpy as np
 
 from cifarlab.data.dataset import decode_source, stats_from_sums
 from cifarlab.data.imagefolder import SPLITS
+from cifarlab.errors import CifarlabError
 
 
 def dataset_info(
@@ -67,7 +68,15 @@ def preview_grid(
 
     matplotlib.use("Agg")  # files only: no display needed
     import matplotlib.pyplot as plt
+    from matplotlib.backend_bases import FigureCanvasBase
 
+    output = Path(output)
+    suffix = output.suffix.lstrip(".").lower()
+    if suffix and suffix not in FigureCanvasBase.get_supported_filetypes():  # before decoding
+        raise CifarlabError(
+            f"cannot write preview to '{output}': unknown image type '.{suffix}'; "
+            "use .png (or .jpg, .pdf, .svg)"
+        )
     decoded, _, _, _ = decode_source(data, image_size=image_size, labels=labels)
     arrays = getattr(decoded, split)
     rng = np.random.default_rng(seed)
@@ -87,8 +96,13 @@ def preview_grid(
         axes[row][0].set_ylabel(name, rotation=0, ha="right", va="center", fontsize=9)
     fig.suptitle(f"{Path(str(data or 'cifar10')).name}: {split}", fontsize=10)
     fig.tight_layout()
-    output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(output, dpi=100)
-    plt.close(fig)
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(output, dpi=100)
+    except OSError as err:
+        raise CifarlabError(
+            f"cannot write preview to '{output}': {err.strerror or err}; pick another -o path"
+        ) from None
+    finally:
+        plt.close(fig)
     return output

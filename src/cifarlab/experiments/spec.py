@@ -31,6 +31,7 @@ from pydantic import ValidationError
 
 from cifarlab.config import RunConfig
 from cifarlab.errors import CifarlabError
+from cifarlab.models.registry import get_model_entry
 
 TOP_KEYS = ("name", "description", "base", "grid", "include", "exclude")
 # Options that belong to the sweep command, not to a run's settings.
@@ -152,6 +153,11 @@ def _check_value(path: str, key: str, value: Any) -> list[str]:
             f"{path}: {e['msg'].removeprefix('Value error, ')} (got {value!r})"
             for e in field_errors
         ]
+    if key == "model":  # a misspelled name fails here, not as a failed run mid-sweep
+        try:
+            get_model_entry(value)
+        except CifarlabError as err:
+            return [f"{path}: {err}"]
     return []
 
 

@@ -13,6 +13,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from cifarlab.errors import CifarlabError
+
 SCHEMA_VERSION = 1
 
 EPOCH_METRICS = (
@@ -64,9 +66,18 @@ class ResultsStore:
         self.path = Path(path)
         self.conn = sqlite3.connect(self.path, timeout=60, isolation_level=None)
         self.conn.row_factory = sqlite3.Row
-        self.conn.execute("PRAGMA journal_mode=WAL")
-        self.conn.execute("PRAGMA foreign_keys=ON")
-        self.conn.executescript(_SCHEMA)
+        try:
+            self.conn.execute("PRAGMA journal_mode=WAL")
+            self.conn.execute("PRAGMA foreign_keys=ON")
+            self.conn.executescript(_SCHEMA)
+        except sqlite3.DatabaseError as err:  # not a database, or a damaged one
+            self.conn.close()
+            if isinstance(err, sqlite3.OperationalError):  # locked, disk full: not the file's fault
+                raise
+            raise CifarlabError(
+                f"'{self.path}' is not a readable cifarlab results database ({err}); "
+                "move it away or use another --workspace"
+            ) from None
         self.conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     def close(self) -> None:

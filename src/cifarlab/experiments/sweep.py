@@ -58,6 +58,12 @@ def plan_sweep(
 ) -> list[PlannedRun]:
     """The experiment's runs (filtered by ``only``), each with what a sweep will do."""
     configs = [c for c in experiment.configs if _matches(c, only or {})]
+    if not configs:
+        shown = " ".join(f"{k}={v}" for k, v in (only or {}).items())
+        raise CifarlabError(
+            f"--only {shown} matches none of the {len(experiment.configs)} runs of experiment "
+            f"{experiment.name!r}; `--dry-run` without --only lists them"
+        )
     planned = [PlannedRun(c, store.latest_with_hash(c.hash())) for c in configs]
     if max_runs is not None:
         todo = [p for p in planned if p.action != "done"][:max_runs]
@@ -99,6 +105,7 @@ def run_sweep(
         if p.action == "done":
             report.outcomes[p.config.hash()] = p.previous["status"]
     todo = [p for p in planned if p.action != "done"]
+    check_sources([p.config for p in todo], quiet)
     start = time.perf_counter()
     bar = tqdm(
         total=len(planned), initial=len(planned) - len(todo), desc=f"sweep {experiment.name}",
@@ -121,6 +128,16 @@ def run_sweep(
     bar.close()
     report.seconds = time.perf_counter() - start
     return report
+
+
+def check_sources(configs: list[RunConfig], quiet: bool = False) -> None:
+    """Read each data source the runs use once, up front: a bad path or a corrupt archive
+    fails the sweep with one error instead of every run, and the runs then find it cached."""
+    from cifarlab.data.dataset import decode_source
+
+    sources = {(c.data, c.image_size, c.labels) for c in configs}
+    for data, image_size, labels in sorted(sources, key=str):
+        decode_source(data, image_size=image_size, labels=labels, quiet=quiet)
 
 
 def _for_workspace(planned: PlannedRun, workspace: Path, quiet: bool) -> RunConfig:

@@ -117,10 +117,15 @@ def init_whitening(model: nn.Module, train_images: torch.Tensor, eps: float = 5e
     loses nothing. Unlike airbench the patches are centred and the bias cancels
     their mean, so the first half of the outputs has exactly identity covariance.
     """
-    conv = next(m for m in model.modules() if isinstance(m, nn.Conv2d))
+    conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+    if conv is None:
+        raise ValueError("it has no conv layer")
     c, k = conv.in_channels, conv.kernel_size[0]
-    if conv.out_channels != 2 * c * k * k:
-        raise ValueError(f"whitening needs a conv with {2 * c * k * k} outputs, not {conv}")
+    if conv.out_channels != 2 * c * k * k or conv.kernel_size != (k, k) or conv.groups != 1:
+        raise ValueError(
+            f"its first conv has {conv.out_channels} outputs, kernel {conv.kernel_size[0]}x"
+            f"{conv.kernel_size[1]}; a {k}x{k} whitening stem has {2 * c * k * k}"
+        )
     x = train_images.to(torch.float64)
     patches = x.unfold(2, k, 1).unfold(3, k, 1)  # N, C, H', W', k, k
     patches = patches.permute(0, 2, 3, 1, 4, 5).reshape(-1, c * k * k)
