@@ -121,15 +121,21 @@ def test_val_size_larger_than_train_is_refused(tiny_folder):
         load_dataset(tiny_folder, val_size=500)
 
 
-def test_grayscale_images_are_converted_with_a_warning(tmp_path):
+def test_grayscale_images_are_converted_with_a_warning_on_every_load(tmp_path, capsys):
     root = write_image_folder(tmp_path / "d", n_train=3, n_test=2)
     gray = root / "train" / "cat" / "0000.png"
     from PIL import Image
 
+    from cifarlab.cli import main
+
     Image.open(gray).convert("L").save(gray)
-    with pytest.warns(UserWarning, match="1 grayscale/non-RGB image"):
-        data = read_image_folder(root)
+    data = read_image_folder(root)
     assert data.train.images.shape[-1] == 3
+    assert data.notes == (f"{root}: 1 grayscale/non-RGB image(s) converted to RGB",)
+    for load in ("decoded", "cached"):
+        assert main(["data", "info", "--data", str(root)]) == 0, load
+        err = capsys.readouterr().err
+        assert err == f"cifarlab: warning: {data.notes[0]}\n", (load, err)
 
 
 def _batch(n=6, side=8, seed=0):

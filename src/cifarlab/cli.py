@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -15,7 +16,7 @@ from cifarlab.config import (
     SELECT_BY,
     make_run_config,
 )
-from cifarlab.errors import CifarlabError
+from cifarlab.errors import CifarlabError, CifarlabWarning
 
 EXIT_USAGE = 2
 
@@ -178,8 +179,10 @@ def _add_sweep_options(parser: argparse.ArgumentParser) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     try:
-        args = build_parser().parse_args(argv)
-        return COMMANDS[args.command](args)
+        with warnings.catch_warnings():  # restores the default display when main returns
+            warnings.showwarning = _show_warning
+            args = build_parser().parse_args(argv)
+            return COMMANDS[args.command](args)
     except CifarlabError as err:
         for line in str(err).splitlines():  # one line per problem
             print(f"cifarlab: error: {line}", file=sys.stderr)
@@ -187,6 +190,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("cifarlab: interrupted", file=sys.stderr)
         return 130
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """cifarlab's own warnings as one ``cifarlab: warning:`` line; others as Python shows them."""
+    if issubclass(category, CifarlabWarning):
+        print(f"cifarlab: warning: {message}", file=sys.stderr)
+    else:
+        sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
 
 
 def cmd_train(args: argparse.Namespace) -> int:

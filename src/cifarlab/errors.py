@@ -9,6 +9,10 @@ class CifarlabError(Exception):
     """
 
 
+class CifarlabWarning(UserWarning):
+    """Something the user should know that does not stop the work (``cifarlab: warning:``)."""
+
+
 def first_line(err: BaseException) -> str:
     """An exception's message cut to its first line, for one-line errors."""
     text = str(err).strip()

@@ -107,7 +107,8 @@ def _load(entry: Path) -> tuple[DecodedDataset, PixelStats]:
             raise ValueError(f"cache entry {entry} does not match its checksums")
         splits[split] = SplitArrays(arrays["images"], arrays["labels"])
         stats[split] = (arrays["sums"], arrays["squares"])
-    return DecodedDataset(splits["train"], splits["test"], tuple(meta["classes"])), stats
+    notes = tuple(meta.get("notes", ()))
+    return DecodedDataset(splits["train"], splits["test"], tuple(meta["classes"]), notes), stats
 
 
 _ARRAYS = ("images", "labels", "sums", "squares")
@@ -118,6 +119,7 @@ def _store(entry: Path, dataset: DecodedDataset, stats: PixelStats) -> None:
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=entry.parent))
     try:
         meta: dict = {"classes": list(dataset.classes), "format": CACHE_FORMAT}
+        meta["notes"] = list(dataset.notes)
         for split in SPLITS:
             split_arrays: SplitArrays = getattr(dataset, split)
             arrays = dict(zip(_ARRAYS, (split_arrays.images, split_arrays.labels, *stats[split])))

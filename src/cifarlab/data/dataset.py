@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from cifarlab.data.cache import cache_root, cached_decode, source_fingerprint
 from cifarlab.data.cifar_python import is_cifar_python, read_cifar_python
 from cifarlab.data.imagefolder import SplitArrays, is_archive, read_image_folder
 from cifarlab.data.split import split_off, stratified_pick
-from cifarlab.errors import CifarlabError
+from cifarlab.errors import CifarlabError, CifarlabWarning
 
 HOW_TO_GIVE_DATA = (
     "pass --data cifar10|cifar100 (downloaded), or --data PATH / CIFARLAB_DATA=PATH where "
@@ -133,8 +134,10 @@ def decode_source(
         decode = lambda: resize(read_cifar_python(path, labels), image_size)
     else:
         key = source_fingerprint(path, image_size=image_size)
-        decode = lambda: read_image_folder(path, image_size)
+        decode = lambda: read_image_folder(path, image_size, quiet)
     decoded, stats, entry = cached_decode(key, decode)
+    for note in decoded.notes:  # on cached loads too: a later run must still hear of it
+        warnings.warn(note, CifarlabWarning, stacklevel=2)
     return decoded, stats, path, entry
 
 

@@ -12,8 +12,8 @@ import gzip
 import io
 import multiprocessing
 import os
+import sys
 import tarfile
-import warnings
 import zipfile
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
+from tqdm.auto import tqdm
 
 from cifarlab.errors import CifarlabError, first_line
 
@@ -52,13 +53,16 @@ class DecodedDataset:
     train: SplitArrays
     test: SplitArrays
     classes: tuple[str, ...]
+    notes: tuple[str, ...] = ()  # warnings about the source, repeated on every (cached) load
 
 
 def is_archive(path: Path) -> bool:
     return path.name.lower().endswith(ARCHIVE_SUFFIXES)
 
 
-def read_image_folder(path: Path, image_size: int | None = None) -> DecodedDataset:
+def read_image_folder(
+    path: Path, image_size: int | None = None, quiet: bool = False
+) -> DecodedDataset:
     """Decode every image of an image-folder dataset at ``path`` (folder or archive).
 
     ``image_size`` resizes every image to a square of that side; without it all
@@ -74,10 +78,11 @@ def read_image_folder(path: Path, image_size: int | None = None) -> DecodedDatas
         names += [f"{split}/{cls}/{name}" for (cls, name), _ in items]
         counts[split] = len(items)
         labels[split] = np.array([classes.index(cls) for (cls, _), _ in items], dtype=np.int64)
-    images = _decode_all(blobs, names, path, image_size)  # both splits at once: one pool
+    images, converted = _decode_all(blobs, names, path, image_size, quiet)  # one pool
     train, test = images[: counts["train"]], images[counts["train"] :]
+    notes = (f"{path}: {converted} grayscale/non-RGB image(s) converted to RGB",) * bool(converted)
     return DecodedDataset(
-        SplitArrays(train, labels["train"]), SplitArrays(test, labels["test"]), classes
+        SplitArrays(train, labels["train"]), SplitArrays(test, labels["test"]), classes, notes
     )
 
 
@@ -243,28 +248,38 @@ _BLOBS: list[bytes] = []  # set before forking, so workers inherit the bytes ins
 
 
 def _decode_all(
-    blobs: list[bytes], names: list[str], source: Path, image_size: int | None
-) -> np.ndarray:
+    blobs: list[bytes], names: list[str], source: Path, image_size: int | None, quiet: bool
+) -> tuple[np.ndarray, int]:
+    """All images as one (N, H, W, C) array, and how many were converted to RGB."""
     global _BLOBS
     tasks = [(i, min(i + _CHUNK, len(blobs)), source, image_size, names[i : i + _CHUNK])
              for i in range(0, len(blobs), _CHUNK)]  # fmt: skip
     workers = min(os.cpu_count() or 1, len(tasks))
     _BLOBS = blobs
+    # shown only if decoding takes over a second: a big dataset's first load, not a test's
+    bar = tqdm(total=len(blobs), unit="img", desc=f"decoding {source.name}", delay=1,
+               disable=quiet or None, file=sys.stderr)  # fmt: skip
     try:
         if workers > 1 and "fork" in multiprocessing.get_all_start_methods():
             # Decoding holds the GIL, so threads don't help; forked processes halve the time.
             ctx = multiprocessing.get_context("fork")
             with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
-                decoded = list(pool.map(_decode_chunk, *zip(*tasks)))
+                decoded = [_counted(r, bar) for r in pool.map(_decode_chunk, *zip(*tasks))]
         else:
-            decoded = [_decode_chunk(*t) for t in tasks]
+            decoded = [_counted(_decode_chunk(*t), bar) for t in tasks]
     finally:
         _BLOBS = []
+        bar.close()
     blocks = [block for chunk, _ in decoded for block in chunk]
     return _combine(blocks, sum(n for _, n in decoded), source)
 
 
-def _combine(blocks: list[np.ndarray], converted: int, source: Path) -> np.ndarray:
+def _counted(result: tuple[list[np.ndarray], int], bar: tqdm) -> tuple[list[np.ndarray], int]:
+    bar.update(sum(len(block) for block in result[0]))
+    return result
+
+
+def _combine(blocks: list[np.ndarray], converted: int, source: Path) -> tuple[np.ndarray, int]:
     """One (N, H, W, C) array; grayscale blocks become RGB only if colour images exist."""
     sizes = sorted({b.shape[1:3] for b in blocks})
     if len(sizes) > 1:
@@ -275,11 +290,7 @@ def _combine(blocks: list[np.ndarray], converted: int, source: Path) -> np.ndarr
     if len({b.shape[3] for b in blocks}) > 1:
         converted += sum(len(b) for b in blocks if b.shape[3] == 1)
         blocks = [np.repeat(b, 3, axis=3) if b.shape[3] == 1 else b for b in blocks]
-    if converted:
-        warnings.warn(
-            f"{source}: {converted} grayscale/non-RGB image(s) converted to RGB", stacklevel=3
-        )
-    return np.concatenate(blocks)
+    return np.concatenate(blocks), converted
 
 
 # SOF markers of the JPEGs libjpeg decodes without help: baseline, extended, progressive
