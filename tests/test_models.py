@@ -390,6 +390,14 @@ def test_cli_diagram_writes_png(tmp_path, capsys):
     out = tmp_path / "resnet.png"
     assert main(["diagram", "resnet18", "-o", str(out)]) == 0
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # a folder gets a file named after the model; no suffix means PNG; the path printed is real
+    for given, written in (
+        (tmp_path, tmp_path / "tutorial.png"),
+        (tmp_path / "t", tmp_path / "t.png"),
+    ):
+        capsys.readouterr()
+        assert main(["diagram", "tutorial", "-o", str(given)]) == 0
+        assert capsys.readouterr().out == f"wrote {written}\n" and written.is_file()
 
 
 def test_cli_models_lists_params_macs_and_descriptions(capsys):

@@ -6,6 +6,7 @@ import argparse
 import sys
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from cifarlab.config import (
@@ -192,6 +193,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+def image_path(output: str, name_in_folder: str) -> Path:
+    """Where ``-o`` writes: a file in it if it is a folder; a PNG if it has no suffix
+    (matplotlib would add .png and the path printed would be wrong)."""
+    path = Path(output)
+    if path.is_dir():
+        return path / name_in_folder
+    return path if path.suffix else path.with_suffix(".png")
+
+
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
     """cifarlab's own warnings as one ``cifarlab: warning:`` line; others as Python shows them."""
     if issubclass(category, CifarlabWarning):
@@ -362,10 +372,12 @@ def cmd_summary(args: argparse.Namespace) -> int:
 
 def cmd_diagram(args: argparse.Namespace) -> int:
     from cifarlab.models.diagram import draw_diagram
+    from cifarlab.models.registry import model_label
 
     model, shape = _model_for(args)
+    output = image_path(args.output, f"{model_label(args.model)}.png")
     try:
-        path = draw_diagram(model, args.output, shape, title=args.model)
+        path = draw_diagram(model, output, shape, title=args.model)
     except (OSError, ValueError) as err:  # an unwritable path or unknown image suffix
         raise CifarlabError(f"cannot write diagram to {args.output!r}: {err}") from None
     print(f"wrote {path}")
@@ -381,7 +393,8 @@ def cmd_data(args: argparse.Namespace) -> int:
         return 0
     if args.per_class < 1:
         raise CifarlabError(f"--per-class must be at least 1 (got {args.per_class})")
-    path = preview_grid(args.data, args.output, args.per_class, args.split, args.seed, **source)
+    output = image_path(args.output, "grid.png")
+    path = preview_grid(args.data, output, args.per_class, args.split, args.seed, **source)
     print(f"wrote {path}")
     return 0
 
