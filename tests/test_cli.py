@@ -43,6 +43,7 @@ def test_train_records_a_completed_run_with_one_row_per_epoch(tmp_path, tiny_arc
                 "best_val_acc", "test_acc", "final_test_acc", "train_seconds"):  # fmt: skip
         assert key in run
     assert run["status"] == "completed" and run["model"] == "tutorial" and run["epochs"] == 2
+    assert type(run["epochs_done"]) is int and run["epochs_done"] == 2  # 2, not 2.0
     assert 0 <= run["test_acc"] <= 1 and run["train_seconds"] > 0
     # the synthetic classes differ in colour and stripes: three-way chance is 33%
     assert run["final_test_acc"] > 0.6

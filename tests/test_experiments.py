@@ -182,6 +182,9 @@ def test_seed_grouped_table_matches_a_hand_computation(tmp_path, tiny_archive, c
                  "--compare", "optimizer=adam", "optimizer=sgd"]) == 0  # fmt: skip
     line = capsys.readouterr().out
     assert line.startswith("optimizer=adam vs optimizer=sgd: ") and "95% CI" in line
+    assert main(["results", "--workspace", str(ws), "--experiment", "tiny",
+                 "--compare", "optimzer=adam", "optimizer=sgd"]) == 2  # fmt: skip
+    assert "--compare 'optimzer=adam': unknown setting(s) optimzer" in capsys.readouterr().err
 
 
 def test_welch_interval_matches_textbook_values():

@@ -38,7 +38,11 @@ def build_parser() -> argparse.ArgumentParser:
     flag = dict(action="store_true", default=None)  # None: not given, so the default applies
     add("--preset", help="speedrun, speedrun-cpu or quick-cpu; options given too override it")
     add("--model", help="built-in name (`cifarlab models`), spec.toml or file.py:Class")
-    add("--data", help="dataset folder or archive (default: $CIFARLAB_DATA)")
+    add(
+        "--data",
+        help="dataset folder or archive, or cifar10/cifar100 to download "
+        "(default: $CIFARLAB_DATA, else the cifar10 download)",
+    )
     add("--optimizer", help=f"one of {', '.join(OPTIMIZERS)} (default sgd)")
     add("--lr", type=float, help="learning rate (default 0.001)")
     add("--momentum", type=float, help="SGD/RMSprop momentum (default 0.9)")
@@ -167,7 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_sweep_options(parser: argparse.ArgumentParser) -> None:
     add = parser.add_argument
-    add("--data", help="dataset for every run (overrides the file's base.data)")
+    add("--data", help="dataset for every run (overrides the experiment's base.data)")
     add("--workspace", default="cifarlab-runs", help="results folder (default ./cifarlab-runs)")
     add("--workers", type=int, default=1, help="runs at once, in separate processes (default 1)")
     add("--dry-run", action="store_true", help="list the runs and what would happen; run nothing")

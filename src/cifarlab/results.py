@@ -171,12 +171,15 @@ def _filter(records: list[dict[str, Any]], spec: str) -> list[dict[str, Any]]:
     pairs = [p.split("=", 1) for p in spec.split(",") if p.strip()]
     if not pairs or any(len(p) != 2 for p in pairs):
         raise CifarlabError(f"--compare {spec!r}: expected KEY=VALUE[,KEY=VALUE...]")
+    _check_keys(records, [k.strip() for k, _ in pairs], f"--compare {spec!r}")
     matches = lambda r: all(str(r["config"].get(k.strip())) == v.strip() for k, v in pairs)
     return [r for r in records if r["status"] == "completed" and matches(r)]
 
 
-def _check_keys(records: list[dict[str, Any]], keys: list[str] | None) -> None:
+def _check_keys(
+    records: list[dict[str, Any]], keys: list[str] | None, option: str = "--group-by"
+) -> None:
     if records and keys:
         unknown = [k for k in keys if k not in records[0]["config"]]
         if unknown:
-            raise CifarlabError(f"--group-by: unknown setting(s) {', '.join(unknown)}")
+            raise CifarlabError(f"{option}: unknown setting(s) {', '.join(unknown)}")

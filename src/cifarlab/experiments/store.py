@@ -191,8 +191,15 @@ class ResultsStore:
         return [dict(r) for r in rows]
 
 
+# summary columns that count epochs: stored as REAL with the rest, read back as integers
+_EPOCH_COUNTS = ("best_epoch", "epochs_done", "overfit_epoch", "stopped_epoch")
+
+
 def _run_record(row: sqlite3.Row) -> dict[str, Any]:
     record = dict(row)
+    for key in _EPOCH_COUNTS:
+        if record[key] is not None:
+            record[key] = int(record[key])
     record["config"] = json.loads(record["config"])
     record["info"] = json.loads(record["info"]) if record["info"] else {}
     return record
