@@ -171,3 +171,12 @@ def test_a_diverging_run_is_marked_diverged_without_an_exception(tmp_path, tiny_
 def test_models_lists_tutorial_with_its_parameter_count(capsys):
     assert main(["models"]) == 0
     assert "62,006" in capsys.readouterr().out
+
+
+def test_an_option_the_run_ignores_gets_a_warning_line(tmp_path, tiny_archive, capsys):
+    assert _train(tmp_path, tiny_archive, "--epochs", "1", "--max-lr", "0.1") == 0
+    err = capsys.readouterr().err
+    assert "cifarlab: warning: --max-lr is onecycle's peak; --schedule constant ignores it" in err
+    assert _train(tmp_path, tiny_archive, "--epochs", "1", "--schedule", "onecycle",
+                  "--max-lr", "0.01") == 0  # fmt: skip
+    assert "warning" not in capsys.readouterr().err

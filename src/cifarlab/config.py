@@ -159,6 +159,18 @@ class RunConfig(BaseModel):
             raise ValueError(f"must be auto, cpu, cuda or cuda:N (got {v!r})")
         return v
 
+    def unused_options(self) -> list[str]:
+        """Options given that this run's other settings make ignore, one note each."""
+        notes = []
+        if self.max_lr is not None and self.schedule != "onecycle":
+            notes.append(f"--max-lr is onecycle's peak; --schedule {self.schedule} ignores it")
+        if self.milestones and self.schedule != "multistep":
+            notes.append(f"--milestones are multistep's; --schedule {self.schedule} ignores them")
+        if self.select_by != "val_acc" and self.val_size == 0:
+            notes.append(f"--select-by {self.select_by} needs a validation split; with "
+                         "--val-size 0 the last epoch is reported")  # fmt: skip
+        return notes
+
     def hash(self) -> str:
         """A short hex digest of the settings that change results; it names the run."""
         # Settings left at their defaults are left out, so adding a new option with a

@@ -11,6 +11,7 @@ import os
 import shutil
 import sys
 import traceback
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ import torch
 from cifarlab.config import _NOT_HASHED, RunConfig, make_run_config
 from cifarlab.data import CifarData, TensorLoader, load_dataset
 from cifarlab.data.augment import build_augment
-from cifarlab.errors import CifarlabError
+from cifarlab.errors import CifarlabError, CifarlabWarning
 from cifarlab.experiments.store import ResultsStore
 from cifarlab.models import (
     check_model,
@@ -89,6 +90,8 @@ def run_training(config: RunConfig | None = None, **options: Any) -> RunResult:
             _note(config, f"run {resumed['id']} already completed; nothing to resume")
             return _stored_result(workspace, resumed["id"], config)
 
+    for note in config.unused_options():
+        warnings.warn(note, CifarlabWarning, stacklevel=2)
     device = resolve_device(config.device)
     precision = resolve_precision(config.precision, device, config.channels_last)
     check_model(config.model)  # a bad name, spec or file fails here, before any data work
