@@ -232,6 +232,7 @@ def test_loader_normalizes_shuffles_per_epoch_and_keeps_the_last_batch(chunk_byt
     assert not torch.equal(labels, torch.cat([y for _, y in loader]))
     dropping = TensorLoader(split, 4, mean=(0.5,) * 3, std=(0.25,) * 3, drop_last=True)
     assert [len(y) for _, y in dropping] == [4, 4]
+    assert (loader.num_images, dropping.num_images) == (10, 8)  # what an epoch's bar counts
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])

@@ -84,7 +84,8 @@ class TensorLoader:
 
     @property
     def num_images(self) -> int:
-        return len(self.labels)
+        """Images one epoch yields: the split, less the partial batch that drop_last drops."""
+        return len(self) * self.batch_size if self.drop_last else len(self.labels)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         g = torch.Generator(device=self.device)
