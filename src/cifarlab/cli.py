@@ -293,7 +293,6 @@ def _sweep(experiment, args: argparse.Namespace) -> int:
 
     from cifarlab.experiments.store import ResultsStore
     from cifarlab.experiments.sweep import parse_only, plan_sweep, run_sweep
-    from cifarlab.runner import prepare_workspace
 
     if args.new_name:
         experiment = replace(experiment, name=args.new_name)
@@ -302,8 +301,9 @@ def _sweep(experiment, args: argparse.Namespace) -> int:
     if args.max_runs is not None and args.max_runs < 1:
         raise CifarlabError(f"--max-runs must be at least 1 (got {args.max_runs})")
     only = parse_only(args.only)
-    if args.dry_run:
-        with ResultsStore(prepare_workspace(args.workspace) / "runs.db") as store:
+    if args.dry_run:  # writes nothing: a workspace without a database plans against an empty one
+        db = Path(args.workspace) / "runs.db"
+        with ResultsStore(db if db.exists() else ":memory:") as store:
             planned = plan_sweep(experiment, store, only, args.max_runs)
         for p in planned:
             print(f"{p.action:7s}{p.config.hash()}  {_describe_run(p.config)}")
