@@ -97,6 +97,7 @@ def run_sweep(
     from cifarlab.runner import prepare_workspace
 
     workspace = prepare_workspace(workspace)
+    check_sources([c for c in experiment.configs if _matches(c, only or {})], quiet)
     with ResultsStore(workspace / "runs.db") as store:
         register_experiment(experiment, store, force)
         planned = plan_sweep(experiment, store, only, max_runs)
@@ -105,7 +106,6 @@ def run_sweep(
         if p.action == "done":
             report.outcomes[p.config.hash()] = p.previous["status"]
     todo = [p for p in planned if p.action != "done"]
-    check_sources([p.config for p in todo], quiet)
     start = time.perf_counter()
     bar = tqdm(
         total=len(planned), initial=len(planned) - len(todo), desc=f"sweep {experiment.name}",
