@@ -52,6 +52,17 @@ def test_cifar100_fine_and_coarse_labels(tmp_path):
         load_dataset(archive, val_size=0, labels="medium")
 
 
+def test_coarse_labels_on_a_source_without_them_warn(tmp_path, tiny_folder):
+    from cifarlab.errors import CifarlabWarning
+
+    cifar10 = write_cifar_python(tmp_path, "cifar10")
+    for source, says in ((cifar10, "is CIFAR-10"), (tiny_folder, "the folders are the classes")):
+        for load in ("decoded", "cached"):
+            with pytest.warns(CifarlabWarning, match=f"--labels coarse is for CIFAR-100; .*{says}"):
+                data = load_dataset(source, val_size=0, labels="coarse")
+            assert len(data.classes) == 3, load  # the source's own classes
+
+
 def test_load_dataset_reads_the_archive_and_caches_it(tmp_path, monkeypatch):
     archive = pack_tree(write_cifar_python(tmp_path), tmp_path / "cifar-10-python.tar.gz")
     first = load_dataset(archive, val_size=6, seed=0)

@@ -110,7 +110,9 @@ def read_cifar_python(path: Path, labels: str = "fine") -> DecodedDataset:
         parts = [_batch(files[n], n, labels_key, len(classes), path) for n in batch_names]
         images = np.concatenate([p[0] for p in parts])
         splits[split] = SplitArrays(images, np.concatenate([p[1] for p in parts]))
-    return DecodedDataset(splits["train"], splits["test"], classes)
+    ignored = _META[meta_name] == "cifar10" and labels != "fine"
+    notes = (f"--labels {labels} is for CIFAR-100; {path} is CIFAR-10, which has one set",)
+    return DecodedDataset(splits["train"], splits["test"], classes, notes * ignored)
 
 
 def _read_files(path: Path) -> dict[str, bytes]:

@@ -133,6 +133,9 @@ def decode_source(
         key = source_fingerprint(path, kind="cifar-python", image_size=image_size, labels=labels)
         decode = lambda: resize(read_cifar_python(path, labels), image_size)
     else:
+        if labels != "fine":
+            note = f"--labels {labels} is for CIFAR-100; in {path} the folders are the classes"
+            warnings.warn(note, CifarlabWarning, stacklevel=2)
         key = source_fingerprint(path, image_size=image_size)
         decode = lambda: read_image_folder(path, image_size, quiet)
     decoded, stats, entry = cached_decode(key, decode)
