@@ -57,9 +57,9 @@ def test_coarse_labels_on_a_source_without_them_warn(tmp_path, tiny_folder):
 
     cifar10 = write_cifar_python(tmp_path, "cifar10")
     for source, says in ((cifar10, "is CIFAR-10"), (tiny_folder, "the folders are the classes")):
-        for load in ("decoded", "cached"):
+        for load, size in (("decoded", None), ("cached", None), ("resized", 16)):
             with pytest.warns(CifarlabWarning, match=f"--labels coarse is for CIFAR-100; .*{says}"):
-                data = load_dataset(source, val_size=0, labels="coarse")
+                data = load_dataset(source, val_size=0, labels="coarse", image_size=size)
             assert len(data.classes) == 3, load  # the source's own classes
 
 

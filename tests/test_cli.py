@@ -105,6 +105,10 @@ def _bad_inputs(tmp_path: Path, tiny_archive: Path) -> dict[str, tuple[list[str]
         "garbage archive": (["--data", str(garbage)], "cannot read the archive ("),
         "no full batch": (["--batch-size", "4096", "--drop-last", *data], "leaves no training"),
         "whiten, no stem": (["--whiten", *data], "model 'tutorial' has no whitening stem"),
+        "early stop, no val": (
+            ["--early-stop", "1", "--select-by", "val_loss", "--val-size", "0", *data],
+            "--early-stop: needs a validation split",
+        ),  # fmt: skip
         "not a database": ([*data, "--workspace", str(bad_db)], "not a readable cifarlab results"),
     }
 

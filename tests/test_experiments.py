@@ -293,7 +293,19 @@ def test_a_bad_data_source_fails_the_sweep_once_before_any_run(tmp_path, capsys)
     assert main(["sweep", str(grid), "--workspace", str(ws), "--quiet"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "does not exist" in err, err
-    assert not (ws / "runs.db").exists()  # nothing recorded, not even the experiment
+    # nothing recorded, not even the experiment
+    assert _db(ws, "SELECT * FROM runs") == [] and _db(ws, "SELECT * FROM experiments") == []
+
+
+def test_a_finished_sweep_reruns_without_reading_its_data_again(tmp_path, tiny_archive, capsys):
+    data = tmp_path / "copy.tar.gz"
+    data.write_bytes(tiny_archive.read_bytes())
+    grid = _tiny_grid(tmp_path, data, epochs=1)
+    ws = tmp_path / "ws"
+    assert main(["sweep", str(grid), "--workspace", str(ws), "--quiet", "--only", "seed=0"]) == 0
+    data.unlink()  # done runs need no data: the rerun has nothing to do
+    assert main(["sweep", str(grid), "--workspace", str(ws), "--quiet", "--only", "seed=0"]) == 0
+    assert "2 runs (2 completed)" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
@@ -315,4 +327,4 @@ def test_sweep_options_that_select_nothing_are_refused(
     assert main(["sweep", str(grid), "--workspace", str(ws), "--quiet", *args]) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1, err
-    assert not (ws / "runs.db").exists() or _db(ws, "SELECT * FROM runs") == []
+    assert not (ws / "runs.db").exists() or _db(ws, "SELECT * FROM experiments") == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import warnings
 from collections.abc import Sequence
@@ -185,7 +186,7 @@ def _add_sweep_options(parser: argparse.ArgumentParser) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         with warnings.catch_warnings():  # restores the default display when main returns
-            warnings.showwarning = _show_warning
+            warnings.showwarning = show_warning
             args = build_parser().parse_args(argv)
             return COMMANDS[args.command](args)
     except CifarlabError as err:
@@ -201,12 +202,13 @@ def image_path(output: str, name_in_folder: str) -> Path:
     """Where ``-o`` writes: a file in it if it is a folder; a PNG if it has no suffix
     (matplotlib would add .png and the path printed would be wrong)."""
     path = Path(output)
-    if path.is_dir():
+    if path.is_dir() or output.endswith(("/", os.sep)):
+        path.mkdir(parents=True, exist_ok=True)
         return path / name_in_folder
     return path if path.suffix else path.with_suffix(".png")
 
 
-def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+def show_warning(message, category, filename, lineno, file=None, line=None) -> None:
     """cifarlab's own warnings as one ``cifarlab: warning:`` line; others as Python shows them."""
     if issubclass(category, CifarlabWarning):
         print(f"cifarlab: warning: {message}", file=sys.stderr)

@@ -133,7 +133,7 @@ class RunConfig(BaseModel):
             raise ValueError("schedule: multistep needs --milestones, e.g. 30,60")
         if self.schedule.startswith("warmup") and self.warmup_epochs >= self.epochs:
             raise ValueError("warmup_epochs: must be less than --epochs")
-        if self.select_by == "val_acc" and self.early_stop and self.val_size == 0:
+        if self.early_stop and self.val_size == 0:
             raise ValueError("early_stop: needs a validation split (--val-size > 0)")
         return self
 

@@ -27,7 +27,7 @@ import numpy as np
 
 from cifarlab.data.imagefolder import SPLITS, DecodedDataset, SplitArrays
 
-CACHE_FORMAT = 2
+CACHE_FORMAT = 3  # 3: meta.json keeps the source's warnings ("notes")
 
 
 def cache_root() -> Path:

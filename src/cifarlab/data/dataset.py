@@ -156,7 +156,7 @@ def resize(decoded, image_size: int | None):
                for im in split.images]  # fmt: skip
         return SplitArrays(np.stack(out), split.labels)
 
-    return type(decoded)(one(decoded.train), one(decoded.test), decoded.classes)
+    return type(decoded)(one(decoded.train), one(decoded.test), decoded.classes, decoded.notes)
 
 
 def stats_from_sums(

@@ -11,6 +11,7 @@ import multiprocessing
 import os
 import sys
 import time
+import warnings
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +20,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from cifarlab.config import RunConfig
-from cifarlab.errors import CifarlabError
+from cifarlab.errors import CifarlabError, CifarlabWarning
 from cifarlab.experiments.spec import Experiment
 from cifarlab.experiments.store import ResultsStore
 
@@ -97,10 +98,11 @@ def run_sweep(
     from cifarlab.runner import prepare_workspace
 
     workspace = prepare_workspace(workspace)
-    check_sources([c for c in experiment.configs if _matches(c, only or {})], quiet)
     with ResultsStore(workspace / "runs.db") as store:
+        planned = plan_sweep(experiment, store, only, max_runs)  # a bad --only fails here
+        # a bad data source fails once, before anything is recorded; runs then hit the cache
+        check_sources([p.config for p in planned if p.action != "done"], quiet)
         register_experiment(experiment, store, force)
-        planned = plan_sweep(experiment, store, only, max_runs)
     report = SweepReport(experiment.name, planned)
     for p in planned:
         if p.action == "done":
@@ -136,8 +138,10 @@ def check_sources(configs: list[RunConfig], quiet: bool = False) -> None:
     from cifarlab.data.dataset import decode_source
 
     sources = {(c.data, c.image_size, c.labels) for c in configs}
-    for data, image_size, labels in sorted(sources, key=str):
-        decode_source(data, image_size=image_size, labels=labels, quiet=quiet)
+    with warnings.catch_warnings():  # each run shows the source's warnings itself
+        warnings.simplefilter("ignore", CifarlabWarning)
+        for data, image_size, labels in sorted(sources, key=str):
+            decode_source(data, image_size=image_size, labels=labels, quiet=quiet)
 
 
 def _for_workspace(planned: PlannedRun, workspace: Path, quiet: bool) -> RunConfig:
@@ -163,7 +167,10 @@ def _run_one(config: RunConfig) -> str:
 def _init_worker(threads: int) -> None:
     import torch
 
+    from cifarlab.cli import show_warning
+
     torch.set_num_threads(threads)
+    warnings.showwarning = show_warning  # spawned: one-line warnings as in the parent
 
 
 def _matches(config: RunConfig, only: dict[str, Any]) -> bool:
