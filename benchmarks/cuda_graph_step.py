@@ -6,8 +6,8 @@ A CUDA graph launches a whole step's kernels at once, so it removes the host's l
 overhead and nothing else. This times the same step (bf16 autocast, channels_last,
 Nesterov SGD, label smoothing, one fixed batch) both ways, with CUDA events, in turns,
 best of ``--repeats``: the ratio is the most graphs could save on the training steps
-(data, lookahead and evaluation not included). A first run on an H200 gave 1.04x, before
-the synchronize in ``time_ms`` (BENCHMARKS.md). Prints JSON.
+(data, lookahead and evaluation not included). On an H200 it was 1.05-1.06x
+(BENCHMARKS.md): the speedrun step is bound by its kernels, not by launches. Prints JSON.
 """
 
 from __future__ import annotations
