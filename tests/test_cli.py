@@ -134,6 +134,15 @@ def test_every_bad_input_gets_one_line_exit_2_and_no_run(
         assert _db_rows(workspace, "runs") == [], case
 
 
+def test_an_unknown_option_points_at_its_command_help(capsys):
+    assert main(["train", "--bogus-flag"]) == 2
+    err = capsys.readouterr().err
+    assert (
+        err
+        == "cifarlab: error: unrecognized arguments: --bogus-flag; see `cifarlab train --help`\n"
+    )
+
+
 def test_console_script_exits_2_without_traceback(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "cifarlab", "train", "--model", "nope", "--data", str(tmp_path)],

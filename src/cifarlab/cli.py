@@ -187,7 +187,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with warnings.catch_warnings():  # restores the default display when main returns
             warnings.showwarning = show_warning
-            args = build_parser().parse_args(argv)
+            args, extra = build_parser().parse_known_args(argv)
+            if extra:  # named here, where the command is known, so the hint can point at it
+                unknown = " ".join(extra)
+                hint = f"see `cifarlab {args.command} --help`"
+                raise CifarlabError(f"unrecognized arguments: {unknown}; {hint}")
             return COMMANDS[args.command](args)
     except CifarlabError as err:
         for line in str(err).splitlines():  # one line per problem
