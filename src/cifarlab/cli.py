@@ -18,7 +18,7 @@ from cifarlab.config import (
     SELECT_BY,
     make_run_config,
 )
-from cifarlab.errors import CifarlabError, CifarlabWarning
+from cifarlab.errors import CifarlabError, show_warning
 
 EXIT_USAGE = 2
 
@@ -210,14 +210,6 @@ def image_path(output: str, name_in_folder: str) -> Path:
         path.mkdir(parents=True, exist_ok=True)
         return path / name_in_folder
     return path if path.suffix else path.with_suffix(".png")
-
-
-def show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    """cifarlab's own warnings as one ``cifarlab: warning:`` line; others as Python shows them."""
-    if issubclass(category, CifarlabWarning):
-        print(f"cifarlab: warning: {message}", file=sys.stderr)
-    else:
-        sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
 
 
 def cmd_train(args: argparse.Namespace) -> int:

@@ -20,7 +20,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from cifarlab.config import RunConfig
-from cifarlab.errors import CifarlabError, CifarlabWarning
+from cifarlab.errors import CifarlabError, CifarlabWarning, show_warning
 from cifarlab.experiments.spec import Experiment
 from cifarlab.experiments.store import ResultsStore
 
@@ -166,8 +166,6 @@ def _run_one(config: RunConfig) -> str:
 
 def _init_worker(threads: int) -> None:
     import torch
-
-    from cifarlab.cli import show_warning
 
     torch.set_num_threads(threads)
     warnings.showwarning = show_warning  # spawned: one-line warnings as in the parent
