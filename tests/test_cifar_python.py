@@ -58,9 +58,13 @@ def test_coarse_labels_on_a_source_without_them_warn(tmp_path, tiny_folder):
     cifar10 = write_cifar_python(tmp_path, "cifar10")
     for source, says in ((cifar10, "is CIFAR-10"), (tiny_folder, "the folders are the classes")):
         for load, size in (("decoded", None), ("cached", None), ("resized", 16)):
-            with pytest.warns(CifarlabWarning, match=f"--labels coarse is for CIFAR-100; .*{says}"):
+            with pytest.warns(
+                CifarlabWarning, match=f"--labels coarse is for CIFAR-100; .*{says}"
+            ) as seen:
                 data = load_dataset(source, val_size=0, labels="coarse", image_size=size)
             assert len(data.classes) == 3, load  # the source's own classes
+            # it points at the caller's line, not into cifarlab, as a notebook shows it
+            assert {w.filename for w in seen} == {__file__}, load
 
 
 def test_load_dataset_reads_the_archive_and_caches_it(tmp_path, monkeypatch):

@@ -1,5 +1,6 @@
 """The one exception type users see as a one-line message (exit status 2), and its warning."""
 
+import os
 import sys
 import warnings
 
@@ -16,10 +17,23 @@ class CifarlabWarning(UserWarning):
     """Something the user should know that does not stop the work (``cifarlab: warning:``)."""
 
 
-def first_line(err: BaseException) -> str:
-    """An exception's message cut to its first line, for one-line errors."""
+def first_line(err: BaseException, empty: str | None = None) -> str:
+    """An exception's message cut to its first line, for one-line errors; ``empty`` (default:
+    the exception's type name) when it has no message."""
     text = str(err).strip()
-    return text.splitlines()[0].rstrip(":") if text else type(err).__name__
+    if not text:
+        return type(err).__name__ if empty is None else empty
+    return text.splitlines()[0].rstrip(":")
+
+
+def warn(message: str) -> None:
+    """Issue a ``CifarlabWarning`` that points at the first caller outside cifarlab, so a
+    notebook shows the user's own line (Python 3.12's ``skip_file_prefixes``, by hand)."""
+    package = os.path.dirname(os.path.abspath(__file__))
+    frame, level = sys._getframe(1), 2  # level 2: warn()'s caller
+    while frame.f_back is not None and frame.f_code.co_filename.startswith(package):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, CifarlabWarning, stacklevel=level)
 
 
 def show_warning(message, category, filename, lineno, file=None, line=None) -> None:

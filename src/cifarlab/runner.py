@@ -11,7 +11,6 @@ import os
 import shutil
 import sys
 import traceback
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ import torch
 from cifarlab.config import _NOT_HASHED, RunConfig, make_run_config
 from cifarlab.data import CifarData, TensorLoader, load_dataset
 from cifarlab.data.augment import build_augment
-from cifarlab.errors import CifarlabError, CifarlabWarning
+from cifarlab.errors import CifarlabError, first_line, warn
 from cifarlab.experiments.store import ResultsStore
 from cifarlab.models import (
     check_model,
@@ -91,7 +90,7 @@ def run_training(config: RunConfig | None = None, **options: Any) -> RunResult:
             return _stored_result(workspace, resumed["id"], config)
 
     for note in config.unused_options():
-        warnings.warn(note, CifarlabWarning, stacklevel=2)
+        warn(note)
     device = resolve_device(config.device)
     precision = resolve_precision(config.precision, device, config.channels_last)
     check_model(config.model)  # a bad name, spec or file fails here, before any data work
@@ -429,4 +428,4 @@ def _note(config: RunConfig, message: str) -> None:
 def _one_line(err: BaseException) -> str:
     frame = traceback.extract_tb(err.__traceback__)[-1] if err.__traceback__ else None
     where = f" ({Path(frame.filename).name}:{frame.lineno})" if frame else ""
-    return f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}{where}"
+    return f"{type(err).__name__}: {first_line(err, empty='')}{where}"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +14,7 @@ from cifarlab.data.cache import cache_root, cached_decode, source_fingerprint
 from cifarlab.data.cifar_python import is_cifar_python, read_cifar_python
 from cifarlab.data.imagefolder import SplitArrays, is_archive, read_image_folder
 from cifarlab.data.split import split_off, stratified_pick
-from cifarlab.errors import CifarlabError, CifarlabWarning
+from cifarlab.errors import CifarlabError, warn
 
 HOW_TO_GIVE_DATA = (
     "pass --data cifar10|cifar100 (downloaded), or --data PATH / CIFARLAB_DATA=PATH where "
@@ -135,12 +134,12 @@ def decode_source(
     else:
         if labels != "fine":
             note = f"--labels {labels} is for CIFAR-100; in {path} the folders are the classes"
-            warnings.warn(note, CifarlabWarning, stacklevel=2)
+            warn(note)
         key = source_fingerprint(path, image_size=image_size)
         decode = lambda: read_image_folder(path, image_size, quiet)
     decoded, stats, entry = cached_decode(key, decode)
     for note in decoded.notes:  # on cached loads too: a later run must still hear of it
-        warnings.warn(note, CifarlabWarning, stacklevel=2)
+        warn(note)
     return decoded, stats, path, entry
 
 

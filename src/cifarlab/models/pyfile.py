@@ -19,7 +19,9 @@ from types import ModuleType
 import torch
 from torch import nn
 
-from cifarlab.errors import CifarlabError
+from cifarlab.errors import CifarlabError, first_line
+
+NO_MESSAGE = "(no message)"  # after "raised ValueError:", the type name again says nothing
 
 SHAPE_ARGS = ("num_classes", "in_channels", "image_size")
 
@@ -54,7 +56,8 @@ def _import(path: Path) -> ModuleType:
     except Exception as err:  # the user's code may raise anything; report it as one line
         sys.modules.pop(name, None)
         raise CifarlabError(
-            f"model file '{path}' raised {type(err).__name__} on import: {_first_line(err)}"
+            f"model file '{path}' raised {type(err).__name__} on import: "
+            f"{first_line(err, NO_MESSAGE)}"
         ) from None
     return module
 
@@ -96,7 +99,7 @@ def _build(target: Callable[..., nn.Module], label: str, shape: dict[str, int]) 
         model = target(**kwargs)
     except Exception as err:
         raise CifarlabError(
-            f"model '{label}' raised {type(err).__name__} when built: {_first_line(err)}"
+            f"model '{label}' raised {type(err).__name__} when built: {first_line(err, NO_MESSAGE)}"
         ) from None
     if not isinstance(model, nn.Module):
         raise CifarlabError(f"model '{label}' returned {type(model).__name__}, not an nn.Module")
@@ -115,7 +118,8 @@ def check_logits(
             out = model(torch.randn(batch))
     except Exception as err:
         raise CifarlabError(
-            f"model '{ref}' raised {type(err).__name__} on a {batch} batch: {_first_line(err)}"
+            f"model '{ref}' raised {type(err).__name__} on a {batch} batch: "
+            f"{first_line(err, NO_MESSAGE)}"
         ) from None
     finally:
         model.train(was_training)
@@ -125,8 +129,3 @@ def check_logits(
             f"model '{ref}' maps a {batch} batch to {got}, not (2, {num_classes}) logits; "
             "accept num_classes/in_channels/image_size arguments or fix its output layer"
         )
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else "(no message)"
