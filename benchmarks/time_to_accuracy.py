@@ -23,7 +23,7 @@ import tempfile
 import time
 
 import torch
-from loader import SHARED  # benchmarks/loader.py, beside this file
+from loader import SHARED, cores_taken  # benchmarks/loader.py, beside this file
 
 import cifarlab
 from cifarlab.data import load_dataset
@@ -73,7 +73,7 @@ def one_run(preset: str, args: argparse.Namespace, seed: int, extra: dict) -> di
     for m in result.history:
         elapsed += m["epoch_seconds"] + m["eval_seconds"]
         curve.append({"epoch": m["epoch"], "test_acc": round(m["test_acc"], 4),
-                      "seconds": round(elapsed, 2)})  # fmt: skip
+                      "seconds": round(elapsed, 2), "cores_taken": cores_taken(m)})  # fmt: skip
     target = TARGETS.get(preset)
     reached = next((c["seconds"] for c in curve if target and c["test_acc"] >= target), None)
     run = {
@@ -85,6 +85,8 @@ def one_run(preset: str, args: argparse.Namespace, seed: int, extra: dict) -> di
         "target": target,
         "seconds_to_target": reached,
         "images_per_sec": round(result.summary["images_per_sec"]),
+        # mean CPU cores other processes and the hypervisor took: the run's conditions
+        "cpu_contention": round(result.summary.get("cpu_contention") or 0, 2),
         "precision": result.info["precision"],
         "epochs": curve,
     }

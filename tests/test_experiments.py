@@ -328,3 +328,22 @@ def test_sweep_options_that_select_nothing_are_refused(
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1, err
     assert not (ws / "runs.db").exists() or _db(ws, "SELECT * FROM experiments") == []
+
+
+def test_a_workspace_from_before_the_cpu_share_columns_still_opens_and_records(tmp_path):
+    from cifarlab.experiments.store import ResultsStore
+
+    db = tmp_path / "runs.db"
+    with ResultsStore(db) as store:
+        store.create_run("old", "old", {"model": "tutorial"}, "h")
+        store.add_epoch("old", 1, {"train_loss": 1.5, "images_per_sec": 900.0})
+        store.finish_run("old", "completed", {"test_acc": 0.5, "train_seconds": 3.0})
+    with sqlite3.connect(db) as conn:  # back to schema 1, as the previous release wrote it
+        for table, col in (("epochs", "others_cpu"), ("epochs", "steal_cpu"),
+                           ("runs", "cpu_contention")):  # fmt: skip
+            conn.execute(f"ALTER TABLE {table} DROP COLUMN {col}")
+        conn.execute("PRAGMA user_version=1")
+    with ResultsStore(db) as store:
+        assert store.run("old")["test_acc"] == 0.5 and store.run("old")["cpu_contention"] is None
+        store.add_epoch("old", 2, {"train_loss": 1.2, "others_cpu": 0.4, "steal_cpu": 0.0})
+        assert [e["others_cpu"] for e in store.epochs("old")] == [None, 0.4]

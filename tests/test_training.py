@@ -8,6 +8,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -20,7 +21,8 @@ from cifarlab.train.ema import EMA
 from cifarlab.train.schedule import build_schedule
 from cifarlab.train.selection import best_epoch, overfit_onset
 
-TIMING = {"epoch_seconds", "eval_seconds", "images_per_sec"}
+# measured, not computed: they differ between any two runs
+TIMING = {"epoch_seconds", "eval_seconds", "images_per_sec", "others_cpu", "steal_cpu"}
 
 
 def _quick(tiny_archive, tmp_path, **options):
@@ -398,3 +400,77 @@ def test_tuned_allocator_keeps_freed_activation_memory_for_reuse(setting, tuned)
     assert out[0] == str(tuned)
     # tuned: the heap keeps the block for the next step; untuned: munmap hands it back
     assert returned_mib < 8 if tuned else returned_mib > 56
+
+
+# -- the machine's other work --------------------------------------------------------
+
+needs_proc_stat = pytest.mark.skipif(not os.path.exists("/proc/stat"), reason="Linux only")
+
+
+@needs_proc_stat
+def test_cpu_share_counts_another_process_but_not_this_ones_threads():
+    from cifarlab.train.cpu_share import CpuShareMeter, allowed_cpus
+
+    spin = "import time\nend = time.time() + 30\nwhile time.time() < end: pass"
+    child = subprocess.Popen([sys.executable, "-c", spin])
+    try:
+        time.sleep(0.3)  # its start-up is done
+        meter = CpuShareMeter()
+        time.sleep(1.5)
+        others = meter.stop()["others_cpu"]
+    finally:
+        child.kill()
+        child.wait()
+    assert others >= 0.6  # a whole core, less the scheduler's share to anyone else
+
+    # this process's own threads, all busy: never counted as another's work
+    a = torch.randn(512, 512)
+    before, meter = os.times(), CpuShareMeter()
+    end = time.perf_counter() + 1.5
+    while time.perf_counter() < end:
+        a @ a
+    share = meter.stop()
+    after = os.times()
+    own = (after.user + after.system - before.user - before.system) / 1.5
+    assert own > 0.5
+    assert share["others_cpu"] + own <= allowed_cpus() + 0.3
+
+
+def test_a_busy_machine_warns_once_and_a_quiet_or_short_epoch_does_not(recwarn):
+    from types import SimpleNamespace
+
+    from cifarlab.errors import BusyMachineWarning
+    from cifarlab.train.callbacks import WarnWhenBusy
+    from cifarlab.train.cpu_share import allowed_cpus
+
+    cpus = allowed_cpus()
+    cpu, gpu = (
+        SimpleNamespace(device=torch.device("cpu")),
+        SimpleNamespace(device=torch.device("cuda")),
+    )
+    busy = {"epoch_seconds": 10.0, "others_cpu": 0.6 * cpus, "steal_cpu": 0.1}
+    quiet = {**busy, "others_cpu": 0.05 * cpus, "steal_cpu": 0.0}
+    short = {**busy, "epoch_seconds": 1.0}
+    watcher = WarnWhenBusy()
+    for metrics in (quiet, short, busy, busy):
+        watcher.on_epoch_end(cpu, 0, metrics)
+    WarnWhenBusy().on_epoch_end(gpu, 0, busy)  # the host's load barely touches a GPU's speed
+    WarnWhenBusy().on_epoch_end(cpu, 0, {"epoch_seconds": 10.0})  # off Linux: nothing measured
+    warned = [w for w in recwarn if issubclass(w.category, BusyMachineWarning)]
+    assert len(warned) == 1
+    assert f"of the {cpus} CPU cores during epoch 1" in str(warned[0].message)
+
+
+@needs_proc_stat
+def test_each_epoch_records_the_cpu_share_and_results_show_it(tiny_archive, tmp_path, capsys):
+    result = _quick(tiny_archive, tmp_path, epochs=2)
+    assert all(m["others_cpu"] >= 0 and m["steal_cpu"] >= 0 for m in result.history)
+    with sqlite3.connect(tmp_path / "ws" / "runs.db") as db:
+        rows = db.execute("SELECT others_cpu, steal_cpu FROM epochs ORDER BY epoch").fetchall()
+        (contention,) = db.execute("SELECT cpu_contention FROM runs").fetchone()
+    assert [r[0] for r in rows] == [m["others_cpu"] for m in result.history]
+    assert contention == pytest.approx(
+        sum(m["others_cpu"] + m["steal_cpu"] for m in result.history) / 2
+    )
+    assert main(["results", "--workspace", str(tmp_path / "ws")]) == 0
+    assert "cores taken" in capsys.readouterr().out

@@ -17,6 +17,10 @@ class CifarlabWarning(UserWarning):
     """Something the user should know that does not stop the work (``cifarlab: warning:``)."""
 
 
+class BusyMachineWarning(CifarlabWarning):
+    """Other work took a good share of the CPUs a run trained on (its timings suffered)."""
+
+
 def first_line(err: BaseException, empty: str | None = None) -> str:
     """An exception's message cut to its first line, for one-line errors; ``empty`` (default:
     the exception's type name) when it has no message."""
@@ -26,14 +30,14 @@ def first_line(err: BaseException, empty: str | None = None) -> str:
     return text.splitlines()[0].rstrip(":")
 
 
-def warn(message: str) -> None:
-    """Issue a ``CifarlabWarning`` that points at the first caller outside cifarlab, so a
+def warn(message: str, category: type[CifarlabWarning] = CifarlabWarning) -> None:
+    """Issue a cifarlab warning that points at the first caller outside cifarlab, so a
     notebook shows the user's own line (Python 3.12's ``skip_file_prefixes``, by hand)."""
     package = os.path.dirname(os.path.abspath(__file__))
     frame, level = sys._getframe(1), 2  # level 2: warn()'s caller
     while frame.f_back is not None and frame.f_code.co_filename.startswith(package):
         frame, level = frame.f_back, level + 1
-    warnings.warn(message, CifarlabWarning, stacklevel=level)
+    warnings.warn(message, category, stacklevel=level)
 
 
 def show_warning(message, category, filename, lineno, file=None, line=None) -> None:

@@ -15,8 +15,8 @@ from cifarlab.experiments.store import ResultsStore
 RESULT_FIELDS = (
     "id", "name", "model", "optimizer", "lr", "batch_size", "epochs", "seed", "status",
     "epochs_done", "best_epoch", "best_val_acc", "test_acc", "final_val_acc", "final_test_acc",
-    "overfit_epoch", "stopped_epoch", "train_seconds", "images_per_sec", "started_at",
-    "finished_at", "error",
+    "overfit_epoch", "stopped_epoch", "train_seconds", "images_per_sec", "cpu_contention",
+    "started_at", "finished_at", "error",
 )  # fmt: skip
 
 RUN_COLUMNS = (
@@ -32,6 +32,7 @@ RUN_COLUMNS = (
     ("final_test_acc", "final test", "{:.2%}"),
     ("train_seconds", "time (s)", "{:.1f}"),
     ("images_per_sec", "img/s", "{:,.0f}"),
+    ("cpu_contention", "cores taken", "{:.1f}"),  # by other work: a slow run's likely cause
 )
 GROUP_COLUMNS = (
     ("best_val_acc", "best val", "{:.2%}"),

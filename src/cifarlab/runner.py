@@ -22,7 +22,7 @@ from cifarlab.config import _NOT_HASHED, RunConfig, make_run_config
 from cifarlab.data import CifarData, TensorLoader, load_dataset
 from cifarlab.data.augment import build_augment
 from cifarlab.errors import CifarlabError, first_line, warn
-from cifarlab.experiments.store import ResultsStore
+from cifarlab.experiments.store import RUN_SUMMARY, ResultsStore
 from cifarlab.models import (
     check_model,
     count_parameters,
@@ -37,6 +37,7 @@ from cifarlab.train.callbacks import (
     ProgressBar,
     StoreEpochs,
     TensorBoardLogger,
+    WarnWhenBusy,
 )
 from cifarlab.train.checkpoint import load_checkpoint
 from cifarlab.train.ema import EMA
@@ -181,6 +182,7 @@ def _attach_bookkeeping(
         trainer.callbacks.append(TensorBoardLogger(run_dir / "tensorboard"))
     if not config.quiet:
         trainer.callbacks.append(ProgressBar(config.epochs))
+    trainer.callbacks.append(WarnWhenBusy())  # after the bar, which ends the epoch's line
     return early
 
 
@@ -313,6 +315,9 @@ def summarize(trainer: Trainer, config: RunConfig) -> dict[str, Any]:
         images_per_sec=sum(m["images_per_sec"] for m in history) / len(history),
         overfit_epoch=overfit_onset(history, config.patience),
     )
+    shares = [m["others_cpu"] + m["steal_cpu"] for m in history if "others_cpu" in m]
+    if shares:  # cores that other work took from the run: its timings' conditions
+        summary["cpu_contention"] = sum(shares) / len(shares)
     return summary
 
 
@@ -364,8 +369,7 @@ def prepare_workspace(path: str | os.PathLike) -> Path:
 def _stored_result(workspace: Path, run_id: str, config: RunConfig) -> RunResult:
     with ResultsStore(workspace / "runs.db") as store:
         record, history = store.run(run_id), store.epochs(run_id)
-    summary = {k: record[k] for k in ("best_epoch", "best_val_acc", "test_acc", "final_test_acc",
-                                      "final_val_acc", "train_seconds", "epochs_done")}  # fmt: skip
+    summary = {k: record.get(k) for k in RUN_SUMMARY}
     return RunResult(run_id, record["status"], config, history, summary, workspace / run_id,
                      record["error"], record["info"])  # fmt: skip
 

@@ -15,17 +15,17 @@ from typing import Any
 
 from cifarlab.errors import CifarlabError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: CPU share columns (others_cpu, steal_cpu, cpu_contention)
 
 EPOCH_METRICS = (
     "train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc",
-    "gap", "lr", "epoch_seconds", "eval_seconds", "images_per_sec",
+    "gap", "lr", "epoch_seconds", "eval_seconds", "images_per_sec", "others_cpu", "steal_cpu",
 )  # fmt: skip
 
 RUN_SUMMARY = (
     "best_epoch", "best_val_acc", "test_acc", "final_val_acc", "final_test_acc",
     "final_train_acc", "epochs_done", "train_seconds", "images_per_sec", "overfit_epoch",
-    "stopped_epoch",
+    "stopped_epoch", "cpu_contention",
 )  # fmt: skip
 
 _SCHEMA = f"""
@@ -78,7 +78,20 @@ class ResultsStore:
                 f"'{self.path}' is not a readable cifarlab results database ({err}); "
                 "move it away or use another --workspace"
             ) from None
+        self._add_new_columns()
         self.conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+    def _add_new_columns(self) -> None:
+        """A workspace from an older cifarlab gets the metric columns added since (as NULL)."""
+        for table, columns in (("runs", RUN_SUMMARY), ("epochs", EPOCH_METRICS)):
+            have = {row[1] for row in self.conn.execute(f"PRAGMA table_info({table})")}
+            for col in columns:
+                if col not in have:
+                    try:
+                        self.conn.execute(f"ALTER TABLE {table} ADD COLUMN {col} REAL")
+                    except sqlite3.OperationalError as err:  # another process added it first
+                        if "duplicate column" not in str(err):
+                            raise
 
     def close(self) -> None:
         self.conn.close()

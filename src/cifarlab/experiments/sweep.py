@@ -20,7 +20,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from cifarlab.config import RunConfig
-from cifarlab.errors import CifarlabError, CifarlabWarning, show_warning
+from cifarlab.errors import BusyMachineWarning, CifarlabError, CifarlabWarning, show_warning
 from cifarlab.experiments.spec import Experiment
 from cifarlab.experiments.store import ResultsStore
 
@@ -169,6 +169,8 @@ def _init_worker(threads: int) -> None:
 
     torch.set_num_threads(threads)
     warnings.showwarning = show_warning  # spawned: one-line warnings as in the parent
+    # the other processes are this sweep's own workers: each run still records the share
+    warnings.simplefilter("ignore", BusyMachineWarning)
 
 
 def _matches(config: RunConfig, only: dict[str, Any]) -> bool:

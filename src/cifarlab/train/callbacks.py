@@ -1,4 +1,5 @@
-"""Callbacks that hook into the Trainer: progress, checkpoints, results, early stopping."""
+"""Callbacks that hook into the Trainer: progress, checkpoints, results, early stopping,
+and a warning when other work slowed the run."""
 
 from __future__ import annotations
 
@@ -10,8 +11,10 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from cifarlab.errors import BusyMachineWarning, warn
 from cifarlab.experiments.store import ResultsStore
 from cifarlab.train.checkpoint import save_checkpoint
+from cifarlab.train.cpu_share import allowed_cpus
 from cifarlab.train.selection import is_better
 from cifarlab.train.trainer import Callback, Trainer
 
@@ -58,7 +61,35 @@ class ProgressBar(Callback):
         parts.append(f"lr {metrics['lr']:.3g}")
         parts.append(f"{metrics['images_per_sec']:,.0f} img/s")
         parts.append(f"{metrics['epoch_seconds']:.1f}s")
+        taken = metrics.get("others_cpu", 0.0) + metrics.get("steal_cpu", 0.0)
+        if taken >= 0.1:  # the epoch shared its CPUs: say so beside its speed
+            parts.append(f"{taken:.1f} cores taken by other work")
         tqdm.write("  ".join(parts), file=sys.stderr)
+
+
+class WarnWhenBusy(Callback):
+    """Warns once per run when other processes or the hypervisor took at least ``share`` of
+    the CPUs during a training epoch: its images/s then say more about the neighbours."""
+
+    def __init__(self, share: float = 0.25, min_seconds: float = 5.0) -> None:
+        self.share = share
+        self.min_seconds = min_seconds  # a shorter epoch has too few clock ticks to judge
+        self.warned = False
+
+    def on_epoch_end(self, trainer: Trainer, epoch: int, metrics: dict[str, Any]) -> None:
+        if self.warned or "others_cpu" not in metrics or trainer.device.type != "cpu":
+            return
+        others, steal, cpus = metrics["others_cpu"], metrics["steal_cpu"], allowed_cpus()
+        if metrics["epoch_seconds"] < self.min_seconds or others + steal < self.share * cpus:
+            return
+        self.warned = True
+        warn(
+            f"other work took {others + steal:.1f} of the {cpus} CPU cores during epoch "
+            f"{epoch + 1} ({others:.1f} other processes, {steal:.1f} the hypervisor), so "
+            "training ran slower than it can; close other programs for full speed and "
+            "compare timings of quiet runs only",
+            BusyMachineWarning,
+        )
 
 
 class Checkpointer(Callback):

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cifarlab.data.loader import TensorLoader
+from cifarlab.train.cpu_share import CpuShareMeter
 from cifarlab.train.ema import EMA
 from cifarlab.train.precision import autocast
 from cifarlab.train.schedule import LrFactor
@@ -106,6 +107,7 @@ class Trainer:
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), dtype=torch.long, device=self.device)
         seen, lr_sum = 0, 0.0
+        cpu_share = CpuShareMeter()  # what other work took of our CPUs: it explains a slow epoch
         start = time.perf_counter()
         for x, y in self.train_loader:
             lr_sum += self._set_lr()
@@ -140,6 +142,7 @@ class Trainer:
             "lr": lr_sum / len(self.train_loader),  # the epoch's mean: schedules move per batch
             "epoch_seconds": seconds,
             "images_per_sec": seen / seconds,
+            **cpu_share.stop(),
         }
 
     @torch.no_grad()
