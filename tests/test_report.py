@@ -10,6 +10,7 @@ import shutil
 import sqlite3
 import statistics
 import subprocess
+import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -543,3 +544,32 @@ class Chromium:
             for e in self.events
             if e.get("method") == "Network.requestWillBeSent"
         ]
+
+
+def test_charts_leave_a_notebooks_matplotlib_backend_and_style_alone(
+    sweep_ws, tiny_folder, tmp_path
+):
+    code = """
+import sys, matplotlib
+matplotlib.use("pdf")  # the user's own choice, before cifarlab is imported
+before = {k: v for k, v in matplotlib.rcParams.items() if k != "backend"}
+import cifarlab
+from cifarlab.data.inspect import preview_grid
+from cifarlab.models import create_model
+from cifarlab.models.diagram import draw_diagram
+out = sys.argv[2]
+cifarlab.report(experiment="small", workspace=sys.argv[1], output=out + "/report")
+preview_grid(sys.argv[3], out + "/grid.png", per_class=2)
+draw_diagram(create_model("tutorial"), out + "/net.png")
+after = {k: v for k, v in matplotlib.rcParams.items() if k != "backend"}
+changed = sorted(k for k in before if before[k] != after[k])
+print(matplotlib.get_backend(), changed)
+"""
+    args = [sys.executable, "-c", code, str(sweep_ws), str(tmp_path), str(tiny_folder)]
+    done = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split()[-2:] == ["pdf", "[]"]
+    _png_ok(tmp_path / "report" / "final-accuracy.png")
+    for png in ("grid.png", "net.png"):
+        with Image.open(tmp_path / png) as im:
+            assert im.format == "PNG" and min(im.size) > 50

@@ -64,11 +64,8 @@ def preview_grid(
     labels: str = "fine",
 ) -> Path:
     """Save a grid of ``per_class`` random images per class (one row each) as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only: no display needed
-    import matplotlib.pyplot as plt
     from matplotlib.backend_bases import FigureCanvasBase
+    from matplotlib.figure import Figure  # not pyplot: a notebook's backend stays as it was
 
     output = Path(output)
     suffix = output.suffix.lstrip(".").lower()
@@ -81,7 +78,8 @@ def preview_grid(
     arrays = getattr(decoded, split)
     rng = np.random.default_rng(seed)
     rows = len(decoded.classes)
-    fig, axes = plt.subplots(rows, per_class, figsize=(per_class * 0.9, rows * 0.9), squeeze=False)
+    fig = Figure(figsize=(per_class * 0.9, rows * 0.9))
+    axes = fig.subplots(rows, per_class, squeeze=False)
     for row, name in enumerate(decoded.classes):
         idx = np.flatnonzero(arrays.labels == row)
         picks = rng.choice(idx, min(per_class, len(idx)), replace=False)
@@ -103,6 +101,4 @@ def preview_grid(
         raise CifarlabError(
             f"cannot write preview to '{output}': {err.strerror or err}; pick another -o path"
         ) from None
-    finally:
-        plt.close(fig)
     return output

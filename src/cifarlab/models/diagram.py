@@ -38,10 +38,7 @@ def draw_diagram(
     title: str | None = None,
 ) -> Path:
     """Draw the model's layers to ``path`` (PNG, or any format matplotlib knows by suffix)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # not pyplot: a notebook's backend stays as it was
     from matplotlib.patches import FancyBboxPatch
 
     summary = model_or_summary
@@ -52,7 +49,8 @@ def draw_diagram(
     n_rows = math.ceil(len(layers) / per_row)
     cell_w, cell_h = 1.5, 2.9  # inches per block slot
     fig_w, fig_h = max(per_row * cell_w, 5.0), n_rows * cell_h + 0.6
-    fig, ax = plt.subplots(figsize=(fig_w, fig_h), dpi=100)
+    fig = Figure(figsize=(fig_w, fig_h), dpi=100)
+    ax = fig.subplots()
     ax.set_xlim(0, max(per_row * cell_w, fig_w))
     ax.set_ylim(-fig_h + 0.3, 0.3)
     ax.axis("off")
@@ -82,7 +80,6 @@ def draw_diagram(
     ax.set_title(name, fontsize=10)
     path = Path(path)
     fig.savefig(path, bbox_inches="tight")
-    plt.close(fig)
     return path
 
 

@@ -8,38 +8,58 @@ shows as a facet (line charts) or a hatch (bar charts).
 
 from __future__ import annotations
 
+import functools
 import math
 import statistics
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.patches import Patch  # noqa: E402
+from cifarlab.experiments.analysis import group_runs, varying_keys
 
-from cifarlab.experiments.analysis import group_runs, varying_keys  # noqa: E402
+P = ParamSpec("P")
+R = TypeVar("R")
 
 DPI = 110
 WIDTH = 10.0  # inches: ~1100 px, sharp at 1280 px and still legible scaled to 400 px
 MAX_LINES = 8  # lines per facet before a chart keeps only each model's best configuration
 MAX_BARS = 20  # bars in the time chart before it pools configurations per model/optimizer
-PALETTE = plt.get_cmap("tab10").colors
+PALETTE = matplotlib.colormaps["tab10"].colors
 HATCHES = ("", "//", "..", "xx", "\\\\", "oo")
-plt.rcParams.update(
-    {
-        "axes.spines.top": False,
-        "axes.spines.right": False,
-        "axes.grid": True,
-        "grid.alpha": 0.3,
-        "font.size": 11,
-        "axes.titleweight": "bold",
-        "figure.dpi": DPI,
-    }
-)
+# applied around each chart only: importing cifarlab leaves a notebook's own style alone
+STYLE = {
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+    "font.size": 11,
+    "axes.titleweight": "bold",
+    "figure.dpi": DPI,
+}
+
+
+def _styled(chart: Callable[P, R]) -> Callable[P, R]:
+    """Draw ``chart`` in the report's style, without touching matplotlib's global settings."""
+
+    @functools.wraps(chart)
+    def draw(*args: P.args, **kwargs: P.kwargs) -> R:
+        with matplotlib.rc_context(STYLE):
+            return chart(*args, **kwargs)
+
+    return draw
+
+
+def _subplots(nrows: int = 1, ncols: int = 1, *, figsize: tuple[float, float], **kwargs):
+    """A figure and its axes, outside pyplot: no backend to choose, no figure to close."""
+    fig = Figure(figsize=figsize, layout="constrained")
+    return fig, fig.subplots(nrows, ncols, **kwargs)
 
 
 @dataclass
@@ -122,13 +142,14 @@ def curve(g: dict[str, Any], metric: str) -> tuple[np.ndarray, np.ndarray, np.nd
 # -- 1. final accuracy ---------------------------------------------------------------
 
 
+@_styled
 def final_accuracy(groups: list[dict[str, Any]], out: Path) -> Chart:
     best = best_per(groups, "model", "optimizer")
     colours = model_colours(groups)
     models = list(dict.fromkeys(g["model"] for g in best))
     optimizers = list(dict.fromkeys(g["optimizer"] for g in best))
     cell = {(g["model"], g["optimizer"]): g for g in best}
-    fig, ax = plt.subplots(figsize=(WIDTH, 4.6), layout="constrained")
+    fig, ax = _subplots(figsize=(WIDTH, 4.6))
     width = min(0.8 / len(optimizers), 0.3)  # few models: keep bars from turning into walls
     for j, opt in enumerate(optimizers):
         for i, model in enumerate(models):
@@ -233,6 +254,7 @@ def _mean_with_spread(ax, g: dict[str, Any], colour, metric: str) -> None:
         ax.fill_between(e, lo * 100, hi * 100, color=colour, alpha=0.2, lw=0)
 
 
+@_styled
 def accuracy_curves(groups: list[dict[str, Any]], out: Path) -> Chart:
     def draw(ax, g, colour):
         _mean_with_spread(ax, g, colour, "test_acc")
@@ -253,6 +275,7 @@ def accuracy_curves(groups: list[dict[str, Any]], out: Path) -> Chart:
     return _save_facets(shown, out, "accuracy-curves", title, caption, groups)
 
 
+@_styled
 def loss_curves(groups: list[dict[str, Any]], out: Path) -> Chart:
     def draw(ax, g, colour):
         e, train, _, _ = curve(g, "train_loss")
@@ -285,6 +308,7 @@ def loss_curves(groups: list[dict[str, Any]], out: Path) -> Chart:
     return _save_facets(shown, out, "loss-curves", title, caption, groups)
 
 
+@_styled
 def gap_curves(groups: list[dict[str, Any]], out: Path) -> Chart:
     def draw(ax, g, colour):
         _mean_with_spread(ax, g, colour, "gap")
@@ -311,9 +335,7 @@ def _facets(groups, out, draw, ylabel, style_legend=False):
     colours = model_colours(groups)
     cols = min(len(optimizers), 3)
     rows = math.ceil(len(optimizers) / cols)
-    fig, axes = plt.subplots(
-        rows, cols, figsize=(WIDTH, 3.9 * rows), squeeze=False, sharey=True, layout="constrained"
-    )
+    fig, axes = _subplots(rows, cols, figsize=(WIDTH, 3.9 * rows), squeeze=False, sharey=True)
     pooled = False
     for ax, opt in zip(axes.flat, optimizers):
         mine = [g for g in groups if g["optimizer"] == opt]
@@ -330,16 +352,16 @@ def _facets(groups, out, draw, ylabel, style_legend=False):
         ax.set_ylabel(ylabel)
         if "accuracy (%)" in ylabel:
             _clamp_percent(ax)
-    handles = [plt.Line2D([], [], color=c, lw=2, label=m) for m, c in colours.items()]
+    handles = [Line2D([], [], color=c, lw=2, label=m) for m, c in colours.items()]
     pairs = [(g["model"], g["optimizer"]) for g in groups]
     if not pooled and len(set(pairs)) < len(pairs):  # several configs per model: name each line
         handles = [h for ax in axes.flat for h in ax.get_legend_handles_labels()[0]]
         handles = list({h.get_label(): h for h in handles}.values())
     if style_legend:
         handles += [
-            plt.Line2D([], [], color="#444", label="training"),
-            plt.Line2D([], [], color="#444", ls="--", label="validation"),
-            plt.Line2D([], [], color="#444", marker="v", ls="", mec="black", label="overfit onset"),
+            Line2D([], [], color="#444", label="training"),
+            Line2D([], [], color="#444", ls="--", label="validation"),
+            Line2D([], [], color="#444", marker="v", ls="", mec="black", label="overfit onset"),
         ]
     return fig, axes, handles, pooled
 
@@ -356,13 +378,14 @@ def _save_facets(shown, out, name, title, caption, groups) -> Chart:
 # -- 5. time and the accuracy/time trade-off ---------------------------------------------
 
 
+@_styled
 def time_bars(groups: list[dict[str, Any]], out: Path) -> Chart:
     colours = model_colours(groups)
     rows = groups
     if len(groups) > MAX_BARS:  # pool to model/optimizer so the chart stays readable
         rows = _pool_time(groups)
     rows = sorted(rows, key=lambda g: g["train_seconds_mean"])
-    fig, ax = plt.subplots(figsize=(WIDTH, max(2.6, 1.2 + 0.32 * len(rows))), layout="constrained")
+    fig, ax = _subplots(figsize=(WIDTH, max(2.6, 1.2 + 0.32 * len(rows))))
     y = range(len(rows))
     ax.barh(
         y,
@@ -386,13 +409,14 @@ def time_bars(groups: list[dict[str, Any]], out: Path) -> Chart:
     return _save(fig, ax, out, "train-time", title, caption)
 
 
+@_styled
 def pareto(groups: list[dict[str, Any]], out: Path) -> Chart:
     colours = model_colours(groups)
     optimizers = list(dict.fromkeys(g["optimizer"] for g in groups))
     markers = "os^Dvp*"
     points = [(g["train_seconds_mean"], g["test_acc_mean"] * 100) for g in groups]
     front = pareto_front(points)
-    fig, ax = plt.subplots(figsize=(WIDTH, 4.8), layout="constrained")
+    fig, ax = _subplots(figsize=(WIDTH, 4.8))
     for g, (t, a) in zip(groups, points):
         m = markers[optimizers.index(g["optimizer"]) % len(markers)]
         ax.scatter(t, a, color=colours[g["model"]], marker=m, s=55, alpha=0.85, zorder=3)
@@ -405,15 +429,13 @@ def pareto(groups: list[dict[str, Any]], out: Path) -> Chart:
     ax.set_xlabel("training time per run (s)")
     ax.set_ylabel("test accuracy at best-validation epoch (%)")
     _clamp_percent(ax)
-    handles = [plt.Line2D([], [], color=c, marker="o", ls="", label=m) for m, c in colours.items()]
+    handles = [Line2D([], [], color=c, marker="o", ls="", label=m) for m, c in colours.items()]
     handles += [
-        plt.Line2D([], [], color="#666", marker=markers[i % len(markers)], ls="", label=o)
+        Line2D([], [], color="#666", marker=markers[i % len(markers)], ls="", label=o)
         for i, o in enumerate(optimizers)
     ]
     handles.append(
-        plt.Line2D(
-            [], [], color="black", ls=":", marker="o", mfc="none", ms=10, label="Pareto front"
-        )
+        Line2D([], [], color="black", ls=":", marker="o", mfc="none", ms=10, label="Pareto front")
     )
     ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8)
     cheap, best = groups[front[0]], groups[front[-1]]
@@ -452,13 +474,12 @@ def _pool_time(groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
 # -- 6. the best run's predictions --------------------------------------------------------
 
 
+@_styled
 def confusion(pred: Any, out: Path) -> Chart:
     """Row-normalised confusion matrix: each true class's images, where they went."""
     k = len(pred.classes)
     matrix = confusion_matrix(pred.labels, pred.preds, k)
-    fig, ax = plt.subplots(
-        figsize=(min(WIDTH, 3 + 0.6 * k), min(WIDTH, 2.4 + 0.55 * k)), layout="constrained"
-    )
+    fig, ax = _subplots(figsize=(min(WIDTH, 3 + 0.6 * k), min(WIDTH, 2.4 + 0.55 * k)))
     ax.grid(False)
     im = ax.imshow(matrix * 100, cmap="Blues", vmin=0, vmax=100)
     if k <= 12:
@@ -491,10 +512,11 @@ def confusion(pred: Any, out: Path) -> Chart:
     )
 
 
+@_styled
 def per_class(pred: Any, out: Path, colour: tuple) -> Chart:
     acc = per_class_accuracy(pred.labels, pred.preds, len(pred.classes))
     overall = float((pred.labels == pred.preds).mean())
-    fig, ax = plt.subplots(figsize=(WIDTH, 3.8), layout="constrained")
+    fig, ax = _subplots(figsize=(WIDTH, 3.8))
     ax.bar(pred.classes, acc * 100, color=colour)
     ax.axhline(overall * 100, color="black", ls="--", lw=1, label=f"all classes: {_pct(overall)}")
     ax.set_ylabel("test accuracy (%)")
@@ -511,6 +533,7 @@ def per_class(pred: Any, out: Path, colour: tuple) -> Chart:
     return _save(fig, ax, out, "per-class", "Per-class test accuracy of the best run", caption)
 
 
+@_styled
 def mistakes(pred: Any, out: Path, count: int = 16) -> Chart:
     """The most confidently misclassified test images (none wrong: the least sure right ones)."""
     wrong = np.flatnonzero(pred.labels != pred.preds)
@@ -520,9 +543,7 @@ def mistakes(pred: Any, out: Path, count: int = 16) -> Chart:
         shown = np.argsort(pred.confidence)[:count]
     cols = min(8, len(shown))
     rows = math.ceil(len(shown) / cols)
-    fig, axes = plt.subplots(
-        rows, cols, figsize=(WIDTH, 1.85 * rows + 0.6), squeeze=False, layout="constrained"
-    )
+    fig, axes = _subplots(rows, cols, figsize=(WIDTH, 1.85 * rows + 0.6), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for ax, i in zip(axes.flat, shown):
@@ -563,6 +584,7 @@ def per_class_accuracy(labels: np.ndarray, preds: np.ndarray, k: int) -> np.ndar
 # -- 7. sensitivity ------------------------------------------------------------------------
 
 
+@_styled
 def sensitivity(groups: list[dict[str, Any]], key: str, out: Path) -> Chart | None:
     """Accuracy against ``key`` (batch_size or lr), one line per model/optimizer."""
     values = {g["members"][0]["config"][key] for g in groups}
@@ -573,7 +595,7 @@ def sensitivity(groups: list[dict[str, Any]], key: str, out: Path) -> Chart | No
     colours = model_colours(groups)
     optimizers = list(dict.fromkeys(g["optimizer"] for g in groups))
     styles = ("-", "--", ":", "-.")
-    fig, ax = plt.subplots(figsize=(WIDTH, 4.4), layout="constrained")
+    fig, ax = _subplots(figsize=(WIDTH, 4.4))
     lines = []
     for (model, opt), members in _by_pair(best_per(groups, "model", "optimizer", key)).items():
         members.sort(key=lambda g: g[key])
@@ -628,7 +650,6 @@ def _save(fig, ax, out: Path, name: str, title: str, caption: str) -> Chart:
     fig.suptitle(title, fontsize=12, fontweight="bold")
     path = out / f"{name}.png"
     fig.savefig(path, dpi=DPI, facecolor="white")
-    plt.close(fig)
     return Chart(name, title, caption, path)
 
 
