@@ -573,3 +573,22 @@ print(matplotlib.get_backend(), changed)
     for png in ("grid.png", "net.png"):
         with Image.open(tmp_path / png) as im:
             assert im.format == "PNG" and min(im.size) > 50
+
+
+def test_best_run_charts_rebuild_the_runs_own_data_and_refuse_a_damaged_checkpoint(
+    tiny_archive, tmp_path
+):
+    ws = tmp_path / "ws"
+    result = cifarlab.train(data=str(tiny_archive), workspace=str(ws), model="tutorial",
+                            image_size=16, val_size=20, epochs=1, quiet=True)  # fmt: skip
+    index = cifarlab.report(run=result.run_id, workspace=ws, output=tmp_path / "r1")
+    _png_ok(index.parent / "confusion.png")  # the 16x16 net, fed 16x16 test images
+    from cifarlab.models import create_model, summarize_model
+
+    small = summarize_model(create_model("tutorial", image_size=16), (3, 16, 16))
+    assert f"{small.flops / 1e6:,.2f} MFLOP per image forward" in index.read_text()
+
+    (ws / result.run_id / "best.pt").write_bytes(b"PK\x03\x04 not a checkpoint")
+    index = cifarlab.report(run=result.run_id, workspace=ws, output=tmp_path / "r2")
+    assert "cannot be loaded safely" in index.read_text()
+    assert not (index.parent / "confusion.png").exists()

@@ -156,7 +156,7 @@ def restore_checkpoint(
     except (RuntimeError, KeyError, ValueError) as err:
         raise CifarlabError(
             f"checkpoint of run {resumed['id']} does not fit model {config.model!r} "
-            f"({str(err).splitlines()[0][:120]}); start a new run instead"
+            f"({first_line(err)[:120]}); start a new run instead"
         ) from None
     return state
 
@@ -409,6 +409,7 @@ def _run_info(config, data: CifarData, device, precision: str, model) -> dict[st
         "channels_last": config.channels_last,
         "parameters": count_parameters(model),
         "classes": list(data.classes),
+        "image_shape": list(data.image_shape),  # (C, H, W): the report rebuilds the net from it
         "data_source": data.source,
         "train_images": len(data.train),
         "val_images": len(data.val) if data.val else 0,

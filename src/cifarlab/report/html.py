@@ -144,8 +144,9 @@ def _model_section(groups, out, notes) -> list[dict[str, Any]]:
 
 
 def _image_shape(run: dict[str, Any]) -> tuple[int, int]:
-    """(channels, side) of the run's images; runs do not record it yet, so CIFAR's by default."""
-    shape = run["info"].get("image_shape") or (3, 32, 32)
+    """(channels, side) of the run's images; runs from before it was recorded: RGB, at their
+    --image-size or CIFAR's 32."""
+    shape = run["info"].get("image_shape") or (3, run["config"].get("image_size") or 32)
     return shape[0], shape[-1]
 
 

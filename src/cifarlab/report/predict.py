@@ -12,6 +12,7 @@ import torch
 from cifarlab.data import TensorLoader, load_dataset
 from cifarlab.errors import CifarlabError
 from cifarlab.models import create_model
+from cifarlab.train.checkpoint import load_checkpoint
 
 
 @dataclass
@@ -41,12 +42,15 @@ def predict_run(run: dict[str, Any], workspace: Path) -> Predictions:
         limit_train=config.get("limit_train"),
         limit_test=config.get("limit_test"),
         seed=config["seed"],
+        image_size=config.get("image_size"),
+        labels=config.get("labels", "fine"),
+        quiet=True,
     )
     channels, side, _ = data.image_shape
     model = create_model(
         config["model"], num_classes=len(data.classes), in_channels=channels, image_size=side
     )
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = load_checkpoint(path)  # weights_only; a damaged file is one CifarlabError
     try:
         # a run with --ema evaluated (and picked best.pt by) its averaged weights
         model.load_state_dict(state["ema"] if state.get("ema") else state["model"])

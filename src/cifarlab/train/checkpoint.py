@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from cifarlab.errors import CifarlabError
+from cifarlab.errors import CifarlabError, first_line
 
 CHECKPOINT_FORMAT = "cifarlab-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -38,7 +38,7 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     except FileNotFoundError:
         raise CifarlabError(f"checkpoint {path} does not exist") from None
     except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, OSError) as err:
-        reason = str(err).splitlines()[0][:160] if str(err) else type(err).__name__
+        reason = first_line(err)[:160]
         raise CifarlabError(
             f"checkpoint {path} cannot be loaded safely ({reason}); it is truncated, "
             "corrupt or not a cifarlab checkpoint"
