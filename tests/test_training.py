@@ -474,3 +474,16 @@ def test_each_epoch_records_the_cpu_share_and_results_show_it(tiny_archive, tmp_
     )
     assert main(["results", "--workspace", str(tmp_path / "ws")]) == 0
     assert "cores taken" in capsys.readouterr().out
+
+
+def test_a_run_whose_bookkeeping_fails_to_start_is_recorded_failed(
+    tiny_archive, tmp_path, monkeypatch
+):
+    def unwritable(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(tmp_path / "ws"))
+
+    monkeypatch.setattr("cifarlab.runner.Checkpointer", unwritable)
+    with pytest.raises(PermissionError):
+        _quick(tiny_archive, tmp_path, epochs=1)
+    (record,) = cifarlab.results(tmp_path / "ws")
+    assert record["status"] == "failed" and "Permission denied" in record["error"]

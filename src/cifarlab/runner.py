@@ -115,30 +115,40 @@ def run_training(config: RunConfig | None = None, **options: Any) -> RunResult:
     state = restore_checkpoint(trainer, workspace, resumed, config) if resumed else None
     info = _run_info(config, data, device, precision, trainer.model)
 
-    store = ResultsStore(workspace / "runs.db")
-    if resumed:
-        run_id = resumed["id"]
-        store.reopen_run(run_id, keep_epochs=trainer.epoch)
-    else:
-        run_id = store.new_run_id(f"{model_label(config.model)}-{config.hash()[:8]}")
-        store.create_run(run_id, config.short_name(), _record(config), config.hash())
-    run_dir = workspace / run_id
-    early = _attach_bookkeeping(trainer, config, store, run_id, run_dir, state)
+    with ResultsStore(workspace / "runs.db") as store:
+        if resumed:
+            run_id = resumed["id"]
+            store.reopen_run(run_id, keep_epochs=trainer.epoch)
+        else:
+            run_id = store.new_run_id(f"{model_label(config.model)}-{config.hash()[:8]}")
+            store.create_run(run_id, config.short_name(), _record(config), config.hash())
+        return _fit_and_record(trainer, config, store, run_id, workspace / run_id, state, info)
+
+
+def _fit_and_record(
+    trainer: Trainer,
+    config: RunConfig,
+    store: ResultsStore,
+    run_id: str,
+    run_dir: Path,
+    state: dict[str, Any] | None,
+    info: dict[str, Any],
+) -> RunResult:
+    """Fit, recording every epoch; the run ends completed, diverged or failed, never running."""
     status, error = "completed", None
     try:
+        early = _attach_bookkeeping(trainer, config, store, run_id, run_dir, state)
         trainer.fit(config.epochs)
     except Diverged as err:
         status, error = "diverged", str(err)
     except BaseException as err:  # recorded as failed, never left "running"; then re-raised
         message = "interrupted" if isinstance(err, KeyboardInterrupt) else _one_line(err)
         store.finish_run(run_id, "failed", summarize(trainer, config), error=message, info=info)
-        store.close()
         raise
     summary = summarize(trainer, config)
     if early and early.stopped_at:
         summary["stopped_epoch"] = early.stopped_at
     store.finish_run(run_id, status, summary, error=error, info=info)
-    store.close()
     return RunResult(run_id, status, config, trainer.history, summary, run_dir, error, info)
 
 
