@@ -193,3 +193,29 @@ def test_an_option_the_run_ignores_gets_a_warning_line(tmp_path, tiny_archive, c
     assert _train(tmp_path, tiny_archive, "--epochs", "1", "--schedule", "onecycle",
                   "--max-lr", "0.01") == 0  # fmt: skip
     assert "warning" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "trouble, says",
+    [
+        (RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried 9 GB"),
+         "out of memory (DefaultCPUAllocator: can't allocate memory"),
+        (OSError(28, "No space left on device"), "No space left on device"),
+        (sqlite3.OperationalError("database or disk is full"),
+         "the workspace's results database: database or disk is full"),
+    ],
+)  # fmt: skip
+def test_the_machines_trouble_is_one_line_exit_1_and_the_run_failed(
+    tmp_path, tiny_archive, monkeypatch, capsys, trouble, says
+):
+    from cifarlab.train.trainer import Trainer
+
+    def fail(self, epoch):
+        raise trouble
+
+    monkeypatch.setattr(Trainer, "train_epoch", fail)
+    assert _train(tmp_path, tiny_archive) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"cifarlab: error: {says}")
+    with sqlite3.connect(tmp_path / "ws" / "runs.db") as conn:
+        assert conn.execute("SELECT status FROM runs").fetchone() == ("failed",)

@@ -18,9 +18,10 @@ from cifarlab.config import (
     SELECT_BY,
     make_run_config,
 )
-from cifarlab.errors import CifarlabError, show_warning
+from cifarlab.errors import CifarlabError, machine_trouble, show_warning
 
-EXIT_USAGE = 2
+EXIT_USAGE = 2  # bad input
+EXIT_FAILURE = 1  # the machine failed the work: disk, memory, a locked database
 
 
 class _Parser(argparse.ArgumentParser):
@@ -200,6 +201,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("cifarlab: interrupted", file=sys.stderr)
         return 130
+    except Exception as err:
+        message = machine_trouble(err)
+        if message is None or os.environ.get("CIFARLAB_TRACEBACK"):
+            raise  # a bug: its traceback is what a report needs
+        print(f"cifarlab: error: {message}", file=sys.stderr)
+        return EXIT_FAILURE
 
 
 def image_path(output: str, name_in_folder: str) -> Path:

@@ -47,3 +47,23 @@ def show_warning(message, category, filename, lineno, file=None, line=None) -> N
         print(f"cifarlab: warning: {message}", file=sys.stderr)
     else:
         sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
+
+
+def machine_trouble(err: BaseException) -> str | None:
+    """A one-line message for an error the machine caused (disk, permissions, memory, a
+    locked database), which a user fixes without a traceback; None for anything else."""
+    import sqlite3
+
+    if isinstance(err, sqlite3.OperationalError):
+        return (
+            f"the workspace's results database: {first_line(err)}; another process may hold "
+            "it, or its folder is read-only or full (try another --workspace)"
+        )
+    if isinstance(err, MemoryError) or (
+        isinstance(err, RuntimeError)
+        and any(s in str(err) for s in ("out of memory", "can't allocate memory"))
+    ):
+        return f"out of memory ({first_line(err, '')[:120]}); try a smaller --batch-size or model"
+    if isinstance(err, OSError) and err.errno is not None:  # disk full, permission denied...
+        return err.strerror + (f": '{err.filename}'" if err.filename else "")
+    return None
