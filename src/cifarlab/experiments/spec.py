@@ -22,11 +22,11 @@ import difflib
 import hashlib
 import itertools
 import json
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import tomllib
 from pydantic import ValidationError
 
 from cifarlab.config import RunConfig

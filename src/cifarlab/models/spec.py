@@ -114,10 +114,7 @@ def as_spec(spec: ModelSpec | dict[str, Any] | list[str] | tuple[str, ...]) -> M
 
 def load_spec(path: str | Path) -> ModelSpec:
     """Read a TOML spec file (``name``, ``description``, ``layers``)."""
-    try:
-        import tomllib
-    except ModuleNotFoundError:  # Python 3.10: the same parser, as a package
-        import tomli as tomllib
+    import tomllib
 
     path = Path(path)
     if not path.is_file():
