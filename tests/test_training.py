@@ -487,3 +487,10 @@ def test_a_run_whose_bookkeeping_fails_to_start_is_recorded_failed(
         _quick(tiny_archive, tmp_path, epochs=1)
     (record,) = cifarlab.results(tmp_path / "ws")
     assert record["status"] == "failed" and "Permission denied" in record["error"]
+
+
+def test_to_dataframe_without_pandas_says_how_to_get_it(tiny_archive, tmp_path, monkeypatch):
+    result = _quick(tiny_archive, tmp_path, epochs=1)
+    monkeypatch.setitem(sys.modules, "pandas", None)  # as where pandas is not installed
+    with pytest.raises(CifarlabError, match="pip install pandas"):
+        result.to_dataframe()

@@ -72,8 +72,11 @@ class RunResult:
     info: dict[str, Any] = field(default_factory=dict)
 
     def to_dataframe(self):
-        """The per-epoch history as a pandas DataFrame (needs pandas)."""
-        import pandas as pd
+        """The per-epoch history as a pandas DataFrame (pandas is not a dependency)."""
+        try:
+            import pandas as pd
+        except ImportError:
+            raise CifarlabError("to_dataframe needs pandas: pip install pandas") from None
 
         return pd.DataFrame(self.history)
 

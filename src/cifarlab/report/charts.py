@@ -196,7 +196,7 @@ def final_accuracy(groups: list[dict[str, Any]], out: Path) -> Chart:
     title = "Final accuracy by model and optimizer (mean ± std over seeds)"
     if len(best) < len(groups):
         title = "Final accuracy: each model/optimizer's best configuration by validation"
-    return _save(fig, ax, out, "final-accuracy", title, final_caption(best))
+    return _save(fig, out, "final-accuracy", title, final_caption(best))
 
 
 def final_caption(best: list[dict[str, Any]]) -> str:
@@ -229,8 +229,7 @@ def final_caption(best: list[dict[str, Any]]) -> str:
         which = "the one model" if len(diffs) == 1 else f"all {len(diffs)} models"
         return f"{a} and {b} tie on {which} compared. {lead}"
     if len(diffs) == 1:
-        verb = "beats" if wins else "ties"
-        return f"{a} {verb} {b} on {next(iter(diffs))} by {mean:.1f} points. {lead}"
+        return f"{a} beats {b} on {next(iter(diffs))} by {mean:.1f} points. {lead}"
     return (
         f"{a} beats {b} on {wins} of {len(diffs)} models, by {mean:.1f} points on average. {lead}"
     )
@@ -372,7 +371,7 @@ def _save_facets(shown, out, name, title, caption, groups) -> Chart:
         caption += f" Lines show each model's best configuration (by validation) of {len(groups)}."
     # below the plots: a legend at the side would squeeze them, one on top could cover data
     fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 6), fontsize=9)
-    return _save(fig, None, out, name, title, caption)
+    return _save(fig, out, name, title, caption)
 
 
 # -- 5. time and the accuracy/time trade-off ---------------------------------------------
@@ -406,7 +405,7 @@ def time_bars(groups: list[dict[str, Any]], out: Path) -> Chart:
         else f"{fast['label']} trained in {fast['train_seconds_mean']:.1f} s per run."
     )
     title = "Training time per configuration (mean ± std over seeds)"
-    return _save(fig, ax, out, "train-time", title, caption)
+    return _save(fig, out, "train-time", title, caption)
 
 
 @_styled
@@ -449,7 +448,7 @@ def pareto(groups: list[dict[str, Any]], out: Path) -> Chart:
     else:
         caption += f": {best['label']} is both the fastest and the most accurate."
     title = "Accuracy vs training time (circled: nothing is both faster and more accurate)"
-    return _save(fig, ax, out, "pareto", title, caption)
+    return _save(fig, out, "pareto", title, caption)
 
 
 def _pool_time(groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -508,7 +507,7 @@ def confusion(pred: Any, out: Path) -> Chart:
         f"{pred.classes[j]} ({off[i, j] * 100:.0f}% of {pred.classes[i]} test images)."
     )
     return _save(
-        fig, ax, out, "confusion", f"Confusion matrix of the best run ({pred.run_id})", caption
+        fig, out, "confusion", f"Confusion matrix of the best run ({pred.run_id})", caption
     )
 
 
@@ -530,7 +529,7 @@ def per_class(pred: Any, out: Path, colour: tuple) -> Chart:
         f"{_pct(acc[hi])} ({pred.classes[hi]}); {_pct(overall)} overall on "
         f"{len(pred.labels):,} test images."
     )
-    return _save(fig, ax, out, "per-class", "Per-class test accuracy of the best run", caption)
+    return _save(fig, out, "per-class", "Per-class test accuracy of the best run", caption)
 
 
 @_styled
@@ -568,7 +567,7 @@ def mistakes(pred: Any, out: Path, count: int = 16) -> Chart:
             f"All {len(pred.labels):,} test images are classified correctly; the least sure "
             f"{len(shown)} were predicted with {conf.min():.0%} to {conf.max():.0%} confidence."
         )
-    return _save(fig, None, out, "mistakes", title, caption)
+    return _save(fig, out, "mistakes", title, caption)
 
 
 def confusion_matrix(labels: np.ndarray, preds: np.ndarray, k: int) -> np.ndarray:
@@ -627,7 +626,7 @@ def sensitivity(groups: list[dict[str, Any]], key: str, out: Path) -> Chart | No
     caption = f"For {label} the best {noun} is {x[best]:g} ({y[best]:.1f}%)"
     caption += f"; {x[worst]:g} is {y[best] - y[worst]:.1f} points lower." if len(x) > 1 else "."
     name = "sensitivity-" + key.replace("_", "-")
-    return _save(fig, ax, out, name, f"Test accuracy vs {noun}", caption)
+    return _save(fig, out, name, f"Test accuracy vs {noun}", caption)
 
 
 def _by_pair(groups: list[dict[str, Any]]) -> dict[tuple, list[dict[str, Any]]]:
@@ -646,7 +645,7 @@ def _clamp_percent(ax) -> None:
     ax.set_ylim(max(low, 0), min(high, 100.5))
 
 
-def _save(fig, ax, out: Path, name: str, title: str, caption: str) -> Chart:
+def _save(fig, out: Path, name: str, title: str, caption: str) -> Chart:
     fig.suptitle(title, fontsize=12, fontweight="bold")
     path = out / f"{name}.png"
     fig.savefig(path, dpi=DPI, facecolor="white")
