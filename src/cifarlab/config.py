@@ -31,8 +31,10 @@ AUGMENTATIONS = ("none", "flip", "crop-flip", "crop-flip-cutout", "alt-flip", "c
 LABELS = ("fine", "coarse")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
+# How a command runs, not what a run is: never recorded with a run, nor keys of experiments.
+SESSION_FIELDS = frozenset({"workspace", "quiet", "resume"})
 # Fields that do not change what a run computes: they are left out of its hash.
-_NOT_HASHED = {"workspace", "quiet", "device", "resume", "tensorboard", "preset"}
+NOT_HASHED = SESSION_FIELDS | {"device", "tensorboard", "preset"}
 
 
 class RunConfig(BaseModel):
@@ -178,7 +180,7 @@ class RunConfig(BaseModel):
         # any change of code, changing a default's value is not seen here.
         defaults = {name: f.default for name, f in type(self).model_fields.items()}
         fields = {
-            k: v for k, v in self.model_dump().items() if k not in _NOT_HASHED and v != defaults[k]
+            k: v for k, v in self.model_dump().items() if k not in NOT_HASHED and v != defaults[k]
         }
         source = _model_file(self.model)
         if source is not None and source.is_file():  # an edited model file is a new run

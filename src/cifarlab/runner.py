@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from cifarlab.config import _NOT_HASHED, RunConfig, make_run_config
+from cifarlab.config import NOT_HASHED, SESSION_FIELDS, RunConfig, make_run_config
 from cifarlab.data import CifarData, TensorLoader, load_dataset
 from cifarlab.data.augment import build_augment
 from cifarlab.errors import CifarlabError, first_line, warn
@@ -55,7 +55,6 @@ from cifarlab.train.small_map_conv import SmallMapConv2d, use_matmul_weight_grad
 from cifarlab.train.trainer import Diverged, Trainer
 
 EVAL_BATCH_SIZE = 1024  # evaluation needs no gradients, so big batches are cheap and fast
-_NOT_RECORDED = {"workspace", "quiet", "resume"}
 
 
 @dataclass
@@ -352,8 +351,8 @@ def resolve_resume(store: ResultsStore, config: RunConfig) -> tuple[RunConfig, d
             f"--resume {config.resume}: no such run in {str(store.path.parent)!r}; "
             "`cifarlab results` lists the runs"
         )
-    stored = make_run_config(**{**record["config"], **{k: getattr(config, k) for k in _NOT_HASHED}})
-    for name in sorted(config.model_fields_set - _NOT_HASHED):
+    stored = make_run_config(**{**record["config"], **{k: getattr(config, k) for k in NOT_HASHED}})
+    for name in sorted(config.model_fields_set - NOT_HASHED):
         if getattr(config, name) != getattr(stored, name):
             raise CifarlabError(
                 f"--resume {config.resume}: --{name.replace('_', '-')} {getattr(config, name)!r} "
@@ -435,7 +434,7 @@ def _run_info(config, data: CifarData, device, precision: str, model) -> dict[st
 
 
 def _record(config: RunConfig) -> dict[str, Any]:
-    return config.model_dump(mode="json", exclude=_NOT_RECORDED)
+    return config.model_dump(mode="json", exclude=set(SESSION_FIELDS))
 
 
 def _note(config: RunConfig, message: str) -> None:

@@ -6,10 +6,12 @@ import math
 import statistics
 from typing import Any
 
+from cifarlab.config import SESSION_FIELDS
+
 GROUP_METRICS = ("best_val_acc", "test_acc", "final_test_acc", "train_seconds", "images_per_sec")
 # Settings that never define a group: they vary between repeats of one configuration.
 REPEAT_KEYS = {"seed"}
-NEVER_GROUP = {"data", "device", "tensorboard", "quiet", "workspace", "resume"}
+NEVER_GROUP = SESSION_FIELDS | {"data", "device", "tensorboard"}
 
 
 def varying_keys(records: list[dict[str, Any]]) -> list[str]:

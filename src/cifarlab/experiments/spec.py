@@ -29,14 +29,12 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from cifarlab.config import RunConfig
+from cifarlab.config import SESSION_FIELDS, RunConfig
 from cifarlab.errors import CifarlabError
 from cifarlab.models.registry import get_model_entry
 
 TOP_KEYS = ("name", "description", "base", "grid", "include", "exclude")
-# Options that belong to the sweep command, not to a run's settings.
-NOT_RUN_KEYS = {"workspace", "resume", "quiet"}
-RUN_KEYS = tuple(k for k in RunConfig.model_fields if k not in NOT_RUN_KEYS)
+RUN_KEYS = tuple(k for k in RunConfig.model_fields if k not in SESSION_FIELDS)
 
 
 @dataclass(frozen=True)
