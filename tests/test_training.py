@@ -36,6 +36,20 @@ def _quick(tiny_archive, tmp_path, **options):
 # -- schedules ---------------------------------------------------------------------
 
 
+def test_every_optimizer_and_schedule_name_the_config_accepts_builds():
+    from cifarlab.config import OPTIMIZERS, SCHEDULES
+    from cifarlab.train.optim import build_optimizer
+
+    model = torch.nn.Linear(2, 2)
+    for name in OPTIMIZERS:
+        assert isinstance(build_optimizer(name, model, lr=0.1), torch.optim.Optimizer)
+    for name in SCHEDULES:
+        factor = build_schedule(name, epochs=2, steps_per_epoch=3, milestones=(1,))
+        assert all(0 < factor(step) <= 1 for step in range(6)), name
+    with pytest.raises(CifarlabError, match="choose sgd, adam"):
+        build_optimizer("lion", model, lr=0.1)
+
+
 def test_schedules_follow_their_curves():
     spe, epochs = 10, 10
     total = spe * epochs

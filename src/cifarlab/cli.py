@@ -12,6 +12,7 @@ from typing import Any
 
 from cifarlab.config import (
     AUGMENTATIONS,
+    LABELS,
     OPTIMIZERS,
     PRECISIONS,
     SCHEDULES,
@@ -118,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
                        ("preview", "a PNG grid of sample images per class")):  # fmt: skip
         p = data_sub.add_parser(name, help=text)
         p.add_argument("--data", help="name (cifar10, cifar100), folder or archive")
-        p.add_argument("--labels", default="fine", choices=("fine", "coarse"))
+        p.add_argument("--labels", default="fine", choices=LABELS)
         p.add_argument("--image-size", type=int)
     info, preview = data_sub.choices["info"], data_sub.choices["preview"]
     info.add_argument("--format", choices=("text", "json"), default="text")

@@ -15,6 +15,7 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
+from cifarlab.config import LABELS
 from cifarlab.data.imagefolder import DecodedDataset, SplitArrays, is_archive, safe_member
 from cifarlab.errors import CifarlabError, first_line
 
@@ -22,7 +23,6 @@ from cifarlab.errors import CifarlabError, first_line
 CIFAR10_FILES = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}
 CIFAR100_FILES = {"train": ["train"], "test": ["test"]}
 _META = {"batches.meta": "cifar10", "meta": "cifar100"}
-LABEL_KINDS = ("fine", "coarse")
 
 # Everything a pickled numpy array (old or new numpy, any protocol) may name; nothing else.
 _ALLOWED = {
@@ -89,7 +89,7 @@ def read_cifar_python(path: Path, labels: str = "fine") -> DecodedDataset:
 
     ``labels`` picks CIFAR-100's 100 ``fine`` or 20 ``coarse`` classes (CIFAR-10 ignores it).
     """
-    if labels not in LABEL_KINDS:
+    if labels not in LABELS:
         raise CifarlabError(f"--labels must be fine or coarse (got {labels!r})")
     files = _read_files(path)
     meta_name = next((m for m in _META if m in files), None)
