@@ -1,7 +1,7 @@
 """Parts of the speedrun recipe (airbench94) as general callbacks and helpers.
 
-Each is an option any run can use: lookahead, a frozen whitening bias, and
-test-time augmentation.
+Each is an option any run can use: lookahead and a frozen whitening bias
+(test-time augmentation, an evaluation step, is in ``tta.py``).
 """
 
 from __future__ import annotations
@@ -9,7 +9,6 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from cifarlab.train.trainer import Callback, Trainer
@@ -63,20 +62,3 @@ class FreezeStemBias(Callback):
 
 def _float_tensors(model: nn.Module) -> list[torch.Tensor]:
     return [t for t in model.state_dict().values() if t.is_floating_point()]
-
-
-def tta_logits(model: nn.Module, x: torch.Tensor, level: int) -> torch.Tensor:
-    """Logits averaged over test-time augmentations of ``x``.
-
-    level 0: none; 1: + mirror; 2: + mirror of two 1-pixel diagonal shifts (airbench94).
-    """
-    if level == 0:
-        return model(x)
-    logits = 0.5 * (model(x) + model(x.flip(-1)))
-    if level == 1:
-        return logits
-    h, w = x.shape[-2:]
-    padded = F.pad(x, (1, 1, 1, 1), mode="reflect")
-    shifted = [padded[..., :h, :w], padded[..., 2 : h + 2, 2 : w + 2]]
-    translated = torch.stack([0.5 * (model(s) + model(s.flip(-1))) for s in shifted]).mean(0)
-    return 0.5 * logits + 0.5 * translated

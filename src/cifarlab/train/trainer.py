@@ -15,6 +15,7 @@ from cifarlab.train.cpu_share import CpuShareMeter
 from cifarlab.train.ema import EMA
 from cifarlab.train.precision import autocast
 from cifarlab.train.schedule import LrFactor
+from cifarlab.train.tta import tta_logits
 
 
 class Diverged(Exception):
@@ -148,8 +149,6 @@ class Trainer:
     @torch.no_grad()
     def evaluate(self, loader: TensorLoader, tta: int = 0) -> tuple[float, float]:
         """Mean cross-entropy and accuracy on ``loader``, with the EMA weights when enabled."""
-        from cifarlab.train.recipe import tta_logits
-
         model = self.ema.module if self.ema is not None else self.model
         model.eval()
         loss_sum = torch.zeros((), device=self.device)
