@@ -212,12 +212,17 @@ def make_run_config(**options: Any) -> RunConfig:
         raise CifarlabError("; ".join(problems)) from None
 
 
+def validation_message(error: dict[str, Any]) -> str:
+    """A pydantic error's message as our validators wrote it (without "Value error, ")."""
+    return error["msg"].removeprefix("Value error, ")
+
+
 def _describe(error: dict[str, Any]) -> str:
     name = ".".join(str(p) for p in error["loc"]) or "config"
     flag = "--" + name.replace("_", "-")
     if error["type"] == "extra_forbidden":
         return f"unknown option {flag}; see `cifarlab train --help` for the options"
-    message = error["msg"].removeprefix("Value error, ")
+    message = validation_message(error)
     if not error["loc"]:  # a cross-field check: its message starts with the field's name
         field, _, message = message.partition(": ")
         return f"invalid --{field.replace('_', '-')}: {message}"

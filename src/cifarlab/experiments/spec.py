@@ -29,7 +29,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from cifarlab.config import SESSION_FIELDS, RunConfig
+from cifarlab.config import SESSION_FIELDS, RunConfig, validation_message
 from cifarlab.errors import CifarlabError
 from cifarlab.models.registry import get_model_entry
 
@@ -94,7 +94,7 @@ def build_experiment(
             config = RunConfig(**{**options, **overrides})
         except ValidationError as err:
             where = ", ".join(f"{k}={v}" for k, v in options.items() if k in grid) or f"run {i}"
-            problems += [f"{where}: {e['msg'].removeprefix('Value error, ')}" for e in err.errors()]
+            problems += [f"{where}: {validation_message(e)}" for e in err.errors()]
             continue
         if config.hash() not in seen:  # two ways to the same run: run it once
             seen.add(config.hash())
@@ -147,10 +147,7 @@ def _check_value(path: str, key: str, value: Any) -> list[str]:
         RunConfig(**{key: value})
     except ValidationError as err:
         field_errors = [e for e in err.errors() if e["loc"]]  # loc () is a cross-field check
-        return [
-            f"{path}: {e['msg'].removeprefix('Value error, ')} (got {value!r})"
-            for e in field_errors
-        ]
+        return [f"{path}: {validation_message(e)} (got {value!r})" for e in field_errors]
     if key == "model":  # a misspelled name fails here, not as a failed run mid-sweep
         try:
             get_model_entry(value)

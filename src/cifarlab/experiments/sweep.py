@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
 from tqdm.auto import tqdm
 
 from cifarlab.config import RunConfig
@@ -187,6 +188,6 @@ def parse_only(items: list[str]) -> dict[str, Any]:
             raise CifarlabError(f"--only {item!r}: expected KEY=VALUE with a run option as KEY")
         try:
             only[key] = getattr(RunConfig(**{key: raw}), key)
-        except Exception:  # noqa: BLE001
+        except ValidationError:
             raise CifarlabError(f"--only {item!r}: {raw!r} is not a valid {key}") from None
     return only
