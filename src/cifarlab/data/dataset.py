@@ -5,14 +5,15 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
 
 from cifarlab.data import download as download_module
-from cifarlab.data.cache import cache_root, cached_decode, source_fingerprint
+from cifarlab.data.cache import PixelStats, cache_root, cached_decode, source_fingerprint
 from cifarlab.data.cifar_python import is_cifar_python, read_cifar_python
-from cifarlab.data.imagefolder import SplitArrays, is_archive, read_image_folder
+from cifarlab.data.imagefolder import DecodedDataset, SplitArrays, is_archive, read_image_folder
 from cifarlab.data.split import split_off, stratified_pick
 from cifarlab.errors import CifarlabError, warn
 
@@ -117,14 +118,23 @@ def load_dataset(
     )
 
 
+class DecodedSource(NamedTuple):
+    """A source's decoded arrays, as cached: what ``load_dataset`` splits and normalizes."""
+
+    dataset: DecodedDataset
+    pixel_stats: PixelStats  # per-image pixel sums, for any split's mean/std without a pass
+    path: Path  # the resolved source (a download lands in the cache dir)
+    cache_entry: Path
+
+
 def decode_source(
     data: str | os.PathLike | None,
     *,
     image_size: int | None = None,
     labels: str = "fine",
     quiet: bool = False,
-):
-    """(decoded dataset, per-image pixel stats, source path, cache entry), cached when possible."""
+) -> DecodedSource:
+    """The source's decoded arrays, from the cache when it holds them."""
     if image_size is not None and image_size < 1:
         raise CifarlabError(f"--image-size must be a positive number of pixels (got {image_size})")
     path = resolve_source(data, quiet)
@@ -140,7 +150,7 @@ def decode_source(
     decoded, stats, entry = cached_decode(key, decode)
     for note in decoded.notes:  # on cached loads too: a later run must still hear of it
         warn(note)
-    return decoded, stats, path, entry
+    return DecodedSource(decoded, stats, path, entry)
 
 
 def resize(decoded, image_size: int | None):

@@ -74,7 +74,7 @@ def preview_grid(
             f"cannot write preview to '{output}': unknown image type '.{suffix}'; "
             "use .png (or .jpg, .pdf, .svg)"
         )
-    decoded, _, _, _ = decode_source(data, image_size=image_size, labels=labels)
+    decoded = decode_source(data, image_size=image_size, labels=labels).dataset
     arrays = getattr(decoded, split)
     rng = np.random.default_rng(seed)
     rows = len(decoded.classes)
