@@ -238,27 +238,16 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_results(args: argparse.Namespace) -> int:
-    from cifarlab.experiments.analysis import varying_keys
-    from cifarlab.results import (
-        compare,
-        format_groups,
-        format_runs,
-        grouped_results,
-        results,
-        sort_records,
-    )
+    from cifarlab.results import compare, format_runs, group_table, results, sort_records
 
     group_by = args.group_by.split(",") if args.group_by else None
     if args.experiment is None and group_by is None and args.compare is None:
         print(format_runs(sort_records(results(args.workspace), args.sort), args.format))
-        return 0
-    records = [r for r in results(args.workspace, args.experiment) if r["status"] == "completed"]
-    if args.compare:
-        print(compare(records, *args.compare))
-        return 0
-    by = group_by if group_by is not None else varying_keys(records)
-    groups = sort_records(grouped_results(args.workspace, args.experiment, by), args.sort)
-    print(format_groups(groups, by, args.format))
+    elif args.compare:
+        records = results(args.workspace, args.experiment)
+        print(compare([r for r in records if r["status"] == "completed"], *args.compare))
+    else:
+        print(group_table(args.workspace, args.experiment, group_by, args.sort, args.format))
     return 0
 
 
@@ -283,14 +272,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
     overrides = {"data": args.data} if args.data else {}
     code = _sweep(build_experiment(definition, source=f"preset {args.preset}", **overrides), args)
     if not args.dry_run:
-        from cifarlab.experiments.analysis import varying_keys
-        from cifarlab.results import format_groups, grouped_results, results, sort_records
+        from cifarlab.results import group_table
 
-        name = args.new_name or definition["name"]
-        records = [r for r in results(args.workspace, name) if r["status"] == "completed"]
-        by = varying_keys(records)
-        groups = sort_records(grouped_results(args.workspace, name, by), "test_acc")
-        print(format_groups(groups, by, "table"))
+        print(group_table(args.workspace, args.new_name or definition["name"], sort="test_acc"))
     return code
 
 

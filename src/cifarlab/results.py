@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from cifarlab.errors import CifarlabError
-from cifarlab.experiments.analysis import GROUP_METRICS, compare_means, group_runs
+from cifarlab.experiments.analysis import GROUP_METRICS, compare_means, group_runs, varying_keys
 from cifarlab.experiments.store import ResultsStore
 
 RESULT_FIELDS = (
@@ -85,6 +85,21 @@ def grouped_results(
     records = [r for r in results(workspace, experiment) if r["status"] == "completed"]
     _check_keys(records, group_by)
     return group_runs(records, group_by)
+
+
+def group_table(
+    workspace: str | Path = "cifarlab-runs",
+    experiment: str | None = None,
+    group_by: list[str] | None = None,
+    sort: str | None = None,
+    fmt: str = "table",
+) -> str:
+    """The seed-grouped table ``cifarlab results`` prints: by ``group_by``, or by every
+    setting the completed runs vary in but the seed."""
+    records = [r for r in results(workspace, experiment) if r["status"] == "completed"]
+    _check_keys(records, group_by)
+    by = group_by if group_by is not None else varying_keys(records)
+    return format_groups(sort_records(group_runs(records, by), sort), by, fmt)
 
 
 def compare(records: list[dict[str, Any]], a: str, b: str, metric: str = "test_acc") -> str:
