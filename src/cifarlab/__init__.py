@@ -6,6 +6,9 @@ cifarlab.results()          # every run of the workspace, as plain records
 cifarlab.report(experiment="blog")  # charts + one HTML page; returns its path
 """
 
+from pathlib import Path
+from typing import TYPE_CHECKING
+
 from cifarlab.config import RunConfig, make_run_config
 from cifarlab.data import load_dataset
 from cifarlab.errors import CifarlabError
@@ -16,10 +19,16 @@ from cifarlab.runner import RunResult, run_training
 
 __version__ = "0.1.0"
 
+if TYPE_CHECKING:
+    from cifarlab.experiments.sweep import SweepReport
+
 
 def sweep(
-    path_or_definition, workspace: str = "cifarlab-runs", workers: int = 1, quiet: bool = False
-):
+    path_or_definition: str | Path | dict,
+    workspace: str | Path = "cifarlab-runs",
+    workers: int = 1,
+    quiet: bool = False,
+) -> "SweepReport":
     """Run the missing runs of an experiment (a TOML path or a dict); returns a SweepReport."""
     from cifarlab.experiments.spec import build_experiment, load_experiment
     from cifarlab.experiments.sweep import run_sweep

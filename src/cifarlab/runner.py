@@ -198,7 +198,9 @@ def _attach_bookkeeping(
     return early
 
 
-def build_trainer(config: RunConfig, data: CifarData, device: torch.device, precision: str):
+def build_trainer(
+    config: RunConfig, data: CifarData, device: torch.device, precision: str
+) -> Trainer:
     """Model, optimizer, schedule, EMA and loaders, wired into a Trainer (no callbacks yet)."""
     if device.type == "cpu":
         tune_cpu_allocator()  # activations reused, not re-mapped: see train/allocator.py
@@ -270,7 +272,8 @@ def whitening_sample(data: CifarData, seed: int, n: int = 5000) -> torch.Tensor:
 
 def make_loaders(
     config: RunConfig, data: CifarData, device: torch.device, precision: str = "fp32"
-) -> dict:
+) -> dict[str, TensorLoader]:
+    """The training loader (shuffled, augmented) and one evaluation loader per split."""
     mean_uint8 = (torch.tensor(data.mean) * 255).round().to(torch.uint8)
     side = min(data.image_shape[1:])
     if "crop" in config.augment and config.crop_pad >= side:  # reflection needs a mirror image

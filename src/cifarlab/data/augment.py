@@ -114,7 +114,7 @@ def _random_flip_mask(n: int, g: torch.Generator) -> torch.Tensor:
     return torch.rand(n, generator=g, device=g.device) < 0.5
 
 
-def alternating_flip(x: torch.Tensor, idx: torch.Tensor, epoch: int, seed: int = 0):
+def alternating_flip(x: torch.Tensor, idx: torch.Tensor, epoch: int, seed: int = 0) -> torch.Tensor:
     """airbench's flip: a fixed random half of the images is mirrored on even epochs and
     exactly the other half on odd ones, so every image is seen both ways every two epochs.
 

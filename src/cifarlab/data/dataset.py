@@ -153,7 +153,7 @@ def decode_source(
     return DecodedSource(decoded, stats, path, entry)
 
 
-def resize(decoded, image_size: int | None):
+def resize(decoded: DecodedDataset, image_size: int | None) -> DecodedDataset:
     """``decoded`` with every image resized to ``image_size`` squared (bilinear, as folders)."""
     if image_size is None or decoded.train.images.shape[1:3] == (image_size, image_size):
         return decoded

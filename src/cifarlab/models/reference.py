@@ -104,7 +104,7 @@ register_model(
     "speedrun-small",
     "the speedrun net at half width (32/128/128): ~1/4 of the FLOPs, for quick CPU runs",
 )
-def speedrun_small(num_classes: int = 10, in_channels: int = 3, image_size: int = 32):
+def speedrun_small(num_classes: int = 10, in_channels: int = 3, image_size: int = 32) -> nn.Module:
     return speedrun_net(num_classes, in_channels, image_size, widths=(32, 128, 128))
 
 

@@ -14,7 +14,7 @@ import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 import matplotlib
 import numpy as np
@@ -23,6 +23,9 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
 from cifarlab.experiments.analysis import group_runs, varying_keys
+
+if TYPE_CHECKING:  # predict.py needs torch and the data layer; the charts only its fields
+    from cifarlab.report.predict import Predictions
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -474,7 +477,7 @@ def _pool_time(groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 @_styled
-def confusion(pred: Any, out: Path) -> Chart:
+def confusion(pred: Predictions, out: Path) -> Chart:
     """Row-normalised confusion matrix: each true class's images, where they went."""
     k = len(pred.classes)
     matrix = confusion_matrix(pred.labels, pred.preds, k)
@@ -512,7 +515,7 @@ def confusion(pred: Any, out: Path) -> Chart:
 
 
 @_styled
-def per_class(pred: Any, out: Path, colour: tuple) -> Chart:
+def per_class(pred: Predictions, out: Path, colour: tuple) -> Chart:
     acc = per_class_accuracy(pred.labels, pred.preds, len(pred.classes))
     overall = float((pred.labels == pred.preds).mean())
     fig, ax = _subplots(figsize=(WIDTH, 3.8))
@@ -533,7 +536,7 @@ def per_class(pred: Any, out: Path, colour: tuple) -> Chart:
 
 
 @_styled
-def mistakes(pred: Any, out: Path, count: int = 16) -> Chart:
+def mistakes(pred: Predictions, out: Path, count: int = 16) -> Chart:
     """The most confidently misclassified test images (none wrong: the least sure right ones)."""
     wrong = np.flatnonzero(pred.labels != pred.preds)
     if len(wrong):

@@ -153,7 +153,15 @@ def _image_shape(run: dict[str, Any]) -> tuple[int, int]:
 # -- rendering ------------------------------------------------------------------------------
 
 
-def render_page(title, records, groups, sections, models, notes) -> str:
+def render_page(
+    title: str,
+    records: list[dict[str, Any]],
+    groups: list[dict[str, Any]],
+    sections: list[tuple[str, list[Chart]]],
+    models: list[dict[str, Any]],
+    notes: list[str],
+) -> str:
+    """The whole self-contained page: headline, notes, chart sections, models, run table."""
     parts = [f"<h1>{_e(title)}</h1>", _meta(records), _headline(groups, records)]
     parts += [f'<p class="note">{_e(n)}</p>' for n in notes]
     parts.append('<p class="meta hint">Tap a chart to open it full size.</p>')
