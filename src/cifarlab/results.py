@@ -42,7 +42,8 @@ GROUP_COLUMNS = (
 )
 
 
-def _open_store(workspace: str | Path) -> ResultsStore:
+def open_store(workspace: str | Path) -> ResultsStore:
+    """The workspace's results database, or a one-line error when it has none yet."""
     db = Path(workspace) / "runs.db"
     if not db.is_file():
         raise CifarlabError(
@@ -59,7 +60,7 @@ def results(
 
     Accuracies are fractions in [0, 1]; each record also carries its full ``config``.
     """
-    with _open_store(workspace) as store:
+    with open_store(workspace) as store:
         runs = store.runs()
         if experiment is not None:
             entry = store.experiment(experiment)

@@ -106,7 +106,7 @@ def best_per(groups: list[dict[str, Any]], *keys: str) -> list[dict[str, Any]]:
     best: dict[tuple, dict[str, Any]] = {}
     for g in groups:
         k = tuple(g[key] for key in keys)
-        if k not in best or _val(g) > _val(best[k]):
+        if k not in best or val_score(g) > val_score(best[k]):
             best[k] = g
     return list(best.values())
 
@@ -204,10 +204,10 @@ def final_accuracy(groups: list[dict[str, Any]], out: Path) -> Chart:
 
 def final_caption(best: list[dict[str, Any]]) -> str:
     """Who wins between the two most common optimizers, how often and by how much; the best."""
-    top = max(best, key=_val)
+    top = max(best, key=val_score)
     lead = (
-        f"Best by validation: {top['label']}, {_pct(top['test_acc_mean'])}"
-        f"{_spread(top['test_acc_std'])} test accuracy"
+        f"Best by validation: {top['label']}, {pct(top['test_acc_mean'])}"
+        f"{spread(top['test_acc_std'])} test accuracy"
         f" ({top['n']} seed{'s' * (top['n'] > 1)})."
     )
     optimizers = [o for o, _ in _counts(g["optimizer"] for g in best)]
@@ -270,7 +270,7 @@ def accuracy_curves(groups: list[dict[str, Any]], out: Path) -> Chart:
     g, at, value, _ = max(peaks, key=lambda p: p[2])
     rising = sum(at_ == last for _, at_, _, last in peaks)
     caption = (
-        f"{g['label']} peaks highest, at {_pct(value)} in epoch {at}; "
+        f"{g['label']} peaks highest, at {pct(value)} in epoch {at}; "
         f"{rising} of {len(peaks)} configurations were still at their peak in their last epoch."
     )
     title = "Test accuracy per epoch (mean, shaded: min–max over seeds)"
@@ -444,9 +444,9 @@ def pareto(groups: list[dict[str, Any]], out: Path) -> Chart:
     caption = f"{len(front)} of {len(groups)} configurations are on the Pareto front"
     if len(front) > 1:
         caption += (
-            f", from {cheap['label']} ({_pct(cheap['test_acc_mean'])} in "
+            f", from {cheap['label']} ({pct(cheap['test_acc_mean'])} in "
             f"{cheap['train_seconds_mean']:.1f} s) to {best['label']} "
-            f"({_pct(best['test_acc_mean'])} in {best['train_seconds_mean']:.1f} s)."
+            f"({pct(best['test_acc_mean'])} in {best['train_seconds_mean']:.1f} s)."
         )
     else:
         caption += f": {best['label']} is both the fastest and the most accurate."
@@ -520,7 +520,7 @@ def per_class(pred: Predictions, out: Path, colour: tuple) -> Chart:
     overall = float((pred.labels == pred.preds).mean())
     fig, ax = _subplots(figsize=(WIDTH, 3.8))
     ax.bar(pred.classes, acc * 100, color=colour)
-    ax.axhline(overall * 100, color="black", ls="--", lw=1, label=f"all classes: {_pct(overall)}")
+    ax.axhline(overall * 100, color="black", ls="--", lw=1, label=f"all classes: {pct(overall)}")
     ax.set_ylabel("test accuracy (%)")
     ax.set_xlabel("class")
     ax.set_ylim(0, 100)
@@ -528,8 +528,8 @@ def per_class(pred: Predictions, out: Path, colour: tuple) -> Chart:
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1))
     lo, hi = int(np.argmin(acc)), int(np.argmax(acc))
     caption = (
-        f"Per-class accuracy ranges from {_pct(acc[lo])} ({pred.classes[lo]}) to "
-        f"{_pct(acc[hi])} ({pred.classes[hi]}); {_pct(overall)} overall on "
+        f"Per-class accuracy ranges from {pct(acc[lo])} ({pred.classes[lo]}) to "
+        f"{pct(acc[hi])} ({pred.classes[hi]}); {pct(overall)} overall on "
         f"{len(pred.labels):,} test images."
     )
     return _save(fig, out, "per-class", "Per-class test accuracy of the best run", caption)
@@ -655,7 +655,8 @@ def _save(fig, out: Path, name: str, title: str, caption: str) -> Chart:
     return Chart(name, title, caption, path)
 
 
-def _val(g: dict[str, Any]) -> float:
+def val_score(g: dict[str, Any]) -> float:
+    """What picks the best group: its mean validation accuracy (never test)."""
     v = g.get("best_val_acc_mean")
     return v if v is not None else 0.0  # no validation split: no basis to choose, never test
 
@@ -667,11 +668,13 @@ def _counts(items) -> list[tuple[str, int]]:
     return sorted(counts.items(), key=lambda kv: -kv[1])
 
 
-def _pct(x: float) -> str:
+def pct(x: float) -> str:
+    """0.9123 -> "91.2%", as every caption and the page write accuracies."""
     return f"{x * 100:.1f}%"
 
 
-def _spread(std: float | None) -> str:
+def spread(std: float | None) -> str:
+    """ " ± 0.4" (points) after a mean over seeds; nothing for a single seed."""
     return "" if std is None else f" ± {std * 100:.1f}"
 
 

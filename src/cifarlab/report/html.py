@@ -18,7 +18,7 @@ from cifarlab.errors import CifarlabError
 from cifarlab.experiments.analysis import varying_keys
 from cifarlab.experiments.store import ResultsStore
 from cifarlab.report import charts
-from cifarlab.report.charts import Chart
+from cifarlab.report.charts import Chart, pct
 
 SENSITIVITY_KEYS = ("batch_size", "lr")
 
@@ -64,10 +64,10 @@ def load_records(
     workspace: Path, experiment: str | None, run_id: str | None
 ) -> tuple[str, list[dict[str, Any]]]:
     """The runs to report on, each with its ``epochs`` rows and ``info``, and a page title."""
-    from cifarlab.results import _open_store, results
+    from cifarlab.results import open_store, results
 
     if run_id is not None:
-        with _open_store(workspace) as store:
+        with open_store(workspace) as store:
             if store.run(run_id) is None:
                 raise CifarlabError(
                     f"no run {run_id!r} in {str(workspace)!r}; `cifarlab results` lists the runs"
@@ -97,7 +97,7 @@ def _chart_sections(groups, records, workspace, out, notes) -> list[tuple[str, l
     sensitivity = [charts.sensitivity(groups, k, out) for k in SENSITIVITY_KEYS]
     if any(sensitivity):
         sections.append(("Batch size and learning rate", [c for c in sensitivity if c]))
-    best_group = max(groups, key=charts._val)
+    best_group = max(groups, key=charts.val_score)
     best = max(best_group["members"], key=lambda r: r["best_val_acc"] or 0)
     try:
         from cifarlab.report.predict import predict_run
@@ -198,19 +198,19 @@ def _meta(records: list[dict[str, Any]]) -> str:
 def _headline(groups: list[dict[str, Any]], records: list[dict[str, Any]]) -> str:
     if not groups:
         return ""
-    best = max(groups, key=charts._val)
+    best = max(groups, key=charts.val_score)
     n = best["n"]
     items = [
         f"<b>Best configuration by validation:</b> {_e(best['label'])} — "
-        f"<b>{_pct(best['test_acc_mean'])}</b>{_e(charts._spread(best['test_acc_std']))} test "
+        f"<b>{pct(best['test_acc_mean'])}</b>{_e(charts.spread(best['test_acc_std']))} test "
         f"accuracy at its best-validation epoch ({n} seed{'s' * (n > 1)}), "
-        f"{_pct(best['best_val_acc_mean'])} validation, trained in "
+        f"{pct(best['best_val_acc_mean'])} validation, trained in "
         f"{best['train_seconds_mean']:.1f} s per run."
     ]
-    per_model = sorted(charts.best_per(groups, "model"), key=charts._val, reverse=True)
+    per_model = sorted(charts.best_per(groups, "model"), key=charts.val_score, reverse=True)
     if len(per_model) > 1:
         ranks = ", ".join(
-            f"{i}. {g['model']} {_pct(g['test_acc_mean'])}" for i, g in enumerate(per_model, 1)
+            f"{i}. {g['model']} {pct(g['test_acc_mean'])}" for i, g in enumerate(per_model, 1)
         )
         items.append(f"<b>Models</b> (each at its best configuration, by validation): {_e(ranks)}.")
     pairs = charts.best_per(groups, "model", "optimizer")
@@ -220,7 +220,7 @@ def _headline(groups: list[dict[str, Any]], records: list[dict[str, Any]]) -> st
     if len(by_opt) > 1:
         ranked = sorted(by_opt.items(), key=lambda kv: -statistics.fmean(kv[1]))
         ranks = ", ".join(
-            f"{i}. {o} {_pct(statistics.fmean(v))} (mean over {len(v)} model{'s' * (len(v) > 1)})"
+            f"{i}. {o} {pct(statistics.fmean(v))} (mean over {len(v)} model{'s' * (len(v) > 1)})"
             for i, (o, v) in enumerate(ranked, 1)
         )
         items.append(f"<b>Optimizers:</b> {_e(ranks)}.")
@@ -240,13 +240,13 @@ def _groups_table(groups: list[dict[str, Any]]) -> str:
     keys = list(dict.fromkeys(["model", "optimizer", *varying]))
     head = [*keys, "seeds", "best val", "test@best", "final test", "time (s)", "img/s"]
     rows = []
-    for g in sorted(groups, key=charts._val, reverse=True):
+    for g in sorted(groups, key=charts.val_score, reverse=True):
         config = g["members"][0]["config"]
         cells = [_td(config.get(k)) for k in keys] + [_td(g["n"])]
-        cells.append(_td(g["best_val_acc_mean"], _pct))
-        spread = charts._spread(g["test_acc_std"])
-        cells.append(_td(g["test_acc_mean"], lambda v, spread=spread: _pct(v) + spread))
-        cells.append(_td(g["final_test_acc_mean"], _pct))
+        cells.append(_td(g["best_val_acc_mean"], pct))
+        spread = charts.spread(g["test_acc_std"])
+        cells.append(_td(g["test_acc_mean"], lambda v, spread=spread: pct(v) + spread))
+        cells.append(_td(g["final_test_acc_mean"], pct))
         cells.append(_td(g["train_seconds_mean"], "{:.1f}".format))
         cells.append(_td(g["images_per_sec_mean"], "{:,.0f}".format))
         rows.append("<tr>" + "".join(cells) + "</tr>")
@@ -311,8 +311,8 @@ def _runs_details(records: list[dict[str, Any]]) -> str:
                     _td(r["status"]),
                     _td(r["epochs_done"], "{:.0f}".format),
                     _td(r["best_epoch"], "{:.0f}".format),
-                    _td(r["best_val_acc"], _pct),
-                    _td(r["test_acc"], _pct),
+                    _td(r["best_val_acc"], pct),
+                    _td(r["test_acc"], pct),
                     _td(r["overfit_epoch"], "{:.0f}".format),
                     _td(r["train_seconds"], "{:.1f}".format),
                 ]
@@ -372,10 +372,6 @@ def _arch_caption(m: dict[str, Any]) -> str:
         f"{m['model']}: {len(s.blocks)} layers, {s.params:,} parameters, "
         f"{s.flops / 1e6:,.2f} MFLOP per image forward."
     )
-
-
-def _pct(x: float) -> str:
-    return f"{x * 100:.1f}%"
 
 
 def _e(text: Any) -> str:
