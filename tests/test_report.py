@@ -592,3 +592,16 @@ def test_best_run_charts_rebuild_the_runs_own_data_and_refuse_a_damaged_checkpoi
     index = cifarlab.report(run=result.run_id, workspace=ws, output=tmp_path / "r2")
     assert "cannot be loaded safely" in index.read_text()
     assert not (index.parent / "confusion.png").exists()
+
+
+def test_a_report_of_runs_without_a_validation_split(tiny_archive, tmp_path, capsys):
+    # --val-size 0, as the speedrun presets: nothing is selected, the last epoch is reported
+    ws = tmp_path / "ws"
+    for seed in (0, 1):
+        cifarlab.train(data=str(tiny_archive), workspace=str(ws), model="tutorial", val_size=0,
+                       epochs=2, seed=seed, optimizer="adam", lr=0.003, quiet=True)  # fmt: skip
+    assert main(["report", "--workspace", str(ws), "-o", str(tmp_path / "r")]) == 0
+    page = (tmp_path / "r" / "index.html").read_text()
+    assert "Best configuration by final test accuracy" in page
+    assert "no validation split, so no epoch was chosen" in page
+    _png_ok(tmp_path / "r" / "confusion.png")  # from last.pt: there is no best.pt

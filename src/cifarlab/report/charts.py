@@ -206,7 +206,7 @@ def final_caption(best: list[dict[str, Any]]) -> str:
     """Who wins between the two most common optimizers, how often and by how much; the best."""
     top = max(best, key=val_score)
     lead = (
-        f"Best by validation: {top['label']}, {pct(top['test_acc_mean'])}"
+        f"Best by {picked_by(top)}: {top['label']}, {pct(top['test_acc_mean'])}"
         f"{spread(top['test_acc_std'])} test accuracy"
         f" ({top['n']} seed{'s' * (top['n'] > 1)})."
     )
@@ -656,9 +656,17 @@ def _save(fig, out: Path, name: str, title: str, caption: str) -> Chart:
 
 
 def val_score(g: dict[str, Any]) -> float:
-    """What picks the best group: its mean validation accuracy (never test)."""
+    """What ranks groups: mean validation accuracy. A group trained without a validation
+    split (--val-size 0, as the speedrun presets) reports its last epoch and selected
+    nothing; it is ranked by that epoch's test accuracy, the only score it has, and the
+    page says so (``picked_by``)."""
     v = g.get("best_val_acc_mean")
-    return v if v is not None else 0.0  # no validation split: no basis to choose, never test
+    return v if v is not None else g.get("final_test_acc_mean") or 0.0
+
+
+def picked_by(g: dict[str, Any]) -> str:
+    """How ``val_score`` ranked ``g``, for captions."""
+    return "validation" if g.get("best_val_acc_mean") is not None else "final test accuracy"
 
 
 def _counts(items) -> list[tuple[str, int]]:
@@ -668,9 +676,9 @@ def _counts(items) -> list[tuple[str, int]]:
     return sorted(counts.items(), key=lambda kv: -kv[1])
 
 
-def pct(x: float) -> str:
-    """0.9123 -> "91.2%", as every caption and the page write accuracies."""
-    return f"{x * 100:.1f}%"
+def pct(x: float | None) -> str:
+    """0.9123 -> "91.2%", as every caption and the page write accuracies ("–": none)."""
+    return "–" if x is None else f"{x * 100:.1f}%"
 
 
 def spread(std: float | None) -> str:

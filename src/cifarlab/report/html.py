@@ -98,7 +98,7 @@ def _chart_sections(groups, records, workspace, out, notes) -> list[tuple[str, l
     if any(sensitivity):
         sections.append(("Batch size and learning rate", [c for c in sensitivity if c]))
     best_group = max(groups, key=charts.val_score)
-    best = max(best_group["members"], key=lambda r: r["best_val_acc"] or 0)
+    best = max(best_group["members"], key=lambda r: r["best_val_acc"] or r["final_test_acc"] or 0)
     try:
         from cifarlab.report.predict import predict_run
 
@@ -201,11 +201,16 @@ def _headline(groups: list[dict[str, Any]], records: list[dict[str, Any]]) -> st
     best = max(groups, key=charts.val_score)
     n = best["n"]
     items = [
-        f"<b>Best configuration by validation:</b> {_e(best['label'])} — "
+        f"<b>Best configuration by {charts.picked_by(best)}:</b> {_e(best['label'])} — "
         f"<b>{pct(best['test_acc_mean'])}</b>{_e(charts.spread(best['test_acc_std']))} test "
-        f"accuracy at its best-validation epoch ({n} seed{'s' * (n > 1)}), "
-        f"{pct(best['best_val_acc_mean'])} validation, trained in "
-        f"{best['train_seconds_mean']:.1f} s per run."
+        + (
+            f"accuracy at its best-validation epoch ({n} seed{'s' * (n > 1)}), "
+            f"{pct(best['best_val_acc_mean'])} validation, "
+            if best["best_val_acc_mean"] is not None
+            else f"accuracy at its last epoch ({n} seed{'s' * (n > 1)}; no validation split, "
+            "so no epoch was chosen), "
+        )
+        + f"trained in {best['train_seconds_mean']:.1f} s per run."
     ]
     per_model = sorted(charts.best_per(groups, "model"), key=charts.val_score, reverse=True)
     if len(per_model) > 1:

@@ -26,16 +26,18 @@ class Predictions:
 
 
 def predict_run(run: dict[str, Any], workspace: Path) -> Predictions:
-    """Rebuild the run's test split and model, load ``best.pt`` and classify every test image.
+    """Rebuild the run's test split and model, load its checkpoint and classify every test image.
 
     The split is carved with the run's own arguments so its normalization (the
     training split's mean/std) matches training. Raises CifarlabError with the
     reason when the checkpoint or the data is gone.
     """
-    path = workspace / run["id"] / "best.pt"
-    if not path.is_file():
-        raise CifarlabError(f"run {run['id']} has no best.pt checkpoint")
     config = run["config"]
+    # without a validation split nothing is selected: the run reports its last epoch
+    name = "best.pt" if config.get("val_size") else "last.pt"
+    path = workspace / run["id"] / name
+    if not path.is_file():
+        raise CifarlabError(f"run {run['id']} has no {name} checkpoint")
     data = load_dataset(
         config.get("data"),
         val_size=config["val_size"],
