@@ -508,3 +508,27 @@ def test_to_dataframe_without_pandas_says_how_to_get_it(tiny_archive, tmp_path, 
     monkeypatch.setitem(sys.modules, "pandas", None)  # as where pandas is not installed
     with pytest.raises(CifarlabError, match="pip install pandas"):
         result.to_dataframe()
+
+
+def test_an_early_stopped_run_interrupted_before_its_record_resumes_to_the_same_stop(
+    tiny_archive, tmp_path, monkeypatch
+):
+    from cifarlab.experiments.store import ResultsStore
+
+    options = dict(epochs=30, early_stop=2, deterministic=True)
+    whole = _quick(tiny_archive, tmp_path / "whole", **options)
+    finish = ResultsStore.finish_run
+
+    def killed_before_completing(self, run_id, status, *args, **kwargs):
+        if status == "completed":  # every checkpoint is written; the record is not
+            raise KeyboardInterrupt
+        return finish(self, run_id, status, *args, **kwargs)
+
+    monkeypatch.setattr(ResultsStore, "finish_run", killed_before_completing)
+    with pytest.raises(KeyboardInterrupt):
+        _quick(tiny_archive, tmp_path, **options)
+    monkeypatch.setattr(ResultsStore, "finish_run", finish)
+    resumed = _quick(tiny_archive, tmp_path, resume="auto", **options)
+    assert resumed.summary["stopped_epoch"] == whole.summary["stopped_epoch"]
+    assert len(resumed.history) == len(whole.history) < 30
+    assert resumed.summary["final_test_acc"] == whole.summary["final_test_acc"]

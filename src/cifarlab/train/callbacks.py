@@ -129,8 +129,11 @@ class EarlyStopping(Callback):
         self.stopped_at: int | None = None
 
     def on_fit_start(self, trainer: Trainer) -> None:
-        for metrics in trainer.history:  # a resumed run replays what it had seen
+        for metrics in trainer.history:  # a resumed run replays what it had seen ...
             self._observe(metrics)
+        if trainer.history and self.stale >= self.patience:  # ... and stops where it stopped
+            trainer.should_stop = True
+            self.stopped_at = len(trainer.history)
 
     def on_epoch_end(self, trainer: Trainer, epoch: int, metrics: dict[str, Any]) -> None:
         self._observe(metrics)
