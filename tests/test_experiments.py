@@ -347,3 +347,25 @@ def test_a_workspace_from_before_the_cpu_share_columns_still_opens_and_records(t
         assert store.run("old")["test_acc"] == 0.5 and store.run("old")["cpu_contention"] is None
         store.add_epoch("old", 2, {"train_loss": 1.2, "others_cpu": 0.4, "steal_cpu": 0.0})
         assert [e["others_cpu"] for e in store.epochs("old")] == [None, 0.4]
+
+
+def test_a_later_failed_run_of_the_same_settings_does_not_hide_the_finished_one(
+    tmp_path, tiny_archive, capsys, monkeypatch
+):
+    grid = _tiny_grid(tmp_path, tiny_archive, epochs=1)
+    ws = tmp_path / "ws"
+    assert main(["sweep", str(grid), "--workspace", str(ws), "--quiet", "--only", "seed=0"]) == 0
+    done = {r["id"]: r["test_acc"] for r in cifarlab.results(ws, "tiny")}
+    from cifarlab.train.trainer import Trainer
+
+    def interrupted(self, epoch):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Trainer, "train_epoch", interrupted)
+    with pytest.raises(KeyboardInterrupt):  # the same settings again, by hand, cut short
+        cifarlab.train(data=str(tiny_archive), workspace=str(ws), epochs=1, val_size=30,
+                       batch_size=16, lr=0.003, optimizer="adam", seed=0, quiet=True)  # fmt: skip
+    assert {r["id"]: r["test_acc"] for r in cifarlab.results(ws, "tiny")} == done
+    capsys.readouterr()
+    assert main(["sweep", str(grid), "--workspace", str(ws), "--dry-run", "--only", "seed=0"]) == 0
+    assert capsys.readouterr().out.count("done") == 2

@@ -56,7 +56,8 @@ def open_store(workspace: str | Path) -> ResultsStore:
 def results(
     workspace: str | Path = "cifarlab-runs", experiment: str | None = None
 ) -> list[dict[str, Any]]:
-    """Runs of the workspace (or of one experiment: its latest run per configuration).
+    """Runs of the workspace (or of one experiment: the run standing for each of its
+    configurations, see ``ResultsStore.standing_run``).
 
     Accuracies are fractions in [0, 1]; each record also carries its full ``config``.
     """
@@ -70,10 +71,8 @@ def results(
                     f"no experiment {experiment!r} in {str(workspace)!r} (known: {known}); "
                     "run `cifarlab sweep FILE` first"
                 )
-            latest = {}
-            for run in runs:  # oldest first, so the latest run per configuration wins
-                latest[run["config_hash"]] = run
-            runs = [latest[h] for h in entry["config_hashes"] if h in latest]
+            standing = (store.standing_run(h) for h in entry["config_hashes"])
+            runs = [run for run in standing if run is not None]
     return [{k: run.get(k) for k in RESULT_FIELDS} | {"config": run["config"]} for run in runs]
 
 

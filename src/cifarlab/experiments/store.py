@@ -15,6 +15,7 @@ from typing import Any
 
 from cifarlab.errors import CifarlabError
 
+FINISHED = ("completed", "diverged")  # settled: running them again gives the same answer
 SCHEMA_VERSION = 2  # 2: CPU share columns (others_cpu, steal_cpu, cpu_contention)
 
 EPOCH_METRICS = (
@@ -177,6 +178,17 @@ class ResultsStore:
     def latest_with_hash(self, config_hash: str) -> dict[str, Any] | None:
         row = self.conn.execute(
             "SELECT * FROM runs WHERE config_hash = ? ORDER BY started_at DESC LIMIT 1",
+            (config_hash,),
+        ).fetchone()
+        return _run_record(row) if row else None
+
+    def standing_run(self, config_hash: str) -> dict[str, Any] | None:
+        """The run that stands for these settings in an experiment: the latest finished one
+        (completed or diverged), else the latest. A later run of the same settings that
+        failed or is still running never hides a finished result."""
+        row = self.conn.execute(
+            f"SELECT * FROM runs WHERE config_hash = ? "
+            f"ORDER BY status IN {FINISHED} DESC, started_at DESC LIMIT 1",
             (config_hash,),
         ).fetchone()
         return _run_record(row) if row else None

@@ -23,21 +23,19 @@ from tqdm.auto import tqdm
 from cifarlab.config import RunConfig
 from cifarlab.errors import BusyMachineWarning, CifarlabError, CifarlabWarning, show_warning
 from cifarlab.experiments.spec import Experiment
-from cifarlab.experiments.store import ResultsStore
-
-DONE = ("completed", "diverged")  # diverging again would give the same answer
+from cifarlab.experiments.store import FINISHED, ResultsStore
 
 
 @dataclass
 class PlannedRun:
     config: RunConfig
-    previous: dict[str, Any] | None  # the latest run with the same settings, if any
+    previous: dict[str, Any] | None  # the run standing for these settings, if any
 
     @property
     def action(self) -> str:
         if self.previous is None:
             return "new"
-        return "done" if self.previous["status"] in DONE else "resume"
+        return "done" if self.previous["status"] in FINISHED else "resume"
 
 
 @dataclass
@@ -66,7 +64,7 @@ def plan_sweep(
             f"--only {shown} matches none of the {len(experiment.configs)} runs of experiment "
             f"{experiment.name!r}; `--dry-run` without --only lists them"
         )
-    planned = [PlannedRun(c, store.latest_with_hash(c.hash())) for c in configs]
+    planned = [PlannedRun(c, store.standing_run(c.hash())) for c in configs]
     if max_runs is not None:
         todo = [p for p in planned if p.action != "done"][:max_runs]
         planned = [p for p in planned if p.action == "done" or p in todo]
