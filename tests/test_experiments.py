@@ -369,3 +369,124 @@ def test_a_later_failed_run_of_the_same_settings_does_not_hide_the_finished_one(
     capsys.readouterr()
     assert main(["sweep", str(grid), "--workspace", str(ws), "--dry-run", "--only", "seed=0"]) == 0
     assert capsys.readouterr().out.count("done") == 2
+
+
+# -- who trains a run: no two processes on one run ------------------------------------
+
+
+def _children(pid: int) -> list[int]:
+    kids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            kids.append(int(stat.parent.name))
+    return kids
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except OSError:
+        return False
+    return state != "Z"  # a zombie has ended; only its parent's wait is missing
+
+
+def _wait_gone(pids: list[int], seconds: float) -> list[int]:
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        alive = [p for p in pids if _running(p)]
+        if not alive:
+            return []
+        time.sleep(0.2)
+    return alive
+
+
+def test_owner_of_a_run_is_this_host_pid_and_start_time():
+    from cifarlab.process import _start_time, current_owner, owner_pid
+
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        owner = f"{os.uname().nodename}:{child.pid}:{_start_time(child.pid)}"
+        assert owner_pid(owner) == child.pid
+        assert owner_pid(f"{os.uname().nodename}:{child.pid}:1") is None  # a recycled pid
+        assert owner_pid(f"elsewhere:{child.pid}:{_start_time(child.pid)}") is None
+        assert owner_pid(current_owner()) is None  # this process is not "another" trainer
+    finally:
+        child.kill()
+        child.wait()
+    assert owner_pid(owner) is None and owner_pid(None) is None
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="Linux")
+def test_a_run_in_training_is_neither_resumed_nor_swept_twice(tmp_path, tiny_archive, capsys):
+    from cifarlab.experiments.sweep import _sweeping
+    from cifarlab.process import _start_time
+
+    grid = _tiny_grid(tmp_path, tiny_archive, epochs=1)
+    ws = tmp_path / "ws"
+    assert main(["sweep", str(grid), "--workspace", str(ws), "--quiet", "--only", "seed=0"]) == 0
+    run_id = cifarlab.results(ws)[0]["id"]
+    trainer = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:  # as if that process were training the run right now
+        owner = f"{os.uname().nodename}:{trainer.pid}:{_start_time(trainer.pid)}"
+        with sqlite3.connect(ws / "runs.db") as conn:
+            conn.execute("UPDATE runs SET status='running', owner=? WHERE id=?", (owner, run_id))
+        capsys.readouterr()
+        assert main(["train", "--workspace", str(ws), "--resume", run_id]) == 2
+        err = capsys.readouterr().err
+        assert f"run {run_id} is being trained right now by process {trainer.pid}" in err
+        assert (
+            main(["sweep", str(grid), "--workspace", str(ws), "--dry-run", "--only", "seed=0"]) == 0
+        )
+        assert "busy" in capsys.readouterr().out
+        assert (
+            main(["sweep", str(grid), "--workspace", str(ws), "--quiet", "--only", "seed=0"]) == 0
+        )
+        assert "1 completed, 1 running" in capsys.readouterr().err  # the busy one left alone
+        with _sweeping(ws, "tiny"):  # another sweep of the experiment is under way
+            assert main(["sweep", str(grid), "--workspace", str(ws), "--quiet"]) == 2
+        assert "experiment 'tiny' is being swept right now" in capsys.readouterr().err
+    finally:
+        trainer.kill()
+        trainer.wait()
+    assert _db(ws, "SELECT count(*) FROM runs") == [(2,)]  # nothing trained twice
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="Linux")
+def test_sigterm_records_the_run_failed_and_a_killed_sweep_leaves_no_workers(
+    tmp_path, tiny_archive
+):
+    ws = tmp_path / "ws"
+    train = [sys.executable, "-m", "cifarlab", "train", "--data", str(tiny_archive),
+             "--workspace", str(ws), "--epochs", "200", "--val-size", "30", "--quiet"]  # fmt: skip
+    proc = subprocess.Popen(train, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not _epoch_rows(ws):
+        time.sleep(0.1)
+    proc.terminate()  # SIGTERM, as `kill`, a job scheduler or `docker stop` send
+    assert proc.wait(60) == 143 and "cifarlab: terminated" in proc.stderr.read()
+    assert _db(ws, "SELECT status, error FROM runs") == [("failed", "terminated (SIGTERM)")]
+
+    grid = _tiny_grid(tmp_path, tiny_archive, epochs=200)
+    sweep = [sys.executable, "-m", "cifarlab", "sweep", str(grid), "--workspace",
+             str(tmp_path / "ws2"), "--workers", "2", "--quiet"]  # fmt: skip
+    proc = subprocess.Popen(sweep, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(_epoch_rows(tmp_path / "ws2")) < 2:
+        time.sleep(0.1)
+    workers = _children(proc.pid)
+    assert workers
+    proc.kill()  # kill -9: no chance to clean up
+    proc.wait()
+    assert _wait_gone(workers, 30) == []  # the kernel took the workers down with it
+    assert _db(tmp_path / "ws2", "SELECT DISTINCT status FROM runs") == [("failed",)]
+
+
+def _epoch_rows(ws: Path) -> list[tuple]:
+    try:
+        return _db(ws, "SELECT run_id FROM epochs") if (ws / "runs.db").exists() else []
+    except sqlite3.OperationalError:
+        return []

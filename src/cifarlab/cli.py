@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import warnings
 from collections.abc import Sequence
@@ -19,7 +20,8 @@ from cifarlab.config import (
     SELECT_BY,
     make_run_config,
 )
-from cifarlab.errors import CifarlabError, machine_trouble, show_warning
+from cifarlab.errors import CifarlabError, Terminated, machine_trouble, show_warning
+from cifarlab.process import terminate_as_interrupt
 
 EXIT_USAGE = 2  # bad input
 EXIT_FAILURE = 1  # the machine failed the work: disk, memory, a locked database
@@ -186,6 +188,7 @@ def _add_sweep_options(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    sigterm = terminate_as_interrupt()  # `kill` records the run as failed, like Ctrl-C
     try:
         with warnings.catch_warnings():  # restores the default display when main returns
             warnings.showwarning = show_warning
@@ -199,6 +202,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         for line in str(err).splitlines():  # one line per problem
             print(f"cifarlab: error: {line}", file=sys.stderr)
         return EXIT_USAGE
+    except Terminated:
+        print("cifarlab: terminated", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print("cifarlab: interrupted", file=sys.stderr)
         return 130
@@ -208,6 +214,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise  # a bug: its traceback is what a report needs
         print(f"cifarlab: error: {message}", file=sys.stderr)
         return EXIT_FAILURE
+    finally:
+        if sigterm is not None:  # main() may be called from a program with its own handler
+            signal.signal(signal.SIGTERM, sigterm)
 
 
 def image_path(output: str, name_in_folder: str) -> Path:
@@ -282,7 +291,7 @@ def _sweep(experiment, args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from cifarlab.experiments.store import ResultsStore
-    from cifarlab.experiments.sweep import parse_only, plan_sweep, run_sweep
+    from cifarlab.experiments.sweep import TO_RUN, parse_only, plan_sweep, run_sweep
 
     if args.new_name:
         experiment = replace(experiment, name=args.new_name)
@@ -297,7 +306,7 @@ def _sweep(experiment, args: argparse.Namespace) -> int:
             planned = plan_sweep(experiment, store, only, args.max_runs)
         for p in planned:
             print(f"{p.action:7s}{p.config.hash()}  {_describe_run(p.config)}")
-        todo = sum(p.action != "done" for p in planned)
+        todo = sum(p.action in TO_RUN for p in planned)
         print(f"{experiment.name}: {len(planned)} runs, {todo} to run")
         return 0
     report = run_sweep(

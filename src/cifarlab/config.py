@@ -90,6 +90,14 @@ class RunConfig(BaseModel):
     quiet: bool = False
     tensorboard: bool = False
 
+    @field_validator("resume", mode="before")
+    @classmethod
+    def _resume_true_is_auto(cls, v: Any) -> Any:
+        """``resume=True`` from Python means what a bare ``--resume`` means."""
+        if v is True:
+            return "auto"
+        return None if v is False else v
+
     @field_validator("optimizer")
     @classmethod
     def _known_optimizer(cls, v: str) -> str:

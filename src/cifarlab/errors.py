@@ -17,6 +17,10 @@ class CifarlabWarning(UserWarning):
     """Something the user should know that does not stop the work (``cifarlab: warning:``)."""
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM stops the work as Ctrl-C does (``process.terminate_as_interrupt``)."""
+
+
 class BusyMachineWarning(CifarlabWarning):
     """Other work took a good share of the CPUs a run trained on (its timings suffered)."""
 

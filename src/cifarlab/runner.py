@@ -21,7 +21,7 @@ import torch
 from cifarlab.config import NOT_HASHED, SESSION_FIELDS, RunConfig, make_run_config
 from cifarlab.data import CifarData, TensorLoader, load_dataset
 from cifarlab.data.augment import build_augment
-from cifarlab.errors import CifarlabError, first_line, warn
+from cifarlab.errors import CifarlabError, Terminated, first_line, warn
 from cifarlab.experiments.store import RUN_SUMMARY, ResultsStore
 from cifarlab.models import (
     check_model,
@@ -30,6 +30,7 @@ from cifarlab.models import (
     init_whitening,
     model_label,
 )
+from cifarlab.process import owner_pid
 from cifarlab.train.allocator import tune_cpu_allocator
 from cifarlab.train.callbacks import (
     Checkpointer,
@@ -91,6 +92,8 @@ def run_training(config: RunConfig | None = None, **options: Any) -> RunResult:
         if resumed and resumed["status"] == "completed":
             _note(config, f"run {resumed['id']} already completed; nothing to resume")
             return _stored_result(workspace, resumed["id"], config)
+        if resumed:
+            _refuse_if_training_elsewhere(resumed)
 
     for note in config.unused_options():
         warn(note)
@@ -144,7 +147,11 @@ def _fit_and_record(
     except Diverged as err:
         status, error = "diverged", str(err)
     except BaseException as err:  # recorded as failed, never left "running"; then re-raised
-        message = "interrupted" if isinstance(err, KeyboardInterrupt) else _one_line(err)
+        message = (
+            "terminated (SIGTERM)" if isinstance(err, Terminated)
+            else "interrupted" if isinstance(err, KeyboardInterrupt)
+            else _one_line(err)
+        )  # fmt: skip
         store.finish_run(run_id, "failed", summarize(trainer, config), error=message, info=info)
         raise
     summary = summarize(trainer, config)
@@ -363,6 +370,15 @@ def resolve_resume(store: ResultsStore, config: RunConfig) -> tuple[RunConfig, d
                 "a new run"
             )
     return stored, record
+
+
+def _refuse_if_training_elsewhere(record: dict[str, Any]) -> None:
+    pid = owner_pid(record.get("owner")) if record["status"] == "running" else None
+    if pid is not None:
+        raise CifarlabError(
+            f"run {record['id']} is being trained right now by process {pid}; wait for it to "
+            f"finish, or stop it (kill {pid}) and resume then"
+        )
 
 
 def prepare_workspace(path: str | os.PathLike) -> Path:

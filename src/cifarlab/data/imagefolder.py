@@ -25,6 +25,7 @@ from PIL import Image, UnidentifiedImageError
 from tqdm.auto import tqdm
 
 from cifarlab.errors import CifarlabError, first_line
+from cifarlab.process import die_with_parent
 
 SPLITS = ("train", "test")
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".zip")
@@ -263,7 +264,8 @@ def _decode_all(
         if workers > 1 and "fork" in multiprocessing.get_all_start_methods():
             # Decoding holds the GIL, so threads don't help; forked processes halve the time.
             ctx = multiprocessing.get_context("fork")
-            with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+            with ProcessPoolExecutor(workers, mp_context=ctx, initializer=die_with_parent,
+                                     initargs=(os.getpid(),)) as pool:  # fmt: skip
                 decoded = [_counted(r, bar) for r in pool.map(_decode_chunk, *zip(*tasks))]
         else:
             decoded = [_counted(_decode_chunk(*t), bar) for t in tasks]

@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from cifarlab.errors import CifarlabError
+from cifarlab.process import current_owner
 
 FINISHED = ("completed", "diverged")  # settled: running them again gives the same answer
-SCHEMA_VERSION = 2  # 2: CPU share columns (others_cpu, steal_cpu, cpu_contention)
+SCHEMA_VERSION = 2  # 2: CPU share columns (others_cpu, steal_cpu, cpu_contention), owner
 
 EPOCH_METRICS = (
     "train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc",
@@ -41,7 +42,8 @@ CREATE TABLE IF NOT EXISTS runs (
     started_at REAL NOT NULL,
     finished_at REAL,
     {", ".join(f"{c} REAL" for c in RUN_SUMMARY)},
-    info TEXT
+    info TEXT,
+    owner TEXT
 );
 CREATE INDEX IF NOT EXISTS runs_by_hash ON runs (config_hash);
 CREATE TABLE IF NOT EXISTS epochs (
@@ -84,12 +86,14 @@ class ResultsStore:
 
     def _add_new_columns(self) -> None:
         """A workspace from an older cifarlab gets the metric columns added since (as NULL)."""
-        for table, columns in (("runs", RUN_SUMMARY), ("epochs", EPOCH_METRICS)):
+        added = [("runs", c, "REAL") for c in RUN_SUMMARY] + [("runs", "owner", "TEXT")]
+        added += [("epochs", c, "REAL") for c in EPOCH_METRICS]
+        for table in ("runs", "epochs"):
             have = {row[1] for row in self.conn.execute(f"PRAGMA table_info({table})")}
-            for col in columns:
+            for col, kind in ((c, k) for t, c, k in added if t == table):
                 if col not in have:
                     try:
-                        self.conn.execute(f"ALTER TABLE {table} ADD COLUMN {col} REAL")
+                        self.conn.execute(f"ALTER TABLE {table} ADD COLUMN {col} {kind}")
                     except sqlite3.OperationalError as err:  # another process added it first
                         if "duplicate column" not in str(err):
                             raise
@@ -117,11 +121,13 @@ class ResultsStore:
     def create_run(self, run_id: str, name: str, config: dict[str, Any], config_hash: str) -> None:
         self.conn.execute(
             "INSERT INTO runs (id, name, config_hash, config, model, optimizer, lr, batch_size,"
-            " epochs, seed, status, started_at) VALUES (?,?,?,?,?,?,?,?,?,?,'running',?)",
+            " epochs, seed, status, started_at, owner)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,'running',?,?)",
             (
                 run_id, name, config_hash, json.dumps(config, sort_keys=True),
                 config.get("model"), config.get("optimizer"), config.get("lr"),
                 config.get("batch_size"), config.get("epochs"), config.get("seed"), time.time(),
+                current_owner(),
             ),
         )  # fmt: skip
 
@@ -131,8 +137,9 @@ class ResultsStore:
             "DELETE FROM epochs WHERE run_id = ? AND epoch > ?", (run_id, keep_epochs)
         )
         self.conn.execute(
-            "UPDATE runs SET status = 'running', error = NULL, finished_at = NULL WHERE id = ?",
-            (run_id,),
+            "UPDATE runs SET status = 'running', error = NULL, finished_at = NULL, owner = ?"
+            " WHERE id = ?",
+            (current_owner(), run_id),
         )
 
     def add_epoch(self, run_id: str, epoch: int, metrics: dict[str, Any]) -> None:

@@ -7,11 +7,15 @@ last checkpoint, and starts the rest. Failed runs are recorded and the sweep goe
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import multiprocessing
 import os
+import signal
 import sys
 import time
 import warnings
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,9 +25,18 @@ from pydantic import ValidationError
 from tqdm.auto import tqdm
 
 from cifarlab.config import RunConfig
-from cifarlab.errors import BusyMachineWarning, CifarlabError, CifarlabWarning, show_warning
+from cifarlab.errors import (
+    BusyMachineWarning,
+    CifarlabError,
+    CifarlabWarning,
+    Terminated,
+    show_warning,
+)
 from cifarlab.experiments.spec import Experiment
 from cifarlab.experiments.store import FINISHED, ResultsStore
+from cifarlab.process import die_with_parent, owner_pid
+
+TO_RUN = ("new", "resume")  # the plan's actions that train; "done" and "busy" do not
 
 
 @dataclass
@@ -33,9 +46,13 @@ class PlannedRun:
 
     @property
     def action(self) -> str:
+        """new, done, resume, or busy: another live process is training it right now."""
         if self.previous is None:
             return "new"
-        return "done" if self.previous["status"] in FINISHED else "resume"
+        if self.previous["status"] in FINISHED:
+            return "done"
+        live = self.previous["status"] == "running" and owner_pid(self.previous.get("owner"))
+        return "busy" if live else "resume"
 
 
 @dataclass
@@ -66,8 +83,8 @@ def plan_sweep(
         )
     planned = [PlannedRun(c, store.standing_run(c.hash())) for c in configs]
     if max_runs is not None:
-        todo = [p for p in planned if p.action != "done"][:max_runs]
-        planned = [p for p in planned if p.action == "done" or p in todo]
+        todo = [p for p in planned if p.action in TO_RUN][:max_runs]
+        planned = [p for p in planned if p.action not in TO_RUN or p in todo]
     return planned
 
 
@@ -97,19 +114,47 @@ def run_sweep(
     from cifarlab.runner import prepare_workspace
 
     workspace = prepare_workspace(workspace)
-    with ResultsStore(workspace / "runs.db") as store:
+    with _sweeping(workspace, experiment.name), ResultsStore(workspace / "runs.db") as store:
         planned = plan_sweep(experiment, store, only, max_runs)  # a bad --only fails here
         # a bad data source fails once, before anything is recorded; runs then hit the cache
-        check_sources([p.config for p in planned if p.action != "done"], quiet)
+        check_sources([p.config for p in planned if p.action in TO_RUN], quiet)
         register_experiment(experiment, store, force)
-    report = SweepReport(experiment.name, planned)
+        return _run_planned(experiment.name, planned, workspace, workers, quiet)
+
+
+@contextlib.contextmanager
+def _sweeping(workspace: Path, name: str) -> Iterator[None]:
+    """Hold the experiment's lock while sweeping it: a second sweep of it in the same
+    workspace would plan the same runs and train them twice. The kernel drops the lock
+    with the process, however it ends."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock; runs in flight still plan as busy
+        yield
+        return
+    digest = hashlib.sha1(name.encode()).hexdigest()[:12]
+    with open(workspace / f".sweep-{digest}.lock", "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise CifarlabError(
+                f"experiment {name!r} is being swept right now by another process in "
+                f"{str(workspace)!r}; wait for it to finish (`cifarlab results` shows its runs)"
+            ) from None
+        yield
+
+
+def _run_planned(
+    name: str, planned: list[PlannedRun], workspace: Path, workers: int, quiet: bool
+) -> SweepReport:
+    report = SweepReport(name, planned)
     for p in planned:
-        if p.action == "done":
+        if p.action not in TO_RUN:  # done, or busy in another process: its status as it is
             report.outcomes[p.config.hash()] = p.previous["status"]
-    todo = [p for p in planned if p.action != "done"]
+    todo = [p for p in planned if p.action in TO_RUN]
     start = time.perf_counter()
     bar = tqdm(
-        total=len(planned), initial=len(planned) - len(todo), desc=f"sweep {experiment.name}",
+        total=len(planned), initial=len(planned) - len(todo), desc=f"sweep {name}",
         unit="run", disable=quiet, file=sys.stderr, position=0,
     )  # fmt: skip
     configs = [_for_workspace(p, workspace, quiet or workers > 1) for p in todo]
@@ -121,11 +166,15 @@ def run_sweep(
         ctx = multiprocessing.get_context("spawn")  # fresh interpreters: no forked torch threads
         threads = max(1, (os.cpu_count() or 1) // workers)
         with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
-                                 initargs=(threads,)) as pool:  # fmt: skip
+                                 initargs=(threads, os.getpid())) as pool:  # fmt: skip
             futures = {pool.submit(_run_one, c): c for c in configs}
-            for future in as_completed(futures):
-                report.outcomes[futures[future].hash()] = future.result()
-                bar.update()
+            try:
+                for future in as_completed(futures):
+                    report.outcomes[futures[future].hash()] = future.result()
+                    bar.update()
+            except BaseException:  # Ctrl-C: no queued run may start after it
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
     bar.close()
     report.seconds = time.perf_counter() - start
     return report
@@ -154,18 +203,40 @@ def _run_one(config: RunConfig) -> str:
     """Train one run; any failure is already recorded by the runner, so just report it."""
     from cifarlab.runner import run_training
 
+    global _training
+    _training = True
     try:
         return run_training(config).status
     except KeyboardInterrupt:
+        if _in_worker:  # the runner recorded the run; a stopped worker takes no next one
+            os._exit(143 if isinstance(sys.exc_info()[1], Terminated) else 130)
         raise
     except Exception as err:  # noqa: BLE001 - one bad run must not stop the sweep
         print(f"cifarlab: run {config.short_name()} failed: {err}", file=sys.stderr)
         return "failed"
+    finally:
+        _training = False
 
 
-def _init_worker(threads: int) -> None:
+_in_worker = False  # set in a sweep's worker processes
+_training = False  # a run is under way in this process
+
+
+def _worker_sigterm(signum: int, frame: object) -> None:
+    """In a worker, SIGTERM (also sent when the sweep dies: ``die_with_parent``) stops the
+    run under way as Ctrl-C would, so it is recorded as failed; an idle worker just ends."""
+    if _training:
+        raise Terminated()
+    os._exit(143)
+
+
+def _init_worker(threads: int, parent_pid: int) -> None:
     import torch
 
+    global _in_worker
+    _in_worker = True
+    signal.signal(signal.SIGTERM, _worker_sigterm)
+    die_with_parent(parent_pid)  # a sweep killed with `kill -9` leaves no worker training
     torch.set_num_threads(threads)
     warnings.showwarning = show_warning  # spawned: one-line warnings as in the parent
     # the other processes are this sweep's own workers: each run still records the share

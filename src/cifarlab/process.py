@@ -1,0 +1,72 @@
+"""Processes that train runs: who owns a run right now, and children that die with us.
+
+A run in the results database says ``running`` both while it trains and after its
+process was killed (``kill -9``, a crash of the machine). Each run records its owner
+(host, pid and the process's start time, so a recycled pid is not mistaken for it);
+a second process then refuses to train a run whose owner is alive.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import socket
+import sys
+
+from cifarlab.errors import Terminated
+
+
+def current_owner() -> str:
+    """This process, as recorded in a run it trains: ``host:pid:start``."""
+    return f"{socket.gethostname()}:{os.getpid()}:{_start_time(os.getpid())}"
+
+
+def owner_pid(owner: str | None) -> int | None:
+    """The pid of a live process that owns a run, other than this one; None when none."""
+    if not owner:
+        return None
+    host, pid_text, start = owner.rsplit(":", 2)
+    pid = int(pid_text)
+    if host != socket.gethostname() or pid == os.getpid():
+        return None  # another machine's pid means nothing here; this process is not training it
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        pass  # it exists, as another user
+    return pid if _start_time(pid) == start else None  # a new process with a recycled pid
+
+
+def _start_time(pid: int) -> str:
+    """The process's start time in clock ticks since boot (Linux), or "" where unknown."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rpartition(")")[2].split()[19]  # field 22; the name may hold spaces
+    except (OSError, IndexError):
+        return ""
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """Have the kernel send this worker SIGTERM when its parent dies (Linux), so a sweep or
+    a decode pool killed with ``kill -9`` leaves no orphans training or holding memory."""
+    if sys.platform.startswith("linux"):
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent_pid:  # it died before the line above took effect
+        os._exit(1)
+
+
+def terminate_as_interrupt() -> signal.Handlers | None:
+    """Turn SIGTERM (plain ``kill``, job schedulers, ``docker stop``) into ``Terminated``, so
+    a run it stops is recorded as failed instead of ``running`` forever. Returns the previous
+    handler; only the main thread may install one (elsewhere nothing changes)."""
+    try:
+        return signal.signal(signal.SIGTERM, _raise_terminated)
+    except ValueError:  # not the main thread
+        return None
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated()
