@@ -174,8 +174,9 @@ def test_same_command_with_resume_continues_the_matching_run(tiny_archive, tmp_p
     result = _quick(tiny_archive, tmp_path, epochs=2, resume="auto")
     assert result.status == "completed" and len(result.history) == 2
     assert len(cifarlab.results(tmp_path / "ws")) == 1
-    again = _quick(tiny_archive, tmp_path, epochs=2, resume="auto")  # completed: nothing to do
+    again = _quick(tiny_archive, tmp_path, epochs=2, resume=True)  # completed: nothing to do
     assert again.run_id == result.run_id and len(cifarlab.results(tmp_path / "ws")) == 1
+    assert again.summary == result.summary  # the stored record gives the whole summary
 
 
 def test_resume_refuses_options_that_change_results(tiny_archive, tmp_path, capsys):

@@ -155,8 +155,7 @@ def _fit_and_record(
         store.finish_run(run_id, "failed", summarize(trainer, config), error=message, info=info)
         raise
     summary = summarize(trainer, config)
-    if early and early.stopped_at:
-        summary["stopped_epoch"] = early.stopped_at
+    summary["stopped_epoch"] = early.stopped_at if early else None
     store.finish_run(run_id, status, summary, error=error, info=info)
     return RunResult(run_id, status, config, trainer.history, summary, run_dir, error, info)
 
