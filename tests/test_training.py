@@ -533,3 +533,30 @@ def test_an_early_stopped_run_interrupted_before_its_record_resumes_to_the_same_
     assert resumed.summary["stopped_epoch"] == whole.summary["stopped_epoch"]
     assert len(resumed.history) == len(whole.history) < 30
     assert resumed.summary["final_test_acc"] == whole.summary["final_test_acc"]
+
+
+def test_debris_of_a_killed_process_is_cleared_and_live_writes_are_kept(
+    tiny_archive, tiny_folder, tmp_path, monkeypatch
+):
+    from cifarlab.data.cache import cache_root
+
+    with monkeypatch.context() as m:
+        _interrupt_at_epoch(m, stop_at=1)
+        with pytest.raises(KeyboardInterrupt):
+            _quick(tiny_archive, tmp_path, epochs=2)
+    (run_dir,) = [d for d in (tmp_path / "ws").iterdir() if d.is_dir()]
+    (run_dir / ".last.pt.k9x2").write_bytes(b"half a checkpoint")  # `kill -9` mid-write
+    _quick(tiny_archive, tmp_path, epochs=2, resume="auto")
+    assert not list(run_dir.glob(".*.pt.*"))
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    root = cache_root()
+    root.mkdir(parents=True, exist_ok=True)
+    abandoned, in_progress = root / f".tmp-{gone.pid}-a1", root / f".tmp-{os.getpid()}-b2"
+    for tmp in (abandoned, in_progress):
+        tmp.mkdir()
+    shutil.copytree(tiny_folder, tmp_path / "fresh")  # a source not cached yet: a new entry
+    cifarlab.load_dataset(tmp_path / "fresh", val_size=0)
+    assert not abandoned.exists() and in_progress.exists()
+    in_progress.rmdir()

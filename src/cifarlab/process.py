@@ -30,13 +30,20 @@ def owner_pid(owner: str | None) -> int | None:
     pid = int(pid_text)
     if host != socket.gethostname() or pid == os.getpid():
         return None  # another machine's pid means nothing here; this process is not training it
-    try:
-        os.kill(pid, 0)  # signal 0: only asks whether the process exists
-    except ProcessLookupError:
+    if not pid_alive(pid) or _start_time(pid) != start:  # gone, or a recycled pid
         return None
+    return pid
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists on this machine."""
+    try:
+        os.kill(pid, 0)  # signal 0: only asks
+    except ProcessLookupError:
+        return False
     except PermissionError:
-        pass  # it exists, as another user
-    return pid if _start_time(pid) == start else None  # a new process with a recycled pid
+        return True  # it exists, as another user
+    return True
 
 
 def _start_time(pid: int) -> str:

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from cifarlab.data.imagefolder import SPLITS, DecodedDataset, SplitArrays
+from cifarlab.process import pid_alive
 
 CACHE_FORMAT = 3  # 3: meta.json keeps the source's warnings ("notes")
 
@@ -114,9 +115,19 @@ def _load(entry: Path) -> tuple[DecodedDataset, PixelStats]:
 _ARRAYS = ("images", "labels", "sums", "squares")
 
 
+def _remove_abandoned_writes(root: Path) -> None:
+    """Delete the half-written entries of processes that died writing them (``kill -9``):
+    ``.tmp-PID-*`` of a pid that no longer runs. Others' writes in progress stay."""
+    for tmp in root.glob(".tmp-*"):
+        pid = tmp.name.split("-")[1]
+        if pid.isdigit() and not pid_alive(int(pid)):
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
 def _store(entry: Path, dataset: DecodedDataset, stats: PixelStats) -> None:
     entry.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=entry.parent))
+    _remove_abandoned_writes(entry.parent)
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{os.getpid()}-", dir=entry.parent))
     try:
         meta: dict = {"classes": list(dataset.classes), "format": CACHE_FORMAT}
         meta["notes"] = list(dataset.notes)

@@ -99,6 +99,12 @@ class Checkpointer(Callback):
         self.run_dir, self.meta, self.select_by = run_dir, meta, select_by
         self.best: float | None = None
 
+    def on_fit_start(self, trainer: Trainer) -> None:
+        # a checkpoint write cut short by `kill -9` left its temp file; this process owns
+        # the run now (runner: no two processes train one run), so none is in progress
+        for leftover in self.run_dir.glob(".*.pt.*"):
+            leftover.unlink(missing_ok=True)
+
     def on_epoch_end(self, trainer: Trainer, epoch: int, metrics: dict[str, Any]) -> None:
         state = {**self.meta, **trainer.state_dict(), "best_score": self.best}
         score = metrics.get(self.select_by)
