@@ -43,8 +43,8 @@ from cifarlab.data.augment import build_augment
 from cifarlab.data.imagefolder import _iter_files, _parse_layout
 from cifarlab.models import create_model
 from cifarlab.runner import build_trainer
-from cifarlab.train import Trainer
 from cifarlab.train.precision import resolve_device, resolve_precision
+from cifarlab.train.trainer import Trainer
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpeg.tar.gz"
 

@@ -219,3 +219,17 @@ def test_the_machines_trouble_is_one_line_exit_1_and_the_run_failed(
     assert len(err) == 1 and err[0].startswith(f"cifarlab: error: {says}")
     with sqlite3.connect(tmp_path / "ws" / "runs.db") as conn:
         assert conn.execute("SELECT status FROM runs").fetchone() == ("failed",)
+
+
+def test_the_package_api_survives_its_subpackages_loading_and_the_cli_starts_light():
+    code = """
+import sys
+import cifarlab.cli
+light = "torch" not in sys.modules and "matplotlib" not in sys.modules
+import cifarlab
+cifarlab.load_dataset  # loads torch on first use
+import cifarlab.runner, cifarlab.report.html, cifarlab.report.predict, cifarlab.train.trainer
+print(light, callable(cifarlab.train), callable(cifarlab.report), callable(cifarlab.results))
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.stdout.split() == ["True"] * 4, done.stderr

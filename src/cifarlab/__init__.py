@@ -6,21 +6,49 @@ cifarlab.results()          # every run of the workspace, as plain records
 cifarlab.report(experiment="blog")  # charts + one HTML page; returns its path
 """
 
-from pathlib import Path
-from typing import TYPE_CHECKING
+from __future__ import annotations
 
+import importlib
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import cifarlab.train  # noqa: F401  (the subpackage first: `def train` below then wins the name)
 from cifarlab.config import RunConfig, make_run_config
-from cifarlab.data import load_dataset
 from cifarlab.errors import CifarlabError
-from cifarlab.models import create_model, list_models, register_model
 from cifarlab.report import report
 from cifarlab.results import grouped_results, results
-from cifarlab.runner import RunResult, run_training
+
+if TYPE_CHECKING:
+    from cifarlab.data import load_dataset
+    from cifarlab.experiments.sweep import SweepReport
+    from cifarlab.models import create_model, list_models, register_model
+    from cifarlab.runner import RunResult, run_training
 
 __version__ = "0.1.0"
 
-if TYPE_CHECKING:
-    from cifarlab.experiments.sweep import SweepReport
+# Names whose modules import torch load on first use (PEP 562): `cifarlab --help` and
+# `cifarlab results` start in a fraction of the time, and Ctrl-C during torch's import
+# already reaches the CLI's handler.
+_LAZY = {
+    "load_dataset": "cifarlab.data",
+    "create_model": "cifarlab.models",
+    "list_models": "cifarlab.models",
+    "register_model": "cifarlab.models",
+    "RunResult": "cifarlab.runner",
+    "run_training": "cifarlab.runner",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'cifarlab' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_LAZY[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
 
 
 def sweep(
@@ -28,7 +56,7 @@ def sweep(
     workspace: str | Path = "cifarlab-runs",
     workers: int = 1,
     quiet: bool = False,
-) -> "SweepReport":
+) -> SweepReport:
     """Run the missing runs of an experiment (a TOML path or a dict); returns a SweepReport."""
     from cifarlab.experiments.spec import build_experiment, load_experiment
     from cifarlab.experiments.sweep import run_sweep
@@ -40,8 +68,10 @@ def sweep(
     return run_sweep(experiment, workspace, workers=workers, quiet=quiet)
 
 
-def train(**options) -> RunResult:
+def train(**options: Any) -> RunResult:
     """Train one model; keyword names are the CLI's options with underscores."""
+    from cifarlab.runner import run_training
+
     return run_training(make_run_config(**options))
 
 
@@ -56,6 +86,7 @@ __all__ = [
     "grouped_results",
     "report",
     "results",
+    "run_training",
     "sweep",
     "train",
 ]

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cifarlab.report.html import build_report
-
 
 def report(
     experiment: str | None = None,
@@ -17,7 +15,9 @@ def report(
 
     ``output`` defaults to ``<workspace>/report-<experiment|run|all>/``.
     """
+    from cifarlab.report.html import build_report  # matplotlib: loaded when a report is made
+
     return build_report(workspace, experiment=experiment, run_id=run, output=output)
 
 
-__all__ = ["build_report", "report"]
+__all__ = ["report"]

@@ -1,5 +1,6 @@
-"""Training: the loop, its callbacks, optimizers, precision and checkpoints."""
+"""Training: the loop (``trainer``), its callbacks, optimizers, precision and checkpoints.
 
-from cifarlab.train.trainer import Callback, Diverged, Trainer
-
-__all__ = ["Callback", "Diverged", "Trainer"]
+Import from the modules (``cifarlab.train.trainer``...): this package stays empty, so that
+``import cifarlab`` can import it cheaply before defining ``cifarlab.train()``, which the
+subpackage's name would otherwise replace when torch's modules load later.
+"""
