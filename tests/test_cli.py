@@ -101,6 +101,7 @@ def _bad_inputs(tmp_path: Path, tiny_archive: Path) -> dict[str, tuple[list[str]
         "not a dataset": (["--data", str(not_dataset)], "not an image-folder dataset"),
         "not an image": (["--data", str(broken)], "0001.png is not a readable image"),
         "unwritable workspace": ([*data, "--workspace", str(blocker / "ws")], "not writable"),
+        "workspace is a file": ([*data, "--workspace", str(blocker)], "is a file, not a folder"),
         "fp16 on cpu": (["--precision", "fp16", "--device", "cpu", *data], "fp16 needs a CUDA"),
         "garbage archive": (["--data", str(garbage)], "cannot read the archive ("),
         "no full batch": (["--batch-size", "4096", "--drop-last", *data], "leaves no training"),

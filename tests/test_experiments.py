@@ -347,6 +347,18 @@ def test_a_workspace_from_before_the_cpu_share_columns_still_opens_and_records(t
         assert store.run("old")["test_acc"] == 0.5 and store.run("old")["cpu_contention"] is None
         store.add_epoch("old", 2, {"train_loss": 1.2, "others_cpu": 0.4, "steal_cpu": 0.0})
         assert [e["others_cpu"] for e in store.epochs("old")] == [None, 0.4]
+        # another process records "old-2" between this one choosing it and recording it
+        choose = store.new_run_id
+        raced = iter(["old-2"])
+
+        def chosen_then_taken(base):
+            run_id = next(raced, None) or choose(base)
+            if run_id == "old-2" and not store.run("old-2"):
+                store.create_run("old-2", "other", {}, "h")
+            return run_id
+
+        store.new_run_id = chosen_then_taken
+        assert store.start_run("old", "mine", {}, "h") == "old-3"
 
 
 def test_a_later_failed_run_of_the_same_settings_does_not_hide_the_finished_one(

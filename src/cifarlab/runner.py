@@ -125,8 +125,8 @@ def run_training(config: RunConfig | None = None, **options: Any) -> RunResult:
             run_id = resumed["id"]
             store.reopen_run(run_id, keep_epochs=trainer.epoch)
         else:
-            run_id = store.new_run_id(f"{model_label(config.model)}-{config.hash()[:8]}")
-            store.create_run(run_id, config.short_name(), _record(config), config.hash())
+            base = f"{model_label(config.model)}-{config.hash()[:8]}"
+            run_id = store.start_run(base, config.short_name(), _record(config), config.hash())
         return _fit_and_record(trainer, config, store, run_id, workspace / run_id, state, info)
 
 
@@ -383,6 +383,10 @@ def _refuse_if_training_elsewhere(record: dict[str, Any]) -> None:
 def prepare_workspace(path: str | os.PathLike) -> Path:
     """Create the workspace folder and prove it is writable, or say how to fix it."""
     workspace = Path(path).expanduser()
+    if workspace.exists() and not workspace.is_dir():
+        raise CifarlabError(
+            f"workspace {str(workspace)!r} is a file, not a folder; pass --workspace DIR"
+        )
     try:
         workspace.mkdir(parents=True, exist_ok=True)
         probe = workspace / f".write-test-{os.getpid()}"

@@ -118,6 +118,17 @@ class ResultsStore:
             n += 1
         return run_id
 
+    def start_run(self, base: str, name: str, config: dict[str, Any], config_hash: str) -> str:
+        """Record a new running run under ``base`` (or ``base-2``...) and return its id; two
+        processes starting the same settings at once each get an id of their own."""
+        while True:
+            run_id = self.new_run_id(base)
+            try:
+                self.create_run(run_id, name, config, config_hash)
+                return run_id
+            except sqlite3.IntegrityError:  # another process took that id in between
+                continue
+
     def create_run(self, run_id: str, name: str, config: dict[str, Any], config_hash: str) -> None:
         self.conn.execute(
             "INSERT INTO runs (id, name, config_hash, config, model, optimizer, lr, batch_size,"
