@@ -42,7 +42,7 @@ from cifarlab.data import loader as loader_module
 from cifarlab.data.augment import build_augment
 from cifarlab.data.imagefolder import _iter_files, _parse_layout
 from cifarlab.models import create_model
-from cifarlab.runner import build_trainer
+from cifarlab.train.build import build_trainer
 from cifarlab.train.precision import resolve_device, resolve_precision
 from cifarlab.train.trainer import Trainer
 

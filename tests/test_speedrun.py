@@ -10,7 +10,7 @@ import cifarlab
 from cifarlab.cli import main
 from cifarlab.config import make_run_config
 from cifarlab.data import load_dataset
-from cifarlab.runner import build_trainer
+from cifarlab.train.build import build_trainer
 from cifarlab.train.precision import cpu_supports_bf16
 from cifarlab.train.schedule import build_schedule
 from cifarlab.train.small_map_conv import SmallMapConv2d
