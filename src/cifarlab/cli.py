@@ -37,7 +37,16 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="cifarlab", description="CIFAR-10 style experiments, fast and honest.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    _add_train_parser(sub)
+    _add_data_parser(sub)
+    _add_results_parser(sub)
+    _add_sweep_parsers(sub)
+    _add_model_parsers(sub)
+    _add_report_parser(sub)
+    return parser
 
+
+def _add_train_parser(sub: argparse._SubParsersAction) -> None:
     train = sub.add_parser("train", help="train one model and record the run")
     add = train.add_argument
     flag = dict(action="store_true", default=None)  # None: not given, so the default applies
@@ -115,6 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add("--crop-pad", type=int, help="crop/translate padding in pixels (default 4)")
     add("--cutout", type=int, help="cutout square side (default 8 with a cutout preset)")
+
+
+def _add_data_parser(sub: argparse._SubParsersAction) -> None:
     data = sub.add_parser("data", help="inspect a dataset: `data info`, `data preview`")
     data_sub = data.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
     for name, text in (("info", "counts per class and split, shape, mean/std, cache"),
@@ -129,8 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
     preview.add_argument("--per-class", type=int, default=8, help="images per class (default 8)")
     preview.add_argument("--split", choices=("train", "test"), default="train")
     preview.add_argument("--seed", type=int, default=0)
-    # -- end of the data layer's options
 
+
+def _add_results_parser(sub: argparse._SubParsersAction) -> None:
     results = sub.add_parser("results", help="list runs, or an experiment's seed-grouped table")
     results.add_argument("--workspace", default="cifarlab-runs")
     results.add_argument("--experiment", help="only this experiment's runs, grouped over seeds")
@@ -143,6 +156,8 @@ def build_parser() -> argparse.ArgumentParser:
                               "e.g. optimizer=adam optimizer=sgd")  # fmt: skip
     results.add_argument("--format", choices=("table", "csv", "json", "markdown"), default="table")
 
+
+def _add_sweep_parsers(sub: argparse._SubParsersAction) -> None:
     sweep = sub.add_parser("sweep", help="run every configuration of an experiment file")
     sweep.add_argument("file", help="experiment TOML file")
     _add_sweep_options(sweep)
@@ -155,6 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--models", help="comma-separated subset of models")
     _add_sweep_options(compare)
 
+
+def _add_model_parsers(sub: argparse._SubParsersAction) -> None:
     sub.add_parser("models", help="list the built-in models")
     for name, help_text in (
         ("summary", "per-layer shapes, parameters, MACs/FLOPs and training memory of a model"),
@@ -170,8 +187,6 @@ def build_parser() -> argparse.ArgumentParser:
             cmd.add_argument("--format", choices=("table", "json"), default="table")
         else:
             cmd.add_argument("-o", "--output", default="model.png", help="image file to write")
-    _add_report_parser(sub)
-    return parser
 
 
 def _add_sweep_options(parser: argparse.ArgumentParser) -> None:
@@ -402,20 +417,8 @@ def cmd_data(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {
-    "train": cmd_train,
-    "results": cmd_results,
-    "models": cmd_models,
-    "sweep": cmd_sweep,
-    "compare": cmd_compare,
-    "summary": cmd_summary,
-    "diagram": cmd_diagram,
-    "data": cmd_data,
-}
-
-
 # -- report: charts and one HTML page for an experiment, one run, or the whole workspace ----------
-def _add_report_parser(sub) -> None:
+def _add_report_parser(sub: argparse._SubParsersAction) -> None:
     report = sub.add_parser("report", help="write an HTML report with charts of a sweep or run")
     report.add_argument("--experiment", help="the experiment to report (default: every run)")
     report.add_argument("--run", metavar="RUN_ID", help="report one run instead")
@@ -435,7 +438,17 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS["report"] = cmd_report
+COMMANDS = {
+    "train": cmd_train,
+    "results": cmd_results,
+    "models": cmd_models,
+    "sweep": cmd_sweep,
+    "compare": cmd_compare,
+    "summary": cmd_summary,
+    "diagram": cmd_diagram,
+    "data": cmd_data,
+    "report": cmd_report,
+}
 
 if __name__ == "__main__":
     sys.exit(main())
