@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import sqlite3
 import statistics
@@ -458,6 +459,13 @@ def test_a_run_in_training_is_neither_resumed_nor_swept_twice(tmp_path, tiny_arc
             main(["sweep", str(grid), "--workspace", str(ws), "--quiet", "--only", "seed=0"]) == 0
         )
         assert "1 completed, 1 running" in capsys.readouterr().err  # the busy one left alone
+        # a sweep that planned it before that process started does not train it either
+        from cifarlab.config import make_run_config
+        from cifarlab.experiments.sweep import _run_one
+
+        record = next(r for r in cifarlab.results(ws) if r["id"] == run_id)
+        config = make_run_config(**record["config"], workspace=str(ws), quiet=True)
+        assert _run_one(config) == "running"
         with _sweeping(ws, "tiny"):  # another sweep of the experiment is under way
             assert main(["sweep", str(grid), "--workspace", str(ws), "--quiet"]) == 2
         assert "experiment 'tiny' is being swept right now" in capsys.readouterr().err
@@ -502,3 +510,21 @@ def _epoch_rows(ws: Path) -> list[tuple]:
         return _db(ws, "SELECT run_id FROM epochs") if (ws / "runs.db").exists() else []
     except sqlite3.OperationalError:
         return []
+
+
+@pytest.mark.real_data
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="Linux")
+def test_decode_workers_end_with_a_killed_cli(real_data, tmp_path):
+    source = tmp_path / "copy.tar.gz"  # not cached yet: a first decode, in forked workers
+    shutil.copy(real_data, source)
+    env = {**os.environ, "CIFARLAB_CACHE": str(tmp_path / "cache")}
+    cmd = [sys.executable, "-m", "cifarlab", "data", "info", "--data", str(source)]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    while time.time() < deadline and len(_children(proc.pid)) < 2:
+        time.sleep(0.05)
+    workers = _children(proc.pid)
+    assert len(workers) >= 2, "the decode never started its workers"
+    proc.kill()
+    proc.wait()
+    assert _wait_gone(workers, 15) == []

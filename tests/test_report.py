@@ -599,9 +599,33 @@ def test_a_report_of_runs_without_a_validation_split(tiny_archive, tmp_path, cap
     ws = tmp_path / "ws"
     for seed in (0, 1):
         cifarlab.train(data=str(tiny_archive), workspace=str(ws), model="tutorial", val_size=0,
-                       epochs=2, seed=seed, optimizer="adam", lr=0.003, quiet=True)  # fmt: skip
+                       epochs=2, seed=seed, optimizer="adam", lr=0.003, quiet=True,
+                       precision="fp32", tta=2)  # fmt: skip
     assert main(["report", "--workspace", str(ws), "-o", str(tmp_path / "r")]) == 0
     page = (tmp_path / "r" / "index.html").read_text()
     assert "Best configuration by final test accuracy" in page
     assert "no validation split, so no epoch was chosen" in page
     _png_ok(tmp_path / "r" / "confusion.png")  # from last.pt: there is no best.pt
+    # the best-run charts evaluate as the run did at its last epoch: with its TTA
+    best = max(cifarlab.results(ws), key=lambda r: r["final_test_acc"])
+    overall = _captions(tmp_path / "r" / "index.html")["per-class"]
+    assert f"{best['final_test_acc'] * 100:.1f}% overall on" in overall
+
+
+def test_best_run_predictions_use_tta_only_where_the_run_did(tiny_archive, tmp_path, monkeypatch):
+    from cifarlab.report import predict
+
+    levels = []
+    real = predict.tta_logits
+    monkeypatch.setattr(
+        predict, "tta_logits", lambda m, x, level: levels.append(level) or real(m, x, level)
+    )
+    ws = tmp_path / "ws"
+    for val_size in (0, 20):  # no validation: last.pt, the final epoch; else best.pt
+        result = cifarlab.train(data=str(tiny_archive), workspace=str(ws), model="tutorial",
+                                val_size=val_size, epochs=2, tta=2, quiet=True)  # fmt: skip
+        record = next(r for r in cifarlab.results(ws) if r["id"] == result.run_id)
+        levels.clear()
+        predict.predict_run(record, ws)
+        final = val_size == 0 or record["best_epoch"] == 2
+        assert set(levels) == {2 if final else 0}, (val_size, record["best_epoch"])

@@ -13,6 +13,10 @@ class CifarlabError(Exception):
     """
 
 
+class RunInProgress(CifarlabError):
+    """The run is being trained right now by another live process."""
+
+
 class CifarlabWarning(UserWarning):
     """Something the user should know that does not stop the work (``cifarlab: warning:``)."""
 

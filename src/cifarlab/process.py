@@ -65,6 +65,15 @@ def die_with_parent(parent_pid: int) -> None:
         os._exit(1)
 
 
+def init_decode_worker(parent_pid: int) -> None:
+    """A forked decode worker: it dies with its parent, and it leaves Ctrl-C and SIGTERM to
+    the parent (a handler inherited from the CLI would raise inside a pool worker, which
+    then waits forever on its queue instead of ending)."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    die_with_parent(parent_pid)
+
+
 def terminate_as_interrupt() -> signal.Handlers | None:
     """Turn SIGTERM (plain ``kill``, job schedulers, ``docker stop``) into ``Terminated``, so
     a run it stops is recorded as failed instead of ``running`` forever. Returns the previous

@@ -19,7 +19,7 @@ import torch
 
 from cifarlab.config import NOT_HASHED, SESSION_FIELDS, RunConfig, make_run_config
 from cifarlab.data import CifarData, load_dataset
-from cifarlab.errors import CifarlabError, Terminated, first_line, warn
+from cifarlab.errors import CifarlabError, RunInProgress, Terminated, first_line, warn
 from cifarlab.experiments.store import RUN_SUMMARY, ResultsStore
 from cifarlab.models import (
     check_model,
@@ -248,7 +248,7 @@ def resolve_resume(store: ResultsStore, config: RunConfig) -> tuple[RunConfig, d
 def _refuse_if_training_elsewhere(record: dict[str, Any]) -> None:
     pid = owner_pid(record.get("owner")) if record["status"] == "running" else None
     if pid is not None:
-        raise CifarlabError(
+        raise RunInProgress(
             f"run {record['id']} is being trained right now by process {pid}; wait for it to "
             f"finish, or stop it (kill {pid}) and resume then"
         )

@@ -25,7 +25,7 @@ from PIL import Image, UnidentifiedImageError
 from tqdm.auto import tqdm
 
 from cifarlab.errors import CifarlabError, first_line
-from cifarlab.process import die_with_parent
+from cifarlab.process import init_decode_worker
 
 SPLITS = ("train", "test")
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".zip")
@@ -264,9 +264,13 @@ def _decode_all(
         if workers > 1 and "fork" in multiprocessing.get_all_start_methods():
             # Decoding holds the GIL, so threads don't help; forked processes halve the time.
             ctx = multiprocessing.get_context("fork")
-            with ProcessPoolExecutor(workers, mp_context=ctx, initializer=die_with_parent,
+            with ProcessPoolExecutor(workers, mp_context=ctx, initializer=init_decode_worker,
                                      initargs=(os.getpid(),)) as pool:  # fmt: skip
-                decoded = [_counted(r, bar) for r in pool.map(_decode_chunk, *zip(*tasks))]
+                try:
+                    decoded = [_counted(r, bar) for r in pool.map(_decode_chunk, *zip(*tasks))]
+                except BaseException:  # Ctrl-C: the workers ignore it; drop the queued chunks
+                    pool.shutdown(wait=False, cancel_futures=True)
+                    raise
         else:
             decoded = [_counted(_decode_chunk(*t), bar) for t in tasks]
     finally:

@@ -29,6 +29,7 @@ from cifarlab.errors import (
     BusyMachineWarning,
     CifarlabError,
     CifarlabWarning,
+    RunInProgress,
     Terminated,
     show_warning,
 )
@@ -200,13 +201,23 @@ def _for_workspace(planned: PlannedRun, workspace: Path, quiet: bool) -> RunConf
 
 
 def _run_one(config: RunConfig) -> str:
-    """Train one run; any failure is already recorded by the runner, so just report it."""
+    """Train one run; any failure is already recorded by the runner, so just report it.
+
+    The plan may be minutes old: another process (a sweep of an experiment sharing these
+    settings, a `train` by hand) may have finished the run or be training it now."""
     from cifarlab.runner import run_training
 
+    with ResultsStore(Path(config.workspace) / "runs.db") as store:
+        standing = PlannedRun(config, store.standing_run(config.hash()))
+    if standing.action in ("done", "busy"):
+        return standing.previous["status"]
+    config = config.model_copy(update={"resume": "auto" if standing.previous else None})
     global _training
     _training = True
     try:
         return run_training(config).status
+    except RunInProgress:  # it started elsewhere between the look above and the run
+        return "running"
     except KeyboardInterrupt:
         if _in_worker:  # the runner recorded the run; a stopped worker takes no next one
             os._exit(143 if isinstance(sys.exc_info()[1], Terminated) else 130)

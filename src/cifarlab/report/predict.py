@@ -13,6 +13,7 @@ from cifarlab.data import TensorLoader, load_dataset
 from cifarlab.errors import CifarlabError
 from cifarlab.models import create_model
 from cifarlab.train.checkpoint import load_checkpoint
+from cifarlab.train.tta import tta_logits
 
 
 @dataclass
@@ -60,11 +61,13 @@ def predict_run(run: dict[str, Any], workspace: Path) -> Predictions:
         message = f"checkpoint of run {run['id']} does not fit its model ({err})"
         raise CifarlabError(message) from None
     model.eval()
+    # the trainer used test-time augmentation at the final epoch only: so do these charts
+    tta = config.get("tta", 0) if state["epoch"] == config["epochs"] else 0
     loader = TensorLoader(data.test, 512, data.mean, data.std, channels_last=False)
     probs = []
     with torch.no_grad():
         for x, _ in loader:
-            probs.append(torch.softmax(model(x).float(), dim=1))
+            probs.append(torch.softmax(tta_logits(model, x, tta).float(), dim=1))
     p = torch.cat(probs)
     confidence, preds = p.max(dim=1)
     return Predictions(
