@@ -605,6 +605,9 @@ def test_a_report_of_runs_without_a_validation_split(tiny_archive, tmp_path, cap
     page = (tmp_path / "r" / "index.html").read_text()
     assert "Best configuration by final test accuracy" in page
     assert "no validation split, so no epoch was chosen" in page
+    assert "selected nothing: each reports its last epoch" in page
+    assert "uses the validation split only" not in page and "gap-curves" not in page
+    assert "chosen by final test accuracy" in page
     _png_ok(tmp_path / "r" / "confusion.png")  # from last.pt: there is no best.pt
     # the best-run charts evaluate as the run did at its last epoch: with its TTA
     best = max(cifarlab.results(ws), key=lambda r: r["final_test_acc"])

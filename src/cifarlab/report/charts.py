@@ -300,12 +300,14 @@ def loss_curves(groups: list[dict[str, Any]], out: Path) -> Chart:
             f"in {len(onsets)} of {len(runs)} runs, from epoch {min(onsets)} "
             f"(median {statistics.median(onsets):g})."
         )
-    else:
+    elif any(r.get("best_val_acc") is not None for r in runs):
         most = max(len(r["epochs"]) for r in runs)
         caption = (
             f"No run overfit within its {most} epochs: validation loss never rose for "
             "several epochs in a row while training loss fell."
         )
+    else:
+        caption = "No validation split: training loss only, and no overfitting to detect."
     title = "Loss per epoch: training (solid) and validation (dashed)"
     return _save_facets(shown, out, "loss-curves", title, caption, groups)
 

@@ -82,6 +82,7 @@ def load_records(
 
 
 def _chart_sections(groups, records, workspace, out, notes) -> list[tuple[str, list[Chart]]]:
+    has_gap = any(charts.curve(g, "gap")[1].size for g in groups)  # needs a validation split
     sections = [
         ("Which model and optimizer win", [charts.final_accuracy(groups, out)]),
         (
@@ -89,7 +90,7 @@ def _chart_sections(groups, records, workspace, out, notes) -> list[tuple[str, l
             [
                 charts.accuracy_curves(groups, out),
                 charts.loss_curves(groups, out),
-                charts.gap_curves(groups, out),
+                *([charts.gap_curves(groups, out)] if has_gap else []),
             ],
         ),
         ("What it cost", [charts.time_bars(groups, out), charts.pareto(groups, out)]),
@@ -114,7 +115,8 @@ def _chart_sections(groups, records, workspace, out, notes) -> list[tuple[str, l
         charts.per_class(pred, out, colour),
         charts.mistakes(pred, out),
     ]
-    sections.append((f"Inside the best run ({best['id']}, chosen by validation)", found))
+    chosen = f"chosen by {charts.picked_by(best_group)}"
+    sections.append((f"Inside the best run ({best['id']}, {chosen})", found))
     return sections
 
 
@@ -217,7 +219,8 @@ def _headline(groups: list[dict[str, Any]], records: list[dict[str, Any]]) -> st
         ranks = ", ".join(
             f"{i}. {g['model']} {pct(g['test_acc_mean'])}" for i, g in enumerate(per_model, 1)
         )
-        items.append(f"<b>Models</b> (each at its best configuration, by validation): {_e(ranks)}.")
+        by = _ranked_by(groups)
+        items.append(f"<b>Models</b> (each at its best configuration, by {by}): {_e(ranks)}.")
     pairs = charts.best_per(groups, "model", "optimizer")
     by_opt: dict[str, list[float]] = {}
     for g in pairs:
@@ -233,11 +236,28 @@ def _headline(groups: list[dict[str, Any]], records: list[dict[str, Any]]) -> st
     if bad:
         states = ", ".join(f"{r['id']} {r['status']}" for r in bad)
         items.append(f"<b>Not in the charts:</b> {_e(states)}.")
-    items.append(
-        "Model selection uses the validation split only; test accuracy is reported, "
-        "never used to choose."
-    )
+    if all(g["best_val_acc_mean"] is not None for g in groups):
+        items.append(
+            "Model selection uses the validation split only; test accuracy is reported, "
+            "never used to choose."
+        )
+    else:
+        items.append(
+            "Runs without a validation split (--val-size 0) selected nothing: each reports "
+            "its last epoch, and they are ranked by its test accuracy, the only score they "
+            "have. Rankings by test accuracy flatter the winner a little; a validation split "
+            "gives an unbiased choice."
+        )
     return '<ul class="headline">' + "".join(f"<li>{i}</li>" for i in items) + "</ul>"
+
+
+def _ranked_by(groups: list[dict[str, Any]]) -> str:
+    with_val = [g["best_val_acc_mean"] is not None for g in groups]
+    if all(with_val):
+        return "validation"
+    if not any(with_val):
+        return "final test accuracy, as there is no validation split"
+    return "validation, or final test accuracy for runs without a validation split"
 
 
 def _groups_table(groups: list[dict[str, Any]]) -> str:
