@@ -194,10 +194,7 @@ def check_sources(configs: list[RunConfig], quiet: bool = False) -> None:
 
 
 def _for_workspace(planned: PlannedRun, workspace: Path, quiet: bool) -> RunConfig:
-    resume = "auto" if planned.action == "resume" else None
-    return planned.config.model_copy(
-        update={"workspace": str(workspace), "quiet": quiet, "resume": resume}
-    )
+    return planned.config.model_copy(update={"workspace": str(workspace), "quiet": quiet})
 
 
 def _run_one(config: RunConfig) -> str:
@@ -211,6 +208,7 @@ def _run_one(config: RunConfig) -> str:
         standing = PlannedRun(config, store.standing_run(config.hash()))
     if standing.action in ("done", "busy"):
         return standing.previous["status"]
+    # resume what an earlier attempt left (its checkpoint), else start afresh
     config = config.model_copy(update={"resume": "auto" if standing.previous else None})
     global _training
     _training = True
@@ -218,9 +216,9 @@ def _run_one(config: RunConfig) -> str:
         return run_training(config).status
     except RunInProgress:  # it started elsewhere between the look above and the run
         return "running"
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
         if _in_worker:  # the runner recorded the run; a stopped worker takes no next one
-            os._exit(143 if isinstance(sys.exc_info()[1], Terminated) else 130)
+            os._exit(143 if isinstance(stop, Terminated) else 130)
         raise
     except Exception as err:  # noqa: BLE001 - one bad run must not stop the sweep
         print(f"cifarlab: run {config.short_name()} failed: {err}", file=sys.stderr)

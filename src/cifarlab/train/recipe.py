@@ -19,7 +19,8 @@ class Lookahead(Callback):
 
     airbench94's variant: the slow copy moves with ``1 - alpha`` where alpha
     grows as (step/total)^3 to 0.95^5, so late training is heavily averaged; at
-    the last step the weights become the slow copy. Worth ~0.2-0.3 points there.
+    the last step the weights become the slow copy. Taking it out of `quick-cpu` cost 0.10
+    points in one seed, within noise (`benchmarks/ablation.py`).
     """
 
     def __init__(self, total_steps: int, every: int = 5) -> None:
