@@ -42,6 +42,7 @@ from cifarlab.data import loader as loader_module
 from cifarlab.data.augment import build_augment
 from cifarlab.data.imagefolder import _iter_files, _parse_layout
 from cifarlab.models import create_model
+from cifarlab.train import cpu_share
 from cifarlab.train.build import build_trainer
 from cifarlab.train.precision import resolve_device, resolve_precision
 from cifarlab.train.trainer import Trainer
@@ -119,9 +120,8 @@ def cifarlab_images_per_s(data_path: str, n_images: int, **options) -> dict:
 
 def cores_taken(metrics: dict) -> float | None:
     """Cores of ours that other processes and the hypervisor used during the pass (Linux)."""
-    if "others_cpu" not in metrics:
-        return None
-    return round(metrics["others_cpu"] + metrics["steal_cpu"], 2)
+    taken = cpu_share.cores_taken(metrics)
+    return None if taken is None else round(taken, 2)
 
 
 def fresh_process_reload_s(data_path: str) -> float:

@@ -37,6 +37,7 @@ from cifarlab.train.callbacks import (
     WarnWhenBusy,
 )
 from cifarlab.train.checkpoint import load_checkpoint
+from cifarlab.train.cpu_share import cores_taken
 from cifarlab.train.precision import (
     resolve_device,
     resolve_precision,
@@ -210,7 +211,7 @@ def summarize(trainer: Trainer, config: RunConfig) -> dict[str, Any]:
         images_per_sec=sum(m["images_per_sec"] for m in history) / len(history),
         overfit_epoch=overfit_onset(history, config.patience),
     )
-    shares = [m["others_cpu"] + m["steal_cpu"] for m in history if "others_cpu" in m]
+    shares = [cores_taken(m) for m in history if cores_taken(m) is not None]
     if shares:  # cores that other work took from the run: its timings' conditions
         summary["cpu_contention"] = sum(shares) / len(shares)
     return summary

@@ -17,7 +17,7 @@ from cifarlab.errors import CifarlabError
 from cifarlab.process import current_owner
 
 FINISHED = ("completed", "diverged")  # settled: running them again gives the same answer
-SCHEMA_VERSION = 2  # 2: CPU share columns (others_cpu, steal_cpu, cpu_contention), owner
+SCHEMA_VERSION = 3  # 2: CPU share columns (others_cpu, steal_cpu, cpu_contention); 3: owner
 
 EPOCH_METRICS = (
     "train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc",
@@ -81,8 +81,9 @@ class ResultsStore:
                 f"'{self.path}' is not a readable cifarlab results database ({err}); "
                 "move it away or use another --workspace"
             ) from None
-        self._add_new_columns()
-        self.conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        if self.conn.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
+            self._add_new_columns()  # once per older workspace, not on every open
+            self.conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     def _add_new_columns(self) -> None:
         """A workspace from an older cifarlab gets the metric columns added since (as NULL)."""

@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 from cifarlab.errors import BusyMachineWarning, warn
 from cifarlab.experiments.store import ResultsStore
 from cifarlab.train.checkpoint import save_checkpoint
-from cifarlab.train.cpu_share import allowed_cpus
+from cifarlab.train.cpu_share import allowed_cpus, cores_taken
 from cifarlab.train.selection import is_better
 from cifarlab.train.trainer import Callback, Trainer
 
@@ -61,7 +61,7 @@ class ProgressBar(Callback):
         parts.append(f"lr {metrics['lr']:.3g}")
         parts.append(f"{metrics['images_per_sec']:,.0f} img/s")
         parts.append(f"{metrics['epoch_seconds']:.1f}s")
-        taken = metrics.get("others_cpu", 0.0) + metrics.get("steal_cpu", 0.0)
+        taken = cores_taken(metrics) or 0.0
         if taken >= 0.1:  # the epoch shared its CPUs: say so beside its speed
             parts.append(f"{taken:.1f} cores taken by other work")
         tqdm.write("  ".join(parts), file=sys.stderr)
@@ -77,14 +77,15 @@ class WarnWhenBusy(Callback):
         self.warned = False
 
     def on_epoch_end(self, trainer: Trainer, epoch: int, metrics: dict[str, Any]) -> None:
-        if self.warned or "others_cpu" not in metrics or trainer.device.type != "cpu":
+        taken, cpus = cores_taken(metrics), allowed_cpus()
+        if self.warned or taken is None or trainer.device.type != "cpu":
             return
-        others, steal, cpus = metrics["others_cpu"], metrics["steal_cpu"], allowed_cpus()
-        if metrics["epoch_seconds"] < self.min_seconds or others + steal < self.share * cpus:
+        if metrics["epoch_seconds"] < self.min_seconds or taken < self.share * cpus:
             return
         self.warned = True
+        others, steal = metrics["others_cpu"], metrics["steal_cpu"]
         warn(
-            f"other work took {others + steal:.1f} of the {cpus} CPU cores during epoch "
+            f"other work took {taken:.1f} of the {cpus} CPU cores during epoch "
             f"{epoch + 1} ({others:.1f} other processes, {steal:.1f} the hypervisor), so "
             "training ran slower than it can; close other programs for full speed and "
             "compare timings of quiet runs only",

@@ -40,6 +40,14 @@ def _sample() -> tuple[float, int, int] | None:
     return own.user + own.system + own.children_user + own.children_system, busy, steal
 
 
+def cores_taken(metrics: dict) -> float | None:
+    """Cores that other work (processes and hypervisor) took during an epoch; None where
+    nothing was measured."""
+    if "others_cpu" not in metrics:
+        return None
+    return metrics["others_cpu"] + metrics["steal_cpu"]
+
+
 class CpuShareMeter:
     """Started when an epoch starts; ``stop()`` gives what others took of its CPUs since."""
 
