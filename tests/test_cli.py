@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.abc
 import json
 import sqlite3
 import subprocess
@@ -225,12 +226,29 @@ def test_the_machines_trouble_is_one_line_exit_1_and_the_run_failed(
 def test_the_package_api_survives_its_subpackages_loading_and_the_cli_starts_light():
     code = """
 import sys
+import cifarlab
+lightest = "torch" not in sys.modules and "pydantic" not in sys.modules  # see cifarlab.launch
 import cifarlab.cli
 light = "torch" not in sys.modules and "matplotlib" not in sys.modules
-import cifarlab
 cifarlab.load_dataset  # loads torch on first use
 import cifarlab.runner, cifarlab.report.html, cifarlab.report.predict, cifarlab.train.trainer
-print(light, callable(cifarlab.train), callable(cifarlab.report), callable(cifarlab.results))
+print(lightest, light, callable(cifarlab.train), callable(cifarlab.report),
+      callable(cifarlab.results), cifarlab.RunConfig.__name__ == "RunConfig")
 """
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert done.stdout.split() == ["True"] * 4, done.stderr
+    assert done.stdout.split() == ["True"] * 6, done.stderr
+
+
+def test_ctrl_c_while_the_cli_loads_is_one_line(monkeypatch, capsys):
+    from cifarlab import launch
+
+    class InterruptedImport(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path, target=None):
+            if name == "cifarlab.cli":
+                raise KeyboardInterrupt  # as Ctrl-C lands while pydantic or torch loads
+            return None
+
+    monkeypatch.delitem(sys.modules, "cifarlab.cli")
+    monkeypatch.setattr(sys, "meta_path", [InterruptedImport(), *sys.meta_path])
+    assert launch.main() == 130
+    assert capsys.readouterr().err == "cifarlab: interrupted\n"

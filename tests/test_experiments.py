@@ -505,6 +505,40 @@ def test_sigterm_records_the_run_failed_and_a_killed_sweep_leaves_no_workers(
     assert _db(tmp_path / "ws2", "SELECT DISTINCT status FROM runs") == [("failed",)]
 
 
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="Linux")
+def test_ctrl_c_while_sweep_workers_start_is_one_line_and_trains_nothing(tmp_path, tiny_archive):
+    grid = _tiny_grid(tmp_path, tiny_archive, epochs=200)
+    sweep = [sys.executable, "-m", "cifarlab", "sweep", str(grid), "--workspace",
+             str(tmp_path / "ws"), "--workers", "2", "--quiet"]  # fmt: skip
+    # its own process group, as a terminal's Ctrl-C reaches every process of the command
+    proc = subprocess.Popen(sweep, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)  # fmt: skip
+    deadline = time.time() + 120
+    while time.time() < deadline and len(_spawned_workers(proc.pid)) < 2:
+        time.sleep(0.02)
+    workers = _spawned_workers(proc.pid)
+    assert len(workers) == 2, "the sweep never started its workers"
+    time.sleep(0.5)  # into their start-up: Python's own, then the imports (~2 s)
+    os.killpg(proc.pid, signal.SIGINT)  # while the workers still import torch
+    assert proc.wait(120) == 130
+    err = proc.stderr.read()
+    assert "Traceback" not in err and err.strip().splitlines() == ["cifarlab: interrupted"], err
+    assert _wait_gone(workers, 30) == []
+    assert _db(tmp_path / "ws", "SELECT count(*) FROM runs") == [(0,)]  # none started after it
+
+
+def _spawned_workers(pid: int) -> list[int]:
+    """The sweep's worker processes (not multiprocessing's resource tracker)."""
+
+    def is_worker(child: int) -> bool:
+        try:
+            return b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes()
+        except OSError:
+            return False
+
+    return [child for child in _children(pid) if is_worker(child)]
+
+
 def _epoch_rows(ws: Path) -> list[tuple]:
     try:
         return _db(ws, "SELECT run_id FROM epochs") if (ws / "runs.db").exists() else []

@@ -13,12 +13,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import cifarlab.train  # noqa: F401  (the subpackage first: `def train` below then wins the name)
-from cifarlab.config import RunConfig, make_run_config
 from cifarlab.errors import CifarlabError
-from cifarlab.report import report
+from cifarlab.report import report  # the same for `report` and `results`
 from cifarlab.results import grouped_results, results
 
 if TYPE_CHECKING:
+    from cifarlab.config import RunConfig
     from cifarlab.data import load_dataset
     from cifarlab.experiments.sweep import SweepReport
     from cifarlab.models import create_model, list_models, register_model
@@ -26,10 +26,12 @@ if TYPE_CHECKING:
 
 __version__ = "0.1.0"
 
-# Names whose modules import torch load on first use (PEP 562): `cifarlab --help` and
-# `cifarlab results` start in a fraction of the time, and Ctrl-C during torch's import
-# already reaches the CLI's handler.
+# Names whose modules import pydantic or torch load on first use (PEP 562): `import
+# cifarlab` takes milliseconds, `cifarlab --help` and `cifarlab results` start in a fraction
+# of the time, and Ctrl-C during those imports reaches the CLI's handler (cifarlab.launch).
 _LAZY = {
+    "RunConfig": "cifarlab.config",
+    "make_run_config": "cifarlab.config",
     "load_dataset": "cifarlab.data",
     "create_model": "cifarlab.models",
     "list_models": "cifarlab.models",
@@ -70,6 +72,7 @@ def sweep(
 
 def train(**options: Any) -> RunResult:
     """Train one model; keyword names are the CLI's options with underscores."""
+    from cifarlab.config import make_run_config
     from cifarlab.runner import run_training
 
     return run_training(make_run_config(**options))
@@ -82,6 +85,7 @@ __all__ = [
     "create_model",
     "list_models",
     "load_dataset",
+    "make_run_config",
     "register_model",
     "grouped_results",
     "report",

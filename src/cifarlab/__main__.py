@@ -1,5 +1,5 @@
 import sys
 
-from cifarlab.cli import main
+from cifarlab.launch import main
 
 sys.exit(main())

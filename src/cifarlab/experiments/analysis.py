@@ -6,12 +6,11 @@ import math
 import statistics
 from typing import Any
 
-from cifarlab.config import SESSION_FIELDS
-
 GROUP_METRICS = ("best_val_acc", "test_acc", "final_test_acc", "train_seconds", "images_per_sec")
-# Settings that never define a group: they vary between repeats of one configuration.
+# Settings that never define a group: they vary between repeats of one configuration, or
+# say where it ran (a run's record holds no session fields, config.SESSION_FIELDS, at all).
 REPEAT_KEYS = {"seed"}
-NEVER_GROUP = SESSION_FIELDS | {"data", "device", "tensorboard"}
+NEVER_GROUP = {"data", "device", "tensorboard"}
 
 
 def varying_keys(records: list[dict[str, Any]]) -> list[str]:

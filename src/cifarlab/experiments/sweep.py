@@ -154,31 +154,50 @@ def _run_planned(
             report.outcomes[p.config.hash()] = p.previous["status"]
     todo = [p for p in planned if p.action in TO_RUN]
     start = time.perf_counter()
-    bar = tqdm(
+    configs = [_for_workspace(p, workspace, quiet or workers > 1) for p in todo]
+    runs = _in_workers(configs, workers) if workers > 1 else ((c, _run_one(c)) for c in configs)
+    with tqdm(
         total=len(planned), initial=len(planned) - len(todo), desc=f"sweep {name}",
         unit="run", disable=quiet, file=sys.stderr, position=0,
-    )  # fmt: skip
-    configs = [_for_workspace(p, workspace, quiet or workers > 1) for p in todo]
-    if workers <= 1:
-        for config in configs:
-            report.outcomes[config.hash()] = _run_one(config)
+    ) as bar, contextlib.closing(runs):  # fmt: skip
+        for config, status in runs:  # closing: Ctrl-C in this loop still stops the workers
+            report.outcomes[config.hash()] = status
             bar.update()
-    else:
-        ctx = multiprocessing.get_context("spawn")  # fresh interpreters: no forked torch threads
-        threads = max(1, (os.cpu_count() or 1) // workers)
-        with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
-                                 initargs=(threads, os.getpid())) as pool:  # fmt: skip
-            futures = {pool.submit(_run_one, c): c for c in configs}
-            try:
-                for future in as_completed(futures):
-                    report.outcomes[futures[future].hash()] = future.result()
-                    bar.update()
-            except BaseException:  # Ctrl-C: no queued run may start after it
-                pool.shutdown(wait=True, cancel_futures=True)
-                raise
-    bar.close()
     report.seconds = time.perf_counter() - start
     return report
+
+
+def _in_workers(configs: list[RunConfig], workers: int) -> Iterator[tuple[RunConfig, str]]:
+    """Train ``configs`` in ``workers`` processes; yield each with its status as it ends."""
+    ctx = multiprocessing.get_context("spawn")  # fresh interpreters: no forked torch threads
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    stop = ctx.Event()  # set on Ctrl-C: a worker still starting up then takes no run
+    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
+                             initargs=(threads, os.getpid(), stop)) as pool:  # fmt: skip
+        # Workers are spawned here and start with Ctrl-C ignored: pressed while they import
+        # torch, it would print a traceback from each. _init_worker turns it back on.
+        with _sigint_ignored():
+            futures = {pool.submit(_run_one, c): c for c in configs}
+        try:
+            for future in as_completed(futures):
+                yield futures[future], future.result()
+        except BaseException:  # Ctrl-C: no queued run may start after it
+            stop.set()
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+
+
+@contextlib.contextmanager
+def _sigint_ignored() -> Iterator[None]:
+    try:
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except ValueError:  # not the main thread: nothing to change
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def check_sources(configs: list[RunConfig], quiet: bool = False) -> None:
@@ -204,6 +223,8 @@ def _run_one(config: RunConfig) -> str:
     settings, a `train` by hand) may have finished the run or be training it now."""
     from cifarlab.runner import run_training
 
+    if _stop is not None and _stop.is_set():  # the sweep was stopped while this worker started
+        return "cancelled"
     with ResultsStore(Path(config.workspace) / "runs.db") as store:
         standing = PlannedRun(config, store.standing_run(config.hash()))
     if standing.action in ("done", "busy"):
@@ -229,22 +250,25 @@ def _run_one(config: RunConfig) -> str:
 
 _in_worker = False  # set in a sweep's worker processes
 _training = False  # a run is under way in this process
+_stop = None  # in a worker: the sweep's Event, set when it was stopped
 
 
-def _worker_sigterm(signum: int, frame: object) -> None:
-    """In a worker, SIGTERM (also sent when the sweep dies: ``die_with_parent``) stops the
-    run under way as Ctrl-C would, so it is recorded as failed; an idle worker just ends."""
+def _stop_worker(signum: int, frame: object) -> None:
+    """In a worker, Ctrl-C and SIGTERM (also sent when the sweep dies: ``die_with_parent``)
+    stop the run under way, so it is recorded as interrupted or failed; an idle worker just
+    ends, quietly (the sweep prints the one line)."""
     if _training:
-        raise Terminated()
-    os._exit(143)
+        raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+    os._exit(128 + signum)
 
 
-def _init_worker(threads: int, parent_pid: int) -> None:
+def _init_worker(threads: int, parent_pid: int, stop: Any) -> None:
     import torch
 
-    global _in_worker
-    _in_worker = True
-    signal.signal(signal.SIGTERM, _worker_sigterm)
+    global _in_worker, _stop
+    _in_worker, _stop = True, stop
+    signal.signal(signal.SIGTERM, _stop_worker)
+    signal.signal(signal.SIGINT, _stop_worker)  # spawned with it ignored: see _in_workers
     die_with_parent(parent_pid)  # a sweep killed with `kill -9` leaves no worker training
     torch.set_num_threads(threads)
     warnings.showwarning = show_warning  # spawned: one-line warnings as in the parent
