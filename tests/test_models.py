@@ -231,6 +231,22 @@ def test_editing_a_model_file_gives_its_runs_a_new_identity(tmp_path, kind):
     assert make_run_config(model=model).hash() != before
 
 
+@pytest.mark.parametrize(
+    "model, label",
+    [
+        ("tutorial", "tutorial"),
+        ("nets/my net.toml", "my-net"),
+        ("nets/my.py:Net", "my-Net"),
+        ("nets/my.py", "my"),
+        ("v1.2/net.py:build", "net-build"),
+    ],  # fmt: skip
+)
+def test_run_ids_name_a_model_file_by_its_stem_and_the_name_in_it(model, label):
+    from cifarlab.models.registry import model_label
+
+    assert model_label(model) == label
+
+
 def test_spec_from_toml_file_and_create_model(tmp_path):
     path = tmp_path / "mynet.toml"
     path.write_text(

@@ -190,9 +190,9 @@ class RunConfig(BaseModel):
         fields = {
             k: v for k, v in self.model_dump().items() if k not in NOT_HASHED and v != defaults[k]
         }
-        source = _model_file(self.model)
-        if source is not None and source.is_file():  # an edited model file is a new run
-            fields["model_file_sha256"] = hashlib.sha256(source.read_bytes()).hexdigest()
+        source = model_source(self.model)
+        if source is not None and source[0].is_file():  # an edited model file is a new run
+            fields["model_file_sha256"] = hashlib.sha256(source[0].read_bytes()).hexdigest()
         blob = json.dumps(fields, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:12]
 
@@ -238,10 +238,13 @@ def _describe(error: dict[str, Any]) -> str:
     return f"invalid {flag}: {message} (got {got!r})"
 
 
-def _model_file(model: str) -> Path | None:
-    """The file behind ``spec.toml`` or ``file.py:Class`` models; None for built-in names."""
+def model_source(model: str) -> tuple[Path, str] | None:
+    """What a ``--model`` value names in a file: ``spec.toml`` -> (its path, ""),
+    ``nets/my.py:Net`` -> (nets/my.py, "Net"), ``nets/my.py`` -> (nets/my.py, ""), and None
+    for a built-in name. The one place that tells a file from a name."""
     if model.endswith(".toml"):
-        return Path(model)
+        return Path(model), ""
     if model.endswith(".py") or ".py:" in model:
-        return Path(model.partition(".py:")[0].removesuffix(".py") + ".py")
+        path, _, name = model.partition(".py:") if ".py:" in model else (model[:-3], "", "")
+        return Path(path + ".py"), name
     return None

@@ -19,6 +19,7 @@ from types import ModuleType
 import torch
 from torch import nn
 
+from cifarlab.config import model_source
 from cifarlab.errors import CifarlabError, first_line
 
 NO_MESSAGE = "(no message)"  # after "raised ValueError:", the type name again says nothing
@@ -28,8 +29,7 @@ SHAPE_ARGS = ("num_classes", "in_channels", "image_size")
 
 def load_python_model(ref: str) -> Callable[..., nn.Module]:
     """A factory ``(num_classes=, in_channels=, image_size=) -> nn.Module`` for ``ref``."""
-    path_text, _, attr = ref.partition(".py:") if ".py:" in ref else (ref[:-3], "", "")
-    path = Path(path_text + ".py")
+    path, attr = model_source(ref)
     module = _import(path)
     target = _pick(module, path, attr)
     label = f"{path}:{attr or target.__name__}"

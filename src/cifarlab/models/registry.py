@@ -11,11 +11,11 @@ import difflib
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 from torch import nn
 
+from cifarlab.config import model_source
 from cifarlab.errors import CifarlabError
 
 ModelFactory = Callable[..., nn.Module]
@@ -67,10 +67,11 @@ def get_model_entry(name: Any) -> ModelEntry:
     if not isinstance(name, str):  # a spec from Python: dict, list of layers or ModelSpec
         spec = specs.as_spec(name)
         return ModelEntry(spec.name, partial(specs.build_spec, spec), spec.description, "spec")
-    if name.endswith(".toml"):
+    source = model_source(name)
+    if source is not None and source[0].suffix == ".toml":
         spec = specs.load_spec(name)
         return ModelEntry(spec.name, partial(specs.build_spec, spec), spec.description, "spec")
-    if name.endswith(".py") or ".py:" in name:
+    if source is not None:
         from cifarlab.models.pyfile import load_python_model
 
         return ModelEntry(name, load_python_model(name), f"user code from {name}", "file")
@@ -110,11 +111,8 @@ def model_label(name: Any) -> str:
     """A short, filesystem-safe label for run ids: ``nets/my.py:Net`` -> ``my-Net``."""
     if not isinstance(name, str):
         return get_model_entry(name).name
-    if name.endswith(".toml") or ".py" in name:
-        path, _, attr = name.partition(".py:") if ".py:" in name else (name, "", "")
-        label = Path(path).stem + (f"-{attr}" if attr else "")
-    else:
-        label = name
+    source = model_source(name)
+    label = name if source is None else source[0].stem + (f"-{source[1]}" if source[1] else "")
     return "".join(c if c.isalnum() or c in "-_." else "-" for c in label)
 
 
