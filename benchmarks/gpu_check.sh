@@ -8,9 +8,10 @@
 # On this workplace's device tool, carry `.whl` (pydantic's wheels for the machine's
 # Python, which lacks them) and `.devdata` (a copy of the shared CIFAR-10 archive).
 # Each step has its own time limit, so a failure still leaves the others' output in $OUT.
-# STEPS picks steps (default: all but the graphs, epochs, jpeg, precision and original steps; `tests` needs
-# pytest-xdist); RUNS sets the runs per timing. `STEPS=original` trains on the lossless
-# CIFAR-10 (ORIGINAL=cifar10 downloads it; or a path to cifar-10-python.tar.gz).
+# STEPS picks steps (default: all but the graphs, epochs, jpeg, precision, neighbourhood and
+# original steps; `tests` needs pytest-xdist); RUNS sets the runs per timing. `STEPS=original`
+# trains on the lossless CIFAR-10 (ORIGINAL=cifar10 downloads it; or a path to
+# cifar-10-python.tar.gz).
 set -u
 OUT=${OUT:-/tmp/cifarlab-gpu}
 mkdir -p "$OUT"
@@ -83,6 +84,15 @@ if step precision; then  # the speedrun recipe in each precision (bf16 is the pr
             --precision "$precision" --data "$DATA" 2>&1 | tee "$OUT/precision_$precision.txt" \
             | grep '"runs"'
     done
+fi
+if step neighbourhood; then  # retuning lr, weight decay, label smoothing on this data
+    echo "== the speedrun recipe's neighbourhood: 54 runs"
+    CIFARLAB_DATA=$DATA timeout ${SWEEP_TIMEOUT:-420} python3 -m cifarlab sweep \
+        benchmarks/speedrun_neighbourhood.toml --workspace /tmp/ws-nb --quiet 2>&1 | tail -3
+    for by in lr weight_decay label_smoothing lr,weight_decay,label_smoothing; do
+        python3 -m cifarlab results --workspace /tmp/ws-nb --experiment speedrun-neighbourhood \
+            --group-by "$by" --sort final_test_acc --format markdown
+    done 2>&1 | tee "$OUT/neighbourhood.md"
 fi
 if step original; then  # the lossless original, where it can be reached: report both
     echo "== time to 94% on ${ORIGINAL:=cifar10}: $RUNS runs of speedrun"
