@@ -24,7 +24,7 @@ import cifarlab
 from cifarlab.cli import main
 from cifarlab.experiments.spec import build_experiment
 from cifarlab.experiments.sweep import run_sweep
-from cifarlab.report import charts
+from cifarlab.report import aggregate, charts
 
 ARTIFACTS = REPO / "test-artifacts"
 CORE_CHARTS = (
@@ -134,7 +134,7 @@ def test_captions_match_the_data(small_report, sweep_ws):
     else:
         assert caps["loss-curves"].startswith("No run overfit within its 3 epochs")
     points = [(mean(rs, "train_seconds"), mean(rs, "test_acc")) for rs in cell.values()]
-    front = charts.pareto_front(points)
+    front = aggregate.pareto_front(points)
     assert caps["pareto"].startswith(f"{len(front)} of 4 configurations are on the Pareto front")
     assert caps["confusion"].startswith(f"Run {best_run_id(records)}:")
 
@@ -150,7 +150,7 @@ def best_run_id(records) -> str:
 
 def test_pareto_front_and_confusion_matrix_helpers():
     points = [(1.0, 50.0), (2.0, 60.0), (3.0, 55.0), (2.0, 40.0), (4.0, 70.0)]
-    assert charts.pareto_front(points) == [0, 1, 4]
+    assert aggregate.pareto_front(points) == [0, 1, 4]
     m = charts.confusion_matrix(np.array([0, 0, 1, 1]), np.array([0, 1, 1, 1]), 3)
     assert m.tolist() == [[0.5, 0.5, 0], [0, 1, 0], [0, 0, 0]]
 
@@ -253,7 +253,7 @@ def _fake_runs(
 
 
 def test_batch_size_sensitivity(tmp_path):
-    groups = charts.group(_fake_runs(n_models=2, lrs=7, seeds=1, vary="batch_size"))
+    groups = aggregate.group(_fake_runs(n_models=2, lrs=7, seeds=1, vary="batch_size"))
     chart = charts.sensitivity(groups, "batch_size", tmp_path)
     _png_ok(chart.path)
     assert charts.sensitivity(groups, "lr", tmp_path) is None  # lr does not vary here
@@ -267,7 +267,7 @@ def test_batch_size_sensitivity(tmp_path):
 def test_two_hundred_runs_aggregate_instead_of_two_hundred_lines(tmp_path):
     records = _fake_runs()
     assert len(records) == 200
-    groups = charts.group(records)
+    groups = aggregate.group(records)
     assert len(groups) == 100
     curves = charts.accuracy_curves(groups, tmp_path)
     assert "each model's best configuration (by validation) of 100" in curves.caption
@@ -295,7 +295,7 @@ def test_two_hundred_runs_aggregate_instead_of_two_hundred_lines(tmp_path):
         if (model, opt) not in best or val > best[model, opt][0]:
             best[model, opt] = (val, test)
     diffs = [(best[f"net{m}", "adam"][1] - best[f"net{m}", "sgd"][1]) * 100 for m in range(5)]
-    caption = charts.final_caption(charts.best_per(groups, "model", "optimizer"))
+    caption = charts.final_caption(aggregate.best_per(groups, "model", "optimizer"))
     assert caption.startswith(
         f"adam beats sgd on 5 of 5 models, by {statistics.fmean(diffs):.1f} points on average."
     ), caption

@@ -1,7 +1,7 @@
 """The report's charts: one matplotlib (Agg) PNG each, with a caption computed from its data.
 
 Every chart function takes run groups (configurations with their seeds pooled,
-see ``group``) and an output folder, and returns a ``Chart`` or None when the
+see ``aggregate.group``) and an output folder, and returns a ``Chart`` or None when the
 data has nothing to show. Colours follow the model everywhere; the optimizer
 shows as a facet (line charts) or a hatch (bar charts).
 """
@@ -22,7 +22,17 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
-from cifarlab.experiments.analysis import group_runs, varying_keys
+from cifarlab.report.aggregate import (
+    best_per,
+    by_pair,
+    curve,
+    pareto_front,
+    pct,
+    picked_by,
+    pool_time,
+    spread,
+    val_score,
+)
 
 if TYPE_CHECKING:  # predict.py needs torch and the data layer; the charts only its fields
     from cifarlab.report.predict import Predictions
@@ -73,73 +83,13 @@ class Chart:
     path: Path
 
 
-# -- grouping ------------------------------------------------------------------------
-
-
-def group(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Completed runs grouped by every varying setting but the seed, with their members.
-
-    Each group gets ``model``, ``optimizer``, a short ``label`` and ``members``
-    (the run records, each carrying its ``epochs`` rows).
-    """
-    done = [r for r in records if r["status"] == "completed"]
-    keys = varying_keys(done)
-    by_id = {r["id"]: r for r in done}
-    groups = group_runs(done, keys)
-    for g in groups:
-        g["members"] = [by_id[i] for i in g["runs"]]
-        config = g["members"][0]["config"]
-        g["model"], g["optimizer"] = str(config["model"]), config["optimizer"]
-        extra = [f"{k}={_short(config[k])}" for k in keys if k not in ("model", "optimizer")]
-        g["label"] = " · ".join([g["model"], g["optimizer"], *extra])
-    return groups
+# -- colours ---------------------------------------------------------------------------
 
 
 def model_colours(groups: list[dict[str, Any]]) -> dict[str, tuple]:
     """One colour per model, in order of first appearance: the same in every chart."""
     models = list(dict.fromkeys(g["model"] for g in groups))
     return {m: PALETTE[i % len(PALETTE)] for i, m in enumerate(models)}
-
-
-def best_per(groups: list[dict[str, Any]], *keys: str) -> list[dict[str, Any]]:
-    """For each combination of ``keys``, its group with the best mean validation accuracy."""
-    best: dict[tuple, dict[str, Any]] = {}
-    for g in groups:
-        k = tuple(g[key] for key in keys)
-        if k not in best or val_score(g) > val_score(best[k]):
-            best[k] = g
-    return list(best.values())
-
-
-def pareto_front(points: list[tuple[float, float]]) -> list[int]:
-    """Indices of (seconds, accuracy) points no other point beats on both (cheaper and better)."""
-    front = []
-    for i, (t, a) in enumerate(points):
-        dominated = any(
-            t2 <= t and a2 >= a and (t2 < t or a2 > a)
-            for j, (t2, a2) in enumerate(points)
-            if j != i
-        )
-        if not dominated:
-            front.append(i)
-    return sorted(front, key=lambda i: points[i][0])
-
-
-def curve(g: dict[str, Any], metric: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Epochs and the mean, min and max of ``metric`` over the group's seeds at each epoch."""
-    per_epoch: dict[int, list[float]] = {}
-    for run in g["members"]:
-        for row in run["epochs"]:
-            if row.get(metric) is not None:
-                per_epoch.setdefault(row["epoch"], []).append(row[metric])
-    epochs = np.array(sorted(per_epoch))
-    values = [per_epoch[e] for e in epochs]
-    return (
-        epochs,
-        np.array([statistics.fmean(v) for v in values]),
-        np.array([min(v) for v in values]),
-        np.array([max(v) for v in values]),
-    )
 
 
 # -- 1. final accuracy ---------------------------------------------------------------
@@ -387,7 +337,7 @@ def time_bars(groups: list[dict[str, Any]], out: Path) -> Chart:
     colours = model_colours(groups)
     rows = groups
     if len(groups) > MAX_BARS:  # pool to model/optimizer so the chart stays readable
-        rows = _pool_time(groups)
+        rows = pool_time(groups)
     rows = sorted(rows, key=lambda g: g["train_seconds_mean"])
     fig, ax = _subplots(figsize=(WIDTH, max(2.6, 1.2 + 0.32 * len(rows))))
     y = range(len(rows))
@@ -454,25 +404,6 @@ def pareto(groups: list[dict[str, Any]], out: Path) -> Chart:
         caption += f": {best['label']} is both the fastest and the most accurate."
     title = "Accuracy vs training time (circled: nothing is both faster and more accurate)"
     return _save(fig, out, "pareto", title, caption)
-
-
-def _pool_time(groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    pooled: dict[tuple, list[dict[str, Any]]] = {}
-    for g in groups:
-        pooled.setdefault((g["model"], g["optimizer"]), []).append(g)
-    rows = []
-    for (model, opt), members in pooled.items():
-        times = [r["train_seconds"] for g in members for r in g["members"]]
-        rows.append(
-            {
-                "model": model,
-                "optimizer": opt,
-                "label": f"{model} · {opt} (all {len(members)})",
-                "train_seconds_mean": statistics.fmean(times),
-                "train_seconds_std": statistics.stdev(times) if len(times) > 1 else None,
-            }
-        )
-    return rows
 
 
 # -- 6. the best run's predictions --------------------------------------------------------
@@ -601,7 +532,7 @@ def sensitivity(groups: list[dict[str, Any]], key: str, out: Path) -> Chart | No
     styles = ("-", "--", ":", "-.")
     fig, ax = _subplots(figsize=(WIDTH, 4.4))
     lines = []
-    for (model, opt), members in _by_pair(best_per(groups, "model", "optimizer", key)).items():
+    for (model, opt), members in by_pair(best_per(groups, "model", "optimizer", key)).items():
         members.sort(key=lambda g: g[key])
         x = [g[key] for g in members]
         y = np.array([g["test_acc_mean"] * 100 for g in members])
@@ -634,13 +565,6 @@ def sensitivity(groups: list[dict[str, Any]], key: str, out: Path) -> Chart | No
     return _save(fig, out, name, f"Test accuracy vs {noun}", caption)
 
 
-def _by_pair(groups: list[dict[str, Any]]) -> dict[tuple, list[dict[str, Any]]]:
-    pairs: dict[tuple, list[dict[str, Any]]] = {}
-    for g in groups:
-        pairs.setdefault((g["model"], g["optimizer"]), []).append(g)
-    return pairs
-
-
 # -- helpers ----------------------------------------------------------------------------
 
 
@@ -657,36 +581,8 @@ def _save(fig, out: Path, name: str, title: str, caption: str) -> Chart:
     return Chart(name, title, caption, path)
 
 
-def val_score(g: dict[str, Any]) -> float:
-    """What ranks groups: mean validation accuracy. A group trained without a validation
-    split (--val-size 0, as the speedrun presets) reports its last epoch and selected
-    nothing; it is ranked by that epoch's test accuracy, the only score it has, and the
-    page says so (``picked_by``)."""
-    v = g.get("best_val_acc_mean")
-    return v if v is not None else g.get("final_test_acc_mean") or 0.0
-
-
-def picked_by(g: dict[str, Any]) -> str:
-    """How ``val_score`` ranked ``g``, for captions."""
-    return "validation" if g.get("best_val_acc_mean") is not None else "final test accuracy"
-
-
 def _counts(items) -> list[tuple[str, int]]:
     counts: dict[str, int] = {}
     for item in items:
         counts[item] = counts.get(item, 0) + 1
     return sorted(counts.items(), key=lambda kv: -kv[1])
-
-
-def pct(x: float | None) -> str:
-    """0.9123 -> "91.2%", as every caption and the page write accuracies ("–": none)."""
-    return "–" if x is None else f"{x * 100:.1f}%"
-
-
-def spread(std: float | None) -> str:
-    """ " ± 0.4" (points) after a mean over seeds; nothing for a single seed."""
-    return "" if std is None else f" ± {std * 100:.1f}"
-
-
-def _short(v: Any) -> str:
-    return f"{v:.3g}" if isinstance(v, float) else str(v)

@@ -17,8 +17,9 @@ from typing import Any
 from cifarlab.errors import CifarlabError
 from cifarlab.experiments.analysis import varying_keys
 from cifarlab.experiments.store import ResultsStore
-from cifarlab.report import charts
-from cifarlab.report.charts import Chart, pct
+from cifarlab.report import aggregate, charts
+from cifarlab.report.aggregate import pct
+from cifarlab.report.charts import Chart
 
 SENSITIVITY_KEYS = ("batch_size", "lr")
 
@@ -39,7 +40,7 @@ def build_report(
     except OSError as err:
         raise CifarlabError(f"cannot write the report to {str(out)!r}: {err.strerror}") from None
     _clear_old_charts(out)
-    groups = charts.group(records)
+    groups = aggregate.group(records)
     notes: list[str] = []
     sections: list[tuple[str, list[Chart]]] = []
     if groups:
@@ -82,7 +83,7 @@ def load_records(
 
 
 def _chart_sections(groups, records, workspace, out, notes) -> list[tuple[str, list[Chart]]]:
-    has_gap = any(charts.curve(g, "gap")[1].size for g in groups)  # needs a validation split
+    has_gap = any(aggregate.curve(g, "gap")[1].size for g in groups)  # needs a validation split
     sections = [
         ("Which model and optimizer win", [charts.final_accuracy(groups, out)]),
         (
@@ -98,7 +99,7 @@ def _chart_sections(groups, records, workspace, out, notes) -> list[tuple[str, l
     sensitivity = [charts.sensitivity(groups, k, out) for k in SENSITIVITY_KEYS]
     if any(sensitivity):
         sections.append(("Batch size and learning rate", [c for c in sensitivity if c]))
-    best_group = max(groups, key=charts.val_score)
+    best_group = max(groups, key=aggregate.val_score)
     best = max(best_group["members"], key=lambda r: r["best_val_acc"] or r["final_test_acc"] or 0)
     try:
         from cifarlab.report.predict import predict_run
@@ -115,7 +116,7 @@ def _chart_sections(groups, records, workspace, out, notes) -> list[tuple[str, l
         charts.per_class(pred, out, colour),
         charts.mistakes(pred, out),
     ]
-    chosen = f"chosen by {charts.picked_by(best_group)}"
+    chosen = f"chosen by {aggregate.picked_by(best_group)}"
     sections.append((f"Inside the best run ({best['id']}, {chosen})", found))
     return sections
 
@@ -125,7 +126,7 @@ def _model_section(groups, out, notes) -> list[dict[str, Any]]:
     from cifarlab.models import create_model, draw_diagram, model_label, summarize_model
 
     rows = []
-    for g in charts.best_per(groups, "model"):
+    for g in aggregate.best_per(groups, "model"):
         run = g["members"][0]
         c, side = _image_shape(run)
         try:
@@ -200,11 +201,11 @@ def _meta(records: list[dict[str, Any]]) -> str:
 def _headline(groups: list[dict[str, Any]], records: list[dict[str, Any]]) -> str:
     if not groups:
         return ""
-    best = max(groups, key=charts.val_score)
+    best = max(groups, key=aggregate.val_score)
     n = best["n"]
     items = [
-        f"<b>Best configuration by {charts.picked_by(best)}:</b> {_e(best['label'])} — "
-        f"<b>{pct(best['test_acc_mean'])}</b>{_e(charts.spread(best['test_acc_std']))} test "
+        f"<b>Best configuration by {aggregate.picked_by(best)}:</b> {_e(best['label'])} — "
+        f"<b>{pct(best['test_acc_mean'])}</b>{_e(aggregate.spread(best['test_acc_std']))} test "
         + (
             f"accuracy at its best-validation epoch ({n} seed{'s' * (n > 1)}), "
             f"{pct(best['best_val_acc_mean'])} validation, "
@@ -214,14 +215,14 @@ def _headline(groups: list[dict[str, Any]], records: list[dict[str, Any]]) -> st
         )
         + f"trained in {best['train_seconds_mean']:.1f} s per run."
     ]
-    per_model = sorted(charts.best_per(groups, "model"), key=charts.val_score, reverse=True)
+    per_model = sorted(aggregate.best_per(groups, "model"), key=aggregate.val_score, reverse=True)
     if len(per_model) > 1:
         ranks = ", ".join(
             f"{i}. {g['model']} {pct(g['test_acc_mean'])}" for i, g in enumerate(per_model, 1)
         )
         by = _ranked_by(groups)
         items.append(f"<b>Models</b> (each at its best configuration, by {by}): {_e(ranks)}.")
-    pairs = charts.best_per(groups, "model", "optimizer")
+    pairs = aggregate.best_per(groups, "model", "optimizer")
     by_opt: dict[str, list[float]] = {}
     for g in pairs:
         by_opt.setdefault(g["optimizer"], []).append(g["test_acc_mean"])
@@ -265,11 +266,11 @@ def _groups_table(groups: list[dict[str, Any]]) -> str:
     keys = list(dict.fromkeys(["model", "optimizer", *varying]))
     head = [*keys, "seeds", "best val", "test@best", "final test", "time (s)", "img/s"]
     rows = []
-    for g in sorted(groups, key=charts.val_score, reverse=True):
+    for g in sorted(groups, key=aggregate.val_score, reverse=True):
         config = g["members"][0]["config"]
         cells = [_td(config.get(k)) for k in keys] + [_td(g["n"])]
         cells.append(_td(g["best_val_acc_mean"], pct))
-        spread = charts.spread(g["test_acc_std"])
+        spread = aggregate.spread(g["test_acc_std"])
         cells.append(_td(g["test_acc_mean"], lambda v, spread=spread: pct(v) + spread))
         cells.append(_td(g["final_test_acc_mean"], pct))
         cells.append(_td(g["train_seconds_mean"], "{:.1f}".format))

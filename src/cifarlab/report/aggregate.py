@@ -1,0 +1,127 @@
+"""Run groups as the report sees them: completed runs with their seeds pooled, ranked by
+validation, their curves over epochs and their bests; and how their numbers are written.
+No drawing here (charts.py draws, html.py writes the page)."""
+
+from __future__ import annotations
+
+import statistics
+from typing import Any
+
+import numpy as np
+
+from cifarlab.experiments.analysis import group_runs, varying_keys
+
+
+def group(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Completed runs grouped by every varying setting but the seed, with their members.
+
+    Each group gets ``model``, ``optimizer``, a short ``label`` and ``members``
+    (the run records, each carrying its ``epochs`` rows).
+    """
+    done = [r for r in records if r["status"] == "completed"]
+    keys = varying_keys(done)
+    by_id = {r["id"]: r for r in done}
+    groups = group_runs(done, keys)
+    for g in groups:
+        g["members"] = [by_id[i] for i in g["runs"]]
+        config = g["members"][0]["config"]
+        g["model"], g["optimizer"] = str(config["model"]), config["optimizer"]
+        extra = [f"{k}={short(config[k])}" for k in keys if k not in ("model", "optimizer")]
+        g["label"] = " · ".join([g["model"], g["optimizer"], *extra])
+    return groups
+
+
+def val_score(g: dict[str, Any]) -> float:
+    """What ranks groups: mean validation accuracy. A group trained without a validation
+    split (--val-size 0, as the speedrun presets) reports its last epoch and selected
+    nothing; it is ranked by that epoch's test accuracy, the only score it has, and the
+    page says so (``picked_by``)."""
+    v = g.get("best_val_acc_mean")
+    return v if v is not None else g.get("final_test_acc_mean") or 0.0
+
+
+def picked_by(g: dict[str, Any]) -> str:
+    """How ``val_score`` ranked ``g``, for captions."""
+    return "validation" if g.get("best_val_acc_mean") is not None else "final test accuracy"
+
+
+def best_per(groups: list[dict[str, Any]], *keys: str) -> list[dict[str, Any]]:
+    """For each combination of ``keys``, its group with the best mean validation accuracy."""
+    best: dict[tuple, dict[str, Any]] = {}
+    for g in groups:
+        k = tuple(g[key] for key in keys)
+        if k not in best or val_score(g) > val_score(best[k]):
+            best[k] = g
+    return list(best.values())
+
+
+def by_pair(groups: list[dict[str, Any]]) -> dict[tuple, list[dict[str, Any]]]:
+    """Groups by (model, optimizer), in order of first appearance."""
+    pairs: dict[tuple, list[dict[str, Any]]] = {}
+    for g in groups:
+        pairs.setdefault((g["model"], g["optimizer"]), []).append(g)
+    return pairs
+
+
+def curve(g: dict[str, Any], metric: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Epochs and the mean, min and max of ``metric`` over the group's seeds at each epoch."""
+    per_epoch: dict[int, list[float]] = {}
+    for run in g["members"]:
+        for row in run["epochs"]:
+            if row.get(metric) is not None:
+                per_epoch.setdefault(row["epoch"], []).append(row[metric])
+    epochs = np.array(sorted(per_epoch))
+    values = [per_epoch[e] for e in epochs]
+    return (
+        epochs,
+        np.array([statistics.fmean(v) for v in values]),
+        np.array([min(v) for v in values]),
+        np.array([max(v) for v in values]),
+    )
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[int]:
+    """Indices of (seconds, accuracy) points no other point beats on both (cheaper and better)."""
+    front = []
+    for i, (t, a) in enumerate(points):
+        dominated = any(
+            t2 <= t and a2 >= a and (t2 < t or a2 > a)
+            for j, (t2, a2) in enumerate(points)
+            if j != i
+        )
+        if not dominated:
+            front.append(i)
+    return sorted(front, key=lambda i: points[i][0])
+
+
+def pool_time(groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per model/optimizer with the training time of all its runs: for charts with
+    too many configurations to show one bar each."""
+    rows = []
+    for (model, opt), members in by_pair(groups).items():
+        times = [r["train_seconds"] for g in members for r in g["members"]]
+        rows.append(
+            {
+                "model": model,
+                "optimizer": opt,
+                "label": f"{model} · {opt} (all {len(members)})",
+                "train_seconds_mean": statistics.fmean(times),
+                "train_seconds_std": statistics.stdev(times) if len(times) > 1 else None,
+            }
+        )
+    return rows
+
+
+def pct(x: float | None) -> str:
+    """0.9123 -> "91.2%", as every caption and the page write accuracies ("–": none)."""
+    return "–" if x is None else f"{x * 100:.1f}%"
+
+
+def spread(std: float | None) -> str:
+    """ " ± 0.4" (points) after a mean over seeds; nothing for a single seed."""
+    return "" if std is None else f" ± {std * 100:.1f}"
+
+
+def short(v: Any) -> str:
+    """A setting's value as labels write it: floats to 3 significant digits."""
+    return f"{v:.3g}" if isinstance(v, float) else str(v)
