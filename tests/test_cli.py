@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.abc
 import json
+import re
 import sqlite3
 import subprocess
 import sys
@@ -252,3 +253,25 @@ def test_ctrl_c_while_the_cli_loads_is_one_line(monkeypatch, capsys):
     monkeypatch.setattr(sys, "meta_path", [InterruptedImport(), *sys.meta_path])
     assert launch.main() == 130
     assert capsys.readouterr().err == "cifarlab: interrupted\n"
+
+
+def test_train_help_states_the_defaults_runs_actually_use():
+    from cifarlab.cli import build_parser
+    from cifarlab.config import RunConfig
+
+    train = build_parser()._subparsers._group_actions[0].choices["train"]
+    checked = 0
+    for action in train._actions:
+        said = re.search(r"\(default:? ([^()$]+?)\)", action.help or "")
+        default = RunConfig.model_fields.get(action.dest)
+        if not said or default is None or default.default is None:  # prose, e.g. "keep it"
+            continue
+        value, token = default.default, said.group(1).removeprefix("./")
+        if isinstance(value, bool):
+            assert token in (("on",) if value else ("off", "keep it")), action.dest
+        elif isinstance(value, int | float):
+            assert float(token) == value, action.dest
+        else:
+            assert token == value, action.dest
+        checked += 1
+    assert checked >= 20  # the help still says its defaults
