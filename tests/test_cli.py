@@ -275,3 +275,12 @@ def test_train_help_states_the_defaults_runs_actually_use():
             assert token == value, action.dest
         checked += 1
     assert checked >= 20  # the help still says its defaults
+
+
+def test_output_piped_into_a_reader_that_stops_early_ends_quietly():
+    # as `cifarlab summary resnet18 | head -1`: the reader closes the pipe before we write
+    cmd = [sys.executable, "-m", "cifarlab", "summary", "resnet18"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc.stdout.close()
+    assert proc.wait(60) == 141
+    assert proc.stderr.read() == ""

@@ -223,6 +223,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("cifarlab: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `cifarlab results | head`: the reader has what it wanted
+        _silence_stdout()
+        return 141  # as a shell reports a command ended by SIGPIPE
     except Exception as err:
         message = machine_trouble(err)
         if message is None or os.environ.get("CIFARLAB_TRACEBACK"):
@@ -232,6 +235,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         if sigterm is not None:  # main() may be called from a program with its own handler
             signal.signal(signal.SIGTERM, sigterm)
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so Python's own flush at exit meets no closed pipe."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
 
 
 def image_path(output: str, name_in_folder: str) -> Path:
@@ -346,17 +355,13 @@ def _describe_run(config) -> str:
 def cmd_models(args: argparse.Namespace) -> int:
     from cifarlab.models import create_model, list_models
     from cifarlab.models.summary import summarize_model
+    from cifarlab.tables import format_table
 
     rows = []
     for e in list_models():
         summary = summarize_model(create_model(e.name))
         rows.append((e.name, f"{summary.params:,}", f"{summary.macs / 1e6:,.1f}M", e.description))
-    head = ("model", "params", "MACs")
-    width = [max(len(r[i]) for r in [head, *rows]) for i in range(3)]
-    print(f"{head[0].ljust(width[0])}  {head[1].rjust(width[1])}  {head[2].rjust(width[2])}  "
-          "description")  # fmt: skip
-    for name, params, macs, desc in rows:
-        print(f"{name.ljust(width[0])}  {params.rjust(width[1])}  {macs.rjust(width[2])}  {desc}")
+    print(format_table(("model", "params", "MACs", "description"), rows, right=(1, 2)))
     return 0
 
 

@@ -11,6 +11,7 @@ from typing import Any
 from cifarlab.errors import CifarlabError
 from cifarlab.experiments.analysis import GROUP_METRICS, compare_means, group_runs, varying_keys
 from cifarlab.experiments.store import ResultsStore
+from cifarlab.tables import format_table
 
 RESULT_FIELDS = (
     "id", "name", "model", "optimizer", "lr", "batch_size", "epochs", "seed", "status",
@@ -138,8 +139,10 @@ def format_runs(records: list[dict[str, Any]], fmt: str) -> str:
         return json.dumps(records, indent=2)
     if fmt == "csv":
         return _csv(records, RESULT_FIELDS)
+    if not records:
+        return "no runs yet"
     rows = [[_cell(r.get(k), f) for k, _, f in RUN_COLUMNS] for r in records]
-    return _table([h for _, h, _ in RUN_COLUMNS], rows, fmt) if records else "no runs yet"
+    return format_table([h for _, h, _ in RUN_COLUMNS], rows, rule=True, fmt=fmt)
 
 
 def format_groups(groups: list[dict[str, Any]], by: list[str], fmt: str) -> str:
@@ -158,16 +161,7 @@ def format_groups(groups: list[dict[str, Any]], by: list[str], fmt: str) -> str:
             mean, std = g[f"{metric}_mean"], g[f"{metric}_std"]
             cells.append(_cell(mean, f) + ("" if std is None else f" ± {_cell(std, f)}"))
         rows.append(cells)
-    return _table(header, rows, fmt)
-
-
-def _table(header: list[str], rows: list[list[str]], fmt: str) -> str:
-    if fmt == "markdown":
-        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-    fmt_row = lambda row: "  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip()
-    return "\n".join([fmt_row(header), "  ".join("-" * w for w in widths), *map(fmt_row, rows)])
+    return format_table(header, rows, rule=True, fmt=fmt)
 
 
 def _csv(records: list[dict[str, Any]], fields) -> str:

@@ -12,6 +12,7 @@ import numpy as np
 from cifarlab.data.dataset import decode_source, stats_from_sums
 from cifarlab.data.imagefolder import SPLITS
 from cifarlab.errors import CifarlabError
+from cifarlab.tables import format_table
 
 
 def dataset_info(
@@ -40,13 +41,11 @@ def format_info(info: dict[str, Any], fmt: str = "text") -> str:
         return json.dumps(info, indent=2)
     c, h, w = info["image_shape"]
     lines = [f"source: {info['source']}", f"images: {c}x{h}x{w} (CxHxW), uint8"]
-    width = max(len(name) for name in info["classes"] + ["class"])
-    lines.append(f"{'class'.ljust(width)}  " + "  ".join(f"{s:>7}" for s in SPLITS))
-    for name in info["classes"]:
-        counts = "  ".join(f"{info['splits'][s]['per_class'][name]:>7}" for s in SPLITS)
-        lines.append(f"{name.ljust(width)}  {counts}")
-    totals = "  ".join(f"{info['splits'][s]['count']:>7}" for s in SPLITS)
-    lines.append(f"{'total'.ljust(width)}  {totals}")
+    rows = [[name, *(f"{info['splits'][s]['per_class'][name]:,}" for s in SPLITS)]
+            for name in info["classes"]]  # fmt: skip
+    rows.append(["total", *(f"{info['splits'][s]['count']:,}" for s in SPLITS)])
+    right = range(1, len(SPLITS) + 1)
+    lines.append(format_table(["class", *SPLITS], rows, right=right))
     for s in SPLITS:
         split = info["splits"][s]
         lines.append(f"{s} mean {split['mean']} std {split['std']} (per channel, 0..1)")

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from cifarlab.models.spec import ResBlock
+from cifarlab.tables import format_table
 
 BYTES_FP32 = 4
 ADAM_STATE_COPIES = 2  # exp_avg and exp_avg_sq: the costliest common optimizer
@@ -88,13 +89,9 @@ class ModelSummary:
             (r.name, r.kind, _shape(r.output_shape), f"{r.params:,}", f"{r.macs:,}")
             for r in self.rows
         ]
-        width = [max(len(x[i]) for x in [head, *lines]) for i in range(5)]
-        fmt = lambda x: "  ".join(
-            v.ljust(w) if i < 3 else v.rjust(w) for i, (v, w) in enumerate(zip(x, width))
-        )
         mib = {k: v / 2**20 for k, v in self.memory.items()}
         return "\n".join([
-            fmt(head), *map(fmt, lines), "",
+            format_table(head, lines, right=(3, 4)), "",
             f"input {_shape(self.input_shape)} -> output {_shape(self.output_shape)}",
             f"parameters        {self.params:,} ({self.trainable_params:,} trainable)",
             f"forward / image   {self.macs:,} MACs = {self.flops / 1e9:.3f} GFLOP",

@@ -1,0 +1,31 @@
+"""Text tables as every command prints them: aligned columns, or Markdown."""
+
+from __future__ import annotations
+
+from collections.abc import Container, Sequence
+
+
+def format_table(
+    header: Sequence[str],
+    rows: Sequence[Sequence[str]],
+    *,
+    right: Container[int] = (),
+    rule: bool = False,
+    fmt: str = "table",
+) -> str:
+    """Columns padded to their widest cell, two spaces apart; the columns numbered in
+    ``right`` (numbers) right-aligned; ``rule`` draws dashes under the header. ``fmt``
+    "markdown" gives a Markdown table of the same cells instead."""
+    if fmt == "markdown":
+        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+
+    def line(row: Sequence[str]) -> str:
+        cells = [
+            c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))
+        ]
+        return "  ".join(cells).rstrip()
+
+    lines = [line(header)] + (["  ".join("-" * w for w in widths)] if rule else [])
+    return "\n".join(lines + [line(row) for row in rows])
