@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from conftest import REPO
 from PIL import Image
 
@@ -25,6 +26,7 @@ from cifarlab.cli import main
 from cifarlab.experiments.spec import build_experiment
 from cifarlab.experiments.sweep import run_sweep
 from cifarlab.report import aggregate, charts
+from cifarlab.report.html import load_records
 
 ARTIFACTS = REPO / "test-artifacts"
 CORE_CHARTS = (
@@ -319,6 +321,7 @@ def test_report_of_a_real_cifar10_sweep(real_data, tmp_path_factory):
         limit_test=500,
         batch_size=32,
         lr=0.002,
+        precision="bf16",  # its rounding moves borderline images: the charts must score alike
     )
     index = cifarlab.report(experiment="real", workspace=ws)
     for name in CORE_CHARTS:
@@ -328,6 +331,11 @@ def test_report_of_a_real_cifar10_sweep(real_data, tmp_path_factory):
     # the per-class chart's overall accuracy is recomputed from best.pt: it matches the run's
     caption = _captions(index)["per-class"]
     assert f"{best['test_acc'] * 100:.1f}% overall on 500 test images" in caption
+    from cifarlab.report import predict
+
+    _, (stored,) = load_records(ws, None, best["id"])  # as the report reads it: with its info
+    pred = predict.predict_run(stored, ws)  # to the image, not only to the caption's 0.1%
+    assert (pred.preds == pred.labels).mean() == pytest.approx(best["test_acc"], abs=1e-9)
     assert best["test_acc"] > 0.15  # learning happened: ten-way chance is 10%
     assert "(airplane)" in caption or "airplane" in index.read_text()  # real class names
     if _browser_available():
@@ -613,6 +621,43 @@ def test_a_report_of_runs_without_a_validation_split(tiny_archive, tmp_path, cap
     best = max(cifarlab.results(ws), key=lambda r: r["final_test_acc"])
     overall = _captions(tmp_path / "r" / "index.html")["per-class"]
     assert f"{best['final_test_acc'] * 100:.1f}% overall on" in overall
+
+
+PROBE_NET = """
+import torch
+from torch import nn
+
+SEEN = []  # (batch, activation dtype, channels_last input) of every forward
+
+
+class Net(nn.Module):
+    def __init__(self, num_classes=10, in_channels=3, image_size=32):
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, 8, 3, padding=1)
+        self.head = nn.Linear(8, num_classes)
+
+    def forward(self, x):
+        y = self.conv(x)
+        SEEN.append((len(x), y.dtype, x.is_contiguous(memory_format=torch.channels_last)))
+        return self.head(y.mean((2, 3)))
+"""
+
+
+def test_best_run_charts_score_in_the_runs_precision_and_layout(tiny_archive, tmp_path):
+    # bf16 rounding moves borderline images: scored in fp32, the charts disagreed with the
+    # recorded accuracy by an image or two
+    from cifarlab.report import predict
+
+    net = tmp_path / "probe.py"
+    net.write_text(PROBE_NET)
+    ws = tmp_path / "ws"
+    cifarlab.train(data=str(tiny_archive), workspace=str(ws), model=f"{net}:Net", epochs=1,
+                   val_size=30, precision="bf16", quiet=True)  # fmt: skip
+    _, (record,) = load_records(ws, None, None)  # as the report reads it: with its info
+    predict.predict_run(record, ws)
+    probe = next(m for n, m in sys.modules.items() if n.startswith("cifarlab_user_probe_"))
+    scoring = {seen[1:] for seen in probe.SEEN if seen[0] > 2}  # not the shape check's batch
+    assert scoring == {(torch.bfloat16, True)}
 
 
 def test_best_run_predictions_use_tta_only_where_the_run_did(tiny_archive, tmp_path, monkeypatch):

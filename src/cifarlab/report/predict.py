@@ -12,7 +12,9 @@ import torch
 from cifarlab.data import TensorLoader, load_dataset
 from cifarlab.errors import CifarlabError
 from cifarlab.models import create_model
+from cifarlab.train.build import EVAL_BATCH_SIZE
 from cifarlab.train.checkpoint import load_checkpoint
+from cifarlab.train.precision import autocast, compute_dtype
 from cifarlab.train.tta import tta_logits
 
 
@@ -60,12 +62,18 @@ def predict_run(run: dict[str, Any], workspace: Path) -> Predictions:
     except (RuntimeError, KeyError) as err:
         message = f"checkpoint of run {run['id']} does not fit its model ({err})"
         raise CifarlabError(message) from None
-    model.eval()
-    # the trainer used test-time augmentation at the final epoch only: so do these charts
+    # score as the trainer did, so the charts' accuracy is the recorded one to the image: in
+    # the run's precision and memory layout, at its evaluation batch size (bf16 rounding
+    # moves a few borderline images), with TTA only where it used it: at the final epoch
+    precision = (run.get("info") or {}).get("precision", "fp32")
+    channels_last = config.get("channels_last", True)
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    model = model.to(memory_format=memory_format).eval()
     tta = config.get("tta", 0) if state["epoch"] == config["epochs"] else 0
-    loader = TensorLoader(data.test, 512, data.mean, data.std, channels_last=False)
+    loader = TensorLoader(data.test, EVAL_BATCH_SIZE, data.mean, data.std,
+                          channels_last=channels_last, dtype=compute_dtype(precision))  # fmt: skip
     probs = []
-    with torch.no_grad():
+    with torch.no_grad(), autocast(precision, torch.device("cpu")):
         for x, _ in loader:
             probs.append(torch.softmax(tta_logits(model, x, tta).float(), dim=1))
     p = torch.cat(probs)
