@@ -266,13 +266,50 @@ def test_batch_size_sensitivity(tmp_path):
     ), chart.caption
 
 
+def test_the_gap_caption_ranks_gaps_by_size_and_a_lone_value_shows_no_sensitivity(tmp_path):
+    records = _fake_runs(n_models=2, lrs=1, seeds=1)
+    for r in records:  # net0 . sgd: validation well ahead of training (a -4.4 point gap)
+        for row in r["epochs"]:
+            row["gap"] = -0.044 if r["id"].startswith("net0-sgd") else 0.004
+    groups = aggregate.group(records)
+    caption = charts.gap_curves(groups, tmp_path).caption
+    assert "widest for net0 · sgd (-4.4 points)" in caption
+    assert "narrowest for net" in caption and "(+0.4 points)" in caption
+    # each model/optimizer at its own single lr: nothing to draw a sensitivity from
+    for i, r in enumerate(records):
+        r["config"]["lr"] = 0.001 * (i + 1)
+    assert charts.sensitivity(aggregate.group(records), "lr", tmp_path) is None
+
+
+def test_a_preset_run_beside_a_sweep_keeps_short_labels_and_busy_runs_are_flagged(tmp_path):
+    records = _fake_runs(n_models=2, lrs=2, seeds=1)
+    preset = dict(records[0], id="quick", epochs=records[0]["epochs"])
+    preset["config"] = {"model": "speedrun-small", "optimizer": "sgd", "preset": "quick-cpu",
+                        "lr": 0.75, "seed": 0, "batch_size": 512, "label_smoothing": 0.2,
+                        "whiten": True, "tta": 2}  # fmt: skip
+    preset["cpu_contention"], preset["info"] = 1.2, {"threads": 2}
+    groups = aggregate.group([*records, preset])
+    labels = {g["label"] for g in groups}
+    assert "speedrun-small · sgd · preset=quick-cpu" in labels  # not its 19 preset settings
+    assert "net0 · adam · lr=0.0001" in labels  # the sweep's own axis still named
+    chart = charts.time_bars(groups, tmp_path)
+    busy = f"Hatched (1 of {len(groups)}): other work took a quarter or more of the CPU"
+    assert busy in chart.caption
+    assert aggregate.test_acc_label(groups) == "test accuracy at best-validation epoch"
+    for g in groups:
+        g["best_val_acc_mean"] = None  # as runs with --val-size 0
+    assert aggregate.test_acc_label(groups) == "test accuracy at the last epoch"
+
+
 def test_two_hundred_runs_aggregate_instead_of_two_hundred_lines(tmp_path):
     records = _fake_runs()
     assert len(records) == 200
     groups = aggregate.group(records)
     assert len(groups) == 100
     curves = charts.accuracy_curves(groups, tmp_path)
-    assert "each model's best configuration (by validation) of 100" in curves.caption
+    assert (
+        "one line per model: its best of the 100 configurations (by validation)" in curves.caption
+    )
     _png_ok(curves.path)
     time_chart = charts.time_bars(groups, tmp_path)
     _png_ok(time_chart.path)

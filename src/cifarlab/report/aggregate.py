@@ -26,9 +26,29 @@ def group(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         g["members"] = [by_id[i] for i in g["runs"]]
         config = g["members"][0]["config"]
         g["model"], g["optimizer"] = str(config["model"]), config["optimizer"]
-        extra = [f"{k}={short(config[k])}" for k in keys if k not in ("model", "optimizer")]
-        g["label"] = " · ".join([g["model"], g["optimizer"], *extra])
+    for g in groups:
+        g["label"] = _label(g, groups, keys)
     return groups
+
+
+def _label(g: dict[str, Any], groups: list[dict[str, Any]], keys: list[str]) -> str:
+    """Model · optimizer · preset, then the settings that tell ``g`` from the groups with
+    the same three: a preset run beside a sweep would otherwise list every key its preset
+    sets (19 of them), in every chart and caption."""
+    config = g["members"][0]["config"]
+    kin = ("model", "optimizer", "preset")
+    peers = [
+        p for p in groups if all(p["members"][0]["config"].get(k) == config.get(k) for k in kin)
+    ]
+    extra = [k for k in keys if k not in kin and len({_value(p, k) for p in peers}) > 1]
+    preset = [f"preset={config['preset']}"] if config.get("preset") else []
+    return " · ".join(
+        [g["model"], g["optimizer"], *preset, *(f"{k}={short(config[k])}" for k in extra)]
+    )
+
+
+def _value(g: dict[str, Any], key: str) -> str:
+    return repr(g["members"][0]["config"].get(key))
 
 
 def val_score(g: dict[str, Any]) -> float:
@@ -43,6 +63,24 @@ def val_score(g: dict[str, Any]) -> float:
 def picked_by(g: dict[str, Any]) -> str:
     """How ``val_score`` ranked ``g``, for captions."""
     return "validation" if g.get("best_val_acc_mean") is not None else "final test accuracy"
+
+
+def test_acc_label(groups: list[dict[str, Any]]) -> str:
+    """What ``test_acc`` is for these groups, for an axis: the test accuracy at the epoch
+    validation chose, or, for runs without a validation split, at their last epoch."""
+    chosen = {picked_by(g) == "validation" for g in groups}
+    if chosen == {True}:
+        return "test accuracy at best-validation epoch"
+    if chosen == {False}:
+        return "test accuracy at the last epoch"
+    return "test accuracy (best-validation epoch, else last)"
+
+
+def slowed_by_others(run: dict[str, Any], share: float = 0.25) -> bool:
+    """Other work took at least ``share`` of the run's threads' CPU time (the results'
+    "cores taken"): its training time says more about the neighbours than the settings."""
+    taken, threads = run.get("cpu_contention"), (run.get("info") or {}).get("threads") or 1
+    return taken is not None and taken >= share * threads
 
 
 def best_per(groups: list[dict[str, Any]], *keys: str) -> list[dict[str, Any]]:

@@ -30,7 +30,9 @@ from cifarlab.report.aggregate import (
     pct,
     picked_by,
     pool_time,
+    slowed_by_others,
     spread,
+    test_acc_label,
     val_score,
 )
 
@@ -116,7 +118,7 @@ def final_accuracy(groups: list[dict[str, Any]], out: Path) -> Chart:
                 mean,
                 width * 0.92,
                 yerr=std or None,
-                capsize=4,
+                capsize=4 if std else 0,
                 color=colours[model],
                 alpha=1 - 0.35 * (j > 0),
                 hatch=HATCHES[j % len(HATCHES)],
@@ -133,7 +135,7 @@ def final_accuracy(groups: list[dict[str, Any]], out: Path) -> Chart:
     ax.set_xticks(range(len(models)), models)
     top = max(g["test_acc_mean"] + (g["test_acc_std"] or 0) for g in best) * 100
     ax.set_ylim(0, min(100, top * 1.15 + 2))
-    ax.set_ylabel("test accuracy at best-validation epoch (%)")
+    ax.set_ylabel(f"{test_acc_label(best)} (%)")
     ax.set_xlabel("model")
     handles = [
         Patch(
@@ -146,9 +148,10 @@ def final_accuracy(groups: list[dict[str, Any]], out: Path) -> Chart:
         for j, o in enumerate(optimizers)
     ]
     ax.legend(handles=handles, title="optimizer", loc="upper left", bbox_to_anchor=(1.01, 1))
-    title = "Final accuracy by model and optimizer (mean ± std over seeds)"
+    seeds = " (mean ± std over seeds)" if any(g["n"] > 1 for g in best) else ""
+    title = f"Test accuracy by model and optimizer{seeds}"
     if len(best) < len(groups):
-        title = "Final accuracy: each model/optimizer's best configuration by validation"
+        title = f"Test accuracy: each model/optimizer's best configuration by {picked_by(best[0])}"
     return _save(fig, out, "final-accuracy", title, final_caption(best))
 
 
@@ -211,9 +214,9 @@ def accuracy_curves(groups: list[dict[str, Any]], out: Path) -> Chart:
     def draw(ax, g, colour):
         _mean_with_spread(ax, g, colour, "test_acc")
 
-    shown = _facets(groups, out, draw, "test accuracy (%)")
+    shown = _facets(groups, out, draw, "test accuracy (%)", "test_acc")
     peaks = []
-    for g in groups:
+    for g in shown.drawn:
         e, mean, _, _ = curve(g, "test_acc")
         if len(e):
             peaks.append((g, e[int(np.argmax(mean))], float(mean.max()), e[-1]))
@@ -241,7 +244,7 @@ def loss_curves(groups: list[dict[str, Any]], out: Path) -> Chart:
                 if y is not None:
                     ax.plot(onset, y, marker="v", ms=9, color=colour, mec="black")
 
-    shown = _facets(groups, out, draw, "cross-entropy loss", style_legend=True)
+    shown = _facets(groups, out, draw, "cross-entropy loss", "train_loss", style_legend=True)
     runs = [r for g in groups for r in g["members"]]
     onsets = [r["overfit_epoch"] for r in runs if r.get("overfit_epoch")]
     if onsets:
@@ -258,7 +261,9 @@ def loss_curves(groups: list[dict[str, Any]], out: Path) -> Chart:
         )
     else:
         caption = "No validation split: training loss only, and no overfitting to detect."
-    title = "Loss per epoch: training (solid) and validation (dashed)"
+    has_val = any(curve(g, "val_loss")[0].size for g in shown.drawn)
+    title = "Loss per epoch: training (solid) and validation (dashed)" if has_val else (
+        "Training loss per epoch")  # fmt: skip
     return _save_facets(shown, out, "loss-curves", title, caption, groups)
 
 
@@ -268,35 +273,40 @@ def gap_curves(groups: list[dict[str, Any]], out: Path) -> Chart:
         _mean_with_spread(ax, g, colour, "gap")
         ax.axhline(0, color="black", lw=0.8)
 
-    shown = _facets(groups, out, draw, "train − validation accuracy (points)")
-    last = [(g, curve(g, "gap")[1]) for g in groups]
-    last = [(g, float(v[-1]) * 100) for g, v in last if len(v)]
+    shown = _facets(groups, out, draw, "train − validation accuracy (points)", "gap")
+    last = [(g, float(curve(g, "gap")[1][-1]) * 100) for g in shown.drawn]
     if not last:
         caption = "No validation split, so no train/validation gap to show."
-    else:
-        hi, lo = max(last, key=lambda p: p[1]), min(last, key=lambda p: p[1])
+    else:  # by size: a gap of -4 (validation ahead) is wider than one of 0.4
+        wide, narrow = (f(last, key=lambda p: abs(p[1])) for f in (max, min))
         caption = (
-            f"At the last epoch the gap is widest for {hi[0]['label']} ({hi[1]:.1f} points) "
-            f"and narrowest for {lo[0]['label']} ({lo[1]:.1f} points)."
+            f"At the last epoch the gap is widest for {wide[0]['label']} ({wide[1]:+.1f} "
+            f"points) and narrowest for {narrow[0]['label']} ({narrow[1]:+.1f} points)."
         )
+        if any(v < 0 for _, v in last):
+            caption += " Below zero, validation beats training: augmentation and dropout "
+            caption += "handicap the training images, and the model does not yet overfit."
     title = "Overfitting: train minus validation accuracy per epoch"
     return _save_facets(shown, out, "gap-curves", title, caption, groups)
 
 
-def _facets(groups, out, draw, ylabel, style_legend=False):
-    """One subplot per optimizer, one line per group (each model's best if too many)."""
+def _facets(groups, out, draw, ylabel, metric, style_legend=False) -> Facets:
+    """One subplot per optimizer, one line per group that has ``metric`` (each model's best
+    if too many); the legend names only what is drawn."""
+    groups = [g for g in groups if curve(g, metric)[0].size]
     optimizers = list(dict.fromkeys(g["optimizer"] for g in groups))
     colours = model_colours(groups)
-    cols = min(len(optimizers), 3)
-    rows = math.ceil(len(optimizers) / cols)
+    cols = max(min(len(optimizers), 3), 1)
+    rows = max(math.ceil(len(optimizers) / cols), 1)
     fig, axes = _subplots(rows, cols, figsize=(WIDTH, 3.9 * rows), squeeze=False, sharey=True)
-    pooled = False
+    pooled, drawn = False, []
     for ax, opt in zip(axes.flat, optimizers):
         mine = [g for g in groups if g["optimizer"] == opt]
         if len(mine) > MAX_LINES:
             mine, pooled = best_per(mine, "model"), True
         for g in mine:
             draw(ax, g, colours[g["model"]])
+        drawn += mine
         ax.set_title(f"optimizer: {opt}", fontsize=10)
         ax.set_xlabel("epoch")
         ax.xaxis.get_major_locator().set_params(integer=True)
@@ -307,26 +317,42 @@ def _facets(groups, out, draw, ylabel, style_legend=False):
         if "accuracy (%)" in ylabel:
             _clamp_percent(ax)
     handles = [Line2D([], [], color=c, lw=2, label=m) for m, c in colours.items()]
-    pairs = [(g["model"], g["optimizer"]) for g in groups]
+    pairs = [(g["model"], g["optimizer"]) for g in drawn]
     if not pooled and len(set(pairs)) < len(pairs):  # several configs per model: name each line
         handles = [h for ax in axes.flat for h in ax.get_legend_handles_labels()[0]]
         handles = list({h.get_label(): h for h in handles}.values())
     if style_legend:
-        handles += [
-            Line2D([], [], color="#444", label="training"),
-            Line2D([], [], color="#444", ls="--", label="validation"),
-            Line2D([], [], color="#444", marker="v", ls="", mec="black", label="overfit onset"),
-        ]
-    return fig, axes, handles, pooled
+        handles.append(Line2D([], [], color="#444", label="training"))
+        if any(curve(g, "val_loss")[0].size for g in drawn):
+            handles.append(Line2D([], [], color="#444", ls="--", label="validation"))
+        if any(r.get("overfit_epoch") for g in drawn for r in g["members"]):
+            handles.append(
+                Line2D([], [], color="#444", marker="v", ls="", mec="black", label="overfit onset")
+            )
+    return Facets(fig, handles, pooled, drawn)
 
 
-def _save_facets(shown, out, name, title, caption, groups) -> Chart:
-    fig, axes, handles, pooled = shown
-    if pooled:
-        caption += f" Lines show each model's best configuration (by validation) of {len(groups)}."
+@dataclass
+class Facets:
+    """A faceted line chart before its caption: the figure, its legend, and the groups drawn
+    (captions speak of these: with many configurations only each model's best is drawn)."""
+
+    fig: Figure
+    handles: list
+    pooled: bool
+    drawn: list[dict[str, Any]]
+
+
+def _save_facets(shown: Facets, out, name, title, caption, groups) -> Chart:
+    if shown.pooled:
+        caption += (
+            f" In each panel one line per model: its best of the {len(groups)} configurations "
+            f"(by {picked_by(shown.drawn[0])})."
+        )
     # below the plots: a legend at the side would squeeze them, one on top could cover data
-    fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 6), fontsize=9)
-    return _save(fig, out, name, title, caption)
+    ncol = min(len(shown.handles), 6)
+    shown.fig.legend(handles=shown.handles, loc="outside lower center", ncol=ncol, fontsize=9)
+    return _save(shown.fig, out, name, title, caption)
 
 
 # -- 5. time and the accuracy/time trade-off ---------------------------------------------
@@ -341,11 +367,15 @@ def time_bars(groups: list[dict[str, Any]], out: Path) -> Chart:
     rows = sorted(rows, key=lambda g: g["train_seconds_mean"])
     fig, ax = _subplots(figsize=(WIDTH, max(2.6, 1.2 + 0.32 * len(rows))))
     y = range(len(rows))
+    stds = [g["train_seconds_std"] for g in rows]
+    busy = [any(slowed_by_others(r) for r in g.get("members", [])) for g in rows]
     ax.barh(
         y,
         [g["train_seconds_mean"] for g in rows],
-        xerr=[g["train_seconds_std"] or 0 for g in rows],
+        xerr=[np.nan if s is None else s for s in stds],  # nan: no stray cap on a single run
         color=[colours[g["model"]] for g in rows],
+        hatch=["///" if b else "" for b in busy],
+        edgecolor="white",
         capsize=3,
     )
     ax.set_yticks(list(y), [g["label"] for g in rows], fontsize=8)
@@ -359,7 +389,14 @@ def time_bars(groups: list[dict[str, Any]], out: Path) -> Chart:
         if len(rows) > 1
         else f"{fast['label']} trained in {fast['train_seconds_mean']:.1f} s per run."
     )
-    title = "Training time per configuration (mean ± std over seeds)"
+    if any(busy):
+        caption += (
+            f" Hatched ({sum(busy)} of {len(rows)}): other work took a quarter or more of the "
+            'CPU from a run there ("cores taken" in the runs table), so it trained slower '
+            "than the machine can."
+        )
+    seeds = " (mean ± std over seeds)" if any(s is not None for s in stds) else ""
+    title = f"Training time per configuration{seeds}"
     return _save(fig, out, "train-time", title, caption)
 
 
@@ -381,7 +418,7 @@ def pareto(groups: list[dict[str, Any]], out: Path) -> Chart:
     if min(times) > 0 and max(times) / min(times) > 20:
         ax.set_xscale("log")
     ax.set_xlabel("training time per run (s)")
-    ax.set_ylabel("test accuracy at best-validation epoch (%)")
+    ax.set_ylabel(f"{test_acc_label(groups)} (%)")
     _clamp_percent(ax)
     handles = [Line2D([], [], color=c, marker="o", ls="", label=m) for m, c in colours.items()]
     handles += [
@@ -522,17 +559,23 @@ def per_class_accuracy(labels: np.ndarray, preds: np.ndarray, k: int) -> np.ndar
 @_styled
 def sensitivity(groups: list[dict[str, Any]], key: str, out: Path) -> Chart | None:
     """Accuracy against ``key`` (batch_size or lr), one line per model/optimizer."""
-    values = {g["members"][0]["config"][key] for g in groups}
-    if len(values) < 2:
-        return None
     for g in groups:
         g[key] = g["members"][0]["config"][key]
+    # a model/optimizer tried at one value has no sensitivity to show
+    pairs = {
+        pair: members
+        for pair, members in by_pair(best_per(groups, "model", "optimizer", key)).items()
+        if len(members) > 1
+    }
+    if not pairs:
+        return None
+    values = {g[key] for members in pairs.values() for g in members}
     colours = model_colours(groups)
     optimizers = list(dict.fromkeys(g["optimizer"] for g in groups))
     styles = ("-", "--", ":", "-.")
     fig, ax = _subplots(figsize=(WIDTH, 4.4))
     lines = []
-    for (model, opt), members in by_pair(best_per(groups, "model", "optimizer", key)).items():
+    for (model, opt), members in pairs.items():
         members.sort(key=lambda g: g[key])
         x = [g[key] for g in members]
         y = np.array([g["test_acc_mean"] * 100 for g in members])
@@ -554,7 +597,7 @@ def sensitivity(groups: list[dict[str, Any]], key: str, out: Path) -> Chart | No
         ax.set_xticks(sorted(values), [str(v) for v in sorted(values)])
     noun = "batch size" if key == "batch_size" else "learning rate"
     ax.set_xlabel(f"{noun} ({'images per step' if key == 'batch_size' else 'log scale'})")
-    ax.set_ylabel("test accuracy at best-validation epoch (%)")
+    ax.set_ylabel(f"{test_acc_label(groups)} (%)")
     _clamp_percent(ax)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8)
     label, x, y = max(lines, key=lambda line: line[2].max())
