@@ -174,10 +174,15 @@ def test_single_run_report_from_the_cli(sweep_ws, tmp_path, capsys):
     out = tmp_path / "one"
     assert main(["report", "--run", run_id, "--workspace", str(sweep_ws), "-o", str(out)]) == 0
     assert str(out / "index.html") in capsys.readouterr().out
+    # one configuration: its curves and its predictions, nothing to rank or trade off
+    comparisons = {"final-accuracy", "train-time", "pareto"}
     for name in CORE_CHARTS:
-        _png_ok(out / f"{name}.png")
+        assert (out / f"{name}.png").exists() == (name not in comparisons), name
+        if name not in comparisons:
+            _png_ok(out / f"{name}.png")
     page = (out / "index.html").read_text()
     assert f"Run {run_id}" in page and page.count("<summary>tutorial-") == 1
+    assert "<b>Configuration:</b>" in page and "Which model and optimizer win" not in page
 
 
 def test_missing_checkpoint_or_data_skips_best_run_charts_with_a_note(sweep_ws, tmp_path):
@@ -648,7 +653,7 @@ def test_a_report_of_runs_without_a_validation_split(tiny_archive, tmp_path, cap
                        precision="fp32", tta=2)  # fmt: skip
     assert main(["report", "--workspace", str(ws), "-o", str(tmp_path / "r")]) == 0
     page = (tmp_path / "r" / "index.html").read_text()
-    assert "Best configuration by final test accuracy" in page
+    assert "<b>Configuration:</b> tutorial · adam" in page  # one configuration, two seeds
     assert "no validation split, so no epoch was chosen" in page
     assert "selected nothing: each reports its last epoch" in page
     assert "uses the validation split only" not in page and "gap-curves" not in page
@@ -714,3 +719,18 @@ def test_best_run_predictions_use_tta_only_where_the_run_did(tiny_archive, tmp_p
         predict.predict_run(record, ws)
         final = val_size == 0 or record["best_epoch"] == 2
         assert set(levels) == {2 if final else 0}, (val_size, record["best_epoch"])
+
+
+def test_the_page_header_says_where_runs_differ_in_data_and_the_table_shows_cores_taken():
+    from cifarlab.report.html import _groups_table, _meta
+
+    info = {"data_source": "/d/cifar.tar.gz", "train_images": 4000, "val_images": 500,
+            "test_images": 1000, "device": "cpu", "precision": "bf16", "threads": 2}  # fmt: skip
+    records = _fake_runs(n_models=1, lrs=2, seeds=1)
+    records[0]["info"], records[1]["info"] = info, {**info, "val_images": 0}
+    meta = _meta(records)
+    assert "4,000 train / 500 or 0 (by run) validation / 1,000 test images" in meta
+    assert "data: cifar.tar.gz" in meta and "device: cpu (bf16)" in meta
+    records[0]["cpu_contention"] = 1.25
+    table = _groups_table(aggregate.group(records))
+    assert "<th" in table and "cores taken" in table and ">1.2<" in table

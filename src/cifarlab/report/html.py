@@ -84,21 +84,22 @@ def load_records(
 
 def _chart_sections(groups, records, workspace, out, notes) -> list[tuple[str, list[Chart]]]:
     has_gap = any(aggregate.curve(g, "gap")[1].size for g in groups)  # needs a validation split
-    sections = [
-        ("Which model and optimizer win", [charts.final_accuracy(groups, out)]),
-        (
-            "Learning curves and overfitting",
-            [
-                charts.accuracy_curves(groups, out),
-                charts.loss_curves(groups, out),
-                *([charts.gap_curves(groups, out)] if has_gap else []),
-            ],
-        ),
-        ("What it cost", [charts.time_bars(groups, out), charts.pareto(groups, out)]),
+    curves = [
+        charts.accuracy_curves(groups, out),
+        charts.loss_curves(groups, out),
+        *([charts.gap_curves(groups, out)] if has_gap else []),
     ]
-    sensitivity = [charts.sensitivity(groups, k, out) for k in SENSITIVITY_KEYS]
-    if any(sensitivity):
-        sections.append(("Batch size and learning rate", [c for c in sensitivity if c]))
+    if len(groups) == 1:  # one configuration: nothing to rank, compare or trade off
+        sections = [("Learning curves and overfitting", curves)]
+    else:
+        sections = [
+            ("Which model and optimizer win", [charts.final_accuracy(groups, out)]),
+            ("Learning curves and overfitting", curves),
+            ("What it cost", [charts.time_bars(groups, out), charts.pareto(groups, out)]),
+        ]
+        sensitivity = [charts.sensitivity(groups, k, out) for k in SENSITIVITY_KEYS]
+        if any(sensitivity):
+            sections.append(("Batch size and learning rate", [c for c in sensitivity if c]))
     best_group = max(groups, key=aggregate.val_score)
     best = max(best_group["members"], key=lambda r: r["best_val_acc"] or r["final_test_acc"] or 0)
     try:
@@ -185,14 +186,21 @@ def render_page(
 
 
 def _meta(records: list[dict[str, Any]]) -> str:
-    info = next((r["info"] for r in records if r.get("info")), {})
+    """The runs' data and hardware, one value each where they all agree."""
+    infos = [r["info"] for r in records if r.get("info")]
     bits = [f"{len(records)} run{'s' * (len(records) != 1)}"]
-    if info:
+
+    def agreed(field: str, fmt=str) -> str:
+        values = list(dict.fromkeys(fmt(i.get(field, "?")) for i in infos))
+        return values[0] if len(values) == 1 else " or ".join(values[:3]) + " (by run)"
+
+    if infos:
         bits += [
-            f"data: {Path(info.get('data_source', '?')).name}",
-            f"{info.get('train_images', '?'):,} train / {info.get('val_images', 0):,} "
-            f"validation / {info.get('test_images', '?'):,} test images",
-            f"device: {info.get('device', '?')} ({info.get('precision', '?')})",
+            f"data: {agreed('data_source', lambda v: Path(v).name)}",
+            f"{agreed('train_images', '{:,}'.format)} train / "
+            f"{agreed('val_images', '{:,}'.format)} validation / "
+            f"{agreed('test_images', '{:,}'.format)} test images",
+            f"device: {agreed('device')} ({agreed('precision')})",
         ]
     bits.append(f"generated {time.strftime('%Y-%m-%d %H:%M')}")
     return f'<p class="meta">{_e(" · ".join(bits))}</p>'
@@ -203,8 +211,13 @@ def _headline(groups: list[dict[str, Any]], records: list[dict[str, Any]]) -> st
         return ""
     best = max(groups, key=aggregate.val_score)
     n = best["n"]
+    lead = (
+        "Configuration"
+        if len(groups) == 1
+        else f"Best configuration by {aggregate.picked_by(best)}"
+    )
     items = [
-        f"<b>Best configuration by {aggregate.picked_by(best)}:</b> {_e(best['label'])} — "
+        f"<b>{lead}:</b> {_e(best['label'])} — "
         f"<b>{pct(best['test_acc_mean'])}</b>{_e(aggregate.spread(best['test_acc_std']))} test "
         + (
             f"accuracy at its best-validation epoch ({n} seed{'s' * (n > 1)}), "
@@ -264,17 +277,21 @@ def _ranked_by(groups: list[dict[str, Any]]) -> str:
 def _groups_table(groups: list[dict[str, Any]]) -> str:
     varying = varying_keys([m for g in groups for m in g["members"]])
     keys = list(dict.fromkeys(["model", "optimizer", *varying]))
-    head = [*keys, "seeds", "best val", "test@best", "final test", "time (s)", "img/s"]
+    head = [*keys, "seeds", "best val", "test@best", "final test", "time (s)", "img/s",
+            "cores taken"]  # fmt: skip
     rows = []
     for g in sorted(groups, key=aggregate.val_score, reverse=True):
         config = g["members"][0]["config"]
-        cells = [_td(config.get(k)) for k in keys] + [_td(g["n"])]
+        cells = [_td(config.get(k), aggregate.short) for k in keys] + [_td(g["n"])]
         cells.append(_td(g["best_val_acc_mean"], pct))
         spread = aggregate.spread(g["test_acc_std"])
         cells.append(_td(g["test_acc_mean"], lambda v, spread=spread: pct(v) + spread))
         cells.append(_td(g["final_test_acc_mean"], pct))
         cells.append(_td(g["train_seconds_mean"], "{:.1f}".format))
         cells.append(_td(g["images_per_sec_mean"], "{:,.0f}".format))
+        # by other work, mean over the seeds: what slowed a run that looks slow
+        taken = [r["cpu_contention"] for r in g["members"] if r.get("cpu_contention") is not None]
+        cells.append(_td(statistics.fmean(taken) if taken else None, "{:.1f}".format))
         rows.append("<tr>" + "".join(cells) + "</tr>")
     return _table(head, rows, "results")
 
@@ -284,7 +301,7 @@ def _models_table(models: list[dict[str, Any]]) -> str:
         "model",
         "parameters",
         "forward MFLOP / image",
-        "training GFLOP / image",
+        "training MFLOP / image",
         "training memory (MiB)",
     ]
     rows = []
@@ -295,7 +312,7 @@ def _models_table(models: list[dict[str, Any]]) -> str:
             + _td(m["model"])
             + _td(s.params, "{:,}".format)
             + _td(s.flops / 1e6, "{:,.2f}".format)
-            + _td(s.train_flops / 1e9, "{:.4f}".format)
+            + _td(s.train_flops / 1e6, "{:,.1f}".format)
             + _td(s.memory["total"] / 2**20, "{:,.1f}".format)
             + "</tr>"
         )
