@@ -45,13 +45,13 @@ def draw_diagram(
     if isinstance(summary, nn.Module):
         summary = summarize_model(summary, input_shape)
     layers = [("input", summary.input_shape), *((b.kind, b.output_shape) for b in summary.blocks)]
-    per_row = min(PER_ROW, len(layers))
-    n_rows = math.ceil(len(layers) / per_row)
+    n_rows = math.ceil(len(layers) / PER_ROW)
+    per_row = math.ceil(len(layers) / n_rows)  # balanced: 13 layers as 7 + 6, not 12 + 1
     cell_w, cell_h = 1.5, 2.9  # inches per block slot
     fig_w, fig_h = max(per_row * cell_w, 5.0), n_rows * cell_h + 0.6
     fig = Figure(figsize=(fig_w, fig_h), dpi=100)
     ax = fig.subplots()
-    ax.set_xlim(0, max(per_row * cell_w, fig_w))
+    ax.set_xlim(-0.2, max(per_row * cell_w, fig_w) + 0.2)  # room for the rows' end arrows
     ax.set_ylim(-fig_h + 0.3, 0.3)
     ax.axis("off")
     for i, (kind, shape) in enumerate(layers):
@@ -67,15 +67,15 @@ def draw_diagram(
         label_y = y_mid - cell_h / 2 + 0.15
         ax.text(x_mid, label_y + 0.22, kind, ha="center", fontsize=9, weight="bold")
         ax.text(x_mid, label_y, "x".join(map(str, shape)), ha="center", fontsize=8)
-        if col < per_row - 1 and i < len(layers) - 1:  # arrow to the next block in the row
+        arrow = dict(arrowstyle="->", lw=0.8)
+        if i < len(layers) - 1:  # to the next block; at a row's end, on to the next row
             y = y_mid + 0.3
-            arrow = dict(arrowstyle="->", lw=0.8)
-            ax.annotate(
-                "",
-                xy=(x_mid + cell_w * 0.55, y),
-                xytext=(x_mid + cell_w * 0.45, y),
-                arrowprops=arrow,
-            )
+            ax.annotate("", xy=(x_mid + cell_w * 0.55, y), xytext=(x_mid + cell_w * 0.45, y),
+                        arrowprops=arrow, annotation_clip=False)  # fmt: skip
+        if col == 0 and row > 0:  # ... where the row before left off
+            y = y_mid + 0.3
+            ax.annotate("", xy=(x_mid - cell_w * 0.45, y), xytext=(x_mid - cell_w * 0.55, y),
+                        arrowprops=arrow, annotation_clip=False)  # fmt: skip
     name = title or f"{summary.params:,} parameters, {summary.flops / 1e6:,.1f} MFLOP / image"
     ax.set_title(name, fontsize=10)
     path = Path(path)
