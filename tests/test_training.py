@@ -451,6 +451,29 @@ def test_cpu_share_counts_another_process_but_not_this_ones_threads():
     assert share["others_cpu"] + own <= allowed_cpus() + 0.3
 
 
+def test_a_parallel_sweeps_own_workers_are_not_other_work():
+    from cifarlab.train import cpu_share
+
+    # this process as a sweep worker, a spinning child as its sibling: one job
+    spin = "import time\nend = time.time() + 30\nwhile time.time() < end: pass"
+    sibling = subprocess.Popen([sys.executable, "-c", spin])
+    try:
+        time.sleep(0.3)
+        cpu_share.count_as_own_job(os.getpid())
+        meter = cpu_share.CpuShareMeter()
+        time.sleep(1.5)
+        ours = meter.stop()["others_cpu"]
+        cpu_share.count_as_own_job(None)
+        meter = cpu_share.CpuShareMeter()
+        time.sleep(1.5)
+        theirs = meter.stop()["others_cpu"]
+    finally:
+        cpu_share.count_as_own_job(None)
+        sibling.kill()
+        sibling.wait()
+    assert theirs >= 0.6 and ours < theirs - 0.5  # the same spinning core, counted apart
+
+
 def test_a_busy_machine_warns_once_and_a_quiet_or_short_epoch_does_not(recwarn):
     from types import SimpleNamespace
 

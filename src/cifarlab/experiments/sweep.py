@@ -36,6 +36,7 @@ from cifarlab.errors import (
 from cifarlab.experiments.spec import Experiment
 from cifarlab.experiments.store import FINISHED, ResultsStore
 from cifarlab.process import die_with_parent, owner_pid
+from cifarlab.train import cpu_share
 
 TO_RUN = ("new", "resume")  # the plan's actions that train; "done" and "busy" do not
 
@@ -272,7 +273,9 @@ def _init_worker(threads: int, parent_pid: int, stop: Any) -> None:
     die_with_parent(parent_pid)  # a sweep killed with `kill -9` leaves no worker training
     torch.set_num_threads(threads)
     warnings.showwarning = show_warning  # spawned: one-line warnings as in the parent
-    # the other processes are this sweep's own workers: each run still records the share
+    # the sweep and its workers are one job: "cores taken" counts only work outside it
+    cpu_share.count_as_own_job(parent_pid)
+    # ... and stays in the results; a warning from every worker's every run would be noise
     warnings.simplefilter("ignore", BusyMachineWarning)
 
 

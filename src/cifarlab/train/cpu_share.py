@@ -12,8 +12,18 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 
 _TICKS_PER_SECOND = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+_job_root: int | None = None  # see count_as_own_job
+
+
+def count_as_own_job(root_pid: int | None) -> None:
+    """Count process ``root_pid`` and its other children as this process's own work, not
+    another's: a parallel sweep and its workers are one job (``sweep --workers``), so one
+    worker's "cores taken" then says what work outside the sweep took. None: stop."""
+    global _job_root
+    _job_root = root_pid
 
 
 def allowed_cpus() -> int:
@@ -37,7 +47,26 @@ def _sample() -> tuple[float, int, int] | None:
             busy += user + nice + system + irq + softirq
             steal += stolen
     own = os.times()  # every thread of this process, and its children that have ended
-    return own.user + own.system + own.children_user + own.children_system, busy, steal
+    own_seconds = own.user + own.system + own.children_user + own.children_system
+    return own_seconds + _job_seconds(), busy, steal
+
+
+def _job_seconds() -> float:
+    """CPU seconds of the job's other processes (count_as_own_job): its root and the root's
+    children, this process aside. They may start and end between two samples: a worker that
+    ends mid-epoch only leaves part of its time out of the count."""
+    if _job_root is None:
+        return 0.0
+    total, me = 0, os.getpid()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:  # pid (comm) state ppid ... utime(14) stime(15): after the ")" comm may hold
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:  # it ended while we looked
+            continue
+        pid, ppid = int(stat.parent.name), int(fields[1])
+        if pid != me and (pid == _job_root or ppid == _job_root):
+            total += int(fields[11]) + int(fields[12])
+    return total / _TICKS_PER_SECOND
 
 
 def cores_taken(metrics: dict) -> float | None:
