@@ -183,6 +183,7 @@ def test_single_run_report_from_the_cli(sweep_ws, tmp_path, capsys):
     page = (out / "index.html").read_text()
     assert f"Run {run_id}" in page and page.count("<summary>tutorial-") == 1
     assert "<b>Configuration:</b>" in page and "Which model and optimizer win" not in page
+    assert f"Inside the run ({run_id})" in page and "<summary>1 run</summary>" in page
 
 
 def test_missing_checkpoint_or_data_skips_best_run_charts_with_a_note(sweep_ws, tmp_path):
@@ -312,9 +313,8 @@ def test_two_hundred_runs_aggregate_instead_of_two_hundred_lines(tmp_path):
     groups = aggregate.group(records)
     assert len(groups) == 100
     curves = charts.accuracy_curves(groups, tmp_path)
-    assert (
-        "one line per model: its best of the 100 configurations (by validation)" in curves.caption
-    )
+    pooled = "Of the 100 configurations, each panel draws one line per model: its best with"
+    assert pooled in curves.caption and "(by validation)" in curves.caption
     _png_ok(curves.path)
     time_chart = charts.time_bars(groups, tmp_path)
     _png_ok(time_chart.path)

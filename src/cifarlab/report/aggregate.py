@@ -27,24 +27,21 @@ def group(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         config = g["members"][0]["config"]
         g["model"], g["optimizer"] = str(config["model"]), config["optimizer"]
     for g in groups:
-        g["label"] = _label(g, groups, keys)
+        g["label_keys"] = _label_keys(g, groups, keys)
+        config = g["members"][0]["config"]
+        preset = [f"preset={config['preset']}"] if config.get("preset") else []
+        settings = [f"{k}={short(config[k])}" for k in g["label_keys"]]
+        g["label"] = " · ".join([g["model"], g["optimizer"], *preset, *settings])
     return groups
 
 
-def _label(g: dict[str, Any], groups: list[dict[str, Any]], keys: list[str]) -> str:
-    """Model · optimizer · preset, then the settings that tell ``g`` from the groups with
-    the same three: a preset run beside a sweep would otherwise list every key its preset
-    sets (19 of them), in every chart and caption."""
-    config = g["members"][0]["config"]
+def _label_keys(g: dict[str, Any], groups: list[dict[str, Any]], keys: list[str]) -> list[str]:
+    """The settings that tell ``g`` from the groups of the same model, optimizer and preset:
+    its label names those after the three. A preset run beside a sweep would otherwise list
+    every key its preset sets (19 of them), in every chart, caption and table."""
     kin = ("model", "optimizer", "preset")
-    peers = [
-        p for p in groups if all(p["members"][0]["config"].get(k) == config.get(k) for k in kin)
-    ]
-    extra = [k for k in keys if k not in kin and len({_value(p, k) for p in peers}) > 1]
-    preset = [f"preset={config['preset']}"] if config.get("preset") else []
-    return " · ".join(
-        [g["model"], g["optimizer"], *preset, *(f"{k}={short(config[k])}" for k in extra)]
-    )
+    peers = [p for p in groups if all(_value(p, k) == _value(g, k) for k in kin)]
+    return [k for k in keys if k not in kin and len({_value(p, k) for p in peers}) > 1]
 
 
 def _value(g: dict[str, Any], key: str) -> str:

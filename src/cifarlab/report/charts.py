@@ -226,7 +226,9 @@ def accuracy_curves(groups: list[dict[str, Any]], out: Path) -> Chart:
         f"{g['label']} peaks highest, at {pct(value)} in epoch {at}; "
         f"{rising} of {len(peaks)} configurations were still at their peak in their last epoch."
     )
-    title = "Test accuracy per epoch (mean, shaded: min–max over seeds)"
+    title = "Test accuracy per epoch"
+    if any(g["n"] > 1 for g in shown.drawn):
+        title += " (mean, shaded: min–max over seeds)"
     return _save_facets(shown, out, "accuracy-curves", title, caption, groups)
 
 
@@ -254,9 +256,10 @@ def loss_curves(groups: list[dict[str, Any]], out: Path) -> Chart:
             f"(median {statistics.median(onsets):g})."
         )
     elif any(r.get("best_val_acc") is not None for r in runs):
-        most = max(len(r["epochs"]) for r in runs)
+        lengths = sorted({len(r["epochs"]) for r in runs})
+        span = f"{lengths[0]}" if len(lengths) == 1 else f"{lengths[0]}–{lengths[-1]}"
         caption = (
-            f"No run overfit within its {most} epochs: validation loss never rose for "
+            f"No run overfit within its {span} epochs: validation loss never rose for "
             "several epochs in a row while training loss fell."
         )
     else:
@@ -346,11 +349,11 @@ class Facets:
 def _save_facets(shown: Facets, out, name, title, caption, groups) -> Chart:
     if shown.pooled:
         caption += (
-            f" In each panel one line per model: its best of the {len(groups)} configurations "
-            f"(by {picked_by(shown.drawn[0])})."
+            f" Of the {len(groups)} configurations, each panel draws one line per model: "
+            f"its best with that panel's optimizer (by {picked_by(shown.drawn[0])})."
         )
     # below the plots: a legend at the side would squeeze them, one on top could cover data
-    ncol = min(len(shown.handles), 6)
+    ncol = len(shown.handles) if len(shown.handles) <= 8 else 6  # no lone entry on a row
     shown.fig.legend(handles=shown.handles, loc="outside lower center", ncol=ncol, fontsize=9)
     return _save(shown.fig, out, name, title, caption)
 
@@ -415,9 +418,10 @@ def pareto(groups: list[dict[str, Any]], out: Path) -> Chart:
     ax.plot(fx, fy, color="black", lw=1.2, ls=":", zorder=2, drawstyle="steps-post")
     ax.scatter(fx, fy, s=170, facecolors="none", edgecolors="black", lw=1.3, zorder=4)
     times = [t for t, _ in points]
-    if min(times) > 0 and max(times) / min(times) > 20:
+    log = min(times) > 0 and max(times) / min(times) > 20
+    if log:
         ax.set_xscale("log")
-    ax.set_xlabel("training time per run (s)")
+    ax.set_xlabel("training time per run (s" + (", log scale)" if log else ")"))
     ax.set_ylabel(f"{test_acc_label(groups)} (%)")
     _clamp_percent(ax)
     handles = [Line2D([], [], color=c, marker="o", ls="", label=m) for m, c in colours.items()]
@@ -583,7 +587,7 @@ def sensitivity(groups: list[dict[str, Any]], key: str, out: Path) -> Chart | No
         ax.errorbar(
             x,
             y,
-            yerr=err,
+            yerr=err if any(err) else None,  # single seeds: no bars, no caps in the legend
             color=colours[model],
             ls=styles[optimizers.index(opt) % 4],
             marker="o",

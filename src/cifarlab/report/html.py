@@ -118,7 +118,10 @@ def _chart_sections(groups, records, workspace, out, notes) -> list[tuple[str, l
         charts.mistakes(pred, out),
     ]
     chosen = f"chosen by {aggregate.picked_by(best_group)}"
-    sections.append((f"Inside the best run ({best['id']}, {chosen})", found))
+    if len(records) == 1:
+        sections.append((f"Inside the run ({best['id']})", found))
+    else:
+        sections.append((f"Inside the best run ({best['id']}, {chosen})", found))
     return sections
 
 
@@ -256,12 +259,17 @@ def _headline(groups: list[dict[str, Any]], records: list[dict[str, Any]]) -> st
             "never used to choose."
         )
     else:
-        items.append(
+        text = (
             "Runs without a validation split (--val-size 0) selected nothing: each reports "
-            "its last epoch, and they are ranked by its test accuracy, the only score they "
-            "have. Rankings by test accuracy flatter the winner a little; a validation split "
-            "gives an unbiased choice."
+            "its last epoch"
         )
+        if len(groups) > 1:
+            text += (
+                ", and they are ranked by its test accuracy, the only score they have. "
+                "Rankings by test accuracy flatter the winner a little; a validation split "
+                "gives an unbiased choice"
+            )
+        items.append(text + ".")
     return '<ul class="headline">' + "".join(f"<li>{i}</li>" for i in items) + "</ul>"
 
 
@@ -275,8 +283,11 @@ def _ranked_by(groups: list[dict[str, Any]]) -> str:
 
 
 def _groups_table(groups: list[dict[str, Any]]) -> str:
+    # the settings the labels name (a preset's own settings stay in "Every run" below)
     varying = varying_keys([m for g in groups for m in g["members"]])
-    keys = list(dict.fromkeys(["model", "optimizer", *varying]))
+    named = {k for g in groups for k in g["label_keys"]}
+    named |= {"preset"} if any(g["members"][0]["config"].get("preset") for g in groups) else set()
+    keys = ["model", "optimizer", *(k for k in varying if k in named)]
     head = [*keys, "seeds", "best val", "test@best", "final test", "time (s)", "img/s",
             "cores taken"]  # fmt: skip
     rows = []
@@ -302,6 +313,7 @@ def _models_table(models: list[dict[str, Any]]) -> str:
         "parameters",
         "forward MFLOP / image",
         "training MFLOP / image",
+        "batch",
         "training memory (MiB)",
     ]
     rows = []
@@ -313,12 +325,14 @@ def _models_table(models: list[dict[str, Any]]) -> str:
             + _td(s.params, "{:,}".format)
             + _td(s.flops / 1e6, "{:,.2f}".format)
             + _td(s.train_flops / 1e6, "{:,.1f}".format)
+            + _td(s.batch_size)
             + _td(s.memory["total"] / 2**20, "{:,.1f}".format)
             + "</tr>"
         )
     note = (
-        f'<p class="caption">Memory: fp32 weights, gradients, Adam state and activations '
-        f"at the run's batch size ({models[0]['summary'].batch_size}).</p>"
+        '<p class="caption">Training memory, an estimate at each run\'s batch size: fp32 '
+        "weights, gradients, two optimizer moments per weight (Adam's; SGD with momentum "
+        "keeps one) and the activations kept for the backward pass.</p>"
     )
     return _table(head, rows, "models") + note
 
@@ -368,7 +382,8 @@ def _runs_details(records: list[dict[str, Any]]) -> str:
         for r in records
     )
     return (
-        f"<details open><summary>{len(records)} runs</summary>{_table(head, rows, 'runs')}"
+        f"<details open><summary>{len(records)} run{'s' * (len(records) != 1)}</summary>"
+        f"{_table(head, rows, 'runs')}"
         f"</details><details><summary>Full configuration of every run</summary>{configs}"
         "</details>"
     )
