@@ -352,6 +352,7 @@ def _runs_details(records: list[dict[str, Any]]) -> str:
         "test@best",
         "overfit epoch",
         "time (s)",
+        "cores taken",
     ]
     rows = []
     for r in records:
@@ -367,11 +368,13 @@ def _runs_details(records: list[dict[str, Any]]) -> str:
                     _td(r["seed"]),
                     _td(r["status"]),
                     _td(r["epochs_done"], "{:.0f}".format),
-                    _td(r["best_epoch"], "{:.0f}".format),
+                    # no validation split: nothing was chosen, the last epoch is reported
+                    _td(r["best_epoch"] if r["config"].get("val_size") else None, "{:.0f}".format),
                     _td(r["best_val_acc"], pct),
                     _td(r["test_acc"], pct),
                     _td(r["overfit_epoch"], "{:.0f}".format),
                     _td(r["train_seconds"], "{:.1f}".format),
+                    _td(r.get("cpu_contention"), "{:.1f}".format),  # why a run is slow
                 ]
             )
             + "</tr>"
