@@ -44,7 +44,7 @@ from cifarlab.train.precision import (
 )
 from cifarlab.train.selection import best_epoch, overfit_onset
 from cifarlab.train.small_map_conv import SmallMapConv2d
-from cifarlab.train.trainer import Diverged, Trainer
+from cifarlab.train.trainer import Callback, Diverged, Trainer
 
 
 @dataclass
@@ -131,7 +131,9 @@ def _fit_and_record(
     """Fit, recording every epoch; the run ends completed, diverged or failed, never running."""
     status, error = "completed", None
     try:
-        early = _attach_bookkeeping(trainer, config, store, run_id, run_dir, state)
+        best = state.get("best_score") if state else None
+        callbacks, early = _bookkeeping(config, store, run_id, run_dir, best)
+        trainer.callbacks += callbacks
         trainer.fit(config.epochs)
     except Diverged as err:
         status, error = "diverged", str(err)
@@ -168,29 +170,26 @@ def restore_checkpoint(
     return state
 
 
-def _attach_bookkeeping(
-    trainer: Trainer,
-    config: RunConfig,
-    store: ResultsStore,
-    run_id: str,
-    run_dir: Path,
-    state: dict[str, Any] | None,
-) -> EarlyStopping | None:
-    """The callbacks that record, checkpoint, stop early and show progress."""
+def _bookkeeping(
+    config: RunConfig, store: ResultsStore, run_id: str, run_dir: Path, best: float | None
+) -> tuple[list[Callback], EarlyStopping | None]:
+    """The callbacks that record, checkpoint, stop early and show progress, and the early
+    stopper among them. ``best``: a resumed run's best score, which only a better one
+    replaces in best.pt."""
     checkpointer = Checkpointer(
         run_dir, {"run_id": run_id, "config": _record(config)}, config.select_by
     )
-    checkpointer.best = state.get("best_score") if state else None
-    trainer.callbacks += [StoreEpochs(store, run_id), checkpointer]
+    checkpointer.best = best
+    callbacks: list[Callback] = [StoreEpochs(store, run_id), checkpointer]
     early = EarlyStopping(config.early_stop, config.select_by) if config.early_stop else None
     if early:
-        trainer.callbacks.append(early)
+        callbacks.append(early)
     if config.tensorboard:
-        trainer.callbacks.append(TensorBoardLogger(run_dir / "tensorboard"))
+        callbacks.append(TensorBoardLogger(run_dir / "tensorboard"))
     if not config.quiet:
-        trainer.callbacks.append(ProgressBar(config.epochs))
-    trainer.callbacks.append(WarnWhenBusy())  # after the bar, which ends the epoch's line
-    return early
+        callbacks.append(ProgressBar(config.epochs))
+    callbacks.append(WarnWhenBusy())  # after the bar, which ends the epoch's line
+    return callbacks, early
 
 
 def summarize(trainer: Trainer, config: RunConfig) -> dict[str, Any]:
