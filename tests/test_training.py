@@ -583,3 +583,20 @@ def test_debris_of_a_killed_process_is_cleared_and_live_writes_are_kept(
     cifarlab.load_dataset(tmp_path / "fresh", val_size=0)
     assert not abandoned.exists() and in_progress.exists()
     in_progress.rmdir()
+
+
+def test_a_resumed_run_keeps_its_best_checkpoint_until_a_better_epoch(tmp_path):
+    from types import SimpleNamespace
+
+    from cifarlab.train.callbacks import Checkpointer
+
+    history = [{"epoch": 1, "val_acc": 0.5}, {"epoch": 2, "val_acc": 0.7}]  # before the stop
+    trainer = SimpleNamespace(history=history, state_dict=lambda: {"epoch": len(history)})
+    checkpointer = Checkpointer(tmp_path, {"run_id": "r"})  # a fresh process resumes the run
+    checkpointer.on_fit_start(trainer)
+    for epoch, acc in ((2, 0.6), (3, 0.8)):
+        history.append({"epoch": epoch + 1, "val_acc": acc})
+        checkpointer.on_epoch_end(trainer, epoch, history[-1])
+        best = torch.load(tmp_path / "best.pt", weights_only=True) if epoch == 3 else None
+        assert (tmp_path / "best.pt").exists() == (epoch == 3)  # 0.6 < 0.7: not the best
+    assert best["epoch"] == 4 and checkpointer.best == 0.8

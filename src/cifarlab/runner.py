@@ -106,7 +106,8 @@ def run_training(config: RunConfig | None = None, **options: Any) -> RunResult:
     _set_determinism(config)
     torch.manual_seed(config.seed)
     trainer = build_trainer(config, data, device, precision)
-    state = restore_checkpoint(trainer, workspace, resumed, config) if resumed else None
+    if resumed:
+        restore_checkpoint(trainer, workspace, resumed, config)
     info = _run_info(config, data, device, precision, trainer.model)
 
     with ResultsStore(workspace / "runs.db") as store:
@@ -116,7 +117,7 @@ def run_training(config: RunConfig | None = None, **options: Any) -> RunResult:
         else:
             base = f"{model_label(config.model)}-{config.hash()[:8]}"
             run_id = store.start_run(base, config.short_name(), _record(config), config.hash())
-        return _fit_and_record(trainer, config, store, run_id, workspace / run_id, state, info)
+        return _fit_and_record(trainer, config, store, run_id, workspace / run_id, info)
 
 
 def _fit_and_record(
@@ -125,14 +126,12 @@ def _fit_and_record(
     store: ResultsStore,
     run_id: str,
     run_dir: Path,
-    state: dict[str, Any] | None,
     info: dict[str, Any],
 ) -> RunResult:
     """Fit, recording every epoch; the run ends completed, diverged or failed, never running."""
     status, error = "completed", None
     try:
-        best = state.get("best_score") if state else None
-        callbacks, early = _bookkeeping(config, store, run_id, run_dir, best)
+        callbacks, early = _bookkeeping(config, store, run_id, run_dir)
         trainer.callbacks += callbacks
         trainer.fit(config.epochs)
     except Diverged as err:
@@ -171,15 +170,13 @@ def restore_checkpoint(
 
 
 def _bookkeeping(
-    config: RunConfig, store: ResultsStore, run_id: str, run_dir: Path, best: float | None
+    config: RunConfig, store: ResultsStore, run_id: str, run_dir: Path
 ) -> tuple[list[Callback], EarlyStopping | None]:
     """The callbacks that record, checkpoint, stop early and show progress, and the early
-    stopper among them. ``best``: a resumed run's best score, which only a better one
-    replaces in best.pt."""
+    stopper among them."""
     checkpointer = Checkpointer(
         run_dir, {"run_id": run_id, "config": _record(config)}, config.select_by
     )
-    checkpointer.best = best
     callbacks: list[Callback] = [StoreEpochs(store, run_id), checkpointer]
     early = EarlyStopping(config.early_stop, config.select_by) if config.early_stop else None
     if early:

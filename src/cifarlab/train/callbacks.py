@@ -101,19 +101,25 @@ class Checkpointer(Callback):
         self.best: float | None = None
 
     def on_fit_start(self, trainer: Trainer) -> None:
+        for metrics in trainer.history:  # a resumed run: only a better epoch replaces best.pt
+            self._improves(metrics)
         # a checkpoint write cut short by `kill -9` left its temp file; this process owns
         # the run now (runner: no two processes train one run), so none is in progress
         for leftover in self.run_dir.glob(".*.pt.*"):
             leftover.unlink(missing_ok=True)
 
     def on_epoch_end(self, trainer: Trainer, epoch: int, metrics: dict[str, Any]) -> None:
-        state = {**self.meta, **trainer.state_dict(), "best_score": self.best}
-        score = metrics.get(self.select_by)
-        improved = score is not None and is_better(self.select_by, score, self.best)
-        if improved:
-            self.best = state["best_score"] = score
+        state = {**self.meta, **trainer.state_dict()}
+        if self._improves(metrics):
             save_checkpoint(self.run_dir / "best.pt", state)
         save_checkpoint(self.run_dir / "last.pt", state)
+
+    def _improves(self, metrics: dict[str, Any]) -> bool:
+        score = metrics.get(self.select_by)
+        if score is None or not is_better(self.select_by, score, self.best):
+            return False
+        self.best = score
+        return True
 
 
 class StoreEpochs(Callback):
