@@ -393,8 +393,14 @@ def _runs_details(records: list[dict[str, Any]]) -> str:
 
 
 def _table(head: list[str], rows: list[str], name: str) -> str:
-    # a header aligns like its column: right for numbers, left for words
-    numeric = [c.startswith(' class="num"') for c in rows[0].split("<td")[1:]] if rows else []
+    # a header aligns like its column: right for numbers, left for words; an empty cell ("–")
+    # says nothing either way
+    numeric = [False] * len(head)
+    for row in rows:
+        for i, cell in enumerate(row.split("<td")[1 : len(head) + 1]):
+            numeric[i] |= cell.startswith(' class="num" data-v="') and not cell.startswith(
+                ' class="num" data-v=""'
+            )
     th = "".join(
         f'<th scope="col"{" class=num" if i < len(numeric) and numeric[i] else ""}>{_e(h)}</th>'
         for i, h in enumerate(head)
