@@ -14,6 +14,7 @@ import pytest
 import torch
 from conftest import write_image_folder
 
+import cifarlab
 from cifarlab.cli import main
 
 
@@ -284,3 +285,14 @@ def test_output_piped_into_a_reader_that_stops_early_ends_quietly():
     proc.stdout.close()
     assert proc.wait(60) == 141
     assert proc.stderr.read() == ""
+
+
+@pytest.mark.parametrize(
+    "given, meant",
+    [("--batchsize", "--batch-size"), ("--learning-rate", "--lr"), ("--epochz", "--epochs")],
+)
+def test_a_misspelled_option_gets_a_suggestion_from_the_cli_and_from_python(given, meant, capsys):
+    assert main(["train", given, "3"]) == 2
+    assert f"did you mean {meant}?" in capsys.readouterr().err
+    with pytest.raises(cifarlab.CifarlabError, match=f"did you mean {meant}\\?"):
+        cifarlab.train(**{given.removeprefix("--").replace("-", "_"): 3})

@@ -18,6 +18,7 @@ from cifarlab.config import (
     PRECISIONS,
     SCHEDULES,
     SELECT_BY,
+    did_you_mean,
     make_run_config,
 )
 from cifarlab.errors import CifarlabError, Terminated, machine_trouble, show_warning
@@ -210,7 +211,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             args, extra = build_parser().parse_known_args(argv)
             if extra:  # named here, where the command is known, so the hint can point at it
                 unknown = " ".join(extra)
-                hint = f"see `cifarlab {args.command} --help`"
+                close = did_you_mean(extra[0]) if extra[0].startswith("--") else ""
+                hint = f"{close}see `cifarlab {args.command} --help`"
                 raise CifarlabError(f"unrecognized arguments: {unknown}; {hint}")
             return COMMANDS[args.command](args)
     except CifarlabError as err:

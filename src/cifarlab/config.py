@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 from pathlib import Path
@@ -229,13 +230,30 @@ def _describe(error: dict[str, Any]) -> str:
     name = ".".join(str(p) for p in error["loc"]) or "config"
     flag = "--" + name.replace("_", "-")
     if error["type"] == "extra_forbidden":
-        return f"unknown option {flag}; see `cifarlab train --help` for the options"
+        return f"unknown option {flag}; {did_you_mean(name)}see `cifarlab train --help`"
     message = validation_message(error)
     if not error["loc"]:  # a cross-field check: its message starts with the field's name
         field, _, message = message.partition(": ")
         return f"invalid --{field.replace('_', '-')}: {message}"
     got = error.get("input")
     return f"invalid {flag}: {message} (got {got!r})"
+
+
+# the names other PyTorch tools use for our options
+ALIASES = {
+    "learning_rate": "lr",
+    "num_epochs": "epochs",
+    "max_epochs": "epochs",
+    "wd": "weight_decay",
+}
+
+
+def did_you_mean(option: str) -> str:
+    """ "did you mean --batch-size? " for an option close to one of ours; else ""."""
+    key = option.lstrip("-").replace("-", "_")
+    close = [ALIASES[key]] if key in ALIASES else []
+    close = close or difflib.get_close_matches(key, RunConfig.model_fields, n=1, cutoff=0.75)
+    return f"did you mean --{close[0].replace('_', '-')}? " if close else ""
 
 
 def model_source(model: str) -> tuple[Path, str] | None:
