@@ -296,3 +296,43 @@ def test_a_misspelled_option_gets_a_suggestion_from_the_cli_and_from_python(give
     assert f"did you mean {meant}?" in capsys.readouterr().err
     with pytest.raises(cifarlab.CifarlabError, match=f"did you mean {meant}\\?"):
         cifarlab.train(**{given.removeprefix("--").replace("-", "_"): 3})
+
+
+FAILING_NET = """
+from torch import nn
+
+
+class Net(nn.Module):
+    def __init__(self, num_classes=10, in_channels=3, image_size=32):
+        super().__init__()
+        self.fc = nn.Linear(in_channels * image_size * image_size, 16)
+        self.bn = nn.BatchNorm1d(16)
+        self.out = nn.Linear(16, num_classes)
+
+    def forward(self, x):
+        if self.training and x.shape[0] == 7:
+            raise RuntimeError("my forward broke")
+        return self.out(self.bn(self.fc(x.flatten(1))))
+"""
+
+
+def test_a_failure_inside_the_users_model_while_training_is_one_line(
+    tiny_archive, tmp_path, capsys
+):
+    net = tmp_path / "net.py"
+    net.write_text(FAILING_NET)
+    # a batch of 7 reaches the user's raise: their file and line, not torch's internals
+    assert _train(tmp_path, tiny_archive, "--model", f"{net}:Net", "--batch-size", "7") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert (
+        len(err) == 1
+        and "model" in err[0]
+        and "net.py:Net raised RuntimeError at net.py:" in err[0]
+    )
+    assert "my forward broke" in err[0] and "Traceback" not in err[0]
+    # 90 training images in batches of 89 leave one image, which BatchNorm cannot normalize
+    assert _train(tmp_path, tiny_archive, "--model", f"{net}:Net", "--batch-size", "89") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "pass --drop-last" in err[0]
+    with sqlite3.connect(tmp_path / "ws" / "runs.db") as conn:  # both recorded, as failed
+        assert conn.execute("SELECT DISTINCT status FROM runs").fetchall() == [("failed",)]

@@ -17,7 +17,13 @@ from typing import Any
 
 import torch
 
-from cifarlab.config import NOT_HASHED, SESSION_FIELDS, RunConfig, make_run_config
+from cifarlab.config import (
+    NOT_HASHED,
+    SESSION_FIELDS,
+    RunConfig,
+    make_run_config,
+    model_source,
+)
 from cifarlab.data import CifarData, load_dataset
 from cifarlab.errors import CifarlabError, RunInProgress, Terminated, first_line, warn
 from cifarlab.experiments.store import RUN_SUMMARY, ResultsStore
@@ -143,6 +149,7 @@ def _fit_and_record(
             else _one_line(err)
         )  # fmt: skip
         store.finish_run(run_id, "failed", summarize(trainer, config), error=message, info=info)
+        _explain(err, config, trainer.epoch + 1)
         raise
     summary = summarize(trainer, config)
     summary["stopped_epoch"] = early.stopped_at if early else None
@@ -333,6 +340,30 @@ def _record(config: RunConfig) -> dict[str, Any]:
 def _note(config: RunConfig, message: str) -> None:
     if not config.quiet:
         print(f"cifarlab: {message}", file=sys.stderr)
+
+
+def _explain(err: BaseException, config: RunConfig, epoch: int) -> None:
+    """Raise a CifarlabError for a failure the user can fix, recorded already: a BatchNorm
+    batch of one image, or an error inside the user's own model (its line, not torch's).
+    Anything else is left to propagate: a bug's traceback is what a report needs."""
+    if os.environ.get("CIFARLAB_TRACEBACK") or not isinstance(err, Exception):
+        return
+    if isinstance(err, ValueError) and "Expected more than 1 value per channel" in str(err):
+        raise CifarlabError(
+            f"epoch {epoch}: a training batch of 1 image, which BatchNorm cannot normalize; "
+            "pass --drop-last, or a --batch-size that leaves a larger last batch"
+        ) from None
+    source = model_source(config.model)
+    if source is None or isinstance(err, CifarlabError):
+        return
+    mine = source[0].resolve()
+    lines = [f.lineno for f in traceback.extract_tb(err.__traceback__)
+             if Path(f.filename).resolve() == mine]  # fmt: skip
+    where = f" at {source[0].name}:{lines[-1]}" if lines else ""
+    raise CifarlabError(
+        f"epoch {epoch}: model {config.model} raised {type(err).__name__}{where}: "
+        f"{first_line(err, empty='(no message)')} (CIFARLAB_TRACEBACK=1 shows the traceback)"
+    ) from None
 
 
 def _one_line(err: BaseException) -> str:
