@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import textwrap
 from pathlib import Path
 
@@ -319,6 +320,23 @@ def test_python_file_model_class_and_factory(tmp_path):
     assert model(torch.randn(2, 1, 16, 16)).shape == (2, 4)
     assert create_model(f"{path}:make", num_classes=6)(torch.randn(2, 3, 32, 32)).shape == (2, 6)
     assert create_model(f"{path}:FiveClasses", num_classes=5) is not None  # fixed shape, fits
+
+
+def test_a_model_file_imports_helper_modules_beside_it(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path.parent)  # run from elsewhere, as `python nets/net.py` allows
+    (tmp_path / "blocks_beside_net.py").write_text(
+        "from torch import nn\n\ndef head(n):\n    return nn.LazyLinear(n)\n"
+    )
+    net = _write(tmp_path, "net.py", (
+        "from torch import nn\nfrom blocks_beside_net import head\n\n"
+        "class Net(nn.Module):\n"
+        "    def __init__(self, num_classes=10, in_channels=3, image_size=32):\n"
+        "        super().__init__()\n"
+        "        self.body = nn.Sequential(nn.Flatten(), head(num_classes))\n\n"
+        "    def forward(self, x):\n        return self.body(x)\n"
+    ))  # fmt: skip
+    assert create_model(f"{net}:Net")(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+    assert str(tmp_path) not in sys.path  # borrowed for the import only
 
 
 def test_python_file_model_errors_are_one_line(tmp_path):

@@ -51,6 +51,8 @@ def _import(path: Path) -> ModuleType:
         raise CifarlabError(f"model file '{path}' cannot be imported as Python")
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module  # dataclasses and pickling look modules up here
+    folder = str(path.resolve().parent)
+    sys.path.insert(0, folder)  # as `python net.py` would: helper modules beside it import
     try:
         spec.loader.exec_module(module)
     except Exception as err:  # the user's code may raise anything; report it as one line
@@ -59,6 +61,8 @@ def _import(path: Path) -> ModuleType:
             f"model file '{path}' raised {type(err).__name__} on import: "
             f"{first_line(err, NO_MESSAGE)}"
         ) from None
+    finally:
+        sys.path.remove(folder)
     return module
 
 
