@@ -456,3 +456,18 @@ def test_cli_bad_models_exit_2_with_one_line(tmp_path, capsys):
         err = capsys.readouterr().err
         assert err.startswith("cifarlab: error: ") and expected in err, (args, err)
         assert err.count("\n") == 1
+
+
+def test_a_features_and_head_net_is_drawn_as_its_layers_not_two_groups():
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.features = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2))
+            self.head = nn.Sequential(nn.Flatten(), nn.Linear(8 * 16 * 16, 10))
+
+        def forward(self, x):
+            return self.head(self.features(x))
+
+    blocks = summarize_model(Net()).blocks  # what diagrams draw
+    assert [b.kind for b in blocks] == ["conv", "relu", "maxpool", "flatten", "linear"]
+    assert [b.kind for b in summarize_model(create_model("resnet18")).blocks].count("res") == 8

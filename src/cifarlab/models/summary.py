@@ -161,11 +161,15 @@ def summarize_model(
 
 
 def _top_level(model: nn.Module) -> list[nn.Module]:
-    """The model's layers: its children, looking through single-child wrappers."""
+    """The model's layers: its children, looking through single-child wrappers and plain
+    ``nn.Sequential`` groups (a ``features``/``head`` net is its layers, not two blocks);
+    other modules with children (residual blocks) stay one block each."""
     while len(list(model.children())) == 1:
         model = next(model.children())
-    children = list(model.children())
-    return children or [model]
+    layers = []
+    for child in model.children():
+        layers += _top_level(child) if type(child) is nn.Sequential else [child]
+    return layers or [model]
 
 
 def _macs(module: nn.Module, out_shape: tuple[int, ...]) -> int:
