@@ -471,3 +471,10 @@ def test_a_features_and_head_net_is_drawn_as_its_layers_not_two_groups():
     blocks = summarize_model(Net()).blocks  # what diagrams draw
     assert [b.kind for b in blocks] == ["conv", "relu", "maxpool", "flatten", "linear"]
     assert [b.kind for b in summarize_model(create_model("resnet18")).blocks].count("res") == 8
+
+
+def test_a_missing_relative_model_path_says_where_it_was_looked_for(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for ref in ("nets/none.toml", "nets/none.py:Net"):
+        with pytest.raises(CifarlabError, match="relative paths are read from the current folder"):
+            create_model(ref)

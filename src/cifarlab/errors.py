@@ -75,3 +75,11 @@ def machine_trouble(err: BaseException) -> str | None:
     if isinstance(err, OSError) and err.errno is not None:  # disk full, permission denied...
         return err.strerror + (f": '{err.filename}'" if err.filename else "")
     return None
+
+
+def looked_in(path: str | os.PathLike) -> str:
+    """For a missing relative path: where it was looked for. Paths in an experiment file are
+    read from the current folder, not the file's, which a "does not exist" alone hides."""
+    if os.path.isabs(path):
+        return ""
+    return f" (relative paths are read from the current folder, {os.getcwd()})"

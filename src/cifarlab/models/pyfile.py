@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from cifarlab.config import model_source
-from cifarlab.errors import CifarlabError, first_line
+from cifarlab.errors import CifarlabError, first_line, looked_in
 
 NO_MESSAGE = "(no message)"  # after "raised ValueError:", the type name again says nothing
 
@@ -42,7 +42,7 @@ def load_python_model(ref: str) -> Callable[..., nn.Module]:
 
 def _import(path: Path) -> ModuleType:
     if not path.is_file():
-        raise CifarlabError(f"model file '{path}' does not exist")
+        raise CifarlabError(f"model file '{path}' does not exist{looked_in(path)}")
     # a unique module name per file, so two user files called net.py do not collide
     digest = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:10]
     name = f"cifarlab_user_{path.stem}_{digest}"

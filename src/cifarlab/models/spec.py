@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from cifarlab.errors import CifarlabError
+from cifarlab.errors import CifarlabError, looked_in
 from cifarlab.models.layers import GlobalAvgPool2d, GlobalMaxPool2d
 
 Shape = tuple[int, ...]  # (C, H, W) for images, (N,) for vectors
@@ -118,7 +118,7 @@ def load_spec(path: str | Path) -> ModelSpec:
 
     path = Path(path)
     if not path.is_file():
-        raise CifarlabError(f"model spec file '{path}' does not exist")
+        raise CifarlabError(f"model spec file '{path}' does not exist{looked_in(path)}")
     try:
         data = tomllib.loads(path.read_text())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
