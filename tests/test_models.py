@@ -478,3 +478,11 @@ def test_a_missing_relative_model_path_says_where_it_was_looked_for(tmp_path, mo
     for ref in ("nets/none.toml", "nets/none.py:Net"):
         with pytest.raises(CifarlabError, match="relative paths are read from the current folder"):
             create_model(ref)
+
+
+def test_an_even_conv_kernel_needs_its_padding_spelled_out():
+    swapped = r'"conv 3 16": kernel 16 is even.*did you mean conv 16 3'
+    with pytest.raises(CifarlabError, match=swapped):
+        create_model(["conv 3 16", "relu", "gap", "linear"])  # channels and kernel swapped
+    patchify = create_model(["conv 16 2 pad 0 stride 2", "gap", "linear"])  # meant: fine
+    assert patchify(torch.randn(2, 3, 32, 32)).shape == (2, 10)

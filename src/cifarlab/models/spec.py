@@ -214,6 +214,12 @@ def _conv(args: list[str], shape: Shape, bias: bool) -> tuple[list[nn.Module], S
         raise _SpecError(f"conv needs OUT and K: {LAYER_FORMS['conv']}")
     (k,) = _numbers("conv", args[1:2], 1, 1, int, what="kernel size")
     out, stride, pad = _out_and_options("conv", args[:1] + args[2:], {"stride": 1, "pad": k // 2})
+    if k % 2 == 0 and "pad" not in args:
+        hint = f" (did you mean conv {k} {out}?)" if out % 2 and out < k else ""
+        raise _SpecError(
+            f"kernel {k} is even, so the default padding {k // 2} does not keep the size; "
+            f"write `conv OUT K` with an odd K{hint}, or give its padding: `conv OUT K pad P`"
+        )
     side = lambda n: (n + 2 * pad - k) // stride + 1
     if side(h) < 1 or side(w) < 1:
         raise _SpecError(f"input is {c}x{h}x{w}, too small for a {k}x{k} kernel with pad {pad}")
