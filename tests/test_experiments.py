@@ -269,6 +269,12 @@ def test_same_name_with_a_different_grid_needs_new_name_or_force(tmp_path, tiny_
     assert main(["sweep", str(changed), "--workspace", ws, "--quiet", "--new-name", "tiny2"]) == 0
     assert main(["sweep", str(changed), "--workspace", ws, "--quiet", "--force"]) == 0
     assert len(cifarlab.results(ws, experiment="tiny")) == 2  # sgd+adam at seed 5 (shared runs)
+    # from a notebook: the same choice, by keyword
+    with pytest.raises(cifarlab.CifarlabError, match="from Python: new_name=, force=True"):
+        cifarlab.sweep(first, workspace=ws, quiet=True, new_name="tiny2")
+    assert cifarlab.sweep(first, workspace=ws, quiet=True, new_name="tiny3").failed == 0
+    assert cifarlab.sweep(first, workspace=ws, quiet=True, force=True).failed == 0
+    assert len(cifarlab.results(ws, experiment="tiny")) == 4  # the first grid again
 
 
 def test_python_api_sweep_and_results(tmp_path, tiny_archive):

@@ -58,8 +58,15 @@ def sweep(
     workspace: str | Path = "cifarlab-runs",
     workers: int = 1,
     quiet: bool = False,
+    new_name: str | None = None,
+    force: bool = False,
 ) -> SweepReport:
-    """Run the missing runs of an experiment (a TOML path or a dict); returns a SweepReport."""
+    """Run the missing runs of an experiment (a TOML path or a dict); returns a SweepReport.
+
+    An experiment whose runs changed (an edited grid or model file) keeps its old record
+    unless ``new_name`` records it apart or ``force`` replaces it, as the CLI's flags do."""
+    from dataclasses import replace
+
     from cifarlab.experiments.spec import build_experiment, load_experiment
     from cifarlab.experiments.sweep import run_sweep
 
@@ -67,7 +74,9 @@ def sweep(
         experiment = build_experiment(path_or_definition)
     else:
         experiment = load_experiment(path_or_definition)
-    return run_sweep(experiment, workspace, workers=workers, quiet=quiet)
+    if new_name:
+        experiment = replace(experiment, name=new_name)
+    return run_sweep(experiment, workspace, workers=workers, quiet=quiet, force=force)
 
 
 def train(**options: Any) -> RunResult:

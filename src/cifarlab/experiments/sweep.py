@@ -96,7 +96,8 @@ def register_experiment(experiment: Experiment, store: ResultsStore, force: bool
     if existing and existing["fingerprint"] != experiment.fingerprint and not force:
         raise CifarlabError(
             f"experiment {experiment.name!r} already exists in {str(store.path.parent)!r} with "
-            "different runs; pass --new-name NAME to keep both or --force to replace it"
+            "different runs (an edited grid or model file); pass --new-name NAME to keep both "
+            "or --force to replace it (from Python: new_name=, force=True)"
         )
     hashes = [c.hash() for c in experiment.configs]
     store.save_experiment(experiment.name, experiment.fingerprint, experiment.definition, hashes)
