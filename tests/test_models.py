@@ -486,3 +486,12 @@ def test_an_even_conv_kernel_needs_its_padding_spelled_out():
         create_model(["conv 3 16", "relu", "gap", "linear"])  # channels and kernel swapped
     patchify = create_model(["conv 16 2 pad 0 stride 2", "gap", "linear"])  # meant: fine
     assert patchify(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+
+
+def test_diagram_names_its_file_after_the_model_and_small_nets_count_mflop(
+    tmp_path, monkeypatch, capsys
+):
+    monkeypatch.chdir(tmp_path)
+    assert main(["diagram", "tutorial"]) == 0 and (tmp_path / "tutorial.png").is_file()
+    assert main(["summary", "tutorial"]) == 0
+    assert "MACs = 1.30 MFLOP" in capsys.readouterr().out  # not "0.001 GFLOP"

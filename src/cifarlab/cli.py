@@ -180,14 +180,14 @@ def _add_model_parsers(sub: argparse._SubParsersAction) -> None:
     ):
         cmd = sub.add_parser(name, help=help_text)
         cmd.add_argument("model", help="built-in name, spec.toml or file.py:Class")
-        cmd.add_argument("--num-classes", type=int, default=10)
-        cmd.add_argument("--in-channels", type=int, default=3)
-        cmd.add_argument("--image-size", type=int, default=32)
+        cmd.add_argument("--num-classes", type=int, default=10, help="outputs of the net (10)")
+        cmd.add_argument("--in-channels", type=int, default=3, help="image channels (3: RGB)")
+        cmd.add_argument("--image-size", type=int, default=32, help="image side in pixels (32)")
         if name == "summary":
             cmd.add_argument("--batch-size", type=int, default=64, help="for the memory estimate")
             cmd.add_argument("--format", choices=("table", "json"), default="table")
         else:
-            cmd.add_argument("-o", "--output", default="model.png", help="image file to write")
+            cmd.add_argument("-o", "--output", help="image file or folder (default: MODEL.png)")
 
 
 def _add_sweep_options(parser: argparse.ArgumentParser) -> None:
@@ -400,7 +400,8 @@ def cmd_diagram(args: argparse.Namespace) -> int:
     from cifarlab.models.registry import model_label
 
     model, shape = _model_for(args)
-    output = image_path(args.output, f"{model_label(args.model)}.png")
+    name = f"{model_label(args.model)}.png"  # `diagram tutorial` writes tutorial.png
+    output = image_path(args.output or name, name)
     try:
         path = draw_diagram(model, output, shape, title=args.model)
     except (OSError, ValueError) as err:  # an unwritable path or unknown image suffix

@@ -94,8 +94,8 @@ class ModelSummary:
             format_table(head, lines, right=(3, 4)), "",
             f"input {_shape(self.input_shape)} -> output {_shape(self.output_shape)}",
             f"parameters        {self.params:,} ({self.trainable_params:,} trainable)",
-            f"forward / image   {self.macs:,} MACs = {self.flops / 1e9:.3f} GFLOP",
-            f"training / image  ~{self.train_flops / 1e9:.3f} GFLOP (3x forward)",
+            f"forward / image   {self.macs:,} MACs = {_flop(self.flops)}",
+            f"training / image  ~{_flop(self.train_flops)} (3x forward)",
             f"training memory at batch {self.batch_size} (fp32, Adam): ~{mib['total']:.1f} MiB "
             f"(weights {mib['weights']:.1f}, grads {mib['grads']:.1f}, "
             f"optimizer {mib['optimizer']:.1f}, activations {mib['activations']:.1f})",
@@ -158,6 +158,11 @@ def summarize_model(
         rows, blocks, tuple(input_shape), tuple(out.shape[1:]), batch_size,
         params, trainable, sum(r.macs for r in rows), memory,
     )  # fmt: skip
+
+
+def _flop(flops: float) -> str:
+    """In the unit that keeps the number readable: a tutorial net is 0.7 MFLOP, not 0.001 G."""
+    return f"{flops / 1e9:.3f} GFLOP" if flops >= 1e8 else f"{flops / 1e6:.2f} MFLOP"
 
 
 def _top_level(model: nn.Module) -> list[nn.Module]:
