@@ -734,3 +734,19 @@ def test_the_page_header_says_where_runs_differ_in_data_and_the_table_shows_core
     records[0]["cpu_contention"] = 1.25
     table = _groups_table(aggregate.group(records))
     assert "<th" in table and "cores taken" in table and ">1.2<" in table
+
+
+def test_an_edited_model_file_is_another_model_not_another_seed(tiny_archive, tmp_path):
+    net, ws = tmp_path / "net.toml", tmp_path / "ws"
+    train = dict(data=str(tiny_archive), workspace=str(ws), model=str(net), epochs=1,
+                 val_size=30, precision="fp32", quiet=True)  # fmt: skip
+    net.write_text('layers = ["conv 8 3", "relu", "gap", "linear"]\n')
+    cifarlab.train(**train)
+    net.write_text('layers = ["conv 16 3", "relu", "gap", "linear"]\n')  # the student edits it
+    cifarlab.train(**train)
+    names = sorted(r["config"]["model"] for r in cifarlab.results(ws))
+    assert len(set(names)) == 2 and all(n.startswith(f"{net}@") for n in names)
+    groups = cifarlab.grouped_results(ws)
+    assert [g["n"] for g in groups] == [1, 1]  # two models, not one model with two seeds
+    page = cifarlab.report(workspace=ws).read_text()
+    assert "has changed (or gone) since run" in page  # the old version: no diagram of the new

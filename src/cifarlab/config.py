@@ -191,9 +191,9 @@ class RunConfig(BaseModel):
         fields = {
             k: v for k, v in self.model_dump().items() if k not in NOT_HASHED and v != defaults[k]
         }
-        source = model_source(self.model)
-        if source is not None and source[0].is_file():  # an edited model file is a new run
-            fields["model_file_sha256"] = hashlib.sha256(source[0].read_bytes()).hexdigest()
+        digest = model_file_digest(self.model)
+        if digest is not None:  # an edited model file is a new run
+            fields["model_file_sha256"] = digest
         blob = json.dumps(fields, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:12]
 
@@ -254,6 +254,33 @@ def did_you_mean(option: str) -> str:
     close = [ALIASES[key]] if key in ALIASES else []
     close = close or difflib.get_close_matches(key, RunConfig.model_fields, n=1, cutoff=0.75)
     return f"did you mean --{close[0].replace('_', '-')}? " if close else ""
+
+
+def model_file_digest(model: str) -> str | None:
+    """SHA-256 of the file a model reference names (None: a built-in name, or no file)."""
+    source = model_source(model)
+    if source is None or not source[0].is_file():
+        return None
+    return hashlib.sha256(source[0].read_bytes()).hexdigest()
+
+
+def check_model_unchanged(run: dict[str, Any]) -> None:
+    """Refuse to rebuild a run's net from a model file edited since it trained (a net of
+    the same shapes would load its weights and quietly be another model)."""
+    trained = (run.get("info") or {}).get("model_file_sha256")
+    reference = model_reference(run["config"]["model"])
+    if trained and trained != model_file_digest(reference):
+        raise CifarlabError(
+            f"model file {reference!r} has changed (or gone) since run {run['id']} trained it; "
+            "restore that version to see its diagram and predictions"
+        )
+
+
+def model_reference(name: str) -> str:
+    """The model reference behind a name tables show: ``net.toml@a24e21`` -> ``net.toml``
+    (results.name_model_versions names the versions of an edited model file so)."""
+    base, at, digest = name.rpartition("@")
+    return base if at and model_source(base) is not None else name
 
 
 def model_source(model: str) -> tuple[Path, str] | None:

@@ -74,7 +74,31 @@ def results(
                 )
             standing = (store.standing_run(h) for h in entry["config_hashes"])
             runs = [run for run in standing if run is not None]
+    runs = name_model_versions(runs)
     return [{k: run.get(k) for k in RESULT_FIELDS} | {"config": run["config"]} for run in runs]
+
+
+def name_model_versions(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Runs of a model file edited in between trained two different nets: where one file
+    name stands for several versions, each run's config names its version
+    (``net.toml@a24e21``), so groups, labels and --compare keep them apart instead of
+    pooling them as seeds. Runs record the version in ``info``; the store is unchanged."""
+
+    def digest(run: dict[str, Any]) -> str | None:
+        return (run.get("info") or {}).get("model_file_sha256")
+
+    versions: dict[str, set[str]] = {}
+    for run in runs:
+        if digest(run):
+            versions.setdefault(run["config"]["model"], set()).add(digest(run))
+    named = []
+    for run in runs:
+        model = run["config"]["model"]
+        if digest(run) and len(versions[model]) > 1:
+            version = f"{model}@{digest(run)[:6]}"  # config.model_reference reads it back
+            run = {**run, "config": {**run["config"], "model": version}}
+        named.append(run)
+    return named
 
 
 def grouped_results(

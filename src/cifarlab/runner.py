@@ -22,6 +22,7 @@ from cifarlab.config import (
     SESSION_FIELDS,
     RunConfig,
     make_run_config,
+    model_file_digest,
     model_source,
 )
 from cifarlab.data import CifarData, load_dataset
@@ -322,6 +323,8 @@ def _run_info(config, data: CifarData, device, precision: str, model) -> dict[st
         "parameters": count_parameters(model),
         "classes": list(data.classes),
         "image_shape": list(data.image_shape),  # (C, H, W): the report rebuilds the net from it
+        # which version of a model file this run trained: an edited file is another model
+        "model_file_sha256": model_file_digest(config.model),
         "data_source": data.source,
         "train_images": len(data.train),
         "val_images": len(data.val) if data.val else 0,

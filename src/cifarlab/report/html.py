@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from cifarlab.config import check_model_unchanged, model_reference
 from cifarlab.errors import CifarlabError
 from cifarlab.experiments.analysis import varying_keys
 from cifarlab.experiments.store import ResultsStore
@@ -65,7 +66,7 @@ def load_records(
     workspace: Path, experiment: str | None, run_id: str | None
 ) -> tuple[str, list[dict[str, Any]]]:
     """The runs to report on, each with its ``epochs`` rows and ``info``, and a page title."""
-    from cifarlab.results import open_store, results
+    from cifarlab.results import name_model_versions, open_store, results
 
     if run_id is not None:
         with open_store(workspace) as store:
@@ -79,7 +80,7 @@ def load_records(
         title = f"Experiment {experiment}" if experiment else f"All runs in {workspace}"
     with ResultsStore(workspace / "runs.db") as store:
         records = [store.run(i) | {"epochs": store.epochs(i)} for i in ids]
-    return title, records
+    return title, name_model_versions(records)
 
 
 def _chart_sections(groups, records, workspace, out, notes) -> list[tuple[str, list[Chart]]]:
@@ -134,9 +135,13 @@ def _model_section(groups, out, notes) -> list[dict[str, Any]]:
         run = g["members"][0]
         c, side = _image_shape(run)
         try:
+            check_model_unchanged(run)
             classes = len(run["info"].get("classes") or []) or 10
             model = create_model(
-                run["config"]["model"], num_classes=classes, in_channels=c, image_size=side
+                model_reference(run["config"]["model"]),
+                num_classes=classes,
+                in_channels=c,
+                image_size=side,
             )
             summary = summarize_model(
                 model, (c, side, side), batch_size=run["config"]["batch_size"]

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from cifarlab.config import check_model_unchanged, model_reference
 from cifarlab.data import TensorLoader, load_dataset
 from cifarlab.errors import CifarlabError
 from cifarlab.models import create_model
@@ -52,8 +53,12 @@ def predict_run(run: dict[str, Any], workspace: Path) -> Predictions:
         quiet=True,
     )
     channels, side, _ = data.image_shape
+    check_model_unchanged(run)
     model = create_model(
-        config["model"], num_classes=len(data.classes), in_channels=channels, image_size=side
+        model_reference(config["model"]),
+        num_classes=len(data.classes),
+        in_channels=channels,
+        image_size=side,
     )
     state = load_checkpoint(path)  # weights_only; a damaged file is one CifarlabError
     try:
