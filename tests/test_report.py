@@ -4,6 +4,7 @@ tables sort on click, readable at 1280 and 400 px; screenshots in test-artifacts
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -748,5 +749,27 @@ def test_an_edited_model_file_is_another_model_not_another_seed(tiny_archive, tm
     assert len(set(names)) == 2 and all(n.startswith(f"{net}@") for n in names)
     groups = cifarlab.grouped_results(ws)
     assert [g["n"] for g in groups] == [1, 1]  # two models, not one model with two seeds
+    # each version drawn as it trained: the old one from the copy its run kept
+    now = hashlib.sha256(net.read_bytes()).hexdigest()[:6]
+    (old,) = (r for r in cifarlab.results(ws) if not r["config"]["model"].endswith(now))
+    index = cifarlab.report(workspace=ws)
+    page = index.read_text()
+    assert "has changed" not in page and len(list(index.parent.glob("diagram-*.png"))) == 2
+    # without that copy, the old version's net cannot be rebuilt: a note, not a wrong diagram
+    (ws / old["id"] / "model.toml").unlink()
     page = cifarlab.report(workspace=ws).read_text()
-    assert "has changed (or gone) since run" in page  # the old version: no diagram of the new
+    assert f"has changed (or gone) since run {old['id']} trained it" in page
+
+
+def test_a_report_made_from_another_folder_rebuilds_a_relative_model_file(
+    tiny_archive, tmp_path, monkeypatch
+):
+    (tmp_path / "proj").mkdir()
+    (tmp_path / "proj" / "net.toml").write_text('layers = ["conv 8 3", "relu", "gap", "linear"]\n')
+    monkeypatch.chdir(tmp_path / "proj")
+    cifarlab.train(data=str(tiny_archive), workspace="ws", model="net.toml", epochs=1,
+                   val_size=30, precision="fp32", quiet=True)  # fmt: skip
+    monkeypatch.chdir(tmp_path)  # `net.toml` is not here: the run's own copy is
+    index = cifarlab.report(workspace="proj/ws")
+    assert "no diagram" not in index.read_text() and list(index.parent.glob("diagram-*.png"))
+    assert (index.parent / "confusion.png").is_file()  # the best run's predictions too

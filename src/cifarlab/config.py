@@ -264,16 +264,23 @@ def model_file_digest(model: str) -> str | None:
     return hashlib.sha256(source[0].read_bytes()).hexdigest()
 
 
-def check_model_unchanged(run: dict[str, Any]) -> None:
-    """Refuse to rebuild a run's net from a model file edited since it trained (a net of
-    the same shapes would load its weights and quietly be another model)."""
-    trained = (run.get("info") or {}).get("model_file_sha256")
+def model_of_run(run: dict[str, Any], workspace: Path) -> str:
+    """The model reference that rebuilds ``run``'s net as it trained: the file it names while
+    unchanged (helper modules beside it still import), else the copy the run kept in its
+    folder; refused where neither holds that version (a net of the same shapes would load
+    the weights and quietly be another model)."""
     reference = model_reference(run["config"]["model"])
-    if trained and trained != model_file_digest(reference):
-        raise CifarlabError(
-            f"model file {reference!r} has changed (or gone) since run {run['id']} trained it; "
-            "restore that version to see its diagram and predictions"
-        )
+    source = model_source(reference)
+    trained = (run.get("info") or {}).get("model_file_sha256")
+    if source is None or not trained or trained == model_file_digest(reference):
+        return reference  # built-in, from before digests were recorded, or unchanged
+    kept = workspace / run["id"] / f"model{source[0].suffix}"
+    if kept.is_file() and hashlib.sha256(kept.read_bytes()).hexdigest() == trained:
+        return f"{kept}:{source[1]}" if source[1] else str(kept)
+    raise CifarlabError(
+        f"model file {reference!r} has changed (or gone) since run {run['id']} trained it, "
+        "and the run kept no copy; restore that version to see its diagram and predictions"
+    )
 
 
 def model_reference(name: str) -> str:

@@ -124,7 +124,18 @@ def run_training(config: RunConfig | None = None, **options: Any) -> RunResult:
         else:
             base = f"{model_label(config.model)}-{config.hash()[:8]}"
             run_id = store.start_run(base, config.short_name(), _record(config), config.hash())
+            _keep_model_file(config, workspace / run_id)
         return _fit_and_record(trainer, config, store, run_id, workspace / run_id, info)
+
+
+def _keep_model_file(config: RunConfig, run_dir: Path) -> None:
+    """A copy of the run's model file (spec or Python) in its folder, as it was trained: the
+    report rebuilds the net from it after the file is edited, moved, or read from
+    another folder (``report.predict.model_of_run``)."""
+    source = model_source(config.model)
+    if source is not None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source[0], run_dir / f"model{source[0].suffix}")
 
 
 def _fit_and_record(

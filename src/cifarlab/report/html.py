@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cifarlab.config import check_model_unchanged, model_reference
+from cifarlab.config import model_of_run
 from cifarlab.errors import CifarlabError
 from cifarlab.experiments.analysis import varying_keys
 from cifarlab.experiments.store import ResultsStore
@@ -48,7 +48,7 @@ def build_report(
         sections = _chart_sections(groups, records, workspace, out, notes)
     else:
         notes.append("No completed runs yet, so there is nothing to chart.")
-    models = _model_section(groups, out, notes)
+    models = _model_section(groups, workspace, out, notes)
     page = render_page(title, records, groups, sections, models, notes)
     index = out / "index.html"
     index.write_text(page, encoding="utf-8")
@@ -126,7 +126,7 @@ def _chart_sections(groups, records, workspace, out, notes) -> list[tuple[str, l
     return sections
 
 
-def _model_section(groups, out, notes) -> list[dict[str, Any]]:
+def _model_section(groups, workspace: Path, out, notes) -> list[dict[str, Any]]:
     """A diagram and a summary row for each model of the report (at its run's image shape)."""
     from cifarlab.models import create_model, draw_diagram, model_label, summarize_model
 
@@ -135,10 +135,9 @@ def _model_section(groups, out, notes) -> list[dict[str, Any]]:
         run = g["members"][0]
         c, side = _image_shape(run)
         try:
-            check_model_unchanged(run)
             classes = len(run["info"].get("classes") or []) or 10
             model = create_model(
-                model_reference(run["config"]["model"]),
+                model_of_run(run, workspace),
                 num_classes=classes,
                 in_channels=c,
                 image_size=side,

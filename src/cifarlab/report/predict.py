@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from cifarlab.config import check_model_unchanged, model_reference
+from cifarlab.config import model_of_run
 from cifarlab.data import TensorLoader, load_dataset
 from cifarlab.errors import CifarlabError
 from cifarlab.models import create_model
@@ -53,9 +53,8 @@ def predict_run(run: dict[str, Any], workspace: Path) -> Predictions:
         quiet=True,
     )
     channels, side, _ = data.image_shape
-    check_model_unchanged(run)
     model = create_model(
-        model_reference(config["model"]),
+        model_of_run(run, workspace),
         num_classes=len(data.classes),
         in_channels=channels,
         image_size=side,
