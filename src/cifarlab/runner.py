@@ -124,7 +124,6 @@ def run_training(config: RunConfig | None = None, **options: Any) -> RunResult:
         else:
             base = f"{model_label(config.model)}-{config.hash()[:8]}"
             run_id = store.start_run(base, config.short_name(), _record(config), config.hash())
-            _keep_model_file(config, workspace / run_id)
         return _fit_and_record(trainer, config, store, run_id, workspace / run_id, info)
 
 
@@ -133,9 +132,10 @@ def _keep_model_file(config: RunConfig, run_dir: Path) -> None:
     report rebuilds the net from it after the file is edited, moved, or read from
     another folder (``report.predict.model_of_run``)."""
     source = model_source(config.model)
-    if source is not None:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(source[0], run_dir / f"model{source[0].suffix}")
+    if source is None or (run_dir / f"model{source[0].suffix}").exists():  # kept at its start
+        return
+    run_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(source[0], run_dir / f"model{source[0].suffix}")
 
 
 def _fit_and_record(
@@ -149,6 +149,7 @@ def _fit_and_record(
     """Fit, recording every epoch; the run ends completed, diverged or failed, never running."""
     status, error = "completed", None
     try:
+        _keep_model_file(config, run_dir)
         callbacks, early = _bookkeeping(config, store, run_id, run_dir)
         trainer.callbacks += callbacks
         trainer.fit(config.epochs)
