@@ -282,6 +282,7 @@ def test_python_api_sweep_and_results(tmp_path, tiny_archive):
                             quiet=True)  # fmt: skip
     assert report.failed == 0 and len(report.outcomes) == 4
     assert len(cifarlab.results(tmp_path / "ws", experiment="tiny")) == 4
+    assert repr(report).startswith("SweepReport('tiny': 4 runs (4 completed) in ")  # one line
 
 
 def test_presets_expand_to_the_blog_grid():

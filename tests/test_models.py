@@ -495,3 +495,9 @@ def test_diagram_names_its_file_after_the_model_and_small_nets_count_mflop(
     assert main(["diagram", "tutorial"]) == 0 and (tmp_path / "tutorial.png").is_file()
     assert main(["summary", "tutorial"]) == 0
     assert "MACs = 1.30 MFLOP" in capsys.readouterr().out  # not "0.001 GFLOP"
+
+
+def test_spec_layer_kinds_as_pytorch_spells_them():
+    net = create_model(["Conv 16 3", "BN", "ReLU", "GAP", "Linear"])  # a PyTorch user's habit
+    assert net(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+    assert net[0].bias is None  # still "a conv followed by bn has no bias"

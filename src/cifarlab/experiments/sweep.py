@@ -68,6 +68,16 @@ class SweepReport:
     def failed(self) -> int:
         return sum(status == "failed" for status in self.outcomes.values())
 
+    def __repr__(self) -> str:  # a notebook shows this, not every planned config
+        counts: dict[str, int] = {}
+        for status in self.outcomes.values():
+            counts[status] = counts.get(status, 0) + 1
+        done = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+        return (
+            f"SweepReport({self.experiment!r}: {len(self.planned)} runs ({done or 'none run'}) "
+            f"in {self.seconds:.0f} s)"
+        )
+
 
 def plan_sweep(
     experiment: Experiment,

@@ -139,19 +139,21 @@ def build_spec(
     spec = as_spec(spec)
     shape: Shape = (in_channels, image_size, image_size)
     texts = list(spec.layers)
-    last_linear = max((i for i, t in enumerate(texts) if t.split()[:1] == ["linear"]), default=-1)
+    kinds = [t.split()[0].lower() if t.split() else "" for t in texts]  # "Conv", "ReLU": fine
+    last_linear = max((i for i, k in enumerate(kinds) if k == "linear"), default=-1)
     if last_linear != len(texts) - 1:
         texts.append("linear")  # documented: a spec without a final classifier gets one
         last_linear = len(texts) - 1
     modules: list[nn.Module] = []
     for i, text in enumerate(texts):
         kind, *args = text.split() or [""]
+        kind = kind.lower()
         where = f'layer {i + 1} "{text}"'
         if kind not in LAYER_FORMS:
             raise CifarlabError(
                 f"{where}: unknown layer kind {kind!r}; known: {', '.join(LAYER_FORMS)}"
             )
-        bias = not (i + 1 < len(texts) and texts[i + 1].split()[:1] == ["bn"])
+        bias = not (i + 1 < len(kinds) and kinds[i + 1] == "bn")
         try:
             new, shape = _build_layer(kind, args, shape, num_classes, i == last_linear, bias)
         except _SpecError as err:
