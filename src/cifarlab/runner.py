@@ -33,7 +33,7 @@ from cifarlab.models import (
     count_parameters,
     model_label,
 )
-from cifarlab.process import owner_pid
+from cifarlab.process import current_owner, owner_pid
 from cifarlab.train.build import build_trainer
 from cifarlab.train.callbacks import (
     Checkpointer,
@@ -118,13 +118,17 @@ def run_training(config: RunConfig | None = None, **options: Any) -> RunResult:
     info = _run_info(config, data, device, precision, trainer.model)
 
     with ResultsStore(workspace / "runs.db") as store:
-        if resumed:
-            run_id = resumed["id"]
-            store.reopen_run(run_id, keep_epochs=trainer.epoch)
-        else:
-            base = f"{model_label(config.model)}-{config.hash()[:8]}"
-            run_id = store.start_run(base, config.short_name(), _record(config), config.hash())
-        return _fit_and_record(trainer, config, store, run_id, workspace / run_id, info)
+        try:
+            if resumed:
+                run_id = resumed["id"]
+                store.reopen_run(run_id, keep_epochs=trainer.epoch)
+            else:
+                base = f"{model_label(config.model)}-{config.hash()[:8]}"
+                run_id = store.start_run(base, config.short_name(), _record(config), config.hash())
+            return _fit_and_record(trainer, config, store, run_id, workspace / run_id, info)
+        except BaseException as err:  # Ctrl-C or SIGTERM between the run's row and its try
+            store.fail_running(current_owner(), _stop_message(err))
+            raise
 
 
 def _keep_model_file(config: RunConfig, run_dir: Path) -> None:
@@ -156,11 +160,7 @@ def _fit_and_record(
     except Diverged as err:
         status, error = "diverged", str(err)
     except BaseException as err:  # recorded as failed, never left "running"; then re-raised
-        message = (
-            "terminated (SIGTERM)" if isinstance(err, Terminated)
-            else "interrupted" if isinstance(err, KeyboardInterrupt)
-            else _one_line(err)
-        )  # fmt: skip
+        message = _stop_message(err)
         store.finish_run(run_id, "failed", summarize(trainer, config), error=message, info=info)
         _explain(err, config, trainer.epoch + 1)
         raise
@@ -379,6 +379,13 @@ def _explain(err: BaseException, config: RunConfig, epoch: int) -> None:
         f"epoch {epoch}: model {config.model} raised {type(err).__name__}{where}: "
         f"{first_line(err, empty='(no message)')} (CIFARLAB_TRACEBACK=1 shows the traceback)"
     ) from None
+
+
+def _stop_message(err: BaseException) -> str:
+    """What a failed run's error column says of what stopped it."""
+    if isinstance(err, Terminated):
+        return "terminated (SIGTERM)"
+    return "interrupted" if isinstance(err, KeyboardInterrupt) else _one_line(err)
 
 
 def _one_line(err: BaseException) -> str:

@@ -179,6 +179,15 @@ class ResultsStore:
                 values.append(summary[col])
         self.conn.execute(f"UPDATE runs SET {', '.join(sets)} WHERE id = ?", [*values, run_id])
 
+    def fail_running(self, owner: str, error: str) -> None:
+        """Record as failed what ``owner`` (process.current_owner) left running: a run
+        stopped before its own bookkeeping could record it."""
+        self.conn.execute(
+            "UPDATE runs SET status = 'failed', finished_at = ?, error = ? "
+            "WHERE status = 'running' AND owner = ?",
+            (time.time(), error, owner),
+        )
+
     def save_experiment(
         self, name: str, fingerprint: str, definition: dict[str, Any], hashes: list[str]
     ) -> None:
