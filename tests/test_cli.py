@@ -298,6 +298,13 @@ def test_a_misspelled_option_gets_a_suggestion_from_the_cli_and_from_python(give
         cifarlab.train(**{given.removeprefix("--").replace("-", "_"): 3})
 
 
+def test_other_commands_suggest_their_own_options_not_trains(capsys):
+    assert main(["results", "--workspce", "ws"]) == 2
+    assert "did you mean --workspace?" in capsys.readouterr().err
+    assert main(["report", "--epoch", "3"]) == 2  # a train option: report has none like it
+    assert "did you mean" not in capsys.readouterr().err
+
+
 FAILING_NET = """
 from torch import nn
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import os
 import signal
 import sys
@@ -208,11 +209,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with warnings.catch_warnings():  # restores the default display when main returns
             warnings.showwarning = show_warning
-            args, extra = build_parser().parse_known_args(argv)
+            parser = build_parser()
+            args, extra = parser.parse_known_args(argv)
             if extra:  # named here, where the command is known, so the hint can point at it
                 unknown = " ".join(extra)
-                close = did_you_mean(extra[0]) if extra[0].startswith("--") else ""
-                hint = f"{close}see `cifarlab {args.command} --help`"
+                hint = f"{_close_option(parser, args.command, extra[0])}"
+                hint += f"see `cifarlab {args.command} --help`"
                 raise CifarlabError(f"unrecognized arguments: {unknown}; {hint}")
             return COMMANDS[args.command](args)
     except CifarlabError as err:
@@ -237,6 +239,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         if sigterm is not None:  # main() may be called from a program with its own handler
             signal.signal(signal.SIGTERM, sigterm)
+
+
+def _close_option(parser: argparse.ArgumentParser, command: str, given: str) -> str:
+    """ "did you mean --x? " among the options of ``command`` itself (and, for train, the
+    names other tools give them: config.did_you_mean); "" when none is close."""
+    if not given.startswith("--"):
+        return ""
+    if command == "train":
+        return did_you_mean(given)
+    sub = parser._subparsers._group_actions[0].choices[command]  # type: ignore[union-attr]
+    options = [o for o in sub._option_string_actions if o.startswith("--")]
+    close = difflib.get_close_matches(given, options, n=1, cutoff=0.75)
+    return f"did you mean {close[0]}? " if close else ""
 
 
 def _silence_stdout() -> None:

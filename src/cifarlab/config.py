@@ -259,9 +259,11 @@ def did_you_mean(option: str) -> str:
 def model_file_digest(model: str) -> str | None:
     """SHA-256 of the file a model reference names (None: a built-in name, or no file)."""
     source = model_source(model)
-    if source is None or not source[0].is_file():
-        return None
-    return hashlib.sha256(source[0].read_bytes()).hexdigest()
+    return _sha256(source[0]) if source is not None and source[0].is_file() else None
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def model_of_run(run: dict[str, Any], workspace: Path) -> str:
@@ -275,7 +277,7 @@ def model_of_run(run: dict[str, Any], workspace: Path) -> str:
     if source is None or not trained or trained == model_file_digest(reference):
         return reference  # built-in, from before digests were recorded, or unchanged
     kept = workspace / run["id"] / f"model{source[0].suffix}"
-    if kept.is_file() and hashlib.sha256(kept.read_bytes()).hexdigest() == trained:
+    if kept.is_file() and _sha256(kept) == trained:
         return f"{kept}:{source[1]}" if source[1] else str(kept)
     raise CifarlabError(
         f"model file {reference!r} has changed (or gone) since run {run['id']} trained it, "
@@ -286,7 +288,7 @@ def model_of_run(run: dict[str, Any], workspace: Path) -> str:
 def model_reference(name: str) -> str:
     """The model reference behind a name tables show: ``net.toml@a24e21`` -> ``net.toml``
     (results.name_model_versions names the versions of an edited model file so)."""
-    base, at, digest = name.rpartition("@")
+    base, at, _ = name.rpartition("@")
     return base if at and model_source(base) is not None else name
 
 
