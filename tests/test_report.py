@@ -686,6 +686,34 @@ class Net(nn.Module):
 """
 
 
+def _forget_predictions(path):
+    state = torch.load(path, weights_only=True)
+    del state["test_predictions"]
+    torch.save(state, path)
+
+
+def test_best_run_charts_show_what_the_run_predicted_not_a_rescoring(tiny_archive, tmp_path):
+    # rescoring on another device (a GPU-trained run reported on a CPU) or with other kernels
+    # moved borderline images: the charts must show the predictions the recorded accuracy came from
+    from cifarlab.report import predict
+
+    ws = tmp_path / "ws"
+    result = cifarlab.train(data=str(tiny_archive), workspace=str(ws), model="tutorial",
+                            epochs=2, val_size=20, quiet=True)  # fmt: skip
+    _, (record,) = load_records(ws, None, result.run_id)
+    path = ws / record["id"] / "best.pt"
+    state = torch.load(path, weights_only=True)
+    predicted = state["test_predictions"]
+    state["model"] = {k: torch.zeros_like(v) for k, v in state["model"].items()}
+    torch.save(state, path)  # weights that would rescore every image at confidence 1/3
+
+    pred = predict.predict_run(record, ws)
+    assert (pred.preds == pred.labels).mean() == pytest.approx(record["test_acc"])
+    assert pred.preds.tolist() == predicted["preds"].tolist()
+    assert pred.confidence == pytest.approx(predicted["confidence"].numpy())
+    assert not np.allclose(pred.confidence, 1 / 3)
+
+
 def test_best_run_charts_score_in_the_runs_precision_and_layout(tiny_archive, tmp_path):
     # bf16 rounding moves borderline images: scored in fp32, the charts disagreed with the
     # recorded accuracy by an image or two
@@ -697,6 +725,7 @@ def test_best_run_charts_score_in_the_runs_precision_and_layout(tiny_archive, tm
     cifarlab.train(data=str(tiny_archive), workspace=str(ws), model=f"{net}:Net", epochs=1,
                    val_size=30, precision="bf16", quiet=True)  # fmt: skip
     _, (record,) = load_records(ws, None, None)  # as the report reads it: with its info
+    _forget_predictions(ws / record["id"] / "best.pt")  # a checkpoint from before they were kept
     predict.predict_run(record, ws)
     probe = next(m for n, m in sys.modules.items() if n.startswith("cifarlab_user_probe_"))
     scoring = {seen[1:] for seen in probe.SEEN if seen[0] > 2}  # not the shape check's batch
@@ -717,6 +746,7 @@ def test_best_run_predictions_use_tta_only_where_the_run_did(tiny_archive, tmp_p
                                 val_size=val_size, epochs=2, tta=2, quiet=True)  # fmt: skip
         record = next(r for r in cifarlab.results(ws) if r["id"] == result.run_id)
         levels.clear()
+        _forget_predictions(ws / record["id"] / ("best.pt" if val_size else "last.pt"))
         predict.predict_run(record, ws)
         final = val_size == 0 or record["best_epoch"] == 2
         assert set(levels) == {2 if final else 0}, (val_size, record["best_epoch"])

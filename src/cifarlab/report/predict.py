@@ -30,11 +30,12 @@ class Predictions:
 
 
 def predict_run(run: dict[str, Any], workspace: Path) -> Predictions:
-    """Rebuild the run's test split and model, load its checkpoint and classify every test image.
+    """The run's predictions on its test split, from the checkpoint the run reports.
 
-    The split is carved with the run's own arguments so its normalization (the
-    training split's mean/std) matches training. Raises CifarlabError with the
-    reason when the checkpoint or the data is gone.
+    The checkpoint holds what the run predicted at that epoch; a checkpoint from
+    before it did is rescored. The split is carved with the run's own arguments,
+    for its images and labels (and, to rescore, its normalization). Raises
+    CifarlabError with the reason when the checkpoint or the data is gone.
     """
     config = run["config"]
     # without a validation split nothing is selected: the run reports its last epoch
@@ -52,6 +53,28 @@ def predict_run(run: dict[str, Any], workspace: Path) -> Predictions:
         labels=config.get("labels", "fine"),
         quiet=True,
     )
+    state = load_checkpoint(path)  # weights_only; a damaged file is one CifarlabError
+    stored = state.get("test_predictions")
+    if stored is not None and len(stored["preds"]) == len(data.test.labels):
+        # what the run itself predicted at that epoch: the recorded accuracy, to the image
+        preds, confidence = stored["preds"], stored["confidence"]
+    else:  # a run from before checkpoints kept predictions
+        preds, confidence = _rescore(run, workspace, state, data)
+    return Predictions(
+        run["id"],
+        list(data.classes),
+        data.test.labels.astype(np.int64),
+        preds.numpy().astype(np.int64),
+        confidence.float().numpy(),
+        data.test.images,
+    )
+
+
+def _rescore(
+    run: dict[str, Any], workspace: Path, state: dict[str, Any], data: Any
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Classify the test split with the checkpoint's weights, as the trainer scored it."""
+    config = run["config"]
     channels, side, _ = data.image_shape
     model = create_model(
         model_of_run(run, workspace),
@@ -59,7 +82,6 @@ def predict_run(run: dict[str, Any], workspace: Path) -> Predictions:
         in_channels=channels,
         image_size=side,
     )
-    state = load_checkpoint(path)  # weights_only; a damaged file is one CifarlabError
     try:
         # a run with --ema evaluated (and picked best.pt by) its averaged weights
         model.load_state_dict(state["ema"] if state.get("ema") else state["model"])
@@ -80,13 +102,5 @@ def predict_run(run: dict[str, Any], workspace: Path) -> Predictions:
     with torch.no_grad(), autocast(precision, torch.device("cpu")):
         for x, _ in loader:
             probs.append(torch.softmax(tta_logits(model, x, tta).float(), dim=1))
-    p = torch.cat(probs)
-    confidence, preds = p.max(dim=1)
-    return Predictions(
-        run["id"],
-        list(data.classes),
-        data.test.labels.astype(np.int64),
-        preds.numpy(),
-        confidence.numpy(),
-        data.test.images,
-    )
+    confidence, preds = torch.cat(probs).max(dim=1)
+    return preds, confidence

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -24,6 +24,12 @@ class Diverged(Exception):
     def __init__(self, epoch: int, step: int, loss: float) -> None:
         super().__init__(f"loss diverged to {loss:.4g} at epoch {epoch}, step {step}")
         self.epoch, self.step, self.loss = epoch, step, loss
+
+
+class Evaluation(NamedTuple):
+    loss: float  # mean cross-entropy
+    acc: float
+    predictions: dict[str, torch.Tensor]  # per image, in order: "preds", "confidence" (CPU)
 
 
 class Callback:
@@ -79,6 +85,9 @@ class Trainer:
         self.first_loss: float | None = None
         self.train_seconds = 0.0  # training + evaluation wall time, one-time setup excluded
         self.should_stop = False  # set by a callback (early stopping) to end after this epoch
+        # the last epoch's test predictions, checkpointed with its weights: the report shows
+        # what the run predicted, not a rescoring that another device or kernel could change
+        self.test_predictions: dict[str, torch.Tensor] | None = None
         # On a GPU every .item() is a sync, so look every 16 steps there (and at each epoch's
         # end); on the CPU it is free.
         self.divergence_check_every = 16 if device.type == "cuda" else 1
@@ -91,7 +100,10 @@ class Trainer:
             start = time.perf_counter()
             tta = self.tta if self.epoch == epochs - 1 else 0  # TTA costs 2-6 forwards: once
             for prefix, loader in self.eval_loaders.items():
-                metrics[f"{prefix}_loss"], metrics[f"{prefix}_acc"] = self.evaluate(loader, tta)
+                result = self.evaluate(loader, tta)
+                metrics[f"{prefix}_loss"], metrics[f"{prefix}_acc"] = result.loss, result.acc
+                if prefix == "test":
+                    self.test_predictions = result.predictions
             metrics["eval_seconds"] = time.perf_counter() - start
             if "val_acc" in metrics:
                 metrics["gap"] = metrics["train_acc"] - metrics["val_acc"]
@@ -147,19 +159,30 @@ class Trainer:
         }
 
     @torch.no_grad()
-    def evaluate(self, loader: TensorLoader, tta: int = 0) -> tuple[float, float]:
-        """Mean cross-entropy and accuracy on ``loader``, with the EMA weights when enabled."""
+    def evaluate(self, loader: TensorLoader, tta: int = 0) -> Evaluation:
+        """Mean cross-entropy, accuracy and per-image predictions on ``loader``.
+
+        With the EMA weights when enabled.
+        """
         model = self.ema.module if self.ema is not None else self.model
         model.eval()
         loss_sum = torch.zeros((), device=self.device)
-        correct = torch.zeros((), dtype=torch.long, device=self.device)
+        preds, confidences = [], []
         for x, y in loader:
             with autocast(self.precision, self.device):
                 logits = tta_logits(model, x, tta)
-            loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
-            correct += (logits.argmax(1) == y).sum()
+            logits = logits.float()
+            loss_sum += F.cross_entropy(logits, y, reduction="sum")
+            confidence, pred = torch.softmax(logits, dim=1).max(dim=1)
+            preds.append(pred)
+            confidences.append(confidence)
+        pred = torch.cat(preds)
         n = loader.num_images
-        return loss_sum.item() / n, correct.item() / n
+        return Evaluation(
+            loss=loss_sum.item() / n,
+            acc=(pred == loader.labels[:n]).sum().item() / n,
+            predictions={"preds": pred.cpu(), "confidence": torch.cat(confidences).cpu()},
+        )
 
     def _set_lr(self) -> float:
         factor = self.lr_factor(self.step)
@@ -186,6 +209,7 @@ class Trainer:
             "first_loss": self.first_loss,
             "train_seconds": self.train_seconds,
             "history": self.history,
+            "test_predictions": self.test_predictions,
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict(),
