@@ -11,7 +11,8 @@ from typing import Any
 # airbench94 (Jordan 2024), restated for a mean-reduced loss: its lr 11.5 and weight decay
 # 0.0153 "per 1024 examples" with momentum 0.85 become lr 11.5 / (1 + 1/0.15) = 1.5 at
 # batch 1024 (scaled linearly with the batch) and decay 0.0153 / 11.5 = 0.00133
-# (lr x decay, the per-step shrink, is what airbench fixes).
+# (lr x decay, the per-step shrink, is what airbench fixes). On the JPEG copy, lr, decay and
+# label smoothing at 2/3x or 1.5x did no better beyond noise (H200 sweep, BENCHMARKS.md).
 # * what taking the trick out cost `quick-cpu` (final test accuracy, one seed, 85.45% with all
 #   of them): `benchmarks/ablation.py`, BENCHMARKS.md. One seed moves it by a few tenths.
 SPEEDRUN_LR = 1.5
