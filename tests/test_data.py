@@ -9,7 +9,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from conftest import CLASSES, add_tar_member, pack, pack_tree, write_image_folder
+from conftest import CLASSES, add_tar_member, class_image, pack, pack_tree, write_image_folder
 from PIL import Image
 
 from cifarlab.data import TensorLoader, load_dataset
@@ -483,3 +483,111 @@ def test_a_jpeg_claiming_a_huge_size_is_left_to_image_opens_bomb_check(monkeypat
     assert _decode_plain_jpeg(blob) is not None
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 32 * 32 - 1)
     assert _decode_plain_jpeg(blob) is None
+
+
+# -- a user's own folders: what torchvision's ImageFolder users expect ----------------------------
+
+
+def test_images_in_subfolders_and_linked_class_folders_belong_to_their_class(tmp_path):
+    root = write_image_folder(tmp_path / "d", n_train=4, n_test=2)
+    nested = root / "train" / CLASSES[0] / "extra"
+    nested.mkdir()
+    for f in sorted((root / "train" / CLASSES[0]).glob("*.png"))[:2]:
+        f.rename(nested / f.name)  # moved, not lost
+    linked = tmp_path / "linked"
+    for split in ("train", "test"):
+        (linked / split).mkdir(parents=True)
+        for cls in CLASSES:
+            (linked / split / cls).symlink_to(root / split / cls, target_is_directory=True)
+    for source in (root, linked):
+        data = load_dataset(source, val_size=0)
+        assert np.bincount(data.train.labels).tolist() == [4] * len(CLASSES), source
+
+
+def test_files_and_folders_left_out_are_named_in_a_warning(tmp_path):
+    root = write_image_folder(tmp_path / "d", n_train=3, n_test=2)
+    (root / "train" / "labels.csv").write_text("a,b\n")
+    write_image_folder(tmp_path / "v", n_train=2, n_test=0)
+    (tmp_path / "v" / "train").rename(root / "val")
+    (root / "train" / CLASSES[0] / "Thumbs.db").write_bytes(b"\0" * 10)  # Windows' litter
+    for load in range(2):  # the cached load says it again
+        with pytest.warns(UserWarning) as seen:
+            load_dataset(root, val_size=0)
+        said = " | ".join(str(w.message) for w in seen)
+        assert "1 file(s) outside train/<class>/ and test/<class>/ were not used" in said
+        assert "train/labels.csv" in said and "the val/ folder was not used" in said
+        assert "Thumbs" not in said, load
+
+
+def test_split_folders_in_capitals_and_windows_zip_paths_load(tmp_path):
+    root = write_image_folder(tmp_path / "d", n_train=3, n_test=2)
+    zipped = tmp_path / "d.zip"
+    import zipfile
+
+    with zipfile.ZipFile(zipped, "w") as z:
+        for f in sorted(root.rglob("*.png")):
+            parts = f.relative_to(root).parts
+            z.write(f, "\\".join((parts[0].capitalize(), *parts[1:])))  # Train\cat\0000.png
+    data = load_dataset(zipped, val_size=0)
+    assert len(data.train) == 3 * len(CLASSES) and len(data.test) == 2 * len(CLASSES)
+
+
+def test_16_bit_grayscale_is_scaled_to_8_bits_not_clipped(tmp_path):
+    root = tmp_path / "d"
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        for label, cls in enumerate(("dark", "light")):
+            (root / split / cls).mkdir(parents=True)
+            for i in range(3):
+                high = 20_000 if label == 0 else 65_535
+                pixels = rng.integers(0, high, (32, 32)).astype(np.uint16)
+                Image.fromarray(pixels).save(root / split / cls / f"{i}.png")
+                assert Image.open(root / split / cls / f"{i}.png").mode.startswith("I")
+    data = load_dataset(root, val_size=0)
+    dark = data.train.images[data.train.labels == 0]
+    assert data.image_shape == (1, 32, 32)
+    assert 30 < dark.mean() < 48 and dark.max() <= 20_000 >> 8  # 0-20,000 of 65,535: dark
+    assert 110 < data.train.images[data.train.labels == 1].mean() < 145
+
+
+def test_non_square_images_train(tmp_path):
+    import cifarlab
+
+    root = tmp_path / "wide"
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 8), ("test", 4)):
+        for label, cls in enumerate(CLASSES):
+            (root / split / cls).mkdir(parents=True)
+            for i in range(n):
+                wide = np.concatenate([class_image(label, rng)] * 2, axis=1)[:24]  # 24x64
+                Image.fromarray(wide).save(root / split / cls / f"{i}.png")
+    for model in ("tutorial", "speedrun-small"):
+        result = cifarlab.train(
+            data=root, model=model, epochs=1, val_size=0, quiet=True, workspace=tmp_path / "ws"
+        )  # fmt: skip: a Path, as from Python
+        assert result.status == "completed" and result.info["image_shape"] == [3, 24, 64]
+
+
+def test_load_dataset_unpacks_into_its_splits_and_classes(tiny_folder):
+    train, val, test, classes = load_dataset(tiny_folder, val_size=30)
+    assert (len(train), len(val), len(test)) == (90, 30, 60) and classes == tuple(CLASSES)
+
+
+def test_a_changed_folder_replaces_its_stale_cache_entry_and_litter_changes_nothing(tmp_path):
+    root = write_image_folder(tmp_path / "d", n_train=3, n_test=2)
+    load_dataset(root, val_size=0)
+    entries = sorted(cache_module.cache_root().glob("decoded-*"))
+    (root / "train" / ".DS_Store").write_bytes(b"x")  # Finder's, not data: no new entry
+    load_dataset(root, val_size=0)
+    assert sorted(cache_module.cache_root().glob("decoded-*")) == entries
+    (root / "train" / CLASSES[0] / "0000.png").unlink()
+    assert len(load_dataset(root, val_size=0).train) == 3 * len(CLASSES) - 1
+    now = sorted(cache_module.cache_root().glob("decoded-*"))
+    assert len(now) == len(entries) and now != entries  # replaced, not added
+
+
+def test_a_cache_entry_with_a_damaged_meta_file_is_rebuilt(tiny_folder):
+    first = load_dataset(tiny_folder, val_size=0)
+    for entry in cache_module.cache_root().glob("decoded-*"):
+        (entry / "meta.json").write_text("null")
+    assert np.array_equal(load_dataset(tiny_folder, val_size=0).train.images, first.train.images)

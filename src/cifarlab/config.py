@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +91,12 @@ class RunConfig(BaseModel):
     resume: str | None = None
     quiet: bool = False
     tensorboard: bool = False
+
+    @field_validator("data", "workspace", "model", mode="before")
+    @classmethod
+    def _paths_as_text(cls, v: Any) -> Any:
+        """A ``pathlib.Path`` from Python is as good as the string a CLI flag gives."""
+        return os.fspath(v) if isinstance(v, os.PathLike) else v
 
     @field_validator("resume", mode="before")
     @classmethod

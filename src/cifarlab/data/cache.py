@@ -25,10 +25,10 @@ from pathlib import Path
 
 import numpy as np
 
-from cifarlab.data.imagefolder import SPLITS, DecodedDataset, SplitArrays
+from cifarlab.data.imagefolder import SPLITS, DecodedDataset, SplitArrays, is_litter, walk_folder
 from cifarlab.process import pid_alive
 
-CACHE_FORMAT = 3  # 3: meta.json keeps the source's warnings ("notes")
+CACHE_FORMAT = 4  # 3: meta.json keeps the source's warnings ("notes"); 4: nested class folders
 
 
 def cache_root() -> Path:
@@ -37,17 +37,25 @@ def cache_root() -> Path:
 
 
 def source_fingerprint(path: Path, **params: object) -> str:
-    """A key that changes when the source (path, sizes, mtimes) or decode params change."""
+    """A key that changes when the source (path, sizes, mtimes) or decode params change.
+
+    It reads ``<source>-<content>``: entries of one source (path and params) share the
+    first half, so a new entry can replace the stale ones (``cached_decode``). Files the
+    loader skips (.DS_Store, Thumbs.db) are not part of the content.
+    """
     path = path.resolve()
-    h = hashlib.sha256(f"{CACHE_FORMAT}|{path}|{sorted(params.items())}".encode())
+    source = hashlib.sha256(f"{CACHE_FORMAT}|{path}|{sorted(params.items())}".encode())
+    content = hashlib.sha256()
     if path.is_dir():
-        for file in sorted(path.rglob("*")):
-            st = file.stat()
-            h.update(f"{file.relative_to(path)}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+        for file, is_file in walk_folder(path):
+            parts = file.relative_to(path).parts
+            if is_file and not is_litter(parts):
+                st = file.stat()
+                content.update(f"{'/'.join(parts)}|{st.st_size}|{st.st_mtime_ns}\n".encode())
     else:
         st = path.stat()
-        h.update(f"{st.st_size}|{st.st_mtime_ns}".encode())
-    return h.hexdigest()[:20]
+        content.update(f"{st.st_size}|{st.st_mtime_ns}".encode())
+    return f"{source.hexdigest()[:12]}-{content.hexdigest()[:12]}"
 
 
 PixelStats = dict[str, tuple[np.ndarray, np.ndarray]]  # split -> (sums, squares), (N, C) int64
@@ -61,13 +69,23 @@ def cached_decode(
     if entry.is_dir():
         try:
             return (*_load(entry), entry)
-        except (OSError, ValueError, KeyError, EOFError, json.JSONDecodeError):
+        except (OSError, ValueError, KeyError, TypeError, EOFError, json.JSONDecodeError):
             shutil.rmtree(entry, ignore_errors=True)  # stale or corrupt: rebuild
     dataset = decode()
     stats = {split: pixel_stats(getattr(dataset, split).images) for split in SPLITS}
     with contextlib.suppress(OSError):  # an unwritable cache only costs speed next time
         _store(entry, dataset, stats)
+        _remove_older_entries(entry)
     return dataset, stats, entry
+
+
+def _remove_older_entries(entry: Path) -> None:
+    """Delete the entries of the same source from before it changed (each as big as the
+    decoded dataset: 184 MB for CIFAR-10)."""
+    source = entry.name.rsplit("-", 1)[0]
+    for old in entry.parent.glob(f"{source}-*"):
+        if old != entry:
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def pixel_stats(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -99,7 +117,7 @@ _MB = 1 << 20
 
 def _load(entry: Path) -> tuple[DecodedDataset, PixelStats]:
     meta = json.loads((entry / "meta.json").read_text())
-    if meta.get("format") != CACHE_FORMAT:
+    if not isinstance(meta, dict) or meta.get("format") != CACHE_FORMAT:
         raise ValueError(f"cache entry {entry} has an old format")
     splits, stats = {}, {}
     for split in SPLITS:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -42,6 +43,17 @@ class CifarData:
         """(channels, height, width), as a model sees one image."""
         _, h, w, c = self.train.images.shape
         return c, h, w
+
+    @property
+    def model_shape(self) -> dict[str, Any]:
+        """``in_channels`` and ``image_size`` for ``create_model``: a side, or (H, W)."""
+        channels, height, width = self.image_shape
+        return {"in_channels": channels,
+                "image_size": height if height == width else (height, width)}  # fmt: skip
+
+    def __iter__(self) -> Iterator[Any]:
+        """``train, val, test, classes = load_dataset(...)`` unpacks as the four splits' parts."""
+        return iter((self.train, self.val, self.test, self.classes))
 
 
 def resolve_source(data: str | os.PathLike | None, quiet: bool = False) -> Path:

@@ -44,20 +44,21 @@ def download(name: str, folder: Path, quiet: bool = False) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     url = os.environ.get("CIFARLAB_DOWNLOAD_URL", DEFAULT_BASE_URL).rstrip("/") + "/" + filename
     part = dest.with_name(dest.name + ".part")
-    _fetch(url, part, quiet)
+    _fetch(url, part, quiet, filename)
     actual = _md5(part)
     if actual != expected:
         part.unlink()
         raise CifarlabError(
-            f"downloaded {url} has md5 {actual}, expected {expected}; the file was deleted, "
-            "run again to download it afresh"
+            f"downloaded {url} has md5 {actual}, expected {expected}; the file was deleted. "
+            "Run again to download it afresh; if it fails again, the server holds another "
+            f"file: unset CIFARLAB_DOWNLOAD_URL or fix it, or {_how(filename)}"
         )
     os.replace(part, dest)
     stamp.write_text(_stamp(dest))
     return dest
 
 
-def _fetch(url: str, part: Path, quiet: bool) -> None:
+def _fetch(url: str, part: Path, quiet: bool, filename: str) -> None:
     """Fetch ``url`` into ``part``, continuing from its current size where possible."""
     have = part.stat().st_size if part.exists() else 0
     request = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
@@ -84,11 +85,12 @@ def _fetch(url: str, part: Path, quiet: bool) -> None:
             part.unlink()
             raise CifarlabError(f"{url}: cannot resume; partial file deleted, run again") from None
         raise CifarlabError(
-            f"cannot download {url}: HTTP {err.code} {err.reason}; {_HOW}"
+            f"cannot download {url}: HTTP {err.code} {err.reason}; offline? {_how(filename)}"
         ) from None
     except (urllib.error.URLError, OSError) as err:  # refused, unreachable, timed out
         reason = getattr(err, "reason", None) or err
-        raise CifarlabError(f"cannot download {url} ({reason}); {_HOW}") from None
+        message = f"cannot download {url} ({reason}); offline? {_how(filename)}"
+        raise CifarlabError(message) from None
     if total is not None and part.stat().st_size < total:
         raise CifarlabError(
             f"download of {url} was cut off at {part.stat().st_size} of {total} bytes; "
@@ -96,10 +98,12 @@ def _fetch(url: str, part: Path, quiet: bool) -> None:
         )
 
 
-_HOW = (
-    "offline? fetch cifar-10-python.tar.gz elsewhere and pass --data PATH/TO/it (or its "
-    "extracted folder, or an image-folder dataset), or set CIFARLAB_DATA"
-)
+def _how(filename: str) -> str:
+    """How to give the data without this download."""
+    return (
+        f"fetch {filename} elsewhere and pass --data PATH/TO/it (or its extracted folder, "
+        "or an image-folder dataset), or set CIFARLAB_DATA"
+    )
 
 
 def _md5(path: Path) -> str:

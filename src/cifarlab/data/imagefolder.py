@@ -30,10 +30,12 @@ from cifarlab.process import init_decode_worker
 SPLITS = ("train", "test")
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".zip")
 _IGNORED_PARTS = ("__MACOSX",)
+_IGNORED_FILES = ("thumbs.db", "desktop.ini")  # Windows Explorer's
+_ALL_SPLITS = (*SPLITS, "val", "valid", "validation")  # the last three: not read, but said
 _IN_MEMORY_LIMIT = 512 << 20  # archives smaller than this are decompressed in one go
 _CHUNK = 2048  # images per decoding task
 _HARMLESS_PAX = {b"comment", b"mtime", b"atime", b"ctime", b"uid", b"gid", b"uname", b"gname"}
-_GRAY_MODES = ("1", "LA", "I", "I;16", "F")  # kept single-channel
+_GRAY_MODES = ("1", "LA", "F")  # kept single-channel (16-bit: _to_8bit)
 
 
 @dataclass(frozen=True)
@@ -70,7 +72,7 @@ def read_image_folder(
     images must already share one size. Channels follow the data: all grayscale
     gives C=1, a mix of grayscale and colour is converted to RGB with a warning.
     """
-    entries = _parse_layout(_iter_files(path), path)
+    entries, layout_notes = _parse_layout(_iter_files(path), path)
     classes = _check_classes(entries, path)
     blobs, names, counts, labels = [], [], {}, {}
     for split in SPLITS:
@@ -81,7 +83,8 @@ def read_image_folder(
         labels[split] = np.array([classes.index(cls) for (cls, _), _ in items], dtype=np.int64)
     images, converted = _decode_all(blobs, names, path, image_size, quiet)  # one pool
     train, test = images[: counts["train"]], images[counts["train"] :]
-    notes = (f"{path}: {converted} grayscale/non-RGB image(s) converted to RGB",) * bool(converted)
+    notes = layout_notes + (f"{path}: {converted} grayscale/non-RGB image(s) converted to RGB",
+                            ) * bool(converted)  # fmt: skip
     return DecodedDataset(
         SplitArrays(train, labels["train"]), SplitArrays(test, labels["test"]), classes, notes
     )
@@ -90,8 +93,8 @@ def read_image_folder(
 def _iter_files(path: Path) -> Iterator[tuple[tuple[str, ...], bytes | None]]:
     """Yield (relative path parts, file bytes) per regular file and (parts, None) per folder."""
     if path.is_dir():
-        for file in sorted(path.rglob("*")):
-            yield file.relative_to(path).parts, (file.read_bytes() if file.is_file() else None)
+        for file, is_file in walk_folder(path):
+            yield file.relative_to(path).parts, (file.read_bytes() if is_file else None)
         return
     name = path.name.lower()
     try:
@@ -99,7 +102,8 @@ def _iter_files(path: Path) -> Iterator[tuple[tuple[str, ...], bytes | None]]:
             with zipfile.ZipFile(path) as archive:
                 for info in archive.infolist():
                     blob = None if info.is_dir() else archive.read(info)
-                    yield safe_member(info.filename.rstrip("/"), path), blob
+                    name = info.filename.replace("\\", "/")  # zipped on Windows by some tools
+                    yield safe_member(name.rstrip("/"), path), blob
         elif path.stat().st_size < _IN_MEMORY_LIMIT:
             # Parsing from memory is 2x faster than streaming through gzip for small files,
             # and plain ustar headers parse ~10x faster by hand than through tarfile.
@@ -116,6 +120,24 @@ def _iter_files(path: Path) -> Iterator[tuple[tuple[str, ...], bytes | None]]:
             f"{path}: cannot read the archive ({first_line(err)}); it may be truncated or corrupt, "
             "download or build it again"
         ) from None
+
+
+def walk_folder(root: Path) -> Iterator[tuple[Path, bool]]:
+    """Every folder and file under ``root`` as (path, is_file), sorted, following symbolic
+    links as torchvision's ImageFolder does (a link seen twice, a loop, is walked once)."""
+    seen = set()
+    for folder, dirs, files in os.walk(root, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:
+            dirs.clear()
+            continue
+        seen.add(real)
+        dirs.sort()
+        here = Path(folder)
+        if here != root:
+            yield here, False
+        for name in sorted(files):
+            yield here / name, True
 
 
 def _tar_members(
@@ -197,21 +219,40 @@ def safe_member(name: str, archive: Path) -> tuple[str, ...]:
     return parts
 
 
+def is_litter(parts: tuple[str, ...]) -> bool:
+    """macOS, Windows and editor files that are not data: .DS_Store, __MACOSX/, Thumbs.db."""
+    return any(p.startswith(".") or p in _IGNORED_PARTS or p.lower() in _IGNORED_FILES
+               for p in parts)  # fmt: skip
+
+
 def _parse_layout(
     files: Iterator[tuple[tuple[str, ...], bytes | None]], source: Path
-) -> dict[str, dict[tuple[str, str], bytes]]:
-    """Map each split to {(class, file name): bytes}, accepting one optional top folder."""
+) -> tuple[dict[str, dict[tuple[str, str], bytes]], tuple[str, ...]]:
+    """Map each split to {(class, file name): bytes}, accepting one optional top folder, and
+    say what was left out. Images in subfolders of a class folder belong to that class, as
+    in torchvision's ImageFolder; split folders match in any case (Train/, TEST/)."""
     entries: dict[str, dict[tuple[str, str], bytes]] = {s: {} for s in SPLITS}
-    class_dirs = set()
+    class_dirs, skipped, other_splits = set(), [], set()
     for parts, blob in files:
-        if any(p.startswith(".") or p in _IGNORED_PARTS for p in parts):
-            continue  # macOS/editor litter such as .DS_Store or __MACOSX/
-        if len(parts) == (3 if blob is None else 4) and parts[1] in SPLITS:
+        if is_litter(parts):
+            continue
+        wrapped = len(parts) > 1 and parts[1].lower() in _ALL_SPLITS
+        if wrapped and parts[0].lower() not in _ALL_SPLITS:
             parts = parts[1:]  # one wrapping folder, e.g. cifar10-jpeg/train/cat/0001.jpg
-        if blob is None and len(parts) == 2 and parts[0] in SPLITS:
-            class_dirs.add(parts)
-        elif blob is not None and len(parts) == 3 and parts[0] in SPLITS:
-            entries[parts[0]][(parts[1], parts[2])] = blob
+        split = parts[0].lower()
+        if split not in SPLITS:
+            if split in _ALL_SPLITS:
+                other_splits.add(parts[0])
+            elif blob is not None:
+                skipped.append("/".join(parts))
+            continue
+        if blob is None:
+            if len(parts) == 2:
+                class_dirs.add((split, parts[1]))
+        elif len(parts) >= 3:
+            entries[split][(parts[1], "/".join(parts[2:]))] = blob
+        else:
+            skipped.append("/".join(parts))
     missing = [s for s in SPLITS if not entries[s]]
     if missing:
         raise CifarlabError(
@@ -227,7 +268,22 @@ def _parse_layout(
             f"{f' (and {len(empty) - 1} more)' if len(empty) > 1 else ''}; "
             "add images to it or remove it"
         )
-    return entries
+    return entries, _layout_notes(source, skipped, other_splits)
+
+
+def _layout_notes(source: Path, skipped: list[str], other_splits: set[str]) -> tuple[str, ...]:
+    notes = []
+    if skipped:
+        notes.append(
+            f"{source}: {len(skipped)} file(s) outside train/<class>/ and test/<class>/ were "
+            f"not used (e.g. {skipped[0]})"
+        )
+    for folder in sorted(other_splits):
+        notes.append(
+            f"{source}: the {folder}/ folder was not used: validation is carved from train/ "
+            "(--val-size); move its images into train/ to train on them"
+        )
+    return tuple(notes)
 
 
 def _check_classes(entries: dict[str, dict[tuple[str, str], bytes]], source: Path) -> tuple:
@@ -348,6 +404,15 @@ def _too_large(pixels: int) -> bool:
     return Image.MAX_IMAGE_PIXELS is not None and pixels > Image.MAX_IMAGE_PIXELS
 
 
+def _to_8bit(image: Image.Image) -> Image.Image:
+    """16-bit grayscale scaled to 8 bits (Pillow's convert("L") clips it: all white). A mode
+    "I" image holding only 0-255 is kept as it is."""
+    array = np.asarray(image, dtype=np.int64)
+    if image.mode.startswith("I;16") or array.max(initial=0) > 255:
+        array = np.clip(array, 0, 65535) >> 8
+    return Image.fromarray(np.clip(array, 0, 255).astype(np.uint8), "L")
+
+
 def _decode_chunk(
     start: int, stop: int, source: Path, image_size: int | None, names: list[str]
 ) -> tuple[list[np.ndarray], int]:
@@ -360,6 +425,8 @@ def _decode_chunk(
             continue
         try:
             with Image.open(io.BytesIO(blob)) as image:
+                if image.mode.startswith("I"):  # 16-bit (or 32-bit int) grayscale
+                    image = _to_8bit(image)
                 if image.mode not in ("RGB", "L"):
                     gray = image.mode in _GRAY_MODES
                     converted += not gray

@@ -91,8 +91,13 @@ def preview_grid(
                 ax.imshow(image.squeeze(-1) if image.shape[-1] == 1 else image,
                           cmap="gray", vmin=0, vmax=255, interpolation="nearest")  # fmt: skip
         axes[row][0].set_ylabel(name, rotation=0, ha="right", va="center", fontsize=9)
-    fig.suptitle(f"{Path(str(data or 'cifar10')).name}: {split}", fontsize=10)
-    fig.tight_layout()
+    height = fig.get_figheight()  # spacing in inches, so any number of rows looks alike
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.3 / height))
+    for ax in axes[0]:
+        ax.apply_aspect()  # where the square images end up, not their cells
+    top = max(ax.get_position().y1 for ax in axes[0])
+    fig.suptitle(f"{Path(str(data or 'cifar10')).name}: {split}", fontsize=10,
+                 y=top + 0.06 / height, va="bottom")  # fmt: skip
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(output, dpi=100)

@@ -21,6 +21,7 @@ from torch import nn
 
 from cifarlab.config import model_source
 from cifarlab.errors import CifarlabError, first_line, looked_in
+from cifarlab.models.spec import ImageSize, image_hw
 
 NO_MESSAGE = "(no message)"  # after "raised ValueError:", the type name again says nothing
 
@@ -111,10 +112,10 @@ def _build(target: Callable[..., nn.Module], label: str, shape: dict[str, int]) 
 
 
 def check_logits(
-    model: nn.Module, ref: str, *, num_classes: int, in_channels: int, image_size: int
+    model: nn.Module, ref: str, *, num_classes: int, in_channels: int, image_size: ImageSize
 ) -> None:
     """Run a (2, C, H, W) batch through ``model`` and insist on (2, num_classes) logits."""
-    batch = (2, in_channels, image_size, image_size)
+    batch = (2, in_channels, *image_hw(image_size))
     was_training = model.training
     model.eval()  # no BatchNorm statistics are changed by this probe
     try:

@@ -12,7 +12,7 @@ from torch import nn
 from cifarlab.errors import CifarlabError
 from cifarlab.models.layers import GlobalMaxPool2d
 from cifarlab.models.registry import register_model, register_spec
-from cifarlab.models.spec import ModelSpec
+from cifarlab.models.spec import ImageSize, ModelSpec, image_hw
 
 # CIFAR variant: a 3x3 stem and no initial max-pool, so 32x32 images keep their detail.
 RESNET18 = ModelSpec(
@@ -74,12 +74,13 @@ class ConvGroup(nn.Module):
 def speedrun_net(
     num_classes: int = 10,
     in_channels: int = 3,
-    image_size: int = 32,
+    image_size: ImageSize = 32,
     widths: tuple[int, int, int] = (64, 256, 256),
 ) -> nn.Sequential:
     """airbench94's net; call ``init_whitening(model, train_images)`` before training."""
-    if image_size < 9:  # the 2x2 whitening conv and three /2 pools must leave 1 pixel
-        raise CifarlabError(f"speedrun needs images of at least 9x9, got {image_size}x{image_size}")
+    height, width = image_hw(image_size)
+    if min(height, width) < 9:  # the 2x2 whitening conv and three /2 pools must leave 1 pixel
+        raise CifarlabError(f"speedrun needs images of at least 9x9, got {height}x{width}")
     whiten_width = 2 * in_channels * WHITEN_KERNEL**2  # +/- each patch eigenvector
     return nn.Sequential(
         nn.Conv2d(in_channels, whiten_width, WHITEN_KERNEL, padding=0, bias=True),
@@ -104,7 +105,9 @@ register_model(
     "speedrun-small",
     "the speedrun net at half width (32/128/128): ~1/4 of the FLOPs, for quick CPU runs",
 )
-def speedrun_small(num_classes: int = 10, in_channels: int = 3, image_size: int = 32) -> nn.Module:
+def speedrun_small(
+    num_classes: int = 10, in_channels: int = 3, image_size: ImageSize = 32
+) -> nn.Module:
     return speedrun_net(num_classes, in_channels, image_size, widths=(32, 128, 128))
 
 

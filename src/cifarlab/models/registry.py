@@ -11,12 +11,15 @@ import difflib
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
 from cifarlab.config import model_source
 from cifarlab.errors import CifarlabError
+
+if TYPE_CHECKING:
+    from cifarlab.models.spec import ImageSize
 
 ModelFactory = Callable[..., nn.Module]
 
@@ -86,9 +89,11 @@ def get_model_entry(name: Any) -> ModelEntry:
 
 
 def create_model(
-    name: Any, *, num_classes: int = 10, in_channels: int = 3, image_size: int = 32
+    name: Any, *, num_classes: int = 10, in_channels: int = 3, image_size: ImageSize = 32
 ) -> nn.Module:
-    """Build model ``name`` (see get_model_entry) for images of the given shape and class count."""
+    """Build model ``name`` (see get_model_entry) for images of the given shape and class count.
+
+    ``image_size`` is a square's side, or (height, width) for other images."""
     entry = get_model_entry(name)
     shape = dict(num_classes=num_classes, in_channels=in_channels, image_size=image_size)
     model = entry.factory(**shape)

@@ -28,6 +28,13 @@ from cifarlab.errors import CifarlabError, looked_in
 from cifarlab.models.layers import GlobalAvgPool2d, GlobalMaxPool2d
 
 Shape = tuple[int, ...]  # (C, H, W) for images, (N,) for vectors
+ImageSize = int | tuple[int, int]  # a square's side, or (height, width)
+
+
+def image_hw(image_size: ImageSize) -> tuple[int, int]:
+    """(height, width) of ``image_size``: a side N means NxN."""
+    return (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+
 
 LAYER_FORMS = {
     "conv": "conv OUT K [stride S] [pad P]",
@@ -133,11 +140,11 @@ def build_spec(
     *,
     num_classes: int = 10,
     in_channels: int = 3,
-    image_size: int = 32,
+    image_size: ImageSize = 32,
 ) -> nn.Sequential:
-    """Build the spec for images of ``in_channels x image_size x image_size``."""
+    """Build the spec for images of ``in_channels x H x W`` (``image_size``: N, or (H, W))."""
     spec = as_spec(spec)
-    shape: Shape = (in_channels, image_size, image_size)
+    shape: Shape = (in_channels, *image_hw(image_size))
     texts = list(spec.layers)
     kinds = [t.split()[0].lower() if t.split() else "" for t in texts]  # "Conv", "ReLU": fine
     last_linear = max((i for i, k in enumerate(kinds) if k == "linear"), default=-1)

@@ -133,18 +133,12 @@ def _model_section(groups, workspace: Path, out, notes) -> list[dict[str, Any]]:
     rows = []
     for g in aggregate.best_per(groups, "model"):
         run = g["members"][0]
-        c, side = _image_shape(run)
+        c, h, w = _image_shape(run)
         try:
             classes = len(run["info"].get("classes") or []) or 10
-            model = create_model(
-                model_of_run(run, workspace),
-                num_classes=classes,
-                in_channels=c,
-                image_size=side,
-            )
-            summary = summarize_model(
-                model, (c, side, side), batch_size=run["config"]["batch_size"]
-            )
+            model = create_model(model_of_run(run, workspace), num_classes=classes,
+                                 in_channels=c, image_size=h if h == w else (h, w))  # fmt: skip
+            summary = summarize_model(model, (c, h, w), batch_size=run["config"]["batch_size"])
             path = out / f"diagram-{model_label(g['model'])}.png"
             draw_diagram(summary, path, title=g["model"])
         except (CifarlabError, OSError, RuntimeError, ValueError) as err:
@@ -154,11 +148,12 @@ def _model_section(groups, workspace: Path, out, notes) -> list[dict[str, Any]]:
     return rows
 
 
-def _image_shape(run: dict[str, Any]) -> tuple[int, int]:
-    """(channels, side) of the run's images; runs from before it was recorded: RGB, at their
-    --image-size or CIFAR's 32."""
-    shape = run["info"].get("image_shape") or (3, run["config"].get("image_size") or 32)
-    return shape[0], shape[-1]
+def _image_shape(run: dict[str, Any]) -> tuple[int, int, int]:
+    """(channels, height, width) of the run's images; runs from before it was recorded: RGB,
+    at their --image-size or CIFAR's 32."""
+    side = run["config"].get("image_size") or 32
+    c, h, w = run["info"].get("image_shape") or (3, side, side)
+    return c, h, w
 
 
 # -- rendering ------------------------------------------------------------------------------

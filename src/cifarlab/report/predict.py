@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from cifarlab.config import model_of_run
-from cifarlab.data import TensorLoader, load_dataset
+from cifarlab.data import CifarData, TensorLoader, load_dataset
 from cifarlab.errors import CifarlabError
 from cifarlab.models import create_model
 from cifarlab.train.build import EVAL_BATCH_SIZE
@@ -71,17 +71,12 @@ def predict_run(run: dict[str, Any], workspace: Path) -> Predictions:
 
 
 def _rescore(
-    run: dict[str, Any], workspace: Path, state: dict[str, Any], data: Any
+    run: dict[str, Any], workspace: Path, state: dict[str, Any], data: CifarData
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Classify the test split with the checkpoint's weights, as the trainer scored it."""
     config = run["config"]
-    channels, side, _ = data.image_shape
-    model = create_model(
-        model_of_run(run, workspace),
-        num_classes=len(data.classes),
-        in_channels=channels,
-        image_size=side,
-    )
+    model = create_model(model_of_run(run, workspace), num_classes=len(data.classes),
+                         **data.model_shape)  # fmt: skip
     try:
         # a run with --ema evaluated (and picked best.pt by) its averaged weights
         model.load_state_dict(state["ema"] if state.get("ema") else state["model"])

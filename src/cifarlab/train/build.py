@@ -29,10 +29,7 @@ def build_trainer(
     """Model, optimizer, schedule, EMA and loaders, wired into a Trainer (no callbacks yet)."""
     if device.type == "cpu":
         tune_cpu_allocator()  # activations reused, not re-mapped: see train/allocator.py
-    channels, side, _ = data.image_shape
-    model = create_model(
-        config.model, num_classes=len(data.classes), in_channels=channels, image_size=side
-    )
+    model = create_model(config.model, num_classes=len(data.classes), **data.model_shape)
     if config.whiten:
         try:
             init_whitening(model, whitening_sample(data, config.seed))
