@@ -591,3 +591,17 @@ def test_a_cache_entry_with_a_damaged_meta_file_is_rebuilt(tiny_folder):
     for entry in cache_module.cache_root().glob("decoded-*"):
         (entry / "meta.json").write_text("null")
     assert np.array_equal(load_dataset(tiny_folder, val_size=0).train.images, first.train.images)
+
+
+def test_images_of_several_sizes_become_32x32_with_a_warning(tmp_path):
+    root = write_image_folder(tmp_path / "d", n_train=3, n_test=2)
+    big = root / "train" / CLASSES[0] / "0000.png"
+    original = np.asarray(Image.open(big))
+    Image.fromarray(original).resize((48, 48), Image.Resampling.NEAREST).save(big)
+    with pytest.warns(UserWarning, match=r"2 sizes \(32x32, 48x48\); all were resized to 32x32"):
+        data = load_dataset(root, val_size=0)
+    assert data.image_shape == (3, 32, 32)
+    expected = Image.open(big).resize((32, 32), Image.Resampling.BILINEAR)  # as --image-size
+    assert np.array_equal(data.train.images[0], np.asarray(expected))
+    kept = np.asarray(Image.open(root / "train" / CLASSES[0] / "0001.png"))
+    assert np.array_equal(data.train.images[1], kept)  # 32x32 images stay as they are

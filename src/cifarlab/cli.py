@@ -118,7 +118,12 @@ def _add_train_parser(sub: argparse._SubParsersAction) -> None:
     add("--tensorboard", **flag, help="also write TensorBoard scalars to the run folder")
     # -- data layer: train options of the data sources and augmentation, and `cifarlab data`
     add("--labels", help="CIFAR-100 classes: fine (100) or coarse (20) (default fine)")
-    add("--image-size", type=int, help="resize every image to NxN (default: keep the size)")
+    add(
+        "--image-size",
+        type=int,
+        help="resize every image to NxN (default: keep their size; "
+        "images of several sizes become 32x32)",
+    )
     add(
         "--drop-last",
         action=argparse.BooleanOptionalAction,

@@ -35,6 +35,7 @@ _ALL_SPLITS = (*SPLITS, "val", "valid", "validation")  # the last three: not rea
 _IN_MEMORY_LIMIT = 512 << 20  # archives smaller than this are decompressed in one go
 _CHUNK = 2048  # images per decoding task
 _HARMLESS_PAX = {b"comment", b"mtime", b"atime", b"ctime", b"uid", b"gid", b"uname", b"gname"}
+DEFAULT_SIDE = 32  # images of several sizes are resized to CIFAR's, unless --image-size says
 _GRAY_MODES = ("1", "LA", "F")  # kept single-channel (16-bit: _to_8bit)
 
 
@@ -81,10 +82,11 @@ def read_image_folder(
         names += [f"{split}/{cls}/{name}" for (cls, name), _ in items]
         counts[split] = len(items)
         labels[split] = np.array([classes.index(cls) for (cls, _), _ in items], dtype=np.int64)
-    images, converted = _decode_all(blobs, names, path, image_size, quiet)  # one pool
+    images, converted, size_notes = _decode_all(blobs, names, path, image_size, quiet)
     train, test = images[: counts["train"]], images[counts["train"] :]
-    notes = layout_notes + (f"{path}: {converted} grayscale/non-RGB image(s) converted to RGB",
-                            ) * bool(converted)  # fmt: skip
+    if converted:
+        size_notes += (f"{path}: {converted} grayscale/non-RGB image(s) converted to RGB",)
+    notes = layout_notes + size_notes
     return DecodedDataset(
         SplitArrays(train, labels["train"]), SplitArrays(test, labels["test"]), classes, notes
     )
@@ -306,8 +308,8 @@ _BLOBS: list[bytes] = []  # set before forking, so workers inherit the bytes ins
 
 def _decode_all(
     blobs: list[bytes], names: list[str], source: Path, image_size: int | None, quiet: bool
-) -> tuple[np.ndarray, int]:
-    """All images as one (N, H, W, C) array, and how many were converted to RGB."""
+) -> tuple[np.ndarray, int, tuple[str, ...]]:
+    """All images as one (N, H, W, C) array, how many were converted to RGB, and notes."""
     global _BLOBS
     tasks = [(i, min(i + _CHUNK, len(blobs)), source, image_size, names[i : i + _CHUNK])
              for i in range(0, len(blobs), _CHUNK)]  # fmt: skip
@@ -341,18 +343,32 @@ def _counted(result: tuple[list[np.ndarray], int], bar: tqdm) -> tuple[list[np.n
     return result
 
 
-def _combine(blocks: list[np.ndarray], converted: int, source: Path) -> tuple[np.ndarray, int]:
-    """One (N, H, W, C) array; grayscale blocks become RGB only if colour images exist."""
+def _combine(
+    blocks: list[np.ndarray], converted: int, source: Path
+) -> tuple[np.ndarray, int, tuple[str, ...]]:
+    """One (N, H, W, C) array; grayscale blocks become RGB only if colour images exist, and
+    images of several sizes are resized to CIFAR's 32x32 (with a note saying so)."""
+    notes: tuple[str, ...] = ()
     sizes = sorted({b.shape[1:3] for b in blocks})
     if len(sizes) > 1:
-        raise CifarlabError(
-            f"{source}: images have different sizes ({', '.join(map(str, sizes[:3]))}); "
-            "pass --image-size N to resize them all to NxN"
-        )
+        shown = ", ".join(f"{h}x{w}" for h, w in sizes[:3]) + (", ..." if len(sizes) > 3 else "")
+        notes = (f"{source}: images come in {len(sizes)} sizes ({shown}); all were resized "
+                 f"to {DEFAULT_SIDE}x{DEFAULT_SIDE}: pass --image-size N for NxN",)  # fmt: skip
+        blocks = [_resized(b, DEFAULT_SIDE) for b in blocks]
     if len({b.shape[3] for b in blocks}) > 1:
         converted += sum(len(b) for b in blocks if b.shape[3] == 1)
         blocks = [np.repeat(b, 3, axis=3) if b.shape[3] == 1 else b for b in blocks]
-    return np.concatenate(blocks), converted
+    return np.concatenate(blocks), converted, notes
+
+
+def _resized(block: np.ndarray, side: int) -> np.ndarray:
+    """(n, H, W, C) images at side x side, resampled as ``--image-size`` does."""
+    if block.shape[1:3] == (side, side):
+        return block
+    images = [Image.fromarray(im.squeeze(-1) if im.shape[-1] == 1 else im) for im in block]
+    out = np.stack([np.asarray(im.resize((side, side), Image.Resampling.BILINEAR))
+                    for im in images])  # fmt: skip
+    return out[..., None] if out.ndim == 3 else out
 
 
 # SOF markers of the JPEGs libjpeg decodes without help: baseline, extended, progressive
