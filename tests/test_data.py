@@ -605,3 +605,15 @@ def test_images_of_several_sizes_become_32x32_with_a_warning(tmp_path):
     assert np.array_equal(data.train.images[0], np.asarray(expected))
     kept = np.asarray(Image.open(root / "train" / CLASSES[0] / "0001.png"))
     assert np.array_equal(data.train.images[1], kept)  # 32x32 images stay as they are
+
+
+def test_damage_in_the_middle_of_a_large_cached_array_is_caught(tmp_path):
+    root = write_image_folder(tmp_path / "d", n_train=700, n_test=1, classes=("a", "b"))
+    first = load_dataset(root, val_size=0)  # 1,400 images: a 4.3 MB image array
+    key = cache_module.source_fingerprint(root, image_size=None)  # as load_dataset keys it
+    array = cache_module.cache_root() / f"decoded-{key}" / "train_images.npy"
+    assert array.stat().st_size > 4 << 20
+    with array.open("r+b") as f:
+        f.seek(array.stat().st_size // 2)
+        f.write(b"\0" * 8)
+    assert np.array_equal(load_dataset(root, val_size=0).train.images, first.train.images)
