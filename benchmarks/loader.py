@@ -225,7 +225,8 @@ def main() -> None:
     n = min(args.limit, len(data.train))
     out["train_images_per_pass"] = n
     # the tutorial pipeline over the same JPEG bytes (training split, shuffled)
-    entries = _parse_layout(_iter_files(Path(args.data)), Path(args.data))["train"]
+    entries, _ = _parse_layout(_iter_files(Path(args.data)), Path(args.data))
+    entries = entries["train"]
     classes = sorted({cls for cls, _ in entries})
     items = sorted(entries.items())
     blobs = [blob for _, blob in items]

@@ -109,7 +109,8 @@ def main() -> None:
         "nets": {},
     }
     data = load_dataset(args.data, val_size=0)
-    entries = _parse_layout(_iter_files(Path(args.data)), Path(args.data))["train"]
+    entries, _ = _parse_layout(_iter_files(Path(args.data)), Path(args.data))
+    entries = entries["train"]
     classes = sorted({cls for cls, _ in entries})
     items = sorted(entries.items())
     dataset = TutorialDataset([b for _, b in items], [classes.index(c) for (c, _), _ in items],
