@@ -617,3 +617,14 @@ def test_damage_in_the_middle_of_a_large_cached_array_is_caught(tmp_path):
         f.seek(array.stat().st_size // 2)
         f.write(b"\0" * 8)
     assert np.array_equal(load_dataset(root, val_size=0).train.images, first.train.images)
+
+
+@pytest.mark.parametrize("variant", ["cifar10", "cifar100"])
+def test_cifar_python_batches_in_a_zip_get_a_message_that_says_so(tmp_path, variant):
+    from conftest import write_cifar_python
+
+    folder = write_cifar_python(tmp_path, variant)
+    zipped = pack(folder, tmp_path / "batches.zip", top=folder.name)
+    with pytest.raises(CifarlabError, match="holds CIFAR python batches.*extract it") as err:
+        load_dataset(zipped, val_size=0)
+    assert "\n" not in str(err.value)

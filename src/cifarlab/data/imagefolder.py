@@ -31,6 +31,7 @@ SPLITS = ("train", "test")
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".zip")
 _IGNORED_PARTS = ("__MACOSX",)
 _IGNORED_FILES = ("thumbs.db", "desktop.ini")  # Windows Explorer's
+_CIFAR_BATCHES = ("batches.meta", "data_batch_1", "test_batch", "train", "test")
 _ALL_SPLITS = (*SPLITS, "val", "valid", "validation")  # the last three: not read, but said
 _IN_MEMORY_LIMIT = 512 << 20  # archives smaller than this are decompressed in one go
 _CHUNK = 2048  # images per decoding task
@@ -256,6 +257,11 @@ def _parse_layout(
         else:
             skipped.append("/".join(parts))
     missing = [s for s in SPLITS if not entries[s]]
+    if missing and any(name.rsplit("/", 1)[-1] in _CIFAR_BATCHES for name in skipped):
+        raise CifarlabError(
+            f"{source}: holds CIFAR python batches, which cifarlab reads from the official "
+            ".tar.gz or an extracted folder, not from a .zip: extract it and pass the folder"
+        )
     if missing:
         raise CifarlabError(
             f"{source}: not an image-folder dataset: no images under "
