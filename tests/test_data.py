@@ -525,10 +525,13 @@ def test_split_folders_in_capitals_and_windows_zip_paths_load(tmp_path):
     import zipfile
 
     with zipfile.ZipFile(zipped, "w") as z:
+        z.writestr("Train\\", b"")  # a folder entry, as some Windows tools write them
         for f in sorted(root.rglob("*.png")):
             parts = f.relative_to(root).parts
             z.write(f, "\\".join((parts[0].capitalize(), *parts[1:])))  # Train\cat\0000.png
-    data = load_dataset(zipped, val_size=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing left out, nothing to say
+        data = load_dataset(zipped, val_size=0)
     assert len(data.train) == 3 * len(CLASSES) and len(data.test) == 2 * len(CLASSES)
 
 
@@ -598,7 +601,7 @@ def test_images_of_several_sizes_become_32x32_with_a_warning(tmp_path):
     big = root / "train" / CLASSES[0] / "0000.png"
     original = np.asarray(Image.open(big))
     Image.fromarray(original).resize((48, 48), Image.Resampling.NEAREST).save(big)
-    with pytest.warns(UserWarning, match=r"2 sizes \(32x32, 48x48\); all were resized to 32x32"):
+    with pytest.warns(UserWarning, match=r"2 sizes \(HxW 32x32, 48x48\); all were resized to 32"):
         data = load_dataset(root, val_size=0)
     assert data.image_shape == (3, 32, 32)
     expected = Image.open(big).resize((32, 32), Image.Resampling.BILINEAR)  # as --image-size
@@ -625,6 +628,50 @@ def test_cifar_python_batches_in_a_zip_get_a_message_that_says_so(tmp_path, vari
 
     folder = write_cifar_python(tmp_path, variant)
     zipped = pack(folder, tmp_path / "batches.zip", top=folder.name)
-    with pytest.raises(CifarlabError, match="holds CIFAR python batches.*extract it") as err:
+    with pytest.raises(CifarlabError, match="holds CIFAR python batches.*extract the zip") as err:
         load_dataset(zipped, val_size=0)
     assert "\n" not in str(err.value)
+
+
+def test_a_tar_with_a_dot_root_entry_loads(tmp_path):
+    import shutil
+
+    root = write_image_folder(tmp_path / "d", n_train=3, n_test=2)
+    archive = shutil.make_archive(str(tmp_path / "ds"), "gztar", root_dir=root)  # "./" first
+    assert len(load_dataset(archive, val_size=0).train) == 3 * len(CLASSES)
+
+
+def test_two_links_to_one_folder_both_count_and_a_link_loop_ends(tmp_path):
+    root = write_image_folder(tmp_path / "d", n_train=3, n_test=2)
+    (root / "train" / "kitty").symlink_to(root / "train" / CLASSES[0], target_is_directory=True)
+    (root / "test" / "kitty").symlink_to(root / "test" / CLASSES[0], target_is_directory=True)
+    (root / "train" / CLASSES[1] / "loop").symlink_to("..", target_is_directory=True)
+    data = load_dataset(root, val_size=0)
+    assert "kitty" in data.classes and len(data.train) == 3 * (len(CLASSES) + 1)
+
+
+def test_sidecar_files_in_class_subfolders_are_skipped_with_a_note(tmp_path):
+    root = write_image_folder(tmp_path / "d", n_train=3, n_test=2)
+    (root / "train" / CLASSES[0] / "annotations").mkdir()
+    (root / "train" / CLASSES[0] / "annotations" / "boxes.json").write_text("{}")
+    with pytest.warns(UserWarning, match="1 file.*not used.*annotations/boxes.json"):
+        assert len(load_dataset(root, val_size=0).train) == 3 * len(CLASSES)
+    (root / "train" / CLASSES[0] / "notes.txt").write_text("hi")  # in the class folder itself
+    with pytest.raises(CifarlabError, match="notes.txt is not a readable image"):
+        load_dataset(root, val_size=0)
+
+
+def test_a_new_empty_class_folder_is_refused_after_a_cached_load(tmp_path):
+    root = write_image_folder(tmp_path / "d", n_train=3, n_test=2)
+    load_dataset(root, val_size=0)
+    (root / "train" / "emu").mkdir()
+    with pytest.raises(CifarlabError, match="class folder train/emu is empty"):
+        load_dataset(root, val_size=0)
+
+
+def test_cifar_batches_nested_in_a_folder_are_pointed_at(tmp_path):
+    from conftest import write_cifar_python
+
+    folder = write_cifar_python(tmp_path / "wrap" / "x")
+    with pytest.raises(CifarlabError, match=f"pass the folder holding them: --data {folder}"):
+        load_dataset(tmp_path / "wrap", val_size=0)

@@ -48,9 +48,13 @@ def source_fingerprint(path: Path, **params: object) -> str:
     if path.is_dir():
         for file, is_file in walk_folder(path):
             parts = file.relative_to(path).parts
-            if is_file and not is_litter(parts):
+            if is_litter(parts):
+                continue
+            if is_file:
                 st = file.stat()
                 content.update(f"{'/'.join(parts)}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+            else:  # a new empty class folder must reach the reader, which refuses it
+                content.update(f"{'/'.join(parts)}/\n".encode())
     else:
         st = path.stat()
         content.update(f"{st.st_size}|{st.st_mtime_ns}".encode())

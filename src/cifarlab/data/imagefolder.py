@@ -31,7 +31,8 @@ SPLITS = ("train", "test")
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".zip")
 _IGNORED_PARTS = ("__MACOSX",)
 _IGNORED_FILES = ("thumbs.db", "desktop.ini")  # Windows Explorer's
-_CIFAR_BATCHES = ("batches.meta", "data_batch_1", "test_batch", "train", "test")
+# the files that make a CIFAR-10 or a CIFAR-100 python batch folder
+_CIFAR_BATCHES = ({"batches.meta", "data_batch_1", "test_batch"}, {"meta", "train", "test"})
 _ALL_SPLITS = (*SPLITS, "val", "valid", "validation")  # the last three: not read, but said
 _IN_MEMORY_LIMIT = 512 << 20  # archives smaller than this are decompressed in one go
 _CHUNK = 2048  # images per decoding task
@@ -97,15 +98,15 @@ def _iter_files(path: Path) -> Iterator[tuple[tuple[str, ...], bytes | None]]:
     """Yield (relative path parts, file bytes) per regular file and (parts, None) per folder."""
     if path.is_dir():
         for file, is_file in walk_folder(path):
-            yield file.relative_to(path).parts, (file.read_bytes() if is_file else None)
+            yield file.relative_to(path).parts, (_read(file, path) if is_file else None)
         return
     name = path.name.lower()
     try:
         if name.endswith(".zip"):
             with zipfile.ZipFile(path) as archive:
                 for info in archive.infolist():
-                    blob = None if info.is_dir() else archive.read(info)
                     name = info.filename.replace("\\", "/")  # zipped on Windows by some tools
+                    blob = None if name.endswith("/") else archive.read(info)
                     yield safe_member(name.rstrip("/"), path), blob
         elif path.stat().st_size < _IN_MEMORY_LIMIT:
             # Parsing from memory is 2x faster than streaming through gzip for small files,
@@ -125,18 +126,27 @@ def _iter_files(path: Path) -> Iterator[tuple[tuple[str, ...], bytes | None]]:
         ) from None
 
 
+def _read(file: Path, source: Path) -> bytes:
+    try:
+        return file.read_bytes()
+    except OSError as err:  # a dangling link, a file without read permission
+        raise CifarlabError(
+            f"{source}: cannot read {file.relative_to(source)} ({err.strerror or err}); "
+            "fix or remove it"
+        ) from None
+
+
 def walk_folder(root: Path) -> Iterator[tuple[Path, bool]]:
     """Every folder and file under ``root`` as (path, is_file), sorted, following symbolic
-    links as torchvision's ImageFolder does (a link seen twice, a loop, is walked once)."""
-    seen = set()
+    links as torchvision's ImageFolder does; a link back to a folder above it (a loop) is
+    not followed, while two links to one folder each count."""
     for folder, dirs, files in os.walk(root, followlinks=True):
-        real = os.path.realpath(folder)
-        if real in seen:
-            dirs.clear()
-            continue
-        seen.add(real)
-        dirs.sort()
         here = Path(folder)
+        real = os.path.realpath(folder)
+        if any(os.path.realpath(root / up) == real for up in here.relative_to(root).parents):
+            dirs.clear()  # a loop: this folder is one of its own ancestors
+            continue
+        dirs.sort()
         if here != root:
             yield here, False
         for name in sorted(files):
@@ -237,8 +247,8 @@ def _parse_layout(
     entries: dict[str, dict[tuple[str, str], bytes]] = {s: {} for s in SPLITS}
     class_dirs, skipped, other_splits = set(), [], set()
     for parts, blob in files:
-        if is_litter(parts):
-            continue
+        if not parts or is_litter(parts):
+            continue  # the archive's root ("./"), or macOS/Windows litter
         wrapped = len(parts) > 1 and parts[1].lower() in _ALL_SPLITS
         if wrapped and parts[0].lower() not in _ALL_SPLITS:
             parts = parts[1:]  # one wrapping folder, e.g. cifar10-jpeg/train/cat/0001.jpg
@@ -252,16 +262,15 @@ def _parse_layout(
         if blob is None:
             if len(parts) == 2:
                 class_dirs.add((split, parts[1]))
-        elif len(parts) >= 3:
+        elif len(parts) == 3 or (len(parts) > 3 and _is_image_name(parts[-1])):
             entries[split][(parts[1], "/".join(parts[2:]))] = blob
-        else:
+        else:  # a file beside the class folders, or a sidecar (.json, .txt) in a subfolder
             skipped.append("/".join(parts))
     missing = [s for s in SPLITS if not entries[s]]
-    if missing and any(name.rsplit("/", 1)[-1] in _CIFAR_BATCHES for name in skipped):
-        raise CifarlabError(
-            f"{source}: holds CIFAR python batches, which cifarlab reads from the official "
-            ".tar.gz or an extracted folder, not from a .zip: extract it and pass the folder"
-        )
+    batches = _cifar_batches(skipped)
+    if missing and batches is not None:
+        how = _how_to_read(source, batches)
+        raise CifarlabError(f"{source}: holds CIFAR python batches; {how}")
     if missing:
         raise CifarlabError(
             f"{source}: not an image-folder dataset: no images under "
@@ -277,6 +286,35 @@ def _parse_layout(
             "add images to it or remove it"
         )
     return entries, _layout_notes(source, skipped, other_splits)
+
+
+def _how_to_read(source: Path, batches: str) -> str:
+    if source.name.lower().endswith(".zip"):
+        return "cifarlab reads them from the official .tar.gz or a folder: extract the zip"
+    if source.is_dir():
+        return f"pass the folder holding them: --data {source / batches}"
+    return f"they lie deeper ({batches}/) than cifarlab looks: extract it and pass that folder"
+
+
+def _cifar_batches(names: list[str]) -> str | None:
+    """The folder (relative, "" for the top) holding a CIFAR python batch set, if any."""
+    folders: dict[str, set[str]] = {}
+    for name in names:
+        folder, _, base = name.rpartition("/")
+        folders.setdefault(folder, set()).add(base)
+    for folder, bases in folders.items():
+        if any(batch_set <= bases for batch_set in _CIFAR_BATCHES):
+            return folder
+    # CIFAR-100's train and test files land beside a wrapping folder's meta
+    bases = {name.rpartition("/")[2] for name in names}
+    return "" if _CIFAR_BATCHES[1] <= bases else None
+
+
+def _is_image_name(name: str) -> bool:
+    """An extension Pillow reads (.png, .jpg, .webp...); other files in subfolders of a class
+    are taken for sidecars (annotations, notes), as torchvision's ImageFolder skips them."""
+    Image.init()
+    return Path(name).suffix.lower() in Image.registered_extensions()
 
 
 def _layout_notes(source: Path, skipped: list[str], other_splits: set[str]) -> tuple[str, ...]:
@@ -358,7 +396,7 @@ def _combine(
     sizes = sorted({b.shape[1:3] for b in blocks})
     if len(sizes) > 1:
         shown = ", ".join(f"{h}x{w}" for h, w in sizes[:3]) + (", ..." if len(sizes) > 3 else "")
-        notes = (f"{source}: images come in {len(sizes)} sizes ({shown}); all were resized "
+        notes = (f"{source}: images come in {len(sizes)} sizes (HxW {shown}); all were resized "
                  f"to {DEFAULT_SIDE}x{DEFAULT_SIDE}: pass --image-size N for NxN",)  # fmt: skip
         blocks = [_resized(b, DEFAULT_SIDE) for b in blocks]
     if len({b.shape[3] for b in blocks}) > 1:

@@ -96,7 +96,9 @@ def preview_grid(
     for ax in axes[0]:
         ax.apply_aspect()  # where the square images end up, not their cells
     top = max(ax.get_position().y1 for ax in axes[0])
-    fig.suptitle(f"{Path(str(data or 'cifar10')).name}: {split}", fontsize=10,
+    source = Path(str(data or "cifar10"))  # "." is named by the folder it stands for
+    name = source.resolve().name if source.exists() else source.name
+    fig.suptitle(f"{name}: {split}", fontsize=10,
                  y=top + 0.06 / height, va="bottom")  # fmt: skip
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
