@@ -182,7 +182,23 @@ def test_a_diverging_run_is_marked_diverged_without_an_exception(tmp_path, tiny_
     assert code == 1
     with sqlite3.connect(tmp_path / "ws" / "runs.db") as conn:
         status, error = conn.execute("SELECT status, error FROM runs").fetchone()
-    assert status == "diverged" and "diverged" in error
+    assert status == "diverged" and "diverged" in error and "lower --lr" in error
+    assert "lower --lr, or add --grad-clip" in capsys.readouterr().err
+
+
+def test_a_presets_switches_turn_off_with_no_options(tmp_path, tiny_archive, capsys):
+    # quick-cpu turns on --whiten, which the tutorial net has no stem for: --no-whiten
+    off = ["--no-whiten", "--no-lookahead"]
+    code = _train(tmp_path, tiny_archive, "--preset", "quick-cpu", "--model", "tutorial", *off,
+                  "--optimizer", "sgd", "--batch-size", "16", "--epochs", "1")  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    (run,) = cifarlab.results(tmp_path / "ws")
+    assert run["config"]["whiten"] is False and run["config"]["lookahead"] is False
+
+
+def test_an_invalid_choice_says_what_was_given_once(tmp_path, tiny_archive, capsys):
+    assert _train(tmp_path, tiny_archive, "--device", "tpu") == 2
+    assert capsys.readouterr().err.count("(got 'tpu')") == 1
 
 
 def test_models_lists_tutorial_with_its_parameter_count(capsys):
@@ -337,9 +353,11 @@ def test_a_failure_inside_the_users_model_while_training_is_one_line(
         and "net.py:Net raised RuntimeError at net.py:" in err[0]
     )
     assert "my forward broke" in err[0] and "Traceback" not in err[0]
-    # 90 training images in batches of 89 leave one image, which BatchNorm cannot normalize
+    # 90 training images in batches of 89 leave one image, which BatchNorm cannot normalize:
+    # bad input, refused before a run is recorded
     assert _train(tmp_path, tiny_archive, "--model", f"{net}:Net", "--batch-size", "89") == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "pass --drop-last" in err[0]
-    with sqlite3.connect(tmp_path / "ws" / "runs.db") as conn:  # both recorded, as failed
-        assert conn.execute("SELECT DISTINCT status FROM runs").fetchall() == [("failed",)]
+    assert len(err) == 1 and "the last of 90 training images make" in err[0]
+    assert "pass --drop-last" in err[0]
+    with sqlite3.connect(tmp_path / "ws" / "runs.db") as conn:  # the first, as failed
+        assert conn.execute("SELECT status FROM runs").fetchall() == [("failed",)]

@@ -494,7 +494,9 @@ def test_sigterm_records_the_run_failed_and_a_killed_sweep_leaves_no_workers(
     while time.time() < deadline and not _epoch_rows(ws):
         time.sleep(0.1)
     proc.terminate()  # SIGTERM, as `kill`, a job scheduler or `docker stop` send
-    assert proc.wait(60) == 143 and "cifarlab: terminated" in proc.stderr.read()
+    assert proc.wait(60) == 143
+    err = proc.stderr.read()
+    assert "cifarlab: terminated; run " in err and "`cifarlab train --resume " in err
     assert _db(ws, "SELECT status, error FROM runs") == [("failed", "terminated (SIGTERM)")]
 
     grid = _tiny_grid(tmp_path, tiny_archive, epochs=200)

@@ -600,3 +600,58 @@ def test_a_resumed_run_keeps_its_best_checkpoint_until_a_better_epoch(tmp_path):
         best = torch.load(tmp_path / "best.pt", weights_only=True) if epoch == 3 else None
         assert (tmp_path / "best.pt").exists() == (epoch == 3)  # 0.6 < 0.7: not the best
     assert best["epoch"] == 4 and checkpointer.best == 0.8
+
+
+def test_lookahead_never_ends_a_short_run_on_its_starting_weights(tiny_archive, tmp_path):
+    # airbench pulls the weights to a slow copy every 5 steps and, at the end, makes them that
+    # copy: a 3-step run ended on its random starting weights
+    from cifarlab.models import create_model
+
+    with pytest.warns(UserWarning, match="3 steps are too few for it"):
+        result = cifarlab.train(data=str(tiny_archive), workspace=str(tmp_path / "ws"),
+                                model="tutorial", lookahead=True, epochs=1, batch_size=40,
+                                val_size=0, optimizer="adam", lr=0.01, quiet=True)  # fmt: skip
+    torch.manual_seed(0)  # as the run built its model
+    start = create_model("tutorial", num_classes=3).state_dict()
+    trained = torch.load(result.run_dir / "last.pt", weights_only=True)["model"]
+    assert all(not torch.equal(trained[k], start[k]) for k in start if "weight" in k)
+
+
+def test_test_time_augmentation_scores_the_test_split_only(tiny_archive, tmp_path, monkeypatch):
+    # validation picks the best epoch: TTA on its last epoch alone would tilt the choice
+    from cifarlab.train import trainer as trainer_module
+
+    levels = []
+    real = trainer_module.tta_logits
+
+    def recording(model, x, level):
+        levels.append((len(x), level))
+        return real(model, x, level)
+
+    monkeypatch.setattr(trainer_module, "tta_logits", recording)
+    cifarlab.train(data=str(tiny_archive), workspace=str(tmp_path / "ws"), model="tutorial",
+                   epochs=2, val_size=30, limit_test=40, tta=2, quiet=True)  # fmt: skip
+    assert (30, 2) not in levels and (40, 2) in levels and (30, 0) in levels
+
+
+def test_ema_warms_up_so_a_short_run_is_not_its_starting_weights():
+    from cifarlab.train.ema import EMA
+
+    model = torch.nn.Linear(2, 1)
+    ema = EMA(model, decay=0.999)
+    start = model.weight.detach().clone()
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    ema.update(model, step=0)  # the first update takes (1 - 1/10) of the new weights
+    assert torch.allclose(ema.module.weight, start + 0.9)
+    ema.update(model, step=10**6)  # later: the decay asked for
+    assert torch.allclose(ema.module.weight, start + 0.9 + 0.1 * 0.001)
+
+
+def test_a_relative_data_path_is_kept_absolute(tiny_folder, monkeypatch):
+    from cifarlab.config import make_run_config
+
+    monkeypatch.chdir(tiny_folder.parent)
+    for given in (tiny_folder.name, f"./{tiny_folder.name}", str(tiny_folder)):
+        assert make_run_config(data=given).data == str(tiny_folder)
+    assert make_run_config(data="cifar10").data == "cifar10"  # a name, not a path here

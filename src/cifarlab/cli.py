@@ -51,7 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_train_parser(sub: argparse._SubParsersAction) -> None:
     train = sub.add_parser("train", help="train one model and record the run")
     add = train.add_argument
-    flag = dict(action="store_true", default=None)  # None: not given, so the default applies
+    # --x / --no-x; None: not given, so the preset's or the default value applies
+    flag = dict(action=argparse.BooleanOptionalAction, default=None)
     add("--preset", help="speedrun, speedrun-cpu or quick-cpu; options given too override it")
     add("--model", help="built-in name (`cifarlab models`), spec.toml or file.py:Class")
     add(
@@ -226,12 +227,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         for line in str(err).splitlines():  # one line per problem
             print(f"cifarlab: error: {line}", file=sys.stderr)
         return EXIT_USAGE
-    except Terminated:
-        print("cifarlab: terminated", file=sys.stderr)
-        return 143
-    except KeyboardInterrupt:
-        print("cifarlab: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as stop:  # Ctrl-C, or SIGTERM (Terminated)
+        hint = getattr(stop, "resume_hint", None)
+        word = "terminated" if isinstance(stop, Terminated) else "interrupted"
+        print(f"cifarlab: {word}" + (f"; {hint} continues it" if hint else ""), file=sys.stderr)
+        return 143 if isinstance(stop, Terminated) else 130
     except BrokenPipeError:  # `cifarlab results | head`: the reader has what it wanted
         _silence_stdout()
         return 141  # as a shell reports a command ended by SIGPIPE

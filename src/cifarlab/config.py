@@ -98,6 +98,15 @@ class RunConfig(BaseModel):
         """A ``pathlib.Path`` from Python is as good as the string a CLI flag gives."""
         return os.fspath(v) if isinstance(v, os.PathLike) else v
 
+    @field_validator("data")
+    @classmethod
+    def _data_path_absolute(cls, v: str | None) -> str | None:
+        """An existing path is kept absolute: ``tiny``, ``./tiny`` and ``/home/me/tiny`` are
+        one dataset, and a run resumed from another folder still finds it."""
+        if v is not None and Path(v).expanduser().exists():
+            return os.path.abspath(Path(v).expanduser())
+        return v
+
     @field_validator("resume", mode="before")
     @classmethod
     def _resume_true_is_auto(cls, v: Any) -> Any:
@@ -242,8 +251,8 @@ def _describe(error: dict[str, Any]) -> str:
     if not error["loc"]:  # a cross-field check: its message starts with the field's name
         field, _, message = message.partition(": ")
         return f"invalid --{field.replace('_', '-')}: {message}"
-    got = error.get("input")
-    return f"invalid {flag}: {message} (got {got!r})"
+    got = f" (got {error.get('input')!r})"
+    return f"invalid {flag}: {message}{'' if message.endswith(got) else got}"
 
 
 # the names other PyTorch tools use for our options

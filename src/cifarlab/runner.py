@@ -7,6 +7,7 @@ results database, so bad input never leaves a row.
 
 from __future__ import annotations
 
+import copy
 import os
 import shutil
 import sys
@@ -113,6 +114,7 @@ def run_training(config: RunConfig | None = None, **options: Any) -> RunResult:
     _set_determinism(config)
     torch.manual_seed(config.seed)
     trainer = build_trainer(config, data, device, precision)
+    _check_last_batch(trainer, config, data)
     if resumed:
         restore_checkpoint(trainer, workspace, resumed, config)
     info = _run_info(config, data, device, precision, trainer.model)
@@ -163,6 +165,9 @@ def _fit_and_record(
         message = _stop_message(err)
         store.finish_run(run_id, "failed", summarize(trainer, config), error=message, info=info)
         _explain(err, config, trainer.epoch + 1)
+        if isinstance(err, KeyboardInterrupt):  # the CLI's last line says how to go on
+            command = f"cifarlab train --resume {run_id} --workspace {config.workspace}"
+            err.resume_hint = f"run {run_id} stopped after epoch {trainer.epoch}; `{command}`"
         raise
     summary = summarize(trainer, config)
     summary["stopped_epoch"] = early.stopped_at if early else None
@@ -357,6 +362,29 @@ def _note(config: RunConfig, message: str) -> None:
         print(f"cifarlab: {message}", file=sys.stderr)
 
 
+_BATCH_OF_ONE = (
+    "a training batch of 1 image, which BatchNorm cannot normalize; "
+    "pass --drop-last, or a --batch-size that leaves a larger last batch"
+)
+
+
+def _check_last_batch(trainer: Trainer, config: RunConfig, data: CifarData) -> None:
+    """Refuse, before any run is recorded, a last batch of one image that the model's
+    BatchNorm cannot normalize (BatchNorm1d, or 2d on a 1x1 map): found by one probe."""
+    if config.drop_last or len(data.train) % config.batch_size != 1:
+        return
+    probe = copy.deepcopy(trainer.model).train()  # its statistics may move: a copy
+    image = torch.zeros(1, *data.image_shape, device=next(probe.parameters()).device)
+    try:
+        with torch.no_grad():
+            probe(image)
+    except Exception as err:  # noqa: BLE001 - anything else is training's to report
+        if isinstance(err, ValueError) and "Expected more than 1 value per channel" in str(err):
+            raise CifarlabError(
+                f"the last of {len(data.train)} training images make {_BATCH_OF_ONE}"
+            ) from None
+
+
 def _explain(err: BaseException, config: RunConfig, epoch: int) -> None:
     """Raise a CifarlabError for a failure the user can fix, recorded already: a BatchNorm
     batch of one image, or an error inside the user's own model (its line, not torch's).
@@ -364,10 +392,7 @@ def _explain(err: BaseException, config: RunConfig, epoch: int) -> None:
     if os.environ.get("CIFARLAB_TRACEBACK") or not isinstance(err, Exception):
         return
     if isinstance(err, ValueError) and "Expected more than 1 value per channel" in str(err):
-        raise CifarlabError(
-            f"epoch {epoch}: a training batch of 1 image, which BatchNorm cannot normalize; "
-            "pass --drop-last, or a --batch-size that leaves a larger last batch"
-        ) from None
+        raise CifarlabError(f"epoch {epoch}: {_BATCH_OF_ONE}") from None
     source = model_source(config.model)
     if source is None or isinstance(err, CifarlabError):
         return

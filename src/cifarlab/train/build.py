@@ -36,7 +36,7 @@ def build_trainer(
         except ValueError as err:
             raise CifarlabError(
                 f"--whiten: model {config.model!r} has no whitening stem ({err}); "
-                "use it with speedrun or speedrun-small, or drop --whiten"
+                "use it with speedrun or speedrun-small, or pass --no-whiten"
             ) from None
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
     model = model.to(device=device, memory_format=memory_format)
@@ -65,7 +65,7 @@ def build_trainer(
     recipe: list = []
     if config.lookahead:
         recipe.append(Lookahead(total_steps=config.epochs * len(loaders["train"])))
-    if config.whiten_bias_epochs is not None:
+    if config.whiten and config.whiten_bias_epochs is not None:  # the stem it freezes
         recipe.append(FreezeStemBias(config.whiten_bias_epochs))
     return Trainer(
         model,

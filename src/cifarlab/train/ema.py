@@ -21,9 +21,15 @@ class EMA:
         self.module = copy.deepcopy(model).eval().requires_grad_(False)
 
     @torch.no_grad()
-    def update(self, model: nn.Module) -> None:
+    def update(self, model: nn.Module, step: int = 10**9) -> None:
+        """Average in ``model``'s weights after optimizer step ``step`` (0 for the first).
+
+        The decay warms up as ``(1 + step) / (10 + step)`` until it reaches ``decay`` (as
+        TensorFlow's ExponentialMovingAverage with num_updates): a fixed 0.999 over a
+        short run would average mostly the random starting weights."""
+        decay = min(self.decay, (1 + step) / (10 + step))
         ema_params = list(self.module.parameters())
-        torch._foreach_lerp_(ema_params, list(model.parameters()), 1 - self.decay)
+        torch._foreach_lerp_(ema_params, list(model.parameters()), 1 - decay)
         for ema_buf, buf in zip(self.module.buffers(), model.buffers()):
             ema_buf.copy_(buf)
 

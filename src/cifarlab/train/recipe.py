@@ -11,6 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from cifarlab.errors import warn
 from cifarlab.train.trainer import Callback, Trainer
 
 
@@ -19,7 +20,10 @@ class Lookahead(Callback):
 
     airbench94's variant: the slow copy moves with ``1 - alpha`` where alpha
     grows as (step/total)^3 to 0.95^5, so late training is heavily averaged; at
-    the last step the weights become the slow copy. Taking it out of `quick-cpu` cost 0.10
+    the last step the weights become the slow copy. As in airbench the first pull is
+    after the first step (the slow copy then takes the weights whole); unlike it, the last
+    step also pulls, so no step is thrown away (airbench's last ~4 of ~500 steps were;
+    a 3-step run ended on its starting weights). Taking it out of `quick-cpu` cost 0.10
     points in one seed, within noise (`benchmarks/ablation.py`).
     """
 
@@ -30,13 +34,18 @@ class Lookahead(Callback):
     def on_fit_start(self, trainer: Trainer) -> None:
         if self.slow is None:  # a resumed run brought its own
             self.slow = [t.detach().clone() for t in _float_tensors(trainer.model)]
+            if self.total_steps < 10 * self.every:
+                warn(f"--lookahead averages weights every {self.every} steps; this run's "
+                     f"{self.total_steps} steps are too few for it (its result leans on early "
+                     "weights): pass --no-lookahead")  # fmt: skip
 
     def on_batch_end(self, trainer: Trainer, loss, correct, n) -> None:
         self.on_fit_start(trainer)  # also when train_epoch is driven directly, without fit
-        step = trainer.step
-        if step % self.every and step != self.total_steps:
+        step = trainer.step  # steps taken, this one included
+        last = step >= self.total_steps
+        if (step - 1) % self.every and not last:
             return
-        decay = 1.0 if step >= self.total_steps else 0.95**5 * (step / self.total_steps) ** 3
+        decay = 0.95**5 * (min(step, self.total_steps) / self.total_steps) ** 3
         fast = _float_tensors(trainer.model)
         with torch.no_grad():  # one kernel per op for all tensors (a GPU pays per launch)
             torch._foreach_lerp_(self.slow, fast, 1 - decay)

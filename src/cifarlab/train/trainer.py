@@ -22,7 +22,10 @@ class Diverged(Exception):
     """The loss became non-finite or exploded; the run cannot recover."""
 
     def __init__(self, epoch: int, step: int, loss: float) -> None:
-        super().__init__(f"loss diverged to {loss:.4g} at epoch {epoch}, step {step}")
+        super().__init__(
+            f"loss diverged to {loss:.4g} at epoch {epoch}, step {step}; "
+            "lower --lr, or add --grad-clip 1.0"
+        )
         self.epoch, self.step, self.loss = epoch, step, loss
 
 
@@ -100,7 +103,9 @@ class Trainer:
             start = time.perf_counter()
             tta = self.tta if self.epoch == epochs - 1 else 0  # TTA costs 2-6 forwards: once
             for prefix, loader in self.eval_loaders.items():
-                result = self.evaluate(loader, tta)
+                # the test split only: validation scores every epoch alike, or selection
+                # would favour the last epoch for its augmentation
+                result = self.evaluate(loader, tta if prefix == "test" else 0)
                 metrics[f"{prefix}_loss"], metrics[f"{prefix}_acc"] = result.loss, result.acc
                 if prefix == "test":
                     self.test_predictions = result.predictions
@@ -136,7 +141,7 @@ class Trainer:
             self.scaler.step(self.optimizer)
             self.scaler.update()
             if self.ema is not None:
-                self.ema.update(self.model)
+                self.ema.update(self.model, self.step)
             self.step += 1
             self._check_divergence(loss)
             batch_correct = (logits.argmax(1) == y).sum()
