@@ -361,3 +361,31 @@ def test_a_failure_inside_the_users_model_while_training_is_one_line(
     assert "pass --drop-last" in err[0]
     with sqlite3.connect(tmp_path / "ws" / "runs.db") as conn:  # the first, as failed
         assert conn.execute("SELECT status FROM runs").fetchall() == [("failed",)]
+
+
+def test_train_ends_saying_which_epoch_it_reports_and_why_it_stopped(
+    tmp_path, tiny_archive, capsys
+):
+    # an lr too small to move anything: validation never beats epoch 1, so early stopping
+    # ends the run after epoch 3
+    code = _train(tmp_path, tiny_archive, "--epochs", "6", "--early-stop", "2", "--lr", "1e-12")
+    out = capsys.readouterr().out
+    (run,) = cifarlab.results(tmp_path / "ws")
+    assert code == 0 and run["epochs_done"] == 3 and run["best_epoch"] == 1
+    assert (
+        "3 of 6 epochs (stopped early: no val_acc gain in 2 epochs); best val_acc at epoch 1 "
+        f"({run['best_val_acc']:.2%} val), where the test accuracy was {run['test_acc']:.2%}"
+    ) in out
+
+
+def test_resume_with_more_epochs_names_the_shorter_run_it_cannot_lengthen(
+    tmp_path, tiny_archive, capsys
+):
+    args = ["train", "--data", str(tiny_archive), "--workspace", str(tmp_path / "ws"),
+            "--val-size", "30", "--batch-size", "16"]  # fmt: skip
+    assert main([*args, "--epochs", "1", "--quiet"]) == 0
+    (first,) = cifarlab.results(tmp_path / "ws")
+    capsys.readouterr()
+    assert main([*args, "--epochs", "2", "--resume"]) == 0
+    err = capsys.readouterr().err
+    assert f"run {first['id']} has them with --epochs 1" in err and "starting a new one" in err

@@ -571,3 +571,26 @@ def test_decode_workers_end_with_a_killed_cli(real_data, tmp_path):
     proc.kill()
     proc.wait()
     assert _wait_gone(workers, 15) == []
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="Linux")
+def test_a_run_whose_process_died_unrecorded_shows_stopped_with_how_to_go_on(
+    tmp_path, tiny_archive, capsys
+):
+    from cifarlab.process import _start_time
+
+    grid = _tiny_grid(tmp_path, tiny_archive, epochs=1)
+    ws = tmp_path / "ws"
+    assert main(["sweep", str(grid), "--workspace", str(ws), "--quiet", "--only", "seed=0"]) == 0
+    run_id = cifarlab.results(ws)[0]["id"]
+    gone = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    owner = f"{os.uname().nodename}:{gone.pid}:{_start_time(gone.pid)}"
+    gone.kill()
+    gone.wait()  # as `kill -9` leaves a run: "running", its process ended
+    with sqlite3.connect(ws / "runs.db") as conn:
+        conn.execute("UPDATE runs SET status='running', owner=? WHERE id=?", (owner, run_id))
+    run = next(r for r in cifarlab.results(ws) if r["id"] == run_id)
+    assert run["status"] == "stopped" and f"cifarlab train --resume {run_id}" in run["error"]
+    capsys.readouterr()
+    assert main(["results", "--workspace", str(ws)]) == 0
+    assert f"{run_id} stopped: its process ended unrecorded" in capsys.readouterr().out

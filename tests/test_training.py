@@ -655,3 +655,24 @@ def test_a_relative_data_path_is_kept_absolute(tiny_folder, monkeypatch):
     for given in (tiny_folder.name, f"./{tiny_folder.name}", str(tiny_folder)):
         assert make_run_config(data=given).data == str(tiny_folder)
     assert make_run_config(data="cifar10").data == "cifar10"  # a name, not a path here
+
+
+def test_a_checkpoint_is_usable_as_the_readme_shows(tiny_archive, tmp_path):
+    from cifarlab.data import load_dataset
+
+    result = cifarlab.train(data=str(tiny_archive), workspace=str(tmp_path / "ws"), epochs=2,
+                            val_size=30, precision="fp32", ema=0.9, quiet=True)  # fmt: skip
+    state = torch.load(result.run_dir / "best.pt", weights_only=True)
+    c, h, w = state["image_shape"]
+    model = cifarlab.create_model(state["config"]["model"], num_classes=len(state["classes"]),
+                                  in_channels=c, image_size=h if h == w else (h, w))  # fmt: skip
+    model.load_state_dict(state["ema"] or state["model"])
+    model.eval()
+    test = load_dataset(str(tiny_archive), val_size=30).test  # the run's test split
+    images = torch.from_numpy(test.images).permute(0, 3, 1, 2).float() / 255
+    mean = torch.tensor(state["mean"])[:, None, None]
+    std = torch.tensor(state["std"])[:, None, None]
+    with torch.no_grad():
+        preds = model((images - mean) / std).argmax(1)
+    accuracy = (preds == torch.from_numpy(test.labels)).float().mean().item()
+    assert accuracy == pytest.approx(result.summary["test_acc"], abs=1 / len(test))

@@ -284,12 +284,25 @@ def cmd_train(args: argparse.Namespace) -> int:
     }
     result = run_training(make_run_config(**options))
     record = {"id": result.run_id, **result.config.model_dump(), "status": result.status}
-    print(format_runs([record | result.summary], "table"))
+    print(format_runs([record | result.summary], "table", reasons=False))  # said on stderr
     if result.status != "completed":
         print(f"cifarlab: run {result.run_id} {result.status}: {result.error}", file=sys.stderr)
         return 1
+    print(_what_was_chosen(result))
     print(f"run {result.run_id}: checkpoints in {result.run_dir}")
     return 0
+
+
+def _what_was_chosen(result: Any) -> str:
+    """One line on the epoch reported and why training ended where it did."""
+    s, config = result.summary, result.config
+    done = f"{s['epochs_done']} of {config.epochs} epochs"
+    if s.get("stopped_epoch"):
+        done += f" (stopped early: no {config.select_by} gain in {config.early_stop} epochs)"
+    if s.get("best_val_acc") is None:  # no validation split: nothing chosen
+        return f"{done}; test accuracy {s['test_acc']:.2%} after the last epoch"
+    best = f"best {config.select_by} at epoch {s['best_epoch']} ({s['best_val_acc']:.2%} val)"
+    return f"{done}; {best}, where the test accuracy was {s['test_acc']:.2%}"
 
 
 def cmd_results(args: argparse.Namespace) -> int:

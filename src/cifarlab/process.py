@@ -22,6 +22,18 @@ def current_owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{_start_time(os.getpid())}"
 
 
+def owner_gone(owner: str | None) -> bool:
+    """True when the process that owns a run ran on this machine and has ended: a run it
+    left "running" was stopped without being recorded (``kill -9``, a crash, power loss)."""
+    if not owner:
+        return False
+    host, pid_text, start = owner.rsplit(":", 2)
+    if host != socket.gethostname():
+        return False  # another machine's process: nothing to tell from here
+    pid = int(pid_text)
+    return pid != os.getpid() and (not pid_alive(pid) or _start_time(pid) != start)
+
+
 def owner_pid(owner: str | None) -> int | None:
     """The pid of a live process that owns a run, other than this one; None when none."""
     if not owner:

@@ -11,6 +11,7 @@ from typing import Any
 from cifarlab.errors import CifarlabError
 from cifarlab.experiments.analysis import GROUP_METRICS, compare_means, group_runs, varying_keys
 from cifarlab.experiments.store import ResultsStore
+from cifarlab.process import owner_gone
 from cifarlab.tables import format_table
 
 RESULT_FIELDS = (
@@ -74,8 +75,17 @@ def results(
                 )
             standing = (store.standing_run(h) for h in entry["config_hashes"])
             runs = [run for run in standing if run is not None]
-    runs = name_model_versions(runs)
+    runs = [_stopped_if_orphaned(run) for run in name_model_versions(runs)]
     return [{k: run.get(k) for k in RESULT_FIELDS} | {"config": run["config"]} for run in runs]
+
+
+def _stopped_if_orphaned(run: dict[str, Any]) -> dict[str, Any]:
+    """A run left "running" by a process that has ended is shown "stopped", with how to go on
+    (the store keeps it as it is: resuming or sweeping picks it up)."""
+    if run["status"] != "running" or not owner_gone(run.get("owner")):
+        return run
+    resume = f"`cifarlab train --resume {run['id']}` continues it"
+    return run | {"status": "stopped", "error": f"its process ended unrecorded (killed?); {resume}"}
 
 
 def name_model_versions(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -158,7 +168,8 @@ def sort_records(records: list[dict[str, Any]], key: str | None) -> list[dict[st
     return sorted(present, key=lambda r: r[field], reverse=descending) + missing
 
 
-def format_runs(records: list[dict[str, Any]], fmt: str) -> str:
+def format_runs(records: list[dict[str, Any]], fmt: str, reasons: bool = True) -> str:
+    """Runs as a table (with a line per failed or stopped run saying why), JSON or CSV."""
     if fmt == "json":
         return json.dumps(records, indent=2)
     if fmt == "csv":
@@ -166,7 +177,10 @@ def format_runs(records: list[dict[str, Any]], fmt: str) -> str:
     if not records:
         return "no runs yet"
     rows = [[_cell(r.get(k), f) for k, _, f in RUN_COLUMNS] for r in records]
-    return format_table([h for _, h, _ in RUN_COLUMNS], rows, rule=True, fmt=fmt)
+    table = format_table([h for _, h, _ in RUN_COLUMNS], rows, rule=True, fmt=fmt)
+    why = [f"{r['id']} {r['status']}: {r['error']}" for r in records
+           if reasons and r.get("error") and r["status"] != "completed"]  # fmt: skip
+    return "\n".join([table, *why])
 
 
 def format_groups(groups: list[dict[str, Any]], by: list[str], fmt: str) -> str:

@@ -156,7 +156,7 @@ def _fit_and_record(
     status, error = "completed", None
     try:
         _keep_model_file(config, run_dir)
-        callbacks, early = _bookkeeping(config, store, run_id, run_dir)
+        callbacks, early = _bookkeeping(config, store, run_id, run_dir, info)
         trainer.callbacks += callbacks
         trainer.fit(config.epochs)
     except Diverged as err:
@@ -195,13 +195,14 @@ def restore_checkpoint(
 
 
 def _bookkeeping(
-    config: RunConfig, store: ResultsStore, run_id: str, run_dir: Path
+    config: RunConfig, store: ResultsStore, run_id: str, run_dir: Path, info: dict[str, Any]
 ) -> tuple[list[Callback], EarlyStopping | None]:
     """The callbacks that record, checkpoint, stop early and show progress, and the early
     stopper among them."""
-    checkpointer = Checkpointer(
-        run_dir, {"run_id": run_id, "config": _record(config)}, config.select_by
-    )
+    # what using the weights elsewhere takes: the classes, the input shape, the normalization
+    meta = {"run_id": run_id, "config": _record(config)}
+    meta |= {key: info[key] for key in ("classes", "image_shape", "mean", "std")}
+    checkpointer = Checkpointer(run_dir, meta, config.select_by)
     callbacks: list[Callback] = [StoreEpochs(store, run_id), checkpointer]
     early = EarlyStopping(config.early_stop, config.select_by) if config.early_stop else None
     if early:
@@ -248,7 +249,8 @@ def resolve_resume(store: ResultsStore, config: RunConfig) -> tuple[RunConfig, d
     if config.resume == "auto":
         record = store.latest_with_hash(config.hash())
         if record is None:
-            _note(config, "no earlier run with these settings; starting a new one")
+            _note(config, f"no earlier run with these settings{_other_length(store, config)}; "
+                          "starting a new one")  # fmt: skip
         return config, record
     record = store.run(config.resume)
     if record is None:
@@ -265,6 +267,19 @@ def resolve_resume(store: ResultsStore, config: RunConfig) -> tuple[RunConfig, d
                 "a new run"
             )
     return stored, record
+
+
+def _other_length(store: ResultsStore, config: RunConfig) -> str:
+    """ ", but run X has them with --epochs N", where only the epochs differ: a schedule that
+    has run its course cannot be lengthened, so that run is not continued."""
+    for record in reversed(store.runs()):
+        epochs = record["config"].get("epochs")
+        if epochs == config.epochs:
+            continue
+        if config.model_copy(update={"epochs": epochs}).hash() == record["config_hash"]:
+            return (f" (run {record['id']} has them with --epochs {epochs}: its learning-rate "
+                    "schedule is set by its length, so it is not lengthened)")  # fmt: skip
+    return ""
 
 
 def _refuse_if_training_elsewhere(record: dict[str, Any]) -> None:
@@ -340,6 +355,8 @@ def _run_info(config, data: CifarData, device, precision: str, model) -> dict[st
         "parameters": count_parameters(model),
         "classes": list(data.classes),
         "image_shape": list(data.image_shape),  # (C, H, W): the report rebuilds the net from it
+        "mean": list(data.mean),  # per channel, in [0, 1]: inputs are (x - mean) / std
+        "std": list(data.std),
         # which version of a model file this run trained: an edited file is another model
         "model_file_sha256": model_file_digest(config.model),
         "data_source": data.source,
