@@ -210,9 +210,35 @@ def test_an_option_the_run_ignores_gets_a_warning_line(tmp_path, tiny_archive, c
     assert _train(tmp_path, tiny_archive, "--epochs", "1", "--max-lr", "0.1") == 0
     err = capsys.readouterr().err
     assert "cifarlab: warning: --max-lr is onecycle's peak; --schedule constant ignores it" in err
-    assert _train(tmp_path, tiny_archive, "--epochs", "1", "--schedule", "onecycle",
-                  "--max-lr", "0.01") == 0  # fmt: skip
+    assert main(["train", "--data", str(tiny_archive), "--workspace", str(tmp_path / "ws"),
+                 "--epochs", "1", "--val-size", "30", "--schedule", "onecycle", "--max-lr", "0.01",
+                 "--quiet"]) == 0  # fmt: skip
     assert "warning" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("options", "note"),
+    [
+        ({"schedule": "cosine", "warmup_epochs": 1}, "--schedule cosine ignores it"),
+        ({"gamma": 0.5}, "--gamma is step's and multistep's; --schedule constant ignores it"),
+        ({"optimizer": "adam", "momentum": 0.5}, "--optimizer adam ignores it"),
+        ({"schedule": "onecycle", "max_lr": 0.1, "lr": 0.01}, "it ignores --lr"),
+    ],
+)
+def test_options_the_run_ignores_are_named(options, note):
+    from cifarlab.config import make_run_config
+
+    assert any(note in n for n in make_run_config(epochs=4, **options).unused_options())
+
+
+def test_schedules_refuse_milestones_and_warmups_that_cannot_happen(tmp_path, tiny_archive, capsys):
+    bad = {
+        ("--schedule", "multistep", "--milestones", "0,-2"): "must be epochs from 1 on",
+        ("--schedule", "triangular", "--warmup-epochs", "9"): "must be less than --epochs",
+    }
+    for options, message in bad.items():
+        assert _train(tmp_path, tiny_archive, *options) == 2
+        assert message in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

@@ -158,8 +158,11 @@ class RunConfig(BaseModel):
             raise ValueError("schedule: onecycle needs --max-lr (its peak learning rate)")
         if self.schedule == "multistep" and not self.milestones:
             raise ValueError("schedule: multistep needs --milestones, e.g. 30,60")
-        if self.schedule.startswith("warmup") and self.warmup_epochs >= self.epochs:
+        uses_warmup = self.schedule.startswith("warmup") or self.schedule == "triangular"
+        if uses_warmup and self.warmup_epochs >= self.epochs:
             raise ValueError("warmup_epochs: must be less than --epochs")
+        if self.schedule == "multistep" and min(self.milestones) < 1:
+            raise ValueError(f"milestones: must be epochs from 1 on (got {self.milestones})")
         if self.early_stop and self.val_size == 0:
             raise ValueError("early_stop: needs a validation split (--val-size > 0)")
         return self
@@ -193,6 +196,23 @@ class RunConfig(BaseModel):
             notes.append(f"--max-lr is onecycle's peak; --schedule {self.schedule} ignores it")
         if self.milestones and self.schedule != "multistep":
             notes.append(f"--milestones are multistep's; --schedule {self.schedule} ignores them")
+        # given and not at the default: a resumed run's stored config gives every field
+        fields = type(self).model_fields
+        given = {k for k in self.model_fields_set if getattr(self, k) != fields[k].default}
+        if self.warmup_epochs and not (self.schedule.startswith("warmup")
+                                       or self.schedule == "triangular"):  # fmt: skip
+            notes.append(f"--warmup-epochs shapes the warmup-* and triangular schedules; "
+                         f"--schedule {self.schedule} ignores it")  # fmt: skip
+        for name in ("gamma", "step_size"):
+            if name in given and self.schedule not in ("step", "multistep"):
+                notes.append(f"--{name.replace('_', '-')} is step's and multistep's; "
+                             f"--schedule {self.schedule} ignores it")  # fmt: skip
+        if "momentum" in given and self.optimizer not in ("sgd", "rmsprop"):
+            notes.append(f"--momentum is sgd's and rmsprop's; --optimizer {self.optimizer} "
+                         "ignores it (adam's betas play its part)")  # fmt: skip
+        if "lr" in given and self.schedule == "onecycle":
+            notes.append("--schedule onecycle runs from --max-lr/25 up to --max-lr and down; "
+                         "it ignores --lr")  # fmt: skip
         if self.select_by != "val_acc" and self.val_size == 0:
             notes.append(f"--select-by {self.select_by} needs a validation split; with "
                          "--val-size 0 the last epoch is reported")  # fmt: skip
