@@ -675,3 +675,10 @@ def test_cifar_batches_nested_in_a_folder_are_pointed_at(tmp_path):
     folder = write_cifar_python(tmp_path / "wrap" / "x")
     with pytest.raises(CifarlabError, match=f"pass the folder holding them: --data {folder}"):
         load_dataset(tmp_path / "wrap", val_size=0)
+
+
+def test_an_unreadable_file_is_one_line_naming_it(tmp_path):
+    root = write_image_folder(tmp_path / "d", n_train=3, n_test=2)
+    (root / "train" / CLASSES[0] / "gone.png").symlink_to(tmp_path / "nowhere.png")  # dangling
+    with pytest.raises(CifarlabError, match=r"cannot read train/\w+/gone.png .*fix or remove it"):
+        load_dataset(root, val_size=0)

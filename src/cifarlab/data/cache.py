@@ -51,7 +51,11 @@ def source_fingerprint(path: Path, **params: object) -> str:
             if is_litter(parts):
                 continue
             if is_file:
-                st = file.stat()
+                try:
+                    st = file.stat()
+                except OSError:  # a dangling link: the reader names it
+                    content.update(f"{'/'.join(parts)}|unreadable\n".encode())
+                    continue
                 content.update(f"{'/'.join(parts)}|{st.st_size}|{st.st_mtime_ns}\n".encode())
             else:  # a new empty class folder must reach the reader, which refuses it
                 content.update(f"{'/'.join(parts)}/\n".encode())
