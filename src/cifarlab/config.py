@@ -158,8 +158,7 @@ class RunConfig(BaseModel):
             raise ValueError("schedule: onecycle needs --max-lr (its peak learning rate)")
         if self.schedule == "multistep" and not self.milestones:
             raise ValueError("schedule: multistep needs --milestones, e.g. 30,60")
-        uses_warmup = self.schedule.startswith("warmup") or self.schedule == "triangular"
-        if uses_warmup and self.warmup_epochs >= self.epochs:
+        if self._uses_warmup and self.warmup_epochs >= self.epochs:
             raise ValueError("warmup_epochs: must be less than --epochs")
         if self.schedule == "multistep" and min(self.milestones) < 1:
             raise ValueError(f"milestones: must be epochs from 1 on (got {self.milestones})")
@@ -189,6 +188,10 @@ class RunConfig(BaseModel):
             raise ValueError(f"must be auto, cpu, cuda or cuda:N (got {v!r})")
         return v
 
+    @property
+    def _uses_warmup(self) -> bool:
+        return self.schedule.startswith("warmup") or self.schedule == "triangular"
+
     def unused_options(self) -> list[str]:
         """Options given that this run's other settings make ignore, one note each."""
         notes = []
@@ -199,8 +202,7 @@ class RunConfig(BaseModel):
         # given and not at the default: a resumed run's stored config gives every field
         fields = type(self).model_fields
         given = {k for k in self.model_fields_set if getattr(self, k) != fields[k].default}
-        if self.warmup_epochs and not (self.schedule.startswith("warmup")
-                                       or self.schedule == "triangular"):  # fmt: skip
+        if self.warmup_epochs and not self._uses_warmup:
             notes.append(f"--warmup-epochs shapes the warmup-* and triangular schedules; "
                          f"--schedule {self.schedule} ignores it")  # fmt: skip
         for name in ("gamma", "step_size"):

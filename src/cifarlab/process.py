@@ -27,11 +27,8 @@ def owner_gone(owner: str | None) -> bool:
     left "running" was stopped without being recorded (``kill -9``, a crash, power loss)."""
     if not owner:
         return False
-    host, pid_text, start = owner.rsplit(":", 2)
-    if host != socket.gethostname():
-        return False  # another machine's process: nothing to tell from here
-    pid = int(pid_text)
-    return pid != os.getpid() and (not pid_alive(pid) or _start_time(pid) != start)
+    host, pid, _ = owner.rsplit(":", 2)  # another machine's process: nothing to tell here
+    return host == socket.gethostname() and int(pid) != os.getpid() and owner_pid(owner) is None
 
 
 def owner_pid(owner: str | None) -> int | None:

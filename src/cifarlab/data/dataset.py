@@ -14,7 +14,13 @@ import torch
 from cifarlab.data import download as download_module
 from cifarlab.data.cache import PixelStats, cache_root, cached_decode, source_fingerprint
 from cifarlab.data.cifar_python import is_cifar_python, read_cifar_python
-from cifarlab.data.imagefolder import DecodedDataset, SplitArrays, is_archive, read_image_folder
+from cifarlab.data.imagefolder import (
+    DecodedDataset,
+    SplitArrays,
+    is_archive,
+    read_image_folder,
+    resize_images,
+)
 from cifarlab.data.split import split_off, stratified_pick
 from cifarlab.errors import CifarlabError, warn
 
@@ -48,7 +54,7 @@ class CifarData:
     def model_shape(self) -> dict[str, Any]:
         """``in_channels`` and ``image_size`` for ``create_model``: a side, or (H, W)."""
         channels, height, width = self.image_shape
-        return {"in_channels": channels,
+        return {"in_channels": channels,  # as models.spec.image_size_of gives it
                 "image_size": height if height == width else (height, width)}  # fmt: skip
 
     def __iter__(self) -> Iterator[Any]:
@@ -167,15 +173,11 @@ def decode_source(
 
 def resize(decoded: DecodedDataset, image_size: int | None) -> DecodedDataset:
     """``decoded`` with every image resized to ``image_size`` squared (bilinear, as folders)."""
-    if image_size is None or decoded.train.images.shape[1:3] == (image_size, image_size):
+    if image_size is None:
         return decoded
-    from PIL import Image
 
     def one(split: SplitArrays) -> SplitArrays:
-        size = (image_size, image_size)
-        out = [np.asarray(Image.fromarray(im).resize(size, Image.Resampling.BILINEAR))
-               for im in split.images]  # fmt: skip
-        return SplitArrays(np.stack(out), split.labels)
+        return SplitArrays(resize_images(split.images, image_size), split.labels)
 
     return type(decoded)(one(decoded.train), one(decoded.test), decoded.classes, decoded.notes)
 

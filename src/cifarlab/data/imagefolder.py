@@ -71,9 +71,10 @@ def read_image_folder(
 ) -> DecodedDataset:
     """Decode every image of an image-folder dataset at ``path`` (folder or archive).
 
-    ``image_size`` resizes every image to a square of that side; without it all
-    images must already share one size. Channels follow the data: all grayscale
-    gives C=1, a mix of grayscale and colour is converted to RGB with a warning.
+    ``image_size`` resizes every image to a square of that side; without it images
+    keep their size, unless they come in several (then 32x32). Channels follow the
+    data: all grayscale gives C=1, a mix of grayscale and colour is converted to RGB
+    with a warning.
     """
     entries, layout_notes = _parse_layout(_iter_files(path), path)
     classes = _check_classes(entries, path)
@@ -398,20 +399,20 @@ def _combine(
         shown = ", ".join(f"{h}x{w}" for h, w in sizes[:3]) + (", ..." if len(sizes) > 3 else "")
         notes = (f"{source}: images come in {len(sizes)} sizes (HxW {shown}); all were resized "
                  f"to {DEFAULT_SIDE}x{DEFAULT_SIDE}: pass --image-size N for NxN",)  # fmt: skip
-        blocks = [_resized(b, DEFAULT_SIDE) for b in blocks]
+        blocks = [resize_images(b, DEFAULT_SIDE) for b in blocks]
     if len({b.shape[3] for b in blocks}) > 1:
         converted += sum(len(b) for b in blocks if b.shape[3] == 1)
         blocks = [np.repeat(b, 3, axis=3) if b.shape[3] == 1 else b for b in blocks]
     return np.concatenate(blocks), converted, notes
 
 
-def _resized(block: np.ndarray, side: int) -> np.ndarray:
-    """(n, H, W, C) images at side x side, resampled as ``--image-size`` does."""
-    if block.shape[1:3] == (side, side):
-        return block
-    images = [Image.fromarray(im.squeeze(-1) if im.shape[-1] == 1 else im) for im in block]
+def resize_images(images: np.ndarray, side: int) -> np.ndarray:
+    """uint8 (n, H, W, C) images at side x side, bilinear, as ``--image-size`` resizes."""
+    if images.shape[1:3] == (side, side):
+        return images
+    pils = [Image.fromarray(im.squeeze(-1) if im.shape[-1] == 1 else im) for im in images]
     out = np.stack([np.asarray(im.resize((side, side), Image.Resampling.BILINEAR))
-                    for im in images])  # fmt: skip
+                    for im in pils])  # fmt: skip
     return out[..., None] if out.ndim == 3 else out
 
 

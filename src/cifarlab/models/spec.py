@@ -36,6 +36,11 @@ def image_hw(image_size: ImageSize) -> tuple[int, int]:
     return (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
 
 
+def image_size_of(height: int, width: int) -> ImageSize:
+    """The ``image_size`` models take for HxW images: the side when square."""
+    return height if height == width else (height, width)
+
+
 LAYER_FORMS = {
     "conv": "conv OUT K [stride S] [pad P]",
     "res": "res OUT [stride S]",

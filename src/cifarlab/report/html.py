@@ -129,6 +129,7 @@ def _chart_sections(groups, records, workspace, out, notes) -> list[tuple[str, l
 def _model_section(groups, workspace: Path, out, notes) -> list[dict[str, Any]]:
     """A diagram and a summary row for each model of the report (at its run's image shape)."""
     from cifarlab.models import create_model, draw_diagram, model_label, summarize_model
+    from cifarlab.models.spec import image_size_of
 
     rows = []
     for g in aggregate.best_per(groups, "model"):
@@ -137,7 +138,7 @@ def _model_section(groups, workspace: Path, out, notes) -> list[dict[str, Any]]:
         try:
             classes = len(run["info"].get("classes") or []) or 10
             model = create_model(model_of_run(run, workspace), num_classes=classes,
-                                 in_channels=c, image_size=h if h == w else (h, w))  # fmt: skip
+                                 in_channels=c, image_size=image_size_of(h, w))  # fmt: skip
             summary = summarize_model(model, (c, h, w), batch_size=run["config"]["batch_size"])
             path = out / f"diagram-{model_label(g['model'])}.png"
             draw_diagram(summary, path, title=g["model"])
