@@ -663,6 +663,8 @@ def test_a_checkpoint_is_usable_as_the_readme_shows(tiny_archive, tmp_path):
     result = cifarlab.train(data=str(tiny_archive), workspace=str(tmp_path / "ws"), epochs=2,
                             val_size=30, precision="fp32", ema=0.9, quiet=True)  # fmt: skip
     state = torch.load(result.run_dir / "best.pt", weights_only=True)
+    # a run trained on a GPU loads like this on a laptop without one too
+    assert {t.device.type for t in _tensors_in(state)} == {"cpu"}
     c, h, w = state["image_shape"]
     model = cifarlab.create_model(state["config"]["model"], num_classes=len(state["classes"]),
                                   in_channels=c, image_size=h if h == w else (h, w))  # fmt: skip
@@ -676,3 +678,22 @@ def test_a_checkpoint_is_usable_as_the_readme_shows(tiny_archive, tmp_path):
         preds = model((images - mean) / std).argmax(1)
     accuracy = (preds == torch.from_numpy(test.labels)).float().mean().item()
     assert accuracy == pytest.approx(result.summary["test_acc"], abs=1 / len(test))
+
+
+def _tensors_in(value):
+    if isinstance(value, torch.Tensor):
+        yield value
+    elif isinstance(value, dict | list | tuple):
+        for item in value.values() if isinstance(value, dict) else value:
+            yield from _tensors_in(item)
+
+
+def test_a_checkpoint_keeps_the_state_dicts_module_versions(tmp_path):
+    from cifarlab.train.checkpoint import load_checkpoint, save_checkpoint
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
+    save_checkpoint(tmp_path / "c.pt", {"model": model.state_dict()})
+    saved = load_checkpoint(tmp_path / "c.pt")["model"]
+    # BatchNorm reads its version from _metadata to upgrade old state dicts
+    assert saved._metadata == model.state_dict()._metadata
+    assert all(torch.equal(saved[k], v) for k, v in model.state_dict().items())

@@ -18,9 +18,13 @@ CHECKPOINT_VERSION = 1
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """Write ``state`` to ``path`` via a temp file + rename: never a half-written file."""
+    """Write ``state`` to ``path`` via a temp file + rename: never a half-written file.
+
+    Tensors are written as CPU tensors, so a run trained on a GPU loads with a plain
+    ``torch.load`` on a machine without one (a resume maps them back to its device).
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, **state}
+    payload = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, **_on_cpu(state)}
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -29,6 +33,20 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _on_cpu(value: Any) -> Any:
+    """``value`` with every tensor inside its dicts, lists and tuples moved to the CPU."""
+    if isinstance(value, torch.Tensor):
+        return value.cpu()
+    if isinstance(value, dict):  # a state_dict's OrderedDict keeps its class and _metadata
+        moved = type(value)((k, _on_cpu(v)) for k, v in value.items())
+        if hasattr(value, "_metadata"):
+            moved._metadata = value._metadata
+        return moved
+    if isinstance(value, list | tuple):
+        return type(value)(_on_cpu(v) for v in value)
+    return value
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
