@@ -179,7 +179,7 @@ def test_a_crash_mid_run_marks_the_run_failed(tmp_path, tiny_archive, monkeypatc
 
 def test_a_diverging_run_is_marked_diverged_without_an_exception(tmp_path, tiny_archive, capsys):
     code = _train(tmp_path, tiny_archive, "--optimizer", "sgd", "--lr", "10000")
-    assert code == 1
+    assert code == 3  # neither bad input (2) nor the machine's trouble (1)
     with sqlite3.connect(tmp_path / "ws" / "runs.db") as conn:
         status, error = conn.execute("SELECT status, error FROM runs").fetchone()
     assert status == "diverged" and "diverged" in error and "lower --lr" in error
@@ -415,3 +415,12 @@ def test_resume_with_more_epochs_names_the_shorter_run_it_cannot_lengthen(
     assert main([*args, "--epochs", "2", "--resume"]) == 0
     err = capsys.readouterr().err
     assert f"run {first['id']} has them with --epochs 1" in err and "starting a new one" in err
+
+
+def test_each_epoch_line_names_its_run(tmp_path, tiny_archive, capsys):
+    # in a sweep, lines of several runs follow each other: each says which run it is
+    assert main(["train", "--data", str(tiny_archive), "--workspace", str(tmp_path / "ws"),
+                 "--epochs", "2", "--val-size", "30", "--batch-size", "16"]) == 0  # fmt: skip
+    (run_id,) = [r[0] for r in _db_rows(tmp_path / "ws", "runs")]
+    lines = [line for line in capsys.readouterr().err.splitlines() if "loss" in line]
+    assert [line.split()[:2] for line in lines] == [[run_id, "epoch"]] * 2

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -129,7 +130,9 @@ def test_two_workers_write_concurrently_without_losing_rows(tmp_path, tiny_archi
     assert _db(ws, "PRAGMA integrity_check") == [("ok",)]
 
 
-def test_a_diverging_or_failing_run_does_not_stop_the_sweep(tmp_path, tiny_archive, monkeypatch):
+def test_a_diverging_or_failing_run_does_not_stop_the_sweep(
+    tmp_path, tiny_archive, monkeypatch, capsys
+):
     from cifarlab.train.trainer import Trainer
 
     original = Trainer.fit
@@ -156,9 +159,20 @@ optimizer = "adagrad"
 """,
     )
     ws = tmp_path / "ws"
-    assert main(["sweep", str(grid), "--workspace", str(ws), "--quiet"]) == 1  # one failed
+    # 3: the file was fine (2 is bad input), but not every run completed
+    assert main(["sweep", str(grid), "--workspace", str(ws), "--quiet"]) == 3
     statuses = dict(_db(ws, "SELECT lr, status FROM runs"))
     assert statuses == {0.01: "completed", 10000.0: "diverged", 0.001: "failed"}
+    capsys.readouterr()
+    # the table that answers "what won" keeps the runs that did not: lr=10000 diverging is
+    # the finding of an lr study
+    assert main(["results", "--workspace", str(ws), "--experiment", "mixed"]) == 0
+    rows = capsys.readouterr().out.splitlines()[2:]  # below the header and its rule
+    assert len(rows) == 3  # lr, optimizer, n, ...
+    assert [row.split()[:3] for row in rows if row.endswith("1 diverged")] == [
+        ["10000.0", "sgd", "0"]
+    ]
+    assert [row.split()[1:3] for row in rows if row.endswith("1 failed")] == [["adagrad", "0"]]
 
 
 def test_seed_grouped_table_matches_a_hand_computation(tmp_path, tiny_archive, capsys):
@@ -183,9 +197,18 @@ def test_seed_grouped_table_matches_a_hand_computation(tmp_path, tiny_archive, c
                  "--compare", "optimizer=adam", "optimizer=sgd"]) == 0  # fmt: skip
     line = capsys.readouterr().out
     assert line.startswith("optimizer=adam vs optimizer=sgd: ") and "95% CI" in line
+    # values as --only reads them (ADAM is adam, 3e-3 is 0.003), and the numbers as JSON
+    assert main(["results", "--workspace", str(ws), "--experiment", "tiny", "--format", "json",
+                 "--compare", "optimizer=ADAM,lr=3e-3", "optimizer=sgd"]) == 0  # fmt: skip
+    stats = json.loads(capsys.readouterr().out)
+    assert stats["n_a"] == stats["n_b"] == 2 and line.split()[3] == f"{stats['diff'] * 100:+.2f}"
     assert main(["results", "--workspace", str(ws), "--experiment", "tiny",
                  "--compare", "optimzer=adam", "optimizer=sgd"]) == 2  # fmt: skip
-    assert "--compare 'optimzer=adam': unknown setting(s) optimzer" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "--compare 'optimzer=adam': unknown setting 'optimzer'; did you mean 'optimizer'?" in err
+    assert main(["results", "--workspace", str(ws), "--experiment", "tiny", "--group-by", "seed",
+                 "--compare", "optimizer=adam", "optimizer=sgd"]) == 2  # fmt: skip
+    assert "--compare prints one comparison: it takes no --group-by" in capsys.readouterr().err
 
 
 def test_welch_interval_matches_textbook_values():
@@ -205,6 +228,13 @@ def test_dry_run_max_runs_and_only(tmp_path, tiny_archive, capsys):
     out = capsys.readouterr().out
     assert out.count("new") == 4 and "tiny: 4 runs, 4 to run" in out
     assert not ws.exists()  # a dry run writes nothing, not even an empty workspace
+    # an axis beyond model, optimizer, lr, batch size and seed is shown too
+    other = _write(tmp_path / "ls.toml", grid.read_text() + "label_smoothing = [0.0, 0.1]\n")
+    assert main(["sweep", str(other), "--workspace", str(ws), "--dry-run"]) == 0
+    lines = capsys.readouterr().out.splitlines()[:-1]
+    assert sorted(line.split()[-1] for line in lines) == 4 * ["label_smoothing=0.0"] + 4 * [
+        "label_smoothing=0.1"
+    ]
     main(["sweep", str(grid), "--workspace", str(ws), "--quiet", "--only", "optimizer=adam",
           "--max-runs", "1"])  # fmt: skip
     assert _db(ws, "SELECT optimizer, status FROM runs") == [("adam", "completed")]
@@ -237,6 +267,19 @@ def test_dry_run_max_runs_and_only(tmp_path, tiny_archive, capsys):
             'name = "x"\n[grid]\nmodel = ["tutorial", "tutorail"]',
             "grid.model[1]: unknown model 'tutorail'; did you mean 'tutorial'?",
         ),
+        # a part of the wrong shape is one line, and the rest is still checked
+        ('name = "x"\ngrid = [1, 2]\n[base]\nepoch = 3', "grid: must be a table ([grid])"),
+        ('name = "x"\ninclude = 3\n[grid]\nseed = [0]', "include: must be an array of tables"),
+        ("name = 5\n[grid]\nseed = [0]", "name: must be a string"),
+        ('name = "../../out"\n[grid]\nseed = [0]', "name: '../../out' may hold only letters"),
+        (
+            'name = "x"\n[base]\nworkspace = "w"\n[grid]\nseed = [0]',
+            "base.workspace: workspace is set per command, not in a file; pass --workspace",
+        ),
+        (
+            'name = "x"\n[grid]\noptimizer = ["sgd"]\n[[exclude]]\noptimizer = "SGD"',
+            "[[exclude]] drops all 1 grid runs",
+        ),
     ],
 )
 def test_bad_experiment_files_get_a_line_per_problem_and_run_nothing(
@@ -248,6 +291,26 @@ def test_bad_experiment_files_get_a_line_per_problem_and_run_nothing(
     assert message in err and "Traceback" not in err
     assert all(line.startswith("cifarlab: error: ") for line in err.splitlines())
     assert not (tmp_path / "ws" / "runs.db").exists()
+
+
+def test_a_file_that_is_not_toml_text_is_one_line(tmp_path, capsys):
+    binary = tmp_path / "model.pt"
+    binary.write_bytes(b"PK\x03\x04\xff\xfe\x00garbage")
+    for path, says in ((binary, "not a text file"), (tmp_path, "is a folder")):
+        assert main(["sweep", str(path), "--workspace", str(tmp_path / "ws")]) == 2
+        err = capsys.readouterr().err
+        assert says in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_an_exclude_matches_values_as_the_runs_read_them():
+    definition = {
+        "name": "x",
+        "grid": {"optimizer": ["sgd", "adam"], "lr": [0.1, 0.01]},
+        "exclude": [{"optimizer": "SGD", "lr": 1e-1}, {"optimizer": "adam", "epochs": 10}],
+    }
+    runs = {(c.optimizer, c.lr) for c in build_experiment(definition).configs}
+    # "SGD" is sgd, 1e-1 is 0.1, and epochs = 10 is what every run has by default
+    assert runs == {("sgd", 0.01)}
 
 
 def test_every_problem_is_reported_at_once(tmp_path, capsys):
@@ -264,8 +327,9 @@ def test_same_name_with_a_different_grid_needs_new_name_or_force(tmp_path, tiny_
         tmp_path / "changed.toml", first.read_text().replace("seed = [0, 1]", "seed = [5]")
     )
     capsys.readouterr()
-    assert main(["sweep", str(changed), "--workspace", ws, "--quiet"]) == 2
-    assert "--new-name NAME" in capsys.readouterr().err
+    for plan in ("--dry-run", "--quiet"):  # the plan refuses it as the sweep itself does
+        assert main(["sweep", str(changed), "--workspace", ws, plan]) == 2
+        assert "--new-name NAME" in capsys.readouterr().err
     assert main(["sweep", str(changed), "--workspace", ws, "--quiet", "--new-name", "tiny2"]) == 0
     assert main(["sweep", str(changed), "--workspace", ws, "--quiet", "--force"]) == 0
     assert len(cifarlab.results(ws, experiment="tiny")) == 2  # sgd+adam at seed 5 (shared runs)
@@ -283,6 +347,21 @@ def test_python_api_sweep_and_results(tmp_path, tiny_archive):
     assert report.failed == 0 and len(report.outcomes) == 4
     assert len(cifarlab.results(tmp_path / "ws", experiment="tiny")) == 4
     assert repr(report).startswith("SweepReport('tiny': 4 runs (4 completed) in ")  # one line
+
+
+def test_python_api_sweep_takes_the_clis_options(tmp_path, tiny_archive):
+    grid = _tiny_grid(tmp_path, tmp_path / "not-this-data", epochs=1)
+    report = cifarlab.sweep(grid, workspace=tmp_path / "ws", quiet=True, data=tiny_archive,
+                            only={"optimizer": "ADAM"}, max_runs=1)  # fmt: skip
+    (run,) = cifarlab.results(tmp_path / "ws")
+    assert len(report.outcomes) == 1 and run["optimizer"] == "adam"
+    assert run["config"]["data"] == str(tiny_archive)
+    with pytest.raises(cifarlab.CifarlabError, match="only= 'optimiser=adam': unknown setting"):
+        cifarlab.sweep(grid, workspace=tmp_path / "ws", only={"optimiser": "adam"})
+    with pytest.raises(cifarlab.CifarlabError, match="grid: must be a table"):
+        cifarlab.sweep({"name": "x", "grid": "oops"}, workspace=tmp_path / "ws")
+    with pytest.raises(cifarlab.CifarlabError, match="experiment name '../x': use only"):
+        cifarlab.sweep(grid, workspace=tmp_path / "ws", new_name="../x", data=tiny_archive)
 
 
 def test_presets_expand_to_the_blog_grid():
@@ -462,8 +541,9 @@ def test_a_run_in_training_is_neither_resumed_nor_swept_twice(tmp_path, tiny_arc
             main(["sweep", str(grid), "--workspace", str(ws), "--dry-run", "--only", "seed=0"]) == 0
         )
         assert "busy" in capsys.readouterr().out
+        # exit 3: the busy run has no result yet, which a script must not take for done
         assert (
-            main(["sweep", str(grid), "--workspace", str(ws), "--quiet", "--only", "seed=0"]) == 0
+            main(["sweep", str(grid), "--workspace", str(ws), "--quiet", "--only", "seed=0"]) == 3
         )
         assert "1 completed, 1 running" in capsys.readouterr().err  # the busy one left alone
         # a sweep that planned it before that process started does not train it either
@@ -531,7 +611,10 @@ def test_ctrl_c_while_sweep_workers_start_is_one_line_and_trains_nothing(tmp_pat
     os.killpg(proc.pid, signal.SIGINT)  # while the workers still import torch
     assert proc.wait(120) == 130
     err = proc.stderr.read()
-    assert "Traceback" not in err and err.strip().splitlines() == ["cifarlab: interrupted"], err
+    assert "Traceback" not in err and err.strip().splitlines() == [
+        "cifarlab: interrupted; the same sweep again (it skips finished runs, resumes stopped "
+        "ones) continues it"
+    ], err
     assert _wait_gone(workers, 30) == []
     assert _db(tmp_path / "ws", "SELECT count(*) FROM runs") == [(0,)]  # none started after it
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import sqlite3
 import statistics
@@ -198,7 +199,8 @@ def test_missing_checkpoint_or_data_skips_best_run_charts_with_a_note(sweep_ws, 
     index = cifarlab.report(experiment="small", workspace=ws)
     page = index.read_text()
     assert "skipped: run " in page and "no best.pt checkpoint" in page
-    assert f"Not in the charts:</b> {failed} failed" in page
+    # named with the settings that tell it apart: the chart labels no longer do
+    assert re.search(rf"Not in the charts:</b> {failed} \(model=\w+[^)]*\) failed", page)
     assert not (index.parent / "confusion.png").exists()
     _png_ok(index.parent / "final-accuracy.png")
 
@@ -803,3 +805,35 @@ def test_a_report_made_from_another_folder_rebuilds_a_relative_model_file(
     index = cifarlab.report(workspace="proj/ws")
     assert "no diagram" not in index.read_text() and list(index.parent.glob("diagram-*.png"))
     assert (index.parent / "confusion.png").is_file()  # the best run's predictions too
+
+
+def test_a_report_stopped_half_way_leaves_the_earlier_one_whole(
+    tiny_archive, tmp_path, monkeypatch
+):
+    import re
+
+    from cifarlab.report import html
+
+    ws, out = tmp_path / "ws", tmp_path / "report"
+    result = cifarlab.train(data=str(tiny_archive), workspace=str(ws), model="tutorial",
+                            val_size=20, epochs=1, quiet=True)  # fmt: skip
+    index = cifarlab.report(run=result.run_id, workspace=ws, output=out)
+    before = index.read_text()
+    linked = set(re.findall(r'href="([\w-]+\.png)"', before))
+    assert "confusion.png" in linked
+
+    def ctrl_c(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    for step in ("_chart_sections", "render_page"):  # Ctrl-C while drawing, or after it
+        with monkeypatch.context() as patch:
+            patch.setattr(html, step, ctrl_c)
+            with pytest.raises(KeyboardInterrupt):
+                cifarlab.report(run=result.run_id, workspace=ws, output=out)
+        assert index.read_text() == before
+        assert all((out / name).is_file() for name in linked), step
+        assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []  # no staging
+
+    (ws / result.run_id / "best.pt").unlink()  # the next report draws no confusion chart
+    cifarlab.report(run=result.run_id, workspace=ws, output=out)
+    assert not (out / "confusion.png").exists()  # the earlier one's is removed, not left over

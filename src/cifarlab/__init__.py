@@ -60,23 +60,31 @@ def sweep(
     quiet: bool = False,
     new_name: str | None = None,
     force: bool = False,
+    only: dict[str, Any] | None = None,
+    max_runs: int | None = None,
+    data: str | Path | None = None,
 ) -> SweepReport:
     """Run the missing runs of an experiment (a TOML path or a dict); returns a SweepReport.
 
     An experiment whose runs changed (an edited grid or model file) keeps its old record
-    unless ``new_name`` records it apart or ``force`` replaces it, as the CLI's flags do."""
+    unless ``new_name`` records it apart or ``force`` replaces it; ``only`` ({"model":
+    "tutorial"}), ``max_runs`` and ``data`` (for every run) are the CLI's --only, --max-runs
+    and --data."""
     from dataclasses import replace
 
     from cifarlab.experiments.spec import build_experiment, load_experiment
-    from cifarlab.experiments.sweep import run_sweep
+    from cifarlab.experiments.sweep import parse_only, run_sweep
 
+    overrides = {"data": str(data)} if data is not None else {}
     if isinstance(path_or_definition, dict):
-        experiment = build_experiment(path_or_definition)
+        experiment = build_experiment(path_or_definition, **overrides)
     else:
-        experiment = load_experiment(path_or_definition)
+        experiment = load_experiment(path_or_definition, **overrides)
     if new_name:
         experiment = replace(experiment, name=new_name)
-    return run_sweep(experiment, workspace, workers=workers, quiet=quiet, force=force)
+    wanted = parse_only([f"{k}={v}" for k, v in (only or {}).items()], option="only=")
+    return run_sweep(experiment, workspace, workers=workers, quiet=quiet, force=force,
+                     only=wanted, max_runs=max_runs)  # fmt: skip
 
 
 def train(**options: Any) -> RunResult:

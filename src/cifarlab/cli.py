@@ -27,6 +27,7 @@ from cifarlab.process import terminate_as_interrupt
 
 EXIT_USAGE = 2  # bad input
 EXIT_FAILURE = 1  # the machine failed the work: disk, memory, a locked database
+EXIT_INCOMPLETE = 3  # the input was fine, but a run failed or diverged (`results` says why)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -287,7 +288,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(format_runs([record | result.summary], "table", reasons=False))  # said on stderr
     if result.status != "completed":
         print(f"cifarlab: run {result.run_id} {result.status}: {result.error}", file=sys.stderr)
-        return 1
+        return EXIT_INCOMPLETE
     print(_what_was_chosen(result))
     print(f"run {result.run_id}: checkpoints in {result.run_dir}")
     return 0
@@ -312,8 +313,13 @@ def cmd_results(args: argparse.Namespace) -> int:
     if args.experiment is None and group_by is None and args.compare is None:
         print(format_runs(sort_records(results(args.workspace), args.sort), args.format))
     elif args.compare:
+        if group_by or args.sort or args.format in ("csv", "markdown"):
+            raise CifarlabError(
+                "--compare prints one comparison: it takes no --group-by, --sort or "
+                "--format csv/markdown; drop them (--format json gives its numbers)"
+            )
         records = results(args.workspace, args.experiment)
-        print(compare([r for r in records if r["status"] == "completed"], *args.compare))
+        print(compare(records, *args.compare, fmt=args.format))
     else:
         print(group_table(args.workspace, args.experiment, group_by, args.sort, args.format))
     return 0
@@ -350,28 +356,38 @@ def _sweep(experiment, args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from cifarlab.experiments.store import ResultsStore
-    from cifarlab.experiments.sweep import TO_RUN, parse_only, plan_sweep, run_sweep
+    from cifarlab.experiments.sweep import (
+        TO_RUN,
+        check_experiment_name,
+        check_sweep_options,
+        parse_only,
+        plan_sweep,
+        run_sweep,
+    )
 
     if args.new_name:
         experiment = replace(experiment, name=args.new_name)
-    if args.workers < 1:
-        raise CifarlabError(f"--workers must be at least 1 (got {args.workers})")
-    if args.max_runs is not None and args.max_runs < 1:
-        raise CifarlabError(f"--max-runs must be at least 1 (got {args.max_runs})")
+    check_sweep_options(args.workers, args.max_runs)
     only = parse_only(args.only)
     if args.dry_run:  # writes nothing: a workspace without a database plans against an empty one
         db = Path(args.workspace) / "runs.db"
         with ResultsStore(db if db.exists() else ":memory:") as store:
+            check_experiment_name(experiment, store, args.force)  # as the real sweep will
             planned = plan_sweep(experiment, store, only, args.max_runs)
+        axes = _other_axes([p.config for p in planned])
         for p in planned:
-            print(f"{p.action:7s}{p.config.hash()}  {_describe_run(p.config)}")
+            print(f"{p.action:7s}{p.config.hash()}  {_describe_run(p.config, axes)}")
         todo = sum(p.action in TO_RUN for p in planned)
         print(f"{experiment.name}: {len(planned)} runs, {todo} to run")
         return 0
-    report = run_sweep(
-        experiment, args.workspace, workers=args.workers, only=only,
-        max_runs=args.max_runs, force=args.force, quiet=args.quiet,
-    )  # fmt: skip
+    try:
+        report = run_sweep(
+            experiment, args.workspace, workers=args.workers, only=only,
+            max_runs=args.max_runs, force=args.force, quiet=args.quiet,
+        )  # fmt: skip
+    except KeyboardInterrupt as stop:  # not the one run's `train --resume`: the whole sweep
+        stop.resume_hint = "the same sweep again (it skips finished runs, resumes stopped ones)"
+        raise
     counts = {s: list(report.outcomes.values()).count(s) for s in set(report.outcomes.values())}
     summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "nothing to run"
     took = f"{report.seconds:.0f}s"
@@ -379,12 +395,23 @@ def _sweep(experiment, args: argparse.Namespace) -> int:
         f"sweep {experiment.name}: {len(report.planned)} runs ({summary}) in {took}",
         file=sys.stderr,
     )
-    return min(report.failed, 100)  # the exit status counts the failed runs
+    return EXIT_INCOMPLETE if report.incomplete else 0
 
 
-def _describe_run(config) -> str:
+_DESCRIBED = ("model", "optimizer", "lr", "batch_size", "seed")
+
+
+def _describe_run(config, axes: list[str] = ()) -> str:
     c = config
-    return f"{c.model:10s} {c.optimizer:7s} lr={c.lr:g} bs={c.batch_size} seed={c.seed}"
+    text = f"{c.model:10s} {c.optimizer:7s} lr={c.lr:g} bs={c.batch_size} seed={c.seed}"
+    return " ".join([text, *(f"{k}={getattr(c, k)}" for k in axes)])
+
+
+def _other_axes(configs: list) -> list[str]:
+    """Settings besides the usual five that differ between ``configs``: a grid over
+    milestones must not print identical lines."""
+    fields = [k for k in type(configs[0]).model_fields if k not in _DESCRIBED] if configs else []
+    return [k for k in fields if len({repr(getattr(c, k)) for c in configs}) > 1]
 
 
 def cmd_models(args: argparse.Namespace) -> int:

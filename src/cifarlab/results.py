@@ -116,8 +116,9 @@ def grouped_results(
     experiment: str | None = None,
     group_by: list[str] | None = None,
 ) -> list[dict[str, Any]]:
-    """Completed runs grouped (by default: all varying settings but the seed), mean +- std."""
-    records = [r for r in results(workspace, experiment) if r["status"] == "completed"]
+    """Runs grouped (by default: all varying settings but the seed), mean +- std over each
+    group's completed runs; ``not_completed`` names the rest ("1 diverged")."""
+    records = results(workspace, experiment)
     _check_keys(records, group_by)
     return group_runs(records, group_by)
 
@@ -130,15 +131,18 @@ def group_table(
     fmt: str = "table",
 ) -> str:
     """The seed-grouped table ``cifarlab results`` prints: by ``group_by``, or by every
-    setting the completed runs vary in but the seed."""
-    records = [r for r in results(workspace, experiment) if r["status"] == "completed"]
+    setting the runs vary in but the seed (failed and diverged ones too: their row says so)."""
+    records = results(workspace, experiment)
     _check_keys(records, group_by)
     by = group_by if group_by is not None else varying_keys(records)
     return format_groups(sort_records(group_runs(records, by), sort), by, fmt)
 
 
-def compare(records: list[dict[str, Any]], a: str, b: str, metric: str = "test_acc") -> str:
-    """One sentence: the difference in mean ``metric`` between filters ``a`` and ``b``, 95% CI."""
+def compare(
+    records: list[dict[str, Any]], a: str, b: str, metric: str = "test_acc", fmt: str = "table"
+) -> str:
+    """One sentence: the difference in mean ``metric`` between filters ``a`` and ``b``, 95% CI
+    (``fmt="json"``: the numbers)."""
     values = []
     for spec in (a, b):
         match = _filter(records, spec)
@@ -146,6 +150,8 @@ def compare(records: list[dict[str, Any]], a: str, b: str, metric: str = "test_a
             raise CifarlabError(f"--compare {spec!r}: no completed run matches it")
         values.append([r[metric] for r in match])
     stats = compare_means(*values)
+    if fmt == "json":
+        return json.dumps({"a": a, "b": b, "metric": metric, **stats}, indent=2)
     sentence = f"{a} vs {b}: {stats['diff'] * 100:+.2f} points {metric}"
     if stats["low"] is None:
         return f"{sentence} (n={stats['n_a']} vs {stats['n_b']}; add seeds for a 95% CI)"
@@ -187,18 +193,19 @@ def format_groups(groups: list[dict[str, Any]], by: list[str], fmt: str) -> str:
     if fmt == "json":
         return json.dumps(groups, indent=2)
     if fmt == "csv":
-        fields = [*by, "n", *(f"{m}_{s}" for m in GROUP_METRICS for s in ("mean", "std"))]
-        return _csv(groups, fields)
+        metrics = (f"{m}_{s}" for m in GROUP_METRICS for s in ("mean", "std"))
+        return _csv(groups, [*by, "n", *metrics, "not_completed"])
     if not groups:
-        return "no completed runs yet"
-    header = [*by, "n", *(h for _, h, _ in GROUP_COLUMNS)]
+        return "no runs yet"
+    incomplete = any(g["not_completed"] for g in groups)  # its column only where it says something
+    header = [*by, "n", *(h for _, h, _ in GROUP_COLUMNS)] + ["not completed"] * incomplete
     rows = []
     for g in groups:
         cells = [_cell(g[k], "{}") for k in by] + [str(g["n"])]
         for metric, _, f in GROUP_COLUMNS:
             mean, std = g[f"{metric}_mean"], g[f"{metric}_std"]
             cells.append(_cell(mean, f) + ("" if std is None else f" ± {_cell(std, f)}"))
-        rows.append(cells)
+        rows.append(cells + [g["not_completed"] or ""] * incomplete)
     return format_table(header, rows, rule=True, fmt=fmt)
 
 
@@ -215,12 +222,20 @@ def _cell(value: Any, fmt: str) -> str:
 
 
 def _filter(records: list[dict[str, Any]], spec: str) -> list[dict[str, Any]]:
-    """``"model=wobbly,optimizer=adam"`` -> the completed records matching every pair."""
-    pairs = [p.split("=", 1) for p in spec.split(",") if p.strip()]
-    if not pairs or any(len(p) != 2 for p in pairs):
+    """``"model=wobbly,optimizer=adam"`` -> the completed records matching every pair, the
+    values read as ``--only`` reads them."""
+    from cifarlab.experiments.sweep import parse_only, recorded_value
+
+    items = [p for p in spec.split(",") if p.strip()]
+    if not items:
         raise CifarlabError(f"--compare {spec!r}: expected KEY=VALUE[,KEY=VALUE...]")
-    _check_keys(records, [k.strip() for k, _ in pairs], f"--compare {spec!r}")
-    matches = lambda r: all(str(r["config"].get(k.strip())) == v.strip() for k, v in pairs)
+    wanted = parse_only(items, option="--compare")
+    _check_keys(records, list(wanted), f"--compare {spec!r}")
+
+    def matches(record: dict[str, Any]) -> bool:
+        config = record["config"]
+        return all(recorded_value(k, config.get(k)) == v for k, v in wanted.items())
+
     return [r for r in records if r["status"] == "completed" and matches(r)]
 
 

@@ -210,7 +210,7 @@ def _bookkeeping(
     if config.tensorboard:
         callbacks.append(TensorBoardLogger(run_dir / "tensorboard"))
     if not config.quiet:
-        callbacks.append(ProgressBar(config.epochs))
+        callbacks.append(ProgressBar(config.epochs, label=run_id))
     callbacks.append(WarnWhenBusy())  # after the bar, which ends the epoch's line
     return callbacks, early
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import statistics
+from collections import Counter
 from typing import Any
 
 GROUP_METRICS = ("best_val_acc", "test_acc", "final_test_acc", "train_seconds", "images_per_sec")
@@ -25,7 +26,9 @@ def group_runs(records: list[dict[str, Any]], by: list[str] | None = None) -> li
     """One row per group: its key values, n, and mean/std of each metric over its runs.
 
     By default runs are grouped by every setting that varies except the seed,
-    so each row is one configuration with its seeds pooled.
+    so each row is one configuration with its seeds pooled. Only completed runs count
+    (``n``, the metrics); the others are named in ``not_completed`` ("1 diverged"), so a
+    configuration whose every run failed still has its row: in an lr study that is a finding.
     """
     by = by if by is not None else varying_keys(records)
     groups: dict[tuple, list[dict[str, Any]]] = {}
@@ -35,10 +38,13 @@ def group_runs(records: list[dict[str, Any]], by: list[str] | None = None) -> li
     rows = []
     for key, members in groups.items():
         row: dict[str, Any] = dict(zip(by, key))
-        row["n"] = len(members)
-        row["runs"] = [m["id"] for m in members]
+        done = [m for m in members if m.get("status", "completed") == "completed"]
+        row["n"] = len(done)
+        row["runs"] = [m["id"] for m in done]
+        other = Counter(m["status"] for m in members if m.get("status", "completed") != "completed")
+        row["not_completed"] = ", ".join(f"{n} {s}" for s, n in sorted(other.items())) or None
         for metric in GROUP_METRICS:
-            values = [m[metric] for m in members if m.get(metric) is not None]
+            values = [m[metric] for m in done if m.get(metric) is not None]
             row[f"{metric}_mean"] = statistics.fmean(values) if values else None
             row[f"{metric}_std"] = statistics.stdev(values) if len(values) > 1 else None
         rows.append(row)

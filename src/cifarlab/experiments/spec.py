@@ -22,6 +22,7 @@ import difflib
 import hashlib
 import itertools
 import json
+import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +36,7 @@ from cifarlab.models.registry import get_model_entry
 
 TOP_KEYS = ("name", "description", "base", "grid", "include", "exclude")
 RUN_KEYS = tuple(k for k in RunConfig.model_fields if k not in SESSION_FIELDS)
+SAFE_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*")
 
 
 @dataclass(frozen=True)
@@ -56,9 +58,15 @@ def load_experiment(path: str | Path, **overrides: Any) -> Experiment:
     """Read, validate and expand an experiment TOML file."""
     path = Path(path)
     try:
-        definition = tomllib.loads(path.read_text())
+        definition = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise CifarlabError(f"experiment file {str(path)!r} does not exist") from None
+    except IsADirectoryError:
+        raise CifarlabError(f"{path} is a folder; pass an experiment file (.toml)") from None
+    except UnicodeDecodeError:
+        raise CifarlabError(f"{path}: not a text file; save it as UTF-8 TOML") from None
+    except OSError as err:
+        raise CifarlabError(f"{path}: cannot be read ({err.strerror})") from None
     except tomllib.TOMLDecodeError as err:
         raise CifarlabError(f"{path}: not valid TOML ({err})") from None
     return build_experiment(definition, source=str(path), **overrides)
@@ -72,9 +80,11 @@ def build_experiment(
     ``overrides`` (e.g. ``workspace``, ``quiet``, or ``epochs`` from the command
     line) are applied to every run.
     """
+    if not isinstance(definition, dict):
+        raise CifarlabError(f"{source}: must be a table of name, base, grid, include, exclude")
     problems = _check_shape(definition)
-    base = definition.get("base", {})
-    grid = definition.get("grid", {})
+    # a part of the wrong shape is reported above and read as empty, so the rest is checked
+    base, grid = _table(definition, "base"), _table(definition, "grid")
     problems += _check_values("base", base)
     for key, values in grid.items():
         if key not in RUN_KEYS:
@@ -83,24 +93,32 @@ def build_experiment(
             for i, value in enumerate(values):
                 problems += _check_value(f"grid.{key}[{i}]", key, value)
     for section in ("include", "exclude"):
-        for i, table in enumerate(definition.get(section, [])):
+        for i, table in enumerate(_tables(definition, section)):
             problems += _check_values(f"{section}[{i}]", table)
     if problems:
         raise CifarlabError("\n".join(f"{source}: {p}" for p in problems))
 
-    configs, seen = [], set()
-    for i, options in enumerate(_expand(definition)):
+    configs, seen, excluded = [], set(), 0
+    for i, (options, from_grid) in enumerate(_expand(definition)):
         try:
             config = RunConfig(**{**options, **overrides})
         except ValidationError as err:
             where = ", ".join(f"{k}={v}" for k, v in options.items() if k in grid) or f"run {i}"
             problems += [f"{where}: {validation_message(e)}" for e in err.errors()]
             continue
+        if from_grid and _excluded(config, options, overrides, _tables(definition, "exclude")):
+            excluded += 1
+            continue
         if config.hash() not in seen:  # two ways to the same run: run it once
             seen.add(config.hash())
             configs.append(config)
     if problems:
         raise CifarlabError("\n".join(f"{source}: {p}" for p in problems))
+    if not configs:
+        raise CifarlabError(
+            f"{source}: [[exclude]] drops all {excluded} grid runs; loosen an exclude or "
+            "add values to [grid]"
+        )
     return Experiment(definition["name"], definition, tuple(configs))
 
 
@@ -108,8 +126,16 @@ def _check_shape(definition: dict[str, Any]) -> list[str]:
     problems = [
         f"unknown key {k!r}{_did_you_mean(k, TOP_KEYS)}" for k in definition if k not in TOP_KEYS
     ]
-    if not isinstance(definition.get("name"), str) or not definition.get("name"):
+    name = definition.get("name")
+    if name is None or name == "":
         problems.append('name: missing; give the experiment a name, e.g. name = "blog"')
+    elif not isinstance(name, str):
+        problems.append(f'name: must be a string, e.g. name = "{name}" (got {name!r})')
+    elif not SAFE_NAME.fullmatch(name):
+        problems.append(
+            f"name: {name!r} may hold only letters, digits, '-', '_' and '.' (not first): "
+            "it names the experiment's report folder"
+        )
     for table in ("base", "grid"):
         if not isinstance(definition.get(table, {}), dict):
             problems.append(f"{table}: must be a table ([{table}])")
@@ -141,6 +167,10 @@ def _check_values(where: str, options: Any) -> list[str]:
 
 def _check_value(path: str, key: str, value: Any) -> list[str]:
     """Validate one option on its own; cross-field checks wait for the expanded runs."""
+    if key == "resume":
+        return [f"{path}: a sweep resumes its interrupted runs itself; run it again instead"]
+    if key in SESSION_FIELDS:
+        return [f"{path}: {key} is set per command, not in a file; pass --{key} to sweep"]
     if key not in RUN_KEYS:
         return [f"{path}: unknown key{_did_you_mean(key, RUN_KEYS)}"]
     try:
@@ -156,18 +186,40 @@ def _check_value(path: str, key: str, value: Any) -> list[str]:
     return []
 
 
-def _expand(definition: dict[str, Any]) -> list[dict[str, Any]]:
-    base, grid = definition.get("base", {}), definition.get("grid", {})
-    excludes = definition.get("exclude", [])
+def _table(definition: dict[str, Any], key: str) -> dict[str, Any]:
+    value = definition.get(key, {})
+    return value if isinstance(value, dict) else {}
+
+
+def _tables(definition: dict[str, Any], key: str) -> list[dict[str, Any]]:
+    value = definition.get(key, [])
+    return value if isinstance(value, list) and all(isinstance(t, dict) for t in value) else []
+
+
+def _expand(definition: dict[str, Any]) -> list[tuple[dict[str, Any], bool]]:
+    """Each run's options, and whether it came from the grid (excludes apply) or an include."""
+    base, grid = _table(definition, "base"), _table(definition, "grid")
     runs = []
     keys = list(grid)
     for values in itertools.product(*(grid[k] for k in keys)) if keys else []:
-        combo = dict(zip(keys, values))
-        if any(all(combo.get(k, base.get(k)) == v for k, v in ex.items()) for ex in excludes):
-            continue
-        runs.append({**base, **combo})
-    runs += [{**base, **extra} for extra in definition.get("include", [])]
+        runs.append(({**base, **dict(zip(keys, values))}, True))
+    runs += [({**base, **extra}, False) for extra in _tables(definition, "include")]
     return runs
+
+
+def _excluded(
+    config: RunConfig, options: dict[str, Any], overrides: dict[str, Any], excludes: list
+) -> bool:
+    """Whether an exclude matches: setting its values leaves the run as it is. Values are
+    compared as the run reads them, so "SGD" matches sgd and epochs = 10 the default."""
+    for exclude in excludes:
+        try:
+            same = RunConfig(**{**options, **exclude, **overrides}).hash() == config.hash()
+        except ValidationError:
+            same = False  # its values make another (invalid) run, so not this one
+        if same:
+            return True
+    return False
 
 
 def _did_you_mean(key: str, choices: Any) -> str:

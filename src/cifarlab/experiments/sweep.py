@@ -8,6 +8,7 @@ last checkpoint, and starts the rest. Failed runs are recorded and the sweep goe
 from __future__ import annotations
 
 import contextlib
+import difflib
 import hashlib
 import multiprocessing
 import os
@@ -33,7 +34,7 @@ from cifarlab.errors import (
     Terminated,
     show_warning,
 )
-from cifarlab.experiments.spec import Experiment
+from cifarlab.experiments.spec import SAFE_NAME, Experiment
 from cifarlab.experiments.store import FINISHED, ResultsStore
 from cifarlab.process import die_with_parent, owner_pid
 from cifarlab.train import cpu_share
@@ -66,7 +67,14 @@ class SweepReport:
 
     @property
     def failed(self) -> int:
-        return sum(status == "failed" for status in self.outcomes.values())
+        """Runs that ended without a result: failed (a crash, Ctrl-C) or diverged."""
+        return sum(status in ("failed", "diverged") for status in self.outcomes.values())
+
+    @property
+    def incomplete(self) -> int:
+        """Runs this sweep leaves without a result: failed, diverged, or still running in
+        another process."""
+        return sum(status != "completed" for status in self.outcomes.values())
 
     def __repr__(self) -> str:  # a notebook shows this, not every planned config
         counts: dict[str, int] = {}
@@ -100,8 +108,28 @@ def plan_sweep(
     return planned
 
 
+def check_sweep_options(workers: int, max_runs: int | None) -> None:
+    if workers < 1:
+        raise CifarlabError(f"--workers must be at least 1 (got {workers})")
+    if max_runs is not None and max_runs < 1:
+        raise CifarlabError(f"--max-runs must be at least 1 (got {max_runs})")
+
+
 def register_experiment(experiment: Experiment, store: ResultsStore, force: bool = False) -> None:
     """Record the experiment by name; refuse a different grid under an existing name."""
+    check_experiment_name(experiment, store, force)
+    hashes = [c.hash() for c in experiment.configs]
+    store.save_experiment(experiment.name, experiment.fingerprint, experiment.definition, hashes)
+
+
+def check_experiment_name(experiment: Experiment, store: ResultsStore, force: bool) -> None:
+    """Refuse a name the workspace already holds for a different set of runs, or one that
+    cannot name a report folder (``--new-name ../x``)."""
+    if not SAFE_NAME.fullmatch(experiment.name):
+        raise CifarlabError(
+            f"experiment name {experiment.name!r}: use only letters, digits, '-', '_' and '.' "
+            "(not first); it names the experiment's report folder"
+        )
     existing = store.experiment(experiment.name)
     if existing and existing["fingerprint"] != experiment.fingerprint and not force:
         raise CifarlabError(
@@ -109,8 +137,6 @@ def register_experiment(experiment: Experiment, store: ResultsStore, force: bool
             "different runs (an edited grid or model file); pass --new-name NAME to keep both "
             "or --force to replace it (from Python: new_name=, force=True)"
         )
-    hashes = [c.hash() for c in experiment.configs]
-    store.save_experiment(experiment.name, experiment.fingerprint, experiment.definition, hashes)
 
 
 def run_sweep(
@@ -126,6 +152,7 @@ def run_sweep(
     """Run what is missing of ``experiment`` and report every run's final status."""
     from cifarlab.runner import prepare_workspace
 
+    check_sweep_options(workers, max_runs)
     workspace = prepare_workspace(workspace)
     with _sweeping(workspace, experiment.name), ResultsStore(workspace / "runs.db") as store:
         planned = plan_sweep(experiment, store, only, max_runs)  # a bad --only fails here
@@ -294,16 +321,30 @@ def _matches(config: RunConfig, only: dict[str, Any]) -> bool:
     return all(getattr(config, key) == value for key, value in only.items())
 
 
-def parse_only(items: list[str]) -> dict[str, Any]:
-    """``["model=tutorial", "lr=0.01"]`` -> typed values, checked like run options."""
+def parse_only(items: list[str], option: str = "--only") -> dict[str, Any]:
+    """``["model=tutorial", "lr=0.01"]`` -> typed values, checked like run options, so
+    ``lr=1e-3`` matches 0.001 and ``optimizer=SGD`` matches sgd."""
     only: dict[str, Any] = {}
     for item in items:
         key, sep, raw = item.partition("=")
         key = key.strip().replace("-", "_")
-        if not sep or key not in RunConfig.model_fields:
-            raise CifarlabError(f"--only {item!r}: expected KEY=VALUE with a run option as KEY")
+        if not sep:
+            raise CifarlabError(f"{option} {item!r}: expected KEY=VALUE with a run option as KEY")
+        if key not in RunConfig.model_fields:
+            close = difflib.get_close_matches(key, list(RunConfig.model_fields), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else "; see `cifarlab train --help`"
+            raise CifarlabError(f"{option} {item!r}: unknown setting {key!r}{hint}")
         try:
-            only[key] = getattr(RunConfig(**{key: raw}), key)
+            only[key] = getattr(RunConfig(**{key: raw.strip()}), key)
         except ValidationError:
-            raise CifarlabError(f"--only {item!r}: {raw!r} is not a valid {key}") from None
+            raise CifarlabError(f"{option} {item!r}: {raw!r} is not a valid {key}") from None
     return only
+
+
+def recorded_value(key: str, value: Any) -> Any:
+    """A run record's config value as ``parse_only`` types it (a record holds JSON: lists
+    for tuples); as it is where it no longer validates, e.g. a versioned model file name."""
+    try:
+        return getattr(RunConfig(**{key: value}), key)
+    except ValidationError:
+        return value

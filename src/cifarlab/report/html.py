@@ -9,7 +9,9 @@ from __future__ import annotations
 import base64
 import html
 import json
+import os
 import statistics
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -40,7 +42,16 @@ def build_report(
         out.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise CifarlabError(f"cannot write the report to {str(out)!r}: {err.strerror}") from None
-    _clear_old_charts(out)
+    # Charts are drawn in a staging folder and moved in when the page is ready: a report
+    # stopped half-way (Ctrl-C) leaves the earlier one whole.
+    with tempfile.TemporaryDirectory(prefix=".report-", dir=out) as staging:
+        page = _render(title, records, workspace, Path(staging))
+        _publish(Path(staging), page, out)
+    return out / "index.html"
+
+
+def _render(title: str, records: list[dict[str, Any]], workspace: Path, out: Path) -> str:
+    """The page, with its chart PNGs written to ``out``."""
     groups = aggregate.group(records)
     notes: list[str] = []
     sections: list[tuple[str, list[Chart]]] = []
@@ -49,17 +60,22 @@ def build_report(
     else:
         notes.append("No completed runs yet, so there is nothing to chart.")
     models = _model_section(groups, workspace, out, notes)
-    page = render_page(title, records, groups, sections, models, notes)
-    index = out / "index.html"
-    index.write_text(page, encoding="utf-8")
-    return index
+    return render_page(title, records, groups, sections, models, notes)
 
 
-def _clear_old_charts(out: Path) -> None:
-    """Remove the PNGs of an earlier report in this folder, so none outlives its data."""
-    if (out / "index.html").is_file():
+def _publish(staging: Path, page: str, out: Path) -> None:
+    """Move the new charts in, then the page (each by an atomic rename), then remove an
+    earlier report's charts that this one no longer draws, so none outlives its data."""
+    new = {png.name for png in staging.glob("*.png")}
+    for name in new:
+        os.replace(staging / name, out / name)
+    (staging / "index.html").write_text(page, encoding="utf-8")
+    had_report = (out / "index.html").is_file()
+    os.replace(staging / "index.html", out / "index.html")
+    if had_report:  # a folder of the user's own PNGs, without a report, is left alone
         for png in out.glob("*.png"):
-            png.unlink()
+            if png.name not in new:
+                png.unlink()
 
 
 def load_records(
@@ -219,8 +235,14 @@ def _headline(groups: list[dict[str, Any]], records: list[dict[str, Any]]) -> st
         if len(groups) == 1
         else f"Best configuration by {aggregate.picked_by(best)}"
     )
+    # the settings that tell runs apart, failed ones included: one completed configuration
+    # beside a diverged one is still "lr=0.01", not just "tutorial · sgd"
+    axes = varying_keys(records)
+    label = best["label"]
+    if len(groups) == 1 and axes:
+        label = " · ".join([label, _settings(best["members"][0], axes)])
     items = [
-        f"<b>{lead}:</b> {_e(best['label'])} — "
+        f"<b>{lead}:</b> {_e(label)} — "
         f"<b>{pct(best['test_acc_mean'])}</b>{_e(aggregate.spread(best['test_acc_std']))} test "
         + (
             f"accuracy at its best-validation epoch ({n} seed{'s' * (n > 1)}), "
@@ -251,7 +273,13 @@ def _headline(groups: list[dict[str, Any]], records: list[dict[str, Any]]) -> st
         items.append(f"<b>Optimizers:</b> {_e(ranks)}.")
     bad = [r for r in records if r["status"] != "completed"]
     if bad:
-        states = ", ".join(f"{r['id']} {r['status']}" for r in bad)
+        states = "; ".join(
+            f"{r['id']}"
+            + (f" ({_settings(r, axes)})" if axes else "")
+            + f" {r['status']}"
+            + (f": {r['error']}" if r.get("error") else "")
+            for r in bad
+        )
         items.append(f"<b>Not in the charts:</b> {_e(states)}.")
     if all(g["best_val_acc_mean"] is not None for g in groups):
         items.append(
@@ -271,6 +299,10 @@ def _headline(groups: list[dict[str, Any]], records: list[dict[str, Any]]) -> st
             )
         items.append(text + ".")
     return '<ul class="headline">' + "".join(f"<li>{i}</li>" for i in items) + "</ul>"
+
+
+def _settings(record: dict[str, Any], keys: list[str]) -> str:
+    return ", ".join(f"{k}={aggregate.short(record['config'].get(k))}" for k in keys)
 
 
 def _ranked_by(groups: list[dict[str, Any]]) -> str:

@@ -22,8 +22,9 @@ from cifarlab.train.trainer import Callback, Trainer
 class ProgressBar(Callback):
     """A bar per epoch (loss, accuracy, images/s, ETA) and one summary line per epoch."""
 
-    def __init__(self, epochs: int, refresh_seconds: float = 0.25) -> None:
+    def __init__(self, epochs: int, refresh_seconds: float = 0.25, label: str = "") -> None:
         self.epochs, self.refresh_seconds = epochs, refresh_seconds
+        self.label = label  # the run's id: a sweep's lines say which run they are
 
     def on_epoch_start(self, trainer: Trainer, epoch: int) -> None:
         self.bar = tqdm(
@@ -55,6 +56,7 @@ class ProgressBar(Callback):
     def on_epoch_end(self, trainer: Trainer, epoch: int, metrics: dict[str, Any]) -> None:
         self.bar.close()
         parts = [f"epoch {epoch + 1}/{self.epochs}", f"loss {metrics['train_loss']:.4f}"]
+        parts = [self.label, *parts] if self.label else parts
         parts.append(f"train {metrics['train_acc']:.2%}")
         for prefix in trainer.eval_loaders:
             parts.append(f"{prefix} {metrics[f'{prefix}_acc']:.2%}")
