@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import shutil
@@ -193,6 +195,14 @@ def test_seed_grouped_table_matches_a_hand_computation(tmp_path, tiny_archive, c
     assert table[0].startswith("| optimizer | n | best val")
     best = max(groups, key=lambda g: g["test_acc_mean"])
     assert table[2].startswith(f"| {best['optimizer']} | 2 | ")
+    # --only filters every view, its values read as the sweep's --only reads them
+    assert main(["results", "--workspace", str(ws), "--only", "optimizer=ADAM", "--format",
+                 "json"]) == 0  # fmt: skip
+    assert {r["optimizer"] for r in json.loads(capsys.readouterr().out)} == {"adam"}
+    assert main(["results", "--workspace", str(ws), "--experiment", "tiny", "--only",
+                 "optimizer=sgd", "--only", "seed=1", "--format", "csv"]) == 0  # fmt: skip
+    (row,) = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert row["n"] == "1"
     assert main(["results", "--workspace", str(ws), "--experiment", "tiny",
                  "--compare", "optimizer=adam", "optimizer=sgd"]) == 0  # fmt: skip
     line = capsys.readouterr().out

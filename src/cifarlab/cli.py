@@ -160,6 +160,10 @@ def _add_results_parser(sub: argparse._SubParsersAction) -> None:
         "--group-by", help="comma-separated settings to group by, e.g. model,optimizer"
     )
     results.add_argument("--sort", help="sort by a column, e.g. test_acc (best first)")
+    results.add_argument(
+        "--only", action="append", default=[], metavar="KEY=VALUE",
+        help="only runs with this setting (repeatable), e.g. model=tutorial",
+    )  # fmt: skip
     results.add_argument("--compare", nargs=2, metavar=("A", "B"),
                          help="difference in mean test accuracy of two filters, with a 95%% CI, "
                               "e.g. optimizer=adam optimizer=sgd")  # fmt: skip
@@ -307,21 +311,25 @@ def _what_was_chosen(result: Any) -> str:
 
 
 def cmd_results(args: argparse.Namespace) -> int:
+    from cifarlab.experiments.sweep import parse_only
     from cifarlab.results import compare, format_runs, group_table, results, sort_records
 
     group_by = args.group_by.split(",") if args.group_by else None
+    only = parse_only(args.only)
     if args.experiment is None and group_by is None and args.compare is None:
-        print(format_runs(sort_records(results(args.workspace), args.sort), args.format))
+        records = results(args.workspace, only=only)
+        print(format_runs(sort_records(records, args.sort), args.format))
     elif args.compare:
         if group_by or args.sort or args.format in ("csv", "markdown"):
             raise CifarlabError(
                 "--compare prints one comparison: it takes no --group-by, --sort or "
                 "--format csv/markdown; drop them (--format json gives its numbers)"
             )
-        records = results(args.workspace, args.experiment)
+        records = results(args.workspace, args.experiment, only)
         print(compare(records, *args.compare, fmt=args.format))
     else:
-        print(group_table(args.workspace, args.experiment, group_by, args.sort, args.format))
+        table = group_table(args.workspace, args.experiment, group_by, args.sort, args.format, only)
+        print(table)
     return 0
 
 

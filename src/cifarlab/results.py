@@ -56,10 +56,13 @@ def open_store(workspace: str | Path) -> ResultsStore:
 
 
 def results(
-    workspace: str | Path = "cifarlab-runs", experiment: str | None = None
+    workspace: str | Path = "cifarlab-runs",
+    experiment: str | None = None,
+    only: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """Runs of the workspace (or of one experiment: the run standing for each of its
-    configurations, see ``ResultsStore.standing_run``).
+    configurations, see ``ResultsStore.standing_run``), those matching ``only`` (typed
+    values, as ``parse_only`` gives them) where given.
 
     Accuracies are fractions in [0, 1]; each record also carries its full ``config``.
     """
@@ -76,7 +79,15 @@ def results(
             standing = (store.standing_run(h) for h in entry["config_hashes"])
             runs = [run for run in standing if run is not None]
     runs = [_stopped_if_orphaned(run) for run in name_model_versions(runs)]
-    return [{k: run.get(k) for k in RESULT_FIELDS} | {"config": run["config"]} for run in runs]
+    records = [{k: run.get(k) for k in RESULT_FIELDS} | {"config": run["config"]} for run in runs]
+    return [r for r in records if _matches(r, only or {})]
+
+
+def _matches(record: dict[str, Any], wanted: dict[str, Any]) -> bool:
+    from cifarlab.experiments.sweep import recorded_value
+
+    config = record["config"]
+    return all(recorded_value(k, config.get(k)) == v for k, v in wanted.items())
 
 
 def _stopped_if_orphaned(run: dict[str, Any]) -> dict[str, Any]:
@@ -115,10 +126,11 @@ def grouped_results(
     workspace: str | Path = "cifarlab-runs",
     experiment: str | None = None,
     group_by: list[str] | None = None,
+    only: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """Runs grouped (by default: all varying settings but the seed), mean +- std over each
     group's completed runs; ``not_completed`` names the rest ("1 diverged")."""
-    records = results(workspace, experiment)
+    records = results(workspace, experiment, only)
     _check_keys(records, group_by)
     return group_runs(records, group_by)
 
@@ -129,10 +141,11 @@ def group_table(
     group_by: list[str] | None = None,
     sort: str | None = None,
     fmt: str = "table",
+    only: dict[str, Any] | None = None,
 ) -> str:
     """The seed-grouped table ``cifarlab results`` prints: by ``group_by``, or by every
     setting the runs vary in but the seed (failed and diverged ones too: their row says so)."""
-    records = results(workspace, experiment)
+    records = results(workspace, experiment, only)
     _check_keys(records, group_by)
     by = group_by if group_by is not None else varying_keys(records)
     return format_groups(sort_records(group_runs(records, by), sort), by, fmt)
@@ -224,19 +237,14 @@ def _cell(value: Any, fmt: str) -> str:
 def _filter(records: list[dict[str, Any]], spec: str) -> list[dict[str, Any]]:
     """``"model=wobbly,optimizer=adam"`` -> the completed records matching every pair, the
     values read as ``--only`` reads them."""
-    from cifarlab.experiments.sweep import parse_only, recorded_value
+    from cifarlab.experiments.sweep import parse_only
 
     items = [p for p in spec.split(",") if p.strip()]
     if not items:
         raise CifarlabError(f"--compare {spec!r}: expected KEY=VALUE[,KEY=VALUE...]")
     wanted = parse_only(items, option="--compare")
     _check_keys(records, list(wanted), f"--compare {spec!r}")
-
-    def matches(record: dict[str, Any]) -> bool:
-        config = record["config"]
-        return all(recorded_value(k, config.get(k)) == v for k, v in wanted.items())
-
-    return [r for r in records if r["status"] == "completed" and matches(r)]
+    return [r for r in records if r["status"] == "completed" and _matches(r, wanted)]
 
 
 def _check_keys(
