@@ -161,7 +161,7 @@ optimizer = "adagrad"
 """,
     )
     ws = tmp_path / "ws"
-    # 3: the file was fine (2 is bad input), but not every run completed
+    # 3: the file was fine (2 is bad input), but a run failed
     assert main(["sweep", str(grid), "--workspace", str(ws), "--quiet"]) == 3
     statuses = dict(_db(ws, "SELECT lr, status FROM runs"))
     assert statuses == {0.01: "completed", 10000.0: "diverged", 0.001: "failed"}
@@ -175,6 +175,13 @@ optimizer = "adagrad"
         ["10000.0", "sgd", "0"]
     ]
     assert [row.split()[1:3] for row in rows if row.endswith("1 failed")] == [["adagrad", "0"]]
+    # the crash mended, a rerun trains the failed run; the diverged one is a result: exit 0
+    monkeypatch.setattr(Trainer, "fit", original)
+    assert main(["sweep", str(grid), "--workspace", str(ws), "--quiet"]) == 0
+    assert _db(ws, "SELECT status, count(*) FROM runs GROUP BY status") == [
+        ("completed", 2),
+        ("diverged", 1),
+    ]
 
 
 def test_seed_grouped_table_matches_a_hand_computation(tmp_path, tiny_archive, capsys):
@@ -216,6 +223,10 @@ def test_seed_grouped_table_matches_a_hand_computation(tmp_path, tiny_archive, c
                  "--compare", "optimzer=adam", "optimizer=sgd"]) == 2  # fmt: skip
     err = capsys.readouterr().err
     assert "--compare 'optimzer=adam': unknown setting 'optimzer'; did you mean 'optimizer'?" in err
+    assert main(["results", "--workspace", str(ws), "--only", "lr=7"]) == 0
+    assert capsys.readouterr().out.strip() == "no runs match --only lr=7"  # not "no runs yet"
+    assert main(["results", "--workspace", str(ws), "--only", "workspace=x"]) == 2
+    assert "unknown setting 'workspace'" in capsys.readouterr().err
     assert main(["results", "--workspace", str(ws), "--experiment", "tiny", "--group-by", "seed",
                  "--compare", "optimizer=adam", "optimizer=sgd"]) == 2  # fmt: skip
     assert "--compare prints one comparison: it takes no --group-by" in capsys.readouterr().err
@@ -281,7 +292,8 @@ def test_dry_run_max_runs_and_only(tmp_path, tiny_archive, capsys):
         ('name = "x"\ngrid = [1, 2]\n[base]\nepoch = 3', "grid: must be a table ([grid])"),
         ('name = "x"\ninclude = 3\n[grid]\nseed = [0]', "include: must be an array of tables"),
         ("name = 5\n[grid]\nseed = [0]", "name: must be a string"),
-        ('name = "../../out"\n[grid]\nseed = [0]', "name: '../../out' may hold only letters"),
+        ('name = "../../out"\n[grid]\nseed = [0]', "name: '../../out' may hold only ASCII"),
+        ('name = "-x"\n[grid]\nseed = [0]', "must start with a letter, digit or '_'"),  # a flag
         (
             'name = "x"\n[base]\nworkspace = "w"\n[grid]\nseed = [0]',
             "base.workspace: workspace is set per command, not in a file; pass --workspace",
@@ -321,6 +333,15 @@ def test_an_exclude_matches_values_as_the_runs_read_them():
     runs = {(c.optimizer, c.lr) for c in build_experiment(definition).configs}
     # "SGD" is sgd, 1e-1 is 0.1, and epochs = 10 is what every run has by default
     assert runs == {("sgd", 0.01)}
+    # settings left out of a run's hash count too, and `--data B` keeps an exclude on A off
+    definition = {"name": "x", "base": {"data": "A"}, "grid": {"lr": [0.1, 0.01]},
+                  "exclude": [{"data": "A", "lr": 0.1}]}  # fmt: skip
+    assert [c.lr for c in build_experiment(definition).configs] == [0.01]
+    assert [c.lr for c in build_experiment(definition, data="B").configs] == [0.1, 0.01]
+    definition = {"name": "x", "grid": {"lr": [0.1, 0.01], "tensorboard": [True, False]},
+                  "exclude": [{"tensorboard": True, "lr": 0.1}]}  # fmt: skip
+    kept = {(c.lr, c.tensorboard) for c in build_experiment(definition).configs}
+    assert kept == {(0.1, False), (0.01, True)}  # lr 0.01 twice is one run: same hash
 
 
 def test_every_problem_is_reported_at_once(tmp_path, capsys):
@@ -366,16 +387,25 @@ def test_python_api_sweep_takes_the_clis_options(tmp_path, tiny_archive):
     (run,) = cifarlab.results(tmp_path / "ws")
     assert len(report.outcomes) == 1 and run["optimizer"] == "adam"
     assert run["config"]["data"] == str(tiny_archive)
-    with pytest.raises(cifarlab.CifarlabError, match="only= 'optimiser=adam': unknown setting"):
+    # values as Python has them, typed as a run reads them
+    assert cifarlab.results(tmp_path / "ws", only={"optimizer": "ADAM", "lr": "3e-3"}) == [run]
+    assert cifarlab.results(tmp_path / "ws", only={"milestones": [1, 2]}) == []
+    with pytest.raises(cifarlab.CifarlabError, match="unknown setting 'bogus'"):
+        cifarlab.results(tmp_path / "ws", only={"bogus": 1})
+    with pytest.raises(cifarlab.CifarlabError, match="only= \"optimiser='adam'\": unknown"):
         cifarlab.sweep(grid, workspace=tmp_path / "ws", only={"optimiser": "adam"})
     with pytest.raises(cifarlab.CifarlabError, match="grid: must be a table"):
         cifarlab.sweep({"name": "x", "grid": "oops"}, workspace=tmp_path / "ws")
-    with pytest.raises(cifarlab.CifarlabError, match="experiment name '../x': use only"):
+    with pytest.raises(cifarlab.CifarlabError, match="experiment name: '../x' may hold only"):
         cifarlab.sweep(grid, workspace=tmp_path / "ws", new_name="../x", data=tiny_archive)
 
 
 def test_presets_expand_to_the_blog_grid():
     from cifarlab.experiments.presets import preset_definition
+
+    # a model file among --models: the name keeps its letters, not its path
+    mine = preset_definition("blog", epochs=1, models=["tutorial", "nets/my.py:Net"])
+    assert mine["name"] == "blog-e1-tutorial-nets-my.py-Net"
 
     blog = build_experiment(preset_definition("blog", epochs=5, limit_train=10_000))
     assert len(blog.configs) == 10 and blog.name == "blog-e5-limittrain10000"
@@ -622,7 +652,7 @@ def test_ctrl_c_while_sweep_workers_start_is_one_line_and_trains_nothing(tmp_pat
     assert proc.wait(120) == 130
     err = proc.stderr.read()
     assert "Traceback" not in err and err.strip().splitlines() == [
-        "cifarlab: interrupted; the same sweep again (it skips finished runs, resumes stopped "
+        "cifarlab: interrupted; the same command again (it skips finished runs, resumes stopped "
         "ones) continues it"
     ], err
     assert _wait_gone(workers, 30) == []

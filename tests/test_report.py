@@ -832,8 +832,22 @@ def test_a_report_stopped_half_way_leaves_the_earlier_one_whole(
                 cifarlab.report(run=result.run_id, workspace=ws, output=out)
         assert index.read_text() == before
         assert all((out / name).is_file() for name in linked), step
-        assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []  # no staging
+        assert [p.name for p in out.glob(".report-*")] == []  # no staging folder left
 
     (ws / result.run_id / "best.pt").unlink()  # the next report draws no confusion chart
     cifarlab.report(run=result.run_id, workspace=ws, output=out)
     assert not (out / "confusion.png").exists()  # the earlier one's is removed, not left over
+
+
+def test_a_report_into_a_folder_of_the_users_own_pictures_leaves_them_alone(tiny_archive, tmp_path):
+    ws, out = tmp_path / "ws", tmp_path / "mypics"
+    result = cifarlab.train(data=str(tiny_archive), workspace=str(ws), model="tutorial",
+                            val_size=20, epochs=1, quiet=True)  # fmt: skip
+    out.mkdir()
+    (out / "holiday.png").write_bytes(b"\x89PNG mine")
+    abandoned = out / ".report-999999999-abc"  # a report killed with kill -9 left it
+    abandoned.mkdir()
+    for _ in range(2):  # the second report finds the first one's index.html
+        cifarlab.report(run=result.run_id, workspace=ws, output=out)
+    assert (out / "holiday.png").read_bytes() == b"\x89PNG mine"
+    assert not abandoned.exists()

@@ -73,16 +73,16 @@ def sweep(
     from dataclasses import replace
 
     from cifarlab.experiments.spec import build_experiment, load_experiment
-    from cifarlab.experiments.sweep import parse_only, run_sweep
+    from cifarlab.experiments.sweep import run_sweep, typed_only
 
     overrides = {"data": str(data)} if data is not None else {}
     if isinstance(path_or_definition, dict):
         experiment = build_experiment(path_or_definition, **overrides)
     else:
         experiment = load_experiment(path_or_definition, **overrides)
-    if new_name:
+    if new_name is not None:
         experiment = replace(experiment, name=new_name)
-    wanted = parse_only([f"{k}={v}" for k, v in (only or {}).items()], option="only=")
+    wanted = typed_only(only or {})
     return run_sweep(experiment, workspace, workers=workers, quiet=quiet, force=force,
                      only=wanted, max_runs=max_runs)  # fmt: skip
 

@@ -27,7 +27,9 @@ from cifarlab.process import terminate_as_interrupt
 
 EXIT_USAGE = 2  # bad input
 EXIT_FAILURE = 1  # the machine failed the work: disk, memory, a locked database
-EXIT_INCOMPLETE = 3  # the input was fine, but a run failed or diverged (`results` says why)
+# the input was fine, but a run has no result: `train`'s run failed or diverged; a sweep's
+# failed or is still running in another process (its diverged runs are results, settled)
+EXIT_UNSETTLED = 3
 
 
 class _Parser(argparse.ArgumentParser):
@@ -292,7 +294,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(format_runs([record | result.summary], "table", reasons=False))  # said on stderr
     if result.status != "completed":
         print(f"cifarlab: run {result.run_id} {result.status}: {result.error}", file=sys.stderr)
-        return EXIT_INCOMPLETE
+        return EXIT_UNSETTLED
     print(_what_was_chosen(result))
     print(f"run {result.run_id}: checkpoints in {result.run_dir}")
     return 0
@@ -316,6 +318,10 @@ def cmd_results(args: argparse.Namespace) -> int:
 
     group_by = args.group_by.split(",") if args.group_by else None
     only = parse_only(args.only)
+    if only and not results(args.workspace, args.experiment, only):
+        shown = " ".join(f"--only {item}" for item in args.only)
+        print(f"no runs match {shown}")  # not "no runs yet": the workspace has some
+        return 0
     if args.experiment is None and group_by is None and args.compare is None:
         records = results(args.workspace, only=only)
         print(format_runs(sort_records(records, args.sort), args.format))
@@ -373,7 +379,7 @@ def _sweep(experiment, args: argparse.Namespace) -> int:
         run_sweep,
     )
 
-    if args.new_name:
+    if args.new_name is not None:
         experiment = replace(experiment, name=args.new_name)
     check_sweep_options(args.workers, args.max_runs)
     only = parse_only(args.only)
@@ -394,7 +400,7 @@ def _sweep(experiment, args: argparse.Namespace) -> int:
             max_runs=args.max_runs, force=args.force, quiet=args.quiet,
         )  # fmt: skip
     except KeyboardInterrupt as stop:  # not the one run's `train --resume`: the whole sweep
-        stop.resume_hint = "the same sweep again (it skips finished runs, resumes stopped ones)"
+        stop.resume_hint = "the same command again (it skips finished runs, resumes stopped ones)"
         raise
     counts = {s: list(report.outcomes.values()).count(s) for s in set(report.outcomes.values())}
     summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "nothing to run"
@@ -403,13 +409,13 @@ def _sweep(experiment, args: argparse.Namespace) -> int:
         f"sweep {experiment.name}: {len(report.planned)} runs ({summary}) in {took}",
         file=sys.stderr,
     )
-    return EXIT_INCOMPLETE if report.incomplete else 0
+    return EXIT_UNSETTLED if report.unsettled else 0
 
 
 _DESCRIBED = ("model", "optimizer", "lr", "batch_size", "seed")
 
 
-def _describe_run(config, axes: list[str] = ()) -> str:
+def _describe_run(config, axes: tuple[str, ...] | list[str] = ()) -> str:
     c = config
     text = f"{c.model:10s} {c.optimizer:7s} lr={c.lr:g} bs={c.batch_size} seed={c.seed}"
     return " ".join([text, *(f"{k}={getattr(c, k)}" for k in axes)])

@@ -80,10 +80,17 @@ def results(
             runs = [run for run in standing if run is not None]
     runs = [_stopped_if_orphaned(run) for run in name_model_versions(runs)]
     records = [{k: run.get(k) for k in RESULT_FIELDS} | {"config": run["config"]} for run in runs]
-    return [r for r in records if _matches(r, only or {})]
+    if not only:
+        return records
+    from cifarlab.experiments.sweep import typed_only
+
+    wanted = typed_only(only)  # {"optimizer": "SGD"} matches as --only optimizer=SGD does
+    return [r for r in records if _record_matches(r, wanted)]
 
 
-def _matches(record: dict[str, Any], wanted: dict[str, Any]) -> bool:
+def _record_matches(record: dict[str, Any], wanted: dict[str, Any]) -> bool:
+    """Whether a run record has the typed settings ``wanted`` (``sweep._matches`` does the
+    same for a RunConfig; a record holds JSON, and maybe a versioned model name)."""
     from cifarlab.experiments.sweep import recorded_value
 
     config = record["config"]
@@ -159,9 +166,14 @@ def compare(
     values = []
     for spec in (a, b):
         match = _filter(records, spec)
-        if not match:
-            raise CifarlabError(f"--compare {spec!r}: no completed run matches it")
-        values.append([r[metric] for r in match])
+        done = [r for r in match if r["status"] == "completed"]
+        if not done:
+            others = ", ".join(f"{r['id']} {r['status']}" for r in match)
+            raise CifarlabError(
+                f"--compare {spec!r}: no completed run matches it"
+                + (f" (only {others})" if others else "")
+            )
+        values.append([r[metric] for r in done])
     stats = compare_means(*values)
     if fmt == "json":
         return json.dumps({"a": a, "b": b, "metric": metric, **stats}, indent=2)
@@ -235,8 +247,8 @@ def _cell(value: Any, fmt: str) -> str:
 
 
 def _filter(records: list[dict[str, Any]], spec: str) -> list[dict[str, Any]]:
-    """``"model=wobbly,optimizer=adam"`` -> the completed records matching every pair, the
-    values read as ``--only`` reads them."""
+    """``"model=wobbly,optimizer=adam"`` -> the records matching every pair, the values
+    read as ``--only`` reads them."""
     from cifarlab.experiments.sweep import parse_only
 
     items = [p for p in spec.split(",") if p.strip()]
@@ -244,7 +256,7 @@ def _filter(records: list[dict[str, Any]], spec: str) -> list[dict[str, Any]]:
         raise CifarlabError(f"--compare {spec!r}: expected KEY=VALUE[,KEY=VALUE...]")
     wanted = parse_only(items, option="--compare")
     _check_keys(records, list(wanted), f"--compare {spec!r}")
-    return [r for r in records if r["status"] == "completed" and _matches(r, wanted)]
+    return [r for r in records if _record_matches(r, wanted)]
 
 
 def _check_keys(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 from typing import Any
 
 from cifarlab.errors import CifarlabError
@@ -65,7 +66,8 @@ def preset_definition(
     if models:
         definition["grid"]["model"] = models
         definition["base"].pop("model", None)
-        suffix.append("-".join(models))
+        # a model file (nets/my.py:Net) in the name would be a path: keep its letters only
+        suffix.append(re.sub(r"[^A-Za-z0-9_.]+", "-", "-".join(models)).strip("-."))
     for key, value in base_overrides.items():
         if value is not None:
             definition["base"][key] = value

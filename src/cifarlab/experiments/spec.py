@@ -36,7 +36,18 @@ from cifarlab.models.registry import get_model_entry
 
 TOP_KEYS = ("name", "description", "base", "grid", "include", "exclude")
 RUN_KEYS = tuple(k for k in RunConfig.model_fields if k not in SESSION_FIELDS)
-SAFE_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*")
+_SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+
+
+def name_problem(name: str) -> str | None:
+    """Why ``name`` cannot name an experiment, or None: it names a report folder and is
+    typed after --experiment, so no path separators and no leading '-' or '.'."""
+    if _SAFE_NAME.fullmatch(name):
+        return None
+    return (
+        f"{name!r} may hold only ASCII letters, digits, '_', '-' and '.', and must start "
+        "with a letter, digit or '_'"
+    )
 
 
 @dataclass(frozen=True)
@@ -131,11 +142,8 @@ def _check_shape(definition: dict[str, Any]) -> list[str]:
         problems.append('name: missing; give the experiment a name, e.g. name = "blog"')
     elif not isinstance(name, str):
         problems.append(f'name: must be a string, e.g. name = "{name}" (got {name!r})')
-    elif not SAFE_NAME.fullmatch(name):
-        problems.append(
-            f"name: {name!r} may hold only letters, digits, '-', '_' and '.' (not first): "
-            "it names the experiment's report folder"
-        )
+    elif name_problem(name):
+        problems.append(f"name: {name_problem(name)}")
     for table in ("base", "grid"):
         if not isinstance(definition.get(table, {}), dict):
             problems.append(f"{table}: must be a table ([{table}])")
@@ -211,10 +219,11 @@ def _excluded(
     config: RunConfig, options: dict[str, Any], overrides: dict[str, Any], excludes: list
 ) -> bool:
     """Whether an exclude matches: setting its values leaves the run as it is. Values are
-    compared as the run reads them, so "SGD" matches sgd and epochs = 10 the default."""
+    compared as the run reads them, so "SGD" matches sgd and epochs = 10 the default; every
+    field counts (device too), and `sweep --data B` does not make an exclude on data A match."""
     for exclude in excludes:
         try:
-            same = RunConfig(**{**options, **exclude, **overrides}).hash() == config.hash()
+            same = RunConfig(**{**options, **overrides, **exclude}) == config
         except ValidationError:
             same = False  # its values make another (invalid) run, so not this one
         if same:

@@ -25,7 +25,7 @@ from typing import Any
 from pydantic import ValidationError
 from tqdm.auto import tqdm
 
-from cifarlab.config import RunConfig
+from cifarlab.config import SESSION_FIELDS, RunConfig
 from cifarlab.errors import (
     BusyMachineWarning,
     CifarlabError,
@@ -34,7 +34,7 @@ from cifarlab.errors import (
     Terminated,
     show_warning,
 )
-from cifarlab.experiments.spec import SAFE_NAME, Experiment
+from cifarlab.experiments.spec import Experiment, name_problem
 from cifarlab.experiments.store import FINISHED, ResultsStore
 from cifarlab.process import die_with_parent, owner_pid
 from cifarlab.train import cpu_share
@@ -67,14 +67,14 @@ class SweepReport:
 
     @property
     def failed(self) -> int:
-        """Runs that ended without a result: failed (a crash, Ctrl-C) or diverged."""
-        return sum(status in ("failed", "diverged") for status in self.outcomes.values())
+        """Runs that crashed or were stopped (a diverged run is a result: it is settled)."""
+        return sum(status == "failed" for status in self.outcomes.values())
 
     @property
-    def incomplete(self) -> int:
-        """Runs this sweep leaves without a result: failed, diverged, or still running in
-        another process."""
-        return sum(status != "completed" for status in self.outcomes.values())
+    def unsettled(self) -> int:
+        """Runs this sweep leaves with no result: failed, or still running in another
+        process. Completed and diverged runs are settled: rerunning gives the same answer."""
+        return sum(status not in FINISHED for status in self.outcomes.values())
 
     def __repr__(self) -> str:  # a notebook shows this, not every planned config
         counts: dict[str, int] = {}
@@ -125,11 +125,8 @@ def register_experiment(experiment: Experiment, store: ResultsStore, force: bool
 def check_experiment_name(experiment: Experiment, store: ResultsStore, force: bool) -> None:
     """Refuse a name the workspace already holds for a different set of runs, or one that
     cannot name a report folder (``--new-name ../x``)."""
-    if not SAFE_NAME.fullmatch(experiment.name):
-        raise CifarlabError(
-            f"experiment name {experiment.name!r}: use only letters, digits, '-', '_' and '.' "
-            "(not first); it names the experiment's report folder"
-        )
+    if name_problem(experiment.name):
+        raise CifarlabError(f"experiment name: {name_problem(experiment.name)}")
     existing = store.experiment(experiment.name)
     if existing and existing["fingerprint"] != experiment.fingerprint and not force:
         raise CifarlabError(
@@ -324,21 +321,33 @@ def _matches(config: RunConfig, only: dict[str, Any]) -> bool:
 def parse_only(items: list[str], option: str = "--only") -> dict[str, Any]:
     """``["model=tutorial", "lr=0.01"]`` -> typed values, checked like run options, so
     ``lr=1e-3`` matches 0.001 and ``optimizer=SGD`` matches sgd."""
-    only: dict[str, Any] = {}
+    raw: dict[str, Any] = {}
+    shown: dict[str, str] = {}
     for item in items:
-        key, sep, raw = item.partition("=")
-        key = key.strip().replace("-", "_")
+        key, sep, value = item.partition("=")
         if not sep:
             raise CifarlabError(f"{option} {item!r}: expected KEY=VALUE with a run option as KEY")
-        if key not in RunConfig.model_fields:
+        key = key.strip().replace("-", "_")
+        raw[key], shown[key] = value.strip(), item
+    return typed_only(raw, option, shown)
+
+
+def typed_only(
+    wanted: dict[str, Any], option: str = "only=", shown: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """Run settings to match, each value typed as a run reads it ({"lr": "1e-3"} -> 0.001)."""
+    typed: dict[str, Any] = {}
+    for key, value in wanted.items():
+        where = f"{option} {(shown or {}).get(key, f'{key}={value!r}')!r}"
+        if key not in RunConfig.model_fields or key in SESSION_FIELDS:
             close = difflib.get_close_matches(key, list(RunConfig.model_fields), n=1)
             hint = f"; did you mean {close[0]!r}?" if close else "; see `cifarlab train --help`"
-            raise CifarlabError(f"{option} {item!r}: unknown setting {key!r}{hint}")
+            raise CifarlabError(f"{where}: unknown setting {key!r}{hint}")
         try:
-            only[key] = getattr(RunConfig(**{key: raw.strip()}), key)
+            typed[key] = getattr(RunConfig(**{key: value}), key)
         except ValidationError:
-            raise CifarlabError(f"{option} {item!r}: {raw!r} is not a valid {key}") from None
-    return only
+            raise CifarlabError(f"{where}: {value!r} is not a valid {key}") from None
+    return typed
 
 
 def recorded_value(key: str, value: Any) -> Any:

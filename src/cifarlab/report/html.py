@@ -10,6 +10,7 @@ import base64
 import html
 import json
 import os
+import shutil
 import statistics
 import tempfile
 import time
@@ -20,11 +21,13 @@ from cifarlab.config import model_of_run
 from cifarlab.errors import CifarlabError
 from cifarlab.experiments.analysis import varying_keys
 from cifarlab.experiments.store import ResultsStore
+from cifarlab.process import pid_alive
 from cifarlab.report import aggregate, charts
 from cifarlab.report.aggregate import pct
 from cifarlab.report.charts import Chart
 
 SENSITIVITY_KEYS = ("batch_size", "lr")
+REPORT_MANIFEST = ".cifarlab-report.json"  # the chart files this folder's report drew
 
 
 def build_report(
@@ -44,10 +47,19 @@ def build_report(
         raise CifarlabError(f"cannot write the report to {str(out)!r}: {err.strerror}") from None
     # Charts are drawn in a staging folder and moved in when the page is ready: a report
     # stopped half-way (Ctrl-C) leaves the earlier one whole.
-    with tempfile.TemporaryDirectory(prefix=".report-", dir=out) as staging:
+    _remove_abandoned_staging(out)
+    with tempfile.TemporaryDirectory(prefix=f".report-{os.getpid()}-", dir=out) as staging:
         page = _render(title, records, workspace, Path(staging))
         _publish(Path(staging), page, out)
     return out / "index.html"
+
+
+def _remove_abandoned_staging(out: Path) -> None:
+    """Staging folders of reports killed outright (``kill -9``): their process is gone."""
+    for folder in out.glob(".report-*-*"):
+        pid = folder.name.split("-")[1]
+        if pid.isdigit() and not pid_alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def _render(title: str, records: list[dict[str, Any]], workspace: Path, out: Path) -> str:
@@ -64,18 +76,30 @@ def _render(title: str, records: list[dict[str, Any]], workspace: Path, out: Pat
 
 
 def _publish(staging: Path, page: str, out: Path) -> None:
-    """Move the new charts in, then the page (each by an atomic rename), then remove an
-    earlier report's charts that this one no longer draws, so none outlives its data."""
-    new = {png.name for png in staging.glob("*.png")}
+    """Move the new charts in, then the page (each by an atomic rename); then remove the
+    charts an earlier report here drew and this one does not, so none outlives its data.
+    Only PNGs a report listed in its manifest are ever removed: `-o` may point at a folder
+    that holds the user's own."""
+    new = sorted(png.name for png in staging.glob("*.png"))
+    earlier = _charts_drawn_before(out)
     for name in new:
         os.replace(staging / name, out / name)
     (staging / "index.html").write_text(page, encoding="utf-8")
-    had_report = (out / "index.html").is_file()
     os.replace(staging / "index.html", out / "index.html")
-    if had_report:  # a folder of the user's own PNGs, without a report, is left alone
-        for png in out.glob("*.png"):
-            if png.name not in new:
-                png.unlink()
+    (staging / REPORT_MANIFEST).write_text(json.dumps({"charts": new}), encoding="utf-8")
+    os.replace(staging / REPORT_MANIFEST, out / REPORT_MANIFEST)
+    for name in sorted(set(earlier) - set(new)):
+        (out / name).unlink(missing_ok=True)
+
+
+def _charts_drawn_before(out: Path) -> list[str]:
+    """The chart files the last report in ``out`` wrote, from its manifest ([] if none)."""
+    try:
+        charts = json.loads((out / REPORT_MANIFEST).read_text(encoding="utf-8"))["charts"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+    # names only, never a path: a hand-edited manifest cannot reach outside the folder
+    return [c for c in charts if isinstance(c, str) and c == Path(c).name and c.endswith(".png")]
 
 
 def load_records(
@@ -273,14 +297,14 @@ def _headline(groups: list[dict[str, Any]], records: list[dict[str, Any]]) -> st
         items.append(f"<b>Optimizers:</b> {_e(ranks)}.")
     bad = [r for r in records if r["status"] != "completed"]
     if bad:
-        states = "; ".join(
+        states = " · ".join(  # errors hold ";" themselves
             f"{r['id']}"
             + (f" ({_settings(r, axes)})" if axes else "")
             + f" {r['status']}"
             + (f": {r['error']}" if r.get("error") else "")
             for r in bad
         )
-        items.append(f"<b>Not in the charts:</b> {_e(states)}.")
+        items.append(f"<b>Not in the charts:</b> {_e(states)}")
     if all(g["best_val_acc_mean"] is not None for g in groups):
         items.append(
             "Model selection uses the validation split only; test accuracy is reported, "
