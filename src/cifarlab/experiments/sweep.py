@@ -153,6 +153,7 @@ def run_sweep(
     workspace = prepare_workspace(workspace)
     with _sweeping(workspace, experiment.name), ResultsStore(workspace / "runs.db") as store:
         planned = plan_sweep(experiment, store, only, max_runs)  # a bad --only fails here
+        check_experiment_name(experiment, store, force)  # before minutes of reading data
         # a bad data source fails once, before anything is recorded; runs then hit the cache
         check_sources([p.config for p in planned if p.action in TO_RUN], quiet)
         register_experiment(experiment, store, force)
