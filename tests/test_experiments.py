@@ -175,6 +175,9 @@ optimizer = "adagrad"
         ["10000.0", "sgd", "0"]
     ]
     assert [row.split()[1:3] for row in rows if row.endswith("1 failed")] == [["adagrad", "0"]]
+    # the report's headline names the one completed configuration by what set it apart
+    page = cifarlab.report(experiment="mixed", workspace=ws).read_text()
+    assert "Configuration:</b> tutorial · sgd · lr=0.01 — " in page
     # the crash mended, a rerun trains the failed run; the diverged one is a result: exit 0
     monkeypatch.setattr(Trainer, "fit", original)
     assert main(["sweep", str(grid), "--workspace", str(ws), "--quiet"]) == 0
@@ -226,7 +229,7 @@ def test_seed_grouped_table_matches_a_hand_computation(tmp_path, tiny_archive, c
     assert main(["results", "--workspace", str(ws), "--only", "lr=7"]) == 0
     assert capsys.readouterr().out.strip() == "no runs match --only lr=7"  # not "no runs yet"
     assert main(["results", "--workspace", str(ws), "--only", "workspace=x"]) == 2
-    assert "unknown setting 'workspace'" in capsys.readouterr().err
+    assert "unknown setting 'workspace'; see" in capsys.readouterr().err  # not "did you mean"
     assert main(["results", "--workspace", str(ws), "--experiment", "tiny", "--group-by", "seed",
                  "--compare", "optimizer=adam", "optimizer=sgd"]) == 2  # fmt: skip
     assert "--compare prints one comparison: it takes no --group-by" in capsys.readouterr().err

@@ -340,8 +340,9 @@ def typed_only(
     typed: dict[str, Any] = {}
     for key, value in wanted.items():
         where = f"{option} {(shown or {}).get(key, f'{key}={value!r}')!r}"
-        if key not in RunConfig.model_fields or key in SESSION_FIELDS:
-            close = difflib.get_close_matches(key, list(RunConfig.model_fields), n=1)
+        settings = [k for k in RunConfig.model_fields if k not in SESSION_FIELDS]
+        if key not in settings:  # workspace, quiet, resume: where and how, not what ran
+            close = difflib.get_close_matches(key, settings, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else "; see `cifarlab train --help`"
             raise CifarlabError(f"{where}: unknown setting {key!r}{hint}")
         try:

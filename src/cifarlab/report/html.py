@@ -263,8 +263,9 @@ def _headline(groups: list[dict[str, Any]], records: list[dict[str, Any]]) -> st
     # beside a diverged one is still "lr=0.01", not just "tutorial · sgd"
     axes = varying_keys(records)
     label = best["label"]
-    if len(groups) == 1 and axes:
-        label = " · ".join([label, _settings(best["members"][0], axes)])
+    named = [k for k in axes if k not in ("model", "optimizer")]  # the label has those
+    if len(groups) == 1 and named:
+        label = " · ".join([label, _settings(best["members"][0], named)])
     items = [
         f"<b>{lead}:</b> {_e(label)} — "
         f"<b>{pct(best['test_acc_mean'])}</b>{_e(aggregate.spread(best['test_acc_std']))} test "
