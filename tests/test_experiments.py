@@ -222,6 +222,10 @@ def test_seed_grouped_table_matches_a_hand_computation(tmp_path, tiny_archive, c
                  "--compare", "optimizer=ADAM,lr=3e-3", "optimizer=sgd"]) == 0  # fmt: skip
     stats = json.loads(capsys.readouterr().out)
     assert stats["n_a"] == stats["n_b"] == 2 and line.split()[3] == f"{stats['diff'] * 100:+.2f}"
+    # a list value keeps its commas: milestones=3,6 is one setting, not a pair and a stray 6
+    assert main(["results", "--workspace", str(ws), "--experiment", "tiny", "--compare",
+                 "optimizer=adam,milestones=3,6", "optimizer=sgd"]) == 2  # fmt: skip
+    assert "no completed run matches it" in capsys.readouterr().err
     assert main(["results", "--workspace", str(ws), "--experiment", "tiny",
                  "--compare", "optimzer=adam", "optimizer=sgd"]) == 2  # fmt: skip
     err = capsys.readouterr().err

@@ -251,7 +251,12 @@ def _filter(records: list[dict[str, Any]], spec: str) -> list[dict[str, Any]]:
     read as ``--only`` reads them."""
     from cifarlab.experiments.sweep import parse_only
 
-    items = [p for p in spec.split(",") if p.strip()]
+    items: list[str] = []
+    for part in (p for p in spec.split(",") if p.strip()):
+        if "=" in part or not items:
+            items.append(part)
+        else:  # "milestones=3,6": the 6 belongs to the list, not a pair of its own
+            items[-1] += f",{part}"
     if not items:
         raise CifarlabError(f"--compare {spec!r}: expected KEY=VALUE[,KEY=VALUE...]")
     wanted = parse_only(items, option="--compare")
