@@ -697,3 +697,18 @@ def test_a_checkpoint_keeps_the_state_dicts_module_versions(tmp_path):
     # BatchNorm reads its version from _metadata to upgrade old state dicts
     assert saved._metadata == model.state_dict()._metadata
     assert all(torch.equal(saved[k], v) for k, v in model.state_dict().items())
+
+
+def test_a_model_file_run_rebuilds_from_its_checkpoint_in_any_folder(
+    tiny_archive, tmp_path, monkeypatch
+):
+    (tmp_path / "nets").mkdir()
+    (tmp_path / "nets" / "mynet.toml").write_text('layers = ["conv 8 3", "relu", "gap"]\n')
+    monkeypatch.chdir(tmp_path / "nets")
+    result = cifarlab.train(model="mynet.toml", data=str(tiny_archive), epochs=1, val_size=30,
+                            workspace=str(tmp_path / "ws"), quiet=True)  # fmt: skip
+    assert result.config.model == str(tmp_path / "nets" / "mynet.toml")  # ./mynet.toml: one
+    monkeypatch.chdir(tmp_path)  # the README's snippet, run from elsewhere
+    state = torch.load(result.run_dir / "best.pt", weights_only=True)
+    model = cifarlab.create_model(state["config"]["model"], num_classes=len(state["classes"]))
+    model.load_state_dict(state["ema"] or state["model"])

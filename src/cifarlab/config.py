@@ -107,6 +107,17 @@ class RunConfig(BaseModel):
             return os.path.abspath(Path(v).expanduser())
         return v
 
+    @field_validator("model")
+    @classmethod
+    def _model_file_absolute(cls, v: str) -> str:
+        """A model file is kept absolute, as data is: one file is one model, and the run's
+        checkpoint rebuilds it from any folder (README: "To classify images")."""
+        source = model_source(v)
+        if source is None or not source[0].expanduser().is_file():
+            return v
+        path = os.path.abspath(source[0].expanduser())
+        return f"{path}:{source[1]}" if source[1] else path
+
     @field_validator("resume", mode="before")
     @classmethod
     def _resume_true_is_auto(cls, v: Any) -> Any:
