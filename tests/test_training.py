@@ -169,8 +169,13 @@ def test_interrupted_then_resumed_equals_uninterrupted(tiny_archive, tmp_path, m
 def test_same_command_with_resume_continues_the_matching_run(tiny_archive, tmp_path, monkeypatch):
     with monkeypatch.context() as m:
         _interrupt_at_epoch(m, stop_at=1)
-        with pytest.raises(KeyboardInterrupt):
+        with pytest.raises(KeyboardInterrupt) as stopped:
             _quick(tiny_archive, tmp_path, epochs=2)
+    # a notebook shows the interrupt's note: how to go on, in Python
+    (note,) = stopped.value.__notes__
+    run_id = note.split()[2]
+    assert note.endswith(f"cifarlab.train(resume={run_id!r}, workspace={str(tmp_path / 'ws')!r}) "
+                         "continues it")  # fmt: skip
     result = _quick(tiny_archive, tmp_path, epochs=2, resume="auto")
     assert result.status == "completed" and len(result.history) == 2
     assert len(cifarlab.results(tmp_path / "ws")) == 1
@@ -712,3 +717,16 @@ def test_a_model_file_run_rebuilds_from_its_checkpoint_in_any_folder(
     state = torch.load(result.run_dir / "best.pt", weights_only=True)
     model = cifarlab.create_model(state["config"]["model"], num_classes=len(state["classes"]))
     model.load_state_dict(state["ema"] or state["model"])
+
+
+def test_a_diverged_run_in_python_says_so(tiny_archive, tmp_path):
+    with pytest.warns(UserWarning, match="diverged to .*; lower --lr"):
+        result = cifarlab.train(data=str(tiny_archive), workspace=str(tmp_path / "ws"), epochs=1,
+                                optimizer="sgd", lr=10000.0, val_size=30, quiet=True)  # fmt: skip
+    assert result.status == "diverged"
+
+
+def test_the_readmes_model_helpers_need_only_import_cifarlab():
+    code = "import cifarlab; print(cifarlab.models.summarize_model.__name__)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip() == "summarize_model", out.stderr

@@ -41,7 +41,12 @@ _LAZY = {
 }
 
 
+_SUBPACKAGES = ("data", "experiments", "models")  # cifarlab.models.summarize_model, as shown
+
+
 def __getattr__(name: str) -> Any:
+    if name in _SUBPACKAGES:
+        return importlib.import_module(f"cifarlab.{name}")
     if name not in _LAZY:
         raise AttributeError(f"module 'cifarlab' has no attribute {name!r}")
     value = getattr(importlib.import_module(_LAZY[name]), name)
@@ -88,11 +93,19 @@ def sweep(
 
 
 def train(**options: Any) -> RunResult:
-    """Train one model; keyword names are the CLI's options with underscores."""
+    """Train one model; keyword names are the CLI's options with underscores.
+
+    A run that diverges or fails returns its status (``result.status``) with a warning
+    saying why. Stopped (Ctrl-C, a notebook's interrupt), it is recorded, and
+    ``train(resume=run_id, workspace=...)`` continues it."""
     from cifarlab.config import make_run_config
+    from cifarlab.errors import warn
     from cifarlab.runner import run_training
 
-    return run_training(make_run_config(**options))
+    result = run_training(make_run_config(**options))
+    if result.status != "completed":  # the CLI prints this line; a notebook would see nothing
+        warn(f"run {result.run_id} {result.status}: {result.error}")
+    return result
 
 
 __all__ = [

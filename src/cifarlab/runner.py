@@ -168,6 +168,11 @@ def _fit_and_record(
         if isinstance(err, KeyboardInterrupt):  # the CLI's last line says how to go on
             command = f"cifarlab train --resume {run_id} --workspace {config.workspace}"
             err.resume_hint = f"run {run_id} stopped after epoch {trainer.epoch}; `{command}`"
+            # a notebook shows a bare KeyboardInterrupt: its note says how to go on there
+            err.add_note(
+                f"cifarlab: run {run_id} stopped after epoch {trainer.epoch}; "
+                f"cifarlab.train(resume={run_id!r}, workspace={config.workspace!r}) continues it"
+            )
         raise
     summary = summarize(trainer, config)
     summary["stopped_epoch"] = early.stopped_at if early else None
