@@ -724,3 +724,30 @@ def test_a_run_whose_process_died_unrecorded_shows_stopped_with_how_to_go_on(
     capsys.readouterr()
     assert main(["results", "--workspace", str(ws)]) == 0
     assert f"{run_id} stopped: its process ended unrecorded" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "call, says",
+    [
+        (lambda ws: cifarlab.results(workspace=None), "workspace must be a path"),
+        (lambda ws: cifarlab.report(workspace=123), "workspace must be a path"),
+        (lambda ws: cifarlab.report(workspace=ws, output=5), "output must be a path"),
+        (lambda ws: cifarlab.sweep(123), "sweep takes an experiment file's path or a dict"),
+        (lambda ws: cifarlab.sweep({"name": "x"}, workers="2"), "--workers must be a whole"),
+        (lambda ws: cifarlab.sweep({"name": "x"}, new_name=1), "new_name must be a string"),
+        (lambda ws: cifarlab.results(ws, only=5), "only= takes a dict like"),
+    ],
+)
+def test_python_calls_with_wrong_types_get_one_clear_error(tmp_path, call, says):
+    with pytest.raises(cifarlab.CifarlabError, match=says):
+        call(tmp_path)
+
+
+def test_python_calls_take_what_the_cli_takes(tmp_path, tiny_archive):
+    ws = tmp_path / "ws"
+    result = cifarlab.train(data=str(tiny_archive), workspace=str(ws), epochs=1, val_size=30,
+                            quiet=True)  # fmt: skip
+    assert cifarlab.results(ws, only="optimizer=SGD") == cifarlab.results(ws)  # --only's form
+    assert cifarlab.grouped_results(ws, group_by="model,optimizer")[0]["n"] == 1
+    index = cifarlab.report(run=result.run_dir, workspace=ws)  # the run's folder names it
+    assert index.parent.name == f"report-{result.run_id}"

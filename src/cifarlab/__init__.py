@@ -9,6 +9,7 @@ cifarlab.report(experiment="blog")  # charts + one HTML page; returns its path
 from __future__ import annotations
 
 import importlib
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -78,9 +79,16 @@ def sweep(
     from dataclasses import replace
 
     from cifarlab.experiments.spec import build_experiment, load_experiment
-    from cifarlab.experiments.sweep import run_sweep, typed_only
+    from cifarlab.experiments.sweep import check_sweep_options, run_sweep, typed_only
 
+    check_sweep_options(workers, max_runs)
     overrides = {"data": str(data)} if data is not None else {}
+    if not isinstance(path_or_definition, dict | str | os.PathLike):
+        raise CifarlabError(
+            f"sweep takes an experiment file's path or a dict, not {path_or_definition!r}"
+        )
+    if new_name is not None and not isinstance(new_name, str):
+        raise CifarlabError(f"new_name must be a string, not {new_name!r}")
     if isinstance(path_or_definition, dict):
         experiment = build_experiment(path_or_definition, **overrides)
     else:

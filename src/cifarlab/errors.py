@@ -3,6 +3,8 @@
 import os
 import sys
 import warnings
+from pathlib import Path
+from typing import Any
 
 
 class CifarlabError(Exception):
@@ -75,6 +77,13 @@ def machine_trouble(err: BaseException) -> str | None:
     if isinstance(err, OSError) and err.errno is not None:  # disk full, permission denied...
         return err.strerror + (f": '{err.filename}'" if err.filename else "")
     return None
+
+
+def as_path(value: Any, option: str) -> Path:
+    """``value`` as a Path, or a one-line error naming ``option`` when it is no path."""
+    if isinstance(value, str | os.PathLike):
+        return Path(value).expanduser()
+    raise CifarlabError(f"{option} must be a path (a str or Path), not {value!r}")
 
 
 def looked_in(path: str | os.PathLike) -> str:

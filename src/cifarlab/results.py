@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from cifarlab.errors import CifarlabError
+from cifarlab.errors import CifarlabError, as_path
 from cifarlab.experiments.analysis import GROUP_METRICS, compare_means, group_runs, varying_keys
 from cifarlab.experiments.store import ResultsStore
 from cifarlab.process import owner_gone
@@ -46,7 +46,7 @@ GROUP_COLUMNS = (
 
 def open_store(workspace: str | Path) -> ResultsStore:
     """The workspace's results database, or a one-line error when it has none yet."""
-    db = Path(workspace) / "runs.db"
+    db = as_path(workspace, "workspace") / "runs.db"
     if not db.is_file():
         raise CifarlabError(
             f"no results in {str(workspace)!r} (no runs.db there); train a model first "
@@ -66,6 +66,9 @@ def results(
 
     Accuracies are fractions in [0, 1]; each record also carries its full ``config``.
     """
+    from cifarlab.experiments.sweep import typed_only
+
+    wanted = typed_only(only) if only is not None else {}  # {"optimizer": "SGD"}: as --only
     with open_store(workspace) as store:
         runs = store.runs()
         if experiment is not None:
@@ -80,11 +83,6 @@ def results(
             runs = [run for run in standing if run is not None]
     runs = [_stopped_if_orphaned(run) for run in name_model_versions(runs)]
     records = [{k: run.get(k) for k in RESULT_FIELDS} | {"config": run["config"]} for run in runs]
-    if not only:
-        return records
-    from cifarlab.experiments.sweep import typed_only
-
-    wanted = typed_only(only)  # {"optimizer": "SGD"} matches as --only optimizer=SGD does
     return [r for r in records if _record_matches(r, wanted)]
 
 
@@ -136,7 +134,10 @@ def grouped_results(
     only: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """Runs grouped (by default: all varying settings but the seed), mean +- std over each
-    group's completed runs; ``not_completed`` names the rest ("1 diverged")."""
+    group's completed runs; ``not_completed`` names the rest ("1 diverged"). ``group_by``:
+    a list of settings, or "model,optimizer" as the CLI takes it."""
+    if isinstance(group_by, str):
+        group_by = [k.strip() for k in group_by.split(",") if k.strip()]
     records = results(workspace, experiment, only)
     _check_keys(records, group_by)
     return group_runs(records, group_by)

@@ -27,7 +27,14 @@ from cifarlab.config import (
     model_source,
 )
 from cifarlab.data import CifarData, load_dataset
-from cifarlab.errors import CifarlabError, RunInProgress, Terminated, first_line, warn
+from cifarlab.errors import (
+    CifarlabError,
+    RunInProgress,
+    Terminated,
+    as_path,
+    first_line,
+    warn,
+)
 from cifarlab.experiments.store import RUN_SUMMARY, ResultsStore
 from cifarlab.models import (
     check_model,
@@ -298,7 +305,7 @@ def _refuse_if_training_elsewhere(record: dict[str, Any]) -> None:
 
 def prepare_workspace(path: str | os.PathLike) -> Path:
     """Create the workspace folder and prove it is writable, or say how to fix it."""
-    workspace = Path(path).expanduser()
+    workspace = as_path(path, "workspace")
     if workspace.exists() and not workspace.is_dir():
         raise CifarlabError(
             f"workspace {str(workspace)!r} is a file, not a folder; pass --workspace DIR"

@@ -109,6 +109,9 @@ def plan_sweep(
 
 
 def check_sweep_options(workers: int, max_runs: int | None) -> None:
+    for name, value in (("--workers", workers), ("--max-runs", max_runs)):
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
+            raise CifarlabError(f"{name} must be a whole number (got {value!r})")
     if workers < 1:
         raise CifarlabError(f"--workers must be at least 1 (got {workers})")
     if max_runs is not None and max_runs < 1:
@@ -336,7 +339,12 @@ def parse_only(items: list[str], option: str = "--only") -> dict[str, Any]:
 def typed_only(
     wanted: dict[str, Any], option: str = "only=", shown: dict[str, str] | None = None
 ) -> dict[str, Any]:
-    """Run settings to match, each value typed as a run reads it ({"lr": "1e-3"} -> 0.001)."""
+    """Run settings to match, each value typed as a run reads it ({"lr": "1e-3"} -> 0.001);
+    "lr=0.01" or a list of such strings reads as the CLI's --only."""
+    if isinstance(wanted, str | list | tuple):
+        return parse_only([wanted] if isinstance(wanted, str) else list(wanted), option)
+    if not isinstance(wanted, dict):
+        raise CifarlabError(f"{option} takes a dict like {{'model': 'tutorial'}}, not {wanted!r}")
     typed: dict[str, Any] = {}
     for key, value in wanted.items():
         where = f"{option} {(shown or {}).get(key, f'{key}={value!r}')!r}"

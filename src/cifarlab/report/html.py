@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from cifarlab.config import model_of_run
-from cifarlab.errors import CifarlabError
+from cifarlab.errors import CifarlabError, as_path
 from cifarlab.experiments.analysis import varying_keys
 from cifarlab.experiments.store import ResultsStore
 from cifarlab.process import pid_alive
@@ -37,10 +37,13 @@ def build_report(
     output: str | Path | None = None,
 ) -> Path:
     """Write ``index.html`` and chart PNGs for an experiment, one run, or the whole workspace."""
-    workspace = Path(workspace)
+    workspace = as_path(workspace, "workspace")
+    output = as_path(output, "output") if output is not None else None
+    if isinstance(run_id, os.PathLike):  # a run's folder (RunResult.run_dir) names the run
+        run_id = Path(run_id).name
     title, records = load_records(workspace, experiment, run_id)
     slug = run_id or experiment or "all"
-    out = Path(output) if output else workspace / f"report-{slug}"
+    out = output or workspace / f"report-{slug}"
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as err:
