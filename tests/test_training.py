@@ -730,3 +730,23 @@ def test_the_readmes_model_helpers_need_only_import_cifarlab():
     code = "import cifarlab; print(cifarlab.models.summarize_model.__name__)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.stdout.strip() == "summarize_model", out.stderr
+
+
+def test_python_gets_short_answers_and_clear_errors(tiny_archive, tmp_path):
+    from pathlib import Path
+
+    result = _quick(tiny_archive, tmp_path, epochs=1)
+    shown = repr(result)  # a notebook's cell output: one line
+    assert shown.startswith(f"RunResult({result.run_id!r}, completed, test_acc=")
+    assert "\n" not in shown
+    net = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.ReLU())
+    with pytest.raises(CifarlabError, match="not a Sequential object") as err:
+        cifarlab.train(model=net, data=str(tiny_archive), workspace=str(tmp_path / "ws"))
+    assert "\n" not in str(err.value)  # not the net's whole repr
+    with pytest.raises(CifarlabError, match="register_model"):
+        cifarlab.create_model(net)
+    with pytest.raises(CifarlabError, match="num_classes must be a whole number"):
+        cifarlab.create_model("tutorial", num_classes="10")
+    spec = tmp_path / "net.toml"
+    spec.write_text('layers = ["conv 8 3", "relu", "gap"]\n')
+    assert cifarlab.create_model(Path(spec)) is not None  # a Path as its str

@@ -107,6 +107,19 @@ class RunConfig(BaseModel):
             return os.path.abspath(Path(v).expanduser())
         return v
 
+    @field_validator("model", mode="before")
+    @classmethod
+    def _model_is_a_reference(cls, v: Any) -> Any:
+        """A path names its file; a built net or a spec object cannot be recorded or rerun."""
+        if isinstance(v, os.PathLike):
+            return os.fspath(v)
+        if not isinstance(v, str):
+            raise ValueError(
+                f"a model name, spec.toml or file.py:Class, not a {type(v).__name__} object "
+                "(cifarlab.register_model names your class)"
+            )
+        return v
+
     @field_validator("model")
     @classmethod
     def _model_file_absolute(cls, v: str) -> str:
@@ -284,7 +297,10 @@ def _describe(error: dict[str, Any]) -> str:
     if not error["loc"]:  # a cross-field check: its message starts with the field's name
         field, _, message = message.partition(": ")
         return f"invalid --{field.replace('_', '-')}: {message}"
-    got = f" (got {error.get('input')!r})"
+    shown = repr(error.get("input"))
+    if "\n" in shown or len(shown) > 80:  # a net's or a tensor's repr: one line says enough
+        shown = f"a {type(error.get('input')).__name__}"
+    got = f" (got {shown})"
     return f"invalid {flag}: {message}{'' if message.endswith(got) else got}"
 
 

@@ -75,6 +75,14 @@ class RunResult:
     error: str | None = None
     info: dict[str, Any] = field(default_factory=dict)
 
+    def __repr__(self) -> str:  # a notebook shows this: one line, not the config and history
+        acc = self.summary.get("test_acc")
+        scored = f", test_acc={acc:.2%}" if acc is not None else ""
+        return (
+            f"RunResult({self.run_id!r}, {self.status}{scored}, {len(self.history)} epochs, "
+            f"run_dir={str(self.run_dir)!r})"
+        )
+
     def to_dataframe(self):
         """The per-epoch history as a pandas DataFrame (pandas is not a dependency)."""
         try:

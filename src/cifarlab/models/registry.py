@@ -8,6 +8,7 @@ spec as a dict or list of layer strings.
 from __future__ import annotations
 
 import difflib
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -67,6 +68,13 @@ def get_model_entry(name: Any) -> ModelEntry:
     """The entry for a built-in name, a ``.toml`` spec, a ``file.py:Name`` or a spec object."""
     from cifarlab.models import spec as specs
 
+    if isinstance(name, os.PathLike):  # Path("net.toml") names what "net.toml" names
+        name = os.fspath(name)
+    if isinstance(name, nn.Module):
+        raise CifarlabError(
+            f"model: pass a name, a spec or a file, not a built {type(name).__name__} object; "
+            "register its class with cifarlab.register_model, or save it as file.py:Class"
+        )
     if not isinstance(name, str):  # a spec from Python: dict, list of layers or ModelSpec
         spec = specs.as_spec(name)
         return ModelEntry(spec.name, partial(specs.build_spec, spec), spec.description, "spec")
@@ -94,6 +102,9 @@ def create_model(
     """Build model ``name`` (see get_model_entry) for images of the given shape and class count.
 
     ``image_size`` is a square's side, or (height, width) for other images."""
+    for option, value in (("num_classes", num_classes), ("in_channels", in_channels)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise CifarlabError(f"{option} must be a whole number of at least 1, not {value!r}")
     entry = get_model_entry(name)
     shape = dict(num_classes=num_classes, in_channels=in_channels, image_size=image_size)
     model = entry.factory(**shape)
