@@ -682,3 +682,16 @@ def test_an_unreadable_file_is_one_line_naming_it(tmp_path):
     (root / "train" / CLASSES[0] / "gone.png").symlink_to(tmp_path / "nowhere.png")  # dangling
     with pytest.raises(CifarlabError, match=r"cannot read train/\w+/gone.png .*fix or remove it"):
         load_dataset(root, val_size=0)
+
+
+@pytest.mark.parametrize(
+    "options, says",
+    [
+        ({"val_size": "100"}, "val_size must be a whole number of at least 0, not '100'"),
+        ({"val_size": -1}, "val_size must be a whole number of at least 0, not -1"),
+        ({"limit_train": 0}, "limit_train must be a whole number of at least 1, not 0"),
+    ],
+)
+def test_load_dataset_checks_its_counts_as_train_does(tiny_folder, options, says):
+    with pytest.raises(CifarlabError, match=says):
+        load_dataset(str(tiny_folder), **options)

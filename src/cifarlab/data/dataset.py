@@ -89,6 +89,16 @@ def resolve_source(data: str | os.PathLike | None, quiet: bool = False) -> Path:
     return path
 
 
+def _check_counts(**counts: tuple[int | None, int]) -> None:
+    """Each ``name=(value, least)``: a whole number of at least ``least`` (None: not given);
+    from Python, as the CLI's parser and RunConfig check them for ``train``."""
+    for name, (value, least) in counts.items():
+        if value is None:
+            continue
+        if not isinstance(value, int) or isinstance(value, bool) or value < least:
+            raise CifarlabError(f"{name} must be a whole number of at least {least}, not {value!r}")
+
+
 def load_dataset(
     data: str | os.PathLike | None = None,
     *,
@@ -109,6 +119,7 @@ def load_dataset(
     the test split. Mean and std come from the final training split. ``labels``
     picks CIFAR-100's fine or coarse classes; ``image_size`` resizes to NxN.
     """
+    _check_counts(val_size=(val_size, 0), limit_train=(limit_train, 1), limit_test=(limit_test, 1))
     decoded, stats, path, _ = decode_source(data, image_size=image_size, labels=labels, quiet=quiet)
     train_all = decoded.train
     if val_size >= len(train_all):
