@@ -2,7 +2,8 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-DATA   ?= $(if $(wildcard ../shared/data/cifar10-jpeg.tar.gz),../shared/data/cifar10-jpeg.tar.gz,$(CIFARLAB_DATA))
+# the shared copy where it exists, else $CIFARLAB_DATA, else the official download
+DATA   ?= $(or $(wildcard ../shared/data/cifar10-jpeg.tar.gz),$(CIFARLAB_DATA),cifar10)
 
 .PHONY: setup demo test lint format clean
 
@@ -17,7 +18,6 @@ $(BIN)/cifarlab: pyproject.toml
 	touch $@
 
 demo: setup
-	@test -n "$(DATA)" || { echo "demo: no data; put CIFAR-10 at ../shared/data/ or set CIFARLAB_DATA" >&2; exit 2; }
 	$(BIN)/cifarlab compare --preset blog --models tutorial,simple,stacked --epochs 3 \
 		--limit-train 10000 --data $(DATA) --workspace cifarlab-runs/demo
 

@@ -370,8 +370,9 @@ def test_a_failure_inside_the_users_model_while_training_is_one_line(
 ):
     net = tmp_path / "net.py"
     net.write_text(FAILING_NET)
-    # a batch of 7 reaches the user's raise: their file and line, not torch's internals
-    assert _train(tmp_path, tiny_archive, "--model", f"{net}:Net", "--batch-size", "7") == 2
+    # a batch of 7 reaches the user's raise: their file and line, not torch's internals; exit
+    # 3, not 2: the run was recorded (as failed)
+    assert _train(tmp_path, tiny_archive, "--model", f"{net}:Net", "--batch-size", "7") == 3
     err = capsys.readouterr().err.strip().splitlines()
     assert (
         len(err) == 1

@@ -233,7 +233,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CifarlabError as err:
         for line in str(err).splitlines():  # one line per problem
             print(f"cifarlab: error: {line}", file=sys.stderr)
-        return EXIT_USAGE
+        return getattr(err, "exit_status", EXIT_USAGE)  # 3: a recorded run failed
     except KeyboardInterrupt as stop:  # Ctrl-C, or SIGTERM (Terminated)
         hint = getattr(stop, "resume_hint", None)
         word = "terminated" if isinstance(stop, Terminated) else "interrupted"

@@ -429,7 +429,7 @@ def _explain(err: BaseException, config: RunConfig, epoch: int) -> None:
     if os.environ.get("CIFARLAB_TRACEBACK") or not isinstance(err, Exception):
         return
     if isinstance(err, ValueError) and "Expected more than 1 value per channel" in str(err):
-        raise CifarlabError(f"epoch {epoch}: {_BATCH_OF_ONE}") from None
+        raise _recorded_failure(f"epoch {epoch}: {_BATCH_OF_ONE}") from None
     source = model_source(config.model)
     if source is None or isinstance(err, CifarlabError):
         return
@@ -437,10 +437,17 @@ def _explain(err: BaseException, config: RunConfig, epoch: int) -> None:
     lines = [f.lineno for f in traceback.extract_tb(err.__traceback__)
              if Path(f.filename).resolve() == mine]  # fmt: skip
     where = f" at {source[0].name}:{lines[-1]}" if lines else ""
-    raise CifarlabError(
+    raise _recorded_failure(
         f"epoch {epoch}: model {config.model} raised {type(err).__name__}{where}: "
         f"{first_line(err, empty='(no message)')} (CIFARLAB_TRACEBACK=1 shows the traceback)"
     ) from None
+
+
+def _recorded_failure(message: str) -> CifarlabError:
+    """One line for the user, with exit status 3 (not 2): the run is recorded, as failed."""
+    error = CifarlabError(message)
+    error.exit_status = 3
+    return error
 
 
 def _stop_message(err: BaseException) -> str:
