@@ -423,5 +423,7 @@ def test_each_epoch_line_names_its_run(tmp_path, tiny_archive, capsys):
     assert main(["train", "--data", str(tiny_archive), "--workspace", str(tmp_path / "ws"),
                  "--epochs", "2", "--val-size", "30", "--batch-size", "16"]) == 0  # fmt: skip
     (run_id,) = [r[0] for r in _db_rows(tmp_path / "ws", "runs")]
-    lines = [line for line in capsys.readouterr().err.splitlines() if "loss" in line]
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if "loss" in line]
     assert [line.split()[:2] for line in lines] == [[run_id, "epoch"]] * 2
+    assert "\r" not in err  # stderr is no terminal here: the lines, not a live bar's refreshes

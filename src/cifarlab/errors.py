@@ -79,6 +79,15 @@ def machine_trouble(err: BaseException) -> str | None:
     return None
 
 
+def bar_disabled(quiet: bool = False) -> bool | None:
+    """tqdm's ``disable`` for every bar: off when quiet; on in a notebook (its stderr is no
+    terminal, yet it draws widgets); elsewhere tqdm's own rule, on for a terminal only, so a
+    log file (`2> log`, nohup, CI) gets the epoch lines without a carriage return a refresh."""
+    if quiet:
+        return True
+    return False if "ipykernel" in sys.modules else None
+
+
 def as_path(value: Any, option: str) -> Path:
     """``value`` as a Path, or a one-line error naming ``option`` when it is no path."""
     if isinstance(value, str | os.PathLike):

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from cifarlab.errors import CifarlabError
+from cifarlab.errors import CifarlabError, bar_disabled
 
 DEFAULT_BASE_URL = "https://www.cs.toronto.edu/~kriz/"
 ARCHIVES = {"cifar10": "cifar-10-python.tar.gz", "cifar100": "cifar-100-python.tar.gz"}
@@ -72,7 +72,7 @@ def _fetch(url: str, part: Path, quiet: bool, filename: str) -> None:
             with (
                 part.open("ab" if resumed else "wb") as out,
                 tqdm(total=total, initial=have, unit="B", unit_scale=True,
-                     desc=part.name.removesuffix(".part"), disable=quiet or None) as bar,
+                     desc=part.name.removesuffix(".part"), disable=bar_disabled(quiet)) as bar,
             ):  # fmt: skip
                 try:
                     while block := response.read(_BLOCK):

@@ -24,7 +24,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 from tqdm.auto import tqdm
 
-from cifarlab.errors import CifarlabError, first_line
+from cifarlab.errors import CifarlabError, bar_disabled, first_line
 from cifarlab.process import init_decode_worker
 
 SPLITS = ("train", "test")
@@ -362,7 +362,7 @@ def _decode_all(
     _BLOBS = blobs
     # shown only if decoding takes over a second: a big dataset's first load, not a test's
     bar = tqdm(total=len(blobs), unit="img", desc=f"decoding {source.name}", delay=1,
-               disable=quiet or None, file=sys.stderr)  # fmt: skip
+               disable=bar_disabled(quiet), file=sys.stderr)  # fmt: skip
     try:
         if workers > 1 and "fork" in multiprocessing.get_all_start_methods():
             # Decoding holds the GIL, so threads don't help; forked processes halve the time.

@@ -32,6 +32,7 @@ from cifarlab.errors import (
     CifarlabWarning,
     RunInProgress,
     Terminated,
+    bar_disabled,
     show_warning,
 )
 from cifarlab.experiments.spec import Experiment, name_problem
@@ -198,7 +199,7 @@ def _run_planned(
     runs = _in_workers(configs, workers) if workers > 1 else ((c, _run_one(c)) for c in configs)
     with tqdm(
         total=len(planned), initial=len(planned) - len(todo), desc=f"sweep {name}",
-        unit="run", disable=quiet, file=sys.stderr, position=0,
+        unit="run", disable=bar_disabled(quiet), file=sys.stderr, position=0,
     ) as bar, contextlib.closing(runs):  # fmt: skip
         for config, status in runs:  # closing: Ctrl-C in this loop still stops the workers
             report.outcomes[config.hash()] = status

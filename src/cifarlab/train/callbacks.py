@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from cifarlab.errors import BusyMachineWarning, warn
+from cifarlab.errors import BusyMachineWarning, bar_disabled, warn
 from cifarlab.experiments.store import ResultsStore
 from cifarlab.train.checkpoint import save_checkpoint
 from cifarlab.train.cpu_share import allowed_cpus, cores_taken
@@ -35,6 +35,7 @@ class ProgressBar(Callback):
             leave=False,
             file=sys.stderr,
             dynamic_ncols=True,
+            disable=bar_disabled(),
         )
         self.loss_sum = self.correct = self.seen = self.pending = 0
         self.last_refresh = time.perf_counter()
