@@ -119,9 +119,9 @@ def check_sweep_options(workers: int, max_runs: int | None) -> None:
         raise CifarlabError(f"--max-runs must be at least 1 (got {max_runs})")
 
 
-def register_experiment(experiment: Experiment, store: ResultsStore, force: bool = False) -> None:
-    """Record the experiment by name; refuse a different grid under an existing name."""
-    check_experiment_name(experiment, store, force)
+def register_experiment(experiment: Experiment, store: ResultsStore) -> None:
+    """Record the experiment by name (``check_experiment_name`` first: run_sweep calls it
+    before reading the data)."""
     hashes = [c.hash() for c in experiment.configs]
     store.save_experiment(experiment.name, experiment.fingerprint, experiment.definition, hashes)
 
@@ -160,7 +160,7 @@ def run_sweep(
         check_experiment_name(experiment, store, force)  # before minutes of reading data
         # a bad data source fails once, before anything is recorded; runs then hit the cache
         check_sources([p.config for p in planned if p.action in TO_RUN], quiet)
-        register_experiment(experiment, store, force)
+        register_experiment(experiment, store)
         return _run_planned(experiment.name, planned, workspace, workers, quiet)
 
 

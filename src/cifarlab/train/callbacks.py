@@ -41,6 +41,8 @@ class ProgressBar(Callback):
         self.last_refresh = time.perf_counter()
 
     def on_batch_end(self, trainer: Trainer, loss: torch.Tensor, correct: torch.Tensor, n: int):
+        if self.bar.disable:  # a log file: no bar to feed, so no tensor reads (GPU syncs)
+            return
         self.pending += n
         now = time.perf_counter()
         if now - self.last_refresh < self.refresh_seconds:
