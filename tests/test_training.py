@@ -234,6 +234,24 @@ def test_same_seed_deterministic_runs_are_identical(tiny_archive, tmp_path):
     assert strip(a.history) == strip(b.history)
 
 
+def test_a_run_puts_torchs_determinism_switches_back(tiny_archive, tmp_path):
+    # A notebook's own code after cifarlab.train must not inherit the run's settings: a
+    # deterministic run left on would make later ops without such a kernel raise.
+    import torch
+
+    try:
+        for mine, run_asks in [(False, True), (True, False)]:
+            torch.use_deterministic_algorithms(mine, warn_only=mine)
+            torch.backends.cudnn.benchmark = not mine
+            _quick(tiny_archive, tmp_path / str(mine), epochs=1, deterministic=run_asks)
+            assert torch.are_deterministic_algorithms_enabled() is mine
+            assert torch.is_deterministic_algorithms_warn_only_enabled() is mine
+            assert torch.backends.cudnn.benchmark is (not mine)
+    finally:
+        torch.use_deterministic_algorithms(False)
+        torch.backends.cudnn.benchmark = False
+
+
 def test_divergence_between_looks_at_the_loss_is_caught_at_the_epoch_end(
     tiny_archive, tmp_path, monkeypatch
 ):

@@ -12,6 +12,8 @@ import os
 import shutil
 import sys
 import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -126,7 +128,18 @@ def run_training(config: RunConfig | None = None, **options: Any) -> RunResult:
         labels=config.labels,
         quiet=config.quiet,
     )
-    _set_determinism(config)
+    with _determinism(config):  # a notebook's own torch settings come back afterwards
+        return _train_and_record(config, data, device, precision, workspace, resumed)
+
+
+def _train_and_record(
+    config: RunConfig,
+    data: CifarData,
+    device: torch.device,
+    precision: str,
+    workspace: Path,
+    resumed: dict[str, Any] | None,
+) -> RunResult:
     torch.manual_seed(config.seed)
     trainer = build_trainer(config, data, device, precision)
     _check_last_batch(trainer, config, data)
@@ -339,12 +352,24 @@ def _stored_result(workspace: Path, run_id: str, config: RunConfig) -> RunResult
                      record["error"], record["info"])  # fmt: skip
 
 
-def _set_determinism(config: RunConfig) -> None:
+@contextmanager
+def _determinism(config: RunConfig) -> Iterator[None]:
+    """torch's global determinism switches as the run asks, put back as they were after it."""
+    saved = (
+        torch.backends.cudnn.benchmark,
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+    )
     if config.deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS needs it
     # cuDNN times its conv algorithms once per shape and keeps the fastest (not reproducible)
     torch.backends.cudnn.benchmark = not config.deterministic
     torch.use_deterministic_algorithms(config.deterministic)
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = saved[0]
+        torch.use_deterministic_algorithms(saved[1], warn_only=saved[2])
 
 
 def _require_tensorboard() -> None:
