@@ -263,6 +263,12 @@ def test_dry_run_max_runs_and_only(tmp_path, tiny_archive, capsys):
     assert sorted(line.split()[-1] for line in lines) == 4 * ["label_smoothing=0.0"] + 4 * [
         "label_smoothing=0.1"
     ]
+    # a list setting reads as the command line types it, not as a Python tuple
+    steps = 'schedule = ["multistep"]\nmilestones = [[1], [1, 2]]\n'
+    steps = _write(tmp_path / "ms.toml", grid.read_text() + steps)
+    assert main(["sweep", str(steps), "--workspace", str(ws), "--dry-run"]) == 0
+    shown = {line.split()[-1] for line in capsys.readouterr().out.splitlines()[:-1]}
+    assert shown == {"milestones=1", "milestones=1,2"}
     main(["sweep", str(grid), "--workspace", str(ws), "--quiet", "--only", "optimizer=adam",
           "--max-runs", "1"])  # fmt: skip
     assert _db(ws, "SELECT optimizer, status FROM runs") == [("adam", "completed")]

@@ -418,7 +418,9 @@ _DESCRIBED = ("model", "optimizer", "lr", "batch_size", "seed")
 def _describe_run(config, axes: tuple[str, ...] | list[str] = ()) -> str:
     c = config
     text = f"{c.model:10s} {c.optimizer:7s} lr={c.lr:g} bs={c.batch_size} seed={c.seed}"
-    return " ".join([text, *(f"{k}={getattr(c, k)}" for k in axes)])
+    from cifarlab.tables import setting_text
+
+    return " ".join([text, *(f"{k}={setting_text(getattr(c, k))}" for k in axes)])
 
 
 def _other_axes(configs: list) -> list[str]:

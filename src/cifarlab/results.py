@@ -12,7 +12,7 @@ from cifarlab.errors import CifarlabError, as_path
 from cifarlab.experiments.analysis import GROUP_METRICS, compare_means, group_runs, varying_keys
 from cifarlab.experiments.store import ResultsStore
 from cifarlab.process import owner_gone
-from cifarlab.tables import format_table
+from cifarlab.tables import format_table, setting_text
 
 RESULT_FIELDS = (
     "id", "name", "model", "optimizer", "lr", "batch_size", "epochs", "seed", "status",
@@ -227,7 +227,7 @@ def format_groups(groups: list[dict[str, Any]], by: list[str], fmt: str) -> str:
     header = [*by, "n", *(h for _, h, _ in GROUP_COLUMNS)] + ["not completed"] * incomplete
     rows = []
     for g in groups:
-        cells = [_cell(g[k], "{}") for k in by] + [str(g["n"])]
+        cells = [setting_text(g[k]) for k in by] + [str(g["n"])]
         for metric, _, f in GROUP_COLUMNS:
             mean, std = g[f"{metric}_mean"], g[f"{metric}_std"]
             cells.append(_cell(mean, f) + ("" if std is None else f" ± {_cell(std, f)}"))

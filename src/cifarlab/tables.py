@@ -29,3 +29,10 @@ def format_table(
 
     lines = [line(header)] + (["  ".join("-" * w for w in widths)] if rule else [])
     return "\n".join(lines + [line(row) for row in rows])
+
+
+def setting_text(value: object) -> str:
+    """A setting's value as the command line types it: milestones (3, 6) read ``3,6``."""
+    if isinstance(value, list | tuple):
+        return ",".join(map(str, value)) or "-"
+    return str(value)

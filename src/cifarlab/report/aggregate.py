@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from cifarlab.experiments.analysis import group_runs, varying_keys
+from cifarlab.tables import setting_text
 
 
 def group(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -159,4 +160,4 @@ def spread(std: float | None) -> str:
 
 def short(v: Any) -> str:
     """A setting's value as labels write it: floats to 3 significant digits."""
-    return f"{v:.3g}" if isinstance(v, float) else str(v)
+    return f"{v:.3g}" if isinstance(v, float) else setting_text(v)
