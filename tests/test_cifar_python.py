@@ -92,10 +92,13 @@ class _Evil:
 @pytest.mark.parametrize(
     "breakage, message",
     [
-        ("missing key", "data_batch_2 has no key b'data'"),
+        ("missing key", "data_batch_2 has no key 'data'"),
         ("bad shape", "data_batch_1 data is uint8 (2, 100), expected uint8 (N, 3072)"),
-        ("label count", "test_batch has 4 labels for 15 images"),
-        ("missing batch", "missing data_batch_5"),
+        ("label count", "test_batch has labels of shape (4,) for 15 images"),
+        ("label range", "test_batch has labels 0..3, but its meta file names 3 classes (0..2)"),
+        ("float labels", "data_batch_1 labels are float64, expected integers"),
+        ("empty class", "no training image is labelled 'newt'; fix the meta file's label names"),
+        ("missing batch", "missing data_batch_5 beside batches.meta"),
         ("evil pickle", "refusing to load global posix.system"),
         ("not a pickle", "test_batch is not a readable CIFAR pickle"),
         ("truncated", "cannot read the archive"),
@@ -109,6 +112,14 @@ def test_bad_batches_get_one_clear_line(tmp_path, breakage, message):
         _rewrite(folder, "data_batch_1", lambda b: {**b, b"data": np.zeros((2, 100), np.uint8)})
     if breakage == "label count":
         _rewrite(folder, "test_batch", lambda b: {**b, b"labels": [0, 1, 2, 0]})
+    if breakage == "label range":
+        _rewrite(folder, "test_batch", lambda b: {**b, b"labels": [3] + b[b"labels"][1:]})
+    if breakage == "float labels":  # 1.5 must not quietly train as class 1
+        _rewrite(
+            folder, "data_batch_1", lambda b: {**b, b"labels": [y + 0.5 for y in b[b"labels"]]}
+        )
+    if breakage == "empty class":  # a fourth name no label uses: a dead output, refused
+        _rewrite(folder, "batches.meta", lambda m: {b"label_names": m[b"label_names"] + [b"newt"]})
     if breakage == "missing batch":
         (folder / "data_batch_5").unlink()
     if breakage == "evil pickle":
@@ -122,3 +133,49 @@ def test_bad_batches_get_one_clear_line(tmp_path, breakage, message):
     with pytest.raises(CifarlabError, match=message.replace("(", r"\(").replace(")", r"\)")) as err:
         load_dataset(source, val_size=0)
     assert "\n" not in str(err.value)
+
+
+def test_a_corrupt_gzip_is_refused_even_where_every_member_reads(tmp_path):
+    # Stored (level 0) deflate blocks hold the bytes as they are, so a flipped byte
+    # decompresses without complaint: only gzip's CRC at the stream's end catches it. Here
+    # it is in the tar's end padding, which nothing else reads; in a pixel it was a wrong
+    # image, trained on and cached.
+    import gzip
+    import tarfile
+
+    folder = write_cifar_python(tmp_path)
+    tar = tmp_path / "plain.tar"
+    with tarfile.open(tar, "w") as t:
+        t.add(folder, folder.name)
+    raw = bytearray(gzip.compress(tar.read_bytes(), compresslevel=0))
+    raw[-8 - 100] ^= 0x10  # 100 bytes before gzip's 8-byte trailer
+    archive = tmp_path / "cifar-10-python.tar.gz"
+    archive.write_bytes(bytes(raw))
+    with pytest.raises(CifarlabError, match="cannot read the archive .*CRC check failed"):
+        load_dataset(archive, val_size=0)
+
+
+def test_only_the_files_beside_the_meta_file_count(tmp_path):
+    folder = write_cifar_python(tmp_path / "a")
+    expected = read_cifar_python(folder)
+    stray = write_cifar_python(tmp_path / "b", seed=1)  # other pixels, one level deeper
+    stray_copy = folder / "backup"
+    stray_copy.mkdir()
+    (stray_copy / "data_batch_1").write_bytes((stray / "data_batch_1").read_bytes())
+    archive = pack_tree(folder, tmp_path / "cifar-10-python.tar.gz")  # backup/ comes after
+    got = read_cifar_python(archive)
+    assert np.array_equal(got.train.images, expected.train.images)
+    # two datasets in one archive: which one was meant cannot be guessed
+    (stray_copy / "batches.meta").write_bytes((stray / "batches.meta").read_bytes())
+    archive = pack_tree(folder, tmp_path / "two.tar.gz")
+    with pytest.raises(CifarlabError, match="holds 2 CIFAR datasets .*pack one dataset"):
+        read_cifar_python(archive)
+
+
+def test_python3_keys_and_latin1_names_load(tmp_path):
+    folder = write_cifar_python(tmp_path)
+    names = ["chat", b"ch\xe8vre", "grenouille"]  # str keys and names, one latin-1 name
+    _rewrite(folder, "batches.meta", lambda m: {"label_names": names})
+    _rewrite(folder, "test_batch", lambda b: {k.decode(): v for k, v in b.items()})
+    data = read_cifar_python(folder)
+    assert data.classes == ("chat", "chèvre", "grenouille") and len(data.test.labels) == 15

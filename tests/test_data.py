@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import time
 import warnings
 
@@ -594,6 +595,35 @@ def test_a_cache_entry_with_a_damaged_meta_file_is_rebuilt(tiny_folder):
     for entry in cache_module.cache_root().glob("decoded-*"):
         (entry / "meta.json").write_text("null")
     assert np.array_equal(load_dataset(tiny_folder, val_size=0).train.images, first.train.images)
+
+
+def test_a_cache_entry_with_edited_class_names_is_rebuilt(tiny_folder):
+    from cifarlab.data.dataset import decode_source
+
+    first = load_dataset(tiny_folder, val_size=0)
+    meta_file = decode_source(tiny_folder).cache_entry / "meta.json"
+    meta = json.loads(meta_file.read_text())
+    meta["classes"][0] = "renamed"  # still valid JSON, arrays untouched
+    meta_file.write_text(json.dumps(meta))
+    assert load_dataset(tiny_folder, val_size=0).classes == first.classes
+
+
+def test_a_large_archive_read_as_a_stream_checks_its_gzip_crc(tmp_path, monkeypatch):
+    # Archives too big to decompress in memory are streamed through tarfile, which stops at
+    # the last member; a flipped byte that gzip alone would catch must not load.
+    import gzip
+
+    from cifarlab.data import imagefolder
+
+    root = write_image_folder(tmp_path / "d", n_train=2, n_test=1)
+    plain = pack(root, tmp_path / "d.tar")
+    raw = bytearray(gzip.compress(plain.read_bytes(), compresslevel=0))  # stored blocks
+    raw[-8 - 100] ^= 0x10  # in the tar's end padding, which nothing but the CRC covers
+    archive = tmp_path / "d.tar.gz"
+    archive.write_bytes(bytes(raw))
+    monkeypatch.setattr(imagefolder, "_IN_MEMORY_LIMIT", 0)
+    with pytest.raises(CifarlabError, match="cannot read the archive .*CRC check failed"):
+        load_dataset(archive, val_size=0)
 
 
 def test_images_of_several_sizes_become_32x32_with_a_warning(tmp_path):

@@ -3,8 +3,8 @@
 Decoding 60k JPEGs takes seconds; reloading the arrays takes a fraction of one.
 A cache entry is written to a temporary folder and renamed into place, so a
 crash never leaves a half-written entry. The key only sees the source's path,
-sizes and mtimes, so meta.json also holds a crc32 of every array: an entry that fails
-to load or to match is rebuilt, never trusted.
+sizes and mtimes, so meta.json also holds a crc32 of every array and of the class names:
+an entry that fails to load or to match is rebuilt, never trusted.
 
 Each entry also keeps per-image channel sums and sums of squares (int64, (N, C)),
 so the mean/std of any subset is an exact sum over its indices, not a pass over pixels.
@@ -27,7 +27,9 @@ import numpy as np
 from cifarlab.data.imagefolder import SPLITS, DecodedDataset, SplitArrays, is_litter, walk_folder
 from cifarlab.process import pid_alive
 
-CACHE_FORMAT = 4  # 3: meta.json keeps the source's warnings ("notes"); 4: nested class folders
+# 3: meta.json keeps the source's warnings ("notes"); 4: nested class folders; 5: a crc32 of
+# the class names and notes too
+CACHE_FORMAT = 5
 
 
 def cache_root() -> Path:
@@ -127,8 +129,14 @@ def _load(entry: Path) -> tuple[DecodedDataset, PixelStats]:
             raise ValueError(f"cache entry {entry} does not match its checksums")
         splits[split] = SplitArrays(arrays["images"], arrays["labels"])
         stats[split] = (arrays["sums"], arrays["squares"])
-    notes = tuple(meta.get("notes", ()))
-    return DecodedDataset(splits["train"], splits["test"], tuple(meta["classes"]), notes), stats
+    classes, notes = tuple(meta["classes"]), tuple(meta["notes"])
+    if _names_crc(classes, notes) != meta["names_crc32"]:
+        raise ValueError(f"cache entry {entry} does not match its checksums")
+    return DecodedDataset(splits["train"], splits["test"], classes, notes), stats
+
+
+def _names_crc(classes: tuple[str, ...], notes: tuple[str, ...]) -> int:
+    return zlib.crc32(json.dumps([list(classes), list(notes)]).encode())
 
 
 _ARRAYS = ("images", "labels", "sums", "squares")
@@ -150,6 +158,7 @@ def _store(entry: Path, dataset: DecodedDataset, stats: PixelStats) -> None:
     try:
         meta: dict = {"classes": list(dataset.classes), "format": CACHE_FORMAT}
         meta["notes"] = list(dataset.notes)
+        meta["names_crc32"] = _names_crc(dataset.classes, dataset.notes)
         for split in SPLITS:
             split_arrays: SplitArrays = getattr(dataset, split)
             arrays = dict(zip(_ARRAYS, (split_arrays.images, split_arrays.labels, *stats[split])))

@@ -16,7 +16,14 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from cifarlab.config import LABELS
-from cifarlab.data.imagefolder import DecodedDataset, SplitArrays, is_archive, safe_member
+from cifarlab.data.imagefolder import (
+    ARCHIVE_ERRORS,
+    DecodedDataset,
+    SplitArrays,
+    is_archive,
+    read_to_end,
+    safe_member,
+)
 from cifarlab.errors import CifarlabError, first_line
 
 # file names of each variant; "labels" keys differ between CIFAR-10 and CIFAR-100
@@ -54,7 +61,7 @@ def _unpickle(blob: bytes, name: str, source: Path) -> dict:
     except Exception as err:  # any unpickling failure means a bad file, never a bug of ours
         raise CifarlabError(
             f"{source}: {name} is not a readable CIFAR pickle ({type(err).__name__}: {err}); "
-            "download the archive again"
+            "the file is damaged: use a fresh copy of the dataset"
         ) from None
     if not isinstance(obj, dict):
         raise CifarlabError(f"{source}: {name} holds a {type(obj).__name__}, not a CIFAR batch")
@@ -72,7 +79,7 @@ def is_cifar_python(path: Path) -> bool:
             for _, member in zip(range(20), archive):  # the official layout comes first
                 if PurePosixPath(member.name).name in _META:
                     return True
-    except (tarfile.TarError, EOFError, OSError):
+    except ARCHIVE_ERRORS:
         return False  # the image-folder reader reports the broken archive
     return False
 
@@ -106,43 +113,67 @@ def read_cifar_python(path: Path, labels: str = "fine") -> DecodedDataset:
     for split, batch_names in layout.items():
         missing = [n for n in batch_names if n not in files]
         if missing:
-            raise CifarlabError(f"{path}: missing {', '.join(missing)}; the archive is incomplete")
+            raise CifarlabError(
+                f"{path}: missing {', '.join(missing)} beside {meta_name}; the dataset is "
+                "incomplete: use a fresh copy"
+            )
         parts = [_batch(files[n], n, labels_key, len(classes), path) for n in batch_names]
         images = np.concatenate([p[0] for p in parts])
         splits[split] = SplitArrays(images, np.concatenate([p[1] for p in parts]))
+    _check_every_class_trains(splits["train"].labels, classes, meta_name, path)
     ignored = _META[meta_name] == "cifar10" and labels != "fine"
     notes = (f"--labels {labels} is for CIFAR-100; {path} is CIFAR-10, which has one set",)
     return DecodedDataset(splits["train"], splits["test"], classes, notes * ignored)
 
 
+_WANTED = {*_META, *CIFAR10_FILES["train"], *CIFAR10_FILES["test"], "train", "test"}
+
+
 def _read_files(path: Path) -> dict[str, bytes]:
-    """{base name: bytes} of the CIFAR files, from the folder or the archive in place."""
-    wanted = {*_META, *CIFAR10_FILES["train"], *CIFAR10_FILES["test"], "train", "test"}
+    """{base name: bytes} of the CIFAR files in the meta file's folder, from the folder or
+    the archive in place."""
     if path.is_dir():
         root = _find_root(path) or path
-        return {f.name: f.read_bytes() for f in root.iterdir() if f.name in wanted and f.is_file()}
+        return {f.name: f.read_bytes() for f in root.iterdir() if f.name in _WANTED and f.is_file()}
     files = {}
     try:
         with tarfile.open(path, "r:*") as archive:
             for member in archive:
-                name = (safe_member(member.name, path) or ("",))[-1]  # the base name
-                if member.isfile() and name in wanted:
-                    files[name] = archive.extractfile(member).read()
-    except (tarfile.TarError, EOFError, OSError) as err:
+                parts = safe_member(member.name, path)
+                if member.isfile() and parts and parts[-1] in _WANTED:
+                    files[parts] = archive.extractfile(member).read()
+            read_to_end(archive)
+    except ARCHIVE_ERRORS as err:
         raise CifarlabError(
             f"{path}: cannot read the archive ({first_line(err)}); it may be truncated or corrupt, "
             "download it again"
         ) from None
-    return files
+    return _one_folder(files, path)
+
+
+def _one_folder(files: dict[tuple[str, ...], bytes], path: Path) -> dict[str, bytes]:
+    """The files beside the archive's one meta file: a stray ``backup/data_batch_1``
+    elsewhere in the archive must not stand in for the real one."""
+    metas = sorted("/".join(p) for p in files if p[-1] in _META)
+    if len(metas) > 1:
+        raise CifarlabError(
+            f"{path}: holds {len(metas)} CIFAR datasets ({', '.join(metas)}); "
+            "pack one dataset per archive"
+        )
+    folder = next((p[:-1] for p in files if p[-1] in _META), None)
+    return {p[-1]: blob for p, blob in files.items() if folder is None or p[:-1] == folder}
 
 
 def _require(batch: dict, key: bytes, name: str, source: Path):
-    if key not in batch:
-        found = ", ".join(repr(k) for k in list(batch)[:6])
-        raise CifarlabError(
-            f"{source}: {name} has no key {key!r} (found {found}); not a CIFAR batch of this kind"
-        )
-    return batch[key]
+    """``batch[key]``; a batch saved again by Python 3 has str keys, which serve as well."""
+    for k in (key, key.decode()):
+        if k in batch:
+            return batch[k]
+    found = ", ".join(repr(k) for k in list(batch)[:6])
+    raise CifarlabError(
+        f"{source}: {name} has no key {key.decode()!r} (found {found}); "
+        "not a CIFAR batch of this kind"
+    )
 
 
 def _batch(
@@ -150,21 +181,46 @@ def _batch(
 ) -> tuple[np.ndarray, np.ndarray]:
     batch = _unpickle(blob, name, source)
     data = np.asarray(_require(batch, b"data", name, source))
-    labels = np.asarray(_require(batch, labels_key, name, source), dtype=np.int64)
+    labels = np.asarray(_require(batch, labels_key, name, source))
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
         raise CifarlabError(
             f"{source}: {name} data is {data.dtype} {data.shape}, expected uint8 (N, 3072)"
         )
-    in_range = not len(labels) or 0 <= labels.min() <= labels.max() < n_classes
-    if labels.shape != (len(data),) or not in_range:
+    if labels.shape != (len(data),):
         raise CifarlabError(
-            f"{source}: {name} has {labels.size} labels for {len(data)} images "
-            f"or labels outside 0..{n_classes - 1}"
+            f"{source}: {name} has labels of shape {labels.shape} for {len(data)} images; "
+            "expected one label per image"
+        )
+    if labels.size and labels.dtype.kind not in "iu":  # 1.5 must not train as class 1
+        raise CifarlabError(f"{source}: {name} labels are {labels.dtype}, expected integers")
+    labels = labels.astype(np.int64)
+    if labels.size and not 0 <= labels.min() <= labels.max() < n_classes:
+        raise CifarlabError(
+            f"{source}: {name} has labels {labels.min()}..{labels.max()}, but its meta file "
+            f"names {n_classes} classes (0..{n_classes - 1})"
         )
     # rows are channel-major (1024 R, 1024 G, 1024 B): CHW -> NHWC
     images = np.ascontiguousarray(data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
     return images, labels
 
 
+def _check_every_class_trains(
+    labels: np.ndarray, classes: tuple[str, ...], meta_name: str, path: Path
+) -> None:
+    """A class the meta file names but no training image has would train as a dead output."""
+    empty = [c for c, n in zip(classes, np.bincount(labels, minlength=len(classes))) if not n]
+    if empty:
+        shown = ", ".join(map(repr, empty[:5])) + (f" and {len(empty) - 5} more" * (len(empty) > 5))
+        raise CifarlabError(
+            f"{path}: {meta_name} names {len(classes)} classes, but no training image is "
+            f"labelled {shown}; fix the meta file's label names"
+        )
+
+
 def _decode_name(name: bytes | str) -> str:
-    return name.decode() if isinstance(name, bytes) else str(name)
+    if not isinstance(name, bytes):
+        return str(name)
+    try:
+        return name.decode()
+    except UnicodeDecodeError:  # Python 2 pickles hold whatever bytes their author typed
+        return name.decode("latin-1")

@@ -169,7 +169,7 @@ def decode_source(
     path = resolve_source(data, quiet)
     if is_cifar_python(path):
         key = source_fingerprint(path, kind="cifar-python", image_size=image_size, labels=labels)
-        decode = lambda: resize(read_cifar_python(path, labels), image_size)
+        decode = lambda: resize(_read_cifar_python(path, labels), image_size)
     else:
         if labels != "fine":
             note = f"--labels {labels} is for CIFAR-100; in {path} the folders are the classes"
@@ -180,6 +180,14 @@ def decode_source(
     for note in decoded.notes:  # on cached loads too: a later run must still hear of it
         warn(note)
     return DecodedSource(decoded, stats, path, entry)
+
+
+def _read_cifar_python(path: Path, labels: str) -> DecodedDataset:
+    try:
+        return read_cifar_python(path, labels)
+    except CifarlabError:  # a download damaged since it was verified is fetched afresh
+        download_module.distrust(path)
+        raise
 
 
 def resize(decoded: DecodedDataset, image_size: int | None) -> DecodedDataset:

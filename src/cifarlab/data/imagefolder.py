@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import gzip
 import io
+import lzma
 import multiprocessing
 import os
 import sys
 import tarfile
 import zipfile
+import zlib
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -39,6 +41,9 @@ _CHUNK = 2048  # images per decoding task
 _HARMLESS_PAX = {b"comment", b"mtime", b"atime", b"ctime", b"uid", b"gid", b"uname", b"gname"}
 DEFAULT_SIDE = 32  # images of several sizes are resized to CIFAR's, unless --image-size says
 _GRAY_MODES = ("1", "LA", "F")  # kept single-channel (16-bit: _to_8bit)
+# what reading a broken archive raises: zlib's own error escapes gzip on some damage
+ARCHIVE_ERRORS = (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError, zlib.error,
+                  lzma.LZMAError)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -120,7 +125,7 @@ def _iter_files(path: Path) -> Iterator[tuple[tuple[str, ...], bytes | None]]:
                 yield from ((safe_member(n, path), b) for n, b in members)
         else:
             yield from _tar_members(path, None)
-    except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError) as err:
+    except ARCHIVE_ERRORS as err:
         raise CifarlabError(
             f"{path}: cannot read the archive ({first_line(err)}); it may be truncated or corrupt, "
             "download or build it again"
@@ -163,6 +168,14 @@ def _tar_members(
                 yield safe_member(member.name, path), archive.extractfile(member).read()
             elif member.isdir():
                 yield safe_member(member.name, path), None
+        read_to_end(archive)
+
+
+def read_to_end(archive: tarfile.TarFile) -> None:
+    """Read a compressed tar past its last member: gzip, bz2 and xz check their CRC only at
+    the stream's end, and without it a flipped byte loads as a wrong image."""
+    while archive.fileobj.read(1 << 20):
+        pass
 
 
 def _fast_tar(raw: bytes) -> list[tuple[str, bytes | None]] | None:
