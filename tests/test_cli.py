@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import importlib.abc
 import json
 import re
@@ -427,3 +428,62 @@ def test_each_epoch_line_names_its_run(tmp_path, tiny_archive, capsys):
     lines = [line for line in err.splitlines() if "loss" in line]
     assert [line.split()[:2] for line in lines] == [[run_id, "epoch"]] * 2
     assert "\r" not in err  # stderr is no terminal here: the lines, not a live bar's refreshes
+
+
+def test_every_option_of_every_command_is_described():
+    from cifarlab.cli import build_parser
+
+    parser = build_parser()
+    pages = [parser]
+    while pages:
+        page = pages.pop()
+        for action in page._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                pages += list(action.choices.values())
+            elif action.option_strings:
+                assert action.help, f"{page.prog} {action.option_strings[0]} has no help"
+        assert page.description, f"`{page.prog} --help` says nothing about what it does"
+
+
+def test_version_abbreviations_and_misspelt_commands(capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0 and capsys.readouterr().out == f"cifarlab {cifarlab.__version__}\n"
+    assert main(["trian"]) == 2
+    assert "did you mean 'train'?" in capsys.readouterr().err
+    assert main(["data", "inf"]) == 2
+    assert "did you mean 'info'?" in capsys.readouterr().err
+    # --ep must not quietly mean --epochs: a later --epsilon would change what it meant
+    assert main(["train", "--ep", "1"]) == 2
+    assert "unrecognized arguments: --ep 1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["train", "--lr", "inf"], "invalid --lr: must be a finite number (got inf)"),
+        (["train", "--epochs", "0"], "invalid --epochs: must be greater than 0 (got 0)"),
+        (["train", "--optimizer", "adma"], "'adma'; did you mean 'adam'? choose one of"),
+        (["data", "preview", "--seed", "-1"], "--seed must be 0 or more (got -1)"),
+        (["data", "preview", "--per-class", "6000"], "--per-class must be 1 to 100 (got 6000)"),
+        (["compare", "--preset", "blog", "--seeds", "0", "--dry-run"], "--seeds must be at least"),
+        (["compare", "--preset", "blog", "--epochs", "0", "--dry-run"], "--epochs must be at"),
+    ],
+)
+def test_bad_values_are_one_line_in_the_words_of_the_option(args, message, tmp_path, capsys):
+    assert main([*args, "--workspace" if args[0] != "data" else "--data", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1, err
+
+
+def test_bad_input_leaves_no_workspace_behind(tmp_path, tiny_archive, capsys):
+    # "nothing recorded" includes the folder: a typo must not leave an empty cifarlab-runs/
+    workspace = tmp_path / "ws"
+    for args in (["--model", "nosuch"], ["--data", str(tmp_path / "nowhere")],
+                 ["--resume", "nosuch"], ["--crop-pad", "40"]):  # fmt: skip
+        code = main(["train", "--data", str(tiny_archive), "--quiet", "--workspace",
+                     str(workspace), *args])  # fmt: skip
+        assert code == 2 and not workspace.exists(), (args, capsys.readouterr().err)
+    assert _train(tmp_path, tiny_archive, "--epochs", "1") == 0  # a workspace with a run...
+    assert main(["train", "--workspace", str(workspace), "--model", "nosuch"]) == 2
+    assert (workspace / "runs.db").exists()  # ...keeps it

@@ -286,7 +286,7 @@ def test_dry_run_max_runs_and_only(tmp_path, tiny_archive, capsys):
         ),
         ('name = "x"\n[grid]\nlr = 0.1', "grid.lr: must be a list of values"),
         ('name = "x"\n[grid]\n', "grid: empty"),
-        ('name = "x"\n[grid]\nepochs = ["ten"]', "grid.epochs[0]: Input should be a valid integer"),
+        ('name = "x"\n[grid]\nepochs = ["ten"]', "grid.epochs[0]: must be a valid integer"),
         (
             'name = "x"\n[grid]\nmodle = ["tutorial"]',
             "grid.modle: unknown key; did you mean 'model'?",

@@ -42,7 +42,8 @@ NOT_HASHED = SESSION_FIELDS | {"device", "tensorboard", "preset"}
 class RunConfig(BaseModel):
     """One training run. Field names are the CLI's option names with underscores."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # allow_inf_nan: --lr inf passed gt=0 and trained to a certain divergence
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     preset: str | None = None
     model: str = "tutorial"
@@ -266,7 +267,9 @@ class RunConfig(BaseModel):
 
 def _one_of(field: str, value: str, choices: tuple[str, ...]) -> str:
     if value not in choices:
-        raise ValueError(f"unknown {field} {value!r}; choose one of {', '.join(choices)}")
+        close = difflib.get_close_matches(value, choices, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise ValueError(f"unknown {field} {value!r}; {hint}choose one of {', '.join(choices)}")
     return value
 
 
@@ -284,8 +287,9 @@ def make_run_config(**options: Any) -> RunConfig:
 
 
 def validation_message(error: dict[str, Any]) -> str:
-    """A pydantic error's message as our validators wrote it (without "Value error, ")."""
-    return error["msg"].removeprefix("Value error, ")
+    """A pydantic error's message as our validators wrote it (without "Value error, "), and
+    pydantic's own ("Input should be greater than 0") as ours read ("must be ...")."""
+    return error["msg"].removeprefix("Value error, ").replace("Input should be", "must be")
 
 
 def _describe(error: dict[str, Any]) -> str:
@@ -300,8 +304,9 @@ def _describe(error: dict[str, Any]) -> str:
     shown = repr(error.get("input"))
     if "\n" in shown or len(shown) > 80:  # a net's or a tensor's repr: one line says enough
         shown = f"a {type(error.get('input')).__name__}"
-    got = f" (got {shown})"
-    return f"invalid {flag}: {message}{'' if message.endswith(got) else got}"
+    said = isinstance(error.get("input"), str) and shown in message  # "unknown optimizer 'x'"
+    got = "" if said else f" (got {shown})"
+    return f"invalid {flag}: {message}{got}"
 
 
 # the names other PyTorch tools use for our options

@@ -98,6 +98,30 @@ class RunResult:
 def run_training(config: RunConfig | None = None, **options: Any) -> RunResult:
     """Train one model as ``config`` (or keyword options) says and record it in the workspace."""
     config = config or make_run_config(**options)
+    fresh = not as_path(config.workspace, "workspace").exists()
+    try:
+        return _run(config)
+    except CifarlabError:
+        if fresh:  # bad input leaves no trace, not even an empty workspace
+            _remove_if_unrecorded(as_path(config.workspace, "workspace"))
+        raise
+
+
+def _remove_if_unrecorded(workspace: Path) -> None:
+    """Delete a workspace this call made if it holds no run (a refused --resume opened its
+    database)."""
+    if not workspace.is_dir():
+        return
+    if {p.name for p in workspace.iterdir()} - {"runs.db", "runs.db-wal", "runs.db-shm"}:
+        return
+    if (workspace / "runs.db").exists():
+        with ResultsStore(workspace / "runs.db") as store:
+            if store.runs():
+                return
+    shutil.rmtree(workspace, ignore_errors=True)
+
+
+def _run(config: RunConfig) -> RunResult:
     workspace = prepare_workspace(config.workspace)
     resumed: dict[str, Any] | None = None
     if config.resume:

@@ -14,6 +14,8 @@ from cifarlab.data.imagefolder import SPLITS
 from cifarlab.errors import CifarlabError
 from cifarlab.tables import format_table
 
+MAX_PER_CLASS = 100  # images per class row in a preview grid
+
 
 def dataset_info(
     data: str | os.PathLike | None, image_size: int | None = None, labels: str = "fine"
@@ -66,6 +68,12 @@ def preview_grid(
     from matplotlib.backend_bases import FigureCanvasBase
     from matplotlib.figure import Figure  # not pyplot: a notebook's backend stays as it was
 
+    if not 1 <= per_class <= MAX_PER_CLASS:  # 6,000 a class drew for minutes into 12 GB
+        raise CifarlabError(
+            f"--per-class must be 1 to {MAX_PER_CLASS} (got {per_class}); a grid shows samples"
+        )
+    if seed < 0:
+        raise CifarlabError(f"--seed must be 0 or more (got {seed})")
     output = Path(output)
     suffix = output.suffix.lstrip(".").lower()
     if suffix and suffix not in FigureCanvasBase.get_supported_filetypes():  # before decoding

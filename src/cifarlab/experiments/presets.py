@@ -55,6 +55,9 @@ def preset_definition(
     """
     if name not in PRESETS:
         raise CifarlabError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+    for flag, value in (("--epochs", epochs), ("--seeds", seeds)):  # named as typed, not grid.seed
+        if value is not None and value < 1:
+            raise CifarlabError(f"{flag} must be at least 1 (got {value})")
     definition = copy.deepcopy(PRESETS[name])
     suffix = []
     if epochs is not None:
