@@ -224,6 +224,7 @@ def test_an_option_the_run_ignores_gets_a_warning_line(tmp_path, tiny_archive, c
         ({"gamma": 0.5}, "--gamma is step's and multistep's; --schedule constant ignores it"),
         ({"optimizer": "adam", "momentum": 0.5}, "--optimizer adam ignores it"),
         ({"schedule": "onecycle", "max_lr": 0.1, "lr": 0.01}, "it ignores --lr"),
+        ({"whiten_bias_epochs": 3}, "without --whiten it is ignored"),
     ],
 )
 def test_options_the_run_ignores_are_named(options, note):

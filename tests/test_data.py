@@ -725,3 +725,16 @@ def test_an_unreadable_file_is_one_line_naming_it(tmp_path):
 def test_load_dataset_checks_its_counts_as_train_does(tiny_folder, options, says):
     with pytest.raises(CifarlabError, match=says):
         load_dataset(str(tiny_folder), **options)
+
+
+def test_limits_that_cannot_be_met_or_leave_classes_out_are_said(tiny_folder):
+    with pytest.warns(UserWarning, match="--limit-train 1000 is more than the 90 training"):
+        data = load_dataset(tiny_folder, val_size=30, limit_train=1000)
+    assert len(data.train) == 90
+    with pytest.warns(UserWarning, match="2 of 3 classes have no training image in this run"):
+        load_dataset(tiny_folder, val_size=0, limit_train=1)
+    with pytest.warns(UserWarning, match="--limit-test 100 is more than the 60 test images"):
+        load_dataset(tiny_folder, val_size=0, limit_test=100)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load_dataset(tiny_folder, val_size=0, limit_train=3)  # one of each: nothing to say

@@ -234,6 +234,9 @@ def test_seed_grouped_table_matches_a_hand_computation(tmp_path, tiny_archive, c
     assert capsys.readouterr().out.strip() == "no runs match --only lr=7"  # not "no runs yet"
     assert main(["results", "--workspace", str(ws), "--only", "workspace=x"]) == 2
     assert "unknown setting 'workspace'; see" in capsys.readouterr().err  # not "did you mean"
+    assert main(["results", "--workspace", str(ws), "--group-by", "optimzer"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown setting(s) optimzer; did you mean 'optimizer'? settings are train's" in err
     assert main(["results", "--workspace", str(ws), "--experiment", "tiny", "--group-by", "seed",
                  "--compare", "optimizer=adam", "optimizer=sgd"]) == 2  # fmt: skip
     assert "--compare prints one comparison: it takes no --group-by" in capsys.readouterr().err
@@ -445,7 +448,7 @@ def test_a_finished_sweep_reruns_without_reading_its_data_again(tmp_path, tiny_a
     assert main(["sweep", str(grid), "--workspace", str(ws), "--quiet", "--only", "seed=0"]) == 0
     data.unlink()  # done runs need no data: the rerun has nothing to do
     assert main(["sweep", str(grid), "--workspace", str(ws), "--quiet", "--only", "seed=0"]) == 0
-    assert "2 runs (2 completed)" in capsys.readouterr().err
+    assert "2 runs (2 completed); 0 trained now" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

@@ -189,6 +189,10 @@ def test_resume_refuses_options_that_change_results(tiny_archive, tmp_path, caps
     ws = str(tmp_path / "ws")
     assert main(["train", "--resume", run.run_id, "--workspace", ws, "--lr", "0.5"]) == 2
     assert "--lr 0.5 differs from the run's 0.003" in capsys.readouterr().err
+    # a setting the preset brought is blamed on --preset, which is what the user typed
+    assert main(["train", "--resume", run.run_id, "--workspace", ws, "--preset", "quick-cpu"]) == 2
+    err = capsys.readouterr().err
+    assert "--preset quick-cpu sets --augment 'crop-alt-flip', which differs from the run's" in err
     assert main(["train", "--resume", "nope", "--workspace", ws]) == 2
     assert "--resume nope: no such run" in capsys.readouterr().err
 
@@ -629,7 +633,7 @@ def test_lookahead_never_ends_a_short_run_on_its_starting_weights(tiny_archive, 
     # copy: a 3-step run ended on its random starting weights
     from cifarlab.models import create_model
 
-    with pytest.warns(UserWarning, match="3 steps are too few for it"):
+    with pytest.warns(UserWarning, match=r"too few steps for it \(3;"):
         result = cifarlab.train(data=str(tiny_archive), workspace=str(tmp_path / "ws"),
                                 model="tutorial", lookahead=True, epochs=1, batch_size=40,
                                 val_size=0, optimizer="adam", lr=0.01, quiet=True)  # fmt: skip

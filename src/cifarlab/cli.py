@@ -546,7 +546,7 @@ def _sweep(experiment, args: argparse.Namespace) -> int:
         for p in planned:
             print(f"{p.action:7s}{p.config.hash()}  {_describe_run(p.config, axes)}")
         todo = sum(p.action in TO_RUN for p in planned)
-        print(f"{experiment.name}: {len(planned)} runs, {todo} to run")
+        print(f"{experiment.name}: {_runs(len(planned))}, {todo} to run")
         return 0
     try:
         report = run_sweep(
@@ -558,12 +558,17 @@ def _sweep(experiment, args: argparse.Namespace) -> int:
         raise
     counts = {s: list(report.outcomes.values()).count(s) for s in set(report.outcomes.values())}
     summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "nothing to run"
-    took = f"{report.seconds:.0f}s"
+    trained = sum(p.action in TO_RUN for p in report.planned)
     print(
-        f"sweep {experiment.name}: {len(report.planned)} runs ({summary}) in {took}",
+        f"sweep {experiment.name}: {_runs(len(report.planned))} ({summary}); {trained} trained "
+        f"now, in {report.seconds:.0f}s",
         file=sys.stderr,
     )
     return EXIT_UNSETTLED if report.unsettled else 0
+
+
+def _runs(n: int) -> str:
+    return f"{n} run" + "s" * (n != 1)
 
 
 _DESCRIBED = ("model", "optimizer", "lr", "batch_size", "seed")

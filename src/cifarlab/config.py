@@ -12,7 +12,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from cifarlab.errors import CifarlabError
-from cifarlab.recipes import expand_preset
+from cifarlab.recipes import TRAIN_PRESETS, expand_preset
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "adagrad", "rmsprop")
 SCHEDULES = (
@@ -240,6 +240,10 @@ class RunConfig(BaseModel):
         if "lr" in given and self.schedule == "onecycle":
             notes.append("--schedule onecycle runs from --max-lr/25 up to --max-lr and down; "
                          "it ignores --lr")  # fmt: skip
+        from_preset = TRAIN_PRESETS.get(self.preset or "", {}).get("whiten_bias_epochs")
+        if self.whiten_bias_epochs not in (None, from_preset) and not self.whiten:
+            notes.append("--whiten-bias-epochs freezes the whitening stem's bias; without "
+                         "--whiten it is ignored")  # fmt: skip
         if self.select_by != "val_acc" and self.val_size == 0:
             notes.append(f"--select-by {self.select_by} needs a validation split; with "
                          "--val-size 0 the last epoch is reported")  # fmt: skip

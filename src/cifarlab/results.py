@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import difflib
 import io
 import json
 from pathlib import Path
@@ -269,6 +270,12 @@ def _check_keys(
     records: list[dict[str, Any]], keys: list[str] | None, option: str = "--group-by"
 ) -> None:
     if records and keys:
-        unknown = [k for k in keys if k not in records[0]["config"]]
+        known = records[0]["config"]
+        unknown = [k for k in keys if k not in known]
         if unknown:
-            raise CifarlabError(f"{option}: unknown setting(s) {', '.join(unknown)}")
+            close = difflib.get_close_matches(unknown[0], known, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise CifarlabError(
+                f"{option}: unknown setting(s) {', '.join(unknown)}; {hint}settings are train's "
+                "option names with underscores, e.g. model, optimizer, lr, batch_size"
+            )

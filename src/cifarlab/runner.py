@@ -44,6 +44,7 @@ from cifarlab.models import (
     model_label,
 )
 from cifarlab.process import current_owner, owner_pid
+from cifarlab.recipes import TRAIN_PRESETS
 from cifarlab.train.build import build_trainer
 from cifarlab.train.callbacks import (
     Checkpointer,
@@ -316,13 +317,18 @@ def resolve_resume(store: ResultsStore, config: RunConfig) -> tuple[RunConfig, d
             "`cifarlab results` lists the runs"
         )
     stored = make_run_config(**{**record["config"], **{k: getattr(config, k) for k in NOT_HASHED}})
+    preset = TRAIN_PRESETS.get(config.preset or "", {})
     for name in sorted(config.model_fields_set - NOT_HASHED):
-        if getattr(config, name) != getattr(stored, name):
-            raise CifarlabError(
-                f"--resume {config.resume}: --{name.replace('_', '-')} {getattr(config, name)!r} "
-                f"differs from the run's {getattr(stored, name)!r}; drop the option or start "
-                "a new run"
-            )
+        mine, theirs = getattr(config, name), getattr(stored, name)
+        if mine == theirs:
+            continue
+        option = f"--{name.replace('_', '-')} {mine!r}"
+        if preset.get(name) == mine:  # the user typed --preset, not this option
+            option = f"--preset {config.preset} sets {option}, which"
+        raise CifarlabError(
+            f"--resume {config.resume}: {option} differs from the run's {theirs!r}; drop the "
+            "option or start a new run"
+        )
     return stored, record
 
 

@@ -129,12 +129,18 @@ def load_dataset(
         )
     rng = np.random.default_rng(seed)
     val_idx, train_idx = split_off(train_all.labels, val_size, rng)
+    _note_limit("--limit-train", limit_train, len(train_idx), "training")
     if limit_train is not None:
         train_idx = train_idx[stratified_pick(train_all.labels[train_idx], limit_train, rng)]
     test = decoded.test
+    _note_limit("--limit-test", limit_test, len(test), "test")
     if limit_test is not None:
         test = _take(test, stratified_pick(test.labels, limit_test, rng))
     train = _take(train_all, train_idx)
+    unseen = len(decoded.classes) - len(np.unique(train.labels))
+    if unseen:  # a stratified pick of 5 from 10 balanced classes leaves 5 out
+        warn(f"{unseen} of {len(decoded.classes)} classes have no training image in this run; "
+             "the net cannot learn them (raise --limit-train)")  # fmt: skip
     mean, std = stats_from_sums(*(a[train_idx] for a in stats["train"]), train.images.shape)
     return CifarData(
         train=train,
@@ -145,6 +151,11 @@ def load_dataset(
         std=std,
         source=str(path),
     )
+
+
+def _note_limit(option: str, limit: int | None, available: int, split: str) -> None:
+    if limit is not None and limit > available:
+        warn(f"{option} {limit} is more than the {available:,} {split} images; all are used")
 
 
 class DecodedSource(NamedTuple):

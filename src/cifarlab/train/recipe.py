@@ -35,8 +35,8 @@ class Lookahead(Callback):
         if self.slow is None:  # a resumed run brought its own
             self.slow = [t.detach().clone() for t in _float_tensors(trainer.model)]
             if self.total_steps < 10 * self.every:
-                warn(f"--lookahead averages weights every {self.every} steps; this run's "
-                     f"{self.total_steps} steps are too few for it (its result leans on early "
+                warn(f"--lookahead averages weights every {self.every} steps; this run has too "
+                     f"few steps for it ({self.total_steps}; its result leans on early "
                      "weights): pass --no-lookahead")  # fmt: skip
 
     def on_batch_end(self, trainer: Trainer, loss, correct, n) -> None:
