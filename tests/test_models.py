@@ -84,7 +84,7 @@ def test_summary_rows_totals_and_memory():
     assert mem["total"] == sum(v for k, v in mem.items() if k != "total")
     data = json.loads(json.dumps(summary.to_dict()))
     assert data["params"] == 62_006 and data["layers"][0]["output_shape"] == [6, 28, 28]
-    # the speedrun net costs about 0.7 GFLOP per training image (DESIGN.md section 5)
+    # the speedrun net costs about 0.7 GFLOP per training image (../shared/DESIGN.md section 5)
     speedrun = summarize_model(create_model("speedrun"))
     assert 0.6e9 < speedrun.train_flops < 0.8e9
     assert [b.kind for b in summarize_model(create_model("resnet18")).blocks].count("res") == 8

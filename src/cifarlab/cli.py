@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import difflib
 import os
 import re
 import signal
@@ -23,7 +22,14 @@ from cifarlab.config import (
     did_you_mean,
     make_run_config,
 )
-from cifarlab.errors import CifarlabError, Terminated, machine_trouble, show_warning
+from cifarlab.errors import (
+    CifarlabError,
+    Terminated,
+    comma_list,
+    machine_trouble,
+    show_warning,
+    suggest,
+)
 from cifarlab.process import terminate_as_interrupt
 
 EXIT_USAGE = 2  # bad input
@@ -52,9 +58,7 @@ def _close_choice(message: str) -> str:
     match = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
     if not match:
         return ""
-    choices = re.findall(r"'?([\w.-]+)'?", match.group(2))
-    close = difflib.get_close_matches(match.group(1), choices, n=1)
-    return f"did you mean {close[0]!r}? " if close else ""
+    return suggest(match.group(1), re.findall(r"'?([\w.-]+)'?", match.group(2)))
 
 
 def _command(sub: argparse._SubParsersAction, name: str, text: str, examples: str = ""):
@@ -416,8 +420,7 @@ def _close_option(parser: argparse.ArgumentParser, command: str, given: str) -> 
         return did_you_mean(given)
     sub = parser._subparsers._group_actions[0].choices[command]  # type: ignore[union-attr]
     options = [o for o in sub._option_string_actions if o.startswith("--")]
-    close = difflib.get_close_matches(given, options, n=1, cutoff=0.75)
-    return f"did you mean {close[0]}? " if close else ""
+    return suggest(given, options, cutoff=0.75, show=str)
 
 
 def _silence_stdout() -> None:
@@ -470,7 +473,7 @@ def cmd_results(args: argparse.Namespace) -> int:
     from cifarlab.experiments.sweep import parse_only
     from cifarlab.results import compare, format_runs, group_table, results, sort_records
 
-    group_by = args.group_by.split(",") if args.group_by else None
+    group_by = comma_list(args.group_by) if args.group_by else None
     only = parse_only(args.only)
     if only and not results(args.workspace, args.experiment, only):
         shown = " ".join(f"--only {item}" for item in args.only)
@@ -508,7 +511,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         args.preset,
         epochs=args.epochs,
         seeds=args.seeds,
-        models=args.models.split(",") if args.models else None,
+        models=comma_list(args.models) if args.models else None,
         limit_train=args.limit_train,
     )
     overrides = {"data": args.data} if args.data else {}

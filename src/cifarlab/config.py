@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import json
 import os
@@ -11,7 +10,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from cifarlab.errors import CifarlabError
+from cifarlab.errors import CifarlabError, suggest
 from cifarlab.recipes import TRAIN_PRESETS, expand_preset
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "adagrad", "rmsprop")
@@ -271,8 +270,7 @@ class RunConfig(BaseModel):
 
 def _one_of(field: str, value: str, choices: tuple[str, ...]) -> str:
     if value not in choices:
-        close = difflib.get_close_matches(value, choices, n=1)
-        hint = f"did you mean {close[0]!r}? " if close else ""
+        hint = suggest(value, choices)
         raise ValueError(f"unknown {field} {value!r}; {hint}choose one of {', '.join(choices)}")
     return value
 
@@ -325,9 +323,13 @@ ALIASES = {
 def did_you_mean(option: str) -> str:
     """ "did you mean --batch-size? " for an option close to one of ours; else ""."""
     key = option.lstrip("-").replace("-", "_")
-    close = [ALIASES[key]] if key in ALIASES else []
-    close = close or difflib.get_close_matches(key, RunConfig.model_fields, n=1, cutoff=0.75)
-    return f"did you mean --{close[0].replace('_', '-')}? " if close else ""
+    if key in ALIASES:
+        return f"did you mean {_as_option(ALIASES[key])}? "
+    return suggest(key, RunConfig.model_fields, cutoff=0.75, show=_as_option)
+
+
+def _as_option(field: str) -> str:
+    return "--" + field.replace("_", "-")
 
 
 def model_file_digest(model: str) -> str | None:

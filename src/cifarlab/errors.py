@@ -1,8 +1,12 @@
-"""The one exception type users see as a one-line message (exit status 2), and its warning."""
+"""What users see when something goes wrong: CifarlabError (one line, exit status 2) and the
+exceptions a run's end raises, warnings as one line, the machine's trouble named, and the
+one rule for when progress bars show."""
 
+import difflib
 import os
 import sys
 import warnings
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -101,3 +105,14 @@ def looked_in(path: str | os.PathLike) -> str:
     if os.path.isabs(path):
         return ""
     return f" (relative paths are read from the current folder, {os.getcwd()})"
+
+
+def comma_list(text: str) -> list[str]:
+    """``"model, optimizer"`` -> ``["model", "optimizer"]``, as every comma option reads."""
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def suggest(word: str, choices: Iterable[str], *, cutoff: float = 0.6, show=repr) -> str:
+    """ "did you mean 'adam'? " for the choice closest to ``word``; "" when none is close."""
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=cutoff)
+    return f"did you mean {show(close[0])}? " if close else ""

@@ -46,11 +46,12 @@ SPEEDRUN: dict[str, Any] = {
 TRAIN_PRESETS: dict[str, dict[str, Any]] = {
     "speedrun": SPEEDRUN,
     # bf16 autocast + channels_last are what `auto` picks on AVX-512-BF16 CPUs anyway;
-    # batch size barely changes CPU speed here, so keep airbench's. 10 epochs take 12-16 of
-    # the 20 minutes: 90.6-90.7% (8 epochs: 90.4%), short of the 93% target (BENCHMARKS.md).
+    # batch size barely changes CPU speed here, so keep airbench's: it is `speedrun` under
+    # a name that says where it runs (same settings, same run hash). 10 epochs took 12-18
+    # of the 20 minutes: 90.6-90.7% (8 epochs: 90.4%), short of the 93% target (BENCHMARKS.md).
     "speedrun-cpu": {**SPEEDRUN, "epochs": 10, "precision": "auto", "channels_last": True},
     # the shortest recipe that beats the blog's best (83%): a half-width net, 4 epochs
-    # (measured: 85.5% with TTA in 115-140 s; BENCHMARKS.md)
+    # (measured: 85.5-85.8% with TTA in 115-171 s as the machine's speed moved; BENCHMARKS.md)
     "quick-cpu": {
         **SPEEDRUN,
         "model": "speedrun-small",

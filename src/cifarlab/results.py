@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import csv
-import difflib
 import io
 import json
 from pathlib import Path
 from typing import Any
 
-from cifarlab.errors import CifarlabError, as_path
+from cifarlab.errors import CifarlabError, as_path, comma_list, suggest
 from cifarlab.experiments.analysis import GROUP_METRICS, compare_means, group_runs, varying_keys
 from cifarlab.experiments.store import ResultsStore
 from cifarlab.process import owner_gone
@@ -138,7 +137,7 @@ def grouped_results(
     group's completed runs; ``not_completed`` names the rest ("1 diverged"). ``group_by``:
     a list of settings, or "model,optimizer" as the CLI takes it."""
     if isinstance(group_by, str):
-        group_by = [k.strip() for k in group_by.split(",") if k.strip()]
+        group_by = comma_list(group_by)
     records = results(workspace, experiment, only)
     _check_keys(records, group_by)
     return group_runs(records, group_by)
@@ -273,8 +272,7 @@ def _check_keys(
         known = records[0]["config"]
         unknown = [k for k in keys if k not in known]
         if unknown:
-            close = difflib.get_close_matches(unknown[0], known, n=1)
-            hint = f"did you mean {close[0]!r}? " if close else ""
+            hint = suggest(unknown[0], known)
             raise CifarlabError(
                 f"{option}: unknown setting(s) {', '.join(unknown)}; {hint}settings are train's "
                 "option names with underscores, e.g. model, optimizer, lr, batch_size"

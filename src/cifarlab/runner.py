@@ -189,7 +189,7 @@ def _train_and_record(
 def _keep_model_file(config: RunConfig, run_dir: Path) -> None:
     """A copy of the run's model file (spec or Python) in its folder, as it was trained: the
     report rebuilds the net from it after the file is edited, moved, or read from
-    another folder (``report.predict.model_of_run``)."""
+    another folder (``config.model_of_run``)."""
     source = model_source(config.model)
     if source is None or (run_dir / f"model{source[0].suffix}").exists():  # kept at its start
         return

@@ -6,6 +6,10 @@ preset (``build_augment``) works on *packed pixels*: each pixel's channels as on
 integer (RGB padded to 4 bytes = one int32), so moving a pixel is one element copy,
 not three. It gathers its batch straight from the whole split, crop and flip
 included, and also takes the epoch, which the alternating flip needs.
+
+``random_crop``, ``random_flip``, ``alternating_flip`` and ``cutout`` do one thing each to
+an NHWC uint8 batch: for your own tensors outside the trainer, which uses the fused
+``build_augment`` (the tests hold both to a per-image reference).
 """
 
 from __future__ import annotations

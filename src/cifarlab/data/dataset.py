@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
-import torch
 
 from cifarlab.data import download as download_module
 from cifarlab.data.cache import PixelStats, cache_root, cached_decode, source_fingerprint
@@ -225,20 +224,3 @@ def stats_from_sums(
 
 def _take(split: SplitArrays, idx: np.ndarray) -> SplitArrays:
     return SplitArrays(split.images[idx], split.labels[idx])
-
-
-def channel_stats(images: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Per-channel mean and std of uint8 NHWC images, scaled to [0, 1]."""
-    n, h, w, c = images.shape
-    rows = torch.from_numpy(images.reshape(n, -1))
-    sums = torch.zeros(h * w * c, dtype=torch.float64)
-    squares = torch.zeros(h * w * c, dtype=torch.float64)
-    for start in range(0, n, 4096):  # column sums over image rows vectorize well
-        chunk = rows[start : start + 4096].float()
-        sums += chunk.sum(0)
-        squares += (chunk * chunk).sum(0)
-    count = n * h * w
-    mean = sums.view(-1, c).sum(0) / count
-    var = squares.view(-1, c).sum(0) / count - mean**2
-    std = var.clamp_min(1e-12).sqrt()
-    return tuple((mean / 255).tolist()), tuple((std / 255).tolist())

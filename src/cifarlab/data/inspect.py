@@ -81,7 +81,8 @@ def preview_grid(
             f"cannot write preview to '{output}': unknown image type '.{suffix}'; "
             "use .png (or .jpg, .pdf, .svg)"
         )
-    decoded = decode_source(data, image_size=image_size, labels=labels).dataset
+    source = decode_source(data, image_size=image_size, labels=labels)
+    decoded = source.dataset
     arrays = getattr(decoded, split)
     rng = np.random.default_rng(seed)
     rows = len(decoded.classes)
@@ -104,8 +105,7 @@ def preview_grid(
     for ax in axes[0]:
         ax.apply_aspect()  # where the square images end up, not their cells
     top = max(ax.get_position().y1 for ax in axes[0])
-    source = Path(str(data or "cifar10"))  # "." is named by the folder it stands for
-    name = source.resolve().name if source.exists() else source.name
+    name = source.path.resolve().name  # "." and $CIFARLAB_DATA named by what they stand for
     fig.suptitle(f"{name}: {split}", fontsize=10,
                  y=top + 0.06 / height, va="bottom")  # fmt: skip
     try:

@@ -18,7 +18,6 @@ anything runs.
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import itertools
 import json
@@ -31,7 +30,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from cifarlab.config import SESSION_FIELDS, RunConfig, validation_message
-from cifarlab.errors import CifarlabError
+from cifarlab.errors import CifarlabError, suggest
 from cifarlab.models.registry import get_model_entry
 
 TOP_KEYS = ("name", "description", "base", "grid", "include", "exclude")
@@ -232,5 +231,5 @@ def _excluded(
 
 
 def _did_you_mean(key: str, choices: Any) -> str:
-    close = difflib.get_close_matches(key, list(choices), n=1)
-    return f"; did you mean {close[0]!r}?" if close else ""
+    hint = suggest(key, choices)
+    return f"; {hint.strip()}" if hint else ""

@@ -8,7 +8,6 @@ last checkpoint, and starts the rest. Failed runs are recorded and the sweep goe
 from __future__ import annotations
 
 import contextlib
-import difflib
 import hashlib
 import multiprocessing
 import os
@@ -34,6 +33,7 @@ from cifarlab.errors import (
     Terminated,
     bar_disabled,
     show_warning,
+    suggest,
 )
 from cifarlab.experiments.spec import Experiment, name_problem
 from cifarlab.experiments.store import FINISHED, ResultsStore
@@ -351,9 +351,8 @@ def typed_only(
         where = f"{option} {(shown or {}).get(key, f'{key}={value!r}')!r}"
         settings = [k for k in RunConfig.model_fields if k not in SESSION_FIELDS]
         if key not in settings:  # workspace, quiet, resume: where and how, not what ran
-            close = difflib.get_close_matches(key, settings, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else "; see `cifarlab train --help`"
-            raise CifarlabError(f"{where}: unknown setting {key!r}{hint}")
+            hint = suggest(key, settings).strip() or "see `cifarlab train --help`"
+            raise CifarlabError(f"{where}: unknown setting {key!r}; {hint}")
         try:
             typed[key] = getattr(RunConfig(**{key: value}), key)
         except ValidationError:

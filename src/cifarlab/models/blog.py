@@ -1,4 +1,4 @@
-"""The blog's five nets as declarative specs (DESIGN.md section 4's reconstructions).
+"""The blog's five nets as declarative specs (../shared/DESIGN.md section 4's reconstructions).
 
 The post showed each only as a picture, so these follow its words. Layer sizes
 are for CIFAR-10 (3x32x32); other image shapes work because linear inputs are inferred.

@@ -7,7 +7,6 @@ spec as a dict or list of layer strings.
 
 from __future__ import annotations
 
-import difflib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from torch import nn
 
 from cifarlab.config import model_source
-from cifarlab.errors import CifarlabError
+from cifarlab.errors import CifarlabError, suggest
 
 if TYPE_CHECKING:
     from cifarlab.models.spec import ImageSize
@@ -87,8 +86,7 @@ def get_model_entry(name: Any) -> ModelEntry:
 
         return ModelEntry(name, load_python_model(name), f"user code from {name}", "file")
     if name not in _REGISTRY:
-        close = difflib.get_close_matches(name, _REGISTRY, n=1)
-        hint = f"did you mean {close[0]!r}? " if close else ""
+        hint = suggest(name, _REGISTRY)
         raise CifarlabError(
             f"unknown model {name!r}; {hint}choose one of {', '.join(sorted(_REGISTRY))} "
             "(`cifarlab models` lists them), or pass a spec.toml or file.py:Class"

@@ -214,7 +214,7 @@ def accuracy_curves(groups: list[dict[str, Any]], out: Path) -> Chart:
     def draw(ax, g, colour):
         _mean_with_spread(ax, g, colour, "test_acc")
 
-    shown = _facets(groups, out, draw, "test accuracy (%)", "test_acc")
+    shown = _facets(groups, draw, "test accuracy (%)", "test_acc")
     peaks = []
     for g in shown.drawn:
         e, mean, _, _ = curve(g, "test_acc")
@@ -246,7 +246,7 @@ def loss_curves(groups: list[dict[str, Any]], out: Path) -> Chart:
                 if y is not None:
                     ax.plot(onset, y, marker="v", ms=9, color=colour, mec="black")
 
-    shown = _facets(groups, out, draw, "cross-entropy loss", "train_loss", style_legend=True)
+    shown = _facets(groups, draw, "cross-entropy loss", "train_loss", style_legend=True)
     runs = [r for g in groups for r in g["members"]]
     onsets = [r["overfit_epoch"] for r in runs if r.get("overfit_epoch")]
     if onsets:
@@ -276,7 +276,7 @@ def gap_curves(groups: list[dict[str, Any]], out: Path) -> Chart:
         _mean_with_spread(ax, g, colour, "gap")
         ax.axhline(0, color="black", lw=0.8)
 
-    shown = _facets(groups, out, draw, "train − validation accuracy (points)", "gap")
+    shown = _facets(groups, draw, "train − validation accuracy (points)", "gap")
     last = [(g, float(curve(g, "gap")[1][-1]) * 100) for g in shown.drawn]
     if not last:
         caption = "No validation split, so no train/validation gap to show."
@@ -293,7 +293,7 @@ def gap_curves(groups: list[dict[str, Any]], out: Path) -> Chart:
     return _save_facets(shown, out, "gap-curves", title, caption, groups)
 
 
-def _facets(groups, out, draw, ylabel, metric, style_legend=False) -> Facets:
+def _facets(groups, draw, ylabel, metric, style_legend=False) -> Facets:
     """One subplot per optimizer, one line per group that has ``metric`` (each model's best
     if too many); the legend names only what is drawn."""
     groups = [g for g in groups if curve(g, metric)[0].size]

@@ -3,10 +3,10 @@
 A training step allocates and frees the same large activation buffers again and
 again. Above glibc's mmap threshold each one is a fresh ``mmap`` whose pages the
 kernel must fault in and zero, and freeing it gives them back: on our 2-core CPU
-that is ~40% system time (DESIGN.md). Raising the thresholds keeps the memory in the heap
-for reuse. Measured (``benchmarks/throughput.py --models speedrun`` with
-``CIFARLAB_TUNE_MALLOC=0`` then ``1``, bf16, three pairs): 1.13x-1.74x, 1.4x on
-geometric mean; see BENCHMARKS.md.
+that is ~40% system time (the design notes, ../shared/DESIGN.md). Raising the thresholds
+keeps the memory in the heap for reuse. Measured (``benchmarks/throughput.py --models
+speedrun`` with ``CIFARLAB_TUNE_MALLOC=0`` then ``1``, bf16, three pairs): 1.13x-1.74x,
+1.4x on geometric mean; see BENCHMARKS.md.
 
 Opt out with ``CIFARLAB_TUNE_MALLOC=0``; the same settings can be given as
 ``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_`` / ``MALLOC_TOP_PAD_``.

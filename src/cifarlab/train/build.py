@@ -26,7 +26,8 @@ EVAL_BATCH_SIZE = 1024  # evaluation needs no gradients, so big batches are chea
 def build_trainer(
     config: RunConfig, data: CifarData, device: torch.device, precision: str
 ) -> Trainer:
-    """Model, optimizer, schedule, EMA and loaders, wired into a Trainer (no callbacks yet)."""
+    """Model, optimizer, schedule, EMA, loaders and the recipe's callbacks (lookahead, stem
+    bias freeze), wired into a Trainer; the run's bookkeeping callbacks come later (runner)."""
     if device.type == "cpu":
         tune_cpu_allocator()  # activations reused, not re-mapped: see train/allocator.py
     model = create_model(config.model, num_classes=len(data.classes), **data.model_shape)

@@ -1,9 +1,10 @@
 """Who else used this process's CPUs during an epoch: other processes, and the hypervisor.
 
 On a shared machine a slow epoch is usually someone else's work: one busy core halved the
-speedrun net's speed on our 2-core machines (DESIGN.md), and a VM's host can take its cores
-too (steal time). Each epoch records both, in cores, so that a timing is read with the
-conditions it was taken in, and a run warns when they cost it (``WarnWhenBusy``).
+speedrun net's speed on our 2-core machines (../shared/DESIGN.md), and a VM's host can
+take its cores too (steal time). Each epoch records both, in cores, so that a timing is
+read with the conditions it was taken in, and a run warns when they cost it
+(``WarnWhenBusy``).
 
 Linux only (``/proc/stat``); elsewhere nothing is recorded.
 """

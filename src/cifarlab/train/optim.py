@@ -71,8 +71,8 @@ def build_optimizer(
 def _can_fuse(model: nn.Module) -> bool:
     """One kernel per step for all parameters instead of a few small ops per tensor.
 
-    On the tutorial net (10 tensors) the gain was within this machine's noise
-    (7.3k vs 7.6k images/s, two tries each); it grows with the number of tensors.
+    On the tutorial net (10 tensors) the gain was within this machine's noise (an ad hoc
+    check, not kept); it grows with the number of tensors.
     """
     return all(
         p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in model.parameters()

@@ -5,7 +5,8 @@ on our 2-core CPU it ran at 64-233 GFLOP/s on 3x3 to 8x8 maps, a quarter to a th
 the same conv's forward, while the same sums written as matmuls ran at 214-421
 (``benchmarks/conv_kernels.py``). Those late, wide convs carry about half of the
 speedrun net's and ResNet-18's FLOPs: a training step got 1.13-1.21x (speedrun) and
-1.23-1.31x (ResNet-18) faster, measured in turns in one process.
+1.23-1.31x (ResNet-18) faster, measured in turns in one process. Whole runs in separate
+processes could not show it through this machine's noise (BENCHMARKS.md, conv kernels).
 
 A 3x3 conv with padding 1 sums, for each of its nine taps (dy, dx), the input shifted
 by that tap times one C_in x C_out slice of the weight. So the weight gradient of tap
