@@ -24,6 +24,7 @@ from cifarlab.config import (
 )
 from cifarlab.errors import (
     CifarlabError,
+    RecordedFailure,
     Terminated,
     comma_list,
     machine_trouble,
@@ -391,7 +392,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CifarlabError as err:
         for line in str(err).splitlines():  # one line per problem
             print(f"cifarlab: error: {line}", file=sys.stderr)
-        return getattr(err, "exit_status", EXIT_USAGE)  # 3: a recorded run failed
+        return EXIT_UNSETTLED if isinstance(err, RecordedFailure) else EXIT_USAGE
     except KeyboardInterrupt as stop:  # Ctrl-C, or SIGTERM (Terminated)
         hint = getattr(stop, "resume_hint", None)
         word = "terminated" if isinstance(stop, Terminated) else "interrupted"

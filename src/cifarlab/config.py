@@ -342,6 +342,11 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def kept_model_file(run_dir: Path, source: Path) -> Path:
+    """Where a run keeps the copy of its model file it trained (``model.toml``/``model.py``)."""
+    return run_dir / f"model{source.suffix}"
+
+
 def model_of_run(run: dict[str, Any], workspace: Path) -> str:
     """The model reference that rebuilds ``run``'s net as it trained: the file it names while
     unchanged (helper modules beside it still import), else the copy the run kept in its
@@ -352,7 +357,7 @@ def model_of_run(run: dict[str, Any], workspace: Path) -> str:
     trained = (run.get("info") or {}).get("model_file_sha256")
     if source is None or not trained or trained == model_file_digest(reference):
         return reference  # built-in, from before digests were recorded, or unchanged
-    kept = workspace / run["id"] / f"model{source[0].suffix}"
+    kept = kept_model_file(workspace / run["id"], source[0])
     if kept.is_file() and _sha256(kept) == trained:
         return f"{kept}:{source[1]}" if source[1] else str(kept)
     raise CifarlabError(

@@ -19,6 +19,11 @@ class CifarlabError(Exception):
     """
 
 
+class RecordedFailure(CifarlabError):
+    """A run stopped by its own model code: recorded as failed, so the CLI exits 3, not the 2
+    that promises nothing was recorded."""
+
+
 class RunInProgress(CifarlabError):
     """The run is being trained right now by another live process."""
 

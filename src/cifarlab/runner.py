@@ -24,6 +24,7 @@ from cifarlab.config import (
     NOT_HASHED,
     SESSION_FIELDS,
     RunConfig,
+    kept_model_file,
     make_run_config,
     model_file_digest,
     model_source,
@@ -31,6 +32,7 @@ from cifarlab.config import (
 from cifarlab.data import CifarData, load_dataset
 from cifarlab.errors import (
     CifarlabError,
+    RecordedFailure,
     RunInProgress,
     Terminated,
     as_path,
@@ -191,10 +193,10 @@ def _keep_model_file(config: RunConfig, run_dir: Path) -> None:
     report rebuilds the net from it after the file is edited, moved, or read from
     another folder (``config.model_of_run``)."""
     source = model_source(config.model)
-    if source is None or (run_dir / f"model{source[0].suffix}").exists():  # kept at its start
+    if source is None or kept_model_file(run_dir, source[0]).exists():  # kept at its start
         return
     run_dir.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(source[0], run_dir / f"model{source[0].suffix}")
+    shutil.copyfile(source[0], kept_model_file(run_dir, source[0]))
 
 
 def _fit_and_record(
@@ -484,7 +486,7 @@ def _explain(err: BaseException, config: RunConfig, epoch: int) -> None:
     if os.environ.get("CIFARLAB_TRACEBACK") or not isinstance(err, Exception):
         return
     if isinstance(err, ValueError) and "Expected more than 1 value per channel" in str(err):
-        raise _recorded_failure(f"epoch {epoch}: {_BATCH_OF_ONE}") from None
+        raise RecordedFailure(f"epoch {epoch}: {_BATCH_OF_ONE}") from None
     source = model_source(config.model)
     if source is None or isinstance(err, CifarlabError):
         return
@@ -492,17 +494,10 @@ def _explain(err: BaseException, config: RunConfig, epoch: int) -> None:
     lines = [f.lineno for f in traceback.extract_tb(err.__traceback__)
              if Path(f.filename).resolve() == mine]  # fmt: skip
     where = f" at {source[0].name}:{lines[-1]}" if lines else ""
-    raise _recorded_failure(
+    raise RecordedFailure(
         f"epoch {epoch}: model {config.model} raised {type(err).__name__}{where}: "
         f"{first_line(err, empty='(no message)')} (CIFARLAB_TRACEBACK=1 shows the traceback)"
     ) from None
-
-
-def _recorded_failure(message: str) -> CifarlabError:
-    """One line for the user, with exit status 3 (not 2): the run is recorded, as failed."""
-    error = CifarlabError(message)
-    error.exit_status = 3
-    return error
 
 
 def _stop_message(err: BaseException) -> str:
