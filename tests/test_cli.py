@@ -469,6 +469,9 @@ def test_version_abbreviations_and_misspelt_commands(capsys):
         (["data", "preview", "--per-class", "6000"], "--per-class must be 1 to 100 (got 6000)"),
         (["compare", "--preset", "blog", "--seeds", "0", "--dry-run"], "--seeds must be at least"),
         (["compare", "--preset", "blog", "--epochs", "0", "--dry-run"], "--epochs must be at"),
+        (["compare", "--preset", "blog", "--limit-train", "0", "--dry-run"], "--limit-train must"),
+        (["compare", "--preset", "blgo"], "unknown preset 'blgo'; did you mean 'blog'?"),
+        (["train", "--preset", "speedrn"], "'speedrn'; did you mean 'speedrun'? choose one of"),
     ],
 )
 def test_bad_values_are_one_line_in_the_words_of_the_option(args, message, tmp_path, capsys):

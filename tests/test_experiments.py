@@ -236,6 +236,8 @@ def test_seed_grouped_table_matches_a_hand_computation(tmp_path, tiny_archive, c
     assert "unknown setting 'workspace'; see" in capsys.readouterr().err  # not "did you mean"
     assert main(["results", "--workspace", str(ws), "--group-by", "optimizer, seed"]) == 0
     assert capsys.readouterr().out.splitlines()[0].startswith("optimizer  seed  n")  # as Python
+    assert main(["results", "--workspace", str(ws), "--group-by", "ema"]) == 0
+    assert capsys.readouterr().out.splitlines()[2].startswith("-    ")  # unset, not "None"
     assert main(["results", "--workspace", str(ws), "--group-by", "optimzer"]) == 2
     err = capsys.readouterr().err
     assert "unknown setting(s) optimzer; did you mean 'optimizer'? settings are train's" in err

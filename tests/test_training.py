@@ -771,3 +771,31 @@ def test_python_gets_short_answers_and_clear_errors(tiny_archive, tmp_path):
     spec = tmp_path / "net.toml"
     spec.write_text('layers = ["conv 8 3", "relu", "gap"]\n')
     assert cifarlab.create_model(Path(spec)) is not None  # a Path as its str
+
+
+def test_a_resumed_run_does_not_repeat_its_start_notes(tiny_archive, tmp_path, monkeypatch):
+    # The stored config comes back without --preset, so notes computed again on resume
+    # blamed options the user never typed (a preset's --whiten-bias-epochs after --no-whiten)
+    import warnings
+
+    from cifarlab.train.trainer import Trainer
+
+    original = Trainer.train_epoch
+
+    def stop_at_1(self, epoch):
+        if epoch == 1:
+            raise KeyboardInterrupt
+        return original(self, epoch)
+
+    options = dict(preset="quick-cpu", whiten=False, batch_size=16, epochs=2, val_size=0,
+                   optimizer="sgd")  # fmt: skip
+    with monkeypatch.context() as m:
+        m.setattr(Trainer, "train_epoch", stop_at_1)
+        with pytest.raises(KeyboardInterrupt):
+            _quick(tiny_archive, tmp_path, **options)
+    (stopped,) = cifarlab.results(tmp_path / "ws")
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        resumed = cifarlab.train(resume=stopped["id"], workspace=str(tmp_path / "ws"), quiet=True)
+    assert resumed.status == "completed"
+    assert not [w for w in said if "whiten" in str(w.message)], [str(w.message) for w in said]

@@ -154,8 +154,8 @@ def _add_train_parser(sub: argparse._SubParsersAction) -> None:
     add(
         "--precision",
         metavar="NAME",
-        help=f"one of {', '.join(PRECISIONS)}; auto takes bf16 autocast on CUDA and on bf16 "
-        "CPUs with channels_last, else fp32 (default auto)",
+        help=f"one of {', '.join(PRECISIONS)}; auto takes bf16 autocast on CUDA (fp16 where "
+        "the GPU lacks bf16) and on bf16 CPUs with channels_last, else fp32 (default auto)",
     )
     add("--channels-last", action=argparse.BooleanOptionalAction, help="NHWC layout (default on)")
     add("--compile", **flag, help="torch.compile the model (slow start; opt-in)")

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from cifarlab.errors import suggest
+
 # airbench94 (Jordan 2024), restated for a mean-reduced loss: its lr 11.5 and weight decay
 # 0.0153 "per 1024 examples" with momentum 0.85 become lr 11.5 / (1 + 1/0.15) = 1.5 at
 # batch 1024 (scaled linearly with the batch) and decay 0.0153 / 11.5 = 0.00133
@@ -72,7 +74,8 @@ def expand_preset(options: dict[str, Any]) -> dict[str, Any]:
     if name is None:
         return options
     if name not in TRAIN_PRESETS:
-        raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(TRAIN_PRESETS)}")
+        hint = suggest(name, TRAIN_PRESETS)
+        raise ValueError(f"unknown preset {name!r}; {hint}choose one of {', '.join(TRAIN_PRESETS)}")
     preset = TRAIN_PRESETS[name]
     merged = {**preset, **options}
     if "batch_size" in options and "lr" not in options:

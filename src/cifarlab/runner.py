@@ -101,42 +101,18 @@ class RunResult:
 def run_training(config: RunConfig | None = None, **options: Any) -> RunResult:
     """Train one model as ``config`` (or keyword options) says and record it in the workspace."""
     config = config or make_run_config(**options)
-    fresh = not as_path(config.workspace, "workspace").exists()
-    try:
-        return _run(config)
-    except CifarlabError:
-        if fresh:  # bad input leaves no trace, not even an empty workspace
-            _remove_if_unrecorded(as_path(config.workspace, "workspace"))
-        raise
-
-
-def _remove_if_unrecorded(workspace: Path) -> None:
-    """Delete a workspace this call made if it holds no run (a refused --resume opened its
-    database)."""
-    if not workspace.is_dir():
-        return
-    if {p.name for p in workspace.iterdir()} - {"runs.db", "runs.db-wal", "runs.db-shm"}:
-        return
-    if (workspace / "runs.db").exists():
-        with ResultsStore(workspace / "runs.db") as store:
-            if store.runs():
-                return
-    shutil.rmtree(workspace, ignore_errors=True)
-
-
-def _run(config: RunConfig) -> RunResult:
-    workspace = prepare_workspace(config.workspace)
+    # the folder is made only when the run is recorded: bad input leaves none behind
+    workspace = check_workspace(config.workspace)
     resumed: dict[str, Any] | None = None
     if config.resume:
-        with ResultsStore(workspace / "runs.db") as store:
-            config, resumed = resolve_resume(store, config)
+        config, resumed = _find_resumed(workspace, config)
         if resumed and resumed["status"] == "completed":
             _note(config, f"run {resumed['id']} already completed; nothing to resume")
             return _stored_result(workspace, resumed["id"], config)
         if resumed:
             _refuse_if_training_elsewhere(resumed)
 
-    for note in config.unused_options():
+    for note in config.unused_options() if not resumed else ():  # said at the run's start
         warn(note)
     device = resolve_device(config.device)
     precision = resolve_precision(config.precision, device, config.channels_last)
@@ -173,7 +149,7 @@ def _train_and_record(
     if resumed:
         restore_checkpoint(trainer, workspace, resumed, config)
     info = _run_info(config, data, device, precision, trainer.model)
-
+    prepare_workspace(workspace)
     with ResultsStore(workspace / "runs.db") as store:
         try:
             if resumed:
@@ -354,6 +330,40 @@ def _refuse_if_training_elsewhere(record: dict[str, Any]) -> None:
             f"run {record['id']} is being trained right now by process {pid}; wait for it to "
             f"finish, or stop it (kill {pid}) and resume then"
         )
+
+
+def _find_resumed(workspace: Path, config: RunConfig) -> tuple[RunConfig, dict | None]:
+    """``resolve_resume`` against the workspace's database, without making one where the
+    workspace holds none (a new workspace has no run to resume)."""
+    if (workspace / "runs.db").exists():
+        with ResultsStore(workspace / "runs.db") as store:
+            return resolve_resume(store, config)
+    if config.resume != "auto":
+        raise CifarlabError(
+            f"--resume {config.resume}: no such run in {str(workspace)!r}, which holds no runs; "
+            "pass the --workspace the run was recorded in"
+        )
+    _note(config, "no earlier run with these settings; starting a new one")
+    return config, None
+
+
+def check_workspace(path: str | os.PathLike) -> Path:
+    """The workspace path, refused now if it could never be written; nothing is created."""
+    workspace = as_path(path, "workspace")
+    if workspace.exists() and not workspace.is_dir():
+        raise CifarlabError(
+            f"workspace {str(workspace)!r} is a file, not a folder; pass --workspace DIR"
+        )
+    existing = next(p for p in (workspace.absolute(), *workspace.absolute().parents) if p.exists())
+    problem = "Not a directory" if not existing.is_dir() else None
+    if problem is None and not os.access(existing, os.W_OK | os.X_OK):
+        problem = "Permission denied"
+    if problem:
+        raise CifarlabError(
+            f"workspace {str(workspace)!r} is not writable ({problem}); "
+            "pass --workspace DIR with a folder you can write to"
+        )
+    return workspace
 
 
 def prepare_workspace(path: str | os.PathLike) -> Path:

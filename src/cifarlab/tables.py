@@ -32,7 +32,10 @@ def format_table(
 
 
 def setting_text(value: object) -> str:
-    """A setting's value as the command line types it: milestones (3, 6) read ``3,6``."""
+    """A setting's value as the command line types it: milestones (3, 6) read ``3,6``; unset
+    reads ``-``."""
+    if value is None:
+        return "-"
     if isinstance(value, list | tuple):
         return ",".join(map(str, value)) or "-"
     return str(value)

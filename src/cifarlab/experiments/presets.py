@@ -6,7 +6,7 @@ import copy
 import re
 from typing import Any
 
-from cifarlab.errors import CifarlabError
+from cifarlab.errors import CifarlabError, suggest
 
 BLOG_MODELS = ["tutorial", "simple", "stacked", "channel", "wobbly"]
 
@@ -54,9 +54,12 @@ def preset_definition(
     (``blog`` -> ``blog-e5-s2``): a quick look never collides with a full study.
     """
     if name not in PRESETS:
-        raise CifarlabError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
-    for flag, value in (("--epochs", epochs), ("--seeds", seeds)):  # named as typed, not grid.seed
-        if value is not None and value < 1:
+        raise CifarlabError(
+            f"unknown preset {name!r}; {suggest(name, PRESETS)}choose one of {', '.join(PRESETS)}"
+        )
+    limit = base_overrides.get("limit_train")
+    for flag, value in (("--epochs", epochs), ("--seeds", seeds), ("--limit-train", limit)):
+        if value is not None and value < 1:  # named as typed, not as grid.seed
             raise CifarlabError(f"{flag} must be at least 1 (got {value})")
     definition = copy.deepcopy(PRESETS[name])
     suffix = []
