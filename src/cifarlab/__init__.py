@@ -79,7 +79,8 @@ def sweep(
     from dataclasses import replace
 
     from cifarlab.experiments.spec import build_experiment, load_experiment
-    from cifarlab.experiments.sweep import check_sweep_options, run_sweep, typed_only
+    from cifarlab.experiments.sweep import check_sweep_options, run_sweep
+    from cifarlab.filters import typed_only
 
     check_sweep_options(workers, max_runs)
     overrides = {"data": str(data)} if data is not None else {}

@@ -471,7 +471,7 @@ def _what_was_chosen(result: Any) -> str:
 
 
 def cmd_results(args: argparse.Namespace) -> int:
-    from cifarlab.experiments.sweep import parse_only
+    from cifarlab.filters import parse_only
     from cifarlab.results import compare, format_runs, group_table, results, sort_records
 
     group_by = comma_list(args.group_by) if args.group_by else None
@@ -532,10 +532,10 @@ def _sweep(experiment, args: argparse.Namespace) -> int:
         TO_RUN,
         check_experiment_name,
         check_sweep_options,
-        parse_only,
         plan_sweep,
         run_sweep,
     )
+    from cifarlab.filters import parse_only
 
     if args.new_name is not None:
         experiment = replace(experiment, name=args.new_name)

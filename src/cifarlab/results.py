@@ -66,7 +66,7 @@ def results(
 
     Accuracies are fractions in [0, 1]; each record also carries its full ``config``.
     """
-    from cifarlab.experiments.sweep import typed_only
+    from cifarlab.filters import record_matches, typed_only  # pydantic: not at `import cifarlab`
 
     wanted = typed_only(only) if only is not None else {}  # {"optimizer": "SGD"}: as --only
     with open_store(workspace) as store:
@@ -83,16 +83,7 @@ def results(
             runs = [run for run in standing if run is not None]
     runs = [_stopped_if_orphaned(run) for run in name_model_versions(runs)]
     records = [{k: run.get(k) for k in RESULT_FIELDS} | {"config": run["config"]} for run in runs]
-    return [r for r in records if _record_matches(r, wanted)]
-
-
-def _record_matches(record: dict[str, Any], wanted: dict[str, Any]) -> bool:
-    """Whether a run record has the typed settings ``wanted`` (``sweep._matches`` does the
-    same for a RunConfig; a record holds JSON, and maybe a versioned model name)."""
-    from cifarlab.experiments.sweep import recorded_value
-
-    config = record["config"]
-    return all(recorded_value(k, config.get(k)) == v for k, v in wanted.items())
+    return [r for r in records if record_matches(r, wanted)]
 
 
 def _stopped_if_orphaned(run: dict[str, Any]) -> dict[str, Any]:
@@ -250,7 +241,7 @@ def _cell(value: Any, fmt: str) -> str:
 def _filter(records: list[dict[str, Any]], spec: str) -> list[dict[str, Any]]:
     """``"model=wobbly,optimizer=adam"`` -> the records matching every pair, the values
     read as ``--only`` reads them."""
-    from cifarlab.experiments.sweep import parse_only
+    from cifarlab.filters import parse_only, record_matches
 
     items: list[str] = []
     for part in (p for p in spec.split(",") if p.strip()):
@@ -262,7 +253,7 @@ def _filter(records: list[dict[str, Any]], spec: str) -> list[dict[str, Any]]:
         raise CifarlabError(f"--compare {spec!r}: expected KEY=VALUE[,KEY=VALUE...]")
     wanted = parse_only(items, option="--compare")
     _check_keys(records, list(wanted), f"--compare {spec!r}")
-    return [r for r in records if _record_matches(r, wanted)]
+    return [r for r in records if record_matches(r, wanted)]
 
 
 def _check_keys(

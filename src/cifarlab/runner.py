@@ -20,15 +20,7 @@ from typing import Any
 
 import torch
 
-from cifarlab.config import (
-    NOT_HASHED,
-    SESSION_FIELDS,
-    RunConfig,
-    kept_model_file,
-    make_run_config,
-    model_file_digest,
-    model_source,
-)
+from cifarlab.config import NOT_HASHED, SESSION_FIELDS, RunConfig, make_run_config
 from cifarlab.data import CifarData, load_dataset
 from cifarlab.errors import (
     CifarlabError,
@@ -40,6 +32,7 @@ from cifarlab.errors import (
     warn,
 )
 from cifarlab.experiments.store import RUN_SUMMARY, ResultsStore
+from cifarlab.model_files import kept_model_file, model_file_digest, model_source
 from cifarlab.models import (
     check_model,
     count_parameters,
@@ -167,7 +160,7 @@ def _train_and_record(
 def _keep_model_file(config: RunConfig, run_dir: Path) -> None:
     """A copy of the run's model file (spec or Python) in its folder, as it was trained: the
     report rebuilds the net from it after the file is edited, moved, or read from
-    another folder (``config.model_of_run``)."""
+    another folder (``model_files.model_of_run``)."""
     source = model_source(config.model)
     if source is None or kept_model_file(run_dir, source[0]).exists():  # kept at its start
         return

@@ -21,10 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
 from tqdm.auto import tqdm
 
-from cifarlab.config import SESSION_FIELDS, RunConfig
+from cifarlab.config import RunConfig
 from cifarlab.errors import (
     BusyMachineWarning,
     CifarlabError,
@@ -33,10 +32,10 @@ from cifarlab.errors import (
     Terminated,
     bar_disabled,
     show_warning,
-    suggest,
 )
 from cifarlab.experiments.spec import Experiment, name_problem
 from cifarlab.experiments.store import FINISHED, ResultsStore
+from cifarlab.filters import config_matches
 from cifarlab.process import die_with_parent, owner_pid
 from cifarlab.train import cpu_share
 
@@ -95,7 +94,7 @@ def plan_sweep(
     max_runs: int | None = None,
 ) -> list[PlannedRun]:
     """The experiment's runs (filtered by ``only``), each with what a sweep will do."""
-    configs = [c for c in experiment.configs if _matches(c, only or {})]
+    configs = [c for c in experiment.configs if config_matches(c, only or {})]
     if not configs:
         shown = " ".join(f"{k}={v}" for k, v in (only or {}).items())
         raise CifarlabError(
@@ -317,53 +316,3 @@ def _init_worker(threads: int, parent_pid: int, stop: Any) -> None:
     cpu_share.count_as_own_job(parent_pid)
     # ... and stays in the results; a warning from every worker's every run would be noise
     warnings.simplefilter("ignore", BusyMachineWarning)
-
-
-def _matches(config: RunConfig, only: dict[str, Any]) -> bool:
-    return all(getattr(config, key) == value for key, value in only.items())
-
-
-def parse_only(items: list[str], option: str = "--only") -> dict[str, Any]:
-    """``["model=tutorial", "lr=0.01"]`` -> typed values, checked like run options, so
-    ``lr=1e-3`` matches 0.001 and ``optimizer=SGD`` matches sgd."""
-    raw: dict[str, Any] = {}
-    shown: dict[str, str] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise CifarlabError(f"{option} {item!r}: expected KEY=VALUE with a run option as KEY")
-        key = key.strip().replace("-", "_")
-        raw[key], shown[key] = value.strip(), item
-    return typed_only(raw, option, shown)
-
-
-def typed_only(
-    wanted: dict[str, Any], option: str = "only=", shown: dict[str, str] | None = None
-) -> dict[str, Any]:
-    """Run settings to match, each value typed as a run reads it ({"lr": "1e-3"} -> 0.001);
-    "lr=0.01" or a list of such strings reads as the CLI's --only."""
-    if isinstance(wanted, str | list | tuple):
-        return parse_only([wanted] if isinstance(wanted, str) else list(wanted), option)
-    if not isinstance(wanted, dict):
-        raise CifarlabError(f"{option} takes a dict like {{'model': 'tutorial'}}, not {wanted!r}")
-    typed: dict[str, Any] = {}
-    for key, value in wanted.items():
-        where = f"{option} {(shown or {}).get(key, f'{key}={value!r}')!r}"
-        settings = [k for k in RunConfig.model_fields if k not in SESSION_FIELDS]
-        if key not in settings:  # workspace, quiet, resume: where and how, not what ran
-            hint = suggest(key, settings).strip() or "see `cifarlab train --help`"
-            raise CifarlabError(f"{where}: unknown setting {key!r}; {hint}")
-        try:
-            typed[key] = getattr(RunConfig(**{key: value}), key)
-        except ValidationError:
-            raise CifarlabError(f"{where}: {value!r} is not a valid {key}") from None
-    return typed
-
-
-def recorded_value(key: str, value: Any) -> Any:
-    """A run record's config value as ``parse_only`` types it (a record holds JSON: lists
-    for tuples); as it is where it no longer validates, e.g. a versioned model file name."""
-    try:
-        return getattr(RunConfig(**{key: value}), key)
-    except ValidationError:
-        return value

@@ -19,8 +19,8 @@ from types import ModuleType
 import torch
 from torch import nn
 
-from cifarlab.config import model_source
 from cifarlab.errors import CifarlabError, first_line, looked_in
+from cifarlab.model_files import model_source
 from cifarlab.models.spec import ImageSize, image_hw
 
 NO_MESSAGE = "(no message)"  # after "raised ValueError:", the type name again says nothing

@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
-from cifarlab.config import model_source
 from cifarlab.errors import CifarlabError, suggest
+from cifarlab.model_files import model_source
 
 if TYPE_CHECKING:
     from cifarlab.models.spec import ImageSize

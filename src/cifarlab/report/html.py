@@ -17,10 +17,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cifarlab.config import model_of_run
 from cifarlab.errors import CifarlabError, as_path
 from cifarlab.experiments.analysis import varying_keys
 from cifarlab.experiments.store import ResultsStore
+from cifarlab.model_files import model_of_run
 from cifarlab.process import pid_alive
 from cifarlab.report import aggregate, charts
 from cifarlab.report.aggregate import pct

@@ -9,9 +9,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from cifarlab.config import model_of_run
 from cifarlab.data import CifarData, TensorLoader, load_dataset
 from cifarlab.errors import CifarlabError
+from cifarlab.model_files import model_of_run
 from cifarlab.models import create_model
 from cifarlab.train.build import EVAL_BATCH_SIZE
 from cifarlab.train.checkpoint import load_checkpoint

@@ -1,0 +1,67 @@
+"""Models given as files (``net.toml``, ``nets/my.py:Net``): how a ``--model`` value names
+a file, the digest that makes an edited file a new run, and the copy a run keeps of it.
+
+Kept apart from the registry, which builds nets (and imports torch): the config, the
+results tables and the report only need to know which file a run trained.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+from cifarlab.errors import CifarlabError
+
+
+def model_file_digest(model: str) -> str | None:
+    """SHA-256 of the file a model reference names (None: a built-in name, or no file)."""
+    source = model_source(model)
+    return _sha256(source[0]) if source is not None and source[0].is_file() else None
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def kept_model_file(run_dir: Path, source: Path) -> Path:
+    """Where a run keeps the copy of its model file it trained (``model.toml``/``model.py``)."""
+    return run_dir / f"model{source.suffix}"
+
+
+def model_of_run(run: dict[str, Any], workspace: Path) -> str:
+    """The model reference that rebuilds ``run``'s net as it trained: the file it names while
+    unchanged (helper modules beside it still import), else the copy the run kept in its
+    folder; refused where neither holds that version (a net of the same shapes would load
+    the weights and quietly be another model)."""
+    reference = model_reference(run["config"]["model"])
+    source = model_source(reference)
+    trained = (run.get("info") or {}).get("model_file_sha256")
+    if source is None or not trained or trained == model_file_digest(reference):
+        return reference  # built-in, from before digests were recorded, or unchanged
+    kept = kept_model_file(workspace / run["id"], source[0])
+    if kept.is_file() and _sha256(kept) == trained:
+        return f"{kept}:{source[1]}" if source[1] else str(kept)
+    raise CifarlabError(
+        f"model file {reference!r} has changed (or gone) since run {run['id']} trained it, "
+        "and the run kept no copy; restore that version to see its diagram and predictions"
+    )
+
+
+def model_reference(name: str) -> str:
+    """The model reference behind a name tables show: ``net.toml@a24e21`` -> ``net.toml``
+    (results.name_model_versions names the versions of an edited model file so)."""
+    base, at, _ = name.rpartition("@")
+    return base if at and model_source(base) is not None else name
+
+
+def model_source(model: str) -> tuple[Path, str] | None:
+    """What a ``--model`` value names in a file: ``spec.toml`` -> (its path, ""),
+    ``nets/my.py:Net`` -> (nets/my.py, "Net"), ``nets/my.py`` -> (nets/my.py, ""), and None
+    for a built-in name. The one place that tells a file from a name."""
+    if model.endswith(".toml"):
+        return Path(model), ""
+    if model.endswith(".py") or ".py:" in model:
+        path, _, name = model.partition(".py:") if ".py:" in model else (model[:-3], "", "")
+        return Path(path + ".py"), name
+    return None
