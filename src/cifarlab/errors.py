@@ -121,3 +121,9 @@ def suggest(word: str, choices: Iterable[str], *, cutoff: float = 0.6, show=repr
     """ "did you mean 'adam'? " for the choice closest to ``word``; "" when none is close."""
     close = difflib.get_close_matches(word, list(choices), n=1, cutoff=cutoff)
     return f"did you mean {show(close[0])}? " if close else ""
+
+
+def note(quiet: bool, message: str) -> None:
+    """A line of information on stderr (``cifarlab: ...``), unless the run is quiet."""
+    if not quiet:
+        print(f"cifarlab: {message}", file=sys.stderr)

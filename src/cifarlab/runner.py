@@ -20,26 +20,30 @@ from typing import Any
 
 import torch
 
-from cifarlab.config import NOT_HASHED, SESSION_FIELDS, RunConfig, make_run_config
+from cifarlab.config import SESSION_FIELDS, RunConfig, make_run_config
 from cifarlab.data import CifarData, load_dataset
 from cifarlab.errors import (
     CifarlabError,
     RecordedFailure,
-    RunInProgress,
     Terminated,
-    as_path,
     first_line,
+    note,
     warn,
 )
-from cifarlab.experiments.store import RUN_SUMMARY, ResultsStore
+from cifarlab.experiments.store import (
+    RUN_SUMMARY,
+    ResultsStore,
+    check_workspace,
+    prepare_workspace,
+)
 from cifarlab.model_files import kept_model_file, model_file_digest, model_source
 from cifarlab.models import (
     check_model,
     count_parameters,
     model_label,
 )
-from cifarlab.process import current_owner, owner_pid
-from cifarlab.recipes import TRAIN_PRESETS
+from cifarlab.process import current_owner
+from cifarlab.resume import find_resumed, refuse_if_training_elsewhere, restore_checkpoint
 from cifarlab.train.build import build_trainer
 from cifarlab.train.callbacks import (
     Checkpointer,
@@ -49,7 +53,6 @@ from cifarlab.train.callbacks import (
     TensorBoardLogger,
     WarnWhenBusy,
 )
-from cifarlab.train.checkpoint import load_checkpoint
 from cifarlab.train.cpu_share import cores_taken
 from cifarlab.train.precision import (
     resolve_device,
@@ -98,15 +101,15 @@ def run_training(config: RunConfig | None = None, **options: Any) -> RunResult:
     workspace = check_workspace(config.workspace)
     resumed: dict[str, Any] | None = None
     if config.resume:
-        config, resumed = _find_resumed(workspace, config)
+        config, resumed = find_resumed(workspace, config)
         if resumed and resumed["status"] == "completed":
-            _note(config, f"run {resumed['id']} already completed; nothing to resume")
+            note(config.quiet, f"run {resumed['id']} already completed; nothing to resume")
             return _stored_result(workspace, resumed["id"], config)
         if resumed:
-            _refuse_if_training_elsewhere(resumed)
+            refuse_if_training_elsewhere(resumed)
 
-    for note in config.unused_options() if not resumed else ():  # said at the run's start
-        warn(note)
+    for unused in config.unused_options() if not resumed else ():  # said at the run's start
+        warn(unused)
     device = resolve_device(config.device)
     precision = resolve_precision(config.precision, device, config.channels_last)
     check_model(config.model)  # a bad name, spec or file fails here, before any data work
@@ -204,25 +207,6 @@ def _fit_and_record(
     return RunResult(run_id, status, config, trainer.history, summary, run_dir, error, info)
 
 
-def restore_checkpoint(
-    trainer: Trainer, workspace: Path, resumed: dict[str, Any], config: RunConfig
-) -> dict[str, Any] | None:
-    """Load the run's ``last.pt`` into ``trainer`` (None: no checkpoint yet, start over)."""
-    last = workspace / resumed["id"] / "last.pt"
-    if not last.exists():  # stopped before its first epoch ended
-        _note(config, f"run {resumed['id']} has no checkpoint yet; restarting it from epoch 1")
-        return None
-    state = load_checkpoint(last, map_location=trainer.device)
-    try:
-        trainer.load_state_dict(state)
-    except (RuntimeError, KeyError, ValueError) as err:
-        raise CifarlabError(
-            f"checkpoint of run {resumed['id']} does not fit model {config.model!r} "
-            f"({first_line(err)[:120]}); start a new run instead"
-        ) from None
-    return state
-
-
 def _bookkeeping(
     config: RunConfig, store: ResultsStore, run_id: str, run_dir: Path, info: dict[str, Any]
 ) -> tuple[list[Callback], EarlyStopping | None]:
@@ -266,117 +250,6 @@ def summarize(trainer: Trainer, config: RunConfig) -> dict[str, Any]:
     if shares:  # cores that other work took from the run: its timings' conditions
         summary["cpu_contention"] = sum(shares) / len(shares)
     return summary
-
-
-def resolve_resume(store: ResultsStore, config: RunConfig) -> tuple[RunConfig, dict | None]:
-    """Find the run ``config.resume`` names and the config to continue it with.
-
-    ``resume="auto"`` picks the latest run with the same settings (none: a new
-    run). A run id takes that run's settings; options given explicitly must
-    agree with them where they change results.
-    """
-    if config.resume == "auto":
-        record = store.latest_with_hash(config.hash())
-        if record is None:
-            _note(config, f"no earlier run with these settings{_other_length(store, config)}; "
-                          "starting a new one")  # fmt: skip
-        return config, record
-    record = store.run(config.resume)
-    if record is None:
-        raise CifarlabError(
-            f"--resume {config.resume}: no such run in {str(store.path.parent)!r}; "
-            "`cifarlab results` lists the runs"
-        )
-    stored = make_run_config(**{**record["config"], **{k: getattr(config, k) for k in NOT_HASHED}})
-    preset = TRAIN_PRESETS.get(config.preset or "", {})
-    for name in sorted(config.model_fields_set - NOT_HASHED):
-        mine, theirs = getattr(config, name), getattr(stored, name)
-        if mine == theirs:
-            continue
-        option = f"--{name.replace('_', '-')} {mine!r}"
-        if preset.get(name) == mine:  # the user typed --preset, not this option
-            option = f"--preset {config.preset} sets {option}, which"
-        raise CifarlabError(
-            f"--resume {config.resume}: {option} differs from the run's {theirs!r}; drop the "
-            "option or start a new run"
-        )
-    return stored, record
-
-
-def _other_length(store: ResultsStore, config: RunConfig) -> str:
-    """ ", but run X has them with --epochs N", where only the epochs differ: a schedule that
-    has run its course cannot be lengthened, so that run is not continued."""
-    for record in reversed(store.runs()):
-        epochs = record["config"].get("epochs")
-        if epochs == config.epochs:
-            continue
-        if config.model_copy(update={"epochs": epochs}).hash() == record["config_hash"]:
-            return (f" (run {record['id']} has them with --epochs {epochs}: its learning-rate "
-                    "schedule is set by its length, so it is not lengthened)")  # fmt: skip
-    return ""
-
-
-def _refuse_if_training_elsewhere(record: dict[str, Any]) -> None:
-    pid = owner_pid(record.get("owner")) if record["status"] == "running" else None
-    if pid is not None:
-        raise RunInProgress(
-            f"run {record['id']} is being trained right now by process {pid}; wait for it to "
-            f"finish, or stop it (kill {pid}) and resume then"
-        )
-
-
-def _find_resumed(workspace: Path, config: RunConfig) -> tuple[RunConfig, dict | None]:
-    """``resolve_resume`` against the workspace's database, without making one where the
-    workspace holds none (a new workspace has no run to resume)."""
-    if (workspace / "runs.db").exists():
-        with ResultsStore(workspace / "runs.db") as store:
-            return resolve_resume(store, config)
-    if config.resume != "auto":
-        raise CifarlabError(
-            f"--resume {config.resume}: no such run in {str(workspace)!r}, which holds no runs; "
-            "pass the --workspace the run was recorded in"
-        )
-    _note(config, "no earlier run with these settings; starting a new one")
-    return config, None
-
-
-def check_workspace(path: str | os.PathLike) -> Path:
-    """The workspace path, refused now if it could never be written; nothing is created."""
-    workspace = as_path(path, "workspace")
-    if workspace.exists() and not workspace.is_dir():
-        raise CifarlabError(
-            f"workspace {str(workspace)!r} is a file, not a folder; pass --workspace DIR"
-        )
-    existing = next(p for p in (workspace.absolute(), *workspace.absolute().parents) if p.exists())
-    problem = "Not a directory" if not existing.is_dir() else None
-    if problem is None and not os.access(existing, os.W_OK | os.X_OK):
-        problem = "Permission denied"
-    if problem:
-        raise CifarlabError(
-            f"workspace {str(workspace)!r} is not writable ({problem}); "
-            "pass --workspace DIR with a folder you can write to"
-        )
-    return workspace
-
-
-def prepare_workspace(path: str | os.PathLike) -> Path:
-    """Create the workspace folder and prove it is writable, or say how to fix it."""
-    workspace = as_path(path, "workspace")
-    if workspace.exists() and not workspace.is_dir():
-        raise CifarlabError(
-            f"workspace {str(workspace)!r} is a file, not a folder; pass --workspace DIR"
-        )
-    try:
-        workspace.mkdir(parents=True, exist_ok=True)
-        probe = workspace / f".write-test-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as err:
-        raise CifarlabError(
-            f"workspace {str(workspace)!r} is not writable ({err.strerror or err}); "
-            "pass --workspace DIR with a folder you can write to"
-        ) from None
-    return workspace
 
 
 def _stored_result(workspace: Path, run_id: str, config: RunConfig) -> RunResult:
@@ -452,11 +325,6 @@ def _run_info(config, data: CifarData, device, precision: str, model) -> dict[st
 
 def _record(config: RunConfig) -> dict[str, Any]:
     return config.model_dump(mode="json", exclude=set(SESSION_FIELDS))
-
-
-def _note(config: RunConfig, message: str) -> None:
-    if not config.quiet:
-        print(f"cifarlab: {message}", file=sys.stderr)
 
 
 _BATCH_OF_ONE = (

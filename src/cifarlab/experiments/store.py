@@ -1,4 +1,5 @@
-"""ResultsStore: the workspace's SQLite database of runs and their per-epoch metrics.
+"""ResultsStore: the workspace's SQLite database of runs and their per-epoch metrics, and
+the workspace folder that holds it (``check_workspace``, ``prepare_workspace``).
 
 One file (``runs.db``) per workspace, in WAL mode so readers never block the
 writer and several processes can append safely; every write is its own
@@ -8,12 +9,13 @@ transaction, so a crash loses at most the row being written.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import time
 from pathlib import Path
 from typing import Any
 
-from cifarlab.errors import CifarlabError
+from cifarlab.errors import CifarlabError, as_path
 from cifarlab.process import current_owner
 
 FINISHED = ("completed", "diverged")  # settled: running them again gives the same answer
@@ -256,3 +258,42 @@ def _run_record(row: sqlite3.Row) -> dict[str, Any]:
     record["config"] = json.loads(record["config"])
     record["info"] = json.loads(record["info"]) if record["info"] else {}
     return record
+
+
+def check_workspace(path: str | os.PathLike) -> Path:
+    """The workspace path, refused now if it could never be written; nothing is created."""
+    workspace = as_path(path, "workspace")
+    if workspace.exists() and not workspace.is_dir():
+        raise CifarlabError(
+            f"workspace {str(workspace)!r} is a file, not a folder; pass --workspace DIR"
+        )
+    existing = next(p for p in (workspace.absolute(), *workspace.absolute().parents) if p.exists())
+    problem = "Not a directory" if not existing.is_dir() else None
+    if problem is None and not os.access(existing, os.W_OK | os.X_OK):
+        problem = "Permission denied"
+    if problem:
+        raise CifarlabError(
+            f"workspace {str(workspace)!r} is not writable ({problem}); "
+            "pass --workspace DIR with a folder you can write to"
+        )
+    return workspace
+
+
+def prepare_workspace(path: str | os.PathLike) -> Path:
+    """Create the workspace folder and prove it is writable, or say how to fix it."""
+    workspace = as_path(path, "workspace")
+    if workspace.exists() and not workspace.is_dir():
+        raise CifarlabError(
+            f"workspace {str(workspace)!r} is a file, not a folder; pass --workspace DIR"
+        )
+    try:
+        workspace.mkdir(parents=True, exist_ok=True)
+        probe = workspace / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        raise CifarlabError(
+            f"workspace {str(workspace)!r} is not writable ({err.strerror or err}); "
+            "pass --workspace DIR with a folder you can write to"
+        ) from None
+    return workspace

@@ -34,7 +34,7 @@ from cifarlab.errors import (
     show_warning,
 )
 from cifarlab.experiments.spec import Experiment, name_problem
-from cifarlab.experiments.store import FINISHED, ResultsStore
+from cifarlab.experiments.store import FINISHED, ResultsStore, prepare_workspace
 from cifarlab.filters import config_matches
 from cifarlab.process import die_with_parent, owner_pid
 from cifarlab.train import cpu_share
@@ -150,8 +150,6 @@ def run_sweep(
     quiet: bool = False,
 ) -> SweepReport:
     """Run what is missing of ``experiment`` and report every run's final status."""
-    from cifarlab.runner import prepare_workspace
-
     check_sweep_options(workers, max_runs)
     workspace = prepare_workspace(workspace)
     with _sweeping(workspace, experiment.name), ResultsStore(workspace / "runs.db") as store:

@@ -1,0 +1,106 @@
+"""Continuing a stopped run: which run ``--resume`` means, the settings it continues
+with, and its last checkpoint loaded into the trainer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from cifarlab.config import NOT_HASHED, RunConfig, make_run_config
+from cifarlab.errors import CifarlabError, RunInProgress, first_line, note
+from cifarlab.experiments.store import ResultsStore
+from cifarlab.process import owner_pid
+from cifarlab.recipes import TRAIN_PRESETS
+from cifarlab.train.checkpoint import load_checkpoint
+from cifarlab.train.trainer import Trainer
+
+
+def find_resumed(workspace: Path, config: RunConfig) -> tuple[RunConfig, dict | None]:
+    """``resolve_resume`` against the workspace's database, without making one where the
+    workspace holds none (a new workspace has no run to resume)."""
+    if (workspace / "runs.db").exists():
+        with ResultsStore(workspace / "runs.db") as store:
+            return resolve_resume(store, config)
+    if config.resume != "auto":
+        raise CifarlabError(
+            f"--resume {config.resume}: no such run in {str(workspace)!r}, which holds no runs; "
+            "pass the --workspace the run was recorded in"
+        )
+    note(config.quiet, "no earlier run with these settings; starting a new one")
+    return config, None
+
+
+def resolve_resume(store: ResultsStore, config: RunConfig) -> tuple[RunConfig, dict | None]:
+    """Find the run ``config.resume`` names and the config to continue it with.
+
+    ``resume="auto"`` picks the latest run with the same settings (none: a new
+    run). A run id takes that run's settings; options given explicitly must
+    agree with them where they change results.
+    """
+    if config.resume == "auto":
+        record = store.latest_with_hash(config.hash())
+        if record is None:
+            other = _other_length(store, config)
+            note(config.quiet, f"no earlier run with these settings{other}; starting a new one")
+        return config, record
+    record = store.run(config.resume)
+    if record is None:
+        raise CifarlabError(
+            f"--resume {config.resume}: no such run in {str(store.path.parent)!r}; "
+            "`cifarlab results` lists the runs"
+        )
+    stored = make_run_config(**{**record["config"], **{k: getattr(config, k) for k in NOT_HASHED}})
+    preset = TRAIN_PRESETS.get(config.preset or "", {})
+    for name in sorted(config.model_fields_set - NOT_HASHED):
+        mine, theirs = getattr(config, name), getattr(stored, name)
+        if mine == theirs:
+            continue
+        option = f"--{name.replace('_', '-')} {mine!r}"
+        if preset.get(name) == mine:  # the user typed --preset, not this option
+            option = f"--preset {config.preset} sets {option}, which"
+        raise CifarlabError(
+            f"--resume {config.resume}: {option} differs from the run's {theirs!r}; drop the "
+            "option or start a new run"
+        )
+    return stored, record
+
+
+def _other_length(store: ResultsStore, config: RunConfig) -> str:
+    """ ", but run X has them with --epochs N", where only the epochs differ: a schedule that
+    has run its course cannot be lengthened, so that run is not continued."""
+    for record in reversed(store.runs()):
+        epochs = record["config"].get("epochs")
+        if epochs == config.epochs:
+            continue
+        if config.model_copy(update={"epochs": epochs}).hash() == record["config_hash"]:
+            return (f" (run {record['id']} has them with --epochs {epochs}: its learning-rate "
+                    "schedule is set by its length, so it is not lengthened)")  # fmt: skip
+    return ""
+
+
+def refuse_if_training_elsewhere(record: dict[str, Any]) -> None:
+    pid = owner_pid(record.get("owner")) if record["status"] == "running" else None
+    if pid is not None:
+        raise RunInProgress(
+            f"run {record['id']} is being trained right now by process {pid}; wait for it to "
+            f"finish, or stop it (kill {pid}) and resume then"
+        )
+
+
+def restore_checkpoint(
+    trainer: Trainer, workspace: Path, resumed: dict[str, Any], config: RunConfig
+) -> dict[str, Any] | None:
+    """Load the run's ``last.pt`` into ``trainer`` (None: no checkpoint yet, start over)."""
+    last = workspace / resumed["id"] / "last.pt"
+    if not last.exists():  # stopped before its first epoch ended
+        note(config.quiet, f"run {resumed['id']} has no checkpoint yet; restarting it from epoch 1")
+        return None
+    state = load_checkpoint(last, map_location=trainer.device)
+    try:
+        trainer.load_state_dict(state)
+    except (RuntimeError, KeyError, ValueError) as err:
+        raise CifarlabError(
+            f"checkpoint of run {resumed['id']} does not fit model {config.model!r} "
+            f"({first_line(err)[:120]}); start a new run instead"
+        ) from None
+    return state
