@@ -15,9 +15,9 @@ import argparse
 import json
 import os
 import statistics
-import tempfile
 
-from loader import SHARED  # benchmarks/loader.py, beside this file
+from common import at_least_one, check_presets, run, workspace  # benchmarks/, beside this
+from loader import SHARED
 
 import cifarlab
 
@@ -51,16 +51,31 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=os.environ.get("CIFARLAB_DATA") or str(SHARED))
     parser.add_argument("--preset", default="quick-cpu")
-    parser.add_argument("--runs", type=int, default=1, help="seeds per variant (0..N-1)")
-    parser.add_argument("--only", help="comma-separated tricks to take out (default: all)")
+    parser.add_argument("--runs", type=at_least_one, default=1, help="seeds per variant (0..N-1)")
+    parser.add_argument("--only", help=f"comma-separated tricks to take out, of: "
+                        f"{', '.join(WITHOUT)} (default: all)")  # fmt: skip
+    parser.add_argument("--epochs", type=at_least_one, help="override the preset's epochs")
     args = parser.parse_args()
-    workspace = tempfile.mkdtemp(prefix="cifarlab-ablation-")
-    tricks = args.only.split(",") if args.only else list(WITHOUT)
-    out: dict = {"preset": args.preset, "data": args.data, "runs": args.runs}
-    out["preset_as_is"] = base = final_accuracy(args.preset, args.data, workspace, args.runs)
+    tricks = [t.strip() for t in args.only.split(",")] if args.only else list(WITHOUT)
+    unknown = [t for t in tricks if t not in WITHOUT]
+    if unknown:  # before the first training, not after it
+        parser.error(
+            f"--only: unknown trick(s) {', '.join(unknown)}; choose from {', '.join(WITHOUT)}"
+        )
+    extra = {"epochs": args.epochs} if args.epochs is not None else {}
+    check_presets([args.preset], **extra)
+    with workspace(None, "cifarlab-ablation-") as scratch:
+        measure(args, tricks, scratch, extra)
+
+
+def measure(args: argparse.Namespace, tricks: list[str], workspace: str, extra: dict) -> None:
+    out: dict = {"preset": args.preset, "data": args.data, "runs": args.runs, **extra}
+    base = final_accuracy(args.preset, args.data, workspace, args.runs, **extra)
+    out["preset_as_is"] = base
     print(json.dumps({"preset_as_is": base}), flush=True)
     for trick in tricks:
-        result = final_accuracy(args.preset, args.data, workspace, args.runs, **WITHOUT[trick])
+        options = {**extra, **WITHOUT[trick]}
+        result = final_accuracy(args.preset, args.data, workspace, args.runs, **options)
         result["points_vs_preset"] = round(
             (result["final_test_acc"] - base["final_test_acc"]) * 100, 2
         )
@@ -71,4 +86,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

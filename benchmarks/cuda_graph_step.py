@@ -112,4 +112,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from common import run  # benchmarks/, beside this file
+
+    run(main)

@@ -19,7 +19,8 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-from loader import SHARED  # benchmarks/loader.py, beside this file
+from common import at_least_one, check_presets, run  # benchmarks/, beside this file
+from loader import SHARED
 from PIL import Image
 
 import cifarlab
@@ -44,11 +45,26 @@ def reencode(source: Path, quality: int, out_dir: Path) -> Path:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default=str(SHARED))
+    parser.add_argument(
+        "--data",
+        default=os.environ.get("CIFARLAB_DATA") or str(SHARED),
+        help="a .tar/.tar.gz of JPEG image folders (default: the shared copy)",
+    )
     parser.add_argument("--preset", default="quick-cpu")
     parser.add_argument("--qualities", default="50,30", help="re-encoding qualities to try")
+    parser.add_argument("--epochs", type=at_least_one, help="override the preset's epochs")
     args = parser.parse_args()
-    out: dict = {"preset": args.preset, "data": f"{args.data} (CIFAR-10, JPEG q75 copy)"}
+    extra = {"epochs": args.epochs} if args.epochs is not None else {}
+    check_presets([args.preset], **extra)  # before minutes of re-encoding
+    if not Path(args.data).is_file() or not tarfile.is_tarfile(args.data):
+        parser.error(f"--data {args.data}: re-encoding reads a .tar or .tar.gz of JPEG image "
+                     "folders, as the shared CIFAR-10 copy is")  # fmt: skip
+    shared = Path(args.data).resolve() == SHARED.resolve()
+    out: dict = {
+        "preset": args.preset,
+        **extra,
+        "data": f"{args.data} (CIFAR-10, JPEG q75 copy)" if shared else args.data,
+    }
     with tempfile.TemporaryDirectory(prefix="cifarlab-jpeg-") as tmp:
         os.environ["CIFARLAB_CACHE"] = str(Path(tmp) / "cache")  # leave no decoded copies behind
         sources = {"q75 (as shipped)": Path(args.data)}
@@ -56,7 +72,7 @@ def main() -> None:
             sources[f"q75 re-encoded at q{quality}"] = reencode(Path(args.data), quality, Path(tmp))
         for label, path in sources.items():
             result = cifarlab.train(preset=args.preset, data=str(path), quiet=True,
-                                    workspace=str(Path(tmp) / "runs"))  # fmt: skip
+                                    workspace=str(Path(tmp) / "runs"), **extra)  # fmt: skip
             per_epoch = [round(m["test_acc"], 4) for m in result.history]
             out[label] = {"final_test_acc": round(result.summary["final_test_acc"], 4),
                           "per_epoch": per_epoch}  # fmt: skip
@@ -65,4 +81,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -24,7 +24,8 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from loader import SHARED, TutorialDataset, cifarlab_images_per_s  # beside this file
+from common import at_least_one, run  # benchmarks/, beside this file
+from loader import SHARED, TutorialDataset, cifarlab_images_per_s
 
 from cifarlab.data import load_dataset
 from cifarlab.data.imagefolder import _iter_files, _parse_layout
@@ -91,7 +92,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=os.environ.get("CIFARLAB_DATA") or str(SHARED))
     parser.add_argument("--models", default="tutorial,wobbly,resnet18,speedrun")
-    parser.add_argument("--steps", type=int, default=8, help="timed training steps per net")
+    parser.add_argument(
+        "--steps",
+        type=at_least_one,
+        default=8,
+        help="timed training steps per net (tutorial and simple: at least 300)",
+    )
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     args = parser.parse_args()
     device = resolve_device(args.device)
@@ -129,6 +135,7 @@ def main() -> None:
         peak = out["matmul_peak_gflops"]["bf16" if ours["precision"] == "bf16" else "fp32"]
         out["nets"][name] = {
             "batch_size": batch,
+            "steps": steps[name],
             "train_gflop_per_image": round(flops / 1e9, 3),
             "cifarlab_images_per_s": round(ours["images_per_s"]),
             "cifarlab_precision": ours["precision"],
@@ -144,4 +151,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -1,4 +1,4 @@
-"""Time to accuracy: wall time of the presets to reach the blog's 83%, 93% and 94%.
+"""Time to accuracy: training time of the presets to reach the blog's 83%, 93% and 94%.
 
     PYTHONPATH=src python benchmarks/time_to_accuracy.py [--presets quick-cpu,speedrun-cpu]
     PYTHONPATH=src python benchmarks/time_to_accuracy.py --presets speedrun --runs 10  # GPU
@@ -6,7 +6,8 @@
 Trains each preset on the full CIFAR-10 training split and prints JSON with the
 test accuracy and cumulative time after every epoch. Time counts from the first
 training step to the final test accuracy, evaluation and TTA included (the run's
-``train_seconds``); one-time data decoding is excluded but reported. With
+``train_seconds``); loading the data once is excluded but reported (a cache hit where
+it was decoded before). With
 ``--runs N`` each preset trains N times (seeds 0..N-1) and the mean is reported,
 as airbench reports its 94%. On a GPU one untimed 1-epoch run per preset warms up
 cuDNN's algorithm search and the CUDA context first, as airbench does.
@@ -19,11 +20,11 @@ import json
 import os
 import platform
 import statistics
-import tempfile
 import time
 
 import torch
-from loader import SHARED, cores_taken  # benchmarks/loader.py, beside this file
+from common import at_least_one, check_presets, run, workspace  # benchmarks/, beside this
+from loader import SHARED, cores_taken
 
 import cifarlab
 from cifarlab.data import load_dataset
@@ -35,12 +36,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=os.environ.get("CIFARLAB_DATA") or str(SHARED))
     parser.add_argument("--presets", default="quick-cpu,speedrun-cpu")
-    parser.add_argument("--epochs", type=int, help="override the presets' epochs")
-    parser.add_argument("--runs", type=int, default=1, help="runs per preset (seeds 0..N-1)")
+    parser.add_argument("--epochs", type=at_least_one, help="override the presets' epochs")
+    parser.add_argument("--runs", type=at_least_one, default=1,
+                        help="runs per preset (seeds 0..N-1)")  # fmt: skip
     parser.add_argument("--compile", action="store_true", help="torch.compile the model")
     parser.add_argument("--precision", help="override the presets' precision (fp32/bf16/fp16)")
-    parser.add_argument("--workspace", default=tempfile.mkdtemp(prefix="cifarlab-tta-"))
+    parser.add_argument("--workspace", help="keep the runs here (default: a scratch folder)")
     args = parser.parse_args()
+    extra = ({"epochs": args.epochs} if args.epochs is not None else {}) | {"compile": args.compile}
+    extra |= {"precision": args.precision} if args.precision else {}
+    check_presets(args.presets.split(","), **extra)
+    with workspace(args.workspace, "cifarlab-tta-") as args.workspace:
+        measure(args, extra)
+
+
+def measure(args: argparse.Namespace, extra: dict) -> None:
     out: dict = {
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
         "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
@@ -52,8 +62,6 @@ def main() -> None:
     load_dataset(args.data, val_size=0)
     out["data_load_seconds"] = round(time.perf_counter() - start, 2)
     for preset in args.presets.split(","):
-        extra = ({"epochs": args.epochs} if args.epochs else {}) | {"compile": args.compile}
-        extra |= {"precision": args.precision} if args.precision else {}
         if torch.cuda.is_available():  # untimed: CUDA context, cuDNN autotuning, allocator
             cifarlab.train(preset=preset, data=args.data, workspace=args.workspace, quiet=True,
                            **{**extra, "epochs": 1, "seed": 10_000})  # fmt: skip
@@ -117,4 +125,4 @@ def summarize_runs(runs: list[dict]) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)
