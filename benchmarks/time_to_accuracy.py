@@ -6,7 +6,9 @@
 Trains each preset on the full CIFAR-10 training split and prints JSON with the
 test accuracy and cumulative time after every epoch. Time counts from the first
 training step to the final test accuracy, evaluation and TTA included (the run's
-``train_seconds``); loading the data once is excluded but reported (a cache hit where
+``train_seconds``: each epoch's steps and evaluation; the bookkeeping between epochs,
+checkpoints and result rows, is not counted, nor is building the model and its whitening
+stem before the first step); loading the data once is excluded but reported (a cache hit where
 it was decoded before). With
 ``--runs N`` each preset trains N times (seeds 0..N-1) and the mean is reported,
 as airbench reports its 94%. On a GPU one untimed 1-epoch run per preset warms up
