@@ -268,32 +268,28 @@ def check_workspace(path: str | os.PathLike) -> Path:
             f"workspace {str(workspace)!r} is a file, not a folder; pass --workspace DIR"
         )
     existing = next(p for p in (workspace.absolute(), *workspace.absolute().parents) if p.exists())
-    problem = "Not a directory" if not existing.is_dir() else None
-    if problem is None and not os.access(existing, os.W_OK | os.X_OK):
-        problem = "Permission denied"
-    if problem:
-        raise CifarlabError(
-            f"workspace {str(workspace)!r} is not writable ({problem}); "
-            "pass --workspace DIR with a folder you can write to"
-        )
+    if not existing.is_dir():
+        raise _not_writable(workspace, "Not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise _not_writable(workspace, "Permission denied")
     return workspace
 
 
 def prepare_workspace(path: str | os.PathLike) -> Path:
     """Create the workspace folder and prove it is writable, or say how to fix it."""
-    workspace = as_path(path, "workspace")
-    if workspace.exists() and not workspace.is_dir():
-        raise CifarlabError(
-            f"workspace {str(workspace)!r} is a file, not a folder; pass --workspace DIR"
-        )
+    workspace = check_workspace(path)
     try:
         workspace.mkdir(parents=True, exist_ok=True)
         probe = workspace / f".write-test-{os.getpid()}"
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as err:
-        raise CifarlabError(
-            f"workspace {str(workspace)!r} is not writable ({err.strerror or err}); "
-            "pass --workspace DIR with a folder you can write to"
-        ) from None
+        raise _not_writable(workspace, err.strerror or err) from None
     return workspace
+
+
+def _not_writable(workspace: Path, why: object) -> CifarlabError:
+    return CifarlabError(
+        f"workspace {str(workspace)!r} is not writable ({why}); "
+        "pass --workspace DIR with a folder you can write to"
+    )
