@@ -213,6 +213,9 @@ def test_seed_grouped_table_matches_a_hand_computation(tmp_path, tiny_archive, c
                  "optimizer=sgd", "--only", "seed=1", "--format", "csv"]) == 0  # fmt: skip
     (row,) = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
     assert row["n"] == "1"
+    assert main(["results", "--workspace", str(ws), "--experiment", "tiny", "--only",
+                 "optimizer=sgd"]) == 0  # fmt: skip
+    assert capsys.readouterr().out.startswith("optimizer  n")  # the row says what it is
     assert main(["results", "--workspace", str(ws), "--experiment", "tiny",
                  "--compare", "optimizer=adam", "optimizer=sgd"]) == 0  # fmt: skip
     line = capsys.readouterr().out

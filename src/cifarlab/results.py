@@ -144,9 +144,12 @@ def group_table(
 ) -> str:
     """The seed-grouped table ``cifarlab results`` prints: by ``group_by``, or by every
     setting the runs vary in but the seed (failed and diverged ones too: their row says so)."""
+    from cifarlab.filters import typed_only
+
     records = results(workspace, experiment, only)
     _check_keys(records, group_by)
-    by = group_by if group_by is not None else varying_keys(records)
+    # where --only leaves one configuration, its row is labelled by what --only chose
+    by = group_by if group_by is not None else varying_keys(records) or list(typed_only(only or {}))
     return format_groups(sort_records(group_runs(records, by), sort), by, fmt)
 
 
