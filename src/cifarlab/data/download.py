@@ -13,7 +13,6 @@ import contextlib
 import hashlib
 import http.client
 import os
-import sys
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -26,7 +25,7 @@ try:
 except ImportError:  # Windows: no lock, as before
     fcntl = None
 
-from cifarlab.errors import CifarlabError, bar_disabled
+from cifarlab.errors import CifarlabError, bar_disabled, note
 
 DEFAULT_BASE_URL = "https://www.cs.toronto.edu/~kriz/"
 ARCHIVES = {"cifar10": "cifar-10-python.tar.gz", "cifar100": "cifar-100-python.tar.gz"}
@@ -91,9 +90,7 @@ def _turn(dest: Path, quiet: bool) -> Iterator[None]:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            if not quiet:
-                print(f"waiting for another cifarlab process to download {dest.name}",
-                      file=sys.stderr)  # fmt: skip
+            note(quiet, f"waiting for another cifarlab process to download {dest.name}")
             fcntl.flock(lock, fcntl.LOCK_EX)
         yield  # the lock goes with the file's closing
 
