@@ -15,6 +15,7 @@ from PIL import Image
 
 from cifarlab.data import TensorLoader, load_dataset
 from cifarlab.data import cache as cache_module
+from cifarlab.data.arrays import SplitArrays
 from cifarlab.data.augment import (
     alternating_flip,
     alternating_flip_mask,
@@ -25,7 +26,7 @@ from cifarlab.data.augment import (
     random_flip,
     unpack_pixels,
 )
-from cifarlab.data.imagefolder import SplitArrays, _decode_plain_jpeg, read_image_folder
+from cifarlab.data.imagefolder import _decode_plain_jpeg, read_image_folder
 from cifarlab.errors import CifarlabError
 
 

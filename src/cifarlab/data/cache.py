@@ -24,7 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from cifarlab.data.imagefolder import SPLITS, DecodedDataset, SplitArrays, is_litter, walk_folder
+from cifarlab.data.arrays import SPLITS, DecodedDataset, SplitArrays
+from cifarlab.data.imagefolder import is_litter, walk_folder
 from cifarlab.process import pid_alive
 
 # 3: meta.json keeps the source's warnings ("notes"); 4: nested class folders; 5: a crc32 of

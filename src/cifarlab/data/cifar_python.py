@@ -16,10 +16,9 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from cifarlab.config import LABELS
+from cifarlab.data.arrays import DecodedDataset, SplitArrays
 from cifarlab.data.imagefolder import (
     ARCHIVE_ERRORS,
-    DecodedDataset,
-    SplitArrays,
     is_archive,
     read_to_end,
     safe_member,

@@ -11,11 +11,10 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from cifarlab.data import download as download_module
+from cifarlab.data.arrays import DecodedDataset, SplitArrays
 from cifarlab.data.cache import PixelStats, cache_root, cached_decode, source_fingerprint
 from cifarlab.data.cifar_python import is_cifar_python, read_cifar_python
 from cifarlab.data.imagefolder import (
-    DecodedDataset,
-    SplitArrays,
     is_archive,
     read_image_folder,
     resize_images,

@@ -19,17 +19,16 @@ import zipfile
 import zlib
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 from tqdm.auto import tqdm
 
+from cifarlab.data.arrays import SPLITS, DecodedDataset, SplitArrays
 from cifarlab.errors import CifarlabError, bar_disabled, first_line
 from cifarlab.process import init_decode_worker
 
-SPLITS = ("train", "test")
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".zip")
 _IGNORED_PARTS = ("__MACOSX",)
 _IGNORED_FILES = ("thumbs.db", "desktop.ini")  # Windows Explorer's
@@ -44,27 +43,6 @@ _GRAY_MODES = ("1", "LA", "F")  # kept single-channel (16-bit: _to_8bit)
 # what reading a broken archive raises: zlib's own error escapes gzip on some damage
 ARCHIVE_ERRORS = (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError, zlib.error,
                   lzma.LZMAError)  # fmt: skip
-
-
-@dataclass(frozen=True)
-class SplitArrays:
-    """One split: uint8 images (N, H, W, C) and int64 labels (N,)."""
-
-    images: np.ndarray
-    labels: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-
-@dataclass(frozen=True)
-class DecodedDataset:
-    """What a source decodes to: the official train and test splits and class names."""
-
-    train: SplitArrays
-    test: SplitArrays
-    classes: tuple[str, ...]
-    notes: tuple[str, ...] = ()  # warnings about the source, repeated on every (cached) load
 
 
 def is_archive(path: Path) -> bool:

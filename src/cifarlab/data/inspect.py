@@ -9,8 +9,8 @@ from typing import Any
 
 import numpy as np
 
+from cifarlab.data.arrays import SPLITS
 from cifarlab.data.dataset import decode_source, stats_from_sums
-from cifarlab.data.imagefolder import SPLITS
 from cifarlab.errors import CifarlabError
 from cifarlab.tables import format_table
 

@@ -16,8 +16,8 @@ from collections.abc import Iterator
 
 import torch
 
+from cifarlab.data.arrays import SplitArrays
 from cifarlab.data.augment import Augment, pack_pixels, unpack_pixels
-from cifarlab.data.imagefolder import SplitArrays
 
 CHUNK_BYTES = 8 << 20  # images per chunk, as float: stays in cache (1.3x vs 32 MiB, loader.py)
 # On a GPU, prepare (like airbench) up to the whole epoch at once: fewer launches, and
