@@ -9,6 +9,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+import warnings
 
 import pytest
 import torch
@@ -399,6 +400,21 @@ def test_bf16_autocast_trains_within_two_points_of_fp32(real_data, tmp_path):
     assert fp32.info["precision"] == "fp32" and bf16.info["precision"] == "bf16"
     assert fp32.summary["final_test_acc"] > 0.35
     assert abs(fp32.summary["final_test_acc"] - bf16.summary["final_test_acc"]) <= 0.02
+
+
+@pytest.mark.parametrize("native", [False, True])
+def test_bf16_on_a_cpu_without_native_bf16_warns_that_it_is_emulated(
+    tiny_archive, tmp_path, monkeypatch, native
+):
+    monkeypatch.setattr("cifarlab.runner.cpu_supports_bf16", lambda: native)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run = _quick(tiny_archive, tmp_path, epochs=1, precision="bf16", device="cpu")
+    assert run.info["precision"] == "bf16"  # a warning, not a refusal: bf16's numerics
+    emulated = [w for w in caught if "emulated" in str(w.message)]
+    assert len(emulated) == (0 if native else 1)
+    if emulated:
+        assert "--precision auto" in str(emulated[0].message)
 
 
 def test_tensorboard_writes_scalars_or_says_how_to_install_it(tiny_archive, tmp_path, capsys):

@@ -55,6 +55,7 @@ from cifarlab.train.callbacks import (
 )
 from cifarlab.train.cpu_share import cores_taken
 from cifarlab.train.precision import (
+    cpu_supports_bf16,
     resolve_device,
     resolve_precision,
 )
@@ -112,6 +113,13 @@ def run_training(config: RunConfig | None = None, **options: Any) -> RunResult:
         warn(unused)
     device = resolve_device(config.device)
     precision = resolve_precision(config.precision, device, config.channels_last)
+    if device.type == "cpu" and precision == "bf16" and not cpu_supports_bf16():
+        # measured on an AVX2 CPU: 5x slower on tutorial, 15x on speedrun-small
+        # (benchmarks/precision_layout.py); still right for checking bf16's numerics
+        warn(
+            "--precision bf16: this CPU runs bf16 emulated (it has no AVX-512 BF16 or AMX), "
+            "5-15x slower than fp32; use --precision auto, which picks fp32 here"
+        )
     check_model(config.model)  # a bad name, spec or file fails here, before any data work
     if config.tensorboard:
         _require_tensorboard()
