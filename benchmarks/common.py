@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
+import platform
 import shutil
 import sys
 import tempfile
@@ -13,6 +15,7 @@ from pathlib import Path
 
 from cifarlab.config import make_run_config
 from cifarlab.errors import CifarlabError
+from cifarlab.train.precision import cpu_supports_bf16
 
 
 def run(main: Callable[[], None]) -> None:
@@ -53,3 +56,16 @@ def workspace(given: str | None, prefix: str) -> Iterator[str]:
         yield scratch
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def machine() -> str:
+    """The CPU by name, its cores and whether it runs bf16 natively: figures from an AVX2
+    laptop and an AMX server differ 4x for the same code, so every JSON says which."""
+    name = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            name = next(line.split(":", 1)[1].strip() for line in cpuinfo if "model name" in line)
+    except (OSError, StopIteration):
+        pass
+    bf16 = "native bf16" if cpu_supports_bf16() else "no native bf16"
+    return f"{name}, {os.cpu_count()} cores, {bf16}"

@@ -16,14 +16,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 
 import torch
-from common import at_least_one, run  # benchmarks/, beside this file
+from common import at_least_one, machine, run  # benchmarks/, beside this file
 from loader import SHARED, ReadyBatches, warm_trainer
 
 from cifarlab.models import check_model
-from cifarlab.train.precision import cpu_supports_bf16, resolve_precision
+from cifarlab.train.precision import resolve_precision
 
 SETTINGS = {  # name: (precision, channels_last)
     "fp32 NCHW": ("fp32", False),
@@ -32,15 +31,6 @@ SETTINGS = {  # name: (precision, channels_last)
     "bf16 channels_last": ("bf16", True),
 }
 BATCH = {"tutorial": 64, "speedrun-small": 512, "speedrun": 1024, "resnet18": 128}
-
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            names = [line.split(":", 1)[1].strip() for line in cpuinfo if "model name" in line]
-        return names[0] if names else platform.processor()
-    except OSError:
-        return platform.processor()
 
 
 def compare(data: str, model: str, steps: int, rounds: int) -> dict:
@@ -77,8 +67,7 @@ def main() -> None:
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     for model in models:
         check_model(model)  # a misspelt name fails now, not after the first net's passes
-    out = {"cpu": cpu_name(), "native_bf16": cpu_supports_bf16(),
-           "threads": torch.get_num_threads(), "torch": torch.__version__}  # fmt: skip
+    out = {"machine": machine(), "threads": torch.get_num_threads(), "torch": torch.__version__}
     for model in models:
         out[model] = compare(args.data, model, args.steps, args.rounds)
         print(json.dumps({model: out[model]}), flush=True)

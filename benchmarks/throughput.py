@@ -18,13 +18,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from common import at_least_one, run  # benchmarks/, beside this file
+from common import at_least_one, machine, run  # benchmarks/, beside this file
 from loader import SHARED, TutorialDataset, cifarlab_images_per_s
 
 from cifarlab.data import load_dataset
@@ -103,7 +102,7 @@ def main() -> None:
     device = resolve_device(args.device)
     torch.manual_seed(0)
     out: dict = {
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+        "machine": machine(),
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),

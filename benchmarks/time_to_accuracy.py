@@ -20,12 +20,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import time
 
 import torch
-from common import at_least_one, check_presets, run, workspace  # benchmarks/, beside this
+from common import at_least_one, check_presets, machine, run, workspace  # benchmarks/, beside this
 from loader import SHARED, cores_taken
 
 import cifarlab
@@ -54,7 +53,7 @@ def main() -> None:
 
 def measure(args: argparse.Namespace, extra: dict) -> None:
     out: dict = {
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+        "machine": machine(),
         "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
         "torch": torch.__version__,
         "data": f"{args.data} (CIFAR-10, JPEG q75 copy)" if "jpeg" in args.data else args.data,

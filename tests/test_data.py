@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import gc
 import io
 import json
 import time
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -51,6 +53,20 @@ def test_second_load_comes_from_the_cache(tiny_archive, monkeypatch):
     second = load_dataset(tiny_archive, val_size=30)
     assert calls == [] and time.perf_counter() - start < 1.0
     assert np.array_equal(first.train.images, second.train.images)
+
+
+def test_a_cached_reload_hands_out_arrays_of_its_own(tiny_archive):
+    first = load_dataset(tiny_archive, val_size=30)
+    again = load_dataset(tiny_archive, val_size=30)  # images mapped from the cache, then copied
+    for split in (again.train, again.val, again.test):
+        assert type(split.images) is np.ndarray and split.images.flags.writeable
+        split.images[:] = 0  # a notebook may edit its copy...
+    third = load_dataset(tiny_archive, val_size=30)  # ...and the cache is untouched
+    assert np.array_equal(third.test.images, first.test.images)
+    if Path("/proc/self/maps").exists():  # nor does the process keep the entry's files mapped
+        del first, third
+        gc.collect()
+        assert "decoded-" not in Path("/proc/self/maps").read_text()
 
 
 def test_corrupt_cache_entry_is_rebuilt(tiny_archive):
