@@ -30,7 +30,7 @@ from cifarlab.data import load_dataset
 from cifarlab.data.imagefolder import _iter_files, _parse_layout
 from cifarlab.models import create_model
 from cifarlab.models.summary import summarize_model
-from cifarlab.train.precision import resolve_device
+from cifarlab.train.precision import cpu_supports_bf16, resolve_device
 
 BATCH = {"tutorial": 64, "simple": 64, "stacked": 64, "wobbly": 64, "resnet18": 128,
          "speedrun": 1024, "speedrun-small": 512}  # fmt: skip
@@ -109,7 +109,11 @@ def main() -> None:
         "data": args.data,
         "matmul_peak_gflops": {
             "fp32": round(matmul_peak(torch.float32, device)),
-            "bf16": round(matmul_peak(torch.bfloat16, device)),
+            # emulated bf16 (no AVX-512 BF16 or AMX) is no peak: one 2048x2048 product took
+            # 63 s (0.27 GFLOP/s) on an AVX2 CPU
+            "bf16": round(matmul_peak(torch.bfloat16, device))
+            if device.type == "cuda" or cpu_supports_bf16()
+            else None,
         },
         "nets": {},
     }
