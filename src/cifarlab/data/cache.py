@@ -120,9 +120,9 @@ def _crc(array: np.ndarray) -> int:
 
 
 def _read(path: Path, name: str) -> np.ndarray:
-    # Images are mapped, not read into fresh memory: filling new pages cost more than the
-    # copy itself, 0.2-0.3 s of a 0.5-0.6 s reload on a 2-core AMD EPYC VM; mapped, the
-    # fresh-process reload took 0.20-0.26 s in 3 of 4 tries (BENCHMARKS.md, data pipeline)
+    # Images are mapped, not read into fresh memory, whose first touch cost more than the
+    # copying on a 2-core AMD EPYC VM: its fresh-process reload fell from 0.73 to 0.25 s
+    # (benchmarks/loader.py; BENCHMARKS.md, the AVX2 CPU)
     return np.load(path, mmap_mode="r" if name == "images" else None)
 
 
