@@ -60,7 +60,7 @@ def workspace(given: str | None, prefix: str) -> Iterator[str]:
 
 def machine() -> str:
     """The CPU by name, its cores and whether it runs bf16 natively: figures from an AVX2
-    laptop and an AMX server differ 4x for the same code, so every JSON says which."""
+    laptop and an AMX server differ 3-5x for the same code, so every JSON says which."""
     name = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as cpuinfo:

@@ -114,11 +114,11 @@ def run_training(config: RunConfig | None = None, **options: Any) -> RunResult:
     device = resolve_device(config.device)
     precision = resolve_precision(config.precision, device, config.channels_last)
     if device.type == "cpu" and precision == "bf16" and not cpu_supports_bf16():
-        # measured on an AVX2 CPU: 5x slower on tutorial, 15x on speedrun-small
+        # measured on an AVX2 CPU: 5-6x slower on tutorial, 12-16x on speedrun-small
         # (benchmarks/precision_layout.py); still right for checking bf16's numerics
         warn(
             "--precision bf16: this CPU runs bf16 emulated (it has no AVX-512 BF16 or AMX), "
-            "5-15x slower than fp32; use --precision auto, which picks fp32 here"
+            "5-16x slower than fp32; use --precision auto, which picks fp32 here"
         )
     check_model(config.model)  # a bad name, spec or file fails here, before any data work
     if config.tensorboard:
