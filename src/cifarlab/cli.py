@@ -155,7 +155,8 @@ def _add_train_parser(sub: argparse._SubParsersAction) -> None:
         "--precision",
         metavar="NAME",
         help=f"one of {', '.join(PRECISIONS)}; auto takes bf16 autocast on CUDA (fp16 where "
-        "the GPU lacks bf16) and on bf16 CPUs with channels_last, else fp32 (default auto)",
+        "the GPU lacks bf16) and with channels_last on CPUs with native bf16 (AVX-512 BF16 "
+        "or AMX), else fp32 (on other CPUs bf16 is emulated, 5-16x slower) (default auto)",
     )
     add("--channels-last", action=argparse.BooleanOptionalAction, help="NHWC layout (default on)")
     add("--compile", **flag, help="torch.compile the model (slow start; opt-in)")
