@@ -20,6 +20,7 @@ import os
 import torch
 from common import at_least_one, machine, run  # benchmarks/, beside this file
 from loader import SHARED, ReadyBatches, warm_trainer
+from throughput import BATCH  # each net's usual batch size
 
 from cifarlab.models import check_model
 from cifarlab.train.precision import resolve_precision
@@ -30,11 +31,10 @@ SETTINGS = {  # name: (precision, channels_last)
     "bf16 NCHW": ("bf16", False),
     "bf16 channels_last": ("bf16", True),
 }
-BATCH = {"tutorial": 64, "speedrun-small": 512, "speedrun": 1024, "resnet18": 128}
 
 
 def compare(data: str, model: str, steps: int, rounds: int) -> dict:
-    batch = BATCH.get(model, 128)
+    batch = BATCH.get(model, 64)
     trainers = {}
     for name, (precision, channels_last) in SETTINGS.items():
         trainer, _ = warm_trainer(data, steps * batch, model=model, batch_size=batch,
