@@ -637,8 +637,8 @@ def test_sigterm_records_the_run_failed_and_a_killed_sweep_leaves_no_workers(
     while time.time() < deadline and not _epoch_rows(ws):
         time.sleep(0.1)
     proc.terminate()  # SIGTERM, as `kill`, a job scheduler or `docker stop` send
-    assert proc.wait(60) == 143
-    err = proc.stderr.read()
+    code, err = proc.wait(60), proc.stderr.read()
+    assert code == 143, err
     assert "cifarlab: terminated; run " in err and "`cifarlab train --resume " in err
     assert _db(ws, "SELECT status, error FROM runs") == [("failed", "terminated (SIGTERM)")]
 

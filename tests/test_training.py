@@ -741,6 +741,52 @@ def test_a_checkpoint_keeps_the_state_dicts_module_versions(tmp_path):
     assert all(torch.equal(saved[k], v) for k, v in model.state_dict().items())
 
 
+class _SignalOnThirdWrite:
+    """A file that has this process sent ``signum`` while torch.save is writing to it."""
+
+    def __init__(self, file, signum: int) -> None:
+        self.file, self.signum, self.writes = file, signum, 0
+
+    def write(self, data) -> int:
+        self.writes += 1
+        if self.writes == 3:
+            os.kill(os.getpid(), self.signum)  # its handler runs inside this call
+        return self.file.write(data)
+
+    def flush(self) -> None:
+        self.file.flush()
+
+
+@pytest.mark.parametrize(
+    "signum, stop", [("SIGTERM", "Terminated"), ("SIGINT", "KeyboardInterrupt")]
+)
+def test_a_stop_during_a_checkpoint_write_waits_for_the_whole_file(tmp_path, monkeypatch,
+                                                                  signum, stop):  # fmt: skip
+    import signal
+
+    from cifarlab.process import terminate_as_interrupt
+    from cifarlab.train.checkpoint import load_checkpoint, save_checkpoint
+
+    signum = getattr(signal, signum)
+    real_save = torch.save
+    monkeypatch.setattr(
+        torch, "save", lambda obj, f: real_save(obj, _SignalOnThirdWrite(f, signum))
+    )
+    state = {"model": {f"w{i}": torch.randn(8, 8) for i in range(10)}, "epoch": 4}
+    previous = terminate_as_interrupt()  # as the CLI runs: SIGTERM raises Terminated
+    try:
+        # raised inside torch.save's C++ writer, the stop broke it: a RuntimeError traceback
+        # ("unexpected pos"), or the process aborted; the run was never recorded as stopped
+        with pytest.raises(KeyboardInterrupt) as stopped:
+            save_checkpoint(tmp_path / "c.pt", state)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert type(stopped.value).__name__ == stop
+    saved = load_checkpoint(tmp_path / "c.pt")
+    assert saved["epoch"] == 4 and torch.equal(saved["model"]["w9"], state["model"]["w9"])
+    assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]  # no temp file left behind
+
+
 def test_a_model_file_run_rebuilds_from_its_checkpoint_in_any_folder(
     tiny_archive, tmp_path, monkeypatch
 ):

@@ -13,6 +13,9 @@ import os
 import signal
 import socket
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from cifarlab.errors import Terminated
 
@@ -95,3 +98,32 @@ def terminate_as_interrupt() -> signal.Handlers | None:
 
 def _raise_terminated(signum: int, frame: object) -> None:
     raise Terminated()
+
+
+@contextmanager
+def signals_held() -> Iterator[None]:
+    """Hold Ctrl-C and SIGTERM until the block is done, then act on the first one as it
+    would have been. For writes in C++ that call back into Python (``torch.save``): an
+    exception raised in such a callback leaves the writer broken, and the run ended with a
+    RuntimeError traceback, or the process aborted, instead of being recorded as stopped."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread gets signals, and only it may set handlers
+        return
+    caught: list[int] = []
+    stops = (signal.SIGINT, signal.SIGTERM)
+    previous = {s: signal.signal(s, lambda signum, frame: caught.append(signum)) for s in stops}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        if caught:
+            _deliver(caught[0], previous[caught[0]])
+
+
+def _deliver(signum: int, handler: object) -> None:
+    """Act on a held signal as ``handler`` (what signal.signal returned) would have."""
+    if callable(handler):
+        handler(signum, None)  # Python's own: KeyboardInterrupt; the CLI's: Terminated
+    elif handler == signal.SIG_DFL:
+        signal.raise_signal(signum)  # the default: the process ends by this signal

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 from cifarlab.errors import CifarlabError, first_line
+from cifarlab.process import signals_held
 
 CHECKPOINT_FORMAT = "cifarlab-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -25,14 +26,15 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, **_on_cpu(state)}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with signals_held():  # Ctrl-C inside torch.save breaks its writer: stop after the write
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                torch.save(payload, f)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
 
 
 def _on_cpu(value: Any) -> Any:
