@@ -402,6 +402,32 @@ def test_bf16_autocast_trains_within_two_points_of_fp32(real_data, tmp_path):
     assert abs(fp32.summary["final_test_acc"] - bf16.summary["final_test_acc"]) <= 0.02
 
 
+@pytest.mark.parametrize(
+    "native, channels_last, picked",
+    [
+        (False, True, "fp32 (auto: this CPU has no native bf16), channels_last"),
+        (True, True, "bf16 (auto: this CPU computes bf16 natively), channels_last"),
+        (True, False, "fp32 (auto: bf16 pays only with channels_last), NCHW"),
+    ],
+)
+def test_a_run_starts_with_a_line_saying_what_auto_picked_and_why(
+    tiny_archive, tmp_path, monkeypatch, capsys, native, channels_last, picked
+):
+    precision = sys.modules["cifarlab.train.precision"]  # cifarlab.train is the function
+    monkeypatch.setattr(precision, "cpu_supports_bf16", lambda: native)
+    monkeypatch.setattr("cifarlab.runner.cpu_supports_bf16", lambda: native)
+    run = _quick(tiny_archive, tmp_path, epochs=1, device="cpu", channels_last=channels_last,
+                 val_size=10, quiet=False)  # fmt: skip
+    first = capsys.readouterr().err.splitlines()[0]
+    threads = torch.get_num_threads()
+    assert first == (
+        f"cifarlab: run {run.run_id}: tutorial ({run.info['parameters']:,} parameters), "
+        f"1 epoch on {run.info['train_images']} training images (10 val, 60 test); "
+        f"cpu, {threads} threads, {picked}"
+    )
+    assert run.info["precision"] == picked.split()[0]
+
+
 @pytest.mark.parametrize("native", [False, True])
 def test_bf16_on_a_cpu_without_native_bf16_warns_that_it_is_emulated(
     tiny_archive, tmp_path, monkeypatch, native

@@ -56,6 +56,7 @@ from cifarlab.train.callbacks import (
 from cifarlab.train.cpu_share import cores_taken
 from cifarlab.train.precision import (
     cpu_supports_bf16,
+    explain_precision,
     resolve_device,
     resolve_precision,
 )
@@ -162,10 +163,27 @@ def _train_and_record(
             else:
                 base = f"{model_label(config.model)}-{config.hash()[:8]}"
                 run_id = store.start_run(base, config.short_name(), _record(config), config.hash())
+            note(config.quiet, _start_line(run_id, config, info, trainer.epoch))
             return _fit_and_record(trainer, config, store, run_id, workspace / run_id, info)
         except BaseException as err:  # Ctrl-C or SIGTERM between the run's row and its try
             store.fail_running(current_owner(), _stop_message(err))
             raise
+
+
+def _start_line(run_id: str, config: RunConfig, info: dict[str, Any], done: int) -> str:
+    """What a run trains and how, before its first epoch line: the device and precision
+    (``auto`` picks them per machine), the layout, the images."""
+    epochs = f"{config.epochs} epoch" + ("s" if config.epochs != 1 else "")
+    start = f"resumes after epoch {done} of {config.epochs}" if done else epochs
+    val = f"{info['val_images']:,} val, " if info["val_images"] else ""
+    images = f"{info['train_images']:,} training images ({val}{info['test_images']:,} test)"
+    device = info["device"] + (f", {info['threads']} threads" if info["device"] == "cpu" else "")
+    precision = explain_precision(config.precision, info["precision"], torch.device(info["device"]))
+    layout = "channels_last" if config.channels_last else "NCHW"
+    return (
+        f"run {run_id}: {model_label(config.model)} ({info['parameters']:,} parameters), {start} "
+        f"on {images}; {device}, {precision}, {layout}"
+    )
 
 
 def _keep_model_file(config: RunConfig, run_dir: Path) -> None:

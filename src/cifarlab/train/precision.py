@@ -38,6 +38,19 @@ def resolve_precision(requested: str, device: torch.device, channels_last: bool)
     return "bf16" if cpu_supports_bf16() and channels_last else "fp32"
 
 
+def explain_precision(requested: str, precision: str, device: torch.device) -> str:
+    """``precision`` as a run's first line names it: with why, when ``auto`` picked it."""
+    if requested != "auto":
+        return precision
+    if device.type == "cuda":
+        return f"{precision} (auto)"
+    if precision == "bf16":
+        return "bf16 (auto: this CPU computes bf16 natively)"
+    if cpu_supports_bf16():
+        return "fp32 (auto: bf16 pays only with channels_last)"
+    return "fp32 (auto: this CPU has no native bf16)"
+
+
 def compute_dtype(precision: str) -> torch.dtype:
     """The dtype activations are computed in: fp32, bf16 or fp16."""
     return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32)
