@@ -110,7 +110,8 @@ def signals_held() -> Iterator[None]:
         yield  # only the main thread gets signals, and only it may set handlers
         return
     caught: list[int] = []
-    stops = (signal.SIGINT, signal.SIGTERM)
+    # a handler set outside Python reads as None and could not be put back: left as it is
+    stops = [s for s in (signal.SIGINT, signal.SIGTERM) if signal.getsignal(s) is not None]
     previous = {s: signal.signal(s, lambda signum, frame: caught.append(signum)) for s in stops}
     try:
         yield
