@@ -389,6 +389,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 hint = f"{_close_option(parser, args.command, extra[0])}"
                 hint += f"see `cifarlab {args.command} --help`"
                 raise CifarlabError(f"unrecognized arguments: {unknown}; {hint}")
+            if args.command != "results":  # the one command that needs neither
+                # numpy before torch: torch's C++ imports it and drops any error, so a stop
+                # raised inside numpy's import was lost, or left numpy half-imported
+                import numpy  # noqa: F401
             return COMMANDS[args.command](args)
     except CifarlabError as err:
         for line in str(err).splitlines():  # one line per problem

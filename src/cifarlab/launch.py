@@ -1,19 +1,34 @@
 """The ``cifarlab`` console command's entry point.
 
-It imports nothing heavy itself, so that Ctrl-C while the CLI's modules load (pydantic, then
-torch: a few tenths of a second) ends like Ctrl-C anywhere later: one line, exit status 130,
-no traceback.
+It imports nothing heavy itself, so that Ctrl-C or SIGTERM while the CLI's modules load
+(pydantic, then torch: a few tenths of a second) ends like a stop anywhere later: one line,
+exit status 130 or 143, no traceback.
 """
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import sys
+
+from cifarlab.errors import Terminated
+from cifarlab.process import terminate_as_interrupt
 
 
 def main() -> int:
+    terminate_as_interrupt()  # before the imports: SIGTERM's default ends us without a word
     try:
         from cifarlab.cli import main as cli_main
-    except KeyboardInterrupt:
-        print("cifarlab: interrupted", file=sys.stderr)
-        return 130
-    return cli_main()
+
+        return cli_main()
+    except KeyboardInterrupt as stop:  # Ctrl-C or SIGTERM before the CLI's own handling
+        word = "terminated" if isinstance(stop, Terminated) else "interrupted"
+        print(f"cifarlab: {word}", file=sys.stderr)
+        return 143 if isinstance(stop, Terminated) else 130
+    finally:
+        # the work is done: a SIGTERM from here on ends the process as by default, and
+        # the output is flushed first, so a results table piped elsewhere is not lost
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(OSError, ValueError):  # a closed pipe: `... | head`
+                stream.flush()
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
