@@ -658,6 +658,30 @@ def test_sigterm_records_the_run_failed_and_a_killed_sweep_leaves_no_workers(
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="Linux")
+def test_sigterm_to_a_parallel_sweep_alone_stops_its_runs_now(tmp_path, tiny_archive):
+    grid = _tiny_grid(tmp_path, tiny_archive, epochs=5000)  # minutes: it must not wait them out
+    ws = tmp_path / "ws"
+    sweep = [sys.executable, "-m", "cifarlab", "sweep", str(grid), "--workspace", str(ws),
+             "--workers", "2", "--quiet"]  # fmt: skip
+    proc = subprocess.Popen(sweep, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(_epoch_rows(ws)) < 2:
+        time.sleep(0.1)
+    workers = _spawned_workers(proc.pid)
+    try:
+        assert len(workers) == 2, "the sweep never started its workers"
+        proc.terminate()  # `kill PID`: the sweep alone, as docker stop or a scheduler send it
+        code, err = proc.wait(60), proc.stderr.read()
+    finally:  # the 5000-epoch runs must not outlive a failed test
+        proc.kill()
+    assert code == 143 and "cifarlab: terminated; the same command again" in err, err
+    assert _wait_gone(workers, 30) == []
+    assert _db(ws, "SELECT DISTINCT status, error FROM runs") == [
+        ("failed", "terminated (SIGTERM)")
+    ]
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="Linux")
 def test_ctrl_c_while_sweep_workers_start_is_one_line_and_trains_nothing(tmp_path, tiny_archive):
     grid = _tiny_grid(tmp_path, tiny_archive, epochs=200)
     sweep = [sys.executable, "-m", "cifarlab", "sweep", str(grid), "--workspace",

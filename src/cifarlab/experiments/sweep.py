@@ -219,10 +219,21 @@ def _in_workers(configs: list[RunConfig], workers: int) -> Iterator[tuple[RunCon
         try:
             for future in as_completed(futures):
                 yield futures[future], future.result()
-        except BaseException:  # Ctrl-C: no queued run may start after it
+        except BaseException as err:  # Ctrl-C or SIGTERM: no queued run may start after it
             stop.set()
+            _pass_on(err)
             pool.shutdown(wait=True, cancel_futures=True)
             raise
+
+
+def _pass_on(stop: BaseException) -> None:
+    """Send the workers the stop the sweep got, so their runs end now, recorded as stopped.
+    `kill PID`, `docker stop` and schedulers signal the sweep alone: it then waited for
+    the runs under way to finish, minutes, and was killed when its grace period ran out."""
+    signum = signal.SIGTERM if isinstance(stop, Terminated) else signal.SIGINT
+    for worker in multiprocessing.active_children():
+        with contextlib.suppress(ProcessLookupError):  # it ended meanwhile
+            os.kill(worker.pid, signum)
 
 
 @contextlib.contextmanager
@@ -289,12 +300,18 @@ def _run_one(config: RunConfig) -> str:
 _in_worker = False  # set in a sweep's worker processes
 _training = False  # a run is under way in this process
 _stop = None  # in a worker: the sweep's Event, set when it was stopped
+_stopping = False  # in a worker: a stop arrived; the run under way is being recorded
 
 
 def _stop_worker(signum: int, frame: object) -> None:
     """In a worker, Ctrl-C and SIGTERM (also sent when the sweep dies: ``die_with_parent``)
     stop the run under way, so it is recorded as interrupted or failed; an idle worker just
-    ends, quietly (the sweep prints the one line)."""
+    ends, quietly (the sweep prints the one line). Only the first stop counts: a terminal's
+    Ctrl-C reaches a worker both directly and through the sweep (``_pass_on``)."""
+    global _stopping
+    if _stopping:
+        return
+    _stopping = True
     if _training:
         raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
     os._exit(128 + signum)
