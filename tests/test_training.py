@@ -813,6 +813,33 @@ def test_a_stop_during_a_checkpoint_write_waits_for_the_whole_file(tmp_path, mon
     assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]  # no temp file left behind
 
 
+def test_a_stop_during_an_epochs_bookkeeping_waits_for_its_checkpoint(
+    tiny_archive, tmp_path, monkeypatch
+):
+    import signal
+
+    from cifarlab.train.callbacks import StoreEpochs
+    from cifarlab.train.checkpoint import load_checkpoint
+
+    record = StoreEpochs.on_epoch_end
+
+    def record_then_stop(self, trainer, epoch, metrics):
+        record(self, trainer, epoch, metrics)
+        if epoch == 1:  # Ctrl-C between the second epoch's row and its checkpoint
+            os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(StoreEpochs, "on_epoch_end", record_then_stop)
+    with pytest.raises(KeyboardInterrupt) as stopped:
+        _quick(tiny_archive, tmp_path, epochs=4)
+    # it said "stopped after epoch 2" while last.pt held epoch 1, which a resume redid
+    run_id = cifarlab.results(str(tmp_path / "ws"))[0]["id"]
+    assert f"run {run_id} stopped after epoch 2;" in stopped.value.resume_hint
+    assert load_checkpoint(tmp_path / "ws" / run_id / "last.pt")["epoch"] == 2
+    monkeypatch.undo()
+    resumed = cifarlab.train(resume=run_id, workspace=str(tmp_path / "ws"), quiet=True)
+    assert resumed.status == "completed" and [m["epoch"] for m in resumed.history] == [1, 2, 3, 4]
+
+
 def test_a_model_file_run_rebuilds_from_its_checkpoint_in_any_folder(
     tiny_archive, tmp_path, monkeypatch
 ):

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cifarlab.data.loader import TensorLoader
+from cifarlab.process import signals_held
 from cifarlab.train.cpu_share import CpuShareMeter
 from cifarlab.train.ema import EMA
 from cifarlab.train.precision import autocast
@@ -113,9 +114,11 @@ class Trainer:
             if "val_acc" in metrics:
                 metrics["gap"] = metrics["train_acc"] - metrics["val_acc"]
             self.train_seconds += metrics["epoch_seconds"] + metrics["eval_seconds"]
-            self.history.append(metrics)
-            self.epoch += 1
-            self._emit("on_epoch_end", self.epoch - 1, metrics)
+            # a stop waits for the epoch's bookkeeping: its row and checkpoint go together
+            with signals_held():
+                self.history.append(metrics)
+                self.epoch += 1
+                self._emit("on_epoch_end", self.epoch - 1, metrics)
         self._emit("on_fit_end")
         return self.history
 
