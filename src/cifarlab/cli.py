@@ -31,7 +31,7 @@ from cifarlab.errors import (
     show_warning,
     suggest,
 )
-from cifarlab.process import terminate_as_interrupt
+from cifarlab.process import signals_held, terminate_as_interrupt
 
 EXIT_USAGE = 2  # bad input
 EXIT_FAILURE = 1  # the machine failed the work: disk, memory, a locked database
@@ -389,10 +389,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 hint = f"{_close_option(parser, args.command, extra[0])}"
                 hint += f"see `cifarlab {args.command} --help`"
                 raise CifarlabError(f"unrecognized arguments: {unknown}; {hint}")
-            if args.command != "results":  # the one command that needs neither
-                # numpy before torch: torch's C++ imports it and drops any error, so a stop
-                # raised inside numpy's import was lost, or left numpy half-imported
-                import numpy  # noqa: F401
+            if args.command != "results":  # the one command that does without torch
+                # torch's C++ start-up runs Python code (numpy's import, GC callbacks) and
+                # drops what it raises: a stop landing there was lost (the run trained on)
+                # or left numpy half-imported. Held, it comes right after the import.
+                with signals_held():
+                    import torch  # noqa: F401
             return COMMANDS[args.command](args)
     except CifarlabError as err:
         for line in str(err).splitlines():  # one line per problem
