@@ -34,6 +34,9 @@ class _Handler(BaseHTTPRequestHandler):
         start, wanted = 0, self.headers.get("Range")
         if wanted and server.honor_range:
             start = int(wanted.removeprefix("bytes=").split("-")[0])
+            if start >= len(body):  # as real servers answer a range past the end
+                self.send_error(416)
+                return
             self.send_response(206)
             self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
         else:
@@ -146,6 +149,16 @@ def test_a_cut_off_download_resumes_with_range(server, tmp_path):
     assert server.requests[-1][1] == "bytes=20000-"
     assert (_downloads(tmp_path) / NAME).read_bytes() == server.files[NAME]
     assert not (_downloads(tmp_path) / (NAME + ".part")).exists()
+
+
+def test_a_download_stopped_after_its_last_byte_is_used_as_it_is(server, tmp_path):
+    # Stopped while hashing or renaming, it left the whole .part: the next run asked for
+    # the bytes after its end, got 416, deleted it and said to run again
+    folder = _downloads(tmp_path)
+    folder.mkdir(parents=True)
+    (folder / (NAME + ".part")).write_bytes(server.files[NAME])
+    assert len(load_dataset("cifar10", val_size=0).train) == 30
+    assert server.requests == [] and (folder / NAME).read_bytes() == server.files[NAME]
 
 
 def test_a_server_that_ignores_range_sends_the_whole_file(server, tmp_path):

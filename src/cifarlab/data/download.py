@@ -53,21 +53,23 @@ def download(name: str, folder: Path, quiet: bool = False) -> Path:
         dest.unlink(missing_ok=True)
         url = _base_url().rstrip("/") + "/" + filename
         part = dest.with_name(dest.name + ".part")
-        sized = _fetch(url, part, quiet, filename)
-        actual = _md5(part)
-        if actual != expected:
-            part.unlink()
-            why = (
-                "A mirror must serve the official archive byte for byte: fix or unset "
-                "CIFARLAB_DOWNLOAD_URL"
-                if sized
-                else "The server sent no size, so a transfer cut short looks complete: run "
-                "again to download it afresh"
-            )
-            raise CifarlabError(
-                f"downloaded {url} has md5 {actual}, not the official file's {expected}; it "
-                f"was deleted. {why}, or {_how(filename)}"
-            )
+        # a run stopped after the last byte left the whole file: a server answers a Range
+        # past its end with 416, and the next run deleted the file and asked for another
+        if not (part.is_file() and _md5(part) == expected):
+            sized = _fetch(url, part, quiet, filename)
+            if (actual := _md5(part)) != expected:
+                part.unlink()
+                why = (
+                    "A mirror must serve the official archive byte for byte: fix or unset "
+                    "CIFARLAB_DOWNLOAD_URL"
+                    if sized
+                    else "The server sent no size, so a transfer cut short looks complete: "
+                    "run again to download it afresh"
+                )
+                raise CifarlabError(
+                    f"downloaded {url} has md5 {actual}, not the official file's {expected}; "
+                    f"it was deleted. {why}, or {_how(filename)}"
+                )
         os.replace(part, dest)
         stamp.write_text(_stamp(dest))
         return dest
