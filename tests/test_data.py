@@ -438,6 +438,26 @@ def test_per_image_pixel_sums_are_exact_across_chunks(channels):
     assert np.array_equal(sums, flat.sum(1)) and np.array_equal(squares, (flat**2).sum(1))
 
 
+def test_a_stop_while_a_preview_is_saved_keeps_the_old_image(tiny_folder, tmp_path,
+                                                            monkeypatch):  # fmt: skip
+    from matplotlib.figure import Figure
+
+    from cifarlab.cli import main
+
+    out = tmp_path / "grid.png"
+    assert main(["data", "preview", "--data", str(tiny_folder), "-o", str(out)]) == 0
+    before = out.read_bytes()
+
+    def stopped_midway(fig, path, **kwargs):
+        Path(path).write_bytes(before[:100])  # what a savefig cut short leaves
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Figure, "savefig", stopped_midway)
+    assert main(["data", "preview", "--data", str(tiny_folder), "-o", str(out)]) == 130
+    # savefig wrote onto grid.png itself: a stop left it truncated (or empty)
+    assert out.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["grid.png"]
+
+
 def test_data_info_and_preview_commands(tiny_folder, tmp_path, capsys):
     import json
 

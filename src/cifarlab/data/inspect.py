@@ -12,6 +12,7 @@ import numpy as np
 from cifarlab.data.arrays import SPLITS
 from cifarlab.data.dataset import decode_source, stats_from_sums
 from cifarlab.errors import CifarlabError
+from cifarlab.files import written_atomically
 from cifarlab.tables import format_table
 
 MAX_PER_CLASS = 100  # images per class row in a preview grid
@@ -110,7 +111,8 @@ def preview_grid(
                  y=top + 0.06 / height, va="bottom")  # fmt: skip
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(output, dpi=100)
+        with written_atomically(output) as tmp:  # a stop while saving keeps the old image
+            fig.savefig(tmp, dpi=100)
     except OSError as err:
         raise CifarlabError(
             f"cannot write preview to '{output}': {err.strerror or err}; pick another -o path"
