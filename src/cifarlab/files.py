@@ -12,11 +12,19 @@ from pathlib import Path
 @contextmanager
 def written_atomically(path: Path) -> Iterator[Path]:
     """A temporary path beside ``path`` to write to, renamed onto ``path`` when the block
-    ends without an error. It keeps ``path``'s suffix, which tells matplotlib the format."""
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
+    ends without an error. Its name ends as ``path``'s does: the suffix (or its absence)
+    tells matplotlib the format."""
+    tmp = path.with_name(f".tmp{os.getpid()}-{path.name}")
     try:
         yield tmp
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def image_file(path: str | os.PathLike) -> Path:
+    """``path``, with ``.png`` added when it has no suffix, as matplotlib's savefig would
+    add it: the path a caller returns is then the file written."""
+    path = Path(path)
+    return path if path.suffix else path.with_name(path.name + ".png")

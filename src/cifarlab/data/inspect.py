@@ -12,7 +12,7 @@ import numpy as np
 from cifarlab.data.arrays import SPLITS
 from cifarlab.data.dataset import decode_source, stats_from_sums
 from cifarlab.errors import CifarlabError
-from cifarlab.files import written_atomically
+from cifarlab.files import image_file, written_atomically
 from cifarlab.tables import format_table
 
 MAX_PER_CLASS = 100  # images per class row in a preview grid
@@ -75,7 +75,7 @@ def preview_grid(
         )
     if seed < 0:
         raise CifarlabError(f"--seed must be 0 or more (got {seed})")
-    output = Path(output)
+    output = image_file(output)
     suffix = output.suffix.lstrip(".").lower()
     if suffix and suffix not in FigureCanvasBase.get_supported_filetypes():  # before decoding
         raise CifarlabError(

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from torch import nn
 
-from cifarlab.files import written_atomically
+from cifarlab.files import image_file, written_atomically
 from cifarlab.models.summary import ModelSummary, summarize_model
 
 PER_ROW = 12  # blocks per row: up to 40 layers stay readable in 4 rows
@@ -79,7 +79,7 @@ def draw_diagram(
                         arrowprops=arrow, annotation_clip=False)  # fmt: skip
     name = title or f"{summary.params:,} parameters, {summary.flops / 1e6:,.1f} MFLOP / image"
     ax.set_title(name, fontsize=10)
-    path = Path(path)
+    path = image_file(path)
     with written_atomically(path) as tmp:  # a stop while saving keeps the old image
         fig.savefig(tmp, bbox_inches="tight")
     return path
