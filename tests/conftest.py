@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import signal
 import tarfile
 import zipfile
 from pathlib import Path
@@ -24,6 +25,21 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
     """Every test decodes into a cache of this session, never the user's ~/.cache."""
     monkeypatch.setenv("CIFARLAB_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
     monkeypatch.delenv("CIFARLAB_DATA", raising=False)
+
+
+@pytest.fixture
+def ctrl_c_raises():
+    """Ctrl-C (SIGINT) raising KeyboardInterrupt, as in a terminal: a job started in the
+    background of a shell without job control (a CI runner, `cmd &`) inherits it ignored."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def sigint_as_in_a_terminal() -> None:
+    """For ``Popen(preexec_fn=...)``: the child gets Ctrl-C back if this process ignores it
+    (see ``ctrl_c_raises``)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def class_image(label: int, rng: np.random.Generator, size: int = 32) -> np.ndarray:

@@ -303,6 +303,7 @@ def test_ctrl_c_while_the_cli_loads_is_one_line(monkeypatch, capsys):
 STOP_WHILE_IMPORTING = """
 import importlib.abc, os, signal, sys
 
+signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal: see conftest
 module, signum = sys.argv[1], getattr(signal, sys.argv[2])
 del sys.argv[1:3]  # the rest is the command line
 

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import sigint_as_in_a_terminal
 
 import cifarlab
 from cifarlab.cli import main
@@ -688,7 +689,7 @@ def test_ctrl_c_while_sweep_workers_start_is_one_line_and_trains_nothing(tmp_pat
              str(tmp_path / "ws"), "--workers", "2", "--quiet"]  # fmt: skip
     # its own process group, as a terminal's Ctrl-C reaches every process of the command
     proc = subprocess.Popen(sweep, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)  # fmt: skip
+                            start_new_session=True, preexec_fn=sigint_as_in_a_terminal)  # fmt: skip
     deadline = time.time() + 120
     while time.time() < deadline and len(_spawned_workers(proc.pid)) < 2:
         time.sleep(0.02)

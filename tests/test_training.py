@@ -786,8 +786,9 @@ class _SignalOnThirdWrite:
 @pytest.mark.parametrize(
     "signum, stop", [("SIGTERM", "Terminated"), ("SIGINT", "KeyboardInterrupt")]
 )
-def test_a_stop_during_a_checkpoint_write_waits_for_the_whole_file(tmp_path, monkeypatch,
-                                                                  signum, stop):  # fmt: skip
+def test_a_stop_during_a_checkpoint_write_waits_for_the_whole_file(
+    tmp_path, monkeypatch, ctrl_c_raises, signum, stop
+):
     import signal
 
     from cifarlab.process import terminate_as_interrupt
@@ -814,7 +815,7 @@ def test_a_stop_during_a_checkpoint_write_waits_for_the_whole_file(tmp_path, mon
 
 
 def test_a_stop_during_an_epochs_bookkeeping_waits_for_its_checkpoint(
-    tiny_archive, tmp_path, monkeypatch
+    tiny_archive, tmp_path, monkeypatch, ctrl_c_raises
 ):
     import signal
 
