@@ -12,7 +12,8 @@
 # first) and DATA=path/to/cifar10-jpeg.tar.gz.
 # Each step has its own time limit, so a failure still leaves the others' output in $OUT.
 # STEPS picks steps (default: all but the graphs, epochs, jpeg, precision, neighbourhood and
-# original steps; `tests` needs pytest-xdist); RUNS sets the runs per timing. `STEPS=original`
+# original steps; `tests` needs pytest-xdist); RUNS sets the runs per timing, TESTS_TIMEOUT the
+# suite's limit in seconds (default 360). `STEPS=original`
 # trains on the lossless CIFAR-10 (ORIGINAL=cifar10 downloads it; or a path to
 # cifar-10-python.tar.gz).
 set -u -o pipefail  # a step's status is its python's, not its last `tee`'s
@@ -40,7 +41,7 @@ python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_devic
     | tee -a "$OUT/gpu.txt"
 if step tests; then  # the whole suite on the GPU: CUDA paths the CPU-only CI never runs
     echo "== tests on CUDA"
-    CIFARLAB_DATA=$DATA CIFARLAB_REQUIRE_DATA=1 timeout 240 python3 -m pytest -q -n 8 \
+    CIFARLAB_DATA=$DATA CIFARLAB_REQUIRE_DATA=1 timeout ${TESTS_TIMEOUT:-360} python3 -m pytest -q -n 8 \
         -p no:cacheprovider -rfE tests 2>&1 | tee "$OUT/pytest_cuda.txt" | tail -15 \
         || failed+=(tests)
 fi
