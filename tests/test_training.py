@@ -636,9 +636,16 @@ def test_debris_of_a_killed_process_is_cleared_and_live_writes_are_kept(
         with pytest.raises(KeyboardInterrupt):
             _quick(tiny_archive, tmp_path, epochs=2)
     (run_dir,) = [d for d in (tmp_path / "ws").iterdir() if d.is_dir()]
-    (run_dir / ".last.pt.k9x2").write_bytes(b"half a checkpoint")  # `kill -9` mid-write
+    killed_mid_write = (  # as `kill -9` leaves a checkpoint write: no rename, no cleanup
+        "import os, sys; from pathlib import Path; from cifarlab.files import written_atomically\n"
+        "with written_atomically(Path(sys.argv[1])) as tmp:\n"
+        "    tmp.write_bytes(b'half a checkpoint'); os._exit(9)"
+    )
+    files = set(run_dir.iterdir())
+    subprocess.run([sys.executable, "-c", killed_mid_write, str(run_dir / "last.pt")])
+    assert set(run_dir.iterdir()) > files, "the killed write left no temp file"
     _quick(tiny_archive, tmp_path, epochs=2, resume="auto")
-    assert not list(run_dir.glob(".*.pt.*"))
+    assert set(run_dir.iterdir()) == files  # the leftover went; nothing new was left
 
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()

@@ -23,6 +23,12 @@ def written_atomically(path: Path) -> Iterator[Path]:
         raise
 
 
+def leftover_temp_files(folder: Path, pattern: str = "*") -> list[Path]:
+    """The temporary files of ``written_atomically`` in ``folder`` for targets matching
+    ``pattern``, any process's: those of a process killed mid-write (``kill -9``)."""
+    return sorted(folder.glob(f".tmp*-{pattern}"))
+
+
 def image_file(path: str | os.PathLike) -> Path:
     """``path``, with ``.png`` added when it has no suffix, as matplotlib's savefig would
     add it: the path a caller returns is then the file written."""

@@ -13,6 +13,7 @@ from tqdm.auto import tqdm
 
 from cifarlab.errors import BusyMachineWarning, bar_disabled, warn
 from cifarlab.experiments.store import ResultsStore
+from cifarlab.files import leftover_temp_files
 from cifarlab.train.checkpoint import save_checkpoint
 from cifarlab.train.cpu_share import allowed_cpus, cores_taken
 from cifarlab.train.selection import is_better
@@ -110,7 +111,7 @@ class Checkpointer(Callback):
             self._improves(metrics)
         # a checkpoint write cut short by `kill -9` left its temp file; this process owns
         # the run now (runner: no two processes train one run), so none is in progress
-        for leftover in self.run_dir.glob(".*.pt.*"):
+        for leftover in leftover_temp_files(self.run_dir, "*.pt"):
             leftover.unlink(missing_ok=True)
 
     def on_epoch_end(self, trainer: Trainer, epoch: int, metrics: dict[str, Any]) -> None:

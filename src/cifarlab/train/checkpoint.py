@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import pickle
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -12,6 +10,7 @@ from typing import Any
 import torch
 
 from cifarlab.errors import CifarlabError, first_line
+from cifarlab.files import written_atomically
 from cifarlab.process import signals_held
 
 CHECKPOINT_FORMAT = "cifarlab-checkpoint"
@@ -26,15 +25,9 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, **_on_cpu(state)}
-    with signals_held():  # Ctrl-C inside torch.save breaks its writer: stop after the write
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                torch.save(payload, f)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+    # Ctrl-C inside torch.save breaks its writer: the stop waits for the write and rename
+    with signals_held(), written_atomically(path) as tmp, open(tmp, "wb") as f:
+        torch.save(payload, f)
 
 
 def _on_cpu(value: Any) -> Any:
