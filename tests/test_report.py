@@ -839,6 +839,35 @@ def test_a_report_stopped_half_way_leaves_the_earlier_one_whole(
     assert not (out / "confusion.png").exists()  # the earlier one's is removed, not left over
 
 
+def test_a_stop_while_a_report_is_published_waits_for_the_page(
+    tiny_archive, tmp_path, monkeypatch, ctrl_c_raises
+):
+    import signal
+
+    from cifarlab.report import html
+
+    ws, out = tmp_path / "ws", tmp_path / "report"
+    result = cifarlab.train(data=str(tiny_archive), workspace=str(ws), model="tutorial",
+                            val_size=20, epochs=1, quiet=True)  # fmt: skip
+    old_page = cifarlab.report(run=result.run_id, workspace=ws, output=out).stat().st_ino
+    real_replace, renames = os.replace, []
+
+    def ctrl_c_on_first_rename(src, dst):
+        if Path(dst).parent == out:  # moved in, not drawn (a diagram is renamed when drawn)
+            renames.append(Path(dst).name)
+            if len(renames) == 1:  # the first chart moves in; the page is still the old one
+                signal.raise_signal(signal.SIGINT)
+        real_replace(src, dst)
+
+    monkeypatch.setattr(html.os, "replace", ctrl_c_on_first_rename)
+    with pytest.raises(KeyboardInterrupt):
+        cifarlab.report(run=result.run_id, workspace=ws, output=out)
+    # the stop came after the whole publication: new charts under the new page, not the old
+    assert renames[-1] == html.REPORT_MANIFEST and "index.html" in renames
+    assert (out / "index.html").stat().st_ino != old_page
+    assert [p.name for p in out.glob(".report-*")] == []
+
+
 def test_a_report_into_a_folder_of_the_users_own_pictures_leaves_them_alone(tiny_archive, tmp_path):
     ws, out = tmp_path / "ws", tmp_path / "mypics"
     result = cifarlab.train(data=str(tiny_archive), workspace=str(ws), model="tutorial",

@@ -21,7 +21,7 @@ from cifarlab.errors import CifarlabError, as_path
 from cifarlab.experiments.analysis import varying_keys
 from cifarlab.experiments.store import ResultsStore
 from cifarlab.model_files import model_of_run
-from cifarlab.process import pid_alive
+from cifarlab.process import pid_alive, signals_held
 from cifarlab.report import aggregate, charts
 from cifarlab.report.aggregate import pct
 from cifarlab.report.charts import Chart
@@ -53,7 +53,8 @@ def build_report(
     _remove_abandoned_staging(out)
     with tempfile.TemporaryDirectory(prefix=f".report-{os.getpid()}-", dir=out) as staging:
         page = _render(title, records, workspace, Path(staging))
-        _publish(Path(staging), page, out)
+        with signals_held():  # a stop between the renames left new charts under the old page
+            _publish(Path(staging), page, out)
     return out / "index.html"
 
 
