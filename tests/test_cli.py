@@ -337,7 +337,7 @@ def test_a_stop_while_the_modules_load_is_one_line(tiny_archive, tmp_path, modul
 
 
 def test_train_help_states_the_defaults_runs_actually_use():
-    from cifarlab.cli import build_parser
+    from cifarlab.arguments import build_parser
     from cifarlab.config import RunConfig
 
     train = build_parser()._subparsers._group_actions[0].choices["train"]
@@ -468,7 +468,7 @@ def test_each_epoch_line_names_its_run(tmp_path, tiny_archive, capsys):
 
 
 def test_every_option_of_every_command_is_described():
-    from cifarlab.cli import build_parser
+    from cifarlab.arguments import build_parser
 
     parser = build_parser()
     pages = [parser]
