@@ -21,6 +21,7 @@ from cifarlab.errors import (
     machine_trouble,
     show_warning,
 )
+from cifarlab.files import image_file
 from cifarlab.process import signals_held, terminate_as_interrupt
 
 EXIT_USAGE = 2  # bad input
@@ -79,13 +80,13 @@ def _silence_stdout() -> None:
 
 
 def image_path(output: str, name_in_folder: str) -> Path:
-    """Where ``-o`` writes: a file in it if it is a folder; a PNG if it has no suffix
-    (matplotlib would add .png and the path printed would be wrong)."""
+    """Where ``-o`` writes: ``name_in_folder`` in it if it is a folder, else the file, as a
+    PNG if it has no suffix."""
     path = Path(output)
     if path.is_dir() or output.endswith(("/", os.sep)):
         path.mkdir(parents=True, exist_ok=True)
         return path / name_in_folder
-    return path if path.suffix else path.with_suffix(".png")
+    return image_file(path)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
