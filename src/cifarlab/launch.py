@@ -33,6 +33,6 @@ def main() -> int:
             with contextlib.suppress(OSError, ValueError):  # a closed pipe: `... | head`
                 stream.flush()
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        # the collector's last passes over torch's objects made `data info` linger 1.12 s after
-        # its last line; 0.28 s without them (benchmarks/exit_latency.py, 2-core CPU)
+        # the collector's last passes over torch's objects made `data info` linger 0.9-1.0 s
+        # after its last line; 0.16-0.17 s without them (benchmarks/exit_latency.py, AVX2 CPU)
         gc.freeze()
