@@ -185,6 +185,19 @@ def test_same_command_with_resume_continues_the_matching_run(tiny_archive, tmp_p
     assert again.summary == result.summary  # the stored record gives the whole summary
 
 
+def test_data_named_by_cifarlab_data_is_part_of_the_run(tiny_archive, tiny_folder, tmp_path,
+                                                        monkeypatch):  # fmt: skip
+    ws = tmp_path / "ws"
+    runs = []
+    for data in (tiny_archive, tiny_folder):  # the variable alone names the data, no --data
+        monkeypatch.setenv("CIFARLAB_DATA", str(data))
+        runs.append(cifarlab.train(workspace=ws, epochs=1, val_size=20, quiet=True, resume=True))
+    # one run on each: the second was "already completed" with the first one's accuracy
+    assert runs[0].run_id != runs[1].run_id and runs[1].status == "completed"
+    recorded = {r["id"]: r["config"]["data"] for r in cifarlab.results(ws)}
+    assert recorded == {runs[0].run_id: str(tiny_archive), runs[1].run_id: str(tiny_folder)}
+
+
 def test_resume_refuses_options_that_change_results(tiny_archive, tmp_path, capsys):
     run = _quick(tiny_archive, tmp_path, epochs=1)
     ws = str(tmp_path / "ws")

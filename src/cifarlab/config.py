@@ -47,7 +47,7 @@ class RunConfig(BaseModel):
 
     preset: str | None = None
     model: str = "tutorial"
-    data: str | None = None
+    data: str | None = Field(None, validate_default=True)  # None: $CIFARLAB_DATA, see below
     optimizer: str = "sgd"
     lr: float = Field(0.001, gt=0)
     momentum: float = Field(0.9, ge=0, lt=1)
@@ -103,7 +103,11 @@ class RunConfig(BaseModel):
     @classmethod
     def _data_path_absolute(cls, v: str | None) -> str | None:
         """An existing path is kept absolute: ``tiny``, ``./tiny`` and ``/home/me/tiny`` are
-        one dataset, and a run resumed from another folder still finds it."""
+        one dataset, and a run resumed from another folder still finds it. No data given
+        means ``$CIFARLAB_DATA`` where it is set, recorded as if given: runs on two datasets
+        were one run, and a report scored a run on whatever the variable held then."""
+        if v is None:
+            v = os.environ.get("CIFARLAB_DATA") or None  # else None: the cifar10 download
         if v is not None and Path(v).expanduser().exists():
             return os.path.abspath(Path(v).expanduser())
         return v
