@@ -198,6 +198,15 @@ def test_data_named_by_cifarlab_data_is_part_of_the_run(tiny_archive, tiny_folde
     assert recorded == {runs[0].run_id: str(tiny_archive), runs[1].run_id: str(tiny_folder)}
 
 
+def test_a_runs_images_per_second_is_its_images_over_its_training_time(tiny_archive, tmp_path):
+    result = _quick(tiny_archive, tmp_path, epochs=3)
+    history = result.history
+    images = sum(m["images_per_sec"] * m["epoch_seconds"] for m in history)
+    rate = images / sum(m["epoch_seconds"] for m in history)
+    # not the mean of the epochs' rates, which a slow first epoch (warm-up) skews
+    assert result.summary["images_per_sec"] == pytest.approx(rate, rel=1e-9)
+
+
 def test_resume_refuses_options_that_change_results(tiny_archive, tmp_path, capsys):
     run = _quick(tiny_archive, tmp_path, epochs=1)
     ws = str(tmp_path / "ws")

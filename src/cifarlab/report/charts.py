@@ -382,7 +382,7 @@ def time_bars(groups: list[dict[str, Any]], out: Path) -> Chart:
         capsize=3,
     )
     ax.set_yticks(list(y), [g["label"] for g in rows], fontsize=8)
-    ax.set_xlabel("training time per run (s)")
+    ax.set_xlabel("time per run, training and evaluation (s)")
     ax.grid(axis="y", visible=False)
     fast, slow = rows[0], rows[-1]
     ratio = slow["train_seconds_mean"] / max(fast["train_seconds_mean"], 1e-9)
@@ -390,7 +390,7 @@ def time_bars(groups: list[dict[str, Any]], out: Path) -> Chart:
         f"{slow['label']} trains slowest ({slow['train_seconds_mean']:.1f} s per run), "
         f"{ratio:.1f}x as long as {fast['label']} ({fast['train_seconds_mean']:.1f} s)."
         if len(rows) > 1
-        else f"{fast['label']} trained in {fast['train_seconds_mean']:.1f} s per run."
+        else f"{fast['label']} took {fast['train_seconds_mean']:.1f} s per run."
     )
     if any(busy):
         caption += (
@@ -421,7 +421,7 @@ def pareto(groups: list[dict[str, Any]], out: Path) -> Chart:
     log = min(times) > 0 and max(times) / min(times) > 20
     if log:
         ax.set_xscale("log")
-    ax.set_xlabel("training time per run (s" + (", log scale)" if log else ")"))
+    ax.set_xlabel("time per run, training and evaluation (s" + (", log scale)" if log else ")"))
     ax.set_ylabel(f"{test_acc_label(groups)} (%)")
     _clamp_percent(ax)
     handles = [Line2D([], [], color=c, marker="o", ls="", label=m) for m, c in colours.items()]

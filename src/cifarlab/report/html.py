@@ -280,7 +280,7 @@ def _headline(groups: list[dict[str, Any]], records: list[dict[str, Any]]) -> st
             else f"accuracy at its last epoch ({n} seed{'s' * (n > 1)}; no validation split, "
             "so no epoch was chosen), "
         )
-        + f"trained in {best['train_seconds_mean']:.1f} s per run."
+        + f"in {best['train_seconds_mean']:.1f} s per run, training and evaluation."
     ]
     per_model = sorted(aggregate.best_per(groups, "model"), key=aggregate.val_score, reverse=True)
     if len(per_model) > 1:
