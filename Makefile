@@ -20,6 +20,9 @@ $(BIN)/cifarlab: pyproject.toml
 demo: setup
 	$(BIN)/cifarlab compare --preset blog --models tutorial,simple,stacked --epochs 3 \
 		--limit-train 10000 --data $(DATA) --workspace cifarlab-runs/demo
+	@echo "The demo's runs are in cifarlab-runs/demo. Next, inside the venv:"
+	@echo "  cifarlab results --workspace cifarlab-runs/demo --group-by model,optimizer"
+	@echo "  cifarlab report --workspace cifarlab-runs/demo"
 
 test: setup
 	$(BIN)/python -m pytest -q
