@@ -868,6 +868,22 @@ def test_a_stop_while_a_report_is_published_waits_for_the_page(
     assert [p.name for p in out.glob(".report-*")] == []
 
 
+def test_a_report_never_writes_over_the_users_own_page_or_pictures(tiny_archive, tmp_path,
+                                                                    capsys):  # fmt: skip
+    ws = tmp_path / "ws"
+    result = cifarlab.train(data=str(tiny_archive), workspace=str(ws), model="tutorial",
+                            val_size=20, epochs=1, quiet=True)  # fmt: skip
+    for mine in ("index.html", "confusion.png"):  # a name known at once, one known once drawn
+        out = tmp_path / f"site-{mine}"
+        out.mkdir()
+        (out / mine).write_text("mine")
+        code = main(["report", "--run", result.run_id, "--workspace", str(ws), "-o", str(out)])
+        err = capsys.readouterr().err
+        assert code == 2 and err.count("\n") == 1 and f"already holds {mine}" in err, err
+        assert "give -o a new or empty folder" in err
+        assert [p.name for p in out.iterdir()] == [mine] and (out / mine).read_text() == "mine"
+
+
 def test_a_report_into_a_folder_of_the_users_own_pictures_leaves_them_alone(tiny_archive, tmp_path):
     ws, out = tmp_path / "ws", tmp_path / "mypics"
     result = cifarlab.train(data=str(tiny_archive), workspace=str(ws), model="tutorial",

@@ -51,11 +51,27 @@ def build_report(
     # Charts are drawn in a staging folder and moved in when the page is ready: a report
     # stopped half-way (Ctrl-C) leaves the earlier one whole.
     _remove_abandoned_staging(out)
+    theirs = output is not None and not (out / REPORT_MANIFEST).exists()  # not a report's
+    if theirs:
+        _refuse_to_replace(out, ["index.html"])  # before the work, where it is known
     with tempfile.TemporaryDirectory(prefix=f".report-{os.getpid()}-", dir=out) as staging:
         page = _render(title, records, workspace, Path(staging))
+        if theirs:
+            _refuse_to_replace(out, [png.name for png in Path(staging).glob("*.png")])
         with signals_held():  # a stop between the renames left new charts under the old page
             _publish(Path(staging), page, out)
     return out / "index.html"
+
+
+def _refuse_to_replace(out: Path, names: list[str]) -> None:
+    """``-o`` names a folder no report wrote: a file of the user's that a report would
+    write over (their own index.html, a confusion.png) is refused, not replaced."""
+    taken = sorted(name for name in names if (out / name).exists())
+    if taken:
+        raise CifarlabError(
+            f"{str(out)!r} already holds {', '.join(taken)}, which no cifarlab report wrote; "
+            "give -o a new or empty folder"
+        )
 
 
 def _remove_abandoned_staging(out: Path) -> None:
