@@ -13,6 +13,7 @@ from PIL import Image
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+import cifarlab
 from cifarlab.cli import main
 from cifarlab.errors import CifarlabError
 from cifarlab.models import (
@@ -432,6 +433,24 @@ def test_cli_diagram_writes_png(tmp_path, capsys):
         capsys.readouterr()
         assert main(["diagram", "tutorial", "-o", str(given)]) == 0
         assert capsys.readouterr().out == f"wrote {written}\n" and written.is_file()
+
+
+def test_an_image_goes_into_new_folders_and_a_path_through_a_file_is_one_line(
+    tiny_archive, tmp_path, capsys
+):
+    new = tmp_path / "new" / "sub" / "d.png"
+    assert main(["diagram", "tutorial", "-o", str(new)]) == 0 and new.is_file()
+    (tmp_path / "a-file").write_text("not a folder")
+    cifarlab.train(data=str(tiny_archive), workspace=str(tmp_path / "ws"), epochs=1,
+                   val_size=20, quiet=True)  # fmt: skip
+    for command in (["diagram", "tutorial"], ["data", "preview", "--data", str(tiny_archive)],
+                    ["report", "--workspace", str(tmp_path / "ws")]):  # fmt: skip
+        capsys.readouterr()
+        code = main([*command, "-o", str(tmp_path / "a-file" / "x.png")])
+        err = capsys.readouterr().err
+        # it was "[Errno 2] No such file or directory: '.../.tmp3754-d.png'" for a diagram
+        assert code == 2 and err.count("\n") == 1, err
+        assert "a part of that path is a file, not a folder; pick another path" in err, err
 
 
 def test_cli_models_lists_params_macs_and_descriptions(capsys):

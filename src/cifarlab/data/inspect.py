@@ -110,7 +110,6 @@ def preview_grid(
     fig.suptitle(f"{name}: {split}", fontsize=10,
                  y=top + 0.06 / height, va="bottom")  # fmt: skip
     try:
-        output.parent.mkdir(parents=True, exist_ok=True)
         with written_atomically(output) as tmp:  # a stop while saving keeps the old image
             fig.savefig(tmp, dpi=100)
     except OSError as err:

@@ -20,6 +20,7 @@ from typing import Any
 from cifarlab.errors import CifarlabError, as_path
 from cifarlab.experiments.analysis import varying_keys
 from cifarlab.experiments.store import ResultsStore
+from cifarlab.files import make_folder
 from cifarlab.model_files import model_of_run
 from cifarlab.process import pid_alive, signals_held
 from cifarlab.report import aggregate, charts
@@ -44,10 +45,7 @@ def build_report(
     title, records = load_records(workspace, experiment, run_id)
     slug = run_id or experiment or "all"
     out = output or workspace / f"report-{slug}"
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise CifarlabError(f"cannot write the report to {str(out)!r}: {err.strerror}") from None
+    make_folder(out)
     # Charts are drawn in a staging folder and moved in when the page is ready: a report
     # stopped half-way (Ctrl-C) leaves the earlier one whole.
     _remove_abandoned_staging(out)
