@@ -207,6 +207,19 @@ def test_a_runs_images_per_second_is_its_images_over_its_training_time(tiny_arch
     assert result.summary["images_per_sec"] == pytest.approx(rate, rel=1e-9)
 
 
+def test_the_progress_bar_shows_the_scoring_after_each_epoch(tiny_archive, tmp_path,
+                                                             monkeypatch, capsys):  # fmt: skip
+    from cifarlab.train import callbacks
+
+    monkeypatch.setattr(callbacks, "bar_disabled", lambda: False)  # as on a terminal
+    _quick(tiny_archive, tmp_path, epochs=2, quiet=False, val_size=16, batch_size=8)
+    err = capsys.readouterr().err
+    # after the bar reached the epoch's end, scoring val and test ran with nothing shown
+    for epoch in (1, 2):
+        for split, images in (("val", 16), ("test", 60)):
+            assert f"epoch {epoch}/2, scoring {split}:   0%|          | 0.00/{images}.0" in err
+
+
 def test_resume_refuses_options_that_change_results(tiny_archive, tmp_path, capsys):
     run = _quick(tiny_archive, tmp_path, epochs=1)
     ws = str(tmp_path / "ws")

@@ -21,16 +21,24 @@ from cifarlab.train.trainer import Callback, Trainer
 
 
 class ProgressBar(Callback):
-    """A bar per epoch (loss, accuracy, images/s, ETA) and one summary line per epoch."""
+    """A bar per epoch (loss, accuracy, images/s, ETA), one per evaluation (scoring 15,000
+    images after a short epoch can take longer than the epoch), and one line per epoch."""
 
     def __init__(self, epochs: int, refresh_seconds: float = 0.25, label: str = "") -> None:
         self.epochs, self.refresh_seconds = epochs, refresh_seconds
         self.label = label  # the run's id: a sweep's lines say which run they are
+        self.bar: tqdm | None = None
 
     def on_epoch_start(self, trainer: Trainer, epoch: int) -> None:
-        self.bar = tqdm(
-            total=trainer.train_loader.num_images,
-            desc=f"epoch {epoch + 1}/{self.epochs}",
+        self.epoch = epoch
+        self.bar = self._new_bar(trainer.train_loader.num_images, "")
+        self.loss_sum = self.correct = self.seen = self.pending = 0
+        self.last_refresh = time.perf_counter()
+
+    def _new_bar(self, images: int, what: str) -> tqdm:
+        return tqdm(
+            total=images,
+            desc=f"epoch {self.epoch + 1}/{self.epochs}{what}",
             unit="img",
             unit_scale=True,
             leave=False,
@@ -38,8 +46,20 @@ class ProgressBar(Callback):
             dynamic_ncols=True,
             disable=bar_disabled(),
         )
-        self.loss_sum = self.correct = self.seen = self.pending = 0
-        self.last_refresh = time.perf_counter()
+
+    def on_eval_start(self, trainer: Trainer, split: str, images: int) -> None:
+        self.bar.close()  # the epoch's bar, or the evaluation before: one bar at a time
+        self.bar = self._new_bar(images, f", scoring {split}")
+        self.pending, self.last_refresh = 0, time.perf_counter()
+
+    def on_eval_batch_end(self, trainer: Trainer, n: int) -> None:
+        if self.bar is None:  # trainer.evaluate() called before any epoch: no bar to feed
+            return
+        self.pending += n
+        now = time.perf_counter()
+        if now - self.last_refresh >= self.refresh_seconds:  # no tensor reads: no GPU sync
+            self.bar.update(self.pending)
+            self.pending, self.last_refresh = 0, now
 
     def on_batch_end(self, trainer: Trainer, loss: torch.Tensor, correct: torch.Tensor, n: int):
         if self.bar.disable:  # a log file: no bar to feed, so no tensor reads (GPU syncs)

@@ -42,6 +42,8 @@ class Callback:
     def on_fit_start(self, trainer: Trainer) -> None: ...
     def on_epoch_start(self, trainer: Trainer, epoch: int) -> None: ...
     def on_batch_end(self, trainer: Trainer, loss: torch.Tensor, correct: torch.Tensor, n: int): ...
+    def on_eval_start(self, trainer: Trainer, split: str, images: int) -> None: ...
+    def on_eval_batch_end(self, trainer: Trainer, n: int) -> None: ...
     def on_epoch_end(self, trainer: Trainer, epoch: int, metrics: dict[str, Any]) -> None: ...
     def on_fit_end(self, trainer: Trainer) -> None: ...
 
@@ -106,6 +108,7 @@ class Trainer:
             for prefix, loader in self.eval_loaders.items():
                 # the test split only: validation scores every epoch alike, or selection
                 # would favour the last epoch for its augmentation
+                self._emit("on_eval_start", prefix, loader.num_images)
                 result = self.evaluate(loader, tta if prefix == "test" else 0)
                 metrics[f"{prefix}_loss"], metrics[f"{prefix}_acc"] = result.loss, result.acc
                 if prefix == "test":
@@ -184,6 +187,7 @@ class Trainer:
             confidence, pred = torch.softmax(logits, dim=1).max(dim=1)
             preds.append(pred)
             confidences.append(confidence)
+            self._emit("on_eval_batch_end", len(y))
         pred = torch.cat(preds)
         n = loader.num_images
         return Evaluation(
