@@ -118,6 +118,18 @@ def _bad_inputs(tmp_path: Path, tiny_archive: Path) -> dict[str, tuple[list[str]
     }
 
 
+def test_a_missing_data_path_says_who_named_it_and_where_it_was_looked_for(
+    tmp_path, monkeypatch, capsys
+):
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "--data", "../data/cifar.tgz"]) == 2
+    err = capsys.readouterr().err
+    assert f"'../data/cifar.tgz' does not exist (a relative path starts at {tmp_path})" in err
+    monkeypatch.setenv("CIFARLAB_DATA", "/no/such/cifar.tgz")
+    assert main(["train"]) == 2  # no --data: the variable named it, which the user may forget
+    assert "'/no/such/cifar.tgz' does not exist (CIFARLAB_DATA names it)" in capsys.readouterr().err
+
+
 def test_every_bad_input_gets_one_line_exit_2_and_no_run(
     tmp_path, tiny_archive, capsys, monkeypatch
 ):

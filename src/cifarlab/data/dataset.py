@@ -25,7 +25,7 @@ from cifarlab.errors import CifarlabError, warn
 HOW_TO_GIVE_DATA = (
     "pass --data cifar10|cifar100 (downloaded), or --data PATH / CIFARLAB_DATA=PATH where "
     "PATH is a CIFAR python archive or folder, or a folder or .tar.gz/.tar/.zip archive "
-    "holding train/<class>/* and test/<class>/* images (e.g. ../shared/data/cifar10-jpeg.tar.gz)"
+    "holding train/<class>/* and test/<class>/* images"
 )
 DEFAULT_DATASET = "cifar10"  # what runs without --data and CIFARLAB_DATA use (downloaded)
 
@@ -78,13 +78,27 @@ def resolve_source(data: str | os.PathLike | None, quiet: bool = False) -> Path:
                 "set CIFARLAB_CACHE to a writable folder"
             ) from None
     if not path.exists():
-        raise CifarlabError(f"data path {str(path)!r} does not exist: {HOW_TO_GIVE_DATA}")
+        raise CifarlabError(
+            f"data path {str(path)!r} does not exist{_whence(path)}: {HOW_TO_GIVE_DATA}"
+        )
     if not path.is_dir() and not is_archive(path):
         raise CifarlabError(
             f"data path {str(path)!r} is neither a folder nor a .tar.gz/.tgz/.tar/.zip "
             f"archive: {HOW_TO_GIVE_DATA}"
         )
     return path
+
+
+def _whence(path: Path) -> str:
+    """Who named a missing data path and where a relative one was looked for: the error
+    repeated the path alone, with no hint that it came from elsewhere."""
+    notes = []
+    named_by = os.environ.get("CIFARLAB_DATA")
+    if named_by and Path(named_by).expanduser() == path:
+        notes.append("CIFARLAB_DATA names it")
+    if not path.is_absolute():
+        notes.append(f"a relative path starts at {os.getcwd()}")
+    return f" ({'; '.join(notes)})" if notes else ""
 
 
 def _check_counts(**counts: tuple[int | None, int]) -> None:
