@@ -186,6 +186,11 @@ def test_single_run_report_from_the_cli(sweep_ws, tmp_path, capsys):
     assert f"Run {run_id}" in page and page.count("<summary>tutorial-") == 1
     assert "<b>Configuration:</b>" in page and "Which model and optimizer win" not in page
     assert f"Inside the run ({run_id})" in page and "<summary>1 run</summary>" in page
+    # the captions describe its curves; they ranked it against itself ("widest for X and
+    # narrowest for X", "peaks highest", "1 of 1 configurations")
+    for ranking in ("highest", "widest", "narrowest", " of 1 configuration"):
+        assert ranking not in page, ranking
+    assert "peaks at" in page and "At the last epoch the gap is" in page
 
 
 def test_missing_checkpoint_or_data_skips_best_run_charts_with_a_note(sweep_ws, tmp_path):

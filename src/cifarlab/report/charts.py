@@ -220,12 +220,17 @@ def accuracy_curves(groups: list[dict[str, Any]], out: Path) -> Chart:
         e, mean, _, _ = curve(g, "test_acc")
         if len(e):
             peaks.append((g, e[int(np.argmax(mean))], float(mean.max()), e[-1]))
-    g, at, value, _ = max(peaks, key=lambda p: p[2])
-    rising = sum(at_ == last for _, at_, _, last in peaks)
-    caption = (
-        f"{g['label']} peaks highest, at {pct(value)} in epoch {at}; "
-        f"{rising} of {len(peaks)} configurations were still at their peak in their last epoch."
-    )
+    g, at, value, last = max(peaks, key=lambda p: p[2])
+    rising = sum(at_ == last_ for _, at_, _, last_ in peaks)
+    if len(peaks) == 1:  # nothing to rank: say where the one curve peaked
+        gap = last - at
+        when = "its last" if gap == 0 else f"{gap} epoch{'s' * (gap > 1)} before its last"
+        caption = f"{g['label']} peaks at {pct(value)} in epoch {at}, {when}."
+    else:
+        caption = (
+            f"{g['label']} peaks highest, at {pct(value)} in epoch {at}; {rising} of "
+            f"{len(peaks)} configurations were still at their peak in their last epoch."
+        )
     title = "Test accuracy per epoch"
     if any(g["n"] > 1 for g in shown.drawn):
         title += " (mean, shaded: min–max over seeds)"
@@ -280,6 +285,8 @@ def gap_curves(groups: list[dict[str, Any]], out: Path) -> Chart:
     last = [(g, float(curve(g, "gap")[1][-1]) * 100) for g in shown.drawn]
     if not last:
         caption = "No validation split, so no train/validation gap to show."
+    elif len(last) == 1:
+        caption = f"At the last epoch the gap is {last[0][1]:+.1f} points."
     else:  # by size: a gap of -4 (validation ahead) is wider than one of 0.4
         wide, narrow = (f(last, key=lambda p: abs(p[1])) for f in (max, min))
         caption = (
