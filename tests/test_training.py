@@ -220,6 +220,46 @@ def test_the_progress_bar_shows_the_scoring_after_each_epoch(tiny_archive, tmp_p
             assert f"epoch {epoch}/2, scoring {split}:   0%|          | 0.00/{images}.0" in err
 
 
+@pytest.mark.parametrize("damage", ["truncated", "garbage"])
+def test_a_damaged_checkpoint_is_one_whole_line_with_the_way_on(
+    tiny_archive, tmp_path, monkeypatch, capsys, damage
+):
+    with monkeypatch.context() as m:
+        _interrupt_at_epoch(m, stop_at=1)
+        with pytest.raises(KeyboardInterrupt):
+            _quick(tiny_archive, tmp_path, epochs=2)
+    (last,) = (tmp_path / "ws").glob("*/last.pt")
+    whole = last.read_bytes()
+    last.write_bytes(whole[:3000] if damage == "truncated" else bytes(range(256)) * 4)
+    args = [
+        "train",
+        "--data",
+        str(tiny_archive),
+        "--workspace",
+        str(tmp_path / "ws"),
+        "--val-size",
+        "30",
+        "--batch-size",
+        "16",
+        "--epochs",
+        "2",
+        "--optimizer",
+        "adam",
+        "--lr",
+        "0.003",
+        "--quiet",
+        "--resume",
+    ]  # fmt: skip: as _quick trains
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    # it was cut off mid-sentence ("... there is a high)"), or a traceback (IndexError)
+    assert err.count("\n") == 1 and err.startswith("cifarlab: error: checkpoint "), err
+    assert "it is truncated, corrupt or not a cifarlab checkpoint; delete it" in err, err
+    assert err.rstrip().endswith("the run restarts from epoch 1 (`--resume` again)"), err
+    last.unlink()  # the way it names
+    assert main(args) == 0
+
+
 def test_resume_refuses_options_that_change_results(tiny_archive, tmp_path, capsys):
     run = _quick(tiny_archive, tmp_path, epochs=1)
     ws = str(tmp_path / "ws")

@@ -95,7 +95,12 @@ def restore_checkpoint(
     if not last.exists():  # stopped before its first epoch ended
         note(config.quiet, f"run {resumed['id']} has no checkpoint yet; restarting it from epoch 1")
         return None
-    state = load_checkpoint(last, map_location=trainer.device)
+    try:
+        state = load_checkpoint(last, map_location=trainer.device)
+    except CifarlabError as err:  # and the way on: a run without last.pt restarts (above)
+        raise CifarlabError(
+            f"{err}; without last.pt the run restarts from epoch 1 (`--resume` again)"
+        ) from None
     try:
         trainer.load_state_dict(state)
     except (RuntimeError, KeyError, ValueError) as err:

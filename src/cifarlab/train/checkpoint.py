@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import pickle
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -50,11 +48,11 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
         state = torch.load(path, map_location=map_location, weights_only=True)
     except FileNotFoundError:
         raise CifarlabError(f"checkpoint {path} does not exist") from None
-    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, OSError) as err:
-        reason = first_line(err)[:160]
+    except Exception as err:  # garbage raises what it happens to trip: IndexError, too
+        reason = first_line(err).split(". ")[0][:120]  # torch's advice after it is not ours
         raise CifarlabError(
-            f"checkpoint {path} cannot be loaded safely ({reason}); it is truncated, "
-            "corrupt or not a cifarlab checkpoint"
+            f"checkpoint {path} cannot be loaded safely ({reason}): it is truncated, corrupt "
+            "or not a cifarlab checkpoint; delete it, or put a good copy in its place"
         ) from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise CifarlabError(f"{path} is not a cifarlab checkpoint")
