@@ -260,6 +260,16 @@ def test_welch_interval_matches_textbook_values():
     assert (stats["low"], stats["high"]) == pytest.approx((0.03 - half, 0.03 + half), abs=1e-6)
 
 
+def test_a_dry_run_refuses_a_data_path_the_sweep_would_refuse(tmp_path, tiny_archive, capsys):
+    missing = tmp_path / "gone.tar.gz"
+    grid = _tiny_grid(tmp_path, missing, epochs=1)
+    for plan in ("--dry-run", "--quiet"):  # it said "4 runs, 4 to run", exit 0
+        assert main(["sweep", str(grid), "--workspace", str(tmp_path / "ws"), plan]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"data path '{missing}' does not exist" in err, err
+    assert not (tmp_path / "ws").exists()  # its empty database made `results` say "no runs yet"
+
+
 def test_dry_run_max_runs_and_only(tmp_path, tiny_archive, capsys):
     grid = _tiny_grid(tmp_path, tiny_archive, epochs=1)
     ws = tmp_path / "ws"

@@ -180,6 +180,7 @@ def _sweep(experiment, args: argparse.Namespace) -> int:
     from cifarlab.experiments.sweep import (
         TO_RUN,
         check_experiment_name,
+        check_paths,
         check_sweep_options,
         plan_sweep,
         run_sweep,
@@ -195,6 +196,7 @@ def _sweep(experiment, args: argparse.Namespace) -> int:
         with ResultsStore(db if db.exists() else ":memory:") as store:
             check_experiment_name(experiment, store, args.force)  # as the real sweep will
             planned = plan_sweep(experiment, store, only, args.max_runs)
+        check_paths([p.config for p in planned])  # as the real sweep does first
         axes = _other_axes([p.config for p in planned])
         for p in planned:
             print(f"{p.action:7s}{p.config.hash()}  {_describe_run(p.config, axes)}")

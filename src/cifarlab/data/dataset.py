@@ -67,8 +67,8 @@ def resolve_source(data: str | os.PathLike | None, quiet: bool = False) -> Path:
     downloaded into the cache (or found there); any other path must exist.
     """
     raw = data if data is not None else os.environ.get("CIFARLAB_DATA") or DEFAULT_DATASET
-    path = Path(raw).expanduser()
-    if str(raw).lower() in download_module.ARCHIVES and not path.exists():
+    path = check_source(raw)
+    if path is None:
         folder = cache_root() / "downloads"
         try:
             return download_module.download(str(raw).lower(), folder, quiet)
@@ -77,6 +77,15 @@ def resolve_source(data: str | os.PathLike | None, quiet: bool = False) -> Path:
                 f"cannot write the download to {folder} ({err.strerror or err}); "
                 "set CIFARLAB_CACHE to a writable folder"
             ) from None
+    return path
+
+
+def check_source(raw: str | os.PathLike) -> Path | None:
+    """The path ``raw`` names, checked without reading it (a sweep's dry run checks this
+    much); None for a dataset to download (``cifar10``, ``cifar100``)."""
+    path = Path(raw).expanduser()
+    if str(raw).lower() in download_module.ARCHIVES and not path.exists():
+        return None
     if not path.exists():
         raise CifarlabError(
             f"data path {str(path)!r} does not exist{_whence(path)}: {HOW_TO_GIVE_DATA}"

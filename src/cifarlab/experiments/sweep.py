@@ -151,6 +151,7 @@ def run_sweep(
 ) -> SweepReport:
     """Run what is missing of ``experiment`` and report every run's final status."""
     check_sweep_options(workers, max_runs)
+    check_paths(experiment.configs)  # before the workspace: a refused sweep leaves no database
     workspace = prepare_workspace(workspace)
     with _sweeping(workspace, experiment.name), ResultsStore(workspace / "runs.db") as store:
         planned = plan_sweep(experiment, store, only, max_runs)  # a bad --only fails here
@@ -247,6 +248,15 @@ def _sigint_ignored() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def check_paths(configs: tuple[RunConfig, ...] | list[RunConfig]) -> None:
+    """Each data path the runs name exists and is a folder or an archive (nothing is read:
+    a dry run checks this much too)."""
+    from cifarlab.data.dataset import check_source
+
+    for data in sorted({c.data for c in configs if c.data is not None}):
+        check_source(data)
 
 
 def check_sources(configs: list[RunConfig], quiet: bool = False) -> None:
