@@ -196,7 +196,7 @@ def _sweep(experiment, args: argparse.Namespace) -> int:
         with ResultsStore(db if db.exists() else ":memory:") as store:
             check_experiment_name(experiment, store, args.force)  # as the real sweep will
             planned = plan_sweep(experiment, store, only, args.max_runs)
-        check_paths([p.config for p in planned])  # as the real sweep does first
+        check_paths([p.config for p in planned if p.action in TO_RUN])  # as the sweep will
         axes = _other_axes([p.config for p in planned])
         for p in planned:
             print(f"{p.action:7s}{p.config.hash()}  {_describe_run(p.config, axes)}")

@@ -151,7 +151,8 @@ def run_sweep(
 ) -> SweepReport:
     """Run what is missing of ``experiment`` and report every run's final status."""
     check_sweep_options(workers, max_runs)
-    check_paths(experiment.configs)  # before the workspace: a refused sweep leaves no database
+    if not (Path(workspace) / "runs.db").exists():  # all to run: a refusal makes no database
+        check_paths(experiment.configs)
     workspace = prepare_workspace(workspace)
     with _sweeping(workspace, experiment.name), ResultsStore(workspace / "runs.db") as store:
         planned = plan_sweep(experiment, store, only, max_runs)  # a bad --only fails here
