@@ -750,6 +750,18 @@ def test_an_unreadable_file_is_one_line_naming_it(tmp_path):
         load_dataset(root, val_size=0)
 
 
+def test_files_outside_the_splits_are_never_read(tmp_path):
+    root = write_image_folder(tmp_path / "d", n_train=3, n_test=2)
+    (root / "SingletonCookie").symlink_to(tmp_path / "nowhere")  # a browser's lock, dangling
+    (root / "notes").mkdir()
+    (root / "notes" / "secret.txt").write_text("x")
+    (root / "notes" / "secret.txt").chmod(0)  # unreadable (to all but root)
+    # the dangling link stopped the load ("cannot read SingletonCookie ... fix or remove it")
+    with pytest.warns(UserWarning, match="2 file.*not used"):
+        data = load_dataset(root, val_size=0)
+    assert len(data.train.labels) == 3 * len(CLASSES)
+
+
 @pytest.mark.parametrize(
     "options, says",
     [

@@ -82,7 +82,13 @@ def _iter_files(path: Path) -> Iterator[tuple[tuple[str, ...], bytes | None]]:
     """Yield (relative path parts, file bytes) per regular file and (parts, None) per folder."""
     if path.is_dir():
         for file, is_file in walk_folder(path):
-            yield file.relative_to(path).parts, (_read(file, path) if is_file else None)
+            parts = file.relative_to(path).parts
+            if is_file and not set(parts[:2]) & set(SPLITS):
+                # outside train/ and test/ (or one top folder's): named in a warning, never
+                # read. A dangling link there stopped the run, and `--data ~` read the home.
+                yield parts, b""
+            else:
+                yield parts, (_read(file, path) if is_file else None)
         return
     name = path.name.lower()
     try:
