@@ -784,6 +784,8 @@ def test_an_edited_model_file_is_another_model_not_another_seed(tiny_archive, tm
     cifarlab.train(**train)
     names = sorted(r["config"]["model"] for r in cifarlab.results(ws))
     assert len(set(names)) == 2 and all(n.startswith(f"{net}@") for n in names)
+    shown = {r["model"] for r in cifarlab.results(ws)}  # the plain table's column
+    assert len(shown) == 2 and all("@" in n for n in shown), shown
     groups = cifarlab.grouped_results(ws)
     assert [g["n"] for g in groups] == [1, 1]  # two models, not one model with two seeds
     # each version drawn as it trained: the old one from the copy its run kept

@@ -113,7 +113,8 @@ def name_model_versions(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         model = run["config"]["model"]
         if digest(run) and len(versions[model]) > 1:
             version = f"{model}@{digest(run)[:6]}"  # config.model_reference reads it back
-            run = {**run, "config": {**run["config"], "model": version}}
+            shown = f"{run['model']}@{digest(run)[:6]}"  # the plain table's column, too
+            run = {**run, "model": shown, "config": {**run["config"], "model": version}}
         named.append(run)
     return named
 
