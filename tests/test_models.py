@@ -463,11 +463,12 @@ def test_cli_models_lists_params_macs_and_descriptions(capsys):
 def test_cli_bad_models_exit_2_with_one_line(tmp_path, capsys):
     bad_spec = tmp_path / "bad.toml"
     bad_spec.write_text('layers = ["conv 64 3", "maxpool 64", "linear"]\n')
+    (tmp_path / "a-file").write_text("not a folder")
     cases = {
         ("summary", "resnet-9000"): "unknown model 'resnet-9000'",
         ("summary", str(bad_spec)): 'layer 2 "maxpool 64": input is 64x32x32, too small to pool',
         ("diagram", str(tmp_path / "x.py") + ":Net"): "does not exist",
-        ("diagram", "tutorial", "-o", str(tmp_path / "no" / "dir" / "x.png")): "cannot write",
+        ("diagram", "tutorial", "-o", str(tmp_path / "a-file" / "x.png")): "cannot write",
         ("summary", "tutorial", "--batch-size", "0"): "--batch-size must be positive",
     }
     for args, expected in cases.items():
