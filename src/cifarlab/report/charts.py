@@ -223,7 +223,7 @@ def accuracy_curves(groups: list[dict[str, Any]], out: Path) -> Chart:
     g, at, value, last = max(peaks, key=lambda p: p[2])
     rising = sum(at_ == last_ for _, at_, _, last_ in peaks)
     if len(peaks) == 1:  # nothing to rank: say where the one curve peaked
-        gap = last - at
+        gap = int(last - at)  # numpy ints: "s" * (gap > 1) needs a Python bool
         when = "its last" if gap == 0 else f"{gap} epoch{'s' * (gap > 1)} before its last"
         caption = f"{g['label']} peaks at {pct(value)} in epoch {at}, {when}."
     else:
