@@ -453,6 +453,25 @@ def test_an_image_goes_into_new_folders_and_a_path_through_a_file_is_one_line(
         assert "a part of that path is a file, not a folder; pick another path" in err, err
 
 
+def test_a_notebook_cell_registering_a_model_can_run_again(tmp_path):
+    from cifarlab.models.registry import _REGISTRY
+
+    def cell(width):  # the cell, as a user runs it once, edits it and runs it again
+        @cifarlab.register_model("my-net-in-a-cell", "a user's net")
+        def net(num_classes=10, in_channels=3, image_size=32):
+            return nn.Sequential(nn.Conv2d(in_channels, width, 3), nn.AdaptiveAvgPool2d(1),
+                                 nn.Flatten(), nn.Linear(width, num_classes))  # fmt: skip
+
+    try:
+        cell(4)
+        cell(8)  # it raised ValueError: model 'my-net-in-a-cell' is already registered
+        assert count_parameters(create_model("my-net-in-a-cell")) == 8 * 27 + 8 + 8 * 10 + 10
+    finally:
+        _REGISTRY.pop("my-net-in-a-cell", None)
+    with pytest.raises(CifarlabError, match="'speedrun' is a built-in model.*another name"):
+        cifarlab.register_model("speedrun", "mine")(lambda **kw: nn.Identity())
+
+
 def test_cli_models_lists_params_macs_and_descriptions(capsys):
     assert main(["models"]) == 0
     out = capsys.readouterr().out

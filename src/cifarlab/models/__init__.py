@@ -9,6 +9,7 @@ from cifarlab.models.registry import (
     check_model,
     count_parameters,
     create_model,
+    freeze_builtins,
     get_model_entry,
     list_models,
     model_label,
@@ -17,6 +18,8 @@ from cifarlab.models.registry import (
 )
 from cifarlab.models.spec import ModelSpec, build_spec, load_spec
 from cifarlab.models.summary import ModelSummary, summarize_model
+
+freeze_builtins()  # the names above are cifarlab's; a user's registration may not take one
 
 __all__ = [
     "ModelEntry",

@@ -35,14 +35,26 @@ class ModelEntry:
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
+_BUILTINS: frozenset[str] = frozenset()  # set once the built-in modules have registered
+
+
+def freeze_builtins() -> None:
+    """Mark every name registered so far as built-in: a user's model cannot take one."""
+    global _BUILTINS
+    _BUILTINS = frozenset(_REGISTRY)
 
 
 def register_model(name: str, description: str) -> Callable[[ModelFactory], ModelFactory]:
-    """Decorator adding a factory to the registry under ``name``."""
+    """Decorator adding a factory to the registry under ``name``. Registering a name again
+    replaces the earlier factory, as redefining a function does: a notebook cell run twice
+    raised "already registered". A built-in's name is refused."""
 
     def add(factory: ModelFactory) -> ModelFactory:
-        if name in _REGISTRY:
-            raise ValueError(f"model {name!r} is already registered")
+        if name in _BUILTINS:
+            raise CifarlabError(
+                f"model {name!r} is a built-in model (`cifarlab models` lists them); "
+                "register yours under another name"
+            )
         _REGISTRY[name] = ModelEntry(name, factory, description)
         return factory
 
