@@ -194,3 +194,5 @@ def test_a_path_that_is_no_dataset_is_refused(tmp_path):
         load_dataset(tmp_path / "notes.txt")
     with pytest.raises(CifarlabError, match="does not exist"):
         load_dataset("cifar11")
+    with pytest.raises(CifarlabError, match="data: a path or cifar10/cifar100, not a int"):
+        load_dataset(123)  # a bare TypeError from pathlib, naming neither argument nor fix

@@ -66,6 +66,8 @@ def resolve_source(data: str | os.PathLike | None, quiet: bool = False) -> Path:
     A known name (``cifar10``, ``cifar100``) that is not an existing path is
     downloaded into the cache (or found there); any other path must exist.
     """
+    if data is not None and not isinstance(data, str | os.PathLike):
+        raise CifarlabError(f"data: a path or cifar10/cifar100, not a {type(data).__name__}")
     raw = data if data is not None else os.environ.get("CIFARLAB_DATA") or DEFAULT_DATASET
     path = check_source(raw)
     if path is None:
