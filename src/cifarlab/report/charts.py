@@ -221,12 +221,12 @@ def accuracy_curves(groups: list[dict[str, Any]], out: Path) -> Chart:
         if len(e):
             peaks.append((g, e[int(np.argmax(mean))], float(mean.max()), e[-1]))
     g, at, value, last = max(peaks, key=lambda p: p[2])
-    rising = sum(at_ == last_ for _, at_, _, last_ in peaks)
     if len(peaks) == 1:  # nothing to rank: say where the one curve peaked
         gap = int(last - at)  # numpy ints: "s" * (gap > 1) needs a Python bool
         when = "its last" if gap == 0 else f"{gap} epoch{'s' * (gap > 1)} before its last"
         caption = f"{g['label']} peaks at {pct(value)} in epoch {at}, {when}."
     else:
+        rising = sum(at_ == last_ for _, at_, _, last_ in peaks)
         caption = (
             f"{g['label']} peaks highest, at {pct(value)} in epoch {at}; {rising} of "
             f"{len(peaks)} configurations were still at their peak in their last epoch."

@@ -21,7 +21,6 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     Tensors are written as CPU tensors, so a run trained on a GPU loads with a plain
     ``torch.load`` on a machine without one (a resume maps them back to its device).
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, **_on_cpu(state)}
     # Ctrl-C inside torch.save breaks its writer: the stop waits for the write and rename
     with signals_held(), written_atomically(path) as tmp, open(tmp, "wb") as f:
