@@ -539,3 +539,22 @@ def test_bad_input_leaves_no_workspace_behind(tmp_path, tiny_archive, capsys):
     assert _train(tmp_path, tiny_archive, "--epochs", "1") == 0  # a workspace with a run...
     assert main(["train", "--workspace", str(workspace), "--model", "nosuch"]) == 2
     assert (workspace / "runs.db").exists()  # ...keeps it
+
+
+def test_running_out_of_memory_while_decoding_data_advises_the_image_size(
+    tiny_folder, monkeypatch, capsys
+):
+    import cifarlab.data.dataset as dataset_module
+
+    def fail(*args, **kwargs):
+        raise MemoryError()  # as numpy raises it: no message
+
+    monkeypatch.setattr(dataset_module, "read_image_folder", fail)
+    monkeypatch.setenv("CIFARLAB_CACHE", str(tiny_folder.parent / "cache-oom"))
+    assert main(["data", "info", "--data", str(tiny_folder)]) == 1
+    err = capsys.readouterr().err.strip()
+    # "out of memory (); try a smaller --batch-size or model": options data info lacks
+    assert err == (
+        "cifarlab: error: out of memory; the decoded images must fit in memory: try a smaller "
+        "--image-size"
+    )

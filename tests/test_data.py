@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import gc
+import gzip
 import io
 import json
+import os
+import re
+import tarfile
 import time
 import warnings
 from pathlib import Path
@@ -786,3 +790,94 @@ def test_limits_that_cannot_be_met_or_leave_classes_out_are_said(tiny_folder):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         load_dataset(tiny_folder, val_size=0, limit_train=3)  # one of each: nothing to say
+
+
+@pytest.mark.parametrize("archived", [False, True])
+def test_two_datasets_in_one_folder_are_refused_not_pooled(tmp_path, archived):
+    root = tmp_path / "two"
+    write_image_folder(root / "v1", n_train=3, n_test=2)
+    write_image_folder(root / "v2", n_train=3, n_test=2, seed=1)  # same file names
+    source = pack(root, tmp_path / "two.tar.gz", top=None) if archived else root
+    # pooled, v2's images replaced v1's of the same names: 3 a class, not 6, no word said
+    with pytest.raises(CifarlabError, match=r"holds 2 datasets' .*\(v1/, v2/\); point --data"):
+        load_dataset(source, val_size=0)
+
+
+def _plain_tar(folder: Path, archive: Path) -> Path:
+    with tarfile.open(archive, "w") as t:
+        for f in sorted(folder.rglob("*")):
+            t.add(f, f.relative_to(folder).as_posix(), recursive=False)
+    return archive
+
+
+@pytest.mark.parametrize("gzipped", [False, True])
+def test_a_tar_cut_between_members_is_refused_as_truncated(tmp_path, gzipped):
+    root = write_image_folder(tmp_path / "d", n_train=3, n_test=2)
+    whole = _plain_tar(root, tmp_path / "whole.tar")
+    with tarfile.open(whole) as t:
+        cut_at = t.getmembers()[-4].offset  # a clean cut: whole members, then nothing
+    cut = whole.read_bytes()[:cut_at]
+    archive = tmp_path / ("cut.tar.gz" if gzipped else "cut.tar")
+    archive.write_bytes(gzip.compress(cut) if gzipped else cut)
+    # it loaded with the last images missing, silently
+    with pytest.raises(CifarlabError, match="cannot read the archive .*may be truncated"):
+        load_dataset(archive, val_size=0)
+
+
+def test_hard_and_symbolic_links_in_a_tar_load_as_in_the_folder(tmp_path):
+    root = write_image_folder(tmp_path / "d", n_train=3, n_test=2)
+    first, second = (root / "train" / CLASSES[0] / f"000{i}.png" for i in (0, 1))
+    first.unlink()
+    os.link(root / "train" / CLASSES[1] / "0000.png", first)  # a hard link: tar's 2nd name
+    second.unlink()
+    second.symlink_to(Path("..") / CLASSES[1] / "0001.png")
+    in_folder = load_dataset(root, val_size=0)
+    archive = _plain_tar(root, tmp_path / "d.tar")  # tarfile stores links as link members
+    in_archive = load_dataset(archive, val_size=0)  # they were dropped: 2 images fewer
+    assert np.array_equal(in_archive.train.images, in_folder.train.images)
+    assert np.array_equal(in_archive.train.labels, in_folder.train.labels)
+
+
+def test_split_folders_in_capitals_load_from_a_folder(tmp_path):
+    root = write_image_folder(tmp_path / "d", n_train=3, n_test=2)
+    (root / "train").rename(root / "Train")
+    (root / "test").rename(root / "TEST")
+    # "train/cat/0000.png is not a readable image": the walk left capitalised splits unread
+    data = load_dataset(root, val_size=0)
+    assert len(data.train) == 3 * len(CLASSES) and len(data.test) == 2 * len(CLASSES)
+
+
+def test_a_file_named_meta_does_not_make_an_image_folder_cifar100(tmp_path):
+    root = write_image_folder(tmp_path / "d", n_train=3, n_test=2)
+    (root / "meta").write_text('{"source": "camera"}')
+    with pytest.warns(UserWarning, match="1 file.*not used"):
+        data = load_dataset(root, val_size=0)  # "meta is not a readable CIFAR pickle"
+    assert data.classes == CLASSES
+
+
+def test_a_named_pipe_among_the_images_is_refused_not_waited_on(tmp_path):
+    root = write_image_folder(tmp_path / "d", n_train=3, n_test=2)
+    os.mkfifo(root / "train" / CLASSES[0] / "pipe.png")  # reading it waited forever
+    with pytest.raises(CifarlabError, match=r"train/\w+/pipe.png is not a regular file"):
+        load_dataset(root, val_size=0)
+
+
+@pytest.mark.parametrize(
+    "options, says",
+    [
+        ({"image_size": "16"}, "--image-size must be a whole number of pixels, not '16'"),
+        ({"image_size": True}, "--image-size must be a whole number of pixels, not True"),
+        ({"image_size": 16.5}, "--image-size must be a whole number of pixels, not 16.5"),
+        ({"seed": -1}, "seed must be a whole number of at least 0, not -1"),
+    ],
+)
+def test_load_dataset_checks_image_size_and_seed(tiny_folder, options, says):
+    with pytest.raises(CifarlabError, match=re.escape(says)):  # True gave 1x1 images
+        load_dataset(tiny_folder, val_size=0, **options)
+
+
+def test_a_hold_out_of_most_or_all_of_a_small_dataset_says_what_fits(tiny_folder):
+    with pytest.raises(CifarlabError, match=r"--val-size 12, a tenth, is usual; 0: no valid"):
+        load_dataset(tiny_folder)  # the default 5,000 of 120 training images
+    with pytest.warns(UserWarning, match="holds out 83% of the 120 training images, leaving 20"):
+        load_dataset(tiny_folder, val_size=100)

@@ -33,6 +33,7 @@ EXIT_UNSETTLED = 3
 
 def main(argv: Sequence[str] | None = None) -> int:
     sigterm = terminate_as_interrupt()  # `kill` records the run as failed, like Ctrl-C
+    args = None
     try:
         with warnings.catch_warnings():  # restores the default display when main returns
             warnings.showwarning = show_warning
@@ -63,7 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _silence_stdout()
         return 141  # as a shell reports a command ended by SIGPIPE
     except Exception as err:
-        message = machine_trouble(err)
+        message = machine_trouble(err, getattr(args, "command", None))
         if message is None or os.environ.get("CIFARLAB_TRACEBACK"):
             raise  # a bug: its traceback is what a report needs
         print(f"cifarlab: error: {message}", file=sys.stderr)

@@ -68,9 +68,10 @@ def show_warning(message, category, filename, lineno, file=None, line=None) -> N
         sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
 
 
-def machine_trouble(err: BaseException) -> str | None:
+def machine_trouble(err: BaseException, command: str | None = None) -> str | None:
     """A one-line message for an error the machine caused (disk, permissions, memory, a
-    locked database), which a user fixes without a traceback; None for anything else."""
+    locked database), which a user fixes without a traceback; None for anything else.
+    ``command`` (train, data...) picks the advice for memory."""
     import sqlite3
 
     if isinstance(err, sqlite3.OperationalError):
@@ -82,7 +83,13 @@ def machine_trouble(err: BaseException) -> str | None:
         isinstance(err, RuntimeError)
         and any(s in str(err) for s in ("out of memory", "can't allocate memory"))
     ):
-        return f"out of memory ({first_line(err, '')[:120]}); try a smaller --batch-size or model"
+        detail = first_line(err, "")[:120]
+        advice = (
+            "the decoded images must fit in memory: try a smaller --image-size"
+            if command == "data"
+            else "try a smaller --batch-size or model"
+        )
+        return f"out of memory{f' ({detail})' if detail else ''}; {advice}"
     if isinstance(err, OSError) and err.errno is not None:  # disk full, permission denied...
         return err.strerror + (f": '{err.filename}'" if err.filename else "")
     return None

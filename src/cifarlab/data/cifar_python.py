@@ -29,6 +29,8 @@ from cifarlab.errors import CifarlabError, first_line
 CIFAR10_FILES = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}
 CIFAR100_FILES = {"train": ["train"], "test": ["test"]}
 _META = {"batches.meta": "cifar10", "meta": "cifar100"}
+# "meta" alone is too common a file name to take a folder for CIFAR-100: its batches too
+_BESIDE_META = {"batches.meta": set(), "meta": {"train", "test"}}
 
 # Everything a pickled numpy array (old or new numpy, any protocol) may name; nothing else.
 _ALLOWED = {
@@ -75,17 +77,26 @@ def is_cifar_python(path: Path) -> bool:
         return False
     try:
         with tarfile.open(path, "r:*") as archive:
+            folders: dict[PurePosixPath, set[str]] = {}
             for _, member in zip(range(20), archive):  # the official layout comes first
-                if PurePosixPath(member.name).name in _META:
-                    return True
+                if member.isfile():
+                    name = PurePosixPath(member.name)
+                    folders.setdefault(name.parent, set()).add(name.name)
     except ARCHIVE_ERRORS:
         return False  # the image-folder reader reports the broken archive
-    return False
+    return any(_holds_meta(names) for names in folders.values())
+
+
+def _holds_meta(names: set[str]) -> bool:
+    """A folder's file names include a CIFAR meta file and the batches that go with it."""
+    return any(meta in names and (not beside or beside & names)
+               for meta, beside in _BESIDE_META.items())  # fmt: skip
 
 
 def _find_root(folder: Path) -> Path | None:
     for candidate in (folder, *sorted(p for p in folder.iterdir() if p.is_dir())):
-        if any((candidate / meta).is_file() for meta in _META):
+        named = {*_META, *_BESIDE_META["meta"]}
+        if _holds_meta({name for name in named if (candidate / name).is_file()}):
             return candidate
     return None
 

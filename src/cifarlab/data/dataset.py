@@ -142,14 +142,13 @@ def load_dataset(
     the test split. Mean and std come from the final training split. ``labels``
     picks CIFAR-100's fine or coarse classes; ``image_size`` resizes to NxN.
     """
-    _check_counts(val_size=(val_size, 0), limit_train=(limit_train, 1), limit_test=(limit_test, 1))
+    _check_counts(
+        val_size=(val_size, 0), limit_train=(limit_train, 1), limit_test=(limit_test, 1),
+        seed=(seed, 0),
+    )  # fmt: skip
     decoded, stats, path, _ = decode_source(data, image_size=image_size, labels=labels, quiet=quiet)
     train_all = decoded.train
-    if val_size >= len(train_all):
-        raise CifarlabError(
-            f"--val-size {val_size} leaves no training images (the training split has "
-            f"{len(train_all)}); use a smaller --val-size"
-        )
+    _check_val_size(val_size, len(train_all))
     rng = np.random.default_rng(seed)
     val_idx, train_idx = split_off(train_all.labels, val_size, rng)
     _note_limit("--limit-train", limit_train, len(train_idx), "training")
@@ -176,6 +175,20 @@ def load_dataset(
     )
 
 
+def _check_val_size(val_size: int, available: int) -> None:
+    """The default hold-out (5,000, CIFAR's tenth) can be most of a small dataset, or all."""
+    tenth = f"--val-size {max(available // 10, 1)}, a tenth,"
+    if val_size >= available:
+        raise CifarlabError(
+            f"--val-size {val_size} leaves no training images (the training split has "
+            f"{available:,}); use a smaller --val-size ({tenth} is usual; 0: no validation)"
+        )
+    if val_size > available // 2:
+        share, left = f"{val_size / available:.0%}", f"{available - val_size:,}"
+        warn(f"--val-size {val_size} holds out {share} of the {available:,} training images, "
+             f"leaving {left} to train on; {tenth} is usual")  # fmt: skip
+
+
 def _note_limit(option: str, limit: int | None, available: int, split: str) -> None:
     if limit is not None and limit > available:
         warn(f"{option} {limit} is more than the {available:,} {split} images; all are used")
@@ -198,6 +211,8 @@ def decode_source(
     quiet: bool = False,
 ) -> DecodedSource:
     """The source's decoded arrays, from the cache when it holds them."""
+    if image_size is not None and (not isinstance(image_size, int) or isinstance(image_size, bool)):
+        raise CifarlabError(f"--image-size must be a whole number of pixels, not {image_size!r}")
     if image_size is not None and image_size < 1:
         raise CifarlabError(f"--image-size must be a positive number of pixels (got {image_size})")
     path = resolve_source(data, quiet)

@@ -13,6 +13,7 @@ import io
 import lzma
 import multiprocessing
 import os
+import stat
 import sys
 import tarfile
 import zipfile
@@ -83,7 +84,7 @@ def _iter_files(path: Path) -> Iterator[tuple[tuple[str, ...], bytes | None]]:
     if path.is_dir():
         for file, is_file in walk_folder(path):
             parts = file.relative_to(path).parts
-            if is_file and not set(parts[:2]) & set(SPLITS):
+            if is_file and not {part.lower() for part in parts[:2]} & set(SPLITS):
                 # outside train/ and test/ (or one top folder's): named in a warning, never
                 # read. A dangling link there stopped the run, and `--data ~` read the home.
                 yield parts, b""
@@ -118,6 +119,11 @@ def _iter_files(path: Path) -> Iterator[tuple[tuple[str, ...], bytes | None]]:
 
 def _read(file: Path, source: Path) -> bytes:
     try:
+        if not stat.S_ISREG(file.stat().st_mode):  # reading a named pipe would wait forever
+            raise CifarlabError(
+                f"{source}: {file.relative_to(source)} is not a regular file (a pipe, socket "
+                "or device); remove it"
+            )
         return file.read_bytes()
     except OSError as err:  # a dangling link, a file without read permission
         raise CifarlabError(
@@ -146,13 +152,44 @@ def walk_folder(root: Path) -> Iterator[tuple[Path, bool]]:
 def _tar_members(
     path: Path, fileobj: io.BytesIO | None
 ) -> Iterator[tuple[tuple[str, ...], bytes | None]]:
-    with tarfile.open(None if fileobj else path, "r:*", fileobj=fileobj) as archive:
+    with tarfile.open(
+        None if fileobj else path, "r:*", fileobj=fileobj, tarinfo=_EndMarkingTarInfo
+    ) as archive:
         for member in archive:
             if member.isfile():
                 yield safe_member(member.name, path), archive.extractfile(member).read()
+            elif member.islnk() or member.issym():
+                # a second name of a file (GNU tar stores hard links so), as the folder's
+                # link would be followed; the bytes come from the archive, never the disk
+                yield safe_member(member.name, path), _link_target(archive, member)
             elif member.isdir():
                 yield safe_member(member.name, path), None
+        if not getattr(archive, "ended_cleanly", False):
+            # tarfile stops quietly where an archive is cut between members or garbled
+            raise tarfile.ReadError("no end-of-archive marker after the last whole member")
         read_to_end(archive)
+
+
+class _EndMarkingTarInfo(tarfile.TarInfo):
+    """Marks the TarFile when it reads the all-zero block that ends an archive."""
+
+    @classmethod
+    def fromtarfile(cls, archive: tarfile.TarFile) -> tarfile.TarInfo:
+        try:
+            return super().fromtarfile(archive)
+        except tarfile.EOFHeaderError:
+            archive.ended_cleanly = True
+            raise
+
+
+def _link_target(archive: tarfile.TarFile, member: tarfile.TarInfo) -> bytes:
+    """The linked member's bytes; b"" (an unreadable image, named if it is used) when the
+    link points outside the archive or at a member it does not hold."""
+    try:
+        linked = archive.extractfile(member)
+    except KeyError:
+        return b""
+    return linked.read() if linked else b""
 
 
 def read_to_end(archive: tarfile.TarFile) -> None:
@@ -243,13 +280,14 @@ def _parse_layout(
     say what was left out. Images in subfolders of a class folder belong to that class, as
     in torchvision's ImageFolder; split folders match in any case (Train/, TEST/)."""
     entries: dict[str, dict[tuple[str, str], bytes]] = {s: {} for s in SPLITS}
-    class_dirs, skipped, other_splits = set(), [], set()
+    class_dirs, skipped, other_splits, tops = set(), [], set(), set()
     for parts, blob in files:
         if not parts or is_litter(parts):
             continue  # the archive's root ("./"), or macOS/Windows litter
         wrapped = len(parts) > 1 and parts[1].lower() in _ALL_SPLITS
+        top = ""
         if wrapped and parts[0].lower() not in _ALL_SPLITS:
-            parts = parts[1:]  # one wrapping folder, e.g. cifar10-jpeg/train/cat/0001.jpg
+            top, parts = parts[0], parts[1:]  # one wrapping folder: cifar10-jpeg/train/cat/1.jpg
         split = parts[0].lower()
         if split not in SPLITS:
             if split in _ALL_SPLITS:
@@ -262,8 +300,15 @@ def _parse_layout(
                 class_dirs.add((split, parts[1]))
         elif len(parts) == 3 or (len(parts) > 3 and _is_image_name(parts[-1])):
             entries[split][(parts[1], "/".join(parts[2:]))] = blob
+            tops.add(top)
         else:  # a file beside the class folders, or a sidecar (.json, .txt) in a subfolder
             skipped.append("/".join(parts))
+    if len(tops) > 1:  # pooled, they would mix two datasets and drop files of equal names
+        shown = ", ".join(f"{t}/" if t else "train/ and test/ at the top" for t in sorted(tops))
+        raise CifarlabError(
+            f"{source}: holds {len(tops)} datasets' train/ and test/ folders ({shown}); "
+            "point --data at one of them"
+        )
     missing = [s for s in SPLITS if not entries[s]]
     batches = _cifar_batches(skipped)
     if missing and batches is not None:
