@@ -903,3 +903,30 @@ def test_a_report_into_a_folder_of_the_users_own_pictures_leaves_them_alone(tiny
         cifarlab.report(run=result.run_id, workspace=ws, output=out)
     assert (out / "holiday.png").read_bytes() == b"\x89PNG mine"
     assert not abandoned.exists()
+
+
+def test_an_lr_study_of_one_model_colours_each_line_and_one_epoch_shows_points(
+    tmp_path, monkeypatch
+):
+    saved = []
+    save = charts._save
+    monkeypatch.setattr(
+        charts, "_save", lambda fig, *args: (saved.append(fig), save(fig, *args))[1]
+    )
+    groups = aggregate.group(_fake_runs(n_models=1, lrs=6, seeds=2, epochs=1))
+    charts.accuracy_curves(groups, tmp_path)
+    charts.loss_curves(groups, tmp_path)
+    accuracy, loss = saved
+    for fig in saved:
+        panel = fig.axes[0]
+        lines = [line for line in panel.get_lines() if line.get_label()[0] != "_"]
+        colours = {line.get_color() for line in lines}
+        assert len(lines) == 6 and len(colours) == 6, "six lrs of one model, all one blue"
+        assert all(line.get_marker() not in (None, "None", "") for line in lines)  # blank chart
+        assert list(panel.get_xticks()) == [1]  # not 0.96, 0.98, 1.00...
+        fig.canvas.draw()
+        legend = fig.legends[0].get_window_extent()
+        inside = fig.bbox
+        assert legend.x0 >= inside.x0 and legend.x1 <= inside.x1, "legend cut at both ends"
+    bars = [c for c in accuracy.axes[0].containers]  # two seeds: their spread at one epoch
+    assert bars, "a band over one epoch has no width; the spread went unseen"

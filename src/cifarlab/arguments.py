@@ -273,7 +273,7 @@ def _add_results_parser(sub: argparse._SubParsersAction) -> None:
 
 
 _RESULTS_EXAMPLES = """\
-  cifarlab results                                  # every run, newest first
+  cifarlab results                                  # every run, oldest first
   cifarlab results --experiment blog --sort test_acc --format markdown
   cifarlab results --experiment blog --group-by model
   cifarlab results --experiment blog --compare optimizer=adam optimizer=sgd

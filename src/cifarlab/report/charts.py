@@ -205,7 +205,10 @@ def _mean_with_spread(ax, g: dict[str, Any], colour, metric: str) -> None:
     """A group's mean curve of a fraction metric in percent, shaded min-max over seeds."""
     e, mean, lo, hi = curve(g, metric)
     ax.plot(e, mean * 100, color=colour, marker="o", ms=3, label=g["label"])
-    if g["n"] > 1:
+    if g["n"] > 1 and len(e) == 1:  # a band over one epoch has no width: a bar instead
+        spread = np.array([mean - lo, hi - mean]) * 100
+        ax.errorbar(e, mean * 100, yerr=spread, color=colour, capsize=4, alpha=0.6)
+    elif g["n"] > 1:
         ax.fill_between(e, lo * 100, hi * 100, color=colour, alpha=0.2, lw=0)
 
 
@@ -241,10 +244,11 @@ def accuracy_curves(groups: list[dict[str, Any]], out: Path) -> Chart:
 def loss_curves(groups: list[dict[str, Any]], out: Path) -> Chart:
     def draw(ax, g, colour):
         e, train, _, _ = curve(g, "train_loss")
-        ax.plot(e, train, color=colour, label=g["label"])
+        dot = "o" if len(e) == 1 else None  # a line through one epoch draws nothing
+        ax.plot(e, train, color=colour, marker=dot, label=g["label"])
         e, val, _, _ = curve(g, "val_loss")
         if len(e):
-            ax.plot(e, val, color=colour, ls="--")
+            ax.plot(e, val, color=colour, ls="--", marker=dot and "s", mfc="none")
             onsets = [r["overfit_epoch"] for r in g["members"] if r.get("overfit_epoch")]
             for onset in sorted(set(onsets)):
                 y = val[list(e).index(onset)] if onset in e else None
@@ -309,17 +313,28 @@ def _facets(groups, draw, ylabel, metric, style_legend=False) -> Facets:
     cols = max(min(len(optimizers), 3), 1)
     rows = max(math.ceil(len(optimizers) / cols), 1)
     fig, axes = _subplots(rows, cols, figsize=(WIDTH, 3.9 * rows), squeeze=False, sharey=True)
-    pooled, drawn = False, []
-    for ax, opt in zip(axes.flat, optimizers):
+    pooled, panels = False, []
+    for opt in optimizers:
         mine = [g for g in groups if g["optimizer"] == opt]
         if len(mine) > MAX_LINES:
             mine, pooled = best_per(mine, "model"), True
+        panels.append(mine)
+    drawn = [g for mine in panels for g in mine]
+    pairs = [(g["model"], g["optimizer"]) for g in drawn]
+    by_config = not pooled and len(set(pairs)) < len(pairs)  # several lines of one model
+    if by_config:  # colour by setting, or an lr study's lines would all be one blue
+        settings = list(dict.fromkeys(_setting(g) for g in drawn))  # alike in every panel
+        colours = {s: PALETTE[i % len(PALETTE)] for i, s in enumerate(settings)}
+    for ax, opt, mine in zip(axes.flat, optimizers, panels):
         for g in mine:
-            draw(ax, g, colours[g["model"]])
-        drawn += mine
+            draw(ax, g, colours[_setting(g) if by_config else g["model"]])
         ax.set_title(f"optimizer: {opt}", fontsize=10)
         ax.set_xlabel("epoch")
-        ax.xaxis.get_major_locator().set_params(integer=True)
+        epochs = {int(e) for g in mine for e in curve(g, metric)[0]}
+        if len(epochs) == 1:  # one epoch: the default ticks read 0.96, 0.98, 1.00...
+            ax.set_xticks(sorted(epochs))
+        else:
+            ax.xaxis.get_major_locator().set_params(integer=True)
     for ax in axes.flat[len(optimizers) :]:
         ax.axis("off")
     for ax in axes[:, 0]:
@@ -327,8 +342,7 @@ def _facets(groups, draw, ylabel, metric, style_legend=False) -> Facets:
         if "accuracy (%)" in ylabel:
             _clamp_percent(ax)
     handles = [Line2D([], [], color=c, lw=2, label=m) for m, c in colours.items()]
-    pairs = [(g["model"], g["optimizer"]) for g in drawn]
-    if not pooled and len(set(pairs)) < len(pairs):  # several configs per model: name each line
+    if by_config:  # name each line
         handles = [h for ax in axes.flat for h in ax.get_legend_handles_labels()[0]]
         handles = list({h.get_label(): h for h in handles}.values())
     if style_legend:
@@ -360,9 +374,23 @@ def _save_facets(shown: Facets, out, name, title, caption, groups) -> Chart:
             f"its best with that panel's optimizer (by {picked_by(shown.drawn[0])})."
         )
     # below the plots: a legend at the side would squeeze them, one on top could cover data
-    ncol = len(shown.handles) if len(shown.handles) <= 8 else 6  # no lone entry on a row
+    ncol = _legend_columns([h.get_label() for h in shown.handles])
     shown.fig.legend(handles=shown.handles, loc="outside lower center", ncol=ncol, fontsize=9)
     return _save(shown.fig, out, name, title, caption)
+
+
+def _setting(g: dict[str, Any]) -> str:
+    """A group's label without its optimizer, which each panel's title already names."""
+    return " · ".join(part for part in g["label"].split(" · ") if part != g["optimizer"])
+
+
+def _legend_columns(labels: list[str]) -> int:
+    """As many columns as the figure's width holds for the longest label (at 9 pt about 13
+    characters an inch, plus the line sample), spread so no row holds a lone entry."""
+    longest = max((len(label) for label in labels), default=1)
+    fits = max(int(WIDTH * 13) // (longest + 6), 1)
+    rows = math.ceil(len(labels) / fits) if labels else 1
+    return max(math.ceil(len(labels) / rows), 1)
 
 
 # -- 5. time and the accuracy/time trade-off ---------------------------------------------
