@@ -166,7 +166,9 @@ optimizer = "adagrad"
     assert main(["sweep", str(grid), "--workspace", str(ws), "--quiet"]) == 3
     statuses = dict(_db(ws, "SELECT lr, status FROM runs"))
     assert statuses == {0.01: "completed", 10000.0: "diverged", 0.001: "failed"}
-    capsys.readouterr()
+    ((failed,),) = _db(ws, "SELECT id FROM runs WHERE status = 'failed'")
+    # named by its id, which results, report --run and train --resume take (not its name)
+    assert f"cifarlab: run {failed} failed: simulated crash" in capsys.readouterr().err
     # the table that answers "what won" keeps the runs that did not: lr=10000 diverging is
     # the finding of an lr study
     assert main(["results", "--workspace", str(ws), "--experiment", "mixed"]) == 0
@@ -388,6 +390,10 @@ def test_same_name_with_a_different_grid_needs_new_name_or_force(tmp_path, tiny_
     ws = str(tmp_path / "ws")
     first = _tiny_grid(tmp_path, tiny_archive, epochs=1)
     assert main(["sweep", str(first), "--workspace", ws, "--quiet", "--max-runs", "1"]) == 0
+    # a partial sweep read as a finished one: "1 run (1 completed); 1 trained now"
+    assert (
+        "sweep tiny: 3 of its 4 runs not run yet (--only / --max-runs)" in capsys.readouterr().err
+    )
     changed = _write(
         tmp_path / "changed.toml", first.read_text().replace("seed = [0, 1]", "seed = [5]")
     )
@@ -420,6 +426,7 @@ def test_python_api_sweep_takes_the_clis_options(tmp_path, tiny_archive):
                             only={"optimizer": "ADAM"}, max_runs=1)  # fmt: skip
     (run,) = cifarlab.results(tmp_path / "ws")
     assert len(report.outcomes) == 1 and run["optimizer"] == "adam"
+    assert repr(report).endswith(", 3 of 4 not run yet)")
     assert run["config"]["data"] == str(tiny_archive)
     # values as Python has them, typed as a run reads them
     assert cifarlab.results(tmp_path / "ws", only={"optimizer": "ADAM", "lr": "3e-3"}) == [run]

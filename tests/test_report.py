@@ -930,3 +930,15 @@ def test_an_lr_study_of_one_model_colours_each_line_and_one_epoch_shows_points(
         assert legend.x0 >= inside.x0 and legend.x1 <= inside.x1, "legend cut at both ends"
     bars = [c for c in accuracy.axes[0].containers]  # two seeds: their spread at one epoch
     assert bars, "a band over one epoch has no width; the spread went unseen"
+
+
+def test_the_headline_shows_the_validation_score_that_ranks_the_models():
+    from cifarlab.report.html import _headline
+
+    records = _fake_runs(n_models=2, lrs=1, seeds=1)
+    for r in records:  # net1 ahead on validation, behind on test
+        ahead = r["config"]["model"] == "net1"
+        r["best_val_acc"], r["test_acc"] = (0.6, 0.5) if ahead else (0.5, 0.55)
+    page = _headline(aggregate.group(records), records)
+    # "1. net1 50.0%, 2. net0 55.0%" read as a sorting bug
+    assert "1. net1 60.0% validation (50.0% test), 2. net0 50.0% validation (55.0% test)" in page

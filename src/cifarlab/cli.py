@@ -220,6 +220,12 @@ def _sweep(experiment, args: argparse.Namespace) -> int:
         f"now, in {report.seconds:.0f}s",
         file=sys.stderr,
     )
+    if report.not_run:  # a partial sweep must not read as a finished one
+        print(
+            f"sweep {experiment.name}: {report.not_run} of its {_runs(report.runs)} not run yet "
+            "(--only / --max-runs); the same command without them runs the rest",
+            file=sys.stderr,
+        )
     return EXIT_UNSETTLED if report.unsettled else 0
 
 

@@ -64,6 +64,8 @@ class SweepReport:
     planned: list[PlannedRun]
     outcomes: dict[str, str] = field(default_factory=dict)  # config hash -> final status
     seconds: float = 0.0
+    runs: int = 0  # the experiment's runs, --only and --max-runs aside
+    not_run: int = 0  # of those, runs without a result that this sweep left out
 
     @property
     def failed(self) -> int:
@@ -81,9 +83,10 @@ class SweepReport:
         for status in self.outcomes.values():
             counts[status] = counts.get(status, 0) + 1
         done = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+        left = f", {self.not_run} of {self.runs} not run yet" if self.not_run else ""
         return (
             f"SweepReport({self.experiment!r}: {len(self.planned)} runs ({done or 'none run'}) "
-            f"in {self.seconds:.0f} s)"
+            f"in {self.seconds:.0f} s{left})"
         )
 
 
@@ -160,7 +163,17 @@ def run_sweep(
         # a bad data source fails once, before anything is recorded; runs then hit the cache
         check_sources([p.config for p in planned if p.action in TO_RUN], quiet)
         register_experiment(experiment, store)
-        return _run_planned(experiment.name, planned, workspace, workers, quiet)
+        report = _run_planned(experiment.name, planned, workspace, workers, quiet)
+        report.not_run = sum(  # left out by --only or --max-runs, and not finished before
+            c.hash() not in report.outcomes and not _finished(store.standing_run(c.hash()))
+            for c in experiment.configs
+        )
+        report.runs = len(experiment.configs)
+        return report
+
+
+def _finished(run: dict[str, Any] | None) -> bool:
+    return run is not None and run["status"] in FINISHED
 
 
 @contextlib.contextmanager
@@ -302,7 +315,10 @@ def _run_one(config: RunConfig) -> str:
             os._exit(143 if isinstance(stop, Terminated) else 130)
         raise
     except Exception as err:  # noqa: BLE001 - one bad run must not stop the sweep
-        print(f"cifarlab: run {config.short_name()} failed: {err}", file=sys.stderr)
+        with ResultsStore(Path(config.workspace) / "runs.db") as store:  # the id others take
+            run = store.standing_run(config.hash())
+        name = run["id"] if run else config.short_name()
+        print(f"cifarlab: run {name} failed: {err}", file=sys.stderr)
         return "failed"
     finally:
         _training = False
