@@ -164,16 +164,12 @@ def run_sweep(
         check_sources([p.config for p in planned if p.action in TO_RUN], quiet)
         register_experiment(experiment, store)
         report = _run_planned(experiment.name, planned, workspace, workers, quiet)
-        report.not_run = sum(  # left out by --only or --max-runs, and not finished before
-            c.hash() not in report.outcomes and not _finished(store.standing_run(c.hash()))
-            for c in experiment.configs
-        )
+        left = [c for c in experiment.configs if c.hash() not in report.outcomes]
+        # left out by --only or --max-runs, and still to train
+        report.not_run = sum(PlannedRun(c, store.standing_run(c.hash())).action in TO_RUN
+                             for c in left)  # fmt: skip
         report.runs = len(experiment.configs)
         return report
-
-
-def _finished(run: dict[str, Any] | None) -> bool:
-    return run is not None and run["status"] in FINISHED
 
 
 @contextlib.contextmanager
@@ -315,13 +311,20 @@ def _run_one(config: RunConfig) -> str:
             os._exit(143 if isinstance(stop, Terminated) else 130)
         raise
     except Exception as err:  # noqa: BLE001 - one bad run must not stop the sweep
-        with ResultsStore(Path(config.workspace) / "runs.db") as store:  # the id others take
-            run = store.standing_run(config.hash())
-        name = run["id"] if run else config.short_name()
-        print(f"cifarlab: run {name} failed: {err}", file=sys.stderr)
+        print(f"cifarlab: run {_run_id(config)} failed: {err}", file=sys.stderr)
         return "failed"
     finally:
         _training = False
+
+
+def _run_id(config: RunConfig) -> str:
+    """The id results, report --run and train --resume take; the name if none is recorded."""
+    try:
+        with ResultsStore(Path(config.workspace) / "runs.db") as store:
+            run = store.standing_run(config.hash())
+    except Exception:  # noqa: BLE001 - the database may be what failed
+        run = None
+    return run["id"] if run else config.short_name()
 
 
 _in_worker = False  # set in a sweep's worker processes
