@@ -930,6 +930,11 @@ def test_an_lr_study_of_one_model_colours_each_line_and_one_epoch_shows_points(
         assert legend.x0 >= inside.x0 and legend.x1 <= inside.x1, "legend cut at both ends"
     bars = [c for c in accuracy.axes[0].containers]  # two seeds: their spread at one epoch
     assert bars, "a band over one epoch has no width; the spread went unseen"
+    charts.pareto(groups, tmp_path)
+    ax = saved[-1].axes[0]
+    dots = {tuple(c.get_facecolor()[0]) for c in ax.collections if c.get_sizes()[0] == 55}
+    assert len(dots) == 6, "twelve dots in one blue, a legend naming only net0"
+    assert "net0 · lr=0.0001" in [t.get_text() for t in ax.get_legend().get_texts()]
 
 
 def test_the_headline_shows_the_validation_score_that_ranks_the_models():

@@ -323,8 +323,7 @@ def _facets(groups, draw, ylabel, metric, style_legend=False) -> Facets:
     pairs = [(g["model"], g["optimizer"]) for g in drawn]
     by_config = not pooled and len(set(pairs)) < len(pairs)  # several lines of one model
     if by_config:  # colour by setting, or an lr study's lines would all be one blue
-        settings = list(dict.fromkeys(_setting(g) for g in drawn))  # alike in every panel
-        colours = {s: PALETTE[i % len(PALETTE)] for i, s in enumerate(settings)}
+        colours = setting_colours(drawn)
     for ax, opt, mine in zip(axes.flat, optimizers, panels):
         for g in mine:
             draw(ax, g, colours[_setting(g) if by_config else g["model"]])
@@ -377,6 +376,12 @@ def _save_facets(shown: Facets, out, name, title, caption, groups) -> Chart:
     ncol = _legend_columns([h.get_label() for h in shown.handles])
     shown.fig.legend(handles=shown.handles, loc="outside lower center", ncol=ncol, fontsize=9)
     return _save(shown.fig, out, name, title, caption)
+
+
+def setting_colours(groups: list[dict[str, Any]]) -> dict[str, tuple]:
+    """One colour per setting (a label without its optimizer), alike in every panel."""
+    settings = list(dict.fromkeys(_setting(g) for g in groups))
+    return {s: PALETTE[i % len(PALETTE)] for i, s in enumerate(settings)}
 
 
 def _setting(g: dict[str, Any]) -> str:
@@ -440,7 +445,10 @@ def time_bars(groups: list[dict[str, Any]], out: Path) -> Chart:
 
 @_styled
 def pareto(groups: list[dict[str, Any]], out: Path) -> Chart:
-    colours = model_colours(groups)
+    colours, key = model_colours(groups), lambda g: g["model"]
+    pairs = [(g["model"], g["optimizer"]) for g in groups]
+    if len(set(pairs)) < len(pairs) and len(setting_colours(groups)) <= len(PALETTE):
+        colours, key = setting_colours(groups), _setting  # an lr study: dots told apart
     optimizers = list(dict.fromkeys(g["optimizer"] for g in groups))
     markers = "os^Dvp*"
     points = [(g["train_seconds_mean"], g["test_acc_mean"] * 100) for g in groups]
@@ -448,7 +456,7 @@ def pareto(groups: list[dict[str, Any]], out: Path) -> Chart:
     fig, ax = _subplots(figsize=(WIDTH, 4.8))
     for g, (t, a) in zip(groups, points):
         m = markers[optimizers.index(g["optimizer"]) % len(markers)]
-        ax.scatter(t, a, color=colours[g["model"]], marker=m, s=55, alpha=0.85, zorder=3)
+        ax.scatter(t, a, color=colours[key(g)], marker=m, s=55, alpha=0.85, zorder=3)
     fx, fy = zip(*(points[i] for i in front))
     ax.plot(fx, fy, color="black", lw=1.2, ls=":", zorder=2, drawstyle="steps-post")
     ax.scatter(fx, fy, s=170, facecolors="none", edgecolors="black", lw=1.3, zorder=4)
