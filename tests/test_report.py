@@ -947,3 +947,25 @@ def test_the_headline_shows_the_validation_score_that_ranks_the_models():
     page = _headline(aggregate.group(records), records)
     # "1. net1 50.0%, 2. net0 55.0%" read as a sorting bug
     assert "1. net1 60.0% validation (50.0% test), 2. net0 50.0% validation (55.0% test)" in page
+
+
+def test_model_files_are_shown_by_their_name_unless_two_share_it():
+    from cifarlab.model_files import short_model_names
+
+    shown = short_model_names(
+        ["/home/me/nets/net.toml", "/home/me/nets/net.toml@a24e21", "/x/my.py:Net", "tutorial",
+         "/a/twin.toml", "/b/twin.toml"]
+    )  # fmt: skip
+    assert shown == {
+        "/home/me/nets/net.toml": "net.toml",
+        "/home/me/nets/net.toml@a24e21": "net.toml@a24e21",
+        "/x/my.py:Net": "my.py:Net",
+        "tutorial": "tutorial",
+        "/a/twin.toml": "/a/twin.toml",  # two files of one name: the paths tell them apart
+        "/b/twin.toml": "/b/twin.toml",
+    }
+    records = _fake_runs(n_models=2, lrs=1, seeds=1)
+    for r in records:  # runs record a model file by its absolute path
+        r["config"]["model"] = f"/tmp/review/nets/{r['config']['model']}.toml"
+    labels = {g["label"] for g in aggregate.group(records)}
+    assert "net0.toml · sgd" in labels, labels  # the bar chart's labels overlapped

@@ -8,6 +8,8 @@ results tables and the report only need to know which file a run trained.
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +48,15 @@ def model_of_run(run: dict[str, Any], workspace: Path) -> str:
         f"model file {reference!r} has changed (or gone) since run {run['id']} trained it, "
         "and the run kept no copy; restore that version to see its diagram and predictions"
     )
+
+
+def short_model_names(models: Iterable[str]) -> dict[str, str]:
+    """Each model as a report shows it: a model file by its name (``net.toml@a24e21``,
+    ``net.py:Net``; runs record absolute paths), unless two files of one name are shown."""
+    models = set(models)
+    short = {m: Path(m).name if model_source(model_reference(m)) else m for m in models}
+    taken = Counter(short.values())
+    return {m: s if taken[s] == 1 else m for m, s in short.items()}
 
 
 def model_reference(name: str) -> str:

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from cifarlab.experiments.analysis import group_runs, varying_keys
+from cifarlab.model_files import short_model_names
 from cifarlab.tables import setting_text
 
 
@@ -23,10 +24,11 @@ def group(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     keys = varying_keys(done)
     by_id = {r["id"]: r for r in done}
     groups = group_runs(done, keys)
+    names = short_model_names(str(r["config"]["model"]) for r in done)
     for g in groups:
         g["members"] = [by_id[i] for i in g["runs"]]
         config = g["members"][0]["config"]
-        g["model"], g["optimizer"] = str(config["model"]), config["optimizer"]
+        g["model"], g["optimizer"] = names[str(config["model"])], config["optimizer"]
     for g in groups:
         g["label_keys"] = _label_keys(g, groups, keys)
         config = g["members"][0]["config"]

@@ -21,7 +21,7 @@ from cifarlab.errors import CifarlabError, as_path
 from cifarlab.experiments.analysis import varying_keys
 from cifarlab.experiments.store import ResultsStore
 from cifarlab.files import make_folder
-from cifarlab.model_files import model_of_run
+from cifarlab.model_files import model_of_run, short_model_names
 from cifarlab.process import pid_alive, signals_held
 from cifarlab.report import aggregate, charts
 from cifarlab.report.aggregate import pct
@@ -137,8 +137,9 @@ def load_records(
         ids = [r["id"] for r in results(workspace, experiment)]
         title = f"Experiment {experiment}" if experiment else f"All runs in {workspace}"
     with ResultsStore(workspace / "runs.db") as store:
-        records = [store.run(i) | {"epochs": store.epochs(i)} for i in ids]
-    return title, name_model_versions(records)
+        records = name_model_versions([store.run(i) | {"epochs": store.epochs(i)} for i in ids])
+    shown = short_model_names(r["model"] for r in records)  # the runs table's column
+    return title, [r | {"model": shown[r["model"]]} for r in records]
 
 
 def _chart_sections(groups, records, workspace, out, notes) -> list[tuple[str, list[Chart]]]:
