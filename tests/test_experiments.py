@@ -808,3 +808,55 @@ def test_python_calls_take_what_the_cli_takes(tmp_path, tiny_archive):
     assert cifarlab.grouped_results(ws, group_by="model,optimizer")[0]["n"] == 1
     index = cifarlab.report(run=result.run_dir, workspace=ws)  # the run's folder names it
     assert index.parent.name == f"report-{result.run_id}"
+
+
+def test_data_edited_in_place_is_trained_again_not_reported_as_done(tmp_path, capsys):
+    from conftest import write_image_folder
+
+    from cifarlab.experiments.store import ResultsStore
+    from cifarlab.report.predict import predict_run
+
+    data = write_image_folder(tmp_path / "data", n_train=12, n_test=4)
+    grid = _tiny_grid(tmp_path, data, epochs=1).read_text().replace("seed = [0, 1]", "")
+    grid = _write(tmp_path / "one.toml", grid.replace('["sgd", "adam"]', '["sgd"]'))
+    ws = tmp_path / "ws"
+    assert main(["sweep", str(grid), "--workspace", str(ws), "--quiet"]) == 0
+    (old,) = cifarlab.results(ws)
+    assert main(["sweep", str(grid), "--workspace", str(ws), "--quiet"]) == 0
+    assert "has changed" not in capsys.readouterr().err  # the same data: nothing to redo
+    write_image_folder(data, n_train=12, n_test=4, seed=7)  # other images, same names
+    # it said "1 run (1 completed); 0 trained now": the old data's result for the new data
+    assert main(["sweep", str(grid), "--workspace", str(ws), "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert f"the data of run {old['id']} ({data}) has changed since it trained" in err
+    (new,) = cifarlab.results(ws, experiment="tiny")  # the run that stands for its settings
+    assert len(cifarlab.results(ws)) == 2  # the old run is kept, as a record
+    assert new["id"] != old["id"] and new["status"] == "completed"
+    with ResultsStore(ws / "runs.db") as store:
+        old, new = store.run(old["id"]), store.run(new["id"])
+    assert new["info"]["data_content"] != old["info"]["data_content"]
+    # the report showed the old run's predictions beside the new data's images
+    with pytest.raises(cifarlab.CifarlabError, match="has changed since run .* trained on it"):
+        predict_run(old, ws)
+    predict_run(new, ws)
+
+
+def test_resuming_a_run_on_data_edited_since_is_refused(tmp_path, monkeypatch):
+    from conftest import write_image_folder
+
+    from cifarlab.train.trainer import Trainer
+
+    data = write_image_folder(tmp_path / "data", n_train=12, n_test=4)
+    options = dict(data=str(data), val_size=3, epochs=1, workspace=str(tmp_path / "ws"), quiet=True)
+
+    def crash(self, epochs):
+        raise RuntimeError("simulated crash")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Trainer, "fit", crash)
+        with pytest.raises(RuntimeError, match="simulated crash"):
+            cifarlab.train(**options)
+    write_image_folder(data, n_train=12, n_test=4, seed=7)
+    # its checkpoint would go on training on other images, as if nothing had changed
+    with pytest.raises(cifarlab.CifarlabError, match="has changed since run .* without --resume"):
+        cifarlab.train(**options, resume=True)

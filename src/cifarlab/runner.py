@@ -136,6 +136,12 @@ def run_training(config: RunConfig | None = None, **options: Any) -> RunResult:
         labels=config.labels,
         quiet=config.quiet,
     )
+    trained_on = (resumed or {}).get("info", {}).get("data_content")
+    if trained_on and trained_on != data.content_id:
+        raise CifarlabError(
+            f"the data at {data.source} has changed since run {resumed['id']} trained on it, "
+            "so its checkpoint belongs to other data; train without --resume for a new run"
+        )
     with _determinism(config):  # a notebook's own torch settings come back afterwards
         return _train_and_record(config, data, device, precision, workspace, resumed)
 
@@ -347,6 +353,7 @@ def _run_info(config, data: CifarData, device, precision: str, model) -> dict[st
         # which version of a model file this run trained: an edited file is another model
         "model_file_sha256": model_file_digest(config.model),
         "data_source": data.source,
+        "data_content": data.content_id,  # the same path may hold other data later
         "train_images": len(data.train),
         "val_images": len(data.val) if data.val else 0,
         "test_images": len(data.test),

@@ -73,20 +73,40 @@ PixelStats = dict[str, tuple[np.ndarray, np.ndarray]]  # split -> (sums, squares
 
 def cached_decode(
     key: str, decode: Callable[[], DecodedDataset]
-) -> tuple[DecodedDataset, PixelStats, Path]:
-    """The arrays and per-image stats for ``key`` (decoded and cached on a miss), and the entry."""
+) -> tuple[DecodedDataset, PixelStats, Path, str]:
+    """The arrays and per-image stats for ``key`` (decoded and cached on a miss), the entry,
+    and the data's ``content_id``."""
     entry = cache_root() / f"decoded-{key}"
     if entry.is_dir():
         try:
-            return (*_load(entry), entry)
+            dataset, stats, data_id = _load(entry)
+            return dataset, stats, entry, data_id
         except (OSError, ValueError, KeyError, TypeError, EOFError, json.JSONDecodeError):
             shutil.rmtree(entry, ignore_errors=True)  # stale or corrupt: rebuild
     dataset = decode()
     stats = {split: pixel_stats(getattr(dataset, split).images) for split in SPLITS}
+    checksums = _checksums(dataset, stats)
     with contextlib.suppress(OSError):  # an unwritable cache only costs speed next time
-        _store(entry, dataset, stats)
+        _store(entry, dataset, stats, checksums)
         _remove_older_entries(entry)
-    return dataset, stats, entry
+    return dataset, stats, entry, content_id(checksums, _names_crc(dataset.classes, dataset.notes))
+
+
+def content_id(checksums: dict[str, dict[str, int]], names_crc: int) -> str:
+    """What the decoded data is, whatever its path or file times: the images, labels and
+    class names. A run records it, so a dataset edited in place is seen as other data."""
+    pixels = {split: [checksums[split]["images"], checksums[split]["labels"]] for split in SPLITS}
+    return hashlib.sha256(json.dumps([pixels, names_crc]).encode()).hexdigest()[:12]
+
+
+def _checksums(dataset: DecodedDataset, stats: PixelStats) -> dict[str, dict[str, int]]:
+    return {split: {name: _crc(a) for name, a in _split_arrays(dataset, stats, split).items()}
+            for split in SPLITS}  # fmt: skip
+
+
+def _split_arrays(dataset: DecodedDataset, stats: PixelStats, split: str) -> dict[str, np.ndarray]:
+    arrays: SplitArrays = getattr(dataset, split)
+    return dict(zip(_ARRAYS, (arrays.images, arrays.labels, *stats[split])))
 
 
 def _remove_older_entries(entry: Path) -> None:
@@ -126,7 +146,7 @@ def _read(path: Path, name: str) -> np.ndarray:
     return np.load(path, mmap_mode="r" if name == "images" else None)
 
 
-def _load(entry: Path) -> tuple[DecodedDataset, PixelStats]:
+def _load(entry: Path) -> tuple[DecodedDataset, PixelStats, str]:
     meta = json.loads((entry / "meta.json").read_text())
     if not isinstance(meta, dict) or meta.get("format") != CACHE_FORMAT:
         raise ValueError(f"cache entry {entry} has an old format")
@@ -143,7 +163,8 @@ def _load(entry: Path) -> tuple[DecodedDataset, PixelStats]:
     classes, notes = tuple(meta["classes"]), tuple(meta["notes"])
     if _names_crc(classes, notes) != meta["names_crc32"]:
         raise ValueError(f"cache entry {entry} does not match its checksums")
-    return DecodedDataset(splits["train"], splits["test"], classes, notes), stats
+    data_id = content_id({s: meta[s]["crc32"] for s in SPLITS}, meta["names_crc32"])
+    return DecodedDataset(splits["train"], splits["test"], classes, notes), stats, data_id
 
 
 def _names_crc(classes: tuple[str, ...], notes: tuple[str, ...]) -> int:
@@ -162,7 +183,9 @@ def _remove_abandoned_writes(root: Path) -> None:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _store(entry: Path, dataset: DecodedDataset, stats: PixelStats) -> None:
+def _store(
+    entry: Path, dataset: DecodedDataset, stats: PixelStats, checksums: dict[str, dict[str, int]]
+) -> None:
     entry.parent.mkdir(parents=True, exist_ok=True)
     _remove_abandoned_writes(entry.parent)
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{os.getpid()}-", dir=entry.parent))
@@ -171,14 +194,10 @@ def _store(entry: Path, dataset: DecodedDataset, stats: PixelStats) -> None:
         meta["notes"] = list(dataset.notes)
         meta["names_crc32"] = _names_crc(dataset.classes, dataset.notes)
         for split in SPLITS:
-            split_arrays: SplitArrays = getattr(dataset, split)
-            arrays = dict(zip(_ARRAYS, (split_arrays.images, split_arrays.labels, *stats[split])))
+            arrays = _split_arrays(dataset, stats, split)
             for name, array in arrays.items():
                 np.save(tmp / f"{split}_{name}.npy", array)
-            meta[split] = {
-                "shape": list(split_arrays.images.shape),
-                "crc32": {name: _crc(a) for name, a in arrays.items()},
-            }
+            meta[split] = {"shape": list(arrays["images"].shape), "crc32": checksums[split]}
         (tmp / "meta.json").write_text(json.dumps(meta))  # written last: marks completeness
         os.replace(tmp, entry)
     except OSError:

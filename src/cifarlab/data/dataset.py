@@ -41,6 +41,7 @@ class CifarData:
     mean: tuple[float, ...]  # per channel, in [0, 1], from the training split only
     std: tuple[float, ...]
     source: str
+    content_id: str = ""  # what the decoded data is: an edited dataset is other data
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -146,7 +147,9 @@ def load_dataset(
         val_size=(val_size, 0), limit_train=(limit_train, 1), limit_test=(limit_test, 1),
         seed=(seed, 0),
     )  # fmt: skip
-    decoded, stats, path, _ = decode_source(data, image_size=image_size, labels=labels, quiet=quiet)
+    decoded, stats, path, _, content_id = decode_source(
+        data, image_size=image_size, labels=labels, quiet=quiet
+    )
     train_all = decoded.train
     _check_val_size(val_size, len(train_all))
     rng = np.random.default_rng(seed)
@@ -172,6 +175,7 @@ def load_dataset(
         mean=mean,
         std=std,
         source=str(path),
+        content_id=content_id,
     )
 
 
@@ -201,6 +205,7 @@ class DecodedSource(NamedTuple):
     pixel_stats: PixelStats  # per-image pixel sums, for any split's mean/std without a pass
     path: Path  # the resolved source (a download lands in the cache dir)
     cache_entry: Path
+    content_id: str  # what the data is (cache.content_id); a run records it
 
 
 def decode_source(
@@ -225,10 +230,10 @@ def decode_source(
             warn(note)
         key = source_fingerprint(path, image_size=image_size)
         decode = lambda: read_image_folder(path, image_size, quiet)
-    decoded, stats, entry = cached_decode(key, decode)
+    decoded, stats, entry, content_id = cached_decode(key, decode)
     for note in decoded.notes:  # on cached loads too: a later run must still hear of it
         warn(note)
-    return DecodedSource(decoded, stats, path, entry)
+    return DecodedSource(decoded, stats, path, entry, content_id)
 
 
 def _read_cifar_python(path: Path, labels: str) -> DecodedDataset:

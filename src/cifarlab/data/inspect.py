@@ -22,7 +22,7 @@ def dataset_info(
     data: str | os.PathLike | None, image_size: int | None = None, labels: str = "fine"
 ) -> dict[str, Any]:
     """Counts per class and split, image shape, per-split mean/std and the cache entry."""
-    decoded, stats, path, entry = decode_source(data, image_size=image_size, labels=labels)
+    decoded, stats, path, entry, _ = decode_source(data, image_size=image_size, labels=labels)
     _, h, w, c = decoded.train.images.shape
     info: dict[str, Any] = {"source": str(path), "classes": list(decoded.classes)}
     info |= {"image_shape": [c, h, w], "splits": {}, "cache": str(entry)}

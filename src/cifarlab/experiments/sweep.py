@@ -32,6 +32,7 @@ from cifarlab.errors import (
     Terminated,
     bar_disabled,
     show_warning,
+    warn,
 )
 from cifarlab.experiments.spec import Experiment, name_problem
 from cifarlab.experiments.store import FINISHED, ResultsStore, prepare_workspace
@@ -46,11 +47,12 @@ TO_RUN = ("new", "resume")  # the plan's actions that train; "done" and "busy" d
 class PlannedRun:
     config: RunConfig
     previous: dict[str, Any] | None  # the run standing for these settings, if any
+    data_changed: bool = False  # its data was edited in place since: trained again, anew
 
     @property
     def action(self) -> str:
         """new, done, resume, or busy: another live process is training it right now."""
-        if self.previous is None:
+        if self.previous is None or self.data_changed:
             return "new"
         if self.previous["status"] in FINISHED:
             return "done"
@@ -160,6 +162,7 @@ def run_sweep(
     with _sweeping(workspace, experiment.name), ResultsStore(workspace / "runs.db") as store:
         planned = plan_sweep(experiment, store, only, max_runs)  # a bad --only fails here
         check_experiment_name(experiment, store, force)  # before minutes of reading data
+        mark_changed_data(planned, quiet)
         # a bad data source fails once, before anything is recorded; runs then hit the cache
         check_sources([p.config for p in planned if p.action in TO_RUN], quiet)
         register_experiment(experiment, store)
@@ -204,7 +207,12 @@ def _run_planned(
     todo = [p for p in planned if p.action in TO_RUN]
     start = time.perf_counter()
     configs = [_for_workspace(p, workspace, quiet or workers > 1) for p in todo]
-    runs = _in_workers(configs, workers) if workers > 1 else ((c, _run_one(c)) for c in configs)
+    anew = {p.config.hash() for p in todo if p.data_changed}  # not skipped as done
+    runs = (
+        _in_workers(configs, workers, anew)
+        if workers > 1
+        else ((c, _run_one(c, c.hash() in anew)) for c in configs)
+    )
     with tqdm(
         total=len(planned), initial=len(planned) - len(todo), desc=f"sweep {name}",
         unit="run", disable=bar_disabled(quiet), file=sys.stderr, position=0,
@@ -216,7 +224,9 @@ def _run_planned(
     return report
 
 
-def _in_workers(configs: list[RunConfig], workers: int) -> Iterator[tuple[RunConfig, str]]:
+def _in_workers(
+    configs: list[RunConfig], workers: int, anew: set[str]
+) -> Iterator[tuple[RunConfig, str]]:
     """Train ``configs`` in ``workers`` processes; yield each with its status as it ends."""
     ctx = multiprocessing.get_context("spawn")  # fresh interpreters: no forked torch threads
     threads = max(1, (os.cpu_count() or 1) // workers)
@@ -226,7 +236,7 @@ def _in_workers(configs: list[RunConfig], workers: int) -> Iterator[tuple[RunCon
         # Workers are spawned here and start with Ctrl-C ignored: pressed while they import
         # torch, it would print a traceback from each. _init_worker turns it back on.
         with _sigint_ignored():
-            futures = {pool.submit(_run_one, c): c for c in configs}
+            futures = {pool.submit(_run_one, c, c.hash() in anew): c for c in configs}
         try:
             for future in as_completed(futures):
                 yield futures[future], future.result()
@@ -281,11 +291,38 @@ def check_sources(configs: list[RunConfig], quiet: bool = False) -> None:
             decode_source(data, image_size=image_size, labels=labels, quiet=quiet)
 
 
+def mark_changed_data(planned: list[PlannedRun], quiet: bool = False) -> None:
+    """Mark finished or stopped runs whose data was edited in place since they trained (the
+    path, and so the run's settings, are the same): they train again, as new runs, with a
+    warning (a stopped run's checkpoint belongs to the old data)."""
+    from cifarlab.data.dataset import decode_source
+
+    now: dict[tuple[Any, ...], str | None] = {}
+    for p in planned:
+        trained_on = (p.previous or {}).get("info", {}).get("data_content")
+        if p.action not in ("done", "resume") or not trained_on:
+            continue
+        source = (p.config.data, p.config.image_size, p.config.labels)
+        if source not in now:
+            try:
+                with warnings.catch_warnings():  # each run shows the source's warnings itself
+                    warnings.simplefilter("ignore", CifarlabWarning)
+                    now[source] = decode_source(
+                        source[0], image_size=source[1], labels=source[2], quiet=quiet
+                    ).content_id
+            except CifarlabError:  # gone or unreadable: nothing to compare, the result stands
+                now[source] = None
+        if now[source] not in (None, trained_on):
+            p.data_changed = True
+            warn(f"the data of run {p.previous['id']} ({p.config.data}) has changed since it "
+                 "trained; training it again, as a new run")  # fmt: skip
+
+
 def _for_workspace(planned: PlannedRun, workspace: Path, quiet: bool) -> RunConfig:
     return planned.config.model_copy(update={"workspace": str(workspace), "quiet": quiet})
 
 
-def _run_one(config: RunConfig) -> str:
+def _run_one(config: RunConfig, anew: bool = False) -> str:
     """Train one run; any failure is already recorded by the runner, so just report it.
 
     The plan may be minutes old: another process (a sweep of an experiment sharing these
@@ -295,11 +332,13 @@ def _run_one(config: RunConfig) -> str:
     if _stop is not None and _stop.is_set():  # the sweep was stopped while this worker started
         return "cancelled"
     with ResultsStore(Path(config.workspace) / "runs.db") as store:
-        standing = PlannedRun(config, store.standing_run(config.hash()))
+        standing = PlannedRun(config, store.standing_run(config.hash()), data_changed=anew)
     if standing.action in ("done", "busy"):
         return standing.previous["status"]
     # resume what an earlier attempt left (its checkpoint), else start afresh
-    config = config.model_copy(update={"resume": "auto" if standing.previous else None})
+    config = config.model_copy(
+        update={"resume": "auto" if standing.previous and not anew else None}
+    )
     global _training
     _training = True
     try:

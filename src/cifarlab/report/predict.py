@@ -53,6 +53,12 @@ def predict_run(run: dict[str, Any], workspace: Path) -> Predictions:
         labels=config.get("labels", "fine"),
         quiet=True,
     )
+    trained_on = (run.get("info") or {}).get("data_content")
+    if trained_on and trained_on != data.content_id:  # its images would show beside others'
+        raise CifarlabError(
+            f"the data at {data.source} has changed since run {run['id']} trained on it; "
+            "sweep again to retrain it on the data as it is now"
+        )
     state = load_checkpoint(path)  # weights_only; a damaged file is one CifarlabError
     stored = state.get("test_predictions")
     if stored is not None and len(stored["preds"]) == len(data.test.labels):
