@@ -860,3 +860,11 @@ def test_resuming_a_run_on_data_edited_since_is_refused(tmp_path, monkeypatch):
     # its checkpoint would go on training on other images, as if nothing had changed
     with pytest.raises(cifarlab.CifarlabError, match="has changed since run .* without --resume"):
         cifarlab.train(**options, resume=True)
+
+
+def test_repeated_grid_values_are_said_not_merged_in_silence():
+    definition = {"name": "x", "grid": {"seed": [0, 0], "lr": [0.01, 1e-2, 0.1]}}
+    with pytest.warns(UserWarning, match=r"grid.lr lists 0.01 more than once") as said:
+        experiment = build_experiment(definition)
+    assert any("grid.seed lists 0 more than once" in str(w.message) for w in said)
+    assert len(experiment.configs) == 2  # "1 run" from seed = [0, 0], without a word

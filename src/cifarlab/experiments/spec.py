@@ -30,7 +30,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from cifarlab.config import SESSION_FIELDS, RunConfig, validation_message
-from cifarlab.errors import CifarlabError, suggest
+from cifarlab.errors import CifarlabError, suggest, warn
 from cifarlab.models.registry import get_model_entry
 
 TOP_KEYS = ("name", "description", "base", "grid", "include", "exclude")
@@ -102,6 +102,10 @@ def build_experiment(
         elif isinstance(values, list):
             for i, value in enumerate(values):
                 problems += _check_value(f"grid.{key}[{i}]", key, value)
+            repeated = [v for i, v in enumerate(values) if v in values[:i]]  # 0.01 and 1e-2 too
+            if repeated:
+                warn(f"{source}: grid.{key} lists {repeated[0]!r} more than once; a setting "
+                     "runs once, so the grid has fewer runs than its lists suggest")  # fmt: skip
     for section in ("include", "exclude"):
         for i, table in enumerate(_tables(definition, section)):
             problems += _check_values(f"{section}[{i}]", table)
