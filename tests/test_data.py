@@ -881,3 +881,16 @@ def test_a_hold_out_of_most_or_all_of_a_small_dataset_says_what_fits(tiny_folder
         load_dataset(tiny_folder)  # the default 5,000 of 120 training images
     with pytest.warns(UserWarning, match="holds out 83% of the 120 training images, leaving 20"):
         load_dataset(tiny_folder, val_size=100)
+
+
+def test_data_info_says_when_the_cache_could_not_be_written(tiny_folder, tmp_path, monkeypatch,
+                                                           capsys):  # fmt: skip
+    from cifarlab.cli import main
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("CIFARLAB_CACHE", str(blocker))
+    assert main(["data", "info", "--data", str(tiny_folder)]) == 0
+    out = capsys.readouterr().out
+    # it named a cache entry under a file, which nothing had written
+    assert f"cache: none written ({blocker} is not a writable folder; set CIFARLAB_CACHE)" in out

@@ -52,7 +52,10 @@ def format_info(info: dict[str, Any], fmt: str = "text") -> str:
     for s in SPLITS:
         split = info["splits"][s]
         lines.append(f"{s} mean {split['mean']} std {split['std']} (per channel, 0..1)")
-    lines.append(f"cache: {info['cache']}")
+    cache = info["cache"]
+    if not Path(cache).is_dir():  # an unwritable cache costs a decode each time, not a run
+        cache = f"none written ({Path(cache).parent} is not a writable folder; set CIFARLAB_CACHE)"
+    lines.append(f"cache: {cache}")
     return "\n".join(lines)
 
 
