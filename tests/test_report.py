@@ -969,3 +969,18 @@ def test_model_files_are_shown_by_their_name_unless_two_share_it():
         r["config"]["model"] = f"/tmp/review/nets/{r['config']['model']}.toml"
     labels = {g["label"] for g in aggregate.group(records)}
     assert "net0.toml · sgd" in labels, labels  # the bar chart's labels overlapped
+
+
+def test_a_sensitivity_caption_says_what_else_its_points_differ_in(tmp_path):
+    records = _fake_runs(n_models=1, lrs=3, seeds=1)
+    for i, r in enumerate(records):  # a workspace's runs: other budgets beside the lr
+        r["config"]["batch_size"] = 32 if i % 2 else 64
+        r["config"]["epochs"] = 2 if i % 2 else 8
+    caption = charts.sensitivity(aggregate.group(records), "lr", tmp_path).caption
+    # "the best learning rate is 0.001; 0.03 is 32 points lower", across 8- and 2-epoch runs
+    assert "Each point is the best configuration at that learning rate (by validation), " in caption
+    assert "whatever its batch_size, epochs: points can differ in those too." in caption
+    lone = charts.sensitivity(
+        aggregate.group(_fake_runs(n_models=1, lrs=3, seeds=1)), "lr", tmp_path
+    )
+    assert "whatever" not in lone.caption  # only the lr varies: nothing else to say

@@ -22,6 +22,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
+from cifarlab.experiments.analysis import varying_keys
 from cifarlab.report.aggregate import (
     best_per,
     by_pair,
@@ -651,6 +652,14 @@ def sensitivity(groups: list[dict[str, Any]], key: str, out: Path) -> Chart | No
     best, worst = int(np.argmax(y)), int(np.argmin(y))
     caption = f"For {label} the best {noun} is {x[best]:g} ({y[best]:.1f}%)"
     caption += f"; {x[worst]:g} is {y[best] - y[worst]:.1f} points lower." if len(x) > 1 else "."
+    runs = [r for members in pairs.values() for g in members for r in g["members"]]
+    others = [k for k in varying_keys(runs) if k not in ("model", "optimizer", key)]
+    if others:  # a point may be 8 epochs on 6,000 images, its neighbour 2 on 500
+        caption += (
+            f" Each point is the best configuration at that {noun} (by "
+            f"{picked_by(groups[0])}), whatever its {', '.join(others)}: "
+            "points can differ in those too."
+        )
     name = "sensitivity-" + key.replace("_", "-")
     return _save(fig, out, name, f"Test accuracy vs {noun}", caption)
 
