@@ -894,3 +894,18 @@ def test_data_info_says_when_the_cache_could_not_be_written(tiny_folder, tmp_pat
     out = capsys.readouterr().out
     # it named a cache entry under a file, which nothing had written
     assert f"cache: none written ({blocker} is not a writable folder; set CIFARLAB_CACHE)" in out
+
+
+def test_class_names_the_font_lacks_are_one_warning_line_not_one_per_character(tmp_path):
+    from cifarlab.data.inspect import preview_grid
+
+    root = write_image_folder(tmp_path / "d", n_train=2, n_test=1)
+    (root / "train" / CLASSES[0]).rename(root / "train" / "\U000f0001\U000f0002")  # no font
+    (root / "test" / CLASSES[0]).rename(root / "test" / "\U000f0001\U000f0002")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        preview_grid(root, tmp_path / "grid.png", per_class=2)
+    said = [str(w.message) for w in caught]
+    # matplotlib's "Glyph 983041 ... missing from font(s) DejaVu Sans", with its source line
+    assert not [s for s in said if "missing from font" in s], said
+    assert [s for s in said if "2 character(s) of its labels are not in the plotting font" in s]

@@ -2,11 +2,12 @@
 exceptions a run's end raises, warnings as one line, the machine's trouble named, and the
 one rule for when progress bars show."""
 
+import contextlib
 import difflib
 import os
 import sys
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +67,23 @@ def show_warning(message, category, filename, lineno, file=None, line=None) -> N
         print(f"cifarlab: warning: {message}", file=sys.stderr)
     else:
         sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
+
+
+@contextlib.contextmanager
+def missing_glyphs_said(image: str | os.PathLike) -> Iterator[None]:
+    """Around drawing: matplotlib warns, with its source line, once per character its font
+    lacks (a CJK class name gave one warning per character); say it in one line."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    missing = [w for w in caught if "missing from font" in str(w.message)]
+    for w in caught:
+        if w not in missing:  # anything else is passed on as it came
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    if missing:
+        glyphs = len({str(w.message) for w in missing})  # each is met at layout and at saving
+        warn(f"{image}: {glyphs} character(s) of its labels are not in the plotting font "
+             "and show as boxes; a font that has them (e.g. Noto Sans CJK) draws them")  # fmt: skip
 
 
 def machine_trouble(err: BaseException, command: str | None = None) -> str | None:

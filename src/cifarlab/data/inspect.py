@@ -11,7 +11,7 @@ import numpy as np
 
 from cifarlab.data.arrays import SPLITS
 from cifarlab.data.dataset import decode_source, stats_from_sums
-from cifarlab.errors import CifarlabError
+from cifarlab.errors import CifarlabError, missing_glyphs_said
 from cifarlab.files import image_file, written_atomically
 from cifarlab.tables import format_table
 
@@ -88,35 +88,36 @@ def preview_grid(
     source = decode_source(data, image_size=image_size, labels=labels)
     decoded = source.dataset
     arrays = getattr(decoded, split)
-    rng = np.random.default_rng(seed)
-    rows = len(decoded.classes)
-    fig = Figure(figsize=(per_class * 0.9, rows * 0.9))
-    axes = fig.subplots(rows, per_class, squeeze=False)
-    for row, name in enumerate(decoded.classes):
-        idx = np.flatnonzero(arrays.labels == row)
-        picks = rng.choice(idx, min(per_class, len(idx)), replace=False)
-        for col, ax in enumerate(axes[row]):
-            ax.set_xticks([]), ax.set_yticks([])
-            ax.spines[:].set_visible(False)
-            if col < len(picks):
-                image = arrays.images[picks[col]]
-                # nearest-neighbour upscaling keeps 32x32 pixels crisp instead of blurred
-                ax.imshow(image.squeeze(-1) if image.shape[-1] == 1 else image,
-                          cmap="gray", vmin=0, vmax=255, interpolation="nearest")  # fmt: skip
-        axes[row][0].set_ylabel(name, rotation=0, ha="right", va="center", fontsize=9)
-    height = fig.get_figheight()  # spacing in inches, so any number of rows looks alike
-    fig.tight_layout(rect=(0, 0, 1, 1 - 0.3 / height))
-    for ax in axes[0]:
-        ax.apply_aspect()  # where the square images end up, not their cells
-    top = max(ax.get_position().y1 for ax in axes[0])
-    name = source.path.resolve().name  # "." and $CIFARLAB_DATA named by what they stand for
-    fig.suptitle(f"{name}: {split}", fontsize=10,
-                 y=top + 0.06 / height, va="bottom")  # fmt: skip
-    try:
-        with written_atomically(output) as tmp:  # a stop while saving keeps the old image
-            fig.savefig(tmp, dpi=100)
-    except OSError as err:
-        raise CifarlabError(
-            f"cannot write preview to '{output}': {err.strerror or err}; pick another -o path"
-        ) from None
+    with missing_glyphs_said(output):  # said once, for the layout and the saving
+        rng = np.random.default_rng(seed)
+        rows = len(decoded.classes)
+        fig = Figure(figsize=(per_class * 0.9, rows * 0.9))
+        axes = fig.subplots(rows, per_class, squeeze=False)
+        for row, name in enumerate(decoded.classes):
+            idx = np.flatnonzero(arrays.labels == row)
+            picks = rng.choice(idx, min(per_class, len(idx)), replace=False)
+            for col, ax in enumerate(axes[row]):
+                ax.set_xticks([]), ax.set_yticks([])
+                ax.spines[:].set_visible(False)
+                if col < len(picks):
+                    image = arrays.images[picks[col]]
+                    # nearest-neighbour upscaling keeps 32x32 pixels crisp instead of blurred
+                    ax.imshow(image.squeeze(-1) if image.shape[-1] == 1 else image,
+                              cmap="gray", vmin=0, vmax=255, interpolation="nearest")  # fmt: skip
+            axes[row][0].set_ylabel(name, rotation=0, ha="right", va="center", fontsize=9)
+        height = fig.get_figheight()  # spacing in inches, so any number of rows looks alike
+        fig.tight_layout(rect=(0, 0, 1, 1 - 0.3 / height))
+        for ax in axes[0]:
+            ax.apply_aspect()  # where the square images end up, not their cells
+        top = max(ax.get_position().y1 for ax in axes[0])
+        name = source.path.resolve().name  # "." and $CIFARLAB_DATA named by what they stand for
+        fig.suptitle(f"{name}: {split}", fontsize=10,
+                     y=top + 0.06 / height, va="bottom")  # fmt: skip
+        try:
+            with written_atomically(output) as tmp:  # a stop while saving keeps the old image
+                fig.savefig(tmp, dpi=100)
+        except OSError as err:
+            raise CifarlabError(
+                f"cannot write preview to '{output}': {err.strerror or err}; pick another -o path"
+            ) from None
     return output

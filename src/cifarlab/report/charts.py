@@ -22,6 +22,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
+from cifarlab.errors import missing_glyphs_said
 from cifarlab.experiments.analysis import varying_keys
 from cifarlab.report.aggregate import (
     best_per,
@@ -66,7 +67,7 @@ def _styled(chart: Callable[P, R]) -> Callable[P, R]:
 
     @functools.wraps(chart)
     def draw(*args: P.args, **kwargs: P.kwargs) -> R:
-        with matplotlib.rc_context(STYLE):
+        with matplotlib.rc_context(STYLE), missing_glyphs_said(f"the {chart.__name__} chart"):
             return chart(*args, **kwargs)
 
     return draw
