@@ -909,3 +909,14 @@ def test_class_names_the_font_lacks_are_one_warning_line_not_one_per_character(t
     # matplotlib's "Glyph 983041 ... missing from font(s) DejaVu Sans", with its source line
     assert not [s for s in said if "missing from font" in s], said
     assert [s for s in said if "2 character(s) of its labels are not in the plotting font" in s]
+
+
+def test_the_content_id_follows_images_labels_and_classes_not_stray_files(tmp_path):
+    root = write_image_folder(tmp_path / "d", n_train=3, n_test=2)
+    first = load_dataset(root, val_size=0).content_id
+    (root / "README.txt").write_text("notes")  # a new warning, the same data
+    with pytest.warns(UserWarning, match="not used"):
+        assert load_dataset(root, val_size=0).content_id == first
+    write_image_folder(root, n_train=3, n_test=2, seed=5)  # other images, same file names
+    with pytest.warns(UserWarning, match="not used"):
+        assert load_dataset(root, val_size=0).content_id != first

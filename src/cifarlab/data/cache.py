@@ -89,14 +89,14 @@ def cached_decode(
     with contextlib.suppress(OSError):  # an unwritable cache only costs speed next time
         _store(entry, dataset, stats, checksums)
         _remove_older_entries(entry)
-    return dataset, stats, entry, content_id(checksums, _names_crc(dataset.classes, dataset.notes))
+    return dataset, stats, entry, content_id(checksums, dataset.classes)
 
 
-def content_id(checksums: dict[str, dict[str, int]], names_crc: int) -> str:
-    """What the decoded data is, whatever its path or file times: the images, labels and
-    class names. A run records it, so a dataset edited in place is seen as other data."""
+def content_id(checksums: dict[str, dict[str, int]], classes: tuple[str, ...]) -> str:
+    """What the decoded data is, whatever its path, file times or stray files beside it: the
+    images, labels and class names. A run records it: data edited in place is other data."""
     pixels = {split: [checksums[split]["images"], checksums[split]["labels"]] for split in SPLITS}
-    return hashlib.sha256(json.dumps([pixels, names_crc]).encode()).hexdigest()[:12]
+    return hashlib.sha256(json.dumps([pixels, list(classes)]).encode()).hexdigest()[:12]
 
 
 def _checksums(dataset: DecodedDataset, stats: PixelStats) -> dict[str, dict[str, int]]:
@@ -163,7 +163,7 @@ def _load(entry: Path) -> tuple[DecodedDataset, PixelStats, str]:
     classes, notes = tuple(meta["classes"]), tuple(meta["notes"])
     if _names_crc(classes, notes) != meta["names_crc32"]:
         raise ValueError(f"cache entry {entry} does not match its checksums")
-    data_id = content_id({s: meta[s]["crc32"] for s in SPLITS}, meta["names_crc32"])
+    data_id = content_id({s: meta[s]["crc32"] for s in SPLITS}, classes)
     return DecodedDataset(splits["train"], splits["test"], classes, notes), stats, data_id
 
 
