@@ -558,3 +558,19 @@ def test_running_out_of_memory_while_decoding_data_advises_the_image_size(
         "cifarlab: error: out of memory; the decoded images must fit in memory: try a smaller "
         "--image-size"
     )
+
+
+def test_the_results_table_names_a_model_file_by_its_name_and_json_keeps_its_path(
+    tiny_archive, tmp_path, capsys
+):
+    net, ws = tmp_path / "nets" / "net.toml", tmp_path / "ws"
+    net.parent.mkdir()
+    net.write_text('layers = ["conv 8 3", "relu", "gap", "linear"]\n')
+    cifarlab.train(data=str(tiny_archive), workspace=str(ws), model=str(net), epochs=1,
+                   val_size=30, quiet=True)  # fmt: skip
+    for group in ([], ["--group-by", "model"]):
+        assert main(["results", "--workspace", str(ws), *group]) == 0
+        table = capsys.readouterr().out
+        assert "net.toml" in table and str(net) not in table, table  # the path ran wide
+    assert main(["results", "--workspace", str(ws), "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["model"] == str(net)  # for programs: whole

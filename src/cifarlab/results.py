@@ -11,6 +11,7 @@ from typing import Any
 from cifarlab.errors import CifarlabError, as_path, comma_list, suggest
 from cifarlab.experiments.analysis import GROUP_METRICS, compare_means, group_runs, varying_keys
 from cifarlab.experiments.store import ResultsStore
+from cifarlab.model_files import short_model_names
 from cifarlab.process import owner_gone
 from cifarlab.tables import format_table, setting_text
 
@@ -203,7 +204,9 @@ def format_runs(records: list[dict[str, Any]], fmt: str, reasons: bool = True) -
         return _csv(records, RESULT_FIELDS)
     if not records:
         return "no runs yet"
-    rows = [[_cell(r.get(k), f) for k, _, f in RUN_COLUMNS] for r in records]
+    named = short_model_names(r["model"] for r in records)  # JSON and CSV keep whole paths
+    rows = [[_cell(named[r["model"]] if k == "model" else r.get(k), f) for k, _, f in RUN_COLUMNS]
+            for r in records]  # fmt: skip
     table = format_table([h for _, h, _ in RUN_COLUMNS], rows, rule=True, fmt=fmt)
     why = [f"{r['id']} {r['status']}: {r['error']}" for r in records
            if reasons and r.get("error") and r["status"] != "completed"]  # fmt: skip
@@ -220,9 +223,10 @@ def format_groups(groups: list[dict[str, Any]], by: list[str], fmt: str) -> str:
         return "no runs yet"
     incomplete = any(g["not_completed"] for g in groups)  # its column only where it says something
     header = [*by, "n", *(h for _, h, _ in GROUP_COLUMNS)] + ["not completed"] * incomplete
+    named = short_model_names(str(g["model"]) for g in groups if "model" in g)
     rows = []
     for g in groups:
-        cells = [setting_text(g[k]) for k in by] + [str(g["n"])]
+        cells = [setting_text(named[g[k]] if k == "model" else g[k]) for k in by] + [str(g["n"])]
         for metric, _, f in GROUP_COLUMNS:
             mean, std = g[f"{metric}_mean"], g[f"{metric}_std"]
             cells.append(_cell(mean, f) + ("" if std is None else f" ± {_cell(std, f)}"))
