@@ -868,3 +868,19 @@ def test_repeated_grid_values_are_said_not_merged_in_silence():
         experiment = build_experiment(definition)
     assert any("grid.seed lists 0 more than once" in str(w.message) for w in said)
     assert len(experiment.configs) == 2  # "1 run" from seed = [0, 0], without a word
+
+
+def test_a_rerun_sweep_reads_its_data_once_before_training(tmp_path, tiny_archive, monkeypatch):
+    import cifarlab.data.dataset as dataset_module
+
+    grid, ws = _tiny_grid(tmp_path, tiny_archive, epochs=1), str(tmp_path / "ws")
+    assert main(["sweep", str(grid), "--workspace", ws, "--quiet", "--max-runs", "1"]) == 0
+    reads = []
+    decode = dataset_module.decode_source
+    monkeypatch.setattr(
+        dataset_module, "decode_source", lambda *a, **k: (reads.append(a), decode(*a, **k))[1]
+    )
+    assert main(["sweep", str(grid), "--workspace", ws, "--quiet"]) == 0
+    # one read to compare the finished run's data, one per run trained; the check of the
+    # sources for the runs to train read the same source a second time
+    assert len(reads) == 1 + 3

@@ -94,8 +94,8 @@ def _holds_meta(names: set[str]) -> bool:
 
 
 def _find_root(folder: Path) -> Path | None:
+    named = {*_META, *_BESIDE_META["meta"]}
     for candidate in (folder, *sorted(p for p in folder.iterdir() if p.is_dir())):
-        named = {*_META, *_BESIDE_META["meta"]}
         if _holds_meta({name for name in named if (candidate / name).is_file()}):
             return candidate
     return None

@@ -162,9 +162,9 @@ def run_sweep(
     with _sweeping(workspace, experiment.name), ResultsStore(workspace / "runs.db") as store:
         planned = plan_sweep(experiment, store, only, max_runs)  # a bad --only fails here
         check_experiment_name(experiment, store, force)  # before minutes of reading data
-        mark_changed_data(planned, quiet)
+        read = mark_changed_data(planned, quiet)
         # a bad data source fails once, before anything is recorded; runs then hit the cache
-        check_sources([p.config for p in planned if p.action in TO_RUN], quiet)
+        check_sources([p.config for p in planned if p.action in TO_RUN], quiet, read)
         register_experiment(experiment, store)
         report = _run_planned(experiment.name, planned, workspace, workers, quiet)
         left = [c for c in experiment.configs if c.hash() not in report.outcomes]
@@ -279,43 +279,55 @@ def check_paths(configs: tuple[RunConfig, ...] | list[RunConfig]) -> None:
         check_source(data)
 
 
-def check_sources(configs: list[RunConfig], quiet: bool = False) -> None:
+Source = tuple[Any, ...]  # (data, image_size, labels): what decodes to one dataset
+
+
+def check_sources(
+    configs: list[RunConfig], quiet: bool = False, read: dict[Source, str | None] | None = None
+) -> None:
     """Read each data source the runs use once, up front: a bad path or a corrupt archive
-    fails the sweep with one error instead of every run, and the runs then find it cached."""
-    from cifarlab.data.dataset import decode_source
-
-    sources = {(c.data, c.image_size, c.labels) for c in configs}
-    with warnings.catch_warnings():  # each run shows the source's warnings itself
-        warnings.simplefilter("ignore", CifarlabWarning)
-        for data, image_size, labels in sorted(sources, key=str):
-            decode_source(data, image_size=image_size, labels=labels, quiet=quiet)
+    fails the sweep with one error instead of every run, and the runs then find it cached.
+    Sources in ``read`` (by ``mark_changed_data``) are not read again."""
+    read = read or {}
+    for source in sorted({_source(c) for c in configs}, key=str):
+        if read.get(source) is None:  # not read yet, or unreadable there: fail here
+            _content_of(source, quiet)
 
 
-def mark_changed_data(planned: list[PlannedRun], quiet: bool = False) -> None:
+def mark_changed_data(planned: list[PlannedRun], quiet: bool = False) -> dict[Source, str | None]:
     """Mark finished or stopped runs whose data was edited in place since they trained (the
     path, and so the run's settings, are the same): they train again, as new runs, with a
-    warning (a stopped run's checkpoint belongs to the old data)."""
-    from cifarlab.data.dataset import decode_source
-
-    now: dict[tuple[Any, ...], str | None] = {}
+    warning (a stopped run's checkpoint belongs to the old data). Returns what it read."""
+    now: dict[Source, str | None] = {}
     for p in planned:
         trained_on = (p.previous or {}).get("info", {}).get("data_content")
         if p.action not in ("done", "resume") or not trained_on:
             continue
-        source = (p.config.data, p.config.image_size, p.config.labels)
+        source = _source(p.config)
         if source not in now:
             try:
-                with warnings.catch_warnings():  # each run shows the source's warnings itself
-                    warnings.simplefilter("ignore", CifarlabWarning)
-                    now[source] = decode_source(
-                        source[0], image_size=source[1], labels=source[2], quiet=quiet
-                    ).content_id
+                now[source] = _content_of(source, quiet)
             except CifarlabError:  # gone or unreadable: nothing to compare, the result stands
                 now[source] = None
         if now[source] not in (None, trained_on):
             p.data_changed = True
             warn(f"the data of run {p.previous['id']} ({p.config.data}) has changed since it "
                  "trained; training it again, as a new run")  # fmt: skip
+    return now
+
+
+def _source(config: RunConfig) -> Source:
+    return config.data, config.image_size, config.labels
+
+
+def _content_of(source: Source, quiet: bool) -> str:
+    """Decode (or load from the cache) a source; its content id."""
+    from cifarlab.data.dataset import decode_source
+
+    data, image_size, labels = source
+    with warnings.catch_warnings():  # each run shows the source's warnings itself
+        warnings.simplefilter("ignore", CifarlabWarning)
+        return decode_source(data, image_size=image_size, labels=labels, quiet=quiet).content_id
 
 
 def _for_workspace(planned: PlannedRun, workspace: Path, quiet: bool) -> RunConfig:
