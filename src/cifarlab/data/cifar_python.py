@@ -81,10 +81,13 @@ def is_cifar_python(path: Path) -> bool:
             for _, member in zip(range(20), archive):  # the official layout comes first
                 if member.isfile():
                     name = PurePosixPath(member.name)
-                    folders.setdefault(name.parent, set()).add(name.name)
+                    names = folders.setdefault(name.parent, set())
+                    names.add(name.name)
+                    if _holds_meta(names):  # no further: damage later on is the reader's
+                        return True  # to report, and a damaged download's to fetch again
     except ARCHIVE_ERRORS:
         return False  # the image-folder reader reports the broken archive
-    return any(_holds_meta(names) for names in folders.values())
+    return False
 
 
 def _holds_meta(names: set[str]) -> bool:
