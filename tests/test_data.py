@@ -19,7 +19,7 @@ import torch
 from conftest import CLASSES, add_tar_member, class_image, pack, pack_tree, write_image_folder
 from PIL import Image
 
-from cifarlab.data import TensorLoader, load_dataset
+from cifarlab.data import TensorLoader, imagefolder, load_dataset
 from cifarlab.data import cache as cache_module
 from cifarlab.data.arrays import SplitArrays
 from cifarlab.data.augment import (
@@ -496,6 +496,12 @@ def _jpeg(mode: str, size: tuple[int, int], **save) -> bytes:
     return out.getvalue()
 
 
+def _encoded(fmt: str, size: tuple[int, int]) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", size, (200, 10, 10)).save(out, fmt)
+    return out.getvalue()
+
+
 @pytest.mark.parametrize(
     "mode, size, save",
     [("RGB", (32, 32), {"quality": 75}),  # as the shared CIFAR-10 copy
@@ -678,6 +684,62 @@ def test_images_of_several_sizes_become_32x32_with_a_warning(tmp_path):
     assert np.array_equal(data.train.images[0], np.asarray(expected))
     kept = np.asarray(Image.open(root / "train" / CLASSES[0] / "0001.png"))
     assert np.array_equal(data.train.images[1], kept)  # 32x32 images stay as they are
+
+
+def test_images_of_several_sizes_are_resized_as_they_are_decoded(tmp_path, monkeypatch):
+    # Held at full size until all were decoded, 52 photos took 869 MB; their headers now
+    # tell the sizes first, so no full-size image outlives its own decoding.
+    root = write_image_folder(tmp_path / "d", n_train=3, n_test=2)
+    big = root / "test" / CLASSES[1] / "0000.png"
+    Image.open(big).resize((64, 48)).save(big)
+    combined = []
+    original = imagefolder._combine
+    monkeypatch.setattr(
+        imagefolder, "_combine", lambda b, *a: combined.extend(b) or original(b, *a)
+    )
+    with pytest.warns(UserWarning, match=r"2 sizes \(HxW 32x32, 48x64\); all were resized to 32"):
+        data = load_dataset(root, val_size=0)
+    assert {block.shape[1:3] for block in combined} == {(32, 32)}
+    expected = Image.open(big).resize((32, 32), Image.Resampling.BILINEAR)
+    assert np.array_equal(data.test.images[2], np.asarray(expected))  # 2 per class: class 1's first
+
+
+@pytest.mark.parametrize(
+    "blob, size",
+    [(_jpeg("RGB", (33, 17), quality=95), (17, 33)),
+     (_jpeg("L", (40, 24), progressive=True), (24, 40)),
+     (_jpeg("CMYK", (20, 10)), (10, 20)),  # Adobe's marker: not decoded directly, but sized
+     (_encoded("PNG", (7, 5)), (5, 7)),
+     (_encoded("BMP", (9, 4)), (4, 9)),
+     (_encoded("GIF", (3, 8)), (8, 3)),
+     (b"\xff\xd8\xff\xe0garbage", None),
+     (b"not an image", None)],
+    ids=["jpeg", "progressive-gray-jpeg", "cmyk-jpeg", "png", "bmp", "gif", "bad-jpeg", "text"],
+)  # fmt: skip
+def test_image_sizes_are_read_from_headers(blob, size):
+    assert imagefolder._header_size(blob) == size
+
+
+def test_images_too_big_for_memory_are_refused_before_decoding(tmp_path, monkeypatch):
+    root = write_image_folder(tmp_path / "d", n_train=3, n_test=2)  # 15 images, 46 kB decoded
+    monkeypatch.setattr(imagefolder, "_free_memory", lambda: 50_000)
+    decoded = []
+    monkeypatch.setattr(imagefolder, "_decode_chunk", lambda *a: decoded.append(a))
+    with pytest.raises(
+        CifarlabError, match=r"15 images at 32x32 need 0.0 GiB decoded .*--image-size"
+    ):
+        load_dataset(root, val_size=0)
+    assert not decoded
+    monkeypatch.undo()
+    monkeypatch.setattr(imagefolder, "_free_memory", lambda: 50_000)
+    assert load_dataset(root, val_size=0, image_size=8).image_shape == (3, 8, 8)
+
+
+def test_an_image_over_pillows_bomb_limit_is_named(tmp_path, monkeypatch):
+    root = write_image_folder(tmp_path / "d", n_train=3, n_test=2)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # 32x32 is over twice that: refused
+    with pytest.raises(CifarlabError, match=r"0000.png has more pixels than Pillow decodes"):
+        load_dataset(root, val_size=0)
 
 
 def test_damage_in_the_middle_of_a_large_cached_array_is_caught(tmp_path):

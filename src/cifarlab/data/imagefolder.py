@@ -16,11 +16,15 @@ import os
 import stat
 import sys
 import tarfile
+import warnings
 import zipfile
 import zlib
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -398,31 +402,97 @@ def _decode_all(
 ) -> tuple[np.ndarray, int, tuple[str, ...]]:
     """All images as one (N, H, W, C) array, how many were converted to RGB, and notes."""
     global _BLOBS
-    tasks = [(i, min(i + _CHUNK, len(blobs)), source, image_size, names[i : i + _CHUNK])
-             for i in range(0, len(blobs), _CHUNK)]  # fmt: skip
-    workers = min(os.cpu_count() or 1, len(tasks))
+    starts = range(0, len(blobs), _CHUNK)
     _BLOBS = blobs
     # shown only if decoding takes over a second: a big dataset's first load, not a test's
     bar = tqdm(total=len(blobs), unit="img", desc=f"decoding {source.name}", delay=1,
                disable=bar_disabled(quiet), file=sys.stderr)  # fmt: skip
     try:
-        if workers > 1 and "fork" in multiprocessing.get_all_start_methods():
-            # Decoding holds the GIL, so threads don't help; forked processes halve the time.
-            ctx = multiprocessing.get_context("fork")
-            with ProcessPoolExecutor(workers, mp_context=ctx, initializer=init_decode_worker,
-                                     initargs=(os.getpid(),)) as pool:  # fmt: skip
-                try:
-                    decoded = [_counted(r, bar) for r in pool.map(_decode_chunk, *zip(*tasks))]
-                except BaseException:  # Ctrl-C: the workers ignore it; drop the queued chunks
-                    pool.shutdown(wait=False, cancel_futures=True)
-                    raise
-        else:
-            decoded = [_counted(_decode_chunk(*t), bar) for t in tasks]
+        with _decode_pool(len(starts)) as run:
+            # Sizes first, from the headers: images of several sizes are then resized as they
+            # are decoded, instead of all being held at full size first (52 photos: 869 MB).
+            sizes: Counter[tuple[int, int] | None] = Counter()
+            for chunk_sizes in run(_header_sizes, starts):
+                sizes.update(chunk_sizes)
+            side, notes = _target_side(sizes, image_size, source)
+            tasks = [(i, min(i + _CHUNK, len(blobs)), source, side, names[i : i + _CHUNK])
+                     for i in starts]  # fmt: skip
+            decoded = [_counted(r, bar) for r in run(_decode_chunk, *zip(*tasks))]
     finally:
         _BLOBS = []
         bar.close()
     blocks = [block for chunk, _ in decoded for block in chunk]
-    return _combine(blocks, sum(n for _, n in decoded), source)
+    images, converted, combine_notes = _combine(blocks, sum(n for _, n in decoded), source)
+    return images, converted, notes + combine_notes
+
+
+@contextmanager
+def _decode_pool(tasks: int) -> Iterator[Callable[..., Iterator[Any]]]:
+    """``map`` over forked worker processes (or in this one where they don't pay)."""
+    workers = min(os.cpu_count() or 1, tasks)
+    if workers < 2 or "fork" not in multiprocessing.get_all_start_methods():
+        yield map
+        return
+    # Decoding holds the GIL, so threads don't help; forked processes halve the time.
+    ctx = multiprocessing.get_context("fork")
+    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=init_decode_worker,
+                             initargs=(os.getpid(),)) as pool:  # fmt: skip
+        try:
+            yield pool.map
+        except BaseException:  # Ctrl-C: the workers ignore it; drop the queued chunks
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+
+
+def _header_sizes(start: int) -> Counter[tuple[int, int] | None]:
+    """How many of ``_BLOBS[start:start + _CHUNK]`` have each (height, width); None: unknown."""
+    return Counter(_header_size(blob) for blob in _BLOBS[start : start + _CHUNK])
+
+
+def _target_side(
+    sizes: Counter[tuple[int, int] | None], image_size: int | None, source: Path
+) -> tuple[int | None, tuple[str, ...]]:
+    """The side to resize every image to while decoding (None: keep), and a note saying so.
+
+    Refuses data that would not fit in memory at the size it would be kept at."""
+    known = sorted(size for size in sizes if size is not None)
+    side, notes = image_size, ()
+    if image_size is None and len(known) > 1:
+        side, notes = DEFAULT_SIDE, (_resized_note(known, source),)
+    pixels = sum(n * (side * side if side else h * w) for (h, w), n in
+                 ((size, n) for size, n in sizes.items() if size is not None))  # fmt: skip
+    needed, free = pixels * 3, _free_memory()
+    if free is not None and 2 * needed > free:  # loading holds the decoded images twice
+        largest = f"{side}x{side}" if side else "x".join(map(str, max(known, key=_area)))
+        raise CifarlabError(
+            f"{source}: its {sizes.total():,} images at {largest} need {needed / 2**30:.1f} GiB "
+            f"decoded (twice that while loading), more than the {free / 2**30:.1f} GiB of free "
+            f"memory; pass --image-size {DEFAULT_SIDE} (or another small N) to resize them to NxN "
+            "as they are decoded"
+        )
+    return side, notes
+
+
+def _area(size: tuple[int, int]) -> int:
+    return size[0] * size[1]
+
+
+def _resized_note(sizes: list[tuple[int, int]], source: Path) -> str:
+    shown = ", ".join(f"{h}x{w}" for h, w in sizes[:3]) + (", ..." if len(sizes) > 3 else "")
+    return (f"{source}: images come in {len(sizes)} sizes (HxW {shown}); all were resized "
+            f"to {DEFAULT_SIDE}x{DEFAULT_SIDE}: pass --image-size N for NxN")  # fmt: skip
+
+
+def _free_memory() -> int | None:
+    """Bytes of memory available to new allocations (Linux), or None where unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
 def _counted(result: tuple[list[np.ndarray], int], bar: tqdm) -> tuple[list[np.ndarray], int]:
@@ -434,13 +504,11 @@ def _combine(
     blocks: list[np.ndarray], converted: int, source: Path
 ) -> tuple[np.ndarray, int, tuple[str, ...]]:
     """One (N, H, W, C) array; grayscale blocks become RGB only if colour images exist, and
-    images of several sizes are resized to CIFAR's 32x32 (with a note saying so)."""
+    images of several sizes that their headers did not tell apart are resized to 32x32."""
     notes: tuple[str, ...] = ()
     sizes = sorted({b.shape[1:3] for b in blocks})
     if len(sizes) > 1:
-        shown = ", ".join(f"{h}x{w}" for h, w in sizes[:3]) + (", ..." if len(sizes) > 3 else "")
-        notes = (f"{source}: images come in {len(sizes)} sizes (HxW {shown}); all were resized "
-                 f"to {DEFAULT_SIDE}x{DEFAULT_SIDE}: pass --image-size N for NxN",)  # fmt: skip
+        notes = (_resized_note(sizes, source),)
         blocks = [resize_images(b, DEFAULT_SIDE) for b in blocks]
     if len({b.shape[3] for b in blocks}) > 1:
         converted += sum(len(b) for b in blocks if b.shape[3] == 1)
@@ -473,9 +541,34 @@ def _decode_plain_jpeg(blob: bytes) -> np.ndarray | None:
     Adobe colour transform, CMYK, arithmetic coding, damage) returns None and takes the
     ``Image.open`` path, which also words the errors.
     """
+    frame = _jpeg_frame(blob)
+    if frame is None or not frame.plain:
+        return None
+    mode = _JPEG_MODES.get(frame.components) if frame.marker in _PLAIN_SOF else None
+    if mode is None or not frame.height or not frame.width:
+        return None
+    if _too_large(frame.width * frame.height):
+        return None  # Image.open words the errors and guards against decompression bombs
+    try:
+        image = Image.frombytes(mode, (frame.width, frame.height), blob, "jpeg", mode, "")
+    except (OSError, ValueError):  # damaged: Image.open will say what is wrong
+        return None
+    return np.asarray(image, dtype=np.uint8)
+
+
+class _JpegFrame(NamedTuple):
+    marker: int  # which SOF: baseline, progressive, arithmetic...
+    components: int
+    height: int
+    width: int
+    plain: bool  # no Adobe colour transform flag or stray marker before the frame
+
+
+def _jpeg_frame(blob: bytes) -> _JpegFrame | None:
+    """A JPEG's frame header, read by walking its markers; None if it is not reached."""
     if blob[:2] != b"\xff\xd8":
         return None
-    pos, end = 2, len(blob) - 4
+    pos, end, plain = 2, len(blob) - 4, True
     while pos <= end:
         if blob[pos] != 0xFF:
             return None
@@ -483,24 +576,37 @@ def _decode_plain_jpeg(blob: bytes) -> np.ndarray | None:
         if marker == 0xFF:  # fill byte
             pos += 1
             continue
-        if marker in (0xEE, 0xDA, 0x01) or 0xD0 <= marker <= 0xD9:
-            return None  # Adobe's transform flag, a scan before any frame, or stray markers
+        if marker in (0xDA, 0x01) or 0xD0 <= marker <= 0xD9:
+            return None  # a scan before any frame, or stray markers
+        plain = plain and marker != 0xEE  # Adobe's transform flag: Image.open reads it
         size = int.from_bytes(blob[pos + 2 : pos + 4], "big")
         if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # a frame header
             if pos + 10 > len(blob):
                 return None
-            mode = _JPEG_MODES.get(blob[pos + 9]) if marker in _PLAIN_SOF else None
             height = int.from_bytes(blob[pos + 5 : pos + 7], "big")
             width = int.from_bytes(blob[pos + 7 : pos + 9], "big")
-            if mode is None or not height or not width or _too_large(width * height):
-                return None  # Image.open words the errors and guards against decompression bombs
-            try:
-                image = Image.frombytes(mode, (width, height), blob, "jpeg", mode, "")
-            except (OSError, ValueError):  # damaged: Image.open will say what is wrong
-                return None
-            return np.asarray(image, dtype=np.uint8)
+            return _JpegFrame(marker, blob[pos + 9], height, width, plain)
         pos += 2 + size
     return None
+
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _header_size(blob: bytes) -> tuple[int, int] | None:
+    """An image's (height, width) from its header, without decoding it; None if unknown."""
+    frame = _jpeg_frame(blob)
+    if frame is not None:
+        return (frame.height, frame.width) if frame.height and frame.width else None
+    if blob[:8] == _PNG_SIGNATURE and blob[12:16] == b"IHDR":
+        return int.from_bytes(blob[20:24], "big"), int.from_bytes(blob[16:20], "big")
+    try:  # other formats: Image.open reads the header only
+        with warnings.catch_warnings():  # a decompression bomb is worded when decoded
+            warnings.simplefilter("ignore")
+            with Image.open(io.BytesIO(blob)) as image:
+                return image.height, image.width
+    except Exception:  # noqa: BLE001  (whatever is wrong is worded when it is decoded)
+        return None
 
 
 def _too_large(pixels: int) -> bool:
@@ -537,6 +643,11 @@ def _decode_chunk(
                 if image_size is not None and image.size != (image_size, image_size):
                     image = image.resize((image_size, image_size), Image.Resampling.BILINEAR)
                 array = np.asarray(image, dtype=np.uint8)
+        except Image.DecompressionBombError:
+            raise CifarlabError(
+                f"{source}: {name} has more pixels than Pillow decodes (its guard against "
+                "decompression bombs, PIL.Image.MAX_IMAGE_PIXELS); shrink or remove it"
+            ) from None
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
             raise CifarlabError(
                 f"{source}: {name} is not a readable image ({type(err).__name__}); "
