@@ -550,6 +550,33 @@ def test_a_later_failed_run_of_the_same_settings_does_not_hide_the_finished_one(
     assert capsys.readouterr().out.count("done") == 2
 
 
+def test_a_dry_run_says_restart_for_a_stopped_run_without_a_checkpoint(
+    tmp_path, tiny_archive, capsys, monkeypatch
+):
+    grid = _tiny_grid(tmp_path, tiny_archive, epochs=2)
+    ws = tmp_path / "ws"
+    from cifarlab.train.trainer import Trainer
+
+    trained = Trainer.train_epoch
+    sgd_seed_0 = dict(epochs=2, val_size=30, batch_size=16, lr=0.003, optimizer="sgd", seed=0)
+    for stop_in in (1, 2):  # stopped in its first epoch (no checkpoint yet), then its second
+
+        def stopped(self, epoch, stop_in=stop_in):
+            if epoch == stop_in - 1:  # 0-based
+                raise KeyboardInterrupt
+            return trained(self, epoch)
+
+        monkeypatch.setattr(Trainer, "train_epoch", stopped)
+        with pytest.raises(KeyboardInterrupt):  # the grid's run, by hand
+            cifarlab.train(data=str(tiny_archive), workspace=str(ws), quiet=True, **sgd_seed_0)
+        capsys.readouterr()
+        assert main(["sweep", str(grid), "--workspace", str(ws), "--dry-run", "--only",
+                     "seed=0", "--only", "optimizer=sgd"]) == 0  # fmt: skip
+        # it said "resume" for both, though the first starts over from epoch 1
+        out = capsys.readouterr().out
+        assert out.split()[0] == ("restart" if stop_in == 1 else "resume")
+
+
 # -- who trains a run: no two processes on one run ------------------------------------
 
 

@@ -200,7 +200,7 @@ def _sweep(experiment, args: argparse.Namespace) -> int:
         check_paths([p.config for p in planned if p.action in TO_RUN])  # as the sweep will
         axes = _other_axes([p.config for p in planned])
         for p in planned:
-            print(f"{p.action:7s}{p.config.hash()}  {_describe_run(p.config, axes)}")
+            print(f"{p.action:8s}{p.config.hash()}  {_describe_run(p.config, axes)}")
         todo = sum(p.action in TO_RUN for p in planned)
         print(f"{experiment.name}: {_runs(len(planned))}, {todo} to run")
         return 0

@@ -40,7 +40,7 @@ from cifarlab.filters import config_matches
 from cifarlab.process import die_with_parent, owner_pid
 from cifarlab.train import cpu_share
 
-TO_RUN = ("new", "resume")  # the plan's actions that train; "done" and "busy" do not
+TO_RUN = ("new", "resume", "restart")  # the plan's actions that train; "done", "busy" do not
 
 
 @dataclass
@@ -48,16 +48,26 @@ class PlannedRun:
     config: RunConfig
     previous: dict[str, Any] | None  # the run standing for these settings, if any
     data_changed: bool = False  # its data was edited in place since: trained again, anew
+    checkpointed: bool = False  # the previous run left a checkpoint to resume from
 
     @property
     def action(self) -> str:
-        """new, done, resume, or busy: another live process is training it right now."""
+        """new, done, busy (another live process is training it right now), resume (from
+        its checkpoint), or restart: it stopped before its first checkpoint."""
         if self.previous is None or self.data_changed:
             return "new"
         if self.previous["status"] in FINISHED:
             return "done"
-        live = self.previous["status"] == "running" and owner_pid(self.previous.get("owner"))
-        return "busy" if live else "resume"
+        if self.previous["status"] == "running" and owner_pid(self.previous.get("owner")):
+            return "busy"
+        return "resume" if self.checkpointed else "restart"
+
+
+def planned_run(config: RunConfig, store: ResultsStore, data_changed: bool = False) -> PlannedRun:
+    """``config`` with the run standing for its settings in ``store``'s workspace."""
+    previous = store.standing_run(config.hash())
+    last = store.path.parent / previous["id"] / "last.pt" if previous else None
+    return PlannedRun(config, previous, data_changed, last is not None and last.exists())
 
 
 @dataclass
@@ -106,7 +116,7 @@ def plan_sweep(
             f"--only {shown} matches none of the {len(experiment.configs)} runs of experiment "
             f"{experiment.name!r}; `--dry-run` without --only lists them"
         )
-    planned = [PlannedRun(c, store.standing_run(c.hash())) for c in configs]
+    planned = [planned_run(c, store) for c in configs]
     if max_runs is not None:
         todo = [p for p in planned if p.action in TO_RUN][:max_runs]
         planned = [p for p in planned if p.action not in TO_RUN or p in todo]
@@ -169,7 +179,7 @@ def run_sweep(
         report = _run_planned(experiment.name, planned, workspace, workers, quiet)
         left = [c for c in experiment.configs if c.hash() not in report.outcomes]
         # left out by --only or --max-runs, and still to train
-        report.not_run = sum(PlannedRun(c, store.standing_run(c.hash())).action in TO_RUN
+        report.not_run = sum(planned_run(c, store).action in TO_RUN
                              for c in left)  # fmt: skip
         report.runs = len(experiment.configs)
         return report
@@ -344,7 +354,7 @@ def _run_one(config: RunConfig, anew: bool = False) -> str:
     if _stop is not None and _stop.is_set():  # the sweep was stopped while this worker started
         return "cancelled"
     with ResultsStore(Path(config.workspace) / "runs.db") as store:
-        standing = PlannedRun(config, store.standing_run(config.hash()), data_changed=anew)
+        standing = planned_run(config, store, data_changed=anew)
     if standing.action in ("done", "busy"):
         return standing.previous["status"]
     # resume what an earlier attempt left (its checkpoint), else start afresh
