@@ -427,6 +427,50 @@ def test_early_stop_run_stops_where_validation_stalls_and_keeps_best(tiny_archiv
     assert record["best_epoch"] == best
 
 
+def test_eval_every_scores_every_nth_epoch_and_the_last(tiny_archive, tmp_path, monkeypatch):
+    from cifarlab.experiments.store import ResultsStore
+    from cifarlab.train.checkpoint import load_checkpoint
+    from cifarlab.train.trainer import Trainer
+
+    result = _quick(tiny_archive, tmp_path, epochs=5, eval_every=2)
+    scored = [m["epoch"] for m in result.history if "val_acc" in m]
+    assert scored == [2, 4, 5]  # every second epoch, and the last for the final numbers
+    assert all("test_acc" not in m and m["eval_seconds"] < 0.05 for m in result.history[::2][:2])
+    best = max((m for m in result.history if "val_acc" in m), key=lambda m: m["val_acc"])
+    assert result.summary["test_acc"] == best["test_acc"]  # chosen among the scored epochs
+    assert result.summary["final_test_acc"] == result.history[-1]["test_acc"]
+    with ResultsStore(tmp_path / "ws" / "runs.db") as store:
+        rows = {r["epoch"]: r for r in store.epochs(result.run_id)}
+    assert rows[1]["val_acc"] is None and rows[2]["val_acc"] is not None
+    # stopped after an unscored epoch: its checkpoint carries no predictions of older weights
+    trained = Trainer.train_epoch
+
+    def stopped_in_epoch_3(self, epoch):
+        if epoch == 2:
+            raise KeyboardInterrupt
+        return trained(self, epoch)
+
+    monkeypatch.setattr(Trainer, "train_epoch", stopped_in_epoch_3)
+    with pytest.raises(KeyboardInterrupt):
+        _quick(tiny_archive, tmp_path / "stopped", epochs=5, eval_every=3)
+    (run_dir,) = (tmp_path / "stopped" / "ws").glob("*/last.pt")
+    state = load_checkpoint(run_dir)
+    assert state["epoch"] == 2 and state["test_predictions"] is None
+
+
+def test_eval_every_early_stop_and_overfitting_count_scored_epochs(tiny_archive, tmp_path):
+    # lr ~0: validation never improves, so the first scored epoch after the best one stops it
+    result = _quick(tiny_archive, tmp_path, epochs=9, eval_every=3, early_stop=1, lr=1e-12)
+    assert result.status == "completed" and result.summary["stopped_epoch"] == 6
+    val_acc = [0.5, None, 0.7, None, 0.6, None, 0.5]
+    history = _history([1.0, None, 0.8, None, 0.9, None, 1.0], val_acc=val_acc)
+    for m in history:
+        if m["val_loss"] is None:
+            del m["val_loss"], m["val_acc"], m["test_acc"]
+    assert best_epoch(history, "val_acc")["epoch"] == 3
+    assert overfit_onset(history, patience=2) == 3  # rising at the two scored epochs after
+
+
 # -- EMA, precision, bad combinations --------------------------------------------
 
 

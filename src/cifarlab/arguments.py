@@ -154,6 +154,14 @@ def _add_train_parser(sub: argparse._SubParsersAction) -> None:
         help="stop after N epochs without validation improvement (default: never)",
     )
     add(
+        "--eval-every",
+        type=int,
+        metavar="N",
+        help="score validation and test every N epochs and at the last (default 1); the "
+        "epochs between record training metrics only, and selection, --early-stop and "
+        "--patience count the scored epochs",
+    )
+    add(
         "--patience",
         type=int,
         metavar="N",

@@ -113,7 +113,8 @@ def _what_was_chosen(result: Any) -> str:
     s, config = result.summary, result.config
     done = f"{s['epochs_done']} of {config.epochs} epochs"
     if s.get("stopped_epoch"):
-        done += f" (stopped early: no {config.select_by} gain in {config.early_stop} epochs)"
+        epochs = "scored epochs" if config.eval_every > 1 else "epochs"
+        done += f" (stopped early: no {config.select_by} gain in {config.early_stop} {epochs})"
     if s.get("best_val_acc") is None:  # no validation split: nothing chosen
         return f"{done}; test accuracy {s['test_acc']:.2%} after the last epoch"
     best = f"best {config.select_by} at epoch {s['best_epoch']} ({s['best_val_acc']:.2%} val)"

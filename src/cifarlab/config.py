@@ -86,6 +86,7 @@ class RunConfig(BaseModel):
     deterministic: bool = False
     select_by: str = "val_acc"
     early_stop: int | None = Field(None, gt=0)
+    eval_every: int = Field(1, gt=0)
     patience: int = Field(3, gt=0)
     device: str = "auto"
     workspace: str = "cifarlab-runs"

@@ -271,9 +271,9 @@ def summarize(trainer: Trainer, config: RunConfig) -> dict[str, Any]:
     summary.update(
         best_epoch=best["epoch"],
         best_val_acc=best.get("val_acc"),
-        test_acc=best["test_acc"],
+        test_acc=best.get("test_acc"),  # None: a stopped run that --eval-every never scored
         final_val_acc=last.get("val_acc"),
-        final_test_acc=last["test_acc"],
+        final_test_acc=last.get("test_acc"),
         final_train_acc=last["train_acc"],
         images_per_sec=_training_images_per_sec(history),
         overfit_epoch=overfit_onset(history, config.patience),

@@ -81,6 +81,7 @@ def build_trainer(
         ema=EMA(model, config.ema) if config.ema else None,
         compiled=torch.compile(model) if config.compile else None,
         tta=config.tta,
+        eval_every=config.eval_every,
         callbacks=recipe,
     )
 

@@ -83,7 +83,8 @@ class ProgressBar(Callback):
         parts = [self.label, *parts] if self.label else parts
         parts.append(f"train {metrics['train_acc']:.2%}")
         for prefix in trainer.eval_loaders:
-            parts.append(f"{prefix} {metrics[f'{prefix}_acc']:.2%}")
+            if f"{prefix}_acc" in metrics:  # not scored this epoch: --eval-every
+                parts.append(f"{prefix} {metrics[f'{prefix}_acc']:.2%}")
         parts.append(f"lr {metrics['lr']:.3g}")
         parts.append(f"{metrics['images_per_sec']:,.0f} img/s")
         parts.append(f"{metrics['epoch_seconds']:.1f}s")
@@ -181,6 +182,8 @@ class EarlyStopping(Callback):
             self.stopped_at = epoch + 1
 
     def _observe(self, metrics: dict[str, Any]) -> None:
+        if metrics.get(self.select_by) is None:  # not scored this epoch: --eval-every
+            return
         if is_better(self.select_by, metrics[self.select_by], self.best):
             self.best, self.stale = metrics[self.select_by], 0
         else:

@@ -13,26 +13,29 @@ def is_better(select_by: str, new: float, best: float | None) -> bool:
 
 
 def best_epoch(history: list[dict[str, Any]], select_by: str = "val_acc") -> dict[str, Any]:
-    """The epoch with the best validation metric; the last epoch when there is no validation."""
+    """The scored epoch with the best validation metric; the last epoch when there is no
+    validation. Epochs that ``--eval-every`` did not score have no say."""
     best = None
-    for metrics in history:
-        if metrics.get(select_by) is None:
-            return history[-1]
+    for metrics in scored(history, select_by):
         if best is None or is_better(select_by, metrics[select_by], best[select_by]):
             best = metrics
-    return best
+    return best or history[-1]
+
+
+def scored(history: list[dict[str, Any]], metric: str) -> list[dict[str, Any]]:
+    """The epochs that carry ``metric`` (with ``--eval-every``, not all do)."""
+    return [m for m in history if m.get(metric) is not None]
 
 
 def overfit_onset(history: list[dict[str, Any]], patience: int) -> int | None:
     """The epoch where validation loss bottomed out before overfitting set in.
 
-    Overfitting: for ``patience`` epochs after that minimum the validation loss
-    rose every epoch while the training loss kept falling. None if never.
+    Overfitting: for ``patience`` scored epochs after that minimum the validation loss
+    rose every time while the training loss kept falling. None if never.
     """
-    val = [m.get("val_loss") for m in history]
+    history = scored(history, "val_loss")
+    val = [m["val_loss"] for m in history]
     train = [m["train_loss"] for m in history]
-    if None in val:
-        return None
     for low in range(len(history) - patience):
         after = range(low + 1, low + 1 + patience)
         rising = all(val[i] > val[i - 1] for i in after)

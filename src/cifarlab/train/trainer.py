@@ -71,6 +71,7 @@ class Trainer:
         ema: EMA | None = None,
         compiled: nn.Module | None = None,
         tta: int = 0,
+        eval_every: int = 1,
         callbacks: list[Callback] | None = None,
     ) -> None:
         self.model, self.optimizer = model, optimizer
@@ -80,6 +81,7 @@ class Trainer:
         self.lr_factor, self.label_smoothing, self.grad_clip = lr_factor, label_smoothing, grad_clip
         self.ema = ema
         self.tta = tta  # test-time augmentation level, used at the final evaluation only
+        self.eval_every = eval_every  # score val and test every Nth epoch and the last
         # fp16 needs loss scaling to keep small gradients from flushing to zero; bf16 doesn't.
         self.scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
         self.callbacks = callbacks or []
@@ -103,19 +105,7 @@ class Trainer:
         while self.epoch < epochs and not self.should_stop:
             self._emit("on_epoch_start", self.epoch)
             metrics = self.train_epoch(self.epoch)
-            start = time.perf_counter()
-            tta = self.tta if self.epoch == epochs - 1 else 0  # TTA costs 2-6 forwards: once
-            for prefix, loader in self.eval_loaders.items():
-                # the test split only: validation scores every epoch alike, or selection
-                # would favour the last epoch for its augmentation
-                self._emit("on_eval_start", prefix, loader.num_images)
-                result = self.evaluate(loader, tta if prefix == "test" else 0)
-                metrics[f"{prefix}_loss"], metrics[f"{prefix}_acc"] = result.loss, result.acc
-                if prefix == "test":
-                    self.test_predictions = result.predictions
-            metrics["eval_seconds"] = time.perf_counter() - start
-            if "val_acc" in metrics:
-                metrics["gap"] = metrics["train_acc"] - metrics["val_acc"]
+            self._score(metrics, last=self.epoch == epochs - 1)
             self.train_seconds += metrics["epoch_seconds"] + metrics["eval_seconds"]
             # a stop waits for the epoch's bookkeeping: its row and checkpoint go together
             with signals_held():
@@ -124,6 +114,26 @@ class Trainer:
                 self._emit("on_epoch_end", self.epoch - 1, metrics)
         self._emit("on_fit_end")
         return self.history
+
+    def _score(self, metrics: dict[str, Any], last: bool) -> None:
+        """Add each eval split's loss and accuracy to the epoch's ``metrics``: every
+        ``eval_every``-th epoch and the last, since scoring is a pass over val and test."""
+        start = time.perf_counter()
+        scored = self.eval_loaders if last or (self.epoch + 1) % self.eval_every == 0 else {}
+        if not scored:  # a checkpoint's predictions must be those of its weights
+            self.test_predictions = None
+        for prefix, loader in scored.items():
+            # TTA (2-6 forwards) on the last test scoring only: validation scores every epoch
+            # alike, or selection would favour the last epoch for its augmentation
+            tta = self.tta if last and prefix == "test" else 0
+            self._emit("on_eval_start", prefix, loader.num_images)
+            result = self.evaluate(loader, tta)
+            metrics[f"{prefix}_loss"], metrics[f"{prefix}_acc"] = result.loss, result.acc
+            if prefix == "test":
+                self.test_predictions = result.predictions
+        metrics["eval_seconds"] = time.perf_counter() - start
+        if "val_acc" in metrics:
+            metrics["gap"] = metrics["train_acc"] - metrics["val_acc"]
 
     def train_epoch(self, epoch: int) -> dict[str, Any]:
         self.model.train()
