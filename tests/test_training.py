@@ -471,6 +471,45 @@ def test_eval_every_early_stop_and_overfitting_count_scored_epochs(tiny_archive,
     assert overfit_onset(history, patience=2) == 3  # rising at the two scored epochs after
 
 
+def test_a_model_registered_from_python_is_built_and_checked_as_a_file_model_is(
+    tiny_archive, tmp_path
+):
+    from torch import nn
+
+    from cifarlab.models.registry import _REGISTRY
+
+    class TutorialStyle(nn.Module):  # the tutorial's Net takes no arguments, or only some
+        def __init__(self, num_classes=10):
+            super().__init__()
+            self.fc = nn.Linear(3 * 32 * 32, num_classes)
+
+        def forward(self, x):
+            if self.training and x.shape[0] == 7:  # a bug that only training meets
+                raise RuntimeError("a batch of seven")
+            return self.fc(x.flatten(1))
+
+    try:
+        cifarlab.register_model("tutorial-style")(TutorialStyle)  # no description needed
+        # it raised TypeError: __init__() got an unexpected keyword argument 'in_channels'
+        assert (
+            _quick(tiny_archive, tmp_path, model="tutorial-style", epochs=1).status == "completed"
+        )
+        cifarlab.register_model("seven-logits")(
+            lambda: nn.Sequential(nn.Flatten(), nn.Linear(3072, 7))
+        )
+        with pytest.raises(
+            CifarlabError, match=r"'seven-logits' maps a \(2, 3, 32, 32\) batch to \(2, 7\)"
+        ):
+            _quick(tiny_archive, tmp_path, model="seven-logits")  # it was torch's IndexError
+        # a batch of 7: 30 validation images and 16 per batch leave 7 at an epoch's end
+        with pytest.raises(CifarlabError, match=r"model tutorial-style raised RuntimeError at "
+                           r"test_training.py:\d+: a batch of seven"):  # fmt: skip
+            _quick(tiny_archive, tmp_path, model="tutorial-style", limit_train=55, epochs=1)
+    finally:
+        _REGISTRY.pop("tutorial-style", None)
+        _REGISTRY.pop("seven-logits", None)
+
+
 # -- EMA, precision, bad combinations --------------------------------------------
 
 

@@ -42,6 +42,7 @@ from cifarlab.models import (
     count_parameters,
     model_label,
 )
+from cifarlab.models.registry import user_code_file
 from cifarlab.process import current_owner
 from cifarlab.resume import find_resumed, refuse_if_training_elsewhere, restore_checkpoint
 from cifarlab.train.build import build_trainer
@@ -400,12 +401,12 @@ def _explain(err: BaseException, config: RunConfig, epoch: int) -> None:
     if isinstance(err, ValueError) and "Expected more than 1 value per channel" in str(err):
         raise RecordedFailure(f"epoch {epoch}: {_BATCH_OF_ONE}") from None
     source = model_source(config.model)
-    if source is None or isinstance(err, CifarlabError):
+    mine = source[0].resolve() if source else user_code_file(config.model)
+    if mine is None or isinstance(err, CifarlabError):
         return
-    mine = source[0].resolve()
     lines = [f.lineno for f in traceback.extract_tb(err.__traceback__)
              if Path(f.filename).resolve() == mine]  # fmt: skip
-    where = f" at {source[0].name}:{lines[-1]}" if lines else ""
+    where = f" at {mine.name}:{lines[-1]}" if lines else ""
     raise RecordedFailure(
         f"epoch {epoch}: model {config.model} raised {type(err).__name__}{where}: "
         f"{first_line(err, empty='(no message)')} (CIFARLAB_TRACEBACK=1 shows the traceback)"

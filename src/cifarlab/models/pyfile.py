@@ -13,6 +13,7 @@ import importlib.util
 import inspect
 import sys
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from types import ModuleType
 
@@ -35,10 +36,7 @@ def load_python_model(ref: str) -> Callable[..., nn.Module]:
     target = _pick(module, path, attr)
     label = f"{path}:{attr or target.__name__}"
 
-    def factory(**shape: int) -> nn.Module:
-        return _build(target, label, shape)
-
-    return factory
+    return partial(build_user_model, target, label)
 
 
 def _import(path: Path) -> ModuleType:
@@ -90,7 +88,8 @@ def _pick(module: ModuleType, path: Path, attr: str) -> Callable[..., nn.Module]
     return target
 
 
-def _build(target: Callable[..., nn.Module], label: str, shape: dict[str, int]) -> nn.Module:
+def build_user_model(target: Callable[..., nn.Module], label: str, **shape: int) -> nn.Module:
+    """``target(...)`` given the shape arguments its signature takes; errors as one line."""
     try:
         if inspect.isclass(target) and target.__init__ is nn.Module.__init__:
             raise ValueError  # no own __init__: Module's (*args, **kwargs) accepts nothing

@@ -11,6 +11,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from torch import nn
@@ -31,7 +32,9 @@ class ModelEntry:
     name: str
     factory: ModelFactory
     description: str
-    source: str = "builtin"  # builtin | spec | file: file models are checked on a batch
+    # builtin | spec | file | user (register_model): file and user models are checked on a batch
+    source: str = "builtin"
+    code_file: str | None = None  # a user model's source file: its lines name its errors
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
@@ -44,21 +47,56 @@ def freeze_builtins() -> None:
     _BUILTINS = frozenset(_REGISTRY)
 
 
-def register_model(name: str, description: str) -> Callable[[ModelFactory], ModelFactory]:
-    """Decorator adding a factory to the registry under ``name``. Registering a name again
-    replaces the earlier factory, as redefining a function does: a notebook cell run twice
-    raised "already registered". A built-in's name is refused."""
+def register_model(
+    name: str, description: str | None = None
+) -> Callable[[ModelFactory], ModelFactory]:
+    """Decorator adding a class or factory to the registry under ``name``. Registering a name
+    again replaces the earlier factory, as redefining a function does: a notebook cell run
+    twice raised "already registered". A built-in's name is refused.
+
+    As with ``file.py:Class``, your callable gets ``num_classes`` / ``in_channels`` /
+    ``image_size`` only where its signature takes them, and its model must map a batch of
+    the data's images to (batch, num_classes) logits, checked before training."""
 
     def add(factory: ModelFactory) -> ModelFactory:
-        if name in _BUILTINS:
-            raise CifarlabError(
-                f"model {name!r} is a built-in model (`cifarlab models` lists them); "
-                "register yours under another name"
-            )
-        _REGISTRY[name] = ModelEntry(name, factory, description)
+        _check_free(name)
+        if _BUILTINS:  # frozen: this is a user's model, built and checked as file models are
+            from cifarlab.models.pyfile import build_user_model
+
+            about = description or f"registered from Python ({_qualified(factory)})"
+            build = partial(build_user_model, factory, name)
+            _REGISTRY[name] = ModelEntry(name, build, about, "user", _code_file(factory))
+        else:
+            _REGISTRY[name] = ModelEntry(name, factory, description or "")
         return factory
 
     return add
+
+
+def _check_free(name: str) -> None:
+    if name in _BUILTINS:
+        raise CifarlabError(
+            f"model {name!r} is a built-in model (`cifarlab models` lists them); "
+            "register yours under another name"
+        )
+
+
+def _code_file(factory: Any) -> str | None:
+    """The file of a class's ``forward`` (where its errors arise) or of a factory function."""
+    code = getattr(getattr(factory, "forward", factory), "__code__", None)
+    return code.co_filename if code is not None else None
+
+
+def user_code_file(name: Any) -> Path | None:
+    """The source file of a model registered from Python, if ``name`` is one."""
+    entry = _REGISTRY.get(name) if isinstance(name, str) else None
+    if entry is None or entry.source != "user" or entry.code_file is None:
+        return None
+    return Path(entry.code_file).resolve()
+
+
+def _qualified(factory: Any) -> str:
+    return f"{getattr(factory, '__module__', '?')}.{getattr(factory, '__qualname__', factory)}"
 
 
 def list_models() -> list[ModelEntry]:
@@ -71,7 +109,9 @@ def register_spec(spec: Any) -> ModelEntry:
     from cifarlab.models.spec import as_spec, build_spec
 
     spec = as_spec(spec)
-    register_model(spec.name, spec.description)(partial(build_spec, spec))
+    _check_free(spec.name)
+    _REGISTRY[spec.name] = ModelEntry(spec.name, partial(build_spec, spec), spec.description,
+                                      "spec" if _BUILTINS else "builtin")  # fmt: skip
     return _REGISTRY[spec.name]
 
 
@@ -118,7 +158,7 @@ def create_model(
     entry = get_model_entry(name)
     shape = dict(num_classes=num_classes, in_channels=in_channels, image_size=image_size)
     model = entry.factory(**shape)
-    if entry.source == "file":  # user code: prove it maps images to logits before any data work
+    if entry.source in ("file", "user"):  # user code: prove it maps images to logits first
         from cifarlab.models.pyfile import check_logits
 
         check_logits(model, name, **shape)
