@@ -133,6 +133,39 @@ def test_two_workers_write_concurrently_without_losing_rows(tmp_path, tiny_archi
     assert _db(ws, "PRAGMA integrity_check") == [("ok",)]
 
 
+def test_a_script_without_the_main_guard_is_refused_before_workers_start(tmp_path, tiny_archive):
+    script = tmp_path / "study.py"
+    grid = {"name": "s", "base": {"data": str(tiny_archive), "val_size": 30, "epochs": 1},
+            "grid": {"seed": [0, 1]}}  # fmt: skip
+    call = f"cifarlab.sweep({grid!r}, workspace={str(tmp_path / 'ws')!r}, workers=2, quiet=True)"
+    script.write_text(f"import cifarlab\n{call}\n")
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          timeout=120)  # fmt: skip
+    # each worker ran the script again: a traceback per worker, then BrokenProcessPool
+    assert done.returncode == 1 and "BrokenProcessPool" not in done.stderr
+    assert done.stderr.count("Traceback") == 1  # the script's own, of the one error
+    assert 'outside `if __name__ == "__main__":`' in done.stderr
+    assert not (tmp_path / "ws").exists()
+
+
+def test_a_killed_worker_stops_the_sweep_with_one_line(tmp_path, tiny_archive, capsys):
+    net = tmp_path / "killed.py"  # as the kernel's out-of-memory killer would end a worker
+    net.write_text(
+        "import os, signal\nfrom torch import nn\n"
+        "class Net(nn.Module):\n"
+        "    def __init__(self, num_classes):\n        super().__init__()\n"
+        "        self.fc = nn.Linear(3, num_classes)\n"
+        "    def forward(self, x):\n"
+        "        if self.training:\n            os.kill(os.getpid(), signal.SIGKILL)\n"
+        "        return self.fc(x.mean((2, 3)))\n"
+    )
+    grid = _tiny_grid(tmp_path, tiny_archive, extra=f'model = ["{net}:Net"]', epochs=1)
+    argv = ["sweep", str(grid), "--workspace", str(tmp_path / "ws"), "--workers", "2", "--quiet"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "a sweep worker process died" in err and err.count("\n") == 1, err
+
+
 def test_a_diverging_or_failing_run_does_not_stop_the_sweep(
     tmp_path, tiny_archive, monkeypatch, capsys
 ):

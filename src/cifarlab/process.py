@@ -16,8 +16,9 @@ import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
-from cifarlab.errors import Terminated
+from cifarlab.errors import CifarlabError, Terminated
 
 
 def current_owner() -> str:
@@ -128,3 +129,27 @@ def _deliver(signum: int, handler: object) -> None:
         handler(signum, None)  # Python's own: KeyboardInterrupt; the CLI's: Terminated
     elif handler == signal.SIG_DFL:
         signal.raise_signal(signum)  # the default: the process ends by this signal
+
+
+def check_main_guarded(call: str) -> None:
+    """Refuse to start spawned workers from a script without ``if __name__ == "__main__":``.
+
+    Each spawned worker imports the main script first; unguarded, its call to ``call`` ran
+    again in every worker, which printed a traceback each and broke the pool."""
+    main = sys.modules.get("__main__")
+    name = getattr(getattr(main, "__spec__", None), "name", None) or ""
+    if name == "__main__" or name.endswith(".__main__"):  # python -m pkg: spawn skips it
+        return
+    path = getattr(main, "__file__", None)
+    if not path:  # a notebook or the interactive prompt: nothing is run again
+        return
+    try:
+        text = Path(path).read_text(errors="replace")
+    except OSError:
+        return
+    if "__main__" not in text:
+        raise CifarlabError(
+            f"{path} calls {call} with more than one worker outside `if __name__ == "
+            '"__main__":`; each worker process imports the script and would run it again: '
+            "put the call under that guard, or use one worker"
+        )

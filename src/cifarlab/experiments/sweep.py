@@ -17,6 +17,7 @@ import time
 import warnings
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,7 +38,7 @@ from cifarlab.errors import (
 from cifarlab.experiments.spec import Experiment, name_problem
 from cifarlab.experiments.store import FINISHED, ResultsStore, prepare_workspace
 from cifarlab.filters import config_matches
-from cifarlab.process import die_with_parent, owner_pid
+from cifarlab.process import check_main_guarded, die_with_parent, owner_pid
 from cifarlab.train import cpu_share
 
 TO_RUN = ("new", "resume", "restart")  # the plan's actions that train; "done", "busy" do not
@@ -131,6 +132,8 @@ def check_sweep_options(workers: int, max_runs: int | None) -> None:
         raise CifarlabError(f"--workers must be at least 1 (got {workers})")
     if max_runs is not None and max_runs < 1:
         raise CifarlabError(f"--max-runs must be at least 1 (got {max_runs})")
+    if workers > 1:
+        check_main_guarded("cifarlab.sweep")
 
 
 def register_experiment(experiment: Experiment, store: ResultsStore) -> None:
@@ -250,6 +253,12 @@ def _in_workers(
         try:
             for future in as_completed(futures):
                 yield futures[future], future.result()
+        except BrokenProcessPool:  # a worker was killed (out of memory): the rest went with it
+            raise CifarlabError(
+                "a sweep worker process died (killed, for one, when memory runs out), which "
+                "stopped the sweep; run it again to go on from where it stopped, with fewer "
+                "--workers if memory was short"
+            ) from None
         except BaseException as err:  # Ctrl-C or SIGTERM: no queued run may start after it
             stop.set()
             _pass_on(err)
