@@ -720,6 +720,14 @@ def test_image_sizes_are_read_from_headers(blob, size):
     assert imagefolder._header_size(blob) == size
 
 
+def test_a_loaded_dataset_shows_as_one_line_in_a_notebook(tiny_folder):
+    data = load_dataset(tiny_folder, val_size=6)
+    shown = repr(data)  # it was the dataclass's repr: every pixel, 918 lines for CIFAR-10
+    assert "\n" not in shown and len(shown) < 300, shown
+    assert "114 train, 6 val, 60 test images of (3, 32, 32); 3 classes: cat, dog, frog" in shown
+    assert repr(data.train) == "SplitArrays(images=uint8[114, 32, 32, 3], labels=114)"
+
+
 def test_images_too_big_for_memory_are_refused_before_decoding(tmp_path, monkeypatch):
     root = write_image_folder(tmp_path / "d", n_train=3, n_test=2)  # 15 images, 46 kB decoded
     monkeypatch.setattr(imagefolder, "_free_memory", lambda: 50_000)

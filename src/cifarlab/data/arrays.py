@@ -23,6 +23,10 @@ class SplitArrays:
     def __len__(self) -> int:
         return len(self.labels)
 
+    def __repr__(self) -> str:  # a notebook shows this: shapes, not 150 MB of pixels
+        images = f"{self.images.dtype}{list(self.images.shape)}"
+        return f"SplitArrays(images={images}, labels={len(self)})"
+
 
 @dataclass(frozen=True)
 class DecodedDataset:

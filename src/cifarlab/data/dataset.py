@@ -60,6 +60,15 @@ class CifarData:
         """``train, val, test, classes = load_dataset(...)`` unpacks as the four splits' parts."""
         return iter((self.train, self.val, self.test, self.classes))
 
+    def __repr__(self) -> str:  # a notebook shows this: counts and shape, not the pixels
+        val = len(self.val) if self.val else 0
+        classes = ", ".join(self.classes[:10]) + (", ..." if len(self.classes) > 10 else "")
+        return (
+            f"CifarData({self.source!r}: {len(self.train):,} train, {val:,} val, "
+            f"{len(self.test):,} test images of {self.image_shape}; {len(self.classes)} "
+            f"classes: {classes})"
+        )
+
 
 def resolve_source(data: str | os.PathLike | None, quiet: bool = False) -> Path:
     """The data path from the argument, else ``$CIFARLAB_DATA``, else a cifar10 download.
