@@ -163,10 +163,9 @@ def test_sensitivity_chart_when_the_sweep_varies_lr(sweep_ws, tmp_path):
     index = cifarlab.report(experiment="lr", workspace=sweep_ws, output=tmp_path / "lr")
     _png_ok(tmp_path / "lr" / "sensitivity-lr.png")
     records = cifarlab.results(sweep_ws, "lr")
-    by_lr = {r["lr"]: r["test_acc"] * 100 for r in records}
-    best = max(by_lr, key=by_lr.get)
+    best = max(records, key=lambda r: r["best_val_acc"])  # chosen by validation, never test
     assert (
-        f"the best learning rate is {best:g} ({by_lr[best]:.1f}%)"
+        f"validation picks learning rate {best['lr']:g} ({best['test_acc'] * 100:.1f}% test"
         in _captions(index)["sensitivity-lr"]
     )
 
@@ -273,11 +272,23 @@ def test_batch_size_sensitivity(tmp_path):
     chart = charts.sensitivity(groups, "batch_size", tmp_path)
     _png_ok(chart.path)
     assert charts.sensitivity(groups, "lr", tmp_path) is None  # lr does not vary here
-    top = max(groups, key=lambda g: g["test_acc_mean"])
+    top = max(groups, key=lambda g: g["best_val_acc_mean"])
     assert chart.caption.startswith(
-        f"For {top['model']} · {top['optimizer']} the best batch size is "
-        f"{top['members'][0]['config']['batch_size']} ({top['test_acc_mean'] * 100:.1f}%)"
+        f"For {top['model']} · {top['optimizer']}, validation picks batch size "
+        f"{top['members'][0]['config']['batch_size']} ({top['test_acc_mean'] * 100:.1f}% test, "
+        f"{top['best_val_acc_mean'] * 100:.1f}% validation)"
     ), chart.caption
+
+
+def test_a_sensitivity_caption_picks_by_validation_never_test(tmp_path):
+    records = _fake_runs(n_models=1, lrs=2, seeds=1)
+    for r in records:  # the higher lr has the better test accuracy, the lower one validation
+        high = r["config"]["lr"] == max(q["config"]["lr"] for q in records)
+        r["best_val_acc"], r["test_acc"] = (0.40, 0.60) if high else (0.50, 0.55)
+    caption = charts.sensitivity(aggregate.group(records), "lr", tmp_path).caption
+    low = min(r["config"]["lr"] for r in records)
+    # it said "the best learning rate is <high> (60.0%)": the test set chose
+    assert f"validation picks learning rate {low:g} (55.0% test, 50.0% validation)" in caption
 
 
 def test_the_gap_caption_ranks_gaps_by_size_and_a_lone_value_shows_no_sensitivity(tmp_path):
