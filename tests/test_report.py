@@ -280,6 +280,25 @@ def test_batch_size_sensitivity(tmp_path):
     ), chart.caption
 
 
+def test_headline_words_ties_and_ranks_optimizers_on_the_models_they_share(tmp_path):
+    from cifarlab.report.html import _optimizer_ranking
+
+    records = [r for r in _fake_runs(n_models=2, lrs=1, seeds=1) if "adam" in r["id"]]
+    for r in records:
+        r["test_acc"] = 0.5  # two models tied
+    caption = charts.final_caption(aggregate.group(records))
+    # it said "net1 leads on test accuracy, 0.0 points ahead of net0"
+    assert re.search(r"net[01] and net[01] tie on test accuracy\.", caption), caption
+    pairs = aggregate.group([r for r in _fake_runs(n_models=2, lrs=1, seeds=1)
+                             if r["id"] != "net1-sgd-0-0"])  # sgd on net0 only  # fmt: skip
+    cell = {(g["model"], g["optimizer"]): g["test_acc_mean"] for g in pairs}
+    ranking = _optimizer_ranking(pairs)
+    # it was "adam (mean over 2 models), sgd (mean over 1 model)": the models differed
+    assert "(mean over the one model trained with each)" in ranking
+    assert f"adam {aggregate.pct(cell['net0', 'adam'])}" in ranking
+    assert _optimizer_ranking([g for g in pairs if g["model"] == "net1"]) is None  # adam only
+
+
 def test_a_sensitivity_caption_picks_by_validation_never_test(tmp_path):
     records = _fake_runs(n_models=1, lrs=2, seeds=1)
     for r in records:  # the higher lr has the better test accuracy, the lower one validation
@@ -978,8 +997,13 @@ def test_model_files_are_shown_by_their_name_unless_two_share_it():
     records = _fake_runs(n_models=2, lrs=1, seeds=1)
     for r in records:  # runs record a model file by its absolute path
         r["config"]["model"] = f"/tmp/review/nets/{r['config']['model']}.toml"
-    labels = {g["label"] for g in aggregate.group(records)}
+    groups = aggregate.group(records)
+    labels = {g["label"] for g in groups}
     assert "net0.toml · sgd" in labels, labels  # the bar chart's labels overlapped
+    from cifarlab.report.html import _groups_table
+
+    table = _groups_table(groups)  # the page's Results table kept the whole path
+    assert ">net0.toml<" in table and "/tmp/review" not in table, table
 
 
 def test_a_sensitivity_caption_says_what_else_its_points_differ_in(tmp_path):

@@ -104,8 +104,10 @@ def sweep(
 def train(**options: Any) -> RunResult:
     """Train one model; keyword names are the CLI's options with underscores.
 
-    A run that diverges or fails returns its status (``result.status``) with a warning
-    saying why. Stopped (Ctrl-C, a notebook's interrupt), it is recorded, and
+    A run that diverges returns its status (``result.status``) with a warning saying why;
+    bad input, and a run that fails (its model's code raised, the machine ran out of
+    memory), raise CifarlabError with one line saying what went wrong (the failed run is
+    recorded as such). Stopped (Ctrl-C, a notebook's interrupt), it is recorded, and
     ``train(resume=run_id, workspace=...)`` continues it."""
     from cifarlab.config import make_run_config
     from cifarlab.errors import warn

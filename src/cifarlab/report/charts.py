@@ -173,6 +173,8 @@ def final_caption(best: list[dict[str, Any]]) -> str:
         a, b = models[0], models[1]
         diff = (a["test_acc_mean"] - b["test_acc_mean"]) * 100
         ahead = f"{a['model']} leads on test accuracy, {diff:.1f} points ahead of {b['model']}."
+        if round(diff, 1) == 0:  # "leads ..., 0.0 points ahead" said a tie was a lead
+            ahead = f"{a['model']} and {b['model']} tie on test accuracy."
         return f"{lead} {ahead}"
     a, b = optimizers[:2]
     diffs = optimizer_diffs(best, a, b)
@@ -487,7 +489,7 @@ def pareto(groups: list[dict[str, Any]], out: Path) -> Chart:
             f"({pct(best['test_acc_mean'])} in {best['train_seconds_mean']:.1f} s)."
         )
     else:
-        caption += f": {best['label']} is both the fastest and the most accurate."
+        caption += f": {best['label']} is the fastest, and none is more accurate."  # ties too
     title = "Accuracy vs training time (circled: nothing is both faster and more accurate)"
     return _save(fig, out, "pareto", title, caption)
 

@@ -302,17 +302,9 @@ def _headline(groups: list[dict[str, Any]], records: list[dict[str, Any]]) -> st
         ranks = ", ".join(f"{i}. {g['model']} {_rank_score(g)}" for i, g in enumerate(per_model, 1))
         by = _ranked_by(groups)
         items.append(f"<b>Models</b> (each at its best configuration, by {by}): {_e(ranks)}.")
-    pairs = aggregate.best_per(groups, "model", "optimizer")
-    by_opt: dict[str, list[float]] = {}
-    for g in pairs:
-        by_opt.setdefault(g["optimizer"], []).append(g["test_acc_mean"])
-    if len(by_opt) > 1:
-        ranked = sorted(by_opt.items(), key=lambda kv: -statistics.fmean(kv[1]))
-        ranks = ", ".join(
-            f"{i}. {o} {pct(statistics.fmean(v))} (mean over {len(v)} model{'s' * (len(v) > 1)})"
-            for i, (o, v) in enumerate(ranked, 1)
-        )
-        items.append(f"<b>Optimizers:</b> {_e(ranks)}.")
+    optimizers = _optimizer_ranking(aggregate.best_per(groups, "model", "optimizer"))
+    if optimizers:
+        items.append(optimizers)
     bad = [r for r in records if r["status"] != "completed"]
     if bad:
         states = " · ".join(  # errors hold ";" themselves
@@ -355,6 +347,22 @@ def _rank_score(g: dict[str, Any]) -> str:
     return f"{pct(g['best_val_acc_mean'])} validation ({pct(g['test_acc_mean'])} test)"
 
 
+def _optimizer_ranking(pairs: list[dict[str, Any]]) -> str | None:
+    """Optimizers by mean test accuracy over the models every one of them trained: means over
+    different models ranked the models as much as the optimizers."""
+    cell = {(g["model"], g["optimizer"]): g["test_acc_mean"] for g in pairs}
+    optimizers = list(dict.fromkeys(g["optimizer"] for g in pairs))
+    models = [m for m in dict.fromkeys(g["model"] for g in pairs)
+              if all((m, o) in cell for o in optimizers)]  # fmt: skip
+    if len(optimizers) < 2 or not models:
+        return None
+    means = {o: statistics.fmean(cell[m, o] for m in models) for o in optimizers}
+    ranked = sorted(means, key=means.get, reverse=True)
+    ranks = ", ".join(f"{i}. {o} {pct(means[o])}" for i, o in enumerate(ranked, 1))
+    over = f"the {len(models)} models" if len(models) > 1 else "the one model"
+    return f"<b>Optimizers</b> (mean over {over} trained with each): {_e(ranks)}."
+
+
 def _ranked_by(groups: list[dict[str, Any]]) -> str:
     with_val = [g["best_val_acc_mean"] is not None for g in groups]
     if all(with_val):
@@ -375,7 +383,8 @@ def _groups_table(groups: list[dict[str, Any]]) -> str:
     rows = []
     for g in sorted(groups, key=aggregate.val_score, reverse=True):
         config = g["members"][0]["config"]
-        cells = [_td(config.get(k), aggregate.short) for k in keys] + [_td(g["n"])]
+        shown = {**config, "model": g["model"]}  # a model file by its name, as the charts
+        cells = [_td(shown.get(k), aggregate.short) for k in keys] + [_td(g["n"])]
         cells.append(_td(g["best_val_acc_mean"], pct))
         spread = aggregate.spread(g["test_acc_std"])
         cells.append(_td(g["test_acc_mean"], lambda v, spread=spread: pct(v) + spread))
