@@ -340,6 +340,23 @@ def test_a_model_file_imports_helper_modules_beside_it(tmp_path, monkeypatch):
     assert str(tmp_path) not in sys.path  # borrowed for the import only
 
 
+def test_two_model_files_get_their_own_helper_of_one_name(tmp_path):
+    net = (
+        "from torch import nn\nfrom blocks import WIDTH\n\n"
+        "def Net(num_classes=10):\n"
+        "    return nn.Sequential(nn.Conv2d(3, WIDTH, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(),\n"
+        "                         nn.Linear(WIDTH, num_classes))\n"
+    )
+    for folder, width in (("a", 4), ("b", 12)):
+        (tmp_path / folder).mkdir()
+        _write(tmp_path / folder, "blocks.py", f"WIDTH = {width}\n")
+        _write(tmp_path / folder, "net.py", net)
+    widths = [create_model(f"{tmp_path / f}/net.py:Net")[0].out_channels for f in "ab"]
+    assert widths == [4, 12]  # b's net was built with a's blocks: [4, 4]
+    _write(tmp_path / "a", "blocks.py", "WIDTH = 16\n")  # edited between two notebook calls
+    assert create_model(f"{tmp_path / 'a'}/net.py:Net")[0].out_channels == 16
+
+
 def test_python_file_model_errors_are_one_line(tmp_path):
     p = _write(tmp_path, "net.py", NET_PY)
     raising = _write(tmp_path, "raising.py", "import no_such_module_here\n")

@@ -51,6 +51,12 @@ def _import(path: Path) -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module  # dataclasses and pickling look modules up here
     folder = str(path.resolve().parent)
+    # Helper modules beside an earlier model file are forgotten first: Python caches modules
+    # by name, so a.py's `blocks` served b.py's `from blocks import` (b trained a's net), and
+    # a helper edited between two runs in a notebook stayed as it was.
+    for helper in _HELPERS:
+        sys.modules.pop(helper, None)
+    before = set(sys.modules)
     sys.path.insert(0, folder)  # as `python net.py` would: helper modules beside it import
     try:
         spec.loader.exec_module(module)
@@ -62,7 +68,16 @@ def _import(path: Path) -> ModuleType:
         ) from None
     finally:
         sys.path.remove(folder)
+        _HELPERS.update(n for n in set(sys.modules) - before if _within(sys.modules[n], folder))
     return module
+
+
+_HELPERS: set[str] = set()  # modules imported from beside a model file
+
+
+def _within(module: ModuleType | None, folder: str) -> bool:
+    file = getattr(module, "__file__", None)
+    return file is not None and Path(file).resolve().is_relative_to(folder)
 
 
 def _pick(module: ModuleType, path: Path, attr: str) -> Callable[..., nn.Module]:
