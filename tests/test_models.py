@@ -384,9 +384,14 @@ def test_a_bad_model_fails_before_any_data_work(tmp_path):
 
     path = _write(tmp_path, "net.py", NET_PY)
     spec = _write(tmp_path, "typo.toml", 'layers = ["convv 8 3", "gap", "linear"]\n')
+    frozen = _write(tmp_path, "frozen.py", (
+        "from torch import nn\n\ndef Net():  # the optimizer raised a raw ValueError\n"
+        "    return nn.Sequential(nn.Flatten(), nn.Linear(3072, 10)).requires_grad_(False)\n"
+    ))  # fmt: skip
     cases = {f"{path}:NoSuchNet": "has no 'NoSuchNet'",
              f"{path}:needs_more": "raised TypeError when built",
-             str(spec): "unknown layer kind 'convv'"}  # fmt: skip
+             str(spec): "unknown layer kind 'convv'",
+             f"{frozen}:Net": "has no trainable parameters"}  # fmt: skip
     for model, message in cases.items():
         with pytest.raises(CifarlabError, match=message):  # not: the data does not exist
             run_training(model=model, data=str(tmp_path / "no-data-here"))

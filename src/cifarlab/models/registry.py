@@ -167,10 +167,15 @@ def create_model(
 
 def check_model(name: Any) -> None:
     """Fail fast on what needs no data: an unknown name, a bad spec, a file that does not
-    import or whose constructor raises. Whether a file model's logits fit is checked when
-    it is built for the data's shape (``create_model``): a net fixed at 100 classes is right
-    for CIFAR-100, whatever a default would say."""
-    get_model_entry(name).factory(num_classes=10, in_channels=3, image_size=32)
+    import or whose constructor raises, a net with nothing to train. Whether a file model's
+    logits fit is checked when it is built for the data's shape (``create_model``): a net
+    fixed at 100 classes is right for CIFAR-100, whatever a default would say."""
+    model = get_model_entry(name).factory(num_classes=10, in_channels=3, image_size=32)
+    if not any(p.requires_grad for p in model.parameters()):  # the optimizer's raw ValueError
+        raise CifarlabError(
+            f"model {name!r} has no trainable parameters (none, or all with requires_grad "
+            "False), so training could not change it; give it a layer with weights"
+        )
 
 
 def model_label(name: Any) -> str:
