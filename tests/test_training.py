@@ -510,6 +510,29 @@ def test_a_model_registered_from_python_is_built_and_checked_as_a_file_model_is(
         _REGISTRY.pop("seven-logits", None)
 
 
+def test_resuming_a_run_whose_model_file_was_edited_is_refused(tiny_archive, tmp_path, monkeypatch):
+    from cifarlab.train.trainer import Trainer
+
+    net = tmp_path / "net.py"
+    net.write_text(
+        "from torch import nn\n\ndef Net(num_classes):\n    return nn.Sequential(nn.Flatten(),"
+        " nn.Linear(3072, 16), nn.ReLU(), nn.Linear(16, num_classes))\n"
+    )
+
+    def crash(self, epochs):
+        raise RuntimeError("simulated crash")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Trainer, "fit", crash)
+        with pytest.raises(CifarlabError, match="simulated crash"):  # a run to resume
+            _quick(tiny_archive, tmp_path, model=f"{net}:Net")
+    (run,) = cifarlab.results(tmp_path / "ws")
+    net.write_text(net.read_text().replace("nn.ReLU()", "nn.Tanh()"))  # the same shapes
+    # it resumed, training a Tanh net from epoch 2 on a run that records the ReLU one
+    with pytest.raises(CifarlabError, match=rf"net.py' has changed since run {run['id']}"):
+        cifarlab.train(resume=run["id"], workspace=str(tmp_path / "ws"), quiet=True)
+
+
 # -- EMA, precision, bad combinations --------------------------------------------
 
 

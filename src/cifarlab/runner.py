@@ -110,6 +110,7 @@ def run_training(config: RunConfig | None = None, **options: Any) -> RunResult:
             return _stored_result(workspace, resumed["id"], config)
         if resumed:
             refuse_if_training_elsewhere(resumed)
+            _refuse_edited_model_file(resumed, config)
 
     for unused in config.unused_options() if not resumed else ():  # said at the run's start
         warn(unused)
@@ -145,6 +146,18 @@ def run_training(config: RunConfig | None = None, **options: Any) -> RunResult:
         )
     with _determinism(config):  # a notebook's own torch settings come back afterwards
         return _train_and_record(config, data, device, precision, workspace, resumed)
+
+
+def _refuse_edited_model_file(resumed: dict[str, Any], config: RunConfig) -> None:
+    """A run's checkpoint belongs to the code it trained: resumed with an edited model file,
+    its later epochs trained another net (same shapes: silently) than the one it records."""
+    trained = (resumed.get("info") or {}).get("model_file_sha256")
+    if trained and trained != model_file_digest(config.model):
+        raise CifarlabError(
+            f"model file '{model_source(config.model)[0]}' has changed since run "
+            f"{resumed['id']} trained it; restore that version (the run keeps a copy in its "
+            "folder) to resume it, or train without --resume for a new run"
+        )
 
 
 def _train_and_record(
