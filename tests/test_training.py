@@ -564,6 +564,8 @@ def test_ema_run_evaluates_the_averaged_weights(tiny_archive, tmp_path):
         ({"select_by": "test_acc"}, "unknown select_by 'test_acc'"),
         ({"precision": "fp16", "device": "cpu"}, "fp16 needs a CUDA device"),
         ({"crop_pad": 40}, r"^--crop-pad 40 must be smaller than the images. \d+-pixel side"),
+        # TTA was silently skipped: it scores the last of --epochs, which the stop never reached
+        ({"tta": 2, "early_stop": 1}, "--tta: augments the test scoring of the last of --epochs"),
     ],
 )
 def test_invalid_combinations_are_refused(tiny_archive, tmp_path, options, message):

@@ -116,8 +116,8 @@ def _add_train_parser(sub: argparse._SubParsersAction) -> None:
         "--tta",
         type=int,
         metavar="LEVEL",
-        help="test-time augmentation at the final "
-        "evaluation: 0 none, 1 + mirror, 2 + mirrors of two 1-px shifts (default 0)",
+        help="test-time augmentation of the last epoch's test scoring (its final test "
+        "accuracy): 0 none, 1 + mirror, 2 + mirrors of two 1-px shifts (default 0)",
     )
     add("--batch-size", type=int, help="training batch size (default 64)")
     add("--epochs", type=int, help="passes over the training split (default 10)")

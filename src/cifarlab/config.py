@@ -194,6 +194,11 @@ class RunConfig(BaseModel):
             raise ValueError(f"milestones: must be epochs from 1 on (got {self.milestones})")
         if self.early_stop and self.val_size == 0:
             raise ValueError("early_stop: needs a validation split (--val-size > 0)")
+        if self.early_stop and self.tta:  # TTA scores the last epoch, known only at its end
+            raise ValueError(
+                "tta: augments the test scoring of the last of --epochs, which --early-stop may "
+                "never reach; use one or the other (--tta 0 turns it off, as presets set it)"
+            )
         return self
 
     @field_validator("augment")
