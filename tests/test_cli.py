@@ -453,6 +453,11 @@ def test_train_ends_saying_which_epoch_it_reports_and_why_it_stopped(
         "3 of 6 epochs (stopped early: no val_acc gain in 2 epochs); best val_acc at epoch 1 "
         f"({run['best_val_acc']:.2%} val), where the test accuracy was {run['test_acc']:.2%}"
     ) in out
+    # chosen by the loss, the line said "best val_loss at epoch 2 (22.00% val)"
+    assert _train(tmp_path, tiny_archive, "--epochs", "2", "--select-by", "val_loss") == 0
+    line = capsys.readouterr().out.splitlines()[-2]
+    shown = r"best val_loss at epoch \d \(val loss \d\.\d{4}, \d+\.\d\d% val\)"
+    assert re.search(shown, line), line
 
 
 def test_resume_with_more_epochs_names_the_shorter_run_it_cannot_lengthen(

@@ -268,7 +268,9 @@ def test_resume_refuses_options_that_change_results(tiny_archive, tmp_path, caps
     # a setting the preset brought is blamed on --preset, which is what the user typed
     assert main(["train", "--resume", run.run_id, "--workspace", ws, "--preset", "quick-cpu"]) == 2
     err = capsys.readouterr().err
-    assert "--preset quick-cpu sets --augment 'crop-alt-flip', which differs from the run's" in err
+    assert "--preset quick-cpu sets --augment crop-alt-flip, which differs from the run's" in err
+    with pytest.raises(CifarlabError, match="--deterministic on differs from the run's off;"):
+        cifarlab.train(resume=run.run_id, workspace=ws, deterministic=True)  # it said True/False
     assert main(["train", "--resume", "nope", "--workspace", ws]) == 2
     assert "--resume nope: no such run" in capsys.readouterr().err
 

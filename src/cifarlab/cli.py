@@ -117,7 +117,11 @@ def _what_was_chosen(result: Any) -> str:
         done += f" (stopped early: no {config.select_by} gain in {config.early_stop} {epochs})"
     if s.get("best_val_acc") is None:  # no validation split: nothing chosen
         return f"{done}; test accuracy {s['test_acc']:.2%} after the last epoch"
-    best = f"best {config.select_by} at epoch {s['best_epoch']} ({s['best_val_acc']:.2%} val)"
+    chosen = f"{s['best_val_acc']:.2%} val"
+    if config.select_by == "val_loss":  # the loss chose: it said "best val_loss ... (22% val)"
+        row = next(m for m in result.history if m["epoch"] == s["best_epoch"])
+        chosen = f"val loss {row['val_loss']:.4f}, {chosen}"
+    best = f"best {config.select_by} at epoch {s['best_epoch']} ({chosen})"
     return f"{done}; {best}, where the test accuracy was {s['test_acc']:.2%}"
 
 

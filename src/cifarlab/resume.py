@@ -11,6 +11,7 @@ from cifarlab.errors import CifarlabError, RunInProgress, first_line, note
 from cifarlab.experiments.store import ResultsStore
 from cifarlab.process import owner_pid
 from cifarlab.recipes import TRAIN_PRESETS
+from cifarlab.tables import setting_text
 from cifarlab.train.checkpoint import load_checkpoint
 from cifarlab.train.trainer import Trainer
 
@@ -55,14 +56,20 @@ def resolve_resume(store: ResultsStore, config: RunConfig) -> tuple[RunConfig, d
         mine, theirs = getattr(config, name), getattr(stored, name)
         if mine == theirs:
             continue
-        option = f"--{name.replace('_', '-')} {mine!r}"
+        option = f"--{name.replace('_', '-')} {_typed(mine)}"
         if preset.get(name) == mine:  # the user typed --preset, not this option
             option = f"--preset {config.preset} sets {option}, which"
         raise CifarlabError(
-            f"--resume {config.resume}: {option} differs from the run's {theirs!r}; drop the "
+            f"--resume {config.resume}: {option} differs from the run's {_typed(theirs)}; drop the "
             "option or start a new run"
         )
     return stored, record
+
+
+def _typed(value: Any) -> str:
+    """A setting as the command line types it: ``on``/``off`` for a switch, ``3,6`` for
+    milestones (Python's ``True`` and ``(3, 6)`` named no option's value)."""
+    return ("on" if value else "off") if isinstance(value, bool) else setting_text(value)
 
 
 def _other_length(store: ResultsStore, config: RunConfig) -> str:
