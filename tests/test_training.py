@@ -555,6 +555,18 @@ def test_ema_run_evaluates_the_averaged_weights(tiny_archive, tmp_path):
     assert any(not torch.equal(state["ema"][k], state["model"][k]) for k in state["model"])
 
 
+def test_python_switches_are_not_numbers_and_none_means_the_default():
+    from cifarlab.config import make_run_config
+
+    for option in ("ema", "epochs", "lr"):  # pydantic took True for 1: one epoch, lr 1.0
+        with pytest.raises(
+            CifarlabError, match=rf"^invalid --{option}: must be a number \(got True\)$"
+        ):
+            make_run_config(**{option: True})
+    config = make_run_config(workspace=None, batch_size=None, resume=True, deterministic=True)
+    assert (config.workspace, config.batch_size, config.resume) == ("cifarlab-runs", 64, "auto")
+
+
 @pytest.mark.parametrize(
     "options, message",
     [

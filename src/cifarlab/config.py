@@ -6,9 +6,17 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from cifarlab.errors import CifarlabError, suggest
 from cifarlab.model_files import model_file_digest, model_source
@@ -136,6 +144,18 @@ class RunConfig(BaseModel):
             return v
         path = os.path.abspath(source[0].expanduser())
         return f"{path}:{source[1]}" if source[1] else path
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_switch_for_a_number(cls, v: Any, info: ValidationInfo) -> Any:
+        """``ema=True`` is not a decay: pydantic reads True as 1 ("must be less than 1 (got
+        True)") and ``epochs=True`` as one epoch."""
+        kinds = get_args(cls.model_fields[info.field_name].annotation) or (
+            cls.model_fields[info.field_name].annotation,
+        )
+        if isinstance(v, bool) and bool not in kinds and {int, float} & set(kinds):
+            raise ValueError("must be a number")
+        return v
 
     @field_validator("resume", mode="before")
     @classmethod
@@ -292,6 +312,11 @@ def make_run_config(**options: Any) -> RunConfig:
     The message names the option as the CLI spells it (``--batch-size``), so the
     same text serves the command line and the Python API.
     """
+    fields = RunConfig.model_fields
+    # None where a setting has a value by default means that default, as an option not
+    # given does (workspace=None was "must be a valid string")
+    options = {k: v for k, v in options.items()
+               if v is not None or k not in fields or fields[k].default is None}  # fmt: skip
     try:
         return RunConfig(**options)
     except ValidationError as err:
