@@ -563,6 +563,8 @@ def test_python_switches_are_not_numbers_and_none_means_the_default():
             CifarlabError, match=rf"^invalid --{option}: must be a number \(got True\)$"
         ):
             make_run_config(**{option: True})
+    # milestones in any order decay alike: one run, not two
+    assert make_run_config(milestones="60,30").hash() == make_run_config(milestones=(30, 60)).hash()
     config = make_run_config(workspace=None, batch_size=None, resume=True, deterministic=True)
     assert (config.workspace, config.batch_size, config.resume) == ("cifarlab-runs", 64, "auto")
 

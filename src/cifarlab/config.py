@@ -200,6 +200,12 @@ class RunConfig(BaseModel):
                 raise ValueError("must be comma-separated epochs like 30,60") from None
         return v
 
+    @field_validator("milestones")
+    @classmethod
+    def _sorted_milestones(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        """In order: 60,30 decays where 30,60 does, and is the same run (one hash)."""
+        return tuple(sorted(v))
+
     @model_validator(mode="after")
     def _consistent(self) -> RunConfig:
         if self.nesterov and (self.optimizer != "sgd" or self.momentum == 0):
