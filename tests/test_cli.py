@@ -188,6 +188,11 @@ def test_a_crash_mid_run_marks_the_run_failed(tmp_path, tiny_archive, monkeypatc
         status, error, done = conn.execute("SELECT status, error, epochs_done FROM runs").fetchone()
     assert status == "failed" and "disk on fire" in error and done == 1
     assert len(_db_rows(tmp_path / "ws", "epochs")) == 1
+    # the epochs column read "1", as if the run had been set to train one epoch
+    table = cifarlab.results(tmp_path / "ws")
+    from cifarlab.results import format_runs
+
+    assert " 1/2 " in format_runs(table, "table").splitlines()[2]
 
 
 def test_a_diverging_run_is_marked_diverged_without_an_exception(tmp_path, tiny_archive, capsys):

@@ -28,7 +28,7 @@ RUN_COLUMNS = (
     ("optimizer", "opt", "{}"),
     ("lr", "lr", "{:g}"),
     ("batch_size", "batch", "{}"),
-    ("epochs_done", "epochs", "{:.0f}"),
+    ("epochs_done", "epochs", "{}"),  # done, or done/planned (epochs_done)
     ("status", "status", "{}"),
     ("best_val_acc", "best val", "{:.2%}"),
     ("test_acc", "test@best", "{:.2%}"),
@@ -205,12 +205,21 @@ def format_runs(records: list[dict[str, Any]], fmt: str, reasons: bool = True) -
     if not records:
         return "no runs yet"
     named = short_model_names(r["model"] for r in records)  # JSON and CSV keep whole paths
-    rows = [[_cell(named[r["model"]] if k == "model" else r.get(k), f) for k, _, f in RUN_COLUMNS]
-            for r in records]  # fmt: skip
+    shown = [{**r, "model": named[r["model"]], "epochs_done": epochs_done(r)} for r in records]
+    rows = [[_cell(r.get(k), f) for k, _, f in RUN_COLUMNS] for r in shown]
     table = format_table([h for _, h, _ in RUN_COLUMNS], rows, rule=True, fmt=fmt)
     why = [f"{r['id']} {r['status']}: {r['error']}" for r in records
            if reasons and r.get("error") and r["status"] != "completed"]  # fmt: skip
     return "\n".join([table, *why])
+
+
+def epochs_done(run: dict[str, Any]) -> Any:
+    """``3/10`` for a run that stopped short of its epochs (a failed one read "0", as if it had
+    been set to train none); the count alone for one that trained them all."""
+    done, planned = run.get("epochs_done"), run.get("epochs")
+    if planned and (done or 0) < planned:
+        return f"{done or 0:.0f}/{planned}"
+    return None if done is None else f"{done:.0f}"
 
 
 def format_groups(groups: list[dict[str, Any]], by: list[str], fmt: str) -> str:

@@ -26,6 +26,7 @@ from cifarlab.process import pid_alive, signals_held
 from cifarlab.report import aggregate, charts
 from cifarlab.report.aggregate import pct
 from cifarlab.report.charts import Chart
+from cifarlab.results import epochs_done
 
 SENSITIVITY_KEYS = ("batch_size", "lr")
 REPORT_MANIFEST = ".cifarlab-report.json"  # the chart files this folder's report drew
@@ -458,7 +459,7 @@ def _runs_details(records: list[dict[str, Any]]) -> str:
                     _td(r["batch_size"]),
                     _td(r["seed"]),
                     _td(r["status"]),
-                    _td(r["epochs_done"], "{:.0f}".format),
+                    _td(epochs_done(r)),  # 3/10: stopped short
                     # no validation split: nothing was chosen, the last epoch is reported
                     _td(r["best_epoch"] if r["config"].get("val_size") else None, "{:.0f}".format),
                     _td(r["best_val_acc"], pct),
