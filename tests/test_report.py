@@ -299,6 +299,18 @@ def test_headline_words_ties_and_ranks_optimizers_on_the_models_they_share(tmp_p
     assert _optimizer_ranking([g for g in pairs if g["model"] == "net1"]) is None  # adam only
 
 
+def test_a_workspace_report_says_when_its_runs_differ_in_budget():
+    from cifarlab.report.html import _budget_note
+
+    records = _fake_runs(n_models=2, lrs=1, seeds=1)
+    assert _budget_note(aggregate.group(records)) == []  # one budget: nothing to say
+    for r in records:  # net1's runs: another study's, 2 epochs on 500 images
+        other = r["config"]["model"] == "net1"
+        r["config"].update(epochs=2 if other else 10, limit_train=500 if other else None)
+    (note,) = _budget_note(aggregate.group(records))
+    assert note.startswith("These runs differ in epochs (2, 10), limit_train (-, 500): "), note
+
+
 def test_a_sensitivity_caption_picks_by_validation_never_test(tmp_path):
     records = _fake_runs(n_models=1, lrs=2, seeds=1)
     for r in records:  # the higher lr has the better test accuracy, the lower one validation

@@ -54,7 +54,7 @@ def build_report(
     if theirs:
         _refuse_to_replace(out, ["index.html"])  # before the work, where it is known
     with tempfile.TemporaryDirectory(prefix=f".report-{os.getpid()}-", dir=out) as staging:
-        page = _render(title, records, workspace, Path(staging))
+        page = _render(title, records, workspace, Path(staging), whole=not (experiment or run_id))
         if theirs:
             _refuse_to_replace(out, [png.name for png in Path(staging).glob("*.png")])
         with signals_held():  # a stop between the renames left new charts under the old page
@@ -81,10 +81,13 @@ def _remove_abandoned_staging(out: Path) -> None:
             shutil.rmtree(folder, ignore_errors=True)
 
 
-def _render(title: str, records: list[dict[str, Any]], workspace: Path, out: Path) -> str:
-    """The page, with its chart PNGs written to ``out``."""
+def _render(
+    title: str, records: list[dict[str, Any]], workspace: Path, out: Path, whole: bool = False
+) -> str:
+    """The page, with its chart PNGs written to ``out`` (``whole``: every run of the
+    workspace, not one experiment's)."""
     groups = aggregate.group(records)
-    notes: list[str] = []
+    notes: list[str] = [*_budget_note(groups)] if whole else []
     sections: list[tuple[str, list[Chart]]] = []
     if groups:
         sections = _chart_sections(groups, records, workspace, out, notes)
@@ -141,6 +144,34 @@ def load_records(
         records = name_model_versions([store.run(i) | {"epochs": store.epochs(i)} for i in ids])
     shown = short_model_names(r["model"] for r in records)  # the runs table's column
     return title, [r | {"model": shown[r["model"]]} for r in records]
+
+
+BUDGET_KEYS = ("data", "labels", "image_size", "epochs", "limit_train", "limit_test", "val_size")
+
+
+def _budget_note(groups: list[dict[str, Any]]) -> list[str]:
+    """A workspace's runs may come from studies of other budgets: its page ranks a 1-epoch
+    run on 500 images beside a 10-epoch one on 45,000, so it says so once, at the top."""
+    runs = [r for g in groups for r in g["members"]]
+    differ = [k for k in varying_keys(runs) if k in BUDGET_KEYS]
+    if len(groups) < 2 or not differ:
+        return []
+    shown = []
+    for key in differ:
+        raw = {r["config"].get(key) for r in runs}
+        values = [aggregate.short(v) for v in sorted(raw, key=_in_order)]
+        listed = ", ".join(values[:4]) + (", ..." if len(values) > 4 else "")
+        shown.append(f"{key} ({listed})")
+    return [
+        f"These runs differ in {', '.join(shown)}: the rankings and charts below set them side "
+        "by side as they are. `cifarlab report --experiment NAME` reports one study."
+    ]
+
+
+def _in_order(value: Any) -> tuple[bool, float, str]:
+    """Unset first, then numbers by size (2 before 10), then text."""
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    return value is not None, value if number else float("inf"), str(value)
 
 
 def _chart_sections(groups, records, workspace, out, notes) -> list[tuple[str, list[Chart]]]:
