@@ -741,6 +741,10 @@ def test_images_too_big_for_memory_are_refused_before_decoding(tmp_path, monkeyp
     monkeypatch.undo()
     monkeypatch.setattr(imagefolder, "_free_memory", lambda: 50_000)
     assert load_dataset(root, val_size=0, image_size=8).image_shape == (3, 8, 8)
+    with pytest.raises(
+        CifarlabError, match=r"at 30x30 need .*; pass a --image-size smaller than 30"
+    ):
+        load_dataset(root, val_size=0, image_size=30)  # it said "pass --image-size 32"
 
 
 def test_an_image_over_pillows_bomb_limit_is_named(tmp_path, monkeypatch):

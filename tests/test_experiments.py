@@ -161,7 +161,7 @@ def test_a_killed_worker_stops_the_sweep_with_one_line(tmp_path, tiny_archive, c
     )
     grid = _tiny_grid(tmp_path, tiny_archive, extra=f'model = ["{net}:Net"]', epochs=1)
     argv = ["sweep", str(grid), "--workspace", str(tmp_path / "ws"), "--workers", "2", "--quiet"]
-    assert main(argv) == 2
+    assert main(argv) == 1  # the machine stopped the work, as for other machine trouble
     err = capsys.readouterr().err
     assert "a sweep worker process died" in err and err.count("\n") == 1, err
 
@@ -899,6 +899,63 @@ def test_data_edited_in_place_is_trained_again_not_reported_as_done(tmp_path, ca
     with pytest.raises(cifarlab.CifarlabError, match="has changed since run .* trained on it"):
         predict_run(old, ws)
     predict_run(new, ws)
+
+
+def test_a_run_stopped_before_its_checkpoint_is_trained_anew_on_edited_data(
+    tmp_path, capsys, monkeypatch
+):
+    from conftest import write_image_folder
+
+    from cifarlab.train.trainer import Trainer
+
+    data = write_image_folder(tmp_path / "data", n_train=12, n_test=4)
+    grid = _tiny_grid(tmp_path, data, epochs=1).read_text().replace("seed = [0, 1]", "")
+    grid = _write(tmp_path / "one.toml", grid.replace('["sgd", "adam"]', '["sgd"]'))
+    ws = tmp_path / "ws"
+
+    def crash(self, epoch):
+        raise RuntimeError("simulated crash")
+
+    with monkeypatch.context() as patch:  # failed in its first epoch: no checkpoint
+        patch.setattr(Trainer, "train_epoch", crash)
+        assert main(["sweep", str(grid), "--workspace", str(ws), "--quiet"]) == 3
+    write_image_folder(data, n_train=12, n_test=4, seed=7)
+    capsys.readouterr()
+    # it failed again: "... its checkpoint belongs to other data", of a run with none
+    assert main(["sweep", str(grid), "--workspace", str(ws), "--quiet"]) == 0
+    assert "has changed since it trained" in capsys.readouterr().err
+
+
+def test_a_model_registered_in_python_is_not_swept_by_other_processes(tmp_path, tiny_archive):
+    from torch import nn
+
+    from cifarlab.models.registry import _REGISTRY
+
+    cifarlab.register_model("here-only")(lambda num_classes: nn.Sequential(
+        nn.Flatten(), nn.Linear(3072, num_classes)))  # fmt: skip
+    grid = {"name": "h", "base": {"data": str(tiny_archive), "val_size": 30, "epochs": 1,
+                                  "model": "here-only"}, "grid": {"seed": [0, 1]}}  # fmt: skip
+    try:  # every run failed in the workers: "unknown model 'here-only'"
+        with pytest.raises(cifarlab.CifarlabError, match="'here-only' is registered in this pro"):
+            cifarlab.sweep(grid, workspace=tmp_path / "ws", workers=2, quiet=True)
+        assert not (tmp_path / "ws").exists()
+    finally:
+        _REGISTRY.pop("here-only", None)
+
+
+def test_runs_recorded_before_a_setting_existed_group_with_later_ones(tmp_path, tiny_archive):
+    grid = _tiny_grid(tmp_path, tiny_archive, epochs=1)
+    ws = tmp_path / "ws"
+    assert (
+        main(["sweep", str(grid), "--workspace", str(ws), "--quiet", "--only", "optimizer=sgd"])
+        == 0
+    )
+    with sqlite3.connect(ws / "runs.db") as conn:  # seed 1 as an older version recorded it
+        (config,) = conn.execute("SELECT config FROM runs WHERE seed = 1").fetchone()
+        older = {k: v for k, v in json.loads(config).items() if k != "eval_every"}
+        conn.execute("UPDATE runs SET config = ? WHERE seed = 1", (json.dumps(older),))
+    (group,) = cifarlab.grouped_results(ws, experiment="tiny")  # two groups of n=1 each
+    assert group["n"] == 2
 
 
 def test_resuming_a_run_on_data_edited_since_is_refused(tmp_path, monkeypatch):

@@ -357,6 +357,24 @@ def test_two_model_files_get_their_own_helper_of_one_name(tmp_path):
     assert create_model(f"{tmp_path / 'a'}/net.py:Net")[0].out_channels == 16
 
 
+def test_a_package_in_a_subfolder_of_a_model_file_is_imported_once(tmp_path, monkeypatch):
+    site = tmp_path / "proj" / ".venv" / "site"  # a project's own venv, beside its net.py
+    (site / "registers_once").mkdir(parents=True)
+    imports = tmp_path / "imports.txt"
+    (site / "registers_once" / "__init__.py").write_text(
+        f"open({str(imports)!r}, 'a').write('x')  # a torch op library may load only once\n"
+    )
+    monkeypatch.syspath_prepend(str(site))
+    net = _write(tmp_path / "proj", "net.py", (
+        "import registers_once\nfrom torch import nn\n\n"
+        "def Net(num_classes=10):\n"
+        "    return nn.Sequential(nn.Flatten(), nn.LazyLinear(num_classes))\n"
+    ))  # fmt: skip
+    for _ in range(2):  # a run imports its model file twice: checked, then built
+        create_model(f"{net}:Net")
+    assert imports.read_text() == "x"  # it was imported again: "xx"
+
+
 def test_python_file_model_errors_are_one_line(tmp_path):
     p = _write(tmp_path, "net.py", NET_PY)
     raising = _write(tmp_path, "raising.py", "import no_such_module_here\n")

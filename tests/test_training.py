@@ -507,9 +507,24 @@ def test_a_model_registered_from_python_is_built_and_checked_as_a_file_model_is(
         with pytest.raises(CifarlabError, match=r"model tutorial-style raised RuntimeError at "
                            r"test_training.py:\d+: a batch of seven"):  # fmt: skip
             _quick(tiny_archive, tmp_path, model="tutorial-style", limit_train=55, epochs=1)
+
+        class Boom(nn.Module):
+            def forward(self, x):
+                if self.training:  # past the logits check, which runs in eval mode
+                    raise RuntimeError("boom")
+                return x
+
+        class Stacked(nn.Sequential):  # forward is nn.Sequential's, in torch's own file
+            def __init__(self, num_classes):
+                super().__init__(nn.Flatten(), Boom(), nn.Linear(3072, num_classes))
+
+        cifarlab.register_model("my-stacked")(Stacked)
+        where = r"raised RuntimeError at test_training.py:\d+: boom"
+        with pytest.raises(CifarlabError, match=where):
+            _quick(tiny_archive, tmp_path, model="my-stacked", epochs=1)  # was at container.py:253
     finally:
-        _REGISTRY.pop("tutorial-style", None)
-        _REGISTRY.pop("seven-logits", None)
+        for name in ("tutorial-style", "seven-logits", "my-stacked"):
+            _REGISTRY.pop(name, None)
 
 
 def test_resuming_a_run_whose_model_file_was_edited_is_refused(tiny_archive, tmp_path, monkeypatch):
@@ -532,6 +547,9 @@ def test_resuming_a_run_whose_model_file_was_edited_is_refused(tiny_archive, tmp
     net.write_text(net.read_text().replace("nn.ReLU()", "nn.Tanh()"))  # the same shapes
     # it resumed, training a Tanh net from epoch 2 on a run that records the ReLU one
     with pytest.raises(CifarlabError, match=rf"net.py' has changed since run {run['id']}"):
+        cifarlab.train(resume=run["id"], workspace=str(tmp_path / "ws"), quiet=True)
+    net.unlink()
+    with pytest.raises(CifarlabError, match=rf"net.py' is gone since run {run['id']}"):
         cifarlab.train(resume=run["id"], workspace=str(tmp_path / "ws"), quiet=True)
 
 
@@ -565,6 +583,12 @@ def test_python_switches_are_not_numbers_and_none_means_the_default():
             make_run_config(**{option: True})
     # milestones in any order decay alike: one run, not two
     assert make_run_config(milestones="60,30").hash() == make_run_config(milestones=(30, 60)).hash()
+    # a run recorded before a check existed is taken as it ran: --resume could not fix it
+    from cifarlab.config import stored_run_config
+
+    with pytest.raises(CifarlabError, match="use one or the other"):
+        make_run_config(tta=2, early_stop=1)
+    assert stored_run_config(tta=2, early_stop=1).tta == 2
     config = make_run_config(workspace=None, batch_size=None, resume=True, deterministic=True)
     assert (config.workspace, config.batch_size, config.resume) == ("cifarlab-runs", 64, "auto")
 

@@ -15,6 +15,7 @@ from cifarlab.arguments import build_parser, close_option
 from cifarlab.config import make_run_config
 from cifarlab.errors import (
     CifarlabError,
+    MachineFailure,
     RecordedFailure,
     Terminated,
     comma_list,
@@ -54,6 +55,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CifarlabError as err:
         for line in str(err).splitlines():  # one line per problem
             print(f"cifarlab: error: {line}", file=sys.stderr)
+        if isinstance(err, MachineFailure):
+            return EXIT_FAILURE
         return EXIT_UNSETTLED if isinstance(err, RecordedFailure) else EXIT_USAGE
     except KeyboardInterrupt as stop:  # Ctrl-C, or SIGTERM (Terminated)
         hint = getattr(stop, "resume_hint", None)

@@ -207,7 +207,7 @@ class RunConfig(BaseModel):
         return tuple(sorted(v))
 
     @model_validator(mode="after")
-    def _consistent(self) -> RunConfig:
+    def _consistent(self, info: ValidationInfo) -> RunConfig:
         if self.nesterov and (self.optimizer != "sgd" or self.momentum == 0):
             raise ValueError("nesterov: needs --optimizer sgd with --momentum > 0")
         if self.schedule == "onecycle" and self.max_lr is None:
@@ -220,7 +220,8 @@ class RunConfig(BaseModel):
             raise ValueError(f"milestones: must be epochs from 1 on (got {self.milestones})")
         if self.early_stop and self.val_size == 0:
             raise ValueError("early_stop: needs a validation split (--val-size > 0)")
-        if self.early_stop and self.tta:  # TTA scores the last epoch, known only at its end
+        stored = bool(info.context and info.context.get("stored"))  # a run's record, as it ran
+        if self.early_stop and self.tta and not stored:  # TTA scores the last epoch: unknown
             raise ValueError(
                 "tta: augments the test scoring of the last of --epochs, which --early-stop may "
                 "never reach; use one or the other (--tta 0 turns it off, as presets set it)"
@@ -318,13 +319,23 @@ def make_run_config(**options: Any) -> RunConfig:
     The message names the option as the CLI spells it (``--batch-size``), so the
     same text serves the command line and the Python API.
     """
+    return _validated(options, stored=False)
+
+
+def stored_run_config(**options: Any) -> RunConfig:
+    """A recorded run's settings as a RunConfig: a check added since it ran (``--tta`` with
+    ``--early-stop``) does not refuse them, which ``--resume`` could not act on."""
+    return _validated(options, stored=True)
+
+
+def _validated(options: dict[str, Any], stored: bool) -> RunConfig:
     fields = RunConfig.model_fields
     # None where a setting has a value by default means that default, as an option not
     # given does (workspace=None was "must be a valid string")
     options = {k: v for k, v in options.items()
                if v is not None or k not in fields or fields[k].default is None}  # fmt: skip
     try:
-        return RunConfig(**options)
+        return RunConfig.model_validate(options, context={"stored": stored})
     except ValidationError as err:
         problems = [_describe(e) for e in err.errors()]
         raise CifarlabError("; ".join(problems)) from None

@@ -25,6 +25,11 @@ class RecordedFailure(CifarlabError):
     that promises nothing was recorded."""
 
 
+class MachineFailure(CifarlabError):
+    """The machine stopped the work (a worker process killed, for one when memory ran out):
+    the CLI exits 1, as for other trouble of the machine, not the 2 of bad input."""
+
+
 class RunInProgress(CifarlabError):
     """The run is being trained right now by another live process."""
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from cifarlab.config import NOT_HASHED, RunConfig, make_run_config
+from cifarlab.config import NOT_HASHED, RunConfig, stored_run_config
 from cifarlab.errors import CifarlabError, RunInProgress, first_line, note
 from cifarlab.experiments.store import ResultsStore
 from cifarlab.process import owner_pid
@@ -50,7 +50,8 @@ def resolve_resume(store: ResultsStore, config: RunConfig) -> tuple[RunConfig, d
             f"--resume {config.resume}: no such run in {str(store.path.parent)!r}; "
             "`cifarlab results` lists the runs"
         )
-    stored = make_run_config(**{**record["config"], **{k: getattr(config, k) for k in NOT_HASHED}})
+    session = {k: getattr(config, k) for k in NOT_HASHED}
+    stored = stored_run_config(**{**record["config"], **session})
     preset = TRAIN_PRESETS.get(config.preset or "", {})
     for name in sorted(config.model_fields_set - NOT_HASHED):
         mine, theirs = getattr(config, name), getattr(stored, name)
@@ -69,6 +70,8 @@ def resolve_resume(store: ResultsStore, config: RunConfig) -> tuple[RunConfig, d
 def _typed(value: Any) -> str:
     """A setting as the command line types it: ``on``/``off`` for a switch, ``3,6`` for
     milestones (Python's ``True`` and ``(3, 6)`` named no option's value)."""
+    if value is None:
+        return "unset"
     return ("on" if value else "off") if isinstance(value, bool) else setting_text(value)
 
 

@@ -152,11 +152,13 @@ def _refuse_edited_model_file(resumed: dict[str, Any], config: RunConfig) -> Non
     """A run's checkpoint belongs to the code it trained: resumed with an edited model file,
     its later epochs trained another net (same shapes: silently) than the one it records."""
     trained = (resumed.get("info") or {}).get("model_file_sha256")
-    if trained and trained != model_file_digest(config.model):
+    now = model_file_digest(config.model)
+    if trained and trained != now:
+        what = "has changed" if now else "is gone"
         raise CifarlabError(
-            f"model file '{model_source(config.model)[0]}' has changed since run "
-            f"{resumed['id']} trained it; restore that version (the run keeps a copy in its "
-            "folder) to resume it, or train without --resume for a new run"
+            f"model file '{model_source(config.model)[0]}' {what} since run {resumed['id']} "
+            "trained it; restore that version (the run keeps a copy in its folder) to resume "
+            "it, or train without --resume for a new run"
         )
 
 

@@ -464,11 +464,16 @@ def _target_side(
     needed, free = pixels * 3, _free_memory()
     if free is not None and 2 * needed > free:  # loading holds the decoded images twice
         largest = f"{side}x{side}" if side else "x".join(map(str, max(known, key=_area)))
+        fix = (
+            f"pass a --image-size smaller than {side}, or free memory"
+            if side
+            else f"pass --image-size {DEFAULT_SIDE} (or another small N) to resize them to NxN as "
+            "they are decoded"
+        )
         raise CifarlabError(
             f"{source}: its {sizes.total():,} images at {largest} need {needed / 2**30:.1f} GiB "
             f"decoded (twice that while loading), more than the {free / 2**30:.1f} GiB of free "
-            f"memory; pass --image-size {DEFAULT_SIDE} (or another small N) to resize them to NxN "
-            "as they are decoded"
+            f"memory; {fix}"
         )
     return side, notes
 

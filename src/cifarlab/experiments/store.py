@@ -250,12 +250,17 @@ class ResultsStore:
 _EPOCH_COUNTS = ("best_epoch", "epochs_done", "overfit_epoch", "stopped_epoch")
 
 
+# Settings added after runs were recorded, with the value those older runs trained with: a
+# record without the key grouped apart from one with it (eval_every None vs 1: n=1 and n=1).
+ADDED_LATER = {"eval_every": 1}
+
+
 def _run_record(row: sqlite3.Row) -> dict[str, Any]:
     record = dict(row)
     for key in _EPOCH_COUNTS:
         if record[key] is not None:
             record[key] = int(record[key])
-    record["config"] = json.loads(record["config"])
+    record["config"] = {**ADDED_LATER, **json.loads(record["config"])}
     record["info"] = json.loads(record["info"]) if record["info"] else {}
     return record
 

@@ -29,6 +29,7 @@ from cifarlab.errors import (
     BusyMachineWarning,
     CifarlabError,
     CifarlabWarning,
+    MachineFailure,
     RunInProgress,
     Terminated,
     bar_disabled,
@@ -171,6 +172,8 @@ def run_sweep(
     check_sweep_options(workers, max_runs)
     if not (Path(workspace) / "runs.db").exists():  # all to run: a refusal makes no database
         check_paths(experiment.configs)
+    if workers > 1:
+        _refuse_models_registered_here(experiment.configs)
     workspace = prepare_workspace(workspace)
     with _sweeping(workspace, experiment.name), ResultsStore(workspace / "runs.db") as store:
         planned = plan_sweep(experiment, store, only, max_runs)  # a bad --only fails here
@@ -208,6 +211,19 @@ def _sweeping(workspace: Path, name: str) -> Iterator[None]:
                 f"{str(workspace)!r}; wait for it to finish (`cifarlab results` shows its runs)"
             ) from None
         yield
+
+
+def _refuse_models_registered_here(configs: tuple[RunConfig, ...] | list[RunConfig]) -> None:
+    """Workers are other processes: a model registered from Python here is unknown there,
+    and every run failed with "unknown model"."""
+    from cifarlab.models.registry import registered_here
+
+    for name in sorted({c.model for c in configs if registered_here(c.model)}):
+        raise CifarlabError(
+            f"model {name!r} is registered in this process (cifarlab.register_model), which "
+            "the sweep's worker processes do not see; sweep it with one worker, or keep the net "
+            "in a file.py and name it file.py:Class"
+        )
 
 
 def _run_planned(
@@ -254,7 +270,7 @@ def _in_workers(
             for future in as_completed(futures):
                 yield futures[future], future.result()
         except BrokenProcessPool:  # a worker was killed (out of memory): the rest went with it
-            raise CifarlabError(
+            raise MachineFailure(
                 "a sweep worker process died (killed, for one, when memory runs out), which "
                 "stopped the sweep; run it again to go on from where it stopped, with fewer "
                 "--workers if memory was short"
@@ -320,7 +336,7 @@ def mark_changed_data(planned: list[PlannedRun], quiet: bool = False) -> dict[So
     now: dict[Source, str | None] = {}
     for p in planned:
         trained_on = (p.previous or {}).get("info", {}).get("data_content")
-        if p.action not in ("done", "resume") or not trained_on:
+        if p.action not in ("done", "resume", "restart") or not trained_on:
             continue
         source = _source(p.config)
         if source not in now:

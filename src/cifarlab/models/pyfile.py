@@ -68,16 +68,22 @@ def _import(path: Path) -> ModuleType:
         ) from None
     finally:
         sys.path.remove(folder)
-        _HELPERS.update(n for n in set(sys.modules) - before if _within(sys.modules[n], folder))
+        _HELPERS.update(n for n in set(sys.modules) - before if _beside(n, folder))
     return module
 
 
 _HELPERS: set[str] = set()  # modules imported from beside a model file
 
 
-def _within(module: ModuleType | None, folder: str) -> bool:
-    file = getattr(module, "__file__", None)
-    return file is not None and Path(file).resolve().is_relative_to(folder)
+def _beside(name: str, folder: str) -> bool:
+    """Whether module ``name`` was found in ``folder`` itself (``blocks.py``, ``mylib/``),
+    as the borrowed sys.path entry finds it, and not in a subfolder such as a project's
+    .venv: those are packages, some of which register torch ops once per process."""
+    file = getattr(sys.modules.get(name), "__file__", None)
+    if file is None or not Path(file).resolve().is_relative_to(folder):
+        return False
+    first = Path(file).resolve().relative_to(folder).parts[0]
+    return first.partition(".")[0] == name.partition(".")[0]
 
 
 def _pick(module: ModuleType, path: Path, attr: str) -> Callable[..., nn.Module]:

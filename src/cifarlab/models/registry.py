@@ -82,9 +82,22 @@ def _check_free(name: str) -> None:
 
 
 def _code_file(factory: Any) -> str | None:
-    """The file of a class's ``forward`` (where its errors arise) or of a factory function."""
-    code = getattr(getattr(factory, "forward", factory), "__code__", None)
-    return code.co_filename if code is not None else None
+    """The file of a factory function, or of a class's own methods (``forward`` first, where
+    errors arise): an inherited ``forward`` (an nn.Sequential subclass) is torch's file."""
+    functions = (
+        [factory]
+        if not isinstance(factory, type)
+        else [vars(factory)[name] for name in ("forward", *vars(factory)) if name in vars(factory)]
+    )
+    codes = [getattr(f, "__code__", None) for f in functions]
+    return next((code.co_filename for code in codes if code is not None), None)
+
+
+def registered_here(name: Any) -> bool:
+    """Whether ``name`` is a model registered from Python in this process, which no other
+    process (a sweep's workers) knows."""
+    entry = _REGISTRY.get(name) if isinstance(name, str) else None
+    return entry is not None and entry.source == "user"
 
 
 def user_code_file(name: Any) -> Path | None:

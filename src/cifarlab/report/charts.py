@@ -643,7 +643,7 @@ def sensitivity(groups: list[dict[str, Any]], key: str, out: Path) -> Chart | No
             label=f"{model} · {opt}",
         )
         scores = np.array([val_score(g) * 100 for g in members])
-        lines.append((f"{model} · {opt}", x, y, scores))
+        lines.append((f"{model} · {opt}", x, y, scores, picked_by(members[0])))
     ax.set_xscale("log", base=2 if key == "batch_size" else 10)
     if key == "batch_size":
         ax.set_xticks(sorted(values), [str(v) for v in sorted(values)])
@@ -653,9 +653,8 @@ def sensitivity(groups: list[dict[str, Any]], key: str, out: Path) -> Chart | No
     _clamp_percent(ax)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8)
     # chosen as the headline ranks: by validation, so the test set never picks (it did)
-    label, x, y, scores = max(lines, key=lambda line: line[3].max())
+    label, x, y, scores, by = max(lines, key=lambda line: line[3].max())
     best, worst = int(np.argmax(scores)), int(np.argmin(y))
-    by = picked_by(groups[0])
     shown = f"{y[best]:.1f}% test" + (
         f", {scores[best]:.1f}% validation" if by == "validation" else ""
     )

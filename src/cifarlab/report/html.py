@@ -153,7 +153,8 @@ def _budget_note(groups: list[dict[str, Any]]) -> list[str]:
     """A workspace's runs may come from studies of other budgets: its page ranks a 1-epoch
     run on 500 images beside a 10-epoch one on 45,000, so it says so once, at the top."""
     runs = [r for g in groups for r in g["members"]]
-    differ = [k for k in varying_keys(runs) if k in BUDGET_KEYS]
+    # not varying_keys: it leaves data out (runs are never grouped by their data's path)
+    differ = [k for k in BUDGET_KEYS if len({repr(r["config"].get(k)) for r in runs}) > 1]
     if len(groups) < 2 or not differ:
         return []
     shown = []
