@@ -98,6 +98,11 @@ def test_limits_take_stratified_subsets_after_the_hold_out(tiny_folder):
     assert np.bincount(data.train.labels).tolist() == [5, 5, 5]
     assert np.bincount(data.test.labels).tolist() == [3, 3, 3]
     assert len(data.val) == 30
+    # the test subset is one for every run: it followed the seed and the other limits, so
+    # arms of a --val-size or --limit-train study were scored on different test images
+    for other in (dict(val_size=0), dict(val_size=30, limit_train=30), dict(val_size=30, seed=5)):
+        again = load_dataset(tiny_folder, limit_test=9, **other)
+        assert np.array_equal(again.test.images, data.test.images), other
 
 
 def test_mean_and_std_come_from_the_training_split(tiny_folder):

@@ -553,6 +553,22 @@ def test_resuming_a_run_whose_model_file_was_edited_is_refused(tiny_archive, tmp
         cifarlab.train(resume=run["id"], workspace=str(tmp_path / "ws"), quiet=True)
 
 
+def test_a_run_scored_on_an_older_test_subset_is_not_charted_beside_the_new_one(
+    tiny_archive, tmp_path
+):
+    from cifarlab.experiments.store import ResultsStore
+    from cifarlab.report.predict import predict_run
+
+    result = _quick(tiny_archive, tmp_path, epochs=1, limit_test=30)
+    with ResultsStore(tmp_path / "ws" / "runs.db") as store:
+        run = store.run(result.run_id)
+    assert len(predict_run(run, tmp_path / "ws").labels) == 30
+    older = {**run, "info": {k: v for k, v in run["info"].items() if k != "test_subset"}}
+    # its stored predictions belong to the images the seed drew then, not to today's subset
+    with pytest.raises(CifarlabError, match="--limit-test subset that an older cifarlab drew"):
+        predict_run(older, tmp_path / "ws")
+
+
 # -- EMA, precision, bad combinations --------------------------------------------
 
 

@@ -216,7 +216,8 @@ def format_runs(records: list[dict[str, Any]], fmt: str, reasons: bool = True) -
 def epochs_done(run: dict[str, Any]) -> Any:
     """``3/10`` for a run that stopped short of its epochs (a failed one read "0", as if it had
     been set to train none); the count alone for one that trained them all."""
-    done, planned = run.get("epochs_done"), run.get("epochs")
+    # the config's: the report's records hold the per-epoch rows under "epochs"
+    done, planned = run.get("epochs_done"), (run.get("config") or {}).get("epochs")
     if planned and (done or 0) < planned:
         return f"{done or 0:.0f}/{planned}"
     return None if done is None else f"{done:.0f}"

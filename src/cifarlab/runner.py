@@ -373,6 +373,8 @@ def _run_info(config, data: CifarData, device, precision: str, model) -> dict[st
         "train_images": len(data.train),
         "val_images": len(data.val) if data.val else 0,
         "test_images": len(data.test),
+        # --limit-test's subset is fixed since this key: older runs drew theirs with the seed
+        "test_subset": "fixed",
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         # resuming with CIFARLAB_MATMUL_WGRAD changed would change the rounding: say so here

@@ -149,8 +149,10 @@ def load_dataset(
     archive or folder, or an image-folder dataset (folder or archive). The validation
     split is a stratified, seeded hold-out of ``val_size`` training images;
     ``limit_train`` then takes a stratified subset of the rest and ``limit_test`` of
-    the test split. Mean and std come from the final training split. ``labels``
-    picks CIFAR-100's fine or coarse classes; ``image_size`` resizes to NxN.
+    the test split: the same subset whatever the seed and the other limits, so runs that
+    differ in them are scored on the same test images. Mean and std come from the final
+    training split. ``labels`` picks CIFAR-100's fine or coarse classes; ``image_size``
+    resizes to NxN.
     """
     _check_counts(
         val_size=(val_size, 0), limit_train=(limit_train, 1), limit_test=(limit_test, 1),
@@ -168,8 +170,8 @@ def load_dataset(
         train_idx = train_idx[stratified_pick(train_all.labels[train_idx], limit_train, rng)]
     test = decoded.test
     _note_limit("--limit-test", limit_test, len(test), "test")
-    if limit_test is not None:
-        test = _take(test, stratified_pick(test.labels, limit_test, rng))
+    if limit_test is not None:  # the same images for every run: its own generator, fixed
+        test = _take(test, stratified_pick(test.labels, limit_test, np.random.default_rng(0)))
     train = _take(train_all, train_idx)
     unseen = len(decoded.classes) - len(np.unique(train.labels))
     if unseen:  # a stratified pick of 5 from 10 balanced classes leaves 5 out

@@ -39,6 +39,11 @@ def predict_run(run: dict[str, Any], workspace: Path) -> Predictions:
     """
     config = run["config"]
     # without a validation split nothing is selected: the run reports its last epoch
+    if config.get("limit_test") and not (run.get("info") or {}).get("test_subset"):
+        raise CifarlabError(
+            f"run {run['id']} was scored on a --limit-test subset that an older cifarlab drew "
+            "(with the seed); train it again to chart its predictions"
+        )
     name = "best.pt" if config.get("val_size") else "last.pt"
     path = workspace / run["id"] / name
     if not path.is_file():
