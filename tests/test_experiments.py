@@ -660,6 +660,36 @@ def test_owner_of_a_run_is_this_host_pid_and_start_time():
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="Linux")
+def test_two_resumes_started_together_do_not_both_train_the_run(
+    tmp_path, tiny_archive, monkeypatch
+):
+    from cifarlab import runner
+    from cifarlab.process import _start_time
+
+    grid = _tiny_grid(tmp_path, tiny_archive, epochs=1)
+    ws = tmp_path / "ws"
+    assert main(["sweep", str(grid), "--workspace", str(ws), "--quiet", "--only", "seed=0"]) == 0
+    run_id = cifarlab.results(ws)[0]["id"]
+    with sqlite3.connect(ws / "runs.db") as conn:  # as if stopped: a resume may continue it
+        conn.execute("UPDATE runs SET status='running', owner='gone:1:1' WHERE id=?", (run_id,))
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        # both looked before loading the data, when nobody owned it; the other claimed it first
+        monkeypatch.setattr(runner, "refuse_if_training_elsewhere", lambda record: None)
+        owner = f"{os.uname().nodename}:{other.pid}:{_start_time(other.pid)}"
+        with sqlite3.connect(ws / "runs.db") as conn:
+            conn.execute("UPDATE runs SET owner=? WHERE id=?", (owner, run_id))
+        with pytest.raises(
+            cifarlab.CifarlabError, match=f"being trained right now by process {other.pid}"
+        ):
+            cifarlab.train(resume=run_id, workspace=str(ws), quiet=True)
+        assert _db(ws, f"SELECT owner FROM runs WHERE id='{run_id}'") == [(owner,)]  # untouched
+    finally:
+        other.kill()
+        other.wait()
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="Linux")
 def test_a_run_in_training_is_neither_resumed_nor_swept_twice(tmp_path, tiny_archive, capsys):
     from cifarlab.experiments.sweep import _sweeping
     from cifarlab.process import _start_time

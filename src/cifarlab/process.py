@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from cifarlab.errors import CifarlabError, Terminated
+from cifarlab.errors import CifarlabError, RunInProgress, Terminated
 
 
 def current_owner() -> str:
@@ -46,6 +46,16 @@ def owner_pid(owner: str | None) -> int | None:
     if not pid_alive(pid) or _start_time(pid) != start:  # gone, or a recycled pid
         return None
     return pid
+
+
+def refuse_if_owned(run_id: str, status: str, owner: str | None) -> None:
+    """Refuse a run that a live process (not this one) is training right now."""
+    pid = owner_pid(owner) if status == "running" else None
+    if pid is not None:
+        raise RunInProgress(
+            f"run {run_id} is being trained right now by process {pid}; wait for it to "
+            f"finish, or stop it (kill {pid}) and resume then"
+        )
 
 
 def pid_alive(pid: int) -> bool:

@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from cifarlab.config import NOT_HASHED, RunConfig, stored_run_config
-from cifarlab.errors import CifarlabError, RunInProgress, first_line, note
+from cifarlab.errors import CifarlabError, first_line, note
 from cifarlab.experiments.store import ResultsStore
-from cifarlab.process import owner_pid
+from cifarlab.process import refuse_if_owned
 from cifarlab.recipes import TRAIN_PRESETS
 from cifarlab.tables import setting_text
 from cifarlab.train.checkpoint import load_checkpoint
@@ -89,12 +89,8 @@ def _other_length(store: ResultsStore, config: RunConfig) -> str:
 
 
 def refuse_if_training_elsewhere(record: dict[str, Any]) -> None:
-    pid = owner_pid(record.get("owner")) if record["status"] == "running" else None
-    if pid is not None:
-        raise RunInProgress(
-            f"run {record['id']} is being trained right now by process {pid}; wait for it to "
-            f"finish, or stop it (kill {pid}) and resume then"
-        )
+    """Refused early, before the data loads; ``reopen_run`` makes the claim itself."""
+    refuse_if_owned(record["id"], record["status"], record.get("owner"))
 
 
 def restore_checkpoint(

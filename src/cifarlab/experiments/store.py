@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from cifarlab.errors import CifarlabError, as_path
-from cifarlab.process import current_owner
+from cifarlab.process import current_owner, refuse_if_owned
 
 FINISHED = ("completed", "diverged")  # settled: running them again gives the same answer
 SCHEMA_VERSION = 3  # 2: CPU share columns (others_cpu, steal_cpu, cpu_contention); 3: owner
@@ -146,15 +146,26 @@ class ResultsStore:
         )  # fmt: skip
 
     def reopen_run(self, run_id: str, keep_epochs: int) -> None:
-        """Mark a run running again for a resume, dropping epoch rows its checkpoint lacks."""
-        self.conn.execute(
-            "DELETE FROM epochs WHERE run_id = ? AND epoch > ?", (run_id, keep_epochs)
-        )
-        self.conn.execute(
-            "UPDATE runs SET status = 'running', error = NULL, finished_at = NULL, owner = ?"
-            " WHERE id = ?",
-            (current_owner(), run_id),
-        )
+        """Claim a run for a resume: mark it running by this process and drop the epoch rows
+        its checkpoint lacks. The look at its owner and the claim are one write transaction:
+        two resumes started together both passed the look (made before their minutes of data
+        loading) and trained one run into the same folder and rows."""
+        self.conn.execute("BEGIN IMMEDIATE")  # no other writer between the look and the claim
+        try:
+            row = self.conn.execute("SELECT status, owner FROM runs WHERE id = ?", (run_id,))
+            refuse_if_owned(run_id, *row.fetchone())
+            self.conn.execute(
+                "DELETE FROM epochs WHERE run_id = ? AND epoch > ?", (run_id, keep_epochs)
+            )
+            self.conn.execute(
+                "UPDATE runs SET status = 'running', error = NULL, finished_at = NULL, owner = ?"
+                " WHERE id = ?",
+                (current_owner(), run_id),
+            )
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
 
     def add_epoch(self, run_id: str, epoch: int, metrics: dict[str, Any]) -> None:
         """Insert (or replace, after a resume) the row of one finished epoch."""
