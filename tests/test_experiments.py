@@ -857,7 +857,7 @@ def test_a_run_whose_process_died_unrecorded_shows_stopped_with_how_to_go_on(
     from cifarlab.process import _start_time
 
     grid = _tiny_grid(tmp_path, tiny_archive, epochs=1)
-    ws = tmp_path / "ws"
+    ws = tmp_path / "my runs"  # the hint named no workspace, and a space broke it in a shell
     assert main(["sweep", str(grid), "--workspace", str(ws), "--quiet", "--only", "seed=0"]) == 0
     run_id = cifarlab.results(ws)[0]["id"]
     gone = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
@@ -867,10 +867,23 @@ def test_a_run_whose_process_died_unrecorded_shows_stopped_with_how_to_go_on(
     with sqlite3.connect(ws / "runs.db") as conn:
         conn.execute("UPDATE runs SET status='running', owner=? WHERE id=?", (owner, run_id))
     run = next(r for r in cifarlab.results(ws) if r["id"] == run_id)
-    assert run["status"] == "stopped" and f"cifarlab train --resume {run_id}" in run["error"]
+    command = f"cifarlab train --resume {run_id} --workspace '{ws}'"
+    assert run["status"] == "stopped" and f"`{command}` continues it" in run["error"]
     capsys.readouterr()
     assert main(["results", "--workspace", str(ws)]) == 0
     assert f"{run_id} stopped: its process ended unrecorded" in capsys.readouterr().out
+
+
+def test_a_run_counts_its_epochs_as_it_goes(tmp_path):
+    from cifarlab.experiments.store import ResultsStore
+
+    with ResultsStore(tmp_path / "runs.db") as store:  # killed (-9) after two epochs: no summary
+        store.create_run("r", "r", {"epochs": 40}, "h")
+        for epoch in (1, 2):
+            store.add_epoch("r", epoch, {"train_loss": 1.0})
+        assert store.run("r")["epochs_done"] == 2  # it read 0 (shown 0/40) until the summary
+        store.reopen_run("r", keep_epochs=1)  # a resume from the epoch-1 checkpoint
+        assert store.run("r")["epochs_done"] == 1
 
 
 @pytest.mark.parametrize(

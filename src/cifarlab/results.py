@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -82,18 +83,24 @@ def results(
                 )
             standing = (store.standing_run(h) for h in entry["config_hashes"])
             runs = [run for run in standing if run is not None]
-    runs = [_stopped_if_orphaned(run) for run in name_model_versions(runs)]
+    runs = [_stopped_if_orphaned(run, workspace) for run in name_model_versions(runs)]
     records = [{k: run.get(k) for k in RESULT_FIELDS} | {"config": run["config"]} for run in runs]
     return [r for r in records if record_matches(r, wanted)]
 
 
-def _stopped_if_orphaned(run: dict[str, Any]) -> dict[str, Any]:
+def _stopped_if_orphaned(run: dict[str, Any], workspace: str | Path) -> dict[str, Any]:
     """A run left "running" by a process that has ended is shown "stopped", with how to go on
     (the store keeps it as it is: resuming or sweeping picks it up)."""
     if run["status"] != "running" or not owner_gone(run.get("owner")):
         return run
-    resume = f"`cifarlab train --resume {run['id']}` continues it"
+    resume = f"`{resume_command(run['id'], workspace)}` continues it"
     return run | {"status": "stopped", "error": f"its process ended unrecorded (killed?); {resume}"}
+
+
+def resume_command(run_id: str, workspace: str | Path) -> str:
+    """The command that continues a run, to paste into a shell: its workspace named (without
+    it, the hint failed from anywhere but the default's folder) and quoted (spaces)."""
+    return f"cifarlab train --resume {run_id} --workspace {shlex.quote(str(workspace))}"
 
 
 def name_model_versions(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -44,6 +44,7 @@ from cifarlab.models import (
 )
 from cifarlab.models.registry import user_code_file
 from cifarlab.process import current_owner
+from cifarlab.results import resume_command
 from cifarlab.resume import find_resumed, refuse_if_training_elsewhere, restore_checkpoint
 from cifarlab.train.build import build_trainer
 from cifarlab.train.callbacks import (
@@ -241,7 +242,7 @@ def _fit_and_record(
         store.finish_run(run_id, "failed", summarize(trainer, config), error=message, info=info)
         _explain(err, config, trainer.epoch + 1)
         if isinstance(err, KeyboardInterrupt):  # the CLI's last line says how to go on
-            command = f"cifarlab train --resume {run_id} --workspace {config.workspace}"
+            command = resume_command(run_id, config.workspace)
             err.resume_hint = f"run {run_id} stopped after epoch {trainer.epoch}; `{command}`"
             # a notebook shows a bare KeyboardInterrupt: its note says how to go on there
             err.add_note(

@@ -158,9 +158,9 @@ class ResultsStore:
                 "DELETE FROM epochs WHERE run_id = ? AND epoch > ?", (run_id, keep_epochs)
             )
             self.conn.execute(
-                "UPDATE runs SET status = 'running', error = NULL, finished_at = NULL, owner = ?"
-                " WHERE id = ?",
-                (current_owner(), run_id),
+                "UPDATE runs SET status = 'running', error = NULL, finished_at = NULL, owner = ?,"
+                " epochs_done = ? WHERE id = ?",
+                (current_owner(), keep_epochs, run_id),
             )
         except BaseException:
             self.conn.execute("ROLLBACK")
@@ -174,6 +174,8 @@ class ResultsStore:
         marks = ", ".join("?" * len(cols))
         sql = f"INSERT OR REPLACE INTO epochs ({', '.join(cols)}) VALUES ({marks})"
         self.conn.execute(sql, values)
+        # counted as it goes: a run killed (-9) before its summary showed 0 epochs done
+        self.conn.execute("UPDATE runs SET epochs_done = ? WHERE id = ?", (epoch, run_id))
 
     def finish_run(
         self,
