@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib.abc
 import json
 import re
@@ -115,7 +116,35 @@ def _bad_inputs(tmp_path: Path, tiny_archive: Path) -> dict[str, tuple[list[str]
             "--early-stop: needs a validation split",
         ),  # fmt: skip
         "not a database": ([*data, "--workspace", str(bad_db)], "not a readable cifarlab results"),
+        "name too long": (  # it was the machine's "File name too long" (exit 1), after the data
+            [*data, "--workspace", str(tmp_path / ("w" * 300))],
+            "not writable (File name too long)",
+        ),
     }
+
+
+def test_another_programs_or_a_damaged_runs_db_gets_one_line(tmp_path, capsys):
+    import sqlite3
+
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    with sqlite3.connect(theirs / "runs.db") as conn:  # another program's runs.db
+        conn.execute("CREATE TABLE runs (id INTEGER, foo TEXT)")
+    # it said "no such column: config_hash; another process may hold it" (exit 1), after
+    # switching their database to WAL
+    assert main(["results", "--workspace", str(theirs)]) == 2
+    assert "is not a cifarlab results database (it holds other tables)" in capsys.readouterr().err
+    with sqlite3.connect(theirs / "runs.db") as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+    from cifarlab.errors import machine_trouble
+
+    damaged = sqlite3.DatabaseError("database disk image is malformed")  # a traceback, before
+    assert "results database is damaged (database disk image is malformed); move runs.db" in (
+        machine_trouble(damaged)
+    )
+    full = OSError(errno.ENOSPC, "No space left on device")
+    assert machine_trouble(full).endswith("free some space, or pass a --workspace (or "
+                                          "CIFARLAB_CACHE) on another disk")  # fmt: skip
 
 
 def test_a_missing_data_path_says_who_named_it_and_where_it_was_looked_for(

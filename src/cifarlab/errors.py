@@ -4,6 +4,7 @@ one rule for when progress bars show."""
 
 import contextlib
 import difflib
+import errno
 import os
 import sys
 import warnings
@@ -102,6 +103,11 @@ def machine_trouble(err: BaseException, command: str | None = None) -> str | Non
             f"the workspace's results database: {first_line(err)}; another process may hold "
             "it, or its folder is read-only or full (try another --workspace)"
         )
+    if isinstance(err, sqlite3.DatabaseError):  # damaged past its first pages
+        return (
+            f"the workspace's results database is damaged ({first_line(err)}); move runs.db "
+            "away (the run folders keep their checkpoints) or use another --workspace"
+        )
     if isinstance(err, MemoryError) or (
         isinstance(err, RuntimeError)
         and any(s in str(err) for s in ("out of memory", "can't allocate memory"))
@@ -114,7 +120,11 @@ def machine_trouble(err: BaseException, command: str | None = None) -> str | Non
         )
         return f"out of memory{f' ({detail})' if detail else ''}; {advice}"
     if isinstance(err, OSError) and err.errno is not None:  # disk full, permission denied...
-        return err.strerror + (f": '{err.filename}'" if err.filename else "")
+        where = f": '{err.filename}'" if err.filename else ""
+        if err.errno == errno.ENOSPC:
+            return (f"{err.strerror}{where}; free some space, or pass a --workspace (or "
+                    "CIFARLAB_CACHE) on another disk")  # fmt: skip
+        return err.strerror + where
     return None
 
 

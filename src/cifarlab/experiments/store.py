@@ -72,6 +72,7 @@ class ResultsStore:
         self.conn = sqlite3.connect(self.path, timeout=60, isolation_level=None)
         self.conn.row_factory = sqlite3.Row
         try:
+            self._refuse_another_programs()  # before WAL and our tables change its file
             self.conn.execute("PRAGMA journal_mode=WAL")
             self.conn.execute("PRAGMA foreign_keys=ON")
             self.conn.executescript(_SCHEMA)
@@ -86,6 +87,21 @@ class ResultsStore:
         if self.conn.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
             self._add_new_columns()  # once per older workspace, not on every open
             self.conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+    def _refuse_another_programs(self) -> None:
+        """A database of other tables (another program's runs.db) is not ours to change."""
+        tables = {
+            r[0] for r in self.conn.execute("SELECT name FROM sqlite_master WHERE type='table'")
+        }
+        if not tables:
+            return  # new
+        columns = {r[1] for r in self.conn.execute("PRAGMA table_info(runs)")}
+        if not {"id", "config_hash", "config", "status"} <= columns:
+            self.conn.close()
+            raise CifarlabError(
+                f"'{self.path}' is not a cifarlab results database (it holds other tables); "
+                "move it away or use another --workspace"
+            )
 
     def _add_new_columns(self) -> None:
         """A workspace from an older cifarlab gets the metric columns added since (as NULL)."""
@@ -281,11 +297,15 @@ def _run_record(row: sqlite3.Row) -> dict[str, Any]:
 def check_workspace(path: str | os.PathLike) -> Path:
     """The workspace path, refused now if it could never be written; nothing is created."""
     workspace = as_path(path, "workspace")
-    if workspace.exists() and not workspace.is_dir():
-        raise CifarlabError(
-            f"workspace {str(workspace)!r} is a file, not a folder; pass --workspace DIR"
-        )
-    existing = next(p for p in (workspace.absolute(), *workspace.absolute().parents) if p.exists())
+    try:
+        if workspace.exists() and not workspace.is_dir():
+            raise CifarlabError(
+                f"workspace {str(workspace)!r} is a file, not a folder; pass --workspace DIR"
+            )
+        parents = (workspace.absolute(), *workspace.absolute().parents)
+        existing = next(p for p in parents if p.exists())
+    except OSError as err:  # a name too long, a loop of links: refused now, not after the data
+        raise _not_writable(workspace, err.strerror or err) from None
     if not existing.is_dir():
         raise _not_writable(workspace, "Not a directory")
     if not os.access(existing, os.W_OK | os.X_OK):
