@@ -222,6 +222,10 @@ def test_a_crash_mid_run_marks_the_run_failed(tmp_path, tiny_archive, monkeypatc
     from cifarlab.results import format_runs
 
     assert " 1/2 " in format_runs(table, "table").splitlines()[2]
+    from cifarlab.results import epochs_done
+
+    # train's own table passes a flat record: the planned count is its "epochs"
+    assert epochs_done({"epochs": 9, "epochs_done": 8}) == "8/9"
 
 
 def test_a_diverging_run_is_marked_diverged_without_an_exception(tmp_path, tiny_archive, capsys):

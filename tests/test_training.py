@@ -491,6 +491,9 @@ def test_a_model_registered_from_python_is_built_and_checked_as_a_file_model_is(
             return self.fc(x.flatten(1))
 
     try:
+        for unusable in ("", "x.toml", "net.py:Net", "a/b", "TUTORIAL"):  # "" ran as "-467c3c87"
+            with pytest.raises(CifarlabError, match="model"):
+                cifarlab.register_model(unusable)(TutorialStyle)
         cifarlab.register_model("tutorial-style")(TutorialStyle)  # no description needed
         # it raised TypeError: __init__() got an unexpected keyword argument 'in_channels'
         assert (

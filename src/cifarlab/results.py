@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import shlex
 from pathlib import Path
 from typing import Any
@@ -100,7 +101,8 @@ def _stopped_if_orphaned(run: dict[str, Any], workspace: str | Path) -> dict[str
 def resume_command(run_id: str, workspace: str | Path) -> str:
     """The command that continues a run, to paste into a shell: its workspace named (without
     it, the hint failed from anywhere but the default's folder) and quoted (spaces)."""
-    return f"cifarlab train --resume {run_id} --workspace {shlex.quote(str(workspace))}"
+    where = shlex.quote(os.path.abspath(workspace))  # a relative one held from its folder only
+    return f"cifarlab train --resume {run_id} --workspace {where}"
 
 
 def name_model_versions(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -224,7 +226,9 @@ def epochs_done(run: dict[str, Any]) -> Any:
     """``3/10`` for a run that stopped short of its epochs (a failed one read "0", as if it had
     been set to train none); the count alone for one that trained them all."""
     # the config's: the report's records hold the per-epoch rows under "epochs"
-    done, planned = run.get("epochs_done"), (run.get("config") or {}).get("epochs")
+    planned = (run.get("config") or {}).get("epochs", run.get("epochs"))
+    planned = planned if isinstance(planned, int) else None
+    done = run.get("epochs_done")
     if planned and (done or 0) < planned:
         return f"{done or 0:.0f}/{planned}"
     return None if done is None else f"{done:.0f}"

@@ -61,6 +61,7 @@ def register_model(
     def add(factory: ModelFactory) -> ModelFactory:
         _check_free(name)
         if _BUILTINS:  # frozen: this is a user's model, built and checked as file models are
+            _check_usable(name)
             from cifarlab.models.pyfile import build_user_model
 
             about = description or f"registered from Python ({_qualified(factory)})"
@@ -73,8 +74,19 @@ def register_model(
     return add
 
 
+def _check_usable(name: Any) -> None:
+    """A name --model and run ids can carry: "" trained as run "-467c3c87", and "x.toml" or
+    "net.py:Net" were then looked for as files."""
+    if not isinstance(name, str) or not name.strip() or "/" in name or "\\" in name:
+        raise CifarlabError(f"model name {name!r}: give a word such as 'my-net'")
+    if model_source(name) is not None:
+        raise CifarlabError(
+            f"model name {name!r} reads as a file (.toml, .py); register it as e.g. 'my-net'"
+        )
+
+
 def _check_free(name: str) -> None:
-    if name in _BUILTINS:
+    if isinstance(name, str) and name.lower() in {b.lower() for b in _BUILTINS}:
         raise CifarlabError(
             f"model {name!r} is a built-in model (`cifarlab models` lists them); "
             "register yours under another name"

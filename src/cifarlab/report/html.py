@@ -155,7 +155,7 @@ def _budget_note(groups: list[dict[str, Any]]) -> list[str]:
     runs = [r for g in groups for r in g["members"]]
     # not varying_keys: it leaves data out (runs are never grouped by their data's path)
     differ = [k for k in BUDGET_KEYS if len({repr(r["config"].get(k)) for r in runs}) > 1]
-    if len(groups) < 2 or not differ:
+    if not differ:  # one group may hold runs on two datasets: data never splits a group
         return []
     shown = []
     for key in differ:
@@ -163,9 +163,11 @@ def _budget_note(groups: list[dict[str, Any]]) -> list[str]:
         values = [aggregate.short(v) for v in sorted(raw, key=_in_order)]
         listed = ", ".join(values[:4]) + (", ..." if len(values) > 4 else "")
         shown.append(f"{key} ({listed})")
+    pooled = (" Runs whose settings match on other data are pooled in one row, as seeds."
+              if "data" in differ else "")  # fmt: skip
     return [
         f"These runs differ in {', '.join(shown)}: the rankings and charts below set them side "
-        "by side as they are. `cifarlab report --experiment NAME` reports one study."
+        f"by side as they are.{pooled} `cifarlab report --experiment NAME` reports one study."
     ]
 
 
@@ -287,7 +289,8 @@ def _meta(records: list[dict[str, Any]]) -> str:
 
     def agreed(field: str, fmt=str) -> str:
         values = list(dict.fromkeys(fmt(i.get(field, "?")) for i in infos))
-        return values[0] if len(values) == 1 else " or ".join(values[:3]) + " (by run)"
+        more = f" and {len(values) - 3} more" if len(values) > 3 else ""
+        return values[0] if len(values) == 1 else " or ".join(values[:3]) + f"{more} (by run)"
 
     if infos:
         bits += [
