@@ -150,9 +150,8 @@ class RunConfig(BaseModel):
     def _no_switch_for_a_number(cls, v: Any, info: ValidationInfo) -> Any:
         """``ema=True`` is not a decay: pydantic reads True as 1 ("must be less than 1 (got
         True)") and ``epochs=True`` as one epoch."""
-        kinds = get_args(cls.model_fields[info.field_name].annotation) or (
-            cls.model_fields[info.field_name].annotation,
-        )
+        annotation = cls.model_fields[info.field_name].annotation
+        kinds = get_args(annotation) or (annotation,)
         if isinstance(v, bool) and bool not in kinds and {int, float} & set(kinds):
             raise ValueError("must be a number")
         return v

@@ -218,9 +218,10 @@ def _refuse_models_registered_here(configs: tuple[RunConfig, ...] | list[RunConf
     and every run failed with "unknown model"."""
     from cifarlab.models.registry import registered_here
 
-    for name in sorted({c.model for c in configs if registered_here(c.model)}):
+    names = sorted({c.model for c in configs if registered_here(c.model)})
+    if names:
         raise CifarlabError(
-            f"model {name!r} is registered in this process (cifarlab.register_model), which "
+            f"model {names[0]!r} is registered in this process (cifarlab.register_model), which "
             "the sweep's worker processes do not see; sweep it with one worker, or keep the net "
             "in a file.py and name it file.py:Class"
         )

@@ -114,10 +114,8 @@ def registered_here(name: Any) -> bool:
 
 def user_code_file(name: Any) -> Path | None:
     """The source file of a model registered from Python, if ``name`` is one."""
-    entry = _REGISTRY.get(name) if isinstance(name, str) else None
-    if entry is None or entry.source != "user" or entry.code_file is None:
-        return None
-    return Path(entry.code_file).resolve()
+    code_file = _REGISTRY[name].code_file if registered_here(name) else None
+    return Path(code_file).resolve() if code_file else None
 
 
 def _qualified(factory: Any) -> str:
