@@ -7,6 +7,7 @@ import errno
 import importlib.abc
 import json
 import re
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -617,3 +618,21 @@ def test_the_results_table_names_a_model_file_by_its_name_and_json_keeps_its_pat
         assert "net.toml" in table and str(net) not in table, table  # the path ran wide
     assert main(["results", "--workspace", str(ws), "--format", "json"]) == 0
     assert json.loads(capsys.readouterr().out)[0]["model"] == str(net)  # for programs: whole
+
+
+def test_results_group_runs_by_what_their_data_is_not_how_its_path_was_typed(tmp_path):
+    """Runs on other data were pooled as seeds of one configuration; runs on one dataset
+    at two paths must still pool, and a folder edited between runs is two datasets."""
+    first = write_image_folder(tmp_path / "a" / "data", n_train=40, n_test=20)
+    copy = shutil.copytree(first, tmp_path / "b" / "data")
+    for data, seed in ((first, 0), (copy, 1)):  # one dataset, two spellings: seeds
+        cifarlab.train(data=str(data), workspace=str(tmp_path / "ws"), epochs=1, val_size=30,
+                       seed=seed, quiet=True)  # fmt: skip
+    (row,) = cifarlab.grouped_results(tmp_path / "ws")
+    assert row["n"] == 2, row
+    write_image_folder(first, n_train=40, n_test=20, seed=7)  # the same path, other images
+    cifarlab.train(data=str(first), workspace=str(tmp_path / "ws"), epochs=1, val_size=30,
+                   seed=2, quiet=True)  # fmt: skip
+    rows = cifarlab.grouped_results(tmp_path / "ws")
+    assert sorted(r["n"] for r in rows) == [1, 2], rows
+    assert len({r["data"] for r in rows}) == 2 and all("@" in r["data"] for r in rows), rows

@@ -7,6 +7,7 @@ import io
 import json
 import os
 import shlex
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -85,8 +86,8 @@ def results(
             standing = (store.standing_run(h) for h in entry["config_hashes"])
             runs = [run for run in standing if run is not None]
     runs = [_stopped_if_orphaned(run, workspace) for run in name_model_versions(runs)]
-    records = [{k: run.get(k) for k in RESULT_FIELDS} | {"config": run["config"]} for run in runs]
-    return [r for r in records if record_matches(r, wanted)]
+    runs = name_data_versions([run for run in runs if record_matches(run, wanted)])
+    return [{k: run.get(k) for k in RESULT_FIELDS} | {"config": run["config"]} for run in runs]
 
 
 def _stopped_if_orphaned(run: dict[str, Any], workspace: str | Path) -> dict[str, Any]:
@@ -125,6 +126,33 @@ def name_model_versions(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
             version = f"{model}@{digest(run)[:6]}"  # config.model_reference reads it back
             shown = f"{run['model']}@{digest(run)[:6]}"  # the plain table's column, too
             run = {**run, "model": shown, "config": {**run["config"], "model": version}}
+        named.append(run)
+    return named
+
+
+def name_data_versions(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Runs are grouped by what their data is, not by how ``--data`` was typed: runs on
+    one content (``info["data_content"]``) read its most used spelling, so a copy at another
+    path pools as seeds; where one spelling stood for several contents (a folder edited
+    between runs), each run's config names its version (``data/@3f9a1c``). A run that
+    never loaded its data keeps its spelling."""
+
+    def content(run: dict[str, Any]) -> str | None:
+        return (run.get("info") or {}).get("data_content")
+
+    spellings: dict[str, Counter[str]] = {}
+    for run in runs:
+        if content(run):
+            spellings.setdefault(content(run), Counter())[run["config"]["data"]] += 1
+    label = {c: counts.most_common(1)[0][0] for c, counts in spellings.items()}
+    contents_of = Counter(label.values())  # a spelling two contents read is ambiguous
+    named = []
+    for run in runs:
+        c = content(run)
+        if c:
+            data = label[c] if contents_of[label[c]] == 1 else f"{label[c]}@{c[:6]}"
+            if data != run["config"]["data"]:
+                run = {**run, "config": {**run["config"], "data": data}}
         named.append(run)
     return named
 

@@ -10,8 +10,9 @@ from typing import Any
 GROUP_METRICS = ("best_val_acc", "test_acc", "final_test_acc", "train_seconds", "images_per_sec")
 # Settings that never define a group: they vary between repeats of one configuration, or
 # say where it ran (a run's record holds no session fields, config.SESSION_FIELDS, at all).
+# Data does define one: results.name_data_versions names each run's data by its content.
 REPEAT_KEYS = {"seed"}
-NEVER_GROUP = {"data", "device", "tensorboard"}
+NEVER_GROUP = {"device", "tensorboard"}
 
 
 def varying_keys(records: list[dict[str, Any]]) -> list[str]:

@@ -128,7 +128,7 @@ def load_records(
     workspace: Path, experiment: str | None, run_id: str | None
 ) -> tuple[str, list[dict[str, Any]]]:
     """The runs to report on, each with its ``epochs`` rows and ``info``, and a page title."""
-    from cifarlab.results import name_model_versions, open_store, results
+    from cifarlab.results import name_data_versions, name_model_versions, open_store, results
 
     if run_id is not None:
         with open_store(workspace) as store:
@@ -141,7 +141,8 @@ def load_records(
         ids = [r["id"] for r in results(workspace, experiment)]
         title = f"Experiment {experiment}" if experiment else f"All runs in {workspace}"
     with ResultsStore(workspace / "runs.db") as store:
-        records = name_model_versions([store.run(i) | {"epochs": store.epochs(i)} for i in ids])
+        runs = [store.run(i) | {"epochs": store.epochs(i)} for i in ids]
+    records = name_data_versions(name_model_versions(runs))
     shown = short_model_names(r["model"] for r in records)  # the runs table's column
     return title, [r | {"model": shown[r["model"]]} for r in records]
 
@@ -153,9 +154,8 @@ def _budget_note(groups: list[dict[str, Any]]) -> list[str]:
     """A workspace's runs may come from studies of other budgets: its page ranks a 1-epoch
     run on 500 images beside a 10-epoch one on 45,000, so it says so once, at the top."""
     runs = [r for g in groups for r in g["members"]]
-    # not varying_keys: it leaves data out (runs are never grouped by their data's path)
     differ = [k for k in BUDGET_KEYS if len({repr(r["config"].get(k)) for r in runs}) > 1]
-    if not differ:  # one group may hold runs on two datasets: data never splits a group
+    if not differ:
         return []
     shown = []
     for key in differ:
@@ -163,11 +163,9 @@ def _budget_note(groups: list[dict[str, Any]]) -> list[str]:
         values = [aggregate.short(v) for v in sorted(raw, key=_in_order)]
         listed = ", ".join(values[:4]) + (", ..." if len(values) > 4 else "")
         shown.append(f"{key} ({listed})")
-    pooled = (" Runs whose settings match on other data are pooled in one row, as seeds."
-              if "data" in differ else "")  # fmt: skip
     return [
         f"These runs differ in {', '.join(shown)}: the rankings and charts below set them side "
-        f"by side as they are.{pooled} `cifarlab report --experiment NAME` reports one study."
+        "by side as they are. `cifarlab report --experiment NAME` reports one study."
     ]
 
 
