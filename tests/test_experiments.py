@@ -608,6 +608,8 @@ def test_a_dry_run_says_restart_for_a_stopped_run_without_a_checkpoint(
         # it said "resume" for both, though the first starts over from epoch 1
         out = capsys.readouterr().out
         assert out.split()[0] == ("restart" if stop_in == 1 else "resume")
+        # it showed the settings' 12-character hash, which --resume does not take
+        assert out.split()[1] == cifarlab.results(ws)[-1]["id"]
 
 
 # -- who trains a run: no two processes on one run ------------------------------------

@@ -207,8 +207,11 @@ def _sweep(experiment, args: argparse.Namespace) -> int:
             planned = plan_sweep(experiment, store, only, args.max_runs)
         check_paths([p.config for p in planned if p.action in TO_RUN])  # as the sweep will
         axes = _other_axes([p.config for p in planned])
-        for p in planned:
-            print(f"{p.action:8s}{p.config.hash()}  {_describe_run(p.config, axes)}")
+        # a run's id, as `results` shows it and `train --resume` takes it; a new run has none
+        ids = [p.previous["id"] if p.previous and p.action != "new" else "-" for p in planned]
+        width = max(map(len, ids), default=1)
+        for p, run_id in zip(planned, ids):
+            print(f"{p.action:8s}{run_id:{width}s}  {_describe_run(p.config, axes)}")
         todo = sum(p.action in TO_RUN for p in planned)
         print(f"{experiment.name}: {_runs(len(planned))}, {todo} to run")
         return 0
