@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import shutil
@@ -554,6 +555,67 @@ def test_resuming_a_run_whose_model_file_was_edited_is_refused(tiny_archive, tmp
     net.unlink()
     with pytest.raises(CifarlabError, match=rf"net.py' is gone since run {run['id']}"):
         cifarlab.train(resume=run["id"], workspace=str(tmp_path / "ws"), quiet=True)
+
+
+def test_an_edited_helper_module_is_an_edited_model(tiny_archive, tmp_path, monkeypatch):
+    """A net whose code lives in a helper beside its model file: editing the helper trained
+    the same identity (a sweep called it done, a resume went on with the new code)."""
+    from cifarlab.train.trainer import Trainer
+
+    (tmp_path / "net.py").write_text(
+        "from torch import nn\nfrom blocks import WIDTH\n\ndef Net(num_classes):\n"
+        "    return nn.Sequential(nn.Flatten(), nn.Linear(3072, WIDTH), nn.ReLU(),"
+        " nn.Linear(WIDTH, num_classes))\n"
+    )
+    blocks, ws = tmp_path / "blocks.py", tmp_path / "ws"
+    blocks.write_text("WIDTH = 8\n")
+    model = f"{tmp_path / 'net.py'}:Net"
+    first = _quick(tiny_archive, tmp_path, model=model, epochs=1)
+    assert (first.run_dir / "blocks.py").read_text() == "WIDTH = 8\n"  # kept beside model.py
+    blocks.write_text("WIDTH = 16\n")
+    _quick(tiny_archive, tmp_path, model=model, epochs=1)
+    assert [g["n"] for g in cifarlab.grouped_results(ws)] == [1, 1]  # two models, not seeds
+    index = cifarlab.report(workspace=ws)  # each net rebuilt as it trained
+    assert "has changed" not in index.read_text()
+    assert len(list(index.parent.glob("diagram-*.png"))) == 2
+
+    def crash(self, epochs):
+        raise RuntimeError("simulated crash")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Trainer, "fit", crash)
+        with pytest.raises(CifarlabError, match="simulated crash"):
+            _quick(tiny_archive, tmp_path, model=model, seed=1)
+    crashed = cifarlab.results(ws)[-1]["id"]
+    blocks.write_text("WIDTH = 32\n")
+    with pytest.raises(CifarlabError, match=rf"net.py' has changed since run {crashed}"):
+        cifarlab.train(resume=crashed, workspace=str(ws), quiet=True)
+
+
+def test_a_model_file_s_helpers_are_what_it_imports_from_beside_it(tmp_path):
+    from cifarlab.model_files import digest_matches, file_digest, helper_files
+
+    net = tmp_path / "net.py"
+    net.write_text("import os\nimport blocks\nfrom nets.wide import Wide\nfrom . import x\n")
+    (tmp_path / "blocks.py").write_text("from util import relu\n")  # a helper's helper
+    (tmp_path / "util.py").write_text("relu = None\n")
+    (tmp_path / "unused.py").write_text("")
+    (tmp_path / "nets").mkdir()
+    (tmp_path / "nets" / "__init__.py").write_text("")
+    (tmp_path / "nets" / "wide.py").write_text("Wide = None\n")
+    found = [p.relative_to(tmp_path).as_posix() for p in helper_files(net)]
+    assert found == ["blocks.py", "nets/__init__.py", "nets/wide.py", "util.py"]
+    before = file_digest(net)
+    (tmp_path / "unused.py").write_text("x = 1\n")
+    assert file_digest(net) == before  # not imported: not part of the model
+    (tmp_path / "util.py").write_text("relu = 1\n")
+    assert file_digest(net) != before
+    lone = tmp_path / "lone.py"
+    lone.write_text("import torch\n")  # no helpers: the plain digest older runs recorded
+    assert file_digest(lone) == hashlib.sha256(lone.read_bytes()).hexdigest()
+    # a run recorded before helpers counted holds its file's plain digest: still its version
+    assert digest_matches(hashlib.sha256(net.read_bytes()).hexdigest(), str(net))
+    assert not digest_matches(hashlib.sha256(b"other").hexdigest(), str(net))
 
 
 def test_a_run_scored_on_an_older_test_subset_is_not_charted_beside_the_new_one(

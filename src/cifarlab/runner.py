@@ -36,7 +36,13 @@ from cifarlab.experiments.store import (
     check_workspace,
     prepare_workspace,
 )
-from cifarlab.model_files import kept_model_file, model_file_digest, model_source
+from cifarlab.model_files import (
+    digest_matches,
+    helper_files,
+    kept_model_file,
+    model_file_digest,
+    model_source,
+)
 from cifarlab.models import (
     check_model,
     count_parameters,
@@ -153,9 +159,8 @@ def _refuse_edited_model_file(resumed: dict[str, Any], config: RunConfig) -> Non
     """A run's checkpoint belongs to the code it trained: resumed with an edited model file,
     its later epochs trained another net (same shapes: silently) than the one it records."""
     trained = (resumed.get("info") or {}).get("model_file_sha256")
-    now = model_file_digest(config.model)
-    if trained and trained != now:
-        what = "has changed" if now else "is gone"
+    if trained and not digest_matches(trained, config.model):
+        what = "has changed" if model_file_digest(config.model) else "is gone"
         raise CifarlabError(
             f"model file '{model_source(config.model)[0]}' {what} since run {resumed['id']} "
             "trained it; restore that version (the run keeps a copy in its folder) to resume "
@@ -209,6 +214,9 @@ def _start_line(run_id: str, config: RunConfig, info: dict[str, Any], done: int)
     )
 
 
+RUN_FILES = {"model.py", "model.toml", "best.pt", "last.pt", "tensorboard"}  # a run's folder
+
+
 def _keep_model_file(config: RunConfig, run_dir: Path) -> None:
     """A copy of the run's model file (spec or Python) in its folder, as it was trained: the
     report rebuilds the net from it after the file is edited, moved, or read from
@@ -217,7 +225,15 @@ def _keep_model_file(config: RunConfig, run_dir: Path) -> None:
     if source is None or kept_model_file(run_dir, source[0]).exists():  # kept at its start
         return
     run_dir.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(source[0], kept_model_file(run_dir, source[0]))
+    kept = kept_model_file(run_dir, source[0])
+    shutil.copyfile(source[0], kept)
+    helpers = {h: run_dir / h.relative_to(source[0].parent) for h in helper_files(source[0])}
+    # beside the copy, as beside the file, so it imports them; a helper that would land on
+    # the run's own files (a `model.py`) is not kept, and the copy then matches no version
+    if all(copy.relative_to(run_dir).parts[0] not in RUN_FILES for copy in helpers.values()):
+        for helper, copy in helpers.items():
+            copy.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(helper, copy)
 
 
 def _fit_and_record(
