@@ -70,6 +70,17 @@ def results(
 
     Accuracies are fractions in [0, 1]; each record also carries its full ``config``.
     """
+    return [_result(run) for run in _stored_runs(workspace, experiment, only)]
+
+
+def _result(run: dict[str, Any]) -> dict[str, Any]:
+    return {k: run.get(k) for k in RESULT_FIELDS} | {"config": run["config"]}
+
+
+def _stored_runs(
+    workspace: str | Path, experiment: str | None, only: dict[str, Any] | None
+) -> list[dict[str, Any]]:
+    """``results``' runs as the store holds them (with ``info``)."""
     from cifarlab.filters import record_matches, typed_only  # pydantic: not at `import cifarlab`
 
     wanted = typed_only(only) if only is not None else {}  # {"optimizer": "SGD"}: as --only
@@ -86,8 +97,15 @@ def results(
             standing = (store.standing_run(h) for h in entry["config_hashes"])
             runs = [run for run in standing if run is not None]
     runs = [_stopped_if_orphaned(run, workspace) for run in name_model_versions(runs)]
-    runs = name_data_versions([run for run in runs if record_matches(run, wanted)])
-    return [{k: run.get(k) for k in RESULT_FIELDS} | {"config": run["config"]} for run in runs]
+    return [run for run in runs if record_matches(run, wanted)]
+
+
+def _grouping(
+    workspace: str | Path, experiment: str | None, only: dict[str, Any] | None
+) -> list[dict[str, Any]]:
+    """``results``' records with each run's data named by its content, to group them (the
+    plain list keeps each run's path as it was typed)."""
+    return [_result(r) for r in name_data_versions(_stored_runs(workspace, experiment, only))]
 
 
 def _stopped_if_orphaned(run: dict[str, Any], workspace: str | Path) -> dict[str, Any]:
@@ -168,7 +186,7 @@ def grouped_results(
     a list of settings, or "model,optimizer" as the CLI takes it."""
     if isinstance(group_by, str):
         group_by = comma_list(group_by)
-    records = results(workspace, experiment, only)
+    records = _grouping(workspace, experiment, only)
     _check_keys(records, group_by)
     return group_runs(records, group_by)
 
@@ -185,7 +203,7 @@ def group_table(
     setting the runs vary in but the seed (failed and diverged ones too: their row says so)."""
     from cifarlab.filters import typed_only
 
-    records = results(workspace, experiment, only)
+    records = _grouping(workspace, experiment, only)
     _check_keys(records, group_by)
     # where --only leaves one configuration, its row is labelled by what --only chose
     by = group_by if group_by is not None else varying_keys(records) or list(typed_only(only or {}))
