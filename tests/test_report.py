@@ -1040,3 +1040,21 @@ def test_a_sensitivity_caption_says_what_else_its_points_differ_in(tmp_path):
         aggregate.group(_fake_runs(n_models=1, lrs=3, seeds=1)), "lr", tmp_path
     )
     assert "whatever" not in lone.caption  # only the lr varies: nothing else to say
+
+
+def test_validation_loss_marks_the_epochs_eval_every_scored(tmp_path, monkeypatch):
+    saved = []
+    save = charts._save
+    monkeypatch.setattr(
+        charts, "_save", lambda fig, *args: (saved.append(fig), save(fig, *args))[1]
+    )
+    records = _fake_runs(n_models=1, lrs=1, seeds=1, epochs=6)
+    for r in records:  # --eval-every 3: validation scored in epochs 3 and 6 only
+        for row in r["epochs"]:
+            if row["epoch"] % 3:
+                row.update(val_loss=None, val_acc=None, test_acc=None)
+    charts.loss_curves(aggregate.group(records), tmp_path)
+    dashed = [line for line in saved[0].axes[0].get_lines() if line.get_linestyle() == "--"]
+    # the dashes bridged epochs 4-5 with no sign that nothing was measured there
+    assert dashed and all(line.get_marker() == "s" for line in dashed)
+    assert list(dashed[0].get_xdata()) == [3, 6]

@@ -251,8 +251,9 @@ def loss_curves(groups: list[dict[str, Any]], out: Path) -> Chart:
         dot = "o" if len(e) == 1 else None  # a line through one epoch draws nothing
         ax.plot(e, train, color=colour, marker=dot, label=g["label"])
         e, val, _, _ = curve(g, "val_loss")
-        if len(e):
-            ax.plot(e, val, color=colour, ls="--", marker=dot and "s", mfc="none")
+        if len(e):  # --eval-every scores some epochs: mark them, the dashes between are not
+            scored = "s" if dot or np.any(np.diff(e) > 1) else None
+            ax.plot(e, val, color=colour, ls="--", marker=scored, ms=dot and 6 or 3, mfc="none")
             onsets = [r["overfit_epoch"] for r in g["members"] if r.get("overfit_epoch")]
             for onset in sorted(set(onsets)):
                 y = val[list(e).index(onset)] if onset in e else None
