@@ -91,7 +91,8 @@ def pack(folder: Path, archive: Path, top: str | None = "dataset") -> Path:
             for path, name in names:
                 z.write(path, name)
     else:
-        mode = "w:gz" if archive.name.endswith((".tar.gz", ".tgz")) else "w"
+        compressed = {".gz": "w:gz", ".tgz": "w:gz", ".xz": "w:xz", ".bz2": "w:bz2"}
+        mode = compressed.get(archive.suffix, "w")
         with tarfile.open(archive, mode) as t:
             for path, name in names:
                 t.add(path, name)

@@ -36,7 +36,7 @@ from cifarlab.data.imagefolder import _decode_plain_jpeg, read_image_folder
 from cifarlab.errors import CifarlabError
 
 
-@pytest.mark.parametrize("suffix", [".tar.gz", ".tar", ".zip"])
+@pytest.mark.parametrize("suffix", [".tar.gz", ".tar", ".zip", ".tar.xz", ".tar.bz2"])
 @pytest.mark.parametrize("top", ["dataset", None])
 def test_archives_decode_to_the_same_arrays_as_the_folder(tiny_folder, tmp_path, suffix, top):
     from_folder = read_image_folder(tiny_folder)
@@ -999,3 +999,123 @@ def test_the_content_id_follows_images_labels_and_classes_not_stray_files(tmp_pa
     write_image_folder(root, n_train=3, n_test=2, seed=5)  # other images, same file names
     with pytest.warns(UserWarning, match="not used"):
         assert load_dataset(root, val_size=0).content_id != first
+
+
+# -- archives and folders as other tools make them ------------------------------------
+
+
+def _patch_zip(archive: Path, flags: int = 0, clear: int = 0, method: int | None = None) -> None:
+    """Set or clear general-purpose flag bits (or the compression method) of every member,
+    in its local header and its central directory entry, as other zip tools write them."""
+    import struct
+    import zipfile
+
+    raw = bytearray(archive.read_bytes())
+    with zipfile.ZipFile(archive) as z:
+        offsets = [(i.header_offset, 6) for i in z.infolist()]  # local header: flags at +6
+        start = z.start_dir
+    for _ in range(len(offsets)):  # central directory entries, in order: flags at +8
+        offsets.append((start, 8))
+        n, m, k = struct.unpack_from("<HHH", raw, start + 28)
+        start += 46 + n + m + k
+    for at, flag_at in offsets:
+        (value,) = struct.unpack_from("<H", raw, at + flag_at)
+        struct.pack_into("<H", raw, at + flag_at, (value | flags) & ~clear)
+        if method is not None:
+            struct.pack_into("<H", raw, at + flag_at + 2, method)
+    archive.write_bytes(bytes(raw))
+
+
+def test_a_zip_of_utf8_names_without_the_utf8_flag_keeps_its_class_names(tmp_path):
+    # Info-ZIP's `zip` (Linux, macOS) writes UTF-8 names and leaves the flag unset
+    classes = ("chat_é", "naïve", "狗")
+    root = write_image_folder(tmp_path / "d", n_train=3, n_test=2, classes=classes)
+    archive = pack(root, tmp_path / "d.zip", top=None)
+    _patch_zip(archive, clear=0x800)
+    assert read_image_folder(archive).classes == read_image_folder(root).classes == classes
+
+
+@pytest.mark.parametrize(
+    "patch, message",
+    [
+        (dict(flags=0x1), "/0000.png' is encrypted; unzip it with its password"),
+        (dict(method=9), "zip it again with ordinary deflate"),  # Deflate64: Windows Explorer
+    ],
+)
+def test_zip_members_zipfile_cannot_read_get_one_line(tmp_path, capsys, patch, message):
+    root = write_image_folder(tmp_path / "d", n_train=3, n_test=2)
+    archive = pack(root, tmp_path / "d.zip", top=None)
+    _patch_zip(archive, **patch)
+    from cifarlab.cli import main
+
+    assert main(["data", "info", "--data", str(archive)]) == 2  # a traceback, exit 1
+    assert message in capsys.readouterr().err
+
+
+def test_a_symbolic_link_in_a_zip_is_named_not_read_as_an_image(tmp_path):
+    import stat
+    import zipfile
+
+    root = write_image_folder(tmp_path / "d", n_train=3, n_test=2)
+    archive = pack(root, tmp_path / "d.zip", top=None)
+    link = zipfile.ZipInfo("train/cat/link.png")
+    link.external_attr = (stat.S_IFLNK | 0o777) << 16  # as `zip -y` stores it
+    with zipfile.ZipFile(archive, "a") as z:
+        z.writestr(link, "../dog/0000.png")  # its target's path, not the image
+    with pytest.raises(CifarlabError, match="'train/cat/link.png' is a symbolic link; zip wi"):
+        read_image_folder(archive)
+
+
+def test_class_names_in_either_unicode_form_are_one_class(tmp_path):
+    root = write_image_folder(tmp_path / "d", n_train=3, n_test=2, classes=("café", "dog"))
+    # macOS (HFS+) hands out decomposed names: "cafe" + a combining accent
+    (root / "test" / "café").rename(root / "test" / "cafe\u0301")
+    assert read_image_folder(root).classes == ("café", "dog")
+
+
+def test_train_and_val_without_test_says_to_rename_val(tmp_path):
+    root = write_image_folder(tmp_path / "d", n_train=3, n_test=2)
+    (root / "test").rename(root / "val")  # as Imagenette ships
+    with pytest.raises(CifarlabError, match="has val/ but no test/; rename val/ to test/"):
+        read_image_folder(root)
+
+
+def test_a_workspace_inside_the_data_folder_does_not_change_its_cache_key(tmp_path):
+    root = write_image_folder(tmp_path / "d", n_train=3, n_test=2)
+    key = cache_module.source_fingerprint(root)
+    (root / "cifarlab-runs" / "tutorial-1a2b").mkdir(parents=True)  # `cd data && train --data .`
+    (root / "cifarlab-runs" / "runs.db").write_bytes(b"x")
+    assert cache_module.source_fingerprint(root) == key  # every run decoded the data again
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nor is it named as files left out of the data
+        load_dataset(root, val_size=0)
+    (root / "train" / "cat" / "0000.png").write_bytes(b"edited")
+    assert cache_module.source_fingerprint(root) != key
+
+
+def test_a_folder_holding_cifar10_and_cifar100_is_refused(tmp_path):
+    from conftest import write_cifar_python
+
+    write_cifar_python(tmp_path / "both", "cifar10")
+    write_cifar_python(tmp_path / "both", "cifar100")
+    with pytest.raises(CifarlabError, match=r"holds 2 CIFAR datasets \(cifar-10-batches-py/, "):
+        load_dataset(tmp_path / "both", val_size=0)  # it read CIFAR-10 and said nothing
+
+
+def test_a_file_name_with_a_carriage_return_stays_on_one_error_line(tmp_path, capsys):
+    from cifarlab.cli import main
+
+    root = write_image_folder(tmp_path / "d", n_train=3, n_test=2)
+    (root / "train" / "cat" / "Icon\r").write_bytes(b"")  # Finder's custom-icon file: litter
+    assert main(["data", "info", "--data", str(root)]) == 0
+    (root / "train" / "cat" / "bad\rname.png").write_bytes(b"not an image")
+    capsys.readouterr()
+    assert main(["data", "info", "--data", str(root)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "bad\\rname.png" in err, err
+
+
+@pytest.mark.parametrize("suffix", [".tar.xz", ".tar.bz2"])
+def test_xz_and_bz2_tars_are_data_sources(tiny_folder, tmp_path, suffix):
+    data = load_dataset(pack(tiny_folder, tmp_path / f"d{suffix}"), val_size=0)  # refused
+    assert len(data.train) == 120 and data.classes == tuple(sorted(CLASSES))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import signal
 import sys
 import warnings
@@ -53,8 +54,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     import torch  # noqa: F401
             return COMMANDS[args.command](args)
     except CifarlabError as err:
-        for line in str(err).splitlines():  # one line per problem
-            print(f"cifarlab: error: {line}", file=sys.stderr)
+        for line in str(err).split("\n"):  # one line per problem
+            print(f"cifarlab: error: {_printable(line)}", file=sys.stderr)
         if isinstance(err, MachineFailure):
             return EXIT_FAILURE
         return EXIT_UNSETTLED if isinstance(err, RecordedFailure) else EXIT_USAGE
@@ -75,6 +76,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         if sigterm is not None:  # main() may be called from a program with its own handler
             signal.signal(signal.SIGTERM, sigterm)
+
+
+def _printable(line: str) -> str:
+    """A message line with control characters shown escaped: a file name holding a carriage
+    return (macOS's `Icon\\r`) broke one error into two lines."""
+    return re.sub(r"[\x00-\x1f\x7f]", lambda m: repr(m.group())[1:-1], line)
 
 
 def _silence_stdout() -> None:

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from cifarlab.data.arrays import SPLITS, DecodedDataset, SplitArrays
-from cifarlab.data.imagefolder import is_litter, walk_folder
+from cifarlab.data.imagefolder import is_litter, walk_folder, workspace_folders
 from cifarlab.process import pid_alive
 
 # 3: meta.json keeps the source's warnings ("notes"); 4: nested class folders; 5: a crc32 of
@@ -49,9 +49,15 @@ def source_fingerprint(path: Path, **params: object) -> str:
     source = hashlib.sha256(f"{CACHE_FORMAT}|{path}|{sorted(params.items())}".encode())
     content = hashlib.sha256()
     if path.is_dir():
+        # a workspace kept in the data folder (`cd data; cifarlab train --data .`) changed
+        # every run's key, and each run decoded the data again
+        ours = workspace_folders(path)
+        cifar_python = params.get("kind") == "cifar-python"
         for file, is_file in walk_folder(path):
             parts = file.relative_to(path).parts
-            if is_litter(parts):
+            if is_litter(parts) or parts[0] in ours:
+                continue
+            if cifar_python and parts[-1] not in _CIFAR_PYTHON_FILES:  # the rest is not read
                 continue
             if is_file:
                 try:
@@ -66,6 +72,10 @@ def source_fingerprint(path: Path, **params: object) -> str:
         st = path.stat()
         content.update(f"{st.st_size}|{st.st_mtime_ns}".encode())
     return f"{source.hexdigest()[:12]}-{content.hexdigest()[:12]}"
+
+
+_CIFAR_PYTHON_FILES = {*(f"data_batch_{i}" for i in range(1, 6)), "test_batch",
+                       "batches.meta", "meta", "train", "test"}  # fmt: skip
 
 
 PixelStats = dict[str, tuple[np.ndarray, np.ndarray]]  # split -> (sums, squares), (N, C) int64

@@ -98,10 +98,17 @@ def _holds_meta(names: set[str]) -> bool:
 
 def _find_root(folder: Path) -> Path | None:
     named = {*_META, *_BESIDE_META["meta"]}
-    for candidate in (folder, *sorted(p for p in folder.iterdir() if p.is_dir())):
-        if _holds_meta({name for name in named if (candidate / name).is_file()}):
-            return candidate
-    return None
+    holding = [
+        candidate
+        for candidate in (folder, *sorted(p for p in folder.iterdir() if p.is_dir()))
+        if _holds_meta({name for name in named if (candidate / name).is_file()})
+    ]
+    if len(holding) > 1 and holding[0] != folder:  # as the archive reader refuses it
+        shown = ", ".join(f"{p.name}/" for p in holding)
+        raise CifarlabError(
+            f"{folder}: holds {len(holding)} CIFAR datasets ({shown}); point --data at one"
+        )
+    return holding[0] if holding else None
 
 
 def read_cifar_python(path: Path, labels: str = "fine") -> DecodedDataset:

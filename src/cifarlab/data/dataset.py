@@ -24,7 +24,7 @@ from cifarlab.errors import CifarlabError, warn
 
 HOW_TO_GIVE_DATA = (
     "pass --data cifar10|cifar100 (downloaded), or --data PATH / CIFARLAB_DATA=PATH where "
-    "PATH is a CIFAR python archive or folder, or a folder or .tar.gz/.tar/.zip archive "
+    "PATH is a CIFAR python archive or folder, or a folder or .tar.gz/.tar.xz/.zip archive "
     "holding train/<class>/* and test/<class>/* images"
 )
 DEFAULT_DATASET = "cifar10"  # what runs without --data and CIFARLAB_DATA use (downloaded)
@@ -104,8 +104,8 @@ def check_source(raw: str | os.PathLike) -> Path | None:
         )
     if not path.is_dir() and not is_archive(path):
         raise CifarlabError(
-            f"data path {str(path)!r} is neither a folder nor a .tar.gz/.tgz/.tar/.zip "
-            f"archive: {HOW_TO_GIVE_DATA}"
+            f"data path {str(path)!r} is neither a folder nor a .tar.gz/.tgz/.tar/.tar.xz/"
+            f".tar.bz2/.zip archive: {HOW_TO_GIVE_DATA}"
         )
     return path
 

@@ -8,6 +8,7 @@ touches an image file again.
 
 from __future__ import annotations
 
+import bz2
 import gzip
 import io
 import lzma
@@ -16,6 +17,7 @@ import os
 import stat
 import sys
 import tarfile
+import unicodedata
 import warnings
 import zipfile
 import zlib
@@ -34,9 +36,9 @@ from cifarlab.data.arrays import SPLITS, DecodedDataset, SplitArrays
 from cifarlab.errors import CifarlabError, bar_disabled, first_line
 from cifarlab.process import init_decode_worker
 
-ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".zip")
+ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".zip", ".tar.xz", ".txz", ".tar.bz2", ".tbz2")
 _IGNORED_PARTS = ("__MACOSX",)
-_IGNORED_FILES = ("thumbs.db", "desktop.ini")  # Windows Explorer's
+_IGNORED_FILES = ("thumbs.db", "desktop.ini", "icon\r")  # Windows Explorer's, Finder's
 # the files that make a CIFAR-10 or a CIFAR-100 python batch folder
 _CIFAR_BATCHES = ({"batches.meta", "data_batch_1", "test_batch"}, {"meta", "train", "test"})
 _ALL_SPLITS = (*SPLITS, "val", "valid", "validation")  # the last three: not read, but said
@@ -86,8 +88,11 @@ def read_image_folder(
 def _iter_files(path: Path) -> Iterator[tuple[tuple[str, ...], bytes | None]]:
     """Yield (relative path parts, file bytes) per regular file and (parts, None) per folder."""
     if path.is_dir():
+        ours = workspace_folders(path)
         for file, is_file in walk_folder(path):
             parts = file.relative_to(path).parts
+            if parts[0] in ours:
+                continue
             if is_file and not {part.lower() for part in parts[:2]} & set(SPLITS):
                 # outside train/ and test/ (or one top folder's): named in a warning, never
                 # read. A dangling link there stopped the run, and `--data ~` read the home.
@@ -100,8 +105,8 @@ def _iter_files(path: Path) -> Iterator[tuple[tuple[str, ...], bytes | None]]:
         if name.endswith(".zip"):
             with zipfile.ZipFile(path) as archive:
                 for info in archive.infolist():
-                    name = info.filename.replace("\\", "/")  # zipped on Windows by some tools
-                    blob = None if name.endswith("/") else archive.read(info)
+                    name = _zip_name(info).replace("\\", "/")  # zipped on Windows by some tools
+                    blob = None if name.endswith("/") else _zip_read(archive, info, name, path)
                     yield safe_member(name.rstrip("/"), path), blob
         elif path.stat().st_size < _IN_MEMORY_LIMIT:
             # Parsing from memory is 2x faster than streaming through gzip for small files,
@@ -118,6 +123,44 @@ def _iter_files(path: Path) -> Iterator[tuple[tuple[str, ...], bytes | None]]:
         raise CifarlabError(
             f"{path}: cannot read the archive ({first_line(err)}); it may be truncated or corrupt, "
             "download or build it again"
+        ) from None
+
+
+def workspace_folders(root: Path) -> set[str]:
+    """The cifarlab workspaces in a data folder's top (a folder holding runs.db): not data."""
+    try:
+        return {p.name for p in root.iterdir() if (p / "runs.db").is_file()}
+    except OSError:
+        return set()
+
+
+def _zip_name(info: zipfile.ZipInfo) -> str:
+    """A member's name. Info-ZIP's `zip` stores UTF-8 names without the flag that says so,
+    and zipfile then reads them as cp437: class `chat_é` came out `chat_├⌐`."""
+    if info.flag_bits & 0x800:  # flagged UTF-8: zipfile decoded it right
+        return info.filename
+    try:
+        return info.orig_filename.encode("cp437").decode("utf-8")
+    except UnicodeError:  # really cp437 (old DOS tools)
+        return info.filename
+
+
+def _zip_read(archive: zipfile.ZipFile, info: zipfile.ZipInfo, name: str, source: Path) -> bytes:
+    if info.flag_bits & 0x1:
+        raise CifarlabError(
+            f"{source}: {name!r} is encrypted; unzip it with its password and pass the folder"
+        )
+    if stat.S_ISLNK(info.external_attr >> 16):  # `zip -y` keeps a link as its target's path
+        raise CifarlabError(
+            f"{source}: {name!r} is a symbolic link; zip without -y (--symlinks) so the file "
+            "itself is stored, or extract the zip and pass the folder"
+        )
+    try:
+        return archive.read(info)
+    except NotImplementedError as err:  # Deflate64 (Windows Explorer's, for large zips)...
+        raise CifarlabError(
+            f"{source}: cannot read {name!r} ({err}); zip it again with ordinary deflate "
+            "(`zip -r`), or extract it and pass the folder"
         ) from None
 
 
@@ -253,7 +296,11 @@ def _checksums_match(raw: bytes, starts: list[int], checksums: list[int]) -> boo
 
 def _read_decompressed(path: Path) -> bytes:
     raw = path.read_bytes()
-    return gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw
+    if raw[:2] == b"\x1f\x8b":
+        return gzip.decompress(raw)
+    if raw[:6] == b"\xfd7zXZ\x00":
+        return lzma.decompress(raw)
+    return bz2.decompress(raw) if raw[:3] == b"BZh" else raw
 
 
 def safe_member(name: str, archive: Path) -> tuple[str, ...]:
@@ -299,11 +346,12 @@ def _parse_layout(
             elif blob is not None:
                 skipped.append("/".join(parts))
             continue
+        cls = unicodedata.normalize("NFC", parts[1]) if len(parts) > 1 else ""  # macOS: NFD
         if blob is None:
             if len(parts) == 2:
-                class_dirs.add((split, parts[1]))
+                class_dirs.add((split, cls))
         elif len(parts) == 3 or (len(parts) > 3 and _is_image_name(parts[-1])):
-            entries[split][(parts[1], "/".join(parts[2:]))] = blob
+            entries[split][(cls, "/".join(parts[2:]))] = blob
             tops.add(top)
         else:  # a file beside the class folders, or a sidecar (.json, .txt) in a subfolder
             skipped.append("/".join(parts))
@@ -318,6 +366,12 @@ def _parse_layout(
     if missing and batches is not None:
         how = _how_to_read(source, batches)
         raise CifarlabError(f"{source}: holds CIFAR python batches; {how}")
+    if missing == ["test"] and other_splits:  # Imagenette and friends ship train/ + val/
+        found = sorted(other_splits)[0]
+        raise CifarlabError(
+            f"{source}: has {found}/ but no test/; rename {found}/ to test/ (validation is "
+            "carved from train/ by --val-size)"
+        )
     if missing:
         raise CifarlabError(
             f"{source}: not an image-folder dataset: no images under "
