@@ -178,6 +178,11 @@ def test_spec_infers_linear_sizes_and_appends_a_classifier():
 def test_spec_error_names_layer_text_shape_and_why():
     layers = ["conv 64 3", *["maxpool 2"] * 6]
     assert _spec_error(layers) == 'layer 7 "maxpool 2": input is 64x1x1, too small to pool'
+    # images smaller than CIFAR's through a net made for 32x32: the fix is a resize
+    assert _spec_error(["conv 16 5 pad 0", "maxpool 2", "conv 16 5 pad 0"], image_size=8) == (
+        'layer 3 "conv 16 5 pad 0": input is 16x2x2, too small for a 5x5 kernel with pad 0; '
+        "the images are 8x8: --image-size 32 resizes them"
+    )
 
 
 def test_spec_unknown_kind_and_bad_numbers():

@@ -169,7 +169,10 @@ def build_spec(
         try:
             new, shape = _build_layer(kind, args, shape, num_classes, i == last_linear, bias)
         except _SpecError as err:
-            raise CifarlabError(f"{where}: {err}") from None
+            fix, (h, w) = "", image_hw(image_size)
+            if "too small" in str(err) and min(h, w) < 32:  # 8x8 images, a net for CIFAR's
+                fix = f"; the images are {h}x{w}: --image-size 32 resizes them"
+            raise CifarlabError(f"{where}: {err}{fix}") from None
         modules.extend(new)
     return nn.Sequential(*modules)
 
