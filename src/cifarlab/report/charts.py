@@ -26,8 +26,10 @@ from cifarlab.errors import missing_glyphs_said
 from cifarlab.experiments.analysis import varying_keys
 from cifarlab.report.aggregate import (
     best_per,
+    beyond_noise,
     by_pair,
     curve,
+    noise_words,
     pareto_front,
     pct,
     picked_by,
@@ -172,7 +174,10 @@ def final_caption(best: list[dict[str, Any]]) -> str:
             return lead
         a, b = models[0], models[1]
         diff = (a["test_acc_mean"] - b["test_acc_mean"]) * 100
-        ahead = f"{a['model']} leads on test accuracy, {diff:.1f} points ahead of {b['model']}."
+        ahead = (
+            f"On test accuracy {a['model']} is {diff:.1f} points ahead of {b['model']}, "
+            f"{noise_words(beyond_noise(a, b))}."
+        )
         if round(diff, 1) == 0:  # "leads ..., 0.0 points ahead" said a tie was a lead
             ahead = f"{a['model']} and {b['model']} tie on test accuracy."
         return f"{lead} {ahead}"
@@ -188,10 +193,20 @@ def final_caption(best: list[dict[str, Any]]) -> str:
     if not wins:  # and, after the swap above, no losses either
         which = "the one model" if len(diffs) == 1 else f"all {len(diffs)} models"
         return f"{a} and {b} tie on {which} compared. {lead}"
+    cell = {(g["model"], g["optimizer"]): g for g in best}
+    verdicts = [beyond_noise(cell[m, a], cell[m, b]) for m in diffs]
     if len(diffs) == 1:
-        return f"{a} beats {b} on {next(iter(diffs))} by {mean:.1f} points. {lead}"
+        model = next(iter(diffs))
+        return f"{a} beats {b} on {model} by {mean:.1f} points, {noise_words(verdicts[0])}. {lead}"
+    if set(verdicts) == {"one seed"}:
+        noise = "With one seed per configuration, none of these can be told from noise."
+    else:
+        clear = verdicts.count("clear")
+        noise = f"{clear} of the {len(diffs)} differences {'is' if clear == 1 else 'are'} "
+        noise += "beyond seed noise (95% Welch interval)."
     return (
-        f"{a} beats {b} on {wins} of {len(diffs)} models, by {mean:.1f} points on average. {lead}"
+        f"{a} beats {b} on {wins} of {len(diffs)} models, by {mean:.1f} points on average. "
+        f"{noise} {lead}"
     )
 
 
@@ -227,16 +242,16 @@ def accuracy_curves(groups: list[dict[str, Any]], out: Path) -> Chart:
         e, mean, _, _ = curve(g, "test_acc")
         if len(e):
             peaks.append((g, e[int(np.argmax(mean))], float(mean.max()), e[-1]))
-    g, at, value, last = max(peaks, key=lambda p: p[2])
-    if len(peaks) == 1:  # nothing to rank: say where the one curve peaked
-        gap = int(last - at)  # numpy ints: "s" * (gap > 1) needs a Python bool
-        when = "its last" if gap == 0 else f"{gap} epoch{'s' * (gap > 1)} before its last"
-        caption = f"{g['label']} peaks at {pct(value)} in epoch {at}, {when}."
-    else:
+    # the curve described is the one validation picks: "peaks highest" chose it on test
+    g, at, value, last = max(peaks, key=lambda p: val_score(p[0]))
+    gap = int(last - at)  # numpy ints: "s" * (gap > 1) needs a Python bool
+    when = "its last" if gap == 0 else f"{gap} epoch{'s' * (gap > 1)} before its last"
+    caption = f"{g['label']} peaks at {pct(value)} in epoch {at}, {when}."
+    if len(peaks) > 1:
         rising = sum(at_ == last_ for _, at_, _, last_ in peaks)
         caption = (
-            f"{g['label']} peaks highest, at {pct(value)} in epoch {at}; {rising} of "
-            f"{len(peaks)} configurations were still at their peak in their last epoch."
+            f"Best by {picked_by(g)}: {caption} {rising} of {len(peaks)} configurations were "
+            "still at their peak in their last epoch."
         )
     title = "Test accuracy per epoch"
     if any(g["n"] > 1 for g in shown.drawn):

@@ -394,7 +394,14 @@ def _optimizer_ranking(pairs: list[dict[str, Any]]) -> str | None:
     ranked = sorted(means, key=means.get, reverse=True)
     ranks = ", ".join(f"{i}. {o} {pct(means[o])}" for i, o in enumerate(ranked, 1))
     over = f"the {len(models)} models" if len(models) > 1 else "the one model"
-    return f"<b>Optimizers</b> (mean over {over} trained with each): {_e(ranks)}."
+    groups = {(g["model"], g["optimizer"]): g for g in pairs}
+    verdicts = {aggregate.beyond_noise(groups[m, ranked[0]], groups[m, ranked[1]]) for m in models}
+    noise = ""
+    if "clear" not in verdicts:  # the order is then the seeds' luck as much as the optimizers'
+        noise = f"; on no model is {ranked[0]}'s lead over {ranked[1]} beyond seed noise"
+        noise += " (one seed: too few to judge)" if verdicts == {"one seed"} else ""
+    what = f"mean test accuracy over {over} trained with each"
+    return f"<b>Optimizers</b> ({what}): {_e(ranks)}{noise}."
 
 
 def _ranked_by(groups: list[dict[str, Any]]) -> str:
