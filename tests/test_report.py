@@ -1100,3 +1100,23 @@ def test_the_curves_caption_describes_the_configuration_validation_picks(tmp_pat
     caption = charts.accuracy_curves(aggregate.group(records), tmp_path).caption
     # it named net1, the configuration whose test curve peaked highest
     assert caption.startswith("Best by validation: net0 · "), caption
+
+
+def test_a_report_names_why_runs_are_missing_a_dead_one_as_stopped(tiny_archive, tmp_path):
+    import os
+    import sqlite3
+    import warnings
+
+    ws = tmp_path / "ws"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = cifarlab.train(data=str(tiny_archive), workspace=str(ws), epochs=1,
+                                optimizer="sgd", lr=10000.0, val_size=30, quiet=True)  # fmt: skip
+    page = cifarlab.report(workspace=ws, run=result.run_id).read_text()
+    # it said only "no completed runs yet"
+    assert f"{result.run_id} diverged: " in page and "lower --lr" in page, page
+    with sqlite3.connect(ws / "runs.db") as db:  # as a run whose process was killed (-9)
+        db.execute("UPDATE runs SET status = 'running', owner = ? WHERE id = ?",
+                   (f"{os.uname().nodename}:999999999:1", result.run_id))  # fmt: skip
+    page = cifarlab.report(workspace=ws).read_text()
+    assert f"{result.run_id} stopped: its process ended unrecorded" in page  # "running"

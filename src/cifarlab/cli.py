@@ -123,7 +123,8 @@ def _what_was_chosen(result: Any) -> str:
     s, config = result.summary, result.config
     done = f"{s['epochs_done']} of {config.epochs} epochs"
     if s.get("stopped_epoch"):
-        epochs = "scored epochs" if config.eval_every > 1 else "epochs"
+        epochs = "scored epoch" if config.eval_every > 1 else "epoch"
+        epochs += "s" * (config.early_stop > 1)  # "in 1 epochs"
         done += f" (stopped early: no {config.select_by} gain in {config.early_stop} {epochs})"
     if s.get("best_val_acc") is None:  # no validation split: nothing chosen
         return f"{done}; test accuracy {s['test_acc']:.2%} after the last epoch"

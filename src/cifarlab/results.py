@@ -96,7 +96,7 @@ def _stored_runs(
                 )
             standing = (store.standing_run(h) for h in entry["config_hashes"])
             runs = [run for run in standing if run is not None]
-    runs = [_stopped_if_orphaned(run, workspace) for run in name_model_versions(runs)]
+    runs = [stopped_if_orphaned(run, workspace) for run in name_model_versions(runs)]
     return [run for run in runs if record_matches(run, wanted)]
 
 
@@ -108,7 +108,7 @@ def _grouping(
     return [_result(r) for r in name_data_versions(_stored_runs(workspace, experiment, only))]
 
 
-def _stopped_if_orphaned(run: dict[str, Any], workspace: str | Path) -> dict[str, Any]:
+def stopped_if_orphaned(run: dict[str, Any], workspace: str | Path) -> dict[str, Any]:
     """A run left "running" by a process that has ended is shown "stopped", with how to go on
     (the store keeps it as it is: resuming or sweeping picks it up)."""
     if run["status"] != "running" or not owner_gone(run.get("owner")):

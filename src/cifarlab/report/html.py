@@ -128,7 +128,13 @@ def load_records(
     workspace: Path, experiment: str | None, run_id: str | None
 ) -> tuple[str, list[dict[str, Any]]]:
     """The runs to report on, each with its ``epochs`` rows and ``info``, and a page title."""
-    from cifarlab.results import name_data_versions, name_model_versions, open_store, results
+    from cifarlab.results import (
+        name_data_versions,
+        name_model_versions,
+        open_store,
+        results,
+        stopped_if_orphaned,
+    )
 
     if run_id is not None:
         with open_store(workspace) as store:
@@ -141,7 +147,9 @@ def load_records(
         ids = [r["id"] for r in results(workspace, experiment)]
         title = f"Experiment {experiment}" if experiment else f"All runs in {workspace}"
     with ResultsStore(workspace / "runs.db") as store:
-        runs = [store.run(i) | {"epochs": store.epochs(i)} for i in ids]
+        # a run whose process died reads "stopped", with how to go on, as `results` says
+        runs = [stopped_if_orphaned(store.run(i), workspace) | {"epochs": store.epochs(i)}
+                for i in ids]  # fmt: skip
     records = name_data_versions(name_model_versions(runs))
     shown = short_model_names(r["model"] for r in records)  # the runs table's column
     return title, [r | {"model": shown[r["model"]]} for r in records]
@@ -303,8 +311,9 @@ def _meta(records: list[dict[str, Any]]) -> str:
 
 
 def _headline(groups: list[dict[str, Any]], records: list[dict[str, Any]]) -> str:
-    if not groups:
-        return ""
+    if not groups:  # a report of one diverged run said only "no completed runs yet"
+        bad = _not_charted(records, varying_keys(records))
+        return f'<ul class="headline"><li>{bad}</li></ul>' if bad else ""
     best = max(groups, key=aggregate.val_score)
     n = best["n"]
     lead = (
@@ -339,16 +348,9 @@ def _headline(groups: list[dict[str, Any]], records: list[dict[str, Any]]) -> st
     optimizers = _optimizer_ranking(aggregate.best_per(groups, "model", "optimizer"))
     if optimizers:
         items.append(optimizers)
-    bad = [r for r in records if r["status"] != "completed"]
+    bad = _not_charted(records, axes)
     if bad:
-        states = " · ".join(  # errors hold ";" themselves
-            f"{r['id']}"
-            + (f" ({_settings(r, axes)})" if axes else "")
-            + f" {r['status']}"
-            + (f": {r['error']}" if r.get("error") else "")
-            for r in bad
-        )
-        items.append(f"<b>Not in the charts:</b> {_e(states)}")
+        items.append(bad)
     if all(g["best_val_acc_mean"] is not None for g in groups):
         items.append(
             "Model selection uses the validation split only; test accuracy is reported, "
@@ -367,6 +369,21 @@ def _headline(groups: list[dict[str, Any]], records: list[dict[str, Any]]) -> st
             )
         items.append(text + ".")
     return '<ul class="headline">' + "".join(f"<li>{i}</li>" for i in items) + "</ul>"
+
+
+def _not_charted(records: list[dict[str, Any]], axes: list[str]) -> str | None:
+    """The runs that did not complete, each with why (its error)."""
+    bad = [r for r in records if r["status"] != "completed"]
+    if not bad:
+        return None
+    states = " · ".join(  # errors hold ";" themselves
+        f"{r['id']}"
+        + (f" ({_settings(r, axes)})" if axes else "")
+        + f" {r['status']}"
+        + (f": {r['error']}" if r.get("error") else "")
+        for r in bad
+    )
+    return f"<b>Not in the charts:</b> {_e(states)}"
 
 
 def _settings(record: dict[str, Any], keys: list[str]) -> str:
