@@ -1120,3 +1120,20 @@ def test_a_report_names_why_runs_are_missing_a_dead_one_as_stopped(tiny_archive,
                    (f"{os.uname().nodename}:999999999:1", result.run_id))  # fmt: skip
     page = cifarlab.report(workspace=ws).read_text()
     assert f"{result.run_id} stopped: its process ended unrecorded" in page  # "running"
+
+
+def test_an_experiment_that_sets_budgets_per_model_says_so_in_labels_and_note():
+    from cifarlab.report.html import _budget_note, _groups_table
+
+    records = [r for r in _fake_runs(n_models=2, lrs=1, seeds=1) if "adam" in r["id"]]
+    for r in records:  # as an experiment file's [[include]] entries may set them
+        r["config"]["epochs"] = 4 if r["config"]["model"] == "net0" else 2
+    groups = aggregate.group(records)
+    # labels read "net0 · adam" and "net1 · adam", a fair race to the eye
+    assert sorted(g["label"] for g in groups) == [
+        "net0 · adam · epochs=4",
+        "net1 · adam · epochs=2",
+    ]
+    (note,) = _budget_note(groups, whole=False)  # only the whole workspace's page said it
+    assert note.startswith("These runs differ in epochs (2, 4)") and "--experiment" not in note
+    assert ">epochs</th>" in _groups_table(groups)

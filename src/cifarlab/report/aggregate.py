@@ -38,13 +38,23 @@ def group(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return groups
 
 
+# Settings that set how much a run trained on or was scored on: groups that differ in them
+# are not compared like for like, so labels always name them.
+BUDGET_KEYS = ("data", "labels", "image_size", "epochs", "limit_train", "limit_test", "val_size")
+
+
 def _label_keys(g: dict[str, Any], groups: list[dict[str, Any]], keys: list[str]) -> list[str]:
-    """The settings that tell ``g`` from the groups of the same model, optimizer and preset:
-    its label names those after the three. A preset run beside a sweep would otherwise list
-    every key its preset sets (19 of them), in every chart, caption and table."""
+    """The settings that tell ``g`` from the groups of the same model, optimizer and preset,
+    and any budget the groups differ in: its label names those after the three. A preset run
+    beside a sweep would otherwise list every key its preset sets (19 of them), in every
+    chart, caption and table; a 4-epoch tutorial beside a 2-epoch simple read as a fair race."""
     kin = ("model", "optimizer", "preset")
     peers = [p for p in groups if all(_value(p, k) == _value(g, k) for k in kin)]
-    return [k for k in keys if k not in kin and len({_value(p, k) for p in peers}) > 1]
+    return [
+        k
+        for k in keys
+        if k not in kin and (k in BUDGET_KEYS or len({_value(p, k) for p in peers}) > 1)
+    ]
 
 
 def _value(g: dict[str, Any], key: str) -> str:

@@ -87,7 +87,7 @@ def _render(
     """The page, with its chart PNGs written to ``out`` (``whole``: every run of the
     workspace, not one experiment's)."""
     groups = aggregate.group(records)
-    notes: list[str] = [*_budget_note(groups)] if whole else []
+    notes: list[str] = [*_budget_note(groups, whole)]
     sections: list[tuple[str, list[Chart]]] = []
     if groups:
         sections = _chart_sections(groups, records, workspace, out, notes)
@@ -155,14 +155,12 @@ def load_records(
     return title, [r | {"model": shown[r["model"]]} for r in records]
 
 
-BUDGET_KEYS = ("data", "labels", "image_size", "epochs", "limit_train", "limit_test", "val_size")
-
-
-def _budget_note(groups: list[dict[str, Any]]) -> list[str]:
-    """A workspace's runs may come from studies of other budgets: its page ranks a 1-epoch
-    run on 500 images beside a 10-epoch one on 45,000, so it says so once, at the top."""
+def _budget_note(groups: list[dict[str, Any]], whole: bool = True) -> list[str]:
+    """A page may rank a 1-epoch run on 500 images beside a 10-epoch one on 45,000 (runs of
+    several studies in a workspace, or an experiment that sets budgets per model), so it
+    says so once, at the top."""
     runs = [r for g in groups for r in g["members"]]
-    differ = [k for k in BUDGET_KEYS if len({repr(r["config"].get(k)) for r in runs}) > 1]
+    differ = [k for k in aggregate.BUDGET_KEYS if len({repr(r["config"].get(k)) for r in runs}) > 1]
     if not differ:
         return []
     shown = []
@@ -171,9 +169,10 @@ def _budget_note(groups: list[dict[str, Any]]) -> list[str]:
         values = [aggregate.short(v) for v in sorted(raw, key=_in_order)]
         listed = ", ".join(values[:4]) + (", ..." if len(values) > 4 else "")
         shown.append(f"{key} ({listed})")
+    one = " `cifarlab report --experiment NAME` reports one study." if whole else ""
     return [
         f"These runs differ in {', '.join(shown)}: the rankings and charts below set them side "
-        "by side as they are. `cifarlab report --experiment NAME` reports one study."
+        f"by side as they are.{one}"
     ]
 
 
@@ -433,7 +432,7 @@ def _ranked_by(groups: list[dict[str, Any]]) -> str:
 def _groups_table(groups: list[dict[str, Any]]) -> str:
     # the settings the labels name (a preset's own settings stay in "Every run" below)
     varying = varying_keys([m for g in groups for m in g["members"]])
-    named = {k for g in groups for k in g["label_keys"]}
+    named = {k for g in groups for k in g["label_keys"]} | {"lr", "batch_size"}  # the blog's
     named |= {"preset"} if any(g["members"][0]["config"].get("preset") for g in groups) else set()
     keys = ["model", "optimizer", *(k for k in varying if k in named)]
     head = [*keys, "seeds", "best val", "test@best", "final test", "time (s)", "img/s",
