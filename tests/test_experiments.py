@@ -1046,3 +1046,24 @@ def test_a_rerun_sweep_reads_its_data_once_before_training(tmp_path, tiny_archiv
     # one read to compare the finished run's data, one per run trained; the check of the
     # sources for the runs to train read the same source a second time
     assert len(reads) == 1 + 3
+
+
+def test_compare_and_group_by_say_when_they_pool_other_budgets():
+    from cifarlab.experiments.analysis import pooled_budgets
+    from cifarlab.results import compare
+
+    def run(i: int, optimizer: str, epochs: int, acc: float) -> dict:
+        config = {"model": "tutorial", "optimizer": optimizer, "epochs": epochs, "seed": i}
+        return {"id": f"r{i}", "status": "completed", "test_acc": acc, "config": config}
+
+    records = [run(0, "adam", 2, 0.30), run(1, "adam", 4, 0.40), run(2, "sgd", 2, 0.25),
+               run(3, "sgd", 4, 0.35)]  # fmt: skip
+    # "results --group-by optimizer" showed n=2 rows of 2- and 4-epoch runs as seeds
+    assert pooled_budgets(records, ["optimizer"]) == ["epochs"]
+    assert pooled_budgets(records, ["optimizer", "epochs"]) == []
+    said = compare(records, "optimizer=adam", "optimizer=sgd")
+    assert said.endswith("note: the runs compared differ in epochs, and the difference mixes "
+                         "those in: filter both sides to one value of each"), said  # fmt: skip
+    assert "note" not in compare(records, "optimizer=adam,epochs=2", "optimizer=sgd,epochs=2")
+    with pytest.raises(cifarlab.CifarlabError, match="run r0 matches both 'epochs=2' and"):
+        compare(records, "epochs=2", "optimizer=adam")  # a side set against itself

@@ -138,7 +138,14 @@ def _what_was_chosen(result: Any) -> str:
 
 def cmd_results(args: argparse.Namespace) -> int:
     from cifarlab.filters import parse_only
-    from cifarlab.results import compare, format_runs, group_table, results, sort_records
+    from cifarlab.results import (
+        compare,
+        format_runs,
+        group_table,
+        pooling_note,
+        results,
+        sort_records,
+    )
 
     group_by = comma_list(args.group_by) if args.group_by else None
     only = parse_only(args.only)
@@ -160,6 +167,9 @@ def cmd_results(args: argparse.Namespace) -> int:
     else:
         table = group_table(args.workspace, args.experiment, group_by, args.sort, args.format, only)
         print(table)
+        note = pooling_note(args.workspace, args.experiment, group_by, only) if group_by else None
+        if note:  # stderr: a --format json/csv reader parses stdout
+            print(note, file=sys.stderr)
     return 0
 
 

@@ -12,7 +12,13 @@ from pathlib import Path
 from typing import Any
 
 from cifarlab.errors import CifarlabError, as_path, comma_list, suggest
-from cifarlab.experiments.analysis import GROUP_METRICS, compare_means, group_runs, varying_keys
+from cifarlab.experiments.analysis import (
+    GROUP_METRICS,
+    compare_means,
+    group_runs,
+    pooled_budgets,
+    varying_keys,
+)
 from cifarlab.experiments.store import ResultsStore
 from cifarlab.model_files import short_model_names
 from cifarlab.process import owner_gone
@@ -210,15 +216,34 @@ def group_table(
     return format_groups(sort_records(group_runs(records, by), sort), by, fmt)
 
 
+def pooling_note(
+    workspace: str | Path,
+    experiment: str | None,
+    group_by: list[str],
+    only: dict[str, Any] | None = None,
+) -> str | None:
+    """What a chosen ``--group-by`` pools as seeds that are not seeds (runs of 2 and 4
+    epochs in one "n=8" row), for the table's reader."""
+    mixed = pooled_budgets(_grouping(workspace, experiment, only), group_by)
+    if not mixed:
+        return None
+    return (
+        f"note: some rows pool runs that differ in {', '.join(mixed)} as if they were seeds; "
+        f"add {'it' if len(mixed) == 1 else 'them'} to --group-by to split those rows"
+    )
+
+
 def compare(
     records: list[dict[str, Any]], a: str, b: str, metric: str = "test_acc", fmt: str = "table"
 ) -> str:
     """One sentence: the difference in mean ``metric`` between filters ``a`` and ``b``, 95% CI
     (``fmt="json"``: the numbers)."""
-    values = []
+    values, sides, compared = [], [], []
     for spec in (a, b):
         match = _filter(records, spec)
+        sides.append({r["id"] for r in match})
         done = [r for r in match if r["status"] == "completed"]
+        compared += done
         if not done:
             others = ", ".join(f"{r['id']} {r['status']}" for r in match)
             raise CifarlabError(
@@ -226,16 +251,33 @@ def compare(
                 + (f" (only {others})" if others else "")
             )
         values.append([r[metric] for r in done])
+    both = sorted(sides[0] & sides[1])
+    if both:  # "--compare lr=0.01 lr=0.01" set a group against itself
+        raise CifarlabError(
+            f"--compare: run {both[0]} matches both {a!r} and {b!r}; each side needs runs of "
+            "its own (e.g. --compare optimizer=adam optimizer=sgd)"
+        )
     stats = compare_means(*values)
+    # runs of 2 and 4 epochs on one side are not repeats, nor two sides of other budgets a race
+    budgets = pooled_budgets(compared, [])
     if fmt == "json":
-        return json.dumps({"a": a, "b": b, "metric": metric, **stats}, indent=2)
+        return json.dumps(
+            {"a": a, "b": b, "metric": metric, **stats, "budgets_differ": budgets}, indent=2
+        )
     sentence = f"{a} vs {b}: {stats['diff'] * 100:+.2f} points {metric}"
     if stats["low"] is None:
-        return f"{sentence} (n={stats['n_a']} vs {stats['n_b']}; add seeds for a 95% CI)"
-    return (
-        f"{sentence} (95% CI {stats['low'] * 100:+.2f} to {stats['high'] * 100:+.2f}, "
-        f"Welch t, n={stats['n_a']} vs {stats['n_b']})"
-    )
+        sentence += f" (n={stats['n_a']} vs {stats['n_b']}; add seeds for a 95% CI)"
+    else:
+        sentence += (
+            f" (95% CI {stats['low'] * 100:+.2f} to {stats['high'] * 100:+.2f}, "
+            f"Welch t, n={stats['n_a']} vs {stats['n_b']})"
+        )
+    if budgets:
+        sentence += (
+            f"; note: the runs compared differ in {', '.join(budgets)}, and the difference "
+            "mixes those in: filter both sides to one value of each"
+        )
+    return sentence
 
 
 def sort_records(records: list[dict[str, Any]], key: str | None) -> list[dict[str, Any]]:

@@ -13,6 +13,23 @@ GROUP_METRICS = ("best_val_acc", "test_acc", "final_test_acc", "train_seconds", 
 # Data does define one: results.name_data_versions names each run's data by its content.
 REPEAT_KEYS = {"seed"}
 NEVER_GROUP = {"device", "tensorboard"}
+# Settings that set how much a run trained on or was scored on: runs that differ in them are
+# not repeats of one another, and groups that differ in them are not a like-for-like race.
+BUDGET_KEYS = ("data", "labels", "image_size", "epochs", "limit_train", "limit_test", "val_size")
+
+
+def pooled_budgets(records: list[dict[str, Any]], by: list[str]) -> list[str]:
+    """The budget settings that differ inside a group of ``records`` grouped ``by`` (a
+    chosen --group-by pools whatever it leaves out, as if seeds)."""
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for record in records:
+        groups.setdefault(tuple(_hashable(record["config"].get(k)) for k in by), []).append(record)
+    return [
+        k
+        for k in BUDGET_KEYS
+        if k not in by
+        and any(len({repr(r["config"].get(k)) for r in g}) > 1 for g in groups.values())
+    ]
 
 
 def varying_keys(records: list[dict[str, Any]]) -> list[str]:

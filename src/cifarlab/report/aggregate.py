@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from cifarlab.experiments.analysis import compare_means, group_runs, varying_keys
+from cifarlab.experiments.analysis import BUDGET_KEYS, compare_means, group_runs, varying_keys
 from cifarlab.model_files import short_model_names
 from cifarlab.tables import setting_text
 
@@ -36,11 +36,6 @@ def group(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         settings = [f"{k}={short(config[k])}" for k in g["label_keys"]]
         g["label"] = " · ".join([g["model"], g["optimizer"], *preset, *settings])
     return groups
-
-
-# Settings that set how much a run trained on or was scored on: groups that differ in them
-# are not compared like for like, so labels always name them.
-BUDGET_KEYS = ("data", "labels", "image_size", "epochs", "limit_train", "limit_test", "val_size")
 
 
 def _label_keys(g: dict[str, Any], groups: list[dict[str, Any]], keys: list[str]) -> list[str]:

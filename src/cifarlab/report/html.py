@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from cifarlab.errors import CifarlabError, as_path
-from cifarlab.experiments.analysis import varying_keys
+from cifarlab.experiments.analysis import BUDGET_KEYS, varying_keys
 from cifarlab.experiments.store import ResultsStore
 from cifarlab.files import make_folder
 from cifarlab.model_files import model_of_run, short_model_names
@@ -160,7 +160,7 @@ def _budget_note(groups: list[dict[str, Any]], whole: bool = True) -> list[str]:
     several studies in a workspace, or an experiment that sets budgets per model), so it
     says so once, at the top."""
     runs = [r for g in groups for r in g["members"]]
-    differ = [k for k in aggregate.BUDGET_KEYS if len({repr(r["config"].get(k)) for r in runs}) > 1]
+    differ = [k for k in BUDGET_KEYS if len({repr(r["config"].get(k)) for r in runs}) > 1]
     if not differ:
         return []
     shown = []
