@@ -1137,3 +1137,36 @@ def test_an_experiment_that_sets_budgets_per_model_says_so_in_labels_and_note():
     (note,) = _budget_note(groups, whole=False)  # only the whole workspace's page said it
     assert note.startswith("These runs differ in epochs (2, 4)") and "--experiment" not in note
     assert ">epochs</th>" in _groups_table(groups)
+
+
+def test_curves_fade_where_seeds_that_stopped_early_leave_the_mean(tmp_path, monkeypatch):
+    saved = []
+    save = charts._save
+    monkeypatch.setattr(
+        charts, "_save", lambda fig, *args: (saved.append(fig), save(fig, *args))[1]
+    )
+    records = _fake_runs(n_models=1, lrs=1, seeds=2, epochs=6)
+    for r in records:
+        if r["config"]["seed"] == 1:  # stopped early after epoch 3, as --early-stop does
+            r["epochs"] = r["epochs"][:3]
+    groups = [g for g in aggregate.group(records) if g["optimizer"] == "adam"]
+    chart = charts.accuracy_curves(groups, tmp_path)
+    # the line jumped from the pair's mean to one seed's and still read as a 2-seed mean
+    assert "Where a line fades, some of its seeds had stopped early" in chart.caption
+    lines = [line for line in saved[0].axes[0].get_lines() if list(line.get_xdata())]
+    solid, faded = lines[0], lines[1]
+    assert list(solid.get_xdata()) == [1, 2, 3] and solid.get_alpha() is None
+    assert list(faded.get_xdata()) == [3, 4, 5, 6] and faded.get_alpha() == 0.35
+    full = _fake_runs(n_models=1, lrs=1, seeds=2, epochs=6)
+    caption = charts.accuracy_curves(aggregate.group(full), tmp_path).caption
+    assert "fades" not in caption
+
+
+def test_the_lr_chart_names_the_learning_rates_that_diverged(tmp_path):
+    records = _fake_runs(n_models=1, lrs=3, seeds=1)
+    records[0]["model"] = "net0"
+    diverged = {**records[0], "id": "x", "status": "diverged", "config": {
+        **records[0]["config"], "lr": 0.1, "optimizer": "adam"}}  # fmt: skip
+    chart = charts.sensitivity(aggregate.group(records), "lr", tmp_path, [diverged])
+    # the chart ended at the last completed lr and its caption said nothing of 0.1
+    assert chart.caption.endswith("Diverged, so not drawn: learning rate 0.1 (net0 · adam).")

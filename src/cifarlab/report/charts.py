@@ -223,12 +223,33 @@ def optimizer_diffs(best: list[dict[str, Any]], a: str, b: str) -> dict[str, flo
 def _mean_with_spread(ax, g: dict[str, Any], colour, metric: str) -> None:
     """A group's mean curve of a fraction metric in percent, shaded min-max over seeds."""
     e, mean, lo, hi = curve(g, metric)
-    ax.plot(e, mean * 100, color=colour, marker="o", ms=3, label=g["label"])
+    full = every_seed(g, metric)
+    _plot_faded_tail(ax, e, mean * 100, full, color=colour, marker="o", ms=3, label=g["label"])
     if g["n"] > 1 and len(e) == 1:  # a band over one epoch has no width: a bar instead
         spread = np.array([mean - lo, hi - mean]) * 100
         ax.errorbar(e, mean * 100, yerr=spread, color=colour, capsize=4, alpha=0.6)
-    elif g["n"] > 1:
-        ax.fill_between(e, lo * 100, hi * 100, color=colour, alpha=0.2, lw=0)
+    elif g["n"] > 1:  # over the epochs every seed reached: the rest is not a spread of seeds
+        ax.fill_between(e[:full], lo[:full] * 100, hi[:full] * 100, color=colour, alpha=0.2, lw=0)
+
+
+def every_seed(g: dict[str, Any], metric: str) -> int:
+    """How many of the group's first curve points (``curve``'s epochs) hold every seed; after
+    them seeds that stopped early (--early-stop) have left the mean to the others."""
+    counts: dict[int, int] = {}
+    for run in g["members"]:
+        for row in run["epochs"]:
+            if row.get(metric) is not None:
+                counts[row["epoch"]] = counts.get(row["epoch"], 0) + 1
+    n = [counts[e] for e in sorted(counts)]
+    return next((i for i, c in enumerate(n) if c < max(n)), len(n))
+
+
+def _plot_faded_tail(ax, e, y, full: int, **style) -> None:
+    """``y`` over ``e``, faded after its first ``full`` points (fewer seeds there): a mean of
+    one seed after one of two jumped, and read as the pair's."""
+    ax.plot(e[:full], y[:full], **style)
+    if full < len(e):
+        ax.plot(e[full - 1 :], y[full - 1 :], **{**style, "label": None, "alpha": 0.35})
 
 
 @_styled
@@ -264,11 +285,13 @@ def loss_curves(groups: list[dict[str, Any]], out: Path) -> Chart:
     def draw(ax, g, colour):
         e, train, _, _ = curve(g, "train_loss")
         dot = "o" if len(e) == 1 else None  # a line through one epoch draws nothing
-        ax.plot(e, train, color=colour, marker=dot, label=g["label"])
+        full = every_seed(g, "train_loss")
+        _plot_faded_tail(ax, e, train, full, color=colour, marker=dot, label=g["label"])
         e, val, _, _ = curve(g, "val_loss")
         if len(e):  # --eval-every scores some epochs: mark them, the dashes between are not
             scored = "s" if dot or np.any(np.diff(e) > 1) else None
-            ax.plot(e, val, color=colour, ls="--", marker=scored, ms=dot and 6 or 3, mfc="none")
+            _plot_faded_tail(ax, e, val, every_seed(g, "val_loss"), color=colour, ls="--",
+                             marker=scored, ms=dot and 6 or 3, mfc="none")  # fmt: skip
             onsets = [r["overfit_epoch"] for r in g["members"] if r.get("overfit_epoch")]
             for onset in sorted(set(onsets)):
                 y = val[list(e).index(onset)] if onset in e else None
@@ -372,7 +395,7 @@ def _facets(groups, draw, ylabel, metric, style_legend=False) -> Facets:
             handles.append(
                 Line2D([], [], color="#444", marker="v", ls="", mec="black", label="overfit onset")
             )
-    return Facets(fig, handles, pooled, drawn)
+    return Facets(fig, handles, pooled, drawn, metric)
 
 
 @dataclass
@@ -384,9 +407,15 @@ class Facets:
     handles: list
     pooled: bool
     drawn: list[dict[str, Any]]
+    metric: str
 
 
 def _save_facets(shown: Facets, out, name, title, caption, groups) -> Chart:
+    if any(every_seed(g, shown.metric) < len(curve(g, shown.metric)[0]) for g in shown.drawn):
+        caption += (
+            " Where a line fades, some of its seeds had stopped early (--early-stop): it is "
+            "the mean of those still training."
+        )
     if shown.pooled:
         caption += (
             f" Of the {len(groups)} configurations, each panel draws one line per model: "
@@ -624,8 +653,11 @@ def per_class_accuracy(labels: np.ndarray, preds: np.ndarray, k: int) -> np.ndar
 
 
 @_styled
-def sensitivity(groups: list[dict[str, Any]], key: str, out: Path) -> Chart | None:
-    """Accuracy against ``key`` (batch_size or lr), one line per model/optimizer."""
+def sensitivity(
+    groups: list[dict[str, Any]], key: str, out: Path, failed: list[dict[str, Any]] = ()
+) -> Chart | None:
+    """Accuracy against ``key`` (batch_size or lr), one line per model/optimizer; the caption
+    names the values whose runs diverged (``failed``: runs that did not complete)."""
     for g in groups:
         g[key] = g["members"][0]["config"][key]
     # a model/optimizer tried at one value has no sensitivity to show
@@ -688,8 +720,23 @@ def sensitivity(groups: list[dict[str, Any]], key: str, out: Path) -> Chart | No
             f"{picked_by(groups[0])}), whatever its {', '.join(others)}: "
             "points can differ in those too."
         )
+    caption += _diverged_at(failed, key, noun)
     name = "sensitivity-" + key.replace("_", "-")
     return _save(fig, out, name, f"Test accuracy vs {noun}", caption)
+
+
+def _diverged_at(failed: list[dict[str, Any]], key: str, noun: str) -> str:
+    """The values of ``key`` at which runs diverged: an lr study's edge is a finding, and
+    the chart, which draws completed runs only, ended before it without a word."""
+    where: dict[Any, set[str]] = {}
+    for run in failed:
+        if run["status"] == "diverged":
+            config = run["config"]
+            where.setdefault(config[key], set()).add(f"{run['model']} · {config['optimizer']}")
+    if not where:
+        return ""
+    shown = "; ".join(f"{v:g} ({', '.join(sorted(who))})" for v, who in sorted(where.items()))
+    return f" Diverged, so not drawn: {noun} {shown}."
 
 
 # -- helpers ----------------------------------------------------------------------------

@@ -197,7 +197,8 @@ def _chart_sections(groups, records, workspace, out, notes) -> list[tuple[str, l
             ("Learning curves and overfitting", curves),
             ("What it cost", [charts.time_bars(groups, out), charts.pareto(groups, out)]),
         ]
-        sensitivity = [charts.sensitivity(groups, k, out) for k in SENSITIVITY_KEYS]
+        failed = [r for r in records if r["status"] != "completed"]
+        sensitivity = [charts.sensitivity(groups, k, out, failed) for k in SENSITIVITY_KEYS]
         if any(sensitivity):
             sections.append(("Batch size and learning rate", [c for c in sensitivity if c]))
     best_group = max(groups, key=aggregate.val_score)
