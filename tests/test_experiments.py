@@ -1067,3 +1067,30 @@ def test_compare_and_group_by_say_when_they_pool_other_budgets():
     assert "note" not in compare(records, "optimizer=adam,epochs=2", "optimizer=sgd,epochs=2")
     with pytest.raises(cifarlab.CifarlabError, match="run r0 matches both 'epochs=2' and"):
         compare(records, "epochs=2", "optimizer=adam")  # a side set against itself
+
+
+def test_the_runs_table_shows_the_settings_that_tell_its_runs_apart():
+    from cifarlab.results import format_runs
+
+    def run(i: int, limit: int | None) -> dict:
+        config = {"model": "tutorial", "optimizer": "adam", "lr": 0.001, "batch_size": 64,
+                  "epochs": 2, "seed": i % 2, "limit_train": limit, "data": "/d/cifar.tar.gz"}  # fmt: skip
+        return {"id": f"r{i}", "model": "tutorial", "status": "completed", "epochs_done": 2,
+                "lr": 0.001, "batch_size": 64, "optimizer": "adam", "config": config}  # fmt: skip
+
+    table = format_runs([run(0, 1000), run(1, 1000), run(2, 2000), run(3, 2000)], "table")
+    header, _, *rows = table.splitlines()
+    # four rows of "tutorial adam 0.001 64 2": the seed and the training images were hidden
+    assert header.split()[:7] == ["run", "model", "opt", "lr", "batch", "seed", "limit_train"]
+    assert len({tuple(row.split()[5:7]) for row in rows}) == 4
+    assert "data" not in header  # one dataset: no column
+
+
+def test_an_experiment_of_one_standing_configuration_labels_its_row(tmp_path, tiny_archive, capsys):
+    grid = _tiny_grid(tmp_path, tiny_archive, epochs=1)
+    ws = tmp_path / "ws"
+    assert main(["sweep", str(grid), "--workspace", str(ws), "--quiet", "--max-runs", "1"]) == 0
+    capsys.readouterr()
+    assert main(["results", "--workspace", str(ws), "--experiment", "tiny"]) == 0
+    header = capsys.readouterr().out.splitlines()[0].split()
+    assert header[:2] == ["model", "optimizer"], header  # a row of numbers with no name

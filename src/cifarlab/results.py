@@ -13,6 +13,7 @@ from typing import Any
 
 from cifarlab.errors import CifarlabError, as_path, comma_list, suggest
 from cifarlab.experiments.analysis import (
+    BUDGET_KEYS,
     GROUP_METRICS,
     compare_means,
     group_runs,
@@ -211,8 +212,11 @@ def group_table(
 
     records = _grouping(workspace, experiment, only)
     _check_keys(records, group_by)
-    # where --only leaves one configuration, its row is labelled by what --only chose
-    by = group_by if group_by is not None else varying_keys(records) or list(typed_only(only or {}))
+    # where --only leaves one configuration, its row is labelled by what --only chose; with
+    # nothing to tell rows apart, by model and optimizer (the row had no label at all)
+    by = group_by
+    if by is None:
+        by = varying_keys(records) or list(typed_only(only or {})) or ["model", "optimizer"]
     return format_groups(sort_records(group_runs(records, by), sort), by, fmt)
 
 
@@ -303,11 +307,26 @@ def format_runs(records: list[dict[str, Any]], fmt: str, reasons: bool = True) -
         return "no runs yet"
     named = short_model_names(r["model"] for r in records)  # JSON and CSV keep whole paths
     shown = [{**r, "model": named[r["model"]], "epochs_done": epochs_done(r)} for r in records]
-    rows = [[_cell(r.get(k), f) for k, _, f in RUN_COLUMNS] for r in shown]
-    table = format_table([h for _, h, _ in RUN_COLUMNS], rows, rule=True, fmt=fmt)
+    # the settings that tell these runs apart beyond the fixed columns: four runs that differ
+    # only in seed or training images read as one run four times
+    extra = [k for k in ("seed", "preset", *BUDGET_KEYS) if k != "epochs"
+             and len({repr((r.get("config") or {}).get(k)) for r in records}) > 1]  # fmt: skip
+    columns = [*RUN_COLUMNS[:5], *((k, k, "{}") for k in extra), *RUN_COLUMNS[5:]]
+    for r in shown:
+        config = r.get("config") or {}
+        r.update({k: _setting_cell(k, config.get(k)) for k in extra})
+    rows = [[_cell(r.get(k), f) for k, _, f in columns] for r in shown]
+    table = format_table([h for _, h, _ in columns], rows, rule=True, fmt=fmt)
     why = [f"{r['id']} {r['status']}: {r['error']}" for r in records
            if reasons and r.get("error") and r["status"] != "completed"]  # fmt: skip
     return "\n".join([table, *why])
+
+
+def _setting_cell(key: str, value: Any) -> str:
+    """A setting as a table cell: a data path by its name (runs record absolute paths)."""
+    if key == "data" and isinstance(value, str) and ("/" in value or os.sep in value):
+        return Path(value.rstrip("/")).name or value
+    return setting_text(value)
 
 
 def epochs_done(run: dict[str, Any]) -> Any:
