@@ -1170,3 +1170,14 @@ def test_the_lr_chart_names_the_learning_rates_that_diverged(tmp_path):
     chart = charts.sensitivity(aggregate.group(records), "lr", tmp_path, [diverged])
     # the chart ended at the last completed lr and its caption said nothing of 0.1
     assert chart.caption.endswith("Diverged, so not drawn: learning rate 0.1 (net0 · adam).")
+
+
+def test_the_sensitivity_chart_says_its_bars_are_std_over_seeds(tmp_path):
+    one = charts.sensitivity(
+        aggregate.group(_fake_runs(n_models=1, lrs=3, seeds=1)), "lr", tmp_path
+    )
+    two = charts.sensitivity(
+        aggregate.group(_fake_runs(n_models=1, lrs=3, seeds=2)), "lr", tmp_path
+    )
+    assert "bars" not in one.title  # one seed: no bars drawn
+    assert two.title.endswith("(bars: ± std over seeds)")  # unlabelled beside min–max bands

@@ -722,7 +722,10 @@ def sensitivity(
         )
     caption += _diverged_at(failed, key, noun)
     name = "sensitivity-" + key.replace("_", "-")
-    return _save(fig, out, name, f"Test accuracy vs {noun}", caption)
+    title = f"Test accuracy vs {noun}"
+    if any(g["test_acc_std"] for members in pairs.values() for g in members):
+        title += " (bars: ± std over seeds)"  # the curves' bands are min–max: say which
+    return _save(fig, out, name, title, caption)
 
 
 def _diverged_at(failed: list[dict[str, Any]], key: str, noun: str) -> str:
