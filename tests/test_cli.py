@@ -636,3 +636,11 @@ def test_results_group_runs_by_what_their_data_is_not_how_its_path_was_typed(tmp
     rows = cifarlab.grouped_results(tmp_path / "ws")
     assert sorted(r["n"] for r in rows) == [1, 2], rows
     assert len({r["data"] for r in rows}) == 2 and all("@" in r["data"] for r in rows), rows
+
+
+def test_a_folder_named_runs_db_is_named_not_read_as_no_results(tmp_path, tiny_archive, capsys):
+    (tmp_path / "ws" / "runs.db").mkdir(parents=True)
+    assert main(["results", "--workspace", str(tmp_path / "ws")]) == 2  # "no runs.db there"
+    assert "holds a folder named runs.db where its results database goes" in capsys.readouterr().err
+    assert _train(tmp_path, tiny_archive) == 2
+    assert "holds a folder named runs.db" in capsys.readouterr().err

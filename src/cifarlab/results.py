@@ -20,7 +20,7 @@ from cifarlab.experiments.analysis import (
     pooled_budgets,
     varying_keys,
 )
-from cifarlab.experiments.store import ResultsStore
+from cifarlab.experiments.store import ResultsStore, refuse_database_folder
 from cifarlab.model_files import short_model_names
 from cifarlab.process import owner_gone
 from cifarlab.tables import format_table, setting_text
@@ -58,6 +58,7 @@ GROUP_COLUMNS = (
 def open_store(workspace: str | Path) -> ResultsStore:
     """The workspace's results database, or a one-line error when it has none yet."""
     db = as_path(workspace, "workspace") / "runs.db"
+    refuse_database_folder(db.parent)
     if not db.is_file():
         raise CifarlabError(
             f"no results in {str(workspace)!r} (no runs.db there); train a model first "

@@ -302,6 +302,7 @@ def check_workspace(path: str | os.PathLike) -> Path:
             raise CifarlabError(
                 f"workspace {str(workspace)!r} is a file, not a folder; pass --workspace DIR"
             )
+        refuse_database_folder(workspace)
         parents = (workspace.absolute(), *workspace.absolute().parents)
         existing = next(p for p in parents if p.exists())
     except OSError as err:  # a name too long, a loop of links: refused now, not after the data
@@ -311,6 +312,16 @@ def check_workspace(path: str | os.PathLike) -> Path:
     if not os.access(existing, os.W_OK | os.X_OK):
         raise _not_writable(workspace, "Permission denied")
     return workspace
+
+
+def refuse_database_folder(workspace: Path) -> None:
+    """A folder where the results database goes read as "no runs.db there" (results) or
+    failed deep in sqlite (train)."""
+    if (workspace / "runs.db").is_dir():
+        raise CifarlabError(
+            f"workspace {str(workspace)!r} holds a folder named runs.db where its results "
+            "database goes; rename or remove that folder, or pass another --workspace"
+        )
 
 
 def prepare_workspace(path: str | os.PathLike) -> Path:
