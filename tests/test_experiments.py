@@ -1065,6 +1065,9 @@ def test_compare_and_group_by_say_when_they_pool_other_budgets():
     assert said.endswith("note: the runs compared differ in epochs, and the difference mixes "
                          "those in: filter both sides to one value of each"), said  # fmt: skip
     assert "note" not in compare(records, "optimizer=adam,epochs=2", "optimizer=sgd,epochs=2")
+    assert "note" not in compare(records, "epochs=2", "epochs=4")  # the budget compared
+    said = compare(records, "optimizer=adam,epochs=2", "optimizer=sgd")
+    assert "differ in epochs" in said  # two sides of other budgets, not asked for
     with pytest.raises(cifarlab.CifarlabError, match="run r0 matches both 'epochs=2' and"):
         compare(records, "epochs=2", "optimizer=adam")  # a side set against itself
 
@@ -1074,7 +1077,8 @@ def test_the_runs_table_shows_the_settings_that_tell_its_runs_apart():
 
     def run(i: int, limit: int | None) -> dict:
         config = {"model": "tutorial", "optimizer": "adam", "lr": 0.001, "batch_size": 64,
-                  "epochs": 2, "seed": i % 2, "limit_train": limit, "data": "/d/cifar.tar.gz"}  # fmt: skip
+                  "epochs": 2, "seed": i % 2, "limit_train": limit,
+                  "data": "/d/cifar.tar.gz"}  # fmt: skip
         return {"id": f"r{i}", "model": "tutorial", "status": "completed", "epochs_done": 2,
                 "lr": 0.001, "batch_size": 64, "optimizer": "adam", "config": config}  # fmt: skip
 

@@ -183,6 +183,8 @@ def test_spec_error_names_layer_text_shape_and_why():
         'layer 3 "conv 16 5 pad 0": input is 16x2x2, too small for a 5x5 kernel with pad 0; '
         "the images are 8x8: --image-size 32 resizes them"
     )
+    too_deep = ["conv 8 3", *["maxpool 2"] * 6]  # too small even at 32x32: no such hint
+    assert "--image-size" not in _spec_error(too_deep, image_size=8)
 
 
 def test_spec_unknown_kind_and_bad_numbers():

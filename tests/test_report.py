@@ -314,7 +314,10 @@ def test_a_workspace_report_says_when_its_runs_differ_in_budget():
         other = r["config"]["model"] == "net1"
         r["config"].update(epochs=10, limit_train=None, data="/d/tiny" if other else "/d/cifar")
     (note,) = _budget_note(aggregate.group(records))
-    assert note.startswith("These runs differ in data (/d/cifar, /d/tiny): "), note
+    assert note.startswith("These runs differ in data (cifar, tiny): "), note
+    # labels name the data by its last part: runs record absolute paths
+    assert {g["label"].rpartition(" · ")[2] for g in aggregate.group(records)} == {
+        "data=cifar", "data=tiny"}  # fmt: skip
     net0 = [r for r in records if r["config"]["model"] == "net0"]
     for i, r in enumerate(net0):  # one configuration on two datasets: two groups now
         r["config"]["data"] = f"/d/{i}"
@@ -849,7 +852,7 @@ def test_an_edited_model_file_is_another_model_not_another_seed(tiny_archive, tm
     # without that copy, the old version's net cannot be rebuilt: a note, not a wrong diagram
     (ws / old["id"] / "model.toml").unlink()
     page = cifarlab.report(workspace=ws).read_text()
-    assert f"has changed (or gone) since run {old['id']} trained it" in page
+    assert f"has changed since run {old['id']} trained it, and the run kept no copy" in page
 
 
 def test_a_report_made_from_another_folder_rebuilds_a_relative_model_file(
@@ -1089,7 +1092,16 @@ def test_captions_say_whether_seeds_can_tell_a_lead_from_noise():
     same = runs({"tutorial": [0.26, 0.27], "simple": [0.25, 0.27]}, "adam")
     same += runs({"tutorial": [0.25, 0.265], "simple": [0.255, 0.26]}, "adamw")
     text = caption(same)
-    assert "0 of the 2 differences are beyond seed noise" in text, text
+    assert "adam's lead is beyond seed noise (95% Welch interval) on 0 of them." in text, text
+    # a clear lead of the runner-up is its own, not the leader's
+    mixed = runs({"tutorial": [0.95, 0.45], "simple": [0.30, 0.31]}, "adam")
+    mixed += runs({"tutorial": [0.50, 0.51], "simple": [0.35, 0.36]}, "sgd")
+    text = caption(mixed)
+    assert "lead is beyond seed noise (95% Welch interval) on 0 of them, sgd's on 1." in text
+    from cifarlab.report.html import _optimizer_ranking
+
+    ranking = _optimizer_ranking(aggregate.best_per(aggregate.group(mixed), "model", "optimizer"))
+    assert ranking.endswith("on no model is adam's lead over sgd beyond seed noise."), ranking
 
 
 def test_the_curves_caption_describes_the_configuration_validation_picks(tmp_path):
@@ -1169,6 +1181,11 @@ def test_the_lr_chart_names_the_learning_rates_that_diverged(tmp_path):
         **records[0]["config"], "lr": 0.1, "optimizer": "adam"}}  # fmt: skip
     chart = charts.sensitivity(aggregate.group(records), "lr", tmp_path, [diverged])
     # the chart ended at the last completed lr and its caption said nothing of 0.1
+    assert chart.caption.endswith("Diverged, so not drawn: learning rate 0.1 (net0 · adam).")
+    drawn_lr = records[1]["config"]["lr"]  # one seed diverged where another completed: drawn
+    also = {**diverged, "config": {**diverged["config"], "lr": drawn_lr}}
+    also["config"]["optimizer"] = records[1]["config"]["optimizer"]
+    chart = charts.sensitivity(aggregate.group(records), "lr", tmp_path, [diverged, also])
     assert chart.caption.endswith("Diverged, so not drawn: learning rate 0.1 (net0 · adam).")
 
 

@@ -560,6 +560,7 @@ def test_resuming_a_run_whose_model_file_was_edited_is_refused(tiny_archive, tmp
 def test_an_edited_helper_module_is_an_edited_model(tiny_archive, tmp_path, monkeypatch):
     """A net whose code lives in a helper beside its model file: editing the helper trained
     the same identity (a sweep called it done, a resume went on with the new code)."""
+    from cifarlab.config import RunConfig
     from cifarlab.train.trainer import Trainer
 
     (tmp_path / "net.py").write_text(
@@ -572,9 +573,13 @@ def test_an_edited_helper_module_is_an_edited_model(tiny_archive, tmp_path, monk
     model = f"{tmp_path / 'net.py'}:Net"
     first = _quick(tiny_archive, tmp_path, model=model, epochs=1)
     assert (first.run_dir / "blocks.py").read_text() == "WIDTH = 8\n"  # kept beside model.py
+    settings = RunConfig(model=model, data=str(tiny_archive)).hash()
     blocks.write_text("WIDTH = 16\n")
+    # the settings keep their identity (runs recorded before helpers counted keep theirs)...
+    assert RunConfig(model=model, data=str(tiny_archive)).hash() == settings
     _quick(tiny_archive, tmp_path, model=model, epochs=1)
-    assert [g["n"] for g in cifarlab.grouped_results(ws)] == [1, 1]  # two models, not seeds
+    # ...and the runs of the two versions are two models, not two seeds of one
+    assert [g["n"] for g in cifarlab.grouped_results(ws)] == [1, 1]
     index = cifarlab.report(workspace=ws)  # each net rebuilt as it trained
     assert "has changed" not in index.read_text()
     assert len(list(index.parent.glob("diagram-*.png"))) == 2
@@ -588,34 +593,65 @@ def test_an_edited_helper_module_is_an_edited_model(tiny_archive, tmp_path, monk
             _quick(tiny_archive, tmp_path, model=model, seed=1)
     crashed = cifarlab.results(ws)[-1]["id"]
     blocks.write_text("WIDTH = 32\n")
-    with pytest.raises(CifarlabError, match=rf"net.py' has changed since run {crashed}"):
+    message = rf"net.py' imports a helper module that has changed since run {crashed}"
+    with pytest.raises(CifarlabError, match=message):
         cifarlab.train(resume=crashed, workspace=str(ws), quiet=True)
 
 
-def test_a_model_file_s_helpers_are_what_it_imports_from_beside_it(tmp_path):
-    from cifarlab.model_files import digest_matches, file_digest, helper_files
+def test_a_model_file_s_helpers_are_the_modules_it_imports_from_beside_it(tmp_path):
+    from cifarlab.model_files import code_digest, helper_files
 
     net = tmp_path / "net.py"
-    net.write_text("import os\nimport blocks\nfrom nets.wide import Wide\nfrom . import x\n")
+    net.write_text("import os\nimport blocks\nfrom nets import wide\nfrom . import x\n"
+                   "import wandb\n")  # fmt: skip
     (tmp_path / "blocks.py").write_text("from util import relu\n")  # a helper's helper
     (tmp_path / "util.py").write_text("relu = None\n")
     (tmp_path / "unused.py").write_text("")
     (tmp_path / "nets").mkdir()
-    (tmp_path / "nets" / "__init__.py").write_text("")
+    (tmp_path / "nets" / "__init__.py").write_text("from .deep import Deep\n")
     (tmp_path / "nets" / "wide.py").write_text("Wide = None\n")
+    (tmp_path / "nets" / "deep.py").write_text("Deep = None\n")
+    (tmp_path / "nets" / "other.py").write_text("")  # in the package, never imported
+    (tmp_path / "nets" / ".#wide.py").symlink_to("me@host.1234")  # Emacs' lock: dangling
+    (tmp_path / "wandb" / "files").mkdir(parents=True)  # a log folder, not a package
+    (tmp_path / "wandb" / "files" / "snapshot.py").write_text("")
     found = [p.relative_to(tmp_path).as_posix() for p in helper_files(net)]
-    assert found == ["blocks.py", "nets/__init__.py", "nets/wide.py", "util.py"]
-    before = file_digest(net)
+    assert found == ["blocks.py", "nets/__init__.py", "nets/deep.py", "nets/wide.py", "util.py"]
+    before = code_digest(net)
     (tmp_path / "unused.py").write_text("x = 1\n")
-    assert file_digest(net) == before  # not imported: not part of the model
+    (tmp_path / "nets" / "other.py").write_text("x = 1\n")
+    (tmp_path / "wandb" / "files" / "snapshot.py").write_text("x = 1\n")
+    assert code_digest(net) == before  # not imported: not part of the model
     (tmp_path / "util.py").write_text("relu = 1\n")
-    assert file_digest(net) != before
+    assert code_digest(net) != before
     lone = tmp_path / "lone.py"
-    lone.write_text("import torch\n")  # no helpers: the plain digest older runs recorded
-    assert file_digest(lone) == hashlib.sha256(lone.read_bytes()).hexdigest()
-    # a run recorded before helpers counted holds its file's plain digest: still its version
-    assert digest_matches(hashlib.sha256(net.read_bytes()).hexdigest(), str(net))
-    assert not digest_matches(hashlib.sha256(b"other").hexdigest(), str(net))
+    lone.write_text("import torch\n")  # no helpers: the plain digest
+    assert code_digest(lone) == hashlib.sha256(lone.read_bytes()).hexdigest()
+
+
+def test_a_sweep_trains_again_a_run_whose_helper_module_changed(tiny_archive, tmp_path, capsys):
+    (tmp_path / "net.py").write_text(
+        "from torch import nn\nfrom blocks import WIDTH\n\ndef Net(num_classes):\n"
+        "    return nn.Sequential(nn.Flatten(), nn.Linear(3072, WIDTH),"
+        " nn.Linear(WIDTH, num_classes))\n"
+    )
+    (tmp_path / "blocks.py").write_text("WIDTH = 8\n")
+    grid = tmp_path / "grid.toml"
+    grid.write_text(
+        f'name = "h"\n[base]\ndata = "{tiny_archive}"\nepochs = 1\nval_size = 30\n'
+        f'[grid]\nmodel = ["{tmp_path / "net.py"}:Net"]\n'
+    )
+    ws = str(tmp_path / "ws")
+    assert main(["sweep", str(grid), "--workspace", ws, "--quiet"]) == 0
+    (tmp_path / "blocks.py").write_text("WIDTH = 16\n")
+    capsys.readouterr()
+    assert main(["sweep", str(grid), "--workspace", ws, "--dry-run"]) == 0
+    assert capsys.readouterr().out.startswith("new")  # it said "done": the old net stood
+    assert main(["sweep", str(grid), "--workspace", ws, "--quiet"]) == 0
+    assert "net.py:Net imports has changed since run" in capsys.readouterr().err
+    assert [r["status"] for r in cifarlab.results(ws)] == ["completed", "completed"]
+    assert main(["sweep", str(grid), "--workspace", ws, "--dry-run"]) == 0
+    assert capsys.readouterr().out.startswith("done")
 
 
 def test_a_run_scored_on_an_older_test_subset_is_not_charted_beside_the_new_one(

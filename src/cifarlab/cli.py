@@ -142,6 +142,7 @@ def cmd_results(args: argparse.Namespace) -> int:
         compare,
         format_runs,
         group_table,
+        grouping_records,
         pooling_note,
         results,
         sort_records,
@@ -162,7 +163,8 @@ def cmd_results(args: argparse.Namespace) -> int:
                 "--compare prints one comparison: it takes no --group-by, --sort or "
                 "--format csv/markdown; drop them (--format json gives its numbers)"
             )
-        records = results(args.workspace, args.experiment, only)
+        # as the groups see them: one dataset at two paths is one dataset
+        records = grouping_records(args.workspace, args.experiment, only)
         print(compare(records, *args.compare, fmt=args.format))
     else:
         table = group_table(args.workspace, args.experiment, group_by, args.sort, args.format, only)

@@ -18,68 +18,108 @@ from cifarlab.errors import CifarlabError
 
 
 def model_file_digest(model: str) -> str | None:
-    """SHA-256 of the file a model reference names and of the helper modules beside it that
-    it imports (None: a built-in name, or no file)."""
+    """SHA-256 of the file a model reference names (None: a built-in name, or no file): part
+    of a run's settings, so an edited file is a new run."""
     source = model_source(model)
-    return file_digest(source[0]) if source is not None and source[0].is_file() else None
+    return _sha256(source[0]) if source is not None and source[0].is_file() else None
 
 
-def file_digest(path: Path) -> str:
-    """A model file's identity: its bytes, and each helper's name and bytes. A file without
-    helpers keeps the plain SHA-256 that runs recorded before helpers counted."""
+def model_code_digest(model: str) -> str | None:
+    """The digest of the file a model reference names and of the helper modules beside it
+    that it imports: the code a run trained. Runs record it beside the file's own digest,
+    which alone names the run (runs recorded before helpers counted keep their identity); a
+    run whose helpers changed trains again, as a run whose data changed does."""
+    source = model_source(model)
+    return code_digest(source[0]) if source is not None and source[0].is_file() else None
+
+
+def code_digest(path: Path) -> str:
+    """A model file's bytes, and each helper's name and bytes (a file without helpers: its
+    plain SHA-256)."""
+    folder = path.resolve().parent
     digest = hashlib.sha256(path.read_bytes())
     for helper in helper_files(path):
-        digest.update(b"\0" + helper.relative_to(path.parent).as_posix().encode() + b"\0")
-        digest.update(helper.read_bytes())
+        digest.update(b"\0" + helper.relative_to(folder).as_posix().encode() + b"\0")
+        try:
+            digest.update(helper.read_bytes())
+        except OSError:  # unreadable: its import will say so
+            digest.update(b"\0unreadable")
     return digest.hexdigest()
 
 
 def helper_files(path: Path) -> list[Path]:
     """The Python files beside a model file that it imports, directly or through each other,
-    as ``python net.py`` finds them (``from blocks import Block``: blocks.py; a package
-    folder: its every .py). An edited helper is an edited model."""
+    as ``python net.py`` finds them: ``from blocks import Block`` is blocks.py, ``from nets
+    import wide`` is nets/__init__.py and nets/wide.py. A folder without ``__init__.py``
+    (a log folder named like an installed package) is not one."""
+    path = path.resolve()
     found: set[Path] = set()
     todo = [path]
     while todo:
-        for name in _imported_names(todo.pop()):
-            for file in _module_files(path.parent, name):
+        for module in _imported_modules(todo.pop(), path.parent):
+            for file in _module_files(path.parent, module):
                 if file not in found and file != path:
                     found.add(file)
                     todo.append(file)
     return sorted(found)
 
 
-def _imported_names(file: Path) -> set[str]:
-    """Top-level names of the absolute imports in a Python file (its own errors are the
-    import's to report)."""
+def _imported_modules(file: Path, folder: Path) -> set[str]:
+    """Dotted names of the modules a Python file imports (``from a import b``: a, and a.b in
+    case b is a submodule), its relative imports read from its package under ``folder``;
+    a file that does not parse has none (its import reports it)."""
     try:
         tree = ast.parse(file.read_bytes())
-    except (SyntaxError, ValueError):
+    except (SyntaxError, ValueError, OSError):
         return set()
+    package = file.parent.relative_to(folder).parts  # () for the model file's own folder
     names = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
-            names.update(alias.name.partition(".")[0] for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            names.add(node.module.partition(".")[0])
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level > len(package):  # above the helpers' folder: not ours
+                continue
+            base = list(package[: len(package) - node.level + 1]) if node.level else []
+            module = ".".join([*base, *(node.module.split(".") if node.module else [])])
+            if module:
+                names.add(module)
+            names.update(f"{module}.{a.name}".lstrip(".") for a in node.names if a.name != "*")
     return names
 
 
-def _module_files(folder: Path, name: str) -> list[Path]:
-    if (folder / f"{name}.py").is_file():
-        return [folder / f"{name}.py"]
-    if (folder / name).is_dir():  # a package (or a namespace one): all its code
-        return sorted(p for p in (folder / name).rglob("*.py") if "__pycache__" not in p.parts)
-    return []
+def _module_files(folder: Path, module: str) -> list[Path]:
+    """The files Python runs to import ``module`` from ``folder``: each package's
+    ``__init__.py`` on the way, and the module itself."""
+    files, here = [], folder
+    for part in module.split("."):
+        if (here / part / "__init__.py").is_file():
+            files.append(here / part / "__init__.py")
+            here = here / part
+        elif (here / f"{part}.py").is_file():
+            files.append(here / f"{part}.py")
+            break
+        else:
+            break
+    return files
 
 
-def digest_matches(trained: str, model: str) -> bool:
-    """Whether the model file ``model`` names is still the version a run recorded as
-    ``trained``; a run recorded before helpers counted has its file's plain SHA-256."""
-    source = model_source(model)
-    if source is None or not source[0].is_file():
+def trained_version(run: dict[str, Any]) -> tuple[str | None, str | None]:
+    """The model file digest and model code digest a run recorded (None: not recorded)."""
+    info = run.get("info") or {}
+    return info.get("model_file_sha256"), info.get("model_code_sha256")
+
+
+def is_version(run: dict[str, Any], reference: str, kept: Path | None = None) -> bool:
+    """Whether the file ``reference`` names (or the run's ``kept`` copy, with the helpers
+    kept beside it) is the version ``run`` trained."""
+    file_sha, code_sha = trained_version(run)
+    path = kept if kept is not None else (model_source(reference) or (Path(),))[0]
+    if not path.is_file():
         return False
-    return trained in (model_file_digest(model), _sha256(source[0]))
+    if code_sha:
+        return code_digest(path) == code_sha
+    return _sha256(path) == file_sha
 
 
 def _sha256(path: Path) -> str:
@@ -98,15 +138,15 @@ def model_of_run(run: dict[str, Any], workspace: Path) -> str:
     the weights and quietly be another model)."""
     reference = model_reference(run["config"]["model"])
     source = model_source(reference)
-    trained = (run.get("info") or {}).get("model_file_sha256")
-    if source is None or not trained or digest_matches(trained, reference):
+    if source is None or not any(trained_version(run)) or is_version(run, reference):
         return reference  # built-in, from before digests were recorded, or unchanged
     kept = kept_model_file(workspace / run["id"], source[0])
-    if kept.is_file() and file_digest(kept) == trained:  # with the helpers kept beside it
+    if is_version(run, reference, kept):  # with the helpers kept beside it
         return f"{kept}:{source[1]}" if source[1] else str(kept)
     raise CifarlabError(
-        f"model file {reference!r} has changed (or gone) since run {run['id']} trained it, "
-        "and the run kept no copy; restore that version to see its diagram and predictions"
+        f"model file {reference!r} (or a helper module it imports) has changed since run "
+        f"{run['id']} trained it, and the run kept no copy of that version; restore it to "
+        "see its diagram and predictions"
     )
 
 

@@ -21,9 +21,9 @@ from cifarlab.experiments.analysis import (
     varying_keys,
 )
 from cifarlab.experiments.store import ResultsStore, refuse_database_folder
-from cifarlab.model_files import short_model_names
+from cifarlab.model_files import short_model_names, trained_version
 from cifarlab.process import owner_gone
-from cifarlab.tables import format_table, setting_text
+from cifarlab.tables import data_name, format_table, setting_text
 
 RESULT_FIELDS = (
     "id", "name", "model", "optimizer", "lr", "batch_size", "epochs", "seed", "status",
@@ -108,7 +108,7 @@ def _stored_runs(
     return [run for run in runs if record_matches(run, wanted)]
 
 
-def _grouping(
+def grouping_records(
     workspace: str | Path, experiment: str | None, only: dict[str, Any] | None
 ) -> list[dict[str, Any]]:
     """``results``' records with each run's data named by its content, to group them (the
@@ -138,8 +138,18 @@ def name_model_versions(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     (``net.toml@a24e21``), so groups, labels and --compare keep them apart instead of
     pooling them as seeds. Runs record the version in ``info``; the store is unchanged."""
 
+    # a run recorded before helpers counted has only its file's digest: it is the version of
+    # that file the later runs record, where they record one
+    codes: dict[tuple, set[str]] = {}
+    for run in runs:
+        file_sha, code_sha = trained_version(run)
+        if code_sha:
+            codes.setdefault((run["config"]["model"], file_sha), set()).add(code_sha)
+
     def digest(run: dict[str, Any]) -> str | None:
-        return (run.get("info") or {}).get("model_file_sha256")
+        file_sha, code_sha = trained_version(run)
+        known = codes.get((run["config"]["model"], file_sha), set())
+        return code_sha or (next(iter(known)) if len(known) == 1 else file_sha)
 
     versions: dict[str, set[str]] = {}
     for run in runs:
@@ -194,7 +204,7 @@ def grouped_results(
     a list of settings, or "model,optimizer" as the CLI takes it."""
     if isinstance(group_by, str):
         group_by = comma_list(group_by)
-    records = _grouping(workspace, experiment, only)
+    records = grouping_records(workspace, experiment, only)
     _check_keys(records, group_by)
     return group_runs(records, group_by)
 
@@ -211,7 +221,7 @@ def group_table(
     setting the runs vary in but the seed (failed and diverged ones too: their row says so)."""
     from cifarlab.filters import typed_only
 
-    records = _grouping(workspace, experiment, only)
+    records = grouping_records(workspace, experiment, only)
     _check_keys(records, group_by)
     # where --only leaves one configuration, its row is labelled by what --only chose; with
     # nothing to tell rows apart, by model and optimizer (the row had no label at all)
@@ -229,7 +239,7 @@ def pooling_note(
 ) -> str | None:
     """What a chosen ``--group-by`` pools as seeds that are not seeds (runs of 2 and 4
     epochs in one "n=8" row), for the table's reader."""
-    mixed = pooled_budgets(_grouping(workspace, experiment, only), group_by)
+    mixed = pooled_budgets(grouping_records(workspace, experiment, only), group_by)
     if not mixed:
         return None
     return (
@@ -243,12 +253,12 @@ def compare(
 ) -> str:
     """One sentence: the difference in mean ``metric`` between filters ``a`` and ``b``, 95% CI
     (``fmt="json"``: the numbers)."""
-    values, sides, compared = [], [], []
+    values, sides, budgets = [], [], []
     for spec in (a, b):
         match = _filter(records, spec)
         sides.append({r["id"] for r in match})
         done = [r for r in match if r["status"] == "completed"]
-        compared += done
+        budgets += pooled_budgets(done, [])  # runs of 2 and 4 epochs are not repeats
         if not done:
             others = ", ".join(f"{r['id']} {r['status']}" for r in match)
             raise CifarlabError(
@@ -263,8 +273,11 @@ def compare(
             "its own (e.g. --compare optimizer=adam optimizer=sgd)"
         )
     stats = compare_means(*values)
-    # runs of 2 and 4 epochs on one side are not repeats, nor two sides of other budgets a race
-    budgets = pooled_budgets(compared, [])
+    # nor are two sides of other budgets a race, unless the budget is what is compared
+    named = {k for spec in (a, b) for k in _filter_keys(spec)}
+    both_sides = [r for r in records if r["id"] in sides[0] | sides[1]]
+    budgets += [k for k in pooled_budgets(both_sides, []) if k not in named]
+    budgets = list(dict.fromkeys(budgets))
     if fmt == "json":
         return json.dumps(
             {"a": a, "b": b, "metric": metric, **stats, "budgets_differ": budgets}, indent=2
@@ -325,9 +338,7 @@ def format_runs(records: list[dict[str, Any]], fmt: str, reasons: bool = True) -
 
 def _setting_cell(key: str, value: Any) -> str:
     """A setting as a table cell: a data path by its name (runs record absolute paths)."""
-    if key == "data" and isinstance(value, str) and ("/" in value or os.sep in value):
-        return Path(value.rstrip("/")).name or value
-    return setting_text(value)
+    return data_name(value) if key == "data" else setting_text(value)
 
 
 def epochs_done(run: dict[str, Any]) -> Any:
@@ -373,6 +384,11 @@ def _csv(records: list[dict[str, Any]], fields) -> str:
 
 def _cell(value: Any, fmt: str) -> str:
     return "-" if value is None else fmt.format(value)
+
+
+def _filter_keys(spec: str) -> list[str]:
+    """The settings a --compare side names (``"model=x,lr=0.1"``: model, lr)."""
+    return [p.partition("=")[0].strip().replace("-", "_") for p in spec.split(",") if "=" in p]
 
 
 def _filter(records: list[dict[str, Any]], spec: str) -> list[dict[str, Any]]:

@@ -37,11 +37,13 @@ from cifarlab.experiments.store import (
     prepare_workspace,
 )
 from cifarlab.model_files import (
-    digest_matches,
     helper_files,
+    is_version,
     kept_model_file,
+    model_code_digest,
     model_file_digest,
     model_source,
+    trained_version,
 )
 from cifarlab.models import (
     check_model,
@@ -158,9 +160,11 @@ def run_training(config: RunConfig | None = None, **options: Any) -> RunResult:
 def _refuse_edited_model_file(resumed: dict[str, Any], config: RunConfig) -> None:
     """A run's checkpoint belongs to the code it trained: resumed with an edited model file,
     its later epochs trained another net (same shapes: silently) than the one it records."""
-    trained = (resumed.get("info") or {}).get("model_file_sha256")
-    if trained and not digest_matches(trained, config.model):
-        what = "has changed" if model_file_digest(config.model) else "is gone"
+    if any(trained_version(resumed)) and not is_version(resumed, config.model):
+        now = model_file_digest(config.model)
+        what = "is gone" if now is None else "has changed"
+        if now == trained_version(resumed)[0]:
+            what = "imports a helper module that has changed"
         raise CifarlabError(
             f"model file '{model_source(config.model)[0]}' {what} since run {resumed['id']} "
             "trained it; restore that version (the run keeps a copy in its folder) to resume "
@@ -214,7 +218,7 @@ def _start_line(run_id: str, config: RunConfig, info: dict[str, Any], done: int)
     )
 
 
-RUN_FILES = {"model.py", "model.toml", "best.pt", "last.pt", "tensorboard"}  # a run's folder
+RUN_FILES = {"model", "tensorboard"}  # names in a run folder a helper could take (model.py)
 
 
 def _keep_model_file(config: RunConfig, run_dir: Path) -> None:
@@ -227,10 +231,11 @@ def _keep_model_file(config: RunConfig, run_dir: Path) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     kept = kept_model_file(run_dir, source[0])
     shutil.copyfile(source[0], kept)
-    helpers = {h: run_dir / h.relative_to(source[0].parent) for h in helper_files(source[0])}
-    # beside the copy, as beside the file, so it imports them; a helper that would land on
-    # the run's own files (a `model.py`) is not kept, and the copy then matches no version
-    if all(copy.relative_to(run_dir).parts[0] not in RUN_FILES for copy in helpers.values()):
+    folder = source[0].resolve().parent
+    helpers = {h: run_dir / h.relative_to(folder) for h in helper_files(source[0])}
+    # beside the copy, as beside the file, so it imports them; a helper named like the run's
+    # own files (`model`: the copy itself) is not kept, and the copy then matches no version
+    if all(Path(h.relative_to(folder).parts[0]).stem not in RUN_FILES for h in helpers):
         for helper, copy in helpers.items():
             copy.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(helper, copy)
@@ -385,6 +390,7 @@ def _run_info(config, data: CifarData, device, precision: str, model) -> dict[st
         "std": list(data.std),
         # which version of a model file this run trained: an edited file is another model
         "model_file_sha256": model_file_digest(config.model),
+        "model_code_sha256": model_code_digest(config.model),  # and the helpers it imports
         "data_source": data.source,
         "data_content": data.content_id,  # the same path may hold other data later
         "train_images": len(data.train),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Container, Sequence
 
 
@@ -29,6 +30,15 @@ def format_table(
 
     lines = [line(header)] + (["  ".join("-" * w for w in widths)] if rule else [])
     return "\n".join(lines + [line(row) for row in rows])
+
+
+def data_name(value: object) -> str:
+    """A --data value as tables and labels show it: a path by its last part, with the
+    version ``results.name_data_versions`` gives an edited one (``data@3f9a1c``)."""
+    if not isinstance(value, str) or "/" not in value:
+        return setting_text(value)
+    path, version = re.fullmatch(r"(.*?)(@[0-9a-f]{6})?", value).groups()
+    return (path.rstrip("/").rpartition("/")[2] or path) + (version or "")
 
 
 def setting_text(value: object) -> str:

@@ -39,6 +39,7 @@ from cifarlab.errors import (
 from cifarlab.experiments.spec import Experiment, name_problem
 from cifarlab.experiments.store import FINISHED, ResultsStore, prepare_workspace
 from cifarlab.filters import config_matches
+from cifarlab.model_files import model_code_digest
 from cifarlab.process import check_main_guarded, die_with_parent, owner_pid
 from cifarlab.train import cpu_share
 
@@ -49,14 +50,15 @@ TO_RUN = ("new", "resume", "restart")  # the plan's actions that train; "done", 
 class PlannedRun:
     config: RunConfig
     previous: dict[str, Any] | None  # the run standing for these settings, if any
-    data_changed: bool = False  # its data was edited in place since: trained again, anew
+    edited: bool = False  # its data (or model code) was edited since: trained again, anew
     checkpointed: bool = False  # the previous run left a checkpoint to resume from
+    code_edited: bool = False  # a helper module its model file imports was edited since
 
     @property
     def action(self) -> str:
         """new, done, busy (another live process is training it right now), resume (from
         its checkpoint), or restart: it stopped before its first checkpoint."""
-        if self.previous is None or self.data_changed:
+        if self.previous is None or self.edited:
             return "new"
         if self.previous["status"] in FINISHED:
             return "done"
@@ -65,11 +67,17 @@ class PlannedRun:
         return "resume" if self.checkpointed else "restart"
 
 
-def planned_run(config: RunConfig, store: ResultsStore, data_changed: bool = False) -> PlannedRun:
-    """``config`` with the run standing for its settings in ``store``'s workspace."""
+def planned_run(config: RunConfig, store: ResultsStore, edited: bool = False) -> PlannedRun:
+    """``config`` with the run standing for its settings in ``store``'s workspace (``edited``:
+    its data changed since, see ``mark_changed_data``)."""
     previous = store.standing_run(config.hash())
     last = store.path.parent / previous["id"] / "last.pt" if previous else None
-    return PlannedRun(config, previous, data_changed, last is not None and last.exists())
+    # a helper module is not part of the settings (runs recorded before helpers counted
+    # keep their identity): an edited one trains the run again, as edited data does
+    code = ((previous or {}).get("info") or {}).get("model_code_sha256")
+    code_edited = bool(code) and code != model_code_digest(config.model)
+    checkpointed = last is not None and last.exists()
+    return PlannedRun(config, previous, edited or code_edited, checkpointed, code_edited)
 
 
 @dataclass
@@ -237,7 +245,7 @@ def _run_planned(
     todo = [p for p in planned if p.action in TO_RUN]
     start = time.perf_counter()
     configs = [_for_workspace(p, workspace, quiet or workers > 1) for p in todo]
-    anew = {p.config.hash() for p in todo if p.data_changed}  # not skipped as done
+    anew = {p.config.hash() for p in todo if p.edited}  # not skipped as done
     runs = (
         _in_workers(configs, workers, anew)
         if workers > 1
@@ -336,6 +344,9 @@ def mark_changed_data(planned: list[PlannedRun], quiet: bool = False) -> dict[So
     warning (a stopped run's checkpoint belongs to the old data). Returns what it read."""
     now: dict[Source, str | None] = {}
     for p in planned:
+        if p.code_edited:
+            warn(f"a helper module that {p.config.model} imports has changed since run "
+                 f"{p.previous['id']} trained; training it again, as a new run")  # fmt: skip
         trained_on = (p.previous or {}).get("info", {}).get("data_content")
         if p.action not in ("done", "resume", "restart") or not trained_on:
             continue
@@ -346,7 +357,7 @@ def mark_changed_data(planned: list[PlannedRun], quiet: bool = False) -> dict[So
             except CifarlabError:  # gone or unreadable: nothing to compare, the result stands
                 now[source] = None
         if now[source] not in (None, trained_on):
-            p.data_changed = True
+            p.edited = True
             warn(f"the data of run {p.previous['id']} ({p.config.data}) has changed since it "
                  "trained; training it again, as a new run")  # fmt: skip
     return now
@@ -380,12 +391,12 @@ def _run_one(config: RunConfig, anew: bool = False) -> str:
     if _stop is not None and _stop.is_set():  # the sweep was stopped while this worker started
         return "cancelled"
     with ResultsStore(Path(config.workspace) / "runs.db") as store:
-        standing = planned_run(config, store, data_changed=anew)
+        standing = planned_run(config, store, edited=anew)
     if standing.action in ("done", "busy"):
         return standing.previous["status"]
     # resume what an earlier attempt left (its checkpoint), else start afresh
     config = config.model_copy(
-        update={"resume": "auto" if standing.previous and not anew else None}
+        update={"resume": "auto" if standing.previous and not standing.edited else None}
     )
     global _training
     _training = True

@@ -170,11 +170,20 @@ def build_spec(
             new, shape = _build_layer(kind, args, shape, num_classes, i == last_linear, bias)
         except _SpecError as err:
             fix, (h, w) = "", image_hw(image_size)
-            if "too small" in str(err) and min(h, w) < 32:  # 8x8 images, a net for CIFAR's
-                fix = f"; the images are {h}x{w}: --image-size 32 resizes them"
+            if "too small" in str(err) and min(h, w) < 32 and _fits(spec, in_channels, 32):
+                fix = f"; the images are {h}x{w}: --image-size 32 resizes them"  # 8x8 ones
             raise CifarlabError(f"{where}: {err}{fix}") from None
         modules.extend(new)
     return nn.Sequential(*modules)
+
+
+def _fits(spec: ModelSpec, in_channels: int, side: int) -> bool:
+    """Whether the spec builds for images of ``side`` pixels (a fix worth suggesting)."""
+    try:
+        build_spec(spec, in_channels=in_channels, image_size=side)
+    except CifarlabError:
+        return False
+    return True
 
 
 class _SpecError(Exception):

@@ -11,7 +11,7 @@ import numpy as np
 
 from cifarlab.experiments.analysis import BUDGET_KEYS, compare_means, group_runs, varying_keys
 from cifarlab.model_files import short_model_names
-from cifarlab.tables import setting_text
+from cifarlab.tables import data_name, setting_text
 
 
 def group(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -33,7 +33,7 @@ def group(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         g["label_keys"] = _label_keys(g, groups, keys)
         config = g["members"][0]["config"]
         preset = [f"preset={config['preset']}"] if config.get("preset") else []
-        settings = [f"{k}={short(config[k])}" for k in g["label_keys"]]
+        settings = [f"{k}={short(config[k], k)}" for k in g["label_keys"]]
         g["label"] = " · ".join([g["model"], g["optimizer"], *preset, *settings])
     return groups
 
@@ -186,6 +186,9 @@ def spread(std: float | None) -> str:
     return "" if std is None else f" ± {std * 100:.1f}"
 
 
-def short(v: Any) -> str:
-    """A setting's value as labels write it: floats to 3 significant digits."""
+def short(v: Any, key: str = "") -> str:
+    """A setting's value as labels write it: floats to 3 significant digits, data by its
+    file or folder name (runs record absolute paths)."""
+    if key == "data":
+        return data_name(v)
     return f"{v:.3g}" if isinstance(v, float) else setting_text(v)

@@ -194,16 +194,18 @@ def final_caption(best: list[dict[str, Any]]) -> str:
         which = "the one model" if len(diffs) == 1 else f"all {len(diffs)} models"
         return f"{a} and {b} tie on {which} compared. {lead}"
     cell = {(g["model"], g["optimizer"]): g for g in best}
-    verdicts = [beyond_noise(cell[m, a], cell[m, b]) for m in diffs]
+    verdicts = {m: beyond_noise(cell[m, a], cell[m, b]) for m in diffs}
     if len(diffs) == 1:
         model = next(iter(diffs))
-        return f"{a} beats {b} on {model} by {mean:.1f} points, {noise_words(verdicts[0])}. {lead}"
-    if set(verdicts) == {"one seed"}:
+        words = noise_words(verdicts[model])
+        return f"{a} beats {b} on {model} by {mean:.1f} points, {words}. {lead}"
+    if set(verdicts.values()) == {"one seed"}:
         noise = "With one seed per configuration, none of these can be told from noise."
     else:
-        clear = verdicts.count("clear")
-        noise = f"{clear} of the {len(diffs)} differences {'is' if clear == 1 else 'are'} "
-        noise += "beyond seed noise (95% Welch interval)."
+        ahead = sum(v == "clear" and diffs[m] > 0 for m, v in verdicts.items())
+        behind = sum(v == "clear" and diffs[m] < 0 for m, v in verdicts.items())
+        noise = f"{a}'s lead is beyond seed noise (95% Welch interval) on {ahead} of them"
+        noise += f", {b}'s on {behind}." if behind else "."
     return (
         f"{a} beats {b} on {wins} of {len(diffs)} models, by {mean:.1f} points on average. "
         f"{noise} {lead}"
@@ -720,7 +722,8 @@ def sensitivity(
             f"{picked_by(groups[0])}), whatever its {', '.join(others)}: "
             "points can differ in those too."
         )
-    caption += _diverged_at(failed, key, noun)
+    drawn = {(m, o, g[key]) for (m, o), members in pairs.items() for g in members}
+    caption += _diverged_at(failed, key, noun, drawn)
     name = "sensitivity-" + key.replace("_", "-")
     title = f"Test accuracy vs {noun}"
     if any(g["test_acc_std"] for members in pairs.values() for g in members):
@@ -728,13 +731,15 @@ def sensitivity(
     return _save(fig, out, name, title, caption)
 
 
-def _diverged_at(failed: list[dict[str, Any]], key: str, noun: str) -> str:
-    """The values of ``key`` at which runs diverged: an lr study's edge is a finding, and
-    the chart, which draws completed runs only, ended before it without a word."""
+def _diverged_at(failed: list[dict[str, Any]], key: str, noun: str, drawn: set[tuple]) -> str:
+    """The values of ``key`` at which runs diverged and no run completed (``drawn``: the
+    model, optimizer and value of each point): an lr study's edge is a finding, and the
+    chart, which draws completed runs only, ended before it without a word."""
     where: dict[Any, set[str]] = {}
     for run in failed:
-        if run["status"] == "diverged":
-            config = run["config"]
+        config = run["config"]
+        point = (run["model"], config["optimizer"], config[key])
+        if run["status"] == "diverged" and point not in drawn:
             where.setdefault(config[key], set()).add(f"{run['model']} · {config['optimizer']}")
     if not where:
         return ""

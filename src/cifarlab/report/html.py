@@ -166,7 +166,7 @@ def _budget_note(groups: list[dict[str, Any]], whole: bool = True) -> list[str]:
     shown = []
     for key in differ:
         raw = {r["config"].get(key) for r in runs}
-        values = [aggregate.short(v) for v in sorted(raw, key=_in_order)]
+        values = [aggregate.short(v, key) for v in sorted(raw, key=_in_order)]
         listed = ", ".join(values[:4]) + (", ..." if len(values) > 4 else "")
         shown.append(f"{key} ({listed})")
     one = " `cifarlab report --experiment NAME` reports one study." if whole else ""
@@ -387,7 +387,7 @@ def _not_charted(records: list[dict[str, Any]], axes: list[str]) -> str | None:
 
 
 def _settings(record: dict[str, Any], keys: list[str]) -> str:
-    return ", ".join(f"{k}={aggregate.short(record['config'].get(k))}" for k in keys)
+    return ", ".join(f"{k}={aggregate.short(record['config'].get(k), k)}" for k in keys)
 
 
 def _rank_score(g: dict[str, Any]) -> str:
@@ -412,7 +412,12 @@ def _optimizer_ranking(pairs: list[dict[str, Any]]) -> str | None:
     ranks = ", ".join(f"{i}. {o} {pct(means[o])}" for i, o in enumerate(ranked, 1))
     over = f"the {len(models)} models" if len(models) > 1 else "the one model"
     groups = {(g["model"], g["optimizer"]): g for g in pairs}
-    verdicts = {aggregate.beyond_noise(groups[m, ranked[0]], groups[m, ranked[1]]) for m in models}
+    first, second = ranked[:2]
+    verdicts = {  # a clear lead counts where it is the first's, not the runner-up's
+        aggregate.beyond_noise(groups[m, first], groups[m, second])
+        if cell[m, first] > cell[m, second] else "behind"
+        for m in models
+    }  # fmt: skip
     noise = ""
     if "clear" not in verdicts:  # the order is then the seeds' luck as much as the optimizers'
         noise = f"; on no model is {ranked[0]}'s lead over {ranked[1]} beyond seed noise"
