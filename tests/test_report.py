@@ -1198,3 +1198,20 @@ def test_the_sensitivity_chart_says_its_bars_are_std_over_seeds(tmp_path):
     )
     assert "bars" not in one.title  # one seed: no bars drawn
     assert two.title.endswith("(bars: ± std over seeds)")  # unlabelled beside min–max bands
+
+
+def test_long_labels_move_the_pareto_legend_below_the_plot(tmp_path, monkeypatch):
+    saved = []
+    save = charts._save
+    monkeypatch.setattr(
+        charts, "_save", lambda fig, *args: (saved.append(fig), save(fig, *args))[1]
+    )
+    records = _fake_runs(n_models=2, lrs=1, seeds=1)
+    charts.pareto(aggregate.group(records), tmp_path)
+    for r in records:
+        r["config"]["model"] += "-a-long-model-file-name.toml"
+    charts.pareto(aggregate.group(records), tmp_path)
+    short, long = saved
+    assert short.axes[0].get_legend() is not None and not short.legends
+    # at the side, long names squeezed the plot to 40% of the figure's width
+    assert long.axes[0].get_legend() is None and long.legends

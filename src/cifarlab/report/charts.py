@@ -526,7 +526,12 @@ def pareto(groups: list[dict[str, Any]], out: Path) -> Chart:
     handles.append(
         Line2D([], [], color="black", ls=":", marker="o", mfc="none", ms=10, label="Pareto front")
     )
-    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8)
+    labels = [h.get_label() for h in handles]
+    if max(map(len, labels)) > 16:  # at the side, long names squeezed the plot to 40%
+        ncol = _legend_columns(labels)
+        fig.legend(handles=handles, loc="outside lower center", ncol=ncol, fontsize=8)
+    else:
+        ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8)
     cheap, best = groups[front[0]], groups[front[-1]]
     caption = f"{len(front)} of {len(groups)} configurations are on the Pareto front"
     if len(front) > 1:
