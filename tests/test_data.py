@@ -8,6 +8,7 @@ import io
 import json
 import os
 import re
+import shutil
 import tarfile
 import time
 import warnings
@@ -1119,3 +1120,23 @@ def test_a_file_name_with_a_carriage_return_stays_on_one_error_line(tmp_path, ca
 def test_xz_and_bz2_tars_are_data_sources(tiny_folder, tmp_path, suffix):
     data = load_dataset(pack(tiny_folder, tmp_path / f"d{suffix}"), val_size=0)  # refused
     assert len(data.train) == 120 and data.classes == tuple(sorted(CLASSES))
+
+
+def test_layouts_that_read_wrong_are_named_with_the_fix(tmp_path):
+    root = write_image_folder(tmp_path / "d", n_train=3, n_test=2)
+    both = tmp_path / "both"
+    shutil.copytree(root, both)
+    shutil.copytree(root / "train", both / "Train")  # a second copy: files of one name
+    with pytest.raises(CifarlabError, match=r"holds both Train/ and train/; merge them"):
+        read_image_folder(both)  # 30 images counted, not 60: one replaced the other
+    wrapped = tmp_path / "w"
+    shutil.copytree(root, wrapped / "test")  # a dataset kept in a folder named test/
+    with pytest.raises(CifarlabError, match=r"lie inside a folder named test/, which reads as"):
+        read_image_folder(wrapped)
+    deep = tmp_path / "deep"
+    shutil.copytree(root, deep / "outer" / "inner")
+    with pytest.raises(CifarlabError, match=r"they lie deeper, in outer/inner/: point --data"):
+        read_image_folder(deep)
+    archive = pack(deep, tmp_path / "deep.tar.gz", top=None)
+    with pytest.raises(CifarlabError, match=r"point --data at that folder \(extract the arch"):
+        read_image_folder(archive)

@@ -332,6 +332,7 @@ def _parse_layout(
     in torchvision's ImageFolder; split folders match in any case (Train/, TEST/)."""
     entries: dict[str, dict[tuple[str, str], bytes]] = {s: {} for s in SPLITS}
     class_dirs, skipped, other_splits, tops = set(), [], set(), set()
+    spelled: dict[tuple[str, str], set[str]] = {}  # (top, split) -> train/, Train/...
     for parts, blob in files:
         if not parts or is_litter(parts):
             continue  # the archive's root ("./"), or macOS/Windows litter
@@ -346,6 +347,7 @@ def _parse_layout(
             elif blob is not None:
                 skipped.append("/".join(parts))
             continue
+        spelled.setdefault((top, split), set()).add(parts[0])
         cls = unicodedata.normalize("NFC", parts[1]) if len(parts) > 1 else ""  # macOS: NFD
         if blob is None:
             if len(parts) == 2:
@@ -361,6 +363,11 @@ def _parse_layout(
             f"{source}: holds {len(tops)} datasets' train/ and test/ folders ({shown}); "
             "point --data at one of them"
         )
+    twice = sorted(next((names for names in spelled.values() if len(names) > 1), set()))
+    if twice:  # pooled, a file of one name in both replaced the other without a word
+        raise CifarlabError(
+            f"{source}: holds both {'/ and '.join(twice)}/; merge them into one folder"
+        )
     missing = [s for s in SPLITS if not entries[s]]
     batches = _cifar_batches(skipped)
     if missing and batches is not None:
@@ -372,11 +379,21 @@ def _parse_layout(
             f"{source}: has {found}/ but no test/; rename {found}/ to test/ (validation is "
             "carved from train/ by --val-size)"
         )
+    test_classes = {cls.lower() for cls, _ in entries["test"]}
+    if missing == ["train"] and test_classes <= set(_ALL_SPLITS):  # test/train/cat/1.png
+        raise CifarlabError(
+            f"{source}: its train/ and test/ lie inside a folder named test/, which reads as "
+            "the test split; rename that folder (or point --data at it)"
+        )
     if missing:
+        deeper = _split_folder_below(skipped)
+        where = (f"; they lie deeper, in {deeper}/: point --data at that folder"
+                 f"{' (extract the archive first)' if not source.is_dir() else ''}"
+                 if deeper else "")  # fmt: skip
         raise CifarlabError(
             f"{source}: not an image-folder dataset: no images under "
             f"{' or '.join(m + '/<class>/' for m in missing)}; expected train/<class>/*.png "
-            "and test/<class>/*.png (optionally inside one top folder)"
+            f"and test/<class>/*.png (optionally inside one top folder){where}"
         )
     full = {(s, cls) for s in SPLITS for cls, _ in entries[s]}
     empty = sorted(class_dirs - full)
@@ -387,6 +404,17 @@ def _parse_layout(
             "add images to it or remove it"
         )
     return entries, _layout_notes(source, skipped, other_splits)
+
+
+def _split_folder_below(skipped: list[str]) -> str | None:
+    """The folder, two or more levels down, that holds a train/ folder of class folders
+    (``outer/inner/train/cat/1.png``: outer/inner), if the files left out show one."""
+    for name in skipped:
+        parts = name.split("/")
+        for i in range(2, len(parts) - 2):
+            if parts[i].lower() == "train":
+                return "/".join(parts[:i])
+    return None
 
 
 def _how_to_read(source: Path, batches: str) -> str:
