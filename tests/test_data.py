@@ -1140,3 +1140,17 @@ def test_layouts_that_read_wrong_are_named_with_the_fix(tmp_path):
     archive = pack(deep, tmp_path / "deep.tar.gz", top=None)
     with pytest.raises(CifarlabError, match=r"point --data at that folder \(extract the arch"):
         read_image_folder(archive)
+
+
+def test_a_link_to_a_folder_in_a_tar_is_followed_as_on_disk(tmp_path):
+    root = write_image_folder(tmp_path / "d", n_train=3, n_test=2)
+    (root / "test" / "cat" / "more").symlink_to("../dog")  # dog's images count as cat's too
+    (root / "train" / "cat" / "loop").symlink_to("..")  # back up: skipped, as on disk
+    archive = tmp_path / "d.tar"
+    with tarfile.open(archive, "w") as t:
+        t.add(root, arcname="d")  # links stored as links
+    on_disk, packed = read_image_folder(root), read_image_folder(archive)
+    assert len(packed.test) == len(on_disk.test) == 2 * 3 + 2  # it said "not a readable image"
+    for split in ("train", "test"):
+        a, b = getattr(on_disk, split), getattr(packed, split)
+        assert np.array_equal(a.images, b.images) and np.array_equal(a.labels, b.labels)

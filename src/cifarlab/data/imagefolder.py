@@ -14,6 +14,7 @@ import io
 import lzma
 import multiprocessing
 import os
+import posixpath
 import stat
 import sys
 import tarfile
@@ -202,18 +203,25 @@ def _tar_members(
     with tarfile.open(
         None if fileobj else path, "r:*", fileobj=fileobj, tarinfo=_EndMarkingTarInfo
     ) as archive:
+        folder_links = []
         for member in archive:
             if member.isfile():
                 yield safe_member(member.name, path), archive.extractfile(member).read()
             elif member.islnk() or member.issym():
                 # a second name of a file (GNU tar stores hard links so), as the folder's
                 # link would be followed; the bytes come from the archive, never the disk
-                yield safe_member(member.name, path), _link_target(archive, member)
+                blob = _link_target(archive, member)
+                if blob is None:  # a folder, maybe further on: its files come at the end
+                    folder_links.append(member)
+                else:
+                    yield safe_member(member.name, path), blob
             elif member.isdir():
                 yield safe_member(member.name, path), None
         if not getattr(archive, "ended_cleanly", False):
             # tarfile stops quietly where an archive is cut between members or garbled
             raise tarfile.ReadError("no end-of-archive marker after the last whole member")
+        for link in folder_links:
+            yield from _linked_folder(archive, link, path)
         read_to_end(archive)
 
 
@@ -229,14 +237,33 @@ class _EndMarkingTarInfo(tarfile.TarInfo):
             raise
 
 
-def _link_target(archive: tarfile.TarFile, member: tarfile.TarInfo) -> bytes:
-    """The linked member's bytes; b"" (an unreadable image, named if it is used) when the
-    link points outside the archive or at a member it does not hold."""
+def _link_target(archive: tarfile.TarFile, member: tarfile.TarInfo) -> bytes | None:
+    """The linked file's bytes; None where the link may name a folder (see
+    ``_linked_folder``); b"" (an unreadable image, named if it is used) for a hard link to
+    a member the archive does not hold."""
     try:
         linked = archive.extractfile(member)
-    except KeyError:
-        return b""
-    return linked.read() if linked else b""
+    except KeyError:  # no such member: a folder tar stored without its own entry, or nothing
+        return None if member.issym() else b""
+    return linked.read() if linked else None
+
+
+def _linked_folder(
+    archive: tarfile.TarFile, link: tarfile.TarInfo, source: Path
+) -> Iterator[tuple[tuple[str, ...], bytes | None]]:
+    """The files of the folder a symbolic link in the archive names, under the link's name,
+    as a link on disk is followed; (link, b"") where it names nothing inside the archive
+    (outside it, or missing): an unreadable image, named if it is used."""
+    target = posixpath.normpath(posixpath.join(posixpath.dirname(link.name), link.linkname))
+    inside = [m for m in archive.getmembers() if m.isfile() and m.name.startswith(target + "/")]
+    if link.name.startswith(target + "/"):  # a loop back to a folder above it, as on disk
+        return
+    if target.startswith(("../", "/")) or target == ".." or not inside:
+        yield safe_member(link.name, source), b""
+        return
+    for member in inside:
+        name = link.name.rstrip("/") + member.name[len(target) :]
+        yield safe_member(name, source), archive.extractfile(member).read()
 
 
 def read_to_end(archive: tarfile.TarFile) -> None:
