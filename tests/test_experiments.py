@@ -929,7 +929,16 @@ def test_data_edited_in_place_is_trained_again_not_reported_as_done(tmp_path, ca
     (old,) = cifarlab.results(ws)
     assert main(["sweep", str(grid), "--workspace", str(ws), "--quiet"]) == 0
     assert "has changed" not in capsys.readouterr().err  # the same data: nothing to redo
+    assert main(["sweep", str(grid), "--workspace", str(ws), "--dry-run"]) == 0
+    assert capsys.readouterr().out.startswith("done    ")  # the cache knows the data as is
     write_image_folder(data, n_train=12, n_test=4, seed=7)  # other images, same names
+    assert main(["sweep", str(grid), "--workspace", str(ws), "--dry-run"]) == 0
+    out = capsys.readouterr().out  # not decoded since: the dry run cannot tell, and says so
+    assert out.startswith("done*") and "* its data is not cached as it is now" in out
+    assert main(["data", "info", "--data", str(data)]) == 0  # now the cache knows the edit
+    capsys.readouterr()
+    assert main(["sweep", str(grid), "--workspace", str(ws), "--dry-run"]) == 0
+    assert capsys.readouterr().out.startswith("new ")  # it said "done"
     # it said "1 run (1 completed); 0 trained now": the old data's result for the new data
     assert main(["sweep", str(grid), "--workspace", str(ws), "--quiet"]) == 0
     err = capsys.readouterr().err

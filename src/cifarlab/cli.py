@@ -211,6 +211,7 @@ def _sweep(experiment, args: argparse.Namespace) -> int:
         check_experiment_name,
         check_paths,
         check_sweep_options,
+        mark_changed_data_from_cache,
         plan_sweep,
         run_sweep,
     )
@@ -226,14 +227,19 @@ def _sweep(experiment, args: argparse.Namespace) -> int:
             check_experiment_name(experiment, store, args.force)  # as the real sweep will
             planned = plan_sweep(experiment, store, only, args.max_runs)
         check_paths([p.config for p in planned if p.action in TO_RUN])  # as the sweep will
+        mark_changed_data_from_cache(planned)  # edited data trains again: it said "done"
         axes = _other_axes([p.config for p in planned])
         # a run's id, as `results` shows it and `train --resume` takes it; a new run has none
         ids = [p.previous["id"] if p.previous and p.action != "new" else "-" for p in planned]
         width = max(map(len, ids), default=1)
         for p, run_id in zip(planned, ids):
-            print(f"{p.action:8s}{run_id:{width}s}  {_describe_run(p.config, axes)}")
+            action = p.action + "*" * p.data_unchecked
+            print(f"{action:8s}{run_id:{width}s}  {_describe_run(p.config, axes)}")
         todo = sum(p.action in TO_RUN for p in planned)
         print(f"{experiment.name}: {_runs(len(planned))}, {todo} to run")
+        if any(p.data_unchecked for p in planned):
+            print("* its data is not cached as it is now (edited since, or decoded elsewhere): "
+                  "the sweep reads it, and trains the run again if it changed")  # fmt: skip
         return 0
     try:
         report = run_sweep(

@@ -102,6 +102,17 @@ def cached_decode(
     return dataset, stats, entry, content_id(checksums, dataset.classes)
 
 
+def cached_content_id(key: str) -> str | None:
+    """The ``content_id`` of the cache entry for ``key`` from its meta alone (no arrays
+    read); None where the cache holds none (the source changed since it was decoded, or was
+    never decoded here)."""
+    try:
+        meta = json.loads((cache_root() / f"decoded-{key}" / "meta.json").read_text())
+        return content_id({s: meta[s]["crc32"] for s in SPLITS}, tuple(meta["classes"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def content_id(checksums: dict[str, dict[str, int]], classes: tuple[str, ...]) -> str:
     """What the decoded data is, whatever its path, file times or stray files beside it: the
     images, labels and class names. A run records it: data edited in place is other data."""

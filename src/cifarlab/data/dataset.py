@@ -12,7 +12,13 @@ import numpy as np
 
 from cifarlab.data import download as download_module
 from cifarlab.data.arrays import DecodedDataset, SplitArrays
-from cifarlab.data.cache import PixelStats, cache_root, cached_decode, source_fingerprint
+from cifarlab.data.cache import (
+    PixelStats,
+    cache_root,
+    cached_content_id,
+    cached_decode,
+    source_fingerprint,
+)
 from cifarlab.data.cifar_python import is_cifar_python, read_cifar_python
 from cifarlab.data.imagefolder import (
     is_archive,
@@ -219,6 +225,23 @@ class DecodedSource(NamedTuple):
     content_id: str  # what the data is (cache.content_id); a run records it
 
 
+def known_content_id(
+    data: str | os.PathLike | None, *, image_size: int | None = None, labels: str = "fine"
+) -> str | None:
+    """What the source holds now, as far as the cache knows without decoding it: the content
+    id of its entry for the source's present files, or None (edited since it was decoded,
+    never decoded here, or a dataset still to download). A sweep's dry run reads this."""
+    raw = data if data is not None else os.environ.get("CIFARLAB_DATA") or DEFAULT_DATASET
+    path = check_source(raw)
+    return None if path is None else cached_content_id(_cache_key(path, image_size, labels))
+
+
+def _cache_key(path: Path, image_size: int | None, labels: str) -> str:
+    if is_cifar_python(path):
+        return source_fingerprint(path, kind="cifar-python", image_size=image_size, labels=labels)
+    return source_fingerprint(path, image_size=image_size)
+
+
 def decode_source(
     data: str | os.PathLike | None,
     *,
@@ -232,14 +255,13 @@ def decode_source(
     if image_size is not None and image_size < 1:
         raise CifarlabError(f"--image-size must be a positive number of pixels (got {image_size})")
     path = resolve_source(data, quiet)
+    key = _cache_key(path, image_size, labels)
     if is_cifar_python(path):
-        key = source_fingerprint(path, kind="cifar-python", image_size=image_size, labels=labels)
         decode = lambda: resize(_read_cifar_python(path, labels), image_size)
     else:
         if labels != "fine":
             note = f"--labels {labels} is for CIFAR-100; in {path} the folders are the classes"
             warn(note)
-        key = source_fingerprint(path, image_size=image_size)
         decode = lambda: read_image_folder(path, image_size, quiet)
     decoded, stats, entry, content_id = cached_decode(key, decode)
     for note in decoded.notes:  # on cached loads too: a later run must still hear of it

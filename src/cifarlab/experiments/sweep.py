@@ -53,6 +53,7 @@ class PlannedRun:
     edited: bool = False  # its data (or model code) was edited since: trained again, anew
     checkpointed: bool = False  # the previous run left a checkpoint to resume from
     code_edited: bool = False  # a helper module its model file imports was edited since
+    data_unchecked: bool = False  # a dry run could not tell whether its data changed
 
     @property
     def action(self) -> str:
@@ -361,6 +362,30 @@ def mark_changed_data(planned: list[PlannedRun], quiet: bool = False) -> dict[So
             warn(f"the data of run {p.previous['id']} ({p.config.data}) has changed since it "
                  "trained; training it again, as a new run")  # fmt: skip
     return now
+
+
+def mark_changed_data_from_cache(planned: list[PlannedRun]) -> None:
+    """``mark_changed_data`` for a dry run, which decodes nothing: runs whose data the cache
+    shows edited are marked; those whose data it holds no entry for as it is now (edited
+    since, or never decoded here) are marked unchecked."""
+    from cifarlab.data.dataset import known_content_id
+
+    now: dict[Source, str | None] = {}
+    for p in planned:
+        trained_on = ((p.previous or {}).get("info") or {}).get("data_content")
+        if p.action not in ("done", "resume", "restart") or not trained_on:
+            continue
+        source = _source(p.config)
+        if source not in now:
+            data, image_size, labels = source
+            try:
+                now[source] = known_content_id(data, image_size=image_size, labels=labels)
+            except CifarlabError:  # gone: the sweep itself will say so
+                now[source] = None
+        if now[source] is None:
+            p.data_unchecked = True
+        elif now[source] != trained_on:
+            p.edited = True
 
 
 def _source(config: RunConfig) -> Source:
