@@ -955,6 +955,32 @@ def test_data_edited_in_place_is_trained_again_not_reported_as_done(tmp_path, ca
     predict_run(new, ws)
 
 
+def test_a_failed_retrain_on_edited_data_stands_for_its_settings(tmp_path, capsys, monkeypatch):
+    from conftest import write_image_folder
+
+    from cifarlab.train.trainer import Trainer
+
+    data = write_image_folder(tmp_path / "data", n_train=12, n_test=4)
+    grid = _tiny_grid(tmp_path, data, epochs=1).read_text().replace("seed = [0, 1]", "")
+    grid = _write(tmp_path / "one.toml", grid.replace('["sgd", "adam"]', '["sgd"]'))
+    ws = tmp_path / "ws"
+    assert main(["sweep", str(grid), "--workspace", str(ws), "--quiet"]) == 0
+    write_image_folder(data, n_train=12, n_test=4, seed=7)
+
+    def crash(self, epoch):
+        raise RuntimeError("simulated crash")
+
+    with monkeypatch.context() as patch:  # the retrain on the new data fails
+        patch.setattr(Trainer, "train_epoch", crash)
+        assert main(["sweep", str(grid), "--workspace", str(ws), "--quiet"]) == 3
+    # the old data's completed result stood for the experiment, as if nothing had happened
+    (standing,) = cifarlab.results(ws, experiment="tiny")
+    assert standing["status"] == "failed", standing
+    capsys.readouterr()
+    assert main(["sweep", str(grid), "--workspace", str(ws), "--quiet"]) == 0  # tries again
+    assert [r["status"] for r in cifarlab.results(ws, experiment="tiny")] == ["completed"]
+
+
 def test_a_run_stopped_before_its_checkpoint_is_trained_anew_on_edited_data(
     tmp_path, capsys, monkeypatch
 ):
@@ -1079,6 +1105,12 @@ def test_compare_and_group_by_say_when_they_pool_other_budgets():
     assert "differ in epochs" in said  # two sides of other budgets, not asked for
     with pytest.raises(cifarlab.CifarlabError, match="run r0 matches both 'epochs=2' and"):
         compare(records, "epochs=2", "optimizer=adam")  # a side set against itself
+    records.append({**run(4, "adam", 2, 0.0), "status": "diverged"})
+    said = compare(records, "optimizer=adam,epochs=2", "optimizer=sgd,epochs=2")
+    assert said.endswith("; left out: 1 diverged")  # it flattered adam without a word
+    records[0]["config"]["limit_train"] = 500  # two budgets now: a list of two, not three
+    said = compare(records, "optimizer=adam", "optimizer=sgd")
+    assert "differ in epochs and limit_train, and the difference" in said, said
 
 
 def test_the_runs_table_shows_the_settings_that_tell_its_runs_apart():

@@ -244,13 +244,16 @@ class ResultsStore:
     def standing_run(self, config_hash: str) -> dict[str, Any] | None:
         """The run that stands for these settings in an experiment: the latest finished one
         (completed or diverged), else the latest. A later run of the same settings that
-        failed or is still running never hides a finished result."""
-        row = self.conn.execute(
-            f"SELECT * FROM runs WHERE config_hash = ? "
-            f"ORDER BY status IN {FINISHED} DESC, started_at DESC LIMIT 1",
-            (config_hash,),
-        ).fetchone()
-        return _run_record(row) if row else None
+        failed or is still running never hides a finished result, unless it trained on
+        other data or code (edited since): the finished one then answers for what is gone."""
+        rows = self.conn.execute(
+            "SELECT * FROM runs WHERE config_hash = ? ORDER BY started_at DESC", (config_hash,)
+        ).fetchall()
+        if not rows:
+            return None
+        latest = _run_record(rows[0])
+        finished = next((_run_record(r) for r in rows if r["status"] in FINISHED), None)
+        return latest if finished is None or _edited_between(finished, latest) else finished
 
     def run(self, run_id: str) -> dict[str, Any] | None:
         row = self.conn.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
@@ -282,6 +285,16 @@ _EPOCH_COUNTS = ("best_epoch", "epochs_done", "overfit_epoch", "stopped_epoch")
 # Settings added after runs were recorded, with the value those older runs trained with: a
 # record without the key grouped apart from one with it (eval_every None vs 1: n=1 and n=1).
 ADDED_LATER = {"eval_every": 1}
+
+
+def _edited_between(earlier: dict[str, Any], later: dict[str, Any]) -> bool:
+    """Whether ``later`` trained on other data or model code than ``earlier`` (runs that
+    recorded neither, e.g. killed before they started, tell nothing)."""
+    a, b = earlier.get("info") or {}, later.get("info") or {}
+    if "data_content" not in a or "data_content" not in b:
+        return False
+    code_a, code_b = a.get("model_code_sha256"), b.get("model_code_sha256")
+    return a["data_content"] != b["data_content"] or bool(code_a and code_b and code_a != code_b)
 
 
 def _run_record(row: sqlite3.Row) -> dict[str, Any]:
