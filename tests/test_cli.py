@@ -636,6 +636,10 @@ def test_results_group_runs_by_what_their_data_is_not_how_its_path_was_typed(tmp
     rows = cifarlab.grouped_results(tmp_path / "ws")
     assert sorted(r["n"] for r in rows) == [1, 2], rows
     assert len({r["data"] for r in rows}) == 2 and all("@" in r["data"] for r in rows), rows
+    # the plain list keeps each run's path, with its version where one path held two datasets
+    typed = sorted(r["config"]["data"] for r in cifarlab.results(tmp_path / "ws"))
+    assert typed[2] == str(copy) and typed[0] != typed[1], typed
+    assert all(t.startswith(f"{first}@") for t in typed[:2]), typed
 
 
 def test_a_folder_named_runs_db_is_named_not_read_as_no_results(tmp_path, tiny_archive, capsys):

@@ -1093,12 +1093,12 @@ def test_captions_say_whether_seeds_can_tell_a_lead_from_noise():
     same = runs({"tutorial": [0.26, 0.27], "simple": [0.25, 0.27]}, "adam")
     same += runs({"tutorial": [0.25, 0.265], "simple": [0.255, 0.26]}, "adamw")
     text = caption(same)
-    assert "adam's lead is beyond seed noise (95% Welch interval) on 0 of them." in text, text
+    assert "On none is adam's lead beyond seed noise (95% Welch interval)." in text, text
     # a clear lead of the runner-up is its own, not the leader's
     mixed = runs({"tutorial": [0.95, 0.45], "simple": [0.30, 0.31]}, "adam")
     mixed += runs({"tutorial": [0.50, 0.51], "simple": [0.35, 0.36]}, "sgd")
     text = caption(mixed)
-    assert "lead is beyond seed noise (95% Welch interval) on 0 of them, sgd's on 1." in text
+    assert "On none is adam's lead beyond seed noise (95% Welch interval); sgd's is on 1." in text
     from cifarlab.report.html import _optimizer_ranking
 
     ranking = _optimizer_ranking(aggregate.best_per(aggregate.group(mixed), "model", "optimizer"))
@@ -1216,3 +1216,34 @@ def test_long_labels_move_the_pareto_legend_below_the_plot(tmp_path, monkeypatch
     assert short.axes[0].get_legend() is not None and not short.legends
     # at the side, long names squeezed the plot to 40% of the figure's width
     assert long.axes[0].get_legend() is None and long.legends
+
+
+def test_captions_and_headline_name_budgets_and_noise_in_plain_words(tmp_path):
+    from cifarlab.report.html import _headline
+
+    records = [r for r in _fake_runs(n_models=2, lrs=1, seeds=1) if "adam" in r["id"]]
+    for r in records:  # net0 trained 4 epochs, net1 2: an experiment may set them per model
+        r["config"]["epochs"] = 4 if r["config"]["model"] == "net0" else 2
+    groups = aggregate.group(records)
+    caption = charts.final_accuracy(groups, tmp_path).caption
+    # "On test accuracy net1 is 6.0 points ahead of net0": 2 epochs against 4, unsaid
+    assert "net1 · adam · epochs=2 is" in caption and "ahead of net0 · adam · epochs=4" in caption
+    headline = _headline(groups, records)
+    assert "one seed each: too few to tell the first two apart" in headline  # the order
+    pareto = charts.pareto(groups, tmp_path).caption
+    assert pareto.startswith("1 of 2 configurations is on the Pareto front") or " are " in pareto
+
+
+def test_a_report_loads_a_versioned_run_s_data_from_its_own_path(tiny_archive, tmp_path):
+    from cifarlab.experiments.store import ResultsStore
+    from cifarlab.report.predict import predict_run
+
+    ws = tmp_path / "ws"
+    result = cifarlab.train(data=str(tiny_archive), workspace=str(ws), epochs=1, val_size=30,
+                            quiet=True)  # fmt: skip
+    with ResultsStore(ws / "runs.db") as store:
+        run = store.run(result.run_id)
+    path = run["config"]["data"]
+    versioned = {**run, "data_path": path, "config": {**run["config"], "data": f"{path}@abcdef"}}
+    # "data path '...tiny.tar.gz@abcdef' does not exist": best-run charts skipped
+    assert len(predict_run(versioned, ws).labels) == 60

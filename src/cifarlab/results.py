@@ -78,7 +78,8 @@ def results(
 
     Accuracies are fractions in [0, 1]; each record also carries its full ``config``.
     """
-    return [_result(run) for run in _stored_runs(workspace, experiment, only)]
+    runs = name_data_versions(_stored_runs(workspace, experiment, only), merge=False)
+    return [_result(run) for run in runs]
 
 
 def _result(run: dict[str, Any]) -> dict[str, Any]:
@@ -166,12 +167,13 @@ def name_model_versions(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return named
 
 
-def name_data_versions(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def name_data_versions(runs: list[dict[str, Any]], merge: bool = True) -> list[dict[str, Any]]:
     """Runs are grouped by what their data is, not by how ``--data`` was typed: runs on
     one content (``info["data_content"]``) read its most used spelling, so a copy at another
     path pools as seeds; where one spelling stood for several contents (a folder edited
     between runs), each run's config names its version (``data/@3f9a1c``). A run that
-    never loaded its data keeps its spelling."""
+    never loaded its data keeps its spelling. ``merge=False`` keeps every run's spelling
+    (versions still named). A renamed run keeps its path in ``data_path``."""
 
     def content(run: dict[str, Any]) -> str | None:
         return (run.get("info") or {}).get("data_content")
@@ -182,13 +184,16 @@ def name_data_versions(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
             spellings.setdefault(content(run), Counter())[run["config"]["data"]] += 1
     label = {c: counts.most_common(1)[0][0] for c, counts in spellings.items()}
     contents_of = Counter(label.values())  # a spelling two contents read is ambiguous
+    read_by = Counter(s for counts in spellings.values() for s in counts)  # unmerged
     named = []
     for run in runs:
-        c = content(run)
+        c, typed = content(run), run["config"]["data"]
         if c:
-            data = label[c] if contents_of[label[c]] == 1 else f"{label[c]}@{c[:6]}"
-            if data != run["config"]["data"]:
-                run = {**run, "config": {**run["config"], "data": data}}
+            spelling = label[c] if merge else typed
+            ambiguous = (contents_of if merge else read_by)[spelling] > 1
+            data = f"{spelling}@{c[:6]}" if ambiguous else spelling
+            if data != typed:
+                run = {**run, "data_path": typed, "config": {**run["config"], "data": data}}
         named.append(run)
     return named
 
@@ -243,7 +248,7 @@ def pooling_note(
     if not mixed:
         return None
     return (
-        f"note: some rows pool runs that differ in {', '.join(mixed)} as if they were seeds; "
+        f"note: some rows pool runs that differ in {and_list(mixed)} as if they were seeds; "
         f"add {'it' if len(mixed) == 1 else 'them'} to --group-by to split those rows"
     )
 
@@ -253,12 +258,13 @@ def compare(
 ) -> str:
     """One sentence: the difference in mean ``metric`` between filters ``a`` and ``b``, 95% CI
     (``fmt="json"``: the numbers)."""
-    values, sides, budgets = [], [], []
+    values, sides, budgets, left_out = [], [], [], []
     for spec in (a, b):
         match = _filter(records, spec)
         sides.append({r["id"] for r in match})
         done = [r for r in match if r["status"] == "completed"]
         budgets += pooled_budgets(done, [])  # runs of 2 and 4 epochs are not repeats
+        left_out += [r for r in match if r["status"] != "completed"]
         if not done:
             others = ", ".join(f"{r['id']} {r['status']}" for r in match)
             raise CifarlabError(
@@ -290,12 +296,20 @@ def compare(
             f" (95% CI {stats['low'] * 100:+.2f} to {stats['high'] * 100:+.2f}, "
             f"Welch t, n={stats['n_a']} vs {stats['n_b']})"
         )
+    if left_out:  # two diverged lr=0.1 runs left out flatter the side they belong to
+        kinds = Counter(r["status"] for r in left_out)
+        sentence += f"; left out: {and_list([f'{n} {s}' for s, n in sorted(kinds.items())])}"
     if budgets:
         sentence += (
-            f"; note: the runs compared differ in {', '.join(budgets)}, and the difference "
+            f"; note: the runs compared differ in {and_list(budgets)}, and the difference "
             "mixes those in: filter both sides to one value of each"
         )
     return sentence
+
+
+def and_list(items: list[str]) -> str:
+    """``a``, ``a and b``, ``a, b and c``."""
+    return ", ".join(items[:-1]) + " and " + items[-1] if len(items) > 1 else "".join(items)
 
 
 def sort_records(records: list[dict[str, Any]], key: str | None) -> list[dict[str, Any]]:
@@ -329,6 +343,10 @@ def format_runs(records: list[dict[str, Any]], fmt: str, reasons: bool = True) -
     for r in shown:
         config = r.get("config") or {}
         r.update({k: _setting_cell(k, config.get(k)) for k in extra})
+    raw = {(r.get("config") or {}).get("data") for r in records}
+    if "data" in extra and len({data_name(v) for v in raw}) < len(raw):  # two paths, one name
+        for r in shown:
+            r["data"] = setting_text((r.get("config") or {}).get("data"))
     rows = [[_cell(r.get(k), f) for k, _, f in columns] for r in shown]
     table = format_table([h for _, h, _ in columns], rows, rule=True, fmt=fmt)
     why = [f"{r['id']} {r['status']}: {r['error']}" for r in records

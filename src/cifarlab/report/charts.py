@@ -23,7 +23,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
 from cifarlab.errors import missing_glyphs_said
-from cifarlab.experiments.analysis import varying_keys
+from cifarlab.experiments.analysis import BUDGET_KEYS, varying_keys
 from cifarlab.report.aggregate import (
     best_per,
     beyond_noise,
@@ -34,6 +34,7 @@ from cifarlab.report.aggregate import (
     pct,
     picked_by,
     pool_time,
+    short,
     slowed_by_others,
     spread,
     test_acc_label,
@@ -136,7 +137,13 @@ def final_accuracy(groups: list[dict[str, Any]], out: Path) -> Chart:
                 ha="center",
                 fontsize=8,
             )
-    ax.set_xticks(range(len(models)), models)
+    ticks = []
+    for model in models:  # under each model, the budgets its bars differ from others' in
+        g = next(g for g in best if g["model"] == model)
+        config = g["members"][0]["config"]
+        budget = " ".join(f"{k}={short(config.get(k), k)}" for k in _budgets(g))
+        ticks.append(f"{model}\n{budget}" if budget else model)
+    ax.set_xticks(range(len(models)), ticks)
     top = max(g["test_acc_mean"] + (g["test_acc_std"] or 0) for g in best) * 100
     ax.set_ylim(0, min(100, top * 1.15 + 2))
     ax.set_ylabel(f"{test_acc_label(best)} (%)")
@@ -156,6 +163,7 @@ def final_accuracy(groups: list[dict[str, Any]], out: Path) -> Chart:
     title = f"Test accuracy by model and optimizer{seeds}"
     if len(best) < len(groups):
         title = f"Test accuracy: each model/optimizer's best configuration by {picked_by(best[0])}"
+        title += seeds
     return _save(fig, out, "final-accuracy", title, final_caption(best))
 
 
@@ -174,12 +182,14 @@ def final_caption(best: list[dict[str, Any]]) -> str:
             return lead
         a, b = models[0], models[1]
         diff = (a["test_acc_mean"] - b["test_acc_mean"]) * 100
+        # a 30-epoch simple "ahead" of a 4-epoch tutorial: the labels say the budgets
+        name_a, name_b = (g["label"] if _budgets(g) else g["model"] for g in (a, b))
         ahead = (
-            f"On test accuracy {a['model']} is {diff:.1f} points ahead of {b['model']}, "
+            f"On test accuracy {name_a} is {diff:.1f} points ahead of {name_b}, "
             f"{noise_words(beyond_noise(a, b))}."
         )
         if round(diff, 1) == 0:  # "leads ..., 0.0 points ahead" said a tie was a lead
-            ahead = f"{a['model']} and {b['model']} tie on test accuracy."
+            ahead = f"{name_a} and {name_b} tie on test accuracy."
         return f"{lead} {ahead}"
     a, b = optimizers[:2]
     diffs = optimizer_diffs(best, a, b)
@@ -204,12 +214,18 @@ def final_caption(best: list[dict[str, Any]]) -> str:
     else:
         ahead = sum(v == "clear" and diffs[m] > 0 for m, v in verdicts.items())
         behind = sum(v == "clear" and diffs[m] < 0 for m, v in verdicts.items())
-        noise = f"{a}'s lead is beyond seed noise (95% Welch interval) on {ahead} of them"
-        noise += f", {b}'s on {behind}." if behind else "."
+        on = "none" if not ahead else f"{ahead} of them"
+        noise = f"On {on} is {a}'s lead beyond seed noise (95% Welch interval)"
+        noise += f"; {b}'s is on {behind}." if behind else "."
     return (
         f"{a} beats {b} on {wins} of {len(diffs)} models, by {mean:.1f} points on average. "
         f"{noise} {lead}"
     )
+
+
+def _budgets(g: dict[str, Any]) -> list[str]:
+    """The budget settings a group's label names (they differ between the groups)."""
+    return [k for k in g["label_keys"] if k in BUDGET_KEYS]
 
 
 def optimizer_diffs(best: list[dict[str, Any]], a: str, b: str) -> dict[str, float]:
@@ -273,8 +289,8 @@ def accuracy_curves(groups: list[dict[str, Any]], out: Path) -> Chart:
     if len(peaks) > 1:
         rising = sum(at_ == last_ for _, at_, _, last_ in peaks)
         caption = (
-            f"Best by {picked_by(g)}: {caption} {rising} of {len(peaks)} configurations were "
-            "still at their peak in their last epoch."
+            f"Best by {picked_by(g)}: {caption} {rising} of {len(peaks)} configurations "
+            f"{'was' if rising == 1 else 'were'} still at their peak in their last epoch."
         )
     title = "Test accuracy per epoch"
     if any(g["n"] > 1 for g in shown.drawn):
@@ -313,7 +329,8 @@ def loss_curves(groups: list[dict[str, Any]], out: Path) -> Chart:
         lengths = sorted({len(r["epochs"]) for r in runs})
         span = f"{lengths[0]}" if len(lengths) == 1 else f"{lengths[0]}–{lengths[-1]}"
         caption = (
-            f"No run overfit within its {span} epochs: validation loss never rose for "
+            f"No run overfit within its {'one epoch' if span == '1' else span + ' epochs'}: "
+            "validation loss never rose for "
             "several epochs in a row while training loss fell."
         )
     else:
@@ -533,7 +550,8 @@ def pareto(groups: list[dict[str, Any]], out: Path) -> Chart:
     else:
         ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8)
     cheap, best = groups[front[0]], groups[front[-1]]
-    caption = f"{len(front)} of {len(groups)} configurations are on the Pareto front"
+    caption = f"{len(front)} of {len(groups)} configurations "
+    caption += f"{'is' if len(front) == 1 else 'are'} on the Pareto front"
     if len(front) > 1:
         caption += (
             f", from {cheap['label']} ({pct(cheap['test_acc_mean'])} in "

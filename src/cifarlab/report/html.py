@@ -92,7 +92,7 @@ def _render(
     if groups:
         sections = _chart_sections(groups, records, workspace, out, notes)
     else:
-        notes.append("No completed runs yet, so there is nothing to chart.")
+        notes.append("No run completed, so there is nothing to chart.")
     models = _model_section(groups, workspace, out, notes)
     return render_page(title, records, groups, sections, models, notes)
 
@@ -271,7 +271,8 @@ def render_page(
     """The whole self-contained page: headline, notes, chart sections, models, run table."""
     parts = [f"<h1>{_e(title)}</h1>", _meta(records), _headline(groups, records)]
     parts += [f'<p class="note">{_e(n)}</p>' for n in notes]
-    parts.append('<p class="meta hint">Tap a chart to open it full size.</p>')
+    if sections or models:
+        parts.append('<p class="meta hint">Tap a chart to open it full size.</p>')
     if groups:
         parts += ["<h2>Results</h2>", _groups_table(groups)]
     for heading, found in sections:
@@ -344,6 +345,13 @@ def _headline(groups: list[dict[str, Any]], records: list[dict[str, Any]]) -> st
     if len(per_model) > 1:
         ranks = ", ".join(f"{i}. {g['model']} {_rank_score(g)}" for i, g in enumerate(per_model, 1))
         by = _ranked_by(groups)
+        first, second = per_model[:2]
+        metric = "best_val_acc" if first["best_val_acc_mean"] is not None else "final_test_acc"
+        verdict = aggregate.beyond_noise(first, second, metric)
+        if verdict != "clear":  # the order of the first two may be the seeds' luck
+            ranks += (f"; {first['model']} and {second['model']} are within seed noise"
+                      if verdict == "noise" else "; one seed each: too few to tell the first two"
+                      " apart")  # fmt: skip
         items.append(f"<b>Models</b> (each at its best configuration, by {by}): {_e(ranks)}.")
     optimizers = _optimizer_ranking(aggregate.best_per(groups, "model", "optimizer"))
     if optimizers:
@@ -383,7 +391,7 @@ def _not_charted(records: list[dict[str, Any]], axes: list[str]) -> str | None:
         + (f": {r['error']}" if r.get("error") else "")
         for r in bad
     )
-    return f"<b>Not in the charts:</b> {_e(states)}"
+    return f"<b>Not in the charts:</b> {_e(states.rstrip('.'))}."
 
 
 def _settings(record: dict[str, Any], keys: list[str]) -> str:

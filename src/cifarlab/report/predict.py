@@ -49,7 +49,7 @@ def predict_run(run: dict[str, Any], workspace: Path) -> Predictions:
     if not path.is_file():
         raise CifarlabError(f"run {run['id']} has no {name} checkpoint")
     data = load_dataset(
-        config.get("data"),
+        run.get("data_path") or config.get("data"),  # not its version label (data@3f9a1c)
         val_size=config["val_size"],
         limit_train=config.get("limit_train"),
         limit_test=config.get("limit_test"),
