@@ -1093,12 +1093,12 @@ def test_captions_say_whether_seeds_can_tell_a_lead_from_noise():
     same = runs({"tutorial": [0.26, 0.27], "simple": [0.25, 0.27]}, "adam")
     same += runs({"tutorial": [0.25, 0.265], "simple": [0.255, 0.26]}, "adamw")
     text = caption(same)
-    assert "On none is adam's lead beyond seed noise (95% Welch interval)." in text, text
+    assert "adam's lead is beyond seed noise (95% Welch interval) on none of them." in text
     # a clear lead of the runner-up is its own, not the leader's
     mixed = runs({"tutorial": [0.95, 0.45], "simple": [0.30, 0.31]}, "adam")
     mixed += runs({"tutorial": [0.50, 0.51], "simple": [0.35, 0.36]}, "sgd")
     text = caption(mixed)
-    assert "On none is adam's lead beyond seed noise (95% Welch interval); sgd's is on 1." in text
+    assert "on none of them; sgd is clearly ahead on 1." in text, text
     from cifarlab.report.html import _optimizer_ranking
 
     ranking = _optimizer_ranking(aggregate.best_per(aggregate.group(mixed), "model", "optimizer"))

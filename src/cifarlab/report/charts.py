@@ -214,9 +214,9 @@ def final_caption(best: list[dict[str, Any]]) -> str:
     else:
         ahead = sum(v == "clear" and diffs[m] > 0 for m, v in verdicts.items())
         behind = sum(v == "clear" and diffs[m] < 0 for m, v in verdicts.items())
-        on = "none" if not ahead else f"{ahead} of them"
-        noise = f"On {on} is {a}'s lead beyond seed noise (95% Welch interval)"
-        noise += f"; {b}'s is on {behind}." if behind else "."
+        on = {0: "none of them", len(diffs): "all of them"}.get(ahead, f"{ahead} of them")
+        noise = f"{a}'s lead is beyond seed noise (95% Welch interval) on {on}"
+        noise += f"; {b} is clearly ahead on {behind}." if behind else "."
     return (
         f"{a} beats {b} on {wins} of {len(diffs)} models, by {mean:.1f} points on average. "
         f"{noise} {lead}"
