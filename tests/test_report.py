@@ -139,7 +139,8 @@ def test_captions_match_the_data(small_report, sweep_ws):
         assert caps["loss-curves"].startswith("No run overfit within its 3 epochs")
     points = [(mean(rs, "train_seconds"), mean(rs, "test_acc")) for rs in cell.values()]
     front = aggregate.pareto_front(points)
-    assert caps["pareto"].startswith(f"{len(front)} of 4 configurations are on the Pareto front")
+    verb = "is" if len(front) == 1 else "are"
+    assert caps["pareto"].startswith(f"{len(front)} of 4 configurations {verb} on the Pareto front")
     assert caps["confusion"].startswith(f"Run {best_run_id(records)}:")
 
 
@@ -309,7 +310,7 @@ def test_a_workspace_report_says_when_its_runs_differ_in_budget():
         other = r["config"]["model"] == "net1"
         r["config"].update(epochs=2 if other else 10, limit_train=500 if other else None)
     (note,) = _budget_note(aggregate.group(records))
-    assert note.startswith("These runs differ in epochs (2, 10), limit_train (-, 500): "), note
+    assert note.startswith("These runs differ in epochs (2, 10), limit_train (all, 500): "), note
     for r in records:  # the same budget, on other data
         other = r["config"]["model"] == "net1"
         r["config"].update(epochs=10, limit_train=None, data="/d/tiny" if other else "/d/cifar")
@@ -1247,3 +1248,18 @@ def test_a_report_loads_a_versioned_run_s_data_from_its_own_path(tiny_archive, t
     versioned = {**run, "data_path": path, "config": {**run["config"], "data": f"{path}@abcdef"}}
     # "data path '...tiny.tar.gz@abcdef' does not exist": best-run charts skipped
     assert len(predict_run(versioned, ws).labels) == 60
+
+
+def test_every_run_table_shows_the_budgets_runs_differ_in_and_labels_say_off(tmp_path):
+    from cifarlab.report.html import _runs_details
+
+    records = _fake_runs(n_models=1, lrs=1, seeds=2)
+    for r in records:
+        r.update(model=r["config"]["model"], optimizer=r["config"]["optimizer"], lr=0.001,
+                 batch_size=64, seed=r["config"]["seed"], epochs_done=15, best_epoch=3,
+                 overfit_epoch=None, train_seconds=1.0, info={})  # fmt: skip
+        r["config"].update(limit_train=1000 if r["config"]["seed"] else None, val_size=500)
+    table = _runs_details(records)
+    # the page's note named limit_train; the table of every run did not show it
+    assert ">limit_train</th>" in table and ">1000<" in table
+    assert aggregate.short(None, "early_stop") == "off" and aggregate.short(None) == "-"

@@ -186,9 +186,15 @@ def spread(std: float | None) -> str:
     return "" if std is None else f" ± {std * 100:.1f}"
 
 
+UNSET_READS = {"early_stop": "off", "patience": "off", "ema": "off", "grad_clip": "off",
+               "cutout": "off", "limit_train": "all", "limit_test": "all"}  # fmt: skip
+
+
 def short(v: Any, key: str = "") -> str:
     """A setting's value as labels write it: floats to 3 significant digits, data by its
     file or folder name (runs record absolute paths)."""
     if key == "data":
         return data_name(v)
+    if v is None and key in UNSET_READS:  # "early_stop=-" read as a typo
+        return UNSET_READS[key]
     return f"{v:.3g}" if isinstance(v, float) else setting_text(v)

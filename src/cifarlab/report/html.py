@@ -14,6 +14,7 @@ import shutil
 import statistics
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -500,6 +501,9 @@ def _models_table(models: list[dict[str, Any]]) -> str:
 
 
 def _runs_details(records: list[dict[str, Any]]) -> str:
+    # the budgets the page's note says these runs differ in, each run's own
+    extra = [k for k in BUDGET_KEYS if k != "epochs"
+             and len({repr(r["config"].get(k)) for r in records}) > 1]  # fmt: skip
     head = [
         "run",
         "model",
@@ -507,6 +511,7 @@ def _runs_details(records: list[dict[str, Any]]) -> str:
         "lr",
         "batch",
         "seed",
+        *extra,
         "status",
         "epochs",
         "best epoch",
@@ -528,6 +533,7 @@ def _runs_details(records: list[dict[str, Any]]) -> str:
                     _td(r["lr"], "{:g}".format),
                     _td(r["batch_size"]),
                     _td(r["seed"]),
+                    *(_td(r["config"].get(k), partial(aggregate.short, key=k)) for k in extra),
                     _td(r["status"]),
                     _td(epochs_done(r)),  # 3/10: stopped short
                     # no validation split: nothing was chosen, the last epoch is reported
