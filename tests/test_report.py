@@ -218,6 +218,17 @@ def test_report_errors_are_one_line(sweep_ws, tmp_path, capsys):
     assert main(["report", "--workspace", str(tmp_path / "empty")]) == 2
 
 
+@pytest.fixture
+def saved_figures(monkeypatch) -> list:
+    """The figures the chart functions save, in order, to look inside them."""
+    saved = []
+    save = charts._save
+    monkeypatch.setattr(
+        charts, "_save", lambda fig, *args: (saved.append(fig), save(fig, *args))[1]
+    )
+    return saved
+
+
 def _fake_runs(
     n_models: int = 5, lrs: int = 10, seeds: int = 2, epochs: int = 15, vary: str = "lr"
 ) -> list[dict]:
@@ -962,13 +973,9 @@ def test_a_report_into_a_folder_of_the_users_own_pictures_leaves_them_alone(tiny
 
 
 def test_an_lr_study_of_one_model_colours_each_line_and_one_epoch_shows_points(
-    tmp_path, monkeypatch
+    tmp_path, saved_figures
 ):
-    saved = []
-    save = charts._save
-    monkeypatch.setattr(
-        charts, "_save", lambda fig, *args: (saved.append(fig), save(fig, *args))[1]
-    )
+    saved = saved_figures
     groups = aggregate.group(_fake_runs(n_models=1, lrs=6, seeds=2, epochs=1))
     charts.accuracy_curves(groups, tmp_path)
     charts.loss_curves(groups, tmp_path)
@@ -1048,12 +1055,8 @@ def test_a_sensitivity_caption_says_what_else_its_points_differ_in(tmp_path):
     assert "whatever" not in lone.caption  # only the lr varies: nothing else to say
 
 
-def test_validation_loss_marks_the_epochs_eval_every_scored(tmp_path, monkeypatch):
-    saved = []
-    save = charts._save
-    monkeypatch.setattr(
-        charts, "_save", lambda fig, *args: (saved.append(fig), save(fig, *args))[1]
-    )
+def test_validation_loss_marks_the_epochs_eval_every_scored(tmp_path, saved_figures):
+    saved = saved_figures
     records = _fake_runs(n_models=1, lrs=1, seeds=1, epochs=6)
     for r in records:  # --eval-every 3: validation scored in epochs 3 and 6 only
         for row in r["epochs"]:
@@ -1153,12 +1156,8 @@ def test_an_experiment_that_sets_budgets_per_model_says_so_in_labels_and_note():
     assert ">epochs</th>" in _groups_table(groups)
 
 
-def test_curves_fade_where_seeds_that_stopped_early_leave_the_mean(tmp_path, monkeypatch):
-    saved = []
-    save = charts._save
-    monkeypatch.setattr(
-        charts, "_save", lambda fig, *args: (saved.append(fig), save(fig, *args))[1]
-    )
+def test_curves_fade_where_seeds_that_stopped_early_leave_the_mean(tmp_path, saved_figures):
+    saved = saved_figures
     records = _fake_runs(n_models=1, lrs=1, seeds=2, epochs=6)
     for r in records:
         if r["config"]["seed"] == 1:  # stopped early after epoch 3, as --early-stop does
@@ -1202,12 +1201,8 @@ def test_the_sensitivity_chart_says_its_bars_are_std_over_seeds(tmp_path):
     assert two.title.endswith("(bars: ± std over seeds)")  # unlabelled beside min–max bands
 
 
-def test_long_labels_move_the_pareto_legend_below_the_plot(tmp_path, monkeypatch):
-    saved = []
-    save = charts._save
-    monkeypatch.setattr(
-        charts, "_save", lambda fig, *args: (saved.append(fig), save(fig, *args))[1]
-    )
+def test_long_labels_move_the_pareto_legend_below_the_plot(tmp_path, saved_figures):
+    saved = saved_figures
     records = _fake_runs(n_models=2, lrs=1, seeds=1)
     charts.pareto(aggregate.group(records), tmp_path)
     for r in records:
