@@ -211,7 +211,7 @@ def _sweep(experiment, args: argparse.Namespace) -> int:
         check_experiment_name,
         check_paths,
         check_sweep_options,
-        mark_changed_data_from_cache,
+        mark_changed_data,
         plan_sweep,
         run_sweep,
     )
@@ -227,7 +227,7 @@ def _sweep(experiment, args: argparse.Namespace) -> int:
             check_experiment_name(experiment, store, args.force)  # as the real sweep will
             planned = plan_sweep(experiment, store, only, args.max_runs)
         check_paths([p.config for p in planned if p.action in TO_RUN])  # as the sweep will
-        mark_changed_data_from_cache(planned)  # edited data trains again: it said "done"
+        mark_changed_data(planned, dry_run=True)  # edited data trains again: it said done
         axes = _other_axes([p.config for p in planned])
         # a run's id, as `results` shows it and `train --resume` takes it; a new run has none
         ids = [p.previous["id"] if p.previous and p.action != "new" else "-" for p in planned]

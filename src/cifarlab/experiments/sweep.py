@@ -339,57 +339,49 @@ def check_sources(
             _content_of(source, quiet)
 
 
-def mark_changed_data(planned: list[PlannedRun], quiet: bool = False) -> dict[Source, str | None]:
+def mark_changed_data(
+    planned: list[PlannedRun], quiet: bool = False, dry_run: bool = False
+) -> dict[Source, str | None]:
     """Mark finished or stopped runs whose data was edited in place since they trained (the
     path, and so the run's settings, are the same): they train again, as new runs, with a
-    warning (a stopped run's checkpoint belongs to the old data). Returns what it read."""
+    warning (a stopped run's checkpoint belongs to the old data). Returns what it read.
+
+    A dry run decodes nothing: it asks the cache, and marks ``data_unchecked`` the runs whose
+    data the cache holds no entry for as it is now (edited since, or never decoded here)."""
     now: dict[Source, str | None] = {}
     for p in planned:
-        if p.code_edited:
+        if p.code_edited and not dry_run:
             warn(f"a helper module that {p.config.model} imports has changed since run "
                  f"{p.previous['id']} trained; training it again, as a new run")  # fmt: skip
-        trained_on = (p.previous or {}).get("info", {}).get("data_content")
-        if p.action not in ("done", "resume", "restart") or not trained_on:
-            continue
-        source = _source(p.config)
-        if source not in now:
-            try:
-                now[source] = _content_of(source, quiet)
-            except CifarlabError:  # gone or unreadable: nothing to compare, the result stands
-                now[source] = None
-        if now[source] not in (None, trained_on):
-            p.edited = True
-            warn(f"the data of run {p.previous['id']} ({p.config.data}) has changed since it "
-                 "trained; training it again, as a new run")  # fmt: skip
-    return now
-
-
-def mark_changed_data_from_cache(planned: list[PlannedRun]) -> None:
-    """``mark_changed_data`` for a dry run, which decodes nothing: runs whose data the cache
-    shows edited are marked; those whose data it holds no entry for as it is now (edited
-    since, or never decoded here) are marked unchecked."""
-    from cifarlab.data.dataset import known_content_id
-
-    now: dict[Source, str | None] = {}
-    for p in planned:
         trained_on = ((p.previous or {}).get("info") or {}).get("data_content")
         if p.action not in ("done", "resume", "restart") or not trained_on:
             continue
         source = _source(p.config)
         if source not in now:
-            data, image_size, labels = source
             try:
-                now[source] = known_content_id(data, image_size=image_size, labels=labels)
-            except CifarlabError:  # gone: the sweep itself will say so
+                now[source] = _cached_content_of(source) if dry_run else _content_of(source, quiet)
+            except CifarlabError:  # gone or unreadable: nothing to compare, the result stands
                 now[source] = None
         if now[source] is None:
-            p.data_unchecked = True
+            p.data_unchecked = dry_run
         elif now[source] != trained_on:
             p.edited = True
+            if not dry_run:
+                warn(f"the data of run {p.previous['id']} ({p.config.data}) has changed since "
+                     "it trained; training it again, as a new run")  # fmt: skip
+    return now
 
 
 def _source(config: RunConfig) -> Source:
     return config.data, config.image_size, config.labels
+
+
+def _cached_content_of(source: Source) -> str | None:
+    """What a source holds as far as the cache knows, without decoding it (None: unknown)."""
+    from cifarlab.data.dataset import known_content_id
+
+    data, image_size, labels = source
+    return known_content_id(data, image_size=image_size, labels=labels)
 
 
 def _content_of(source: Source, quiet: bool) -> str:
