@@ -307,7 +307,7 @@ def test_headline_words_ties_and_ranks_optimizers_on_the_models_they_share(tmp_p
     ranking = _optimizer_ranking(pairs)
     # it was "adam (mean over 2 models), sgd (mean over 1 model)": the models differed
     assert "(mean test accuracy over the one model trained with each)" in ranking
-    assert ranking.endswith("beyond seed noise (one seed: too few to judge).")  # n=1
+    assert ranking.endswith("with one seed per configuration, no spread to judge these leads by.")
     assert f"adam {aggregate.pct(cell['net0', 'adam'])}" in ranking
     assert _optimizer_ranking([g for g in pairs if g["model"] == "net1"]) is None  # adam only
 
@@ -1086,7 +1086,7 @@ def test_captions_say_whether_seeds_can_tell_a_lead_from_noise():
         )
 
     # one seed each, one image in 500 apart: it said "tutorial leads on test accuracy"
-    assert "with one seed, too few to tell it from noise" in caption(
+    assert "with one seed each, no spread to judge it by" in caption(
         runs({"tutorial": [0.302], "simple": [0.300]})
     )
     noisy = {"tutorial": [0.30, 0.36, 0.33], "simple": [0.31, 0.34, 0.29]}
@@ -1225,7 +1225,7 @@ def test_captions_and_headline_name_budgets_and_noise_in_plain_words(tmp_path):
     # "On test accuracy net1 is 6.0 points ahead of net0": 2 epochs against 4, unsaid
     assert "net1 · adam · epochs=2 is" in caption and "ahead of net0 · adam · epochs=4" in caption
     headline = _headline(groups, records)
-    assert "one seed each: too few to tell the first two apart" in headline  # the order
+    assert "one seed each: no spread to judge the order of the first two by" in headline
     pareto = charts.pareto(groups, tmp_path).caption
     assert pareto.startswith("1 of 2 configurations is on the Pareto front") or " are " in pareto
 

@@ -172,7 +172,7 @@ def noise_words(verdict: str) -> str:
     return {
         "clear": "beyond seed noise (95% Welch interval)",
         "noise": "within seed noise (its 95% Welch interval holds 0): more seeds may reverse it",
-        "one seed": "with one seed, too few to tell it from noise",
+        "one seed": "with one seed each, no spread to judge it by",
     }[verdict]
 
 

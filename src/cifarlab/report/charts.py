@@ -210,7 +210,7 @@ def final_caption(best: list[dict[str, Any]]) -> str:
         words = noise_words(verdicts[model])
         return f"{a} beats {b} on {model} by {mean:.1f} points, {words}. {lead}"
     if set(verdicts.values()) == {"one seed"}:
-        noise = "With one seed per configuration, none of these can be told from noise."
+        noise = "With one seed per configuration, there is no spread to judge these leads by."
     else:
         ahead = sum(v == "clear" and diffs[m] > 0 for m, v in verdicts.items())
         behind = sum(v == "clear" and diffs[m] < 0 for m, v in verdicts.items())

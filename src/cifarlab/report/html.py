@@ -351,8 +351,8 @@ def _headline(groups: list[dict[str, Any]], records: list[dict[str, Any]]) -> st
         verdict = aggregate.beyond_noise(first, second, metric)
         if verdict != "clear":  # the order of the first two may be the seeds' luck
             ranks += (f"; {first['model']} and {second['model']} are within seed noise"
-                      if verdict == "noise" else "; one seed each: too few to tell the first two"
-                      " apart")  # fmt: skip
+                      if verdict == "noise" else "; one seed each: no spread to judge the order "
+                      "of the first two by")  # fmt: skip
         items.append(f"<b>Models</b> (each at its best configuration, by {by}): {_e(ranks)}.")
     optimizers = _optimizer_ranking(aggregate.best_per(groups, "model", "optimizer"))
     if optimizers:
@@ -428,9 +428,10 @@ def _optimizer_ranking(pairs: list[dict[str, Any]]) -> str | None:
         for m in models
     }  # fmt: skip
     noise = ""
-    if "clear" not in verdicts:  # the order is then the seeds' luck as much as the optimizers'
+    if verdicts == {"one seed"}:  # a 30-point lead is not "within noise": it is unjudged
+        noise = "; with one seed per configuration, no spread to judge these leads by"
+    elif "clear" not in verdicts:  # the order is then the seeds' luck as much as the optimizers'
         noise = f"; on no model is {ranked[0]}'s lead over {ranked[1]} beyond seed noise"
-        noise += " (one seed: too few to judge)" if verdicts == {"one seed"} else ""
     what = f"mean test accuracy over {over} trained with each"
     return f"<b>Optimizers</b> ({what}): {_e(ranks)}{noise}."
 
