@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from cifarlab.errors import CifarlabError, as_path
-from cifarlab.experiments.analysis import BUDGET_KEYS, varying_keys
+from cifarlab.experiments.analysis import pooled_budgets, varying_keys
 from cifarlab.experiments.store import ResultsStore
 from cifarlab.files import make_folder
 from cifarlab.model_files import model_of_run, short_model_names
@@ -161,7 +161,7 @@ def _budget_note(groups: list[dict[str, Any]], whole: bool = True) -> list[str]:
     several studies in a workspace, or an experiment that sets budgets per model), so it
     says so once, at the top."""
     runs = [r for g in groups for r in g["members"]]
-    differ = [k for k in BUDGET_KEYS if len({repr(r["config"].get(k)) for r in runs}) > 1]
+    differ = pooled_budgets(runs, [])
     if not differ:
         return []
     shown = []
@@ -503,8 +503,7 @@ def _models_table(models: list[dict[str, Any]]) -> str:
 
 def _runs_details(records: list[dict[str, Any]]) -> str:
     # the budgets the page's note says these runs differ in, each run's own
-    extra = [k for k in BUDGET_KEYS if k != "epochs"
-             and len({repr(r["config"].get(k)) for r in records}) > 1]  # fmt: skip
+    extra = [k for k in pooled_budgets(records, []) if k != "epochs"]
     head = [
         "run",
         "model",
