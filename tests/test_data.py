@@ -485,6 +485,12 @@ def test_data_info_and_preview_commands(tiny_folder, tmp_path, capsys):
     from PIL import Image
 
     assert Image.open(out).size[0] > 8 * 32  # upscaled, not 32 px per image
+    widths = []
+    for n in (20, 60):  # the test split holds 20 a class: 60 left 40 blank columns
+        args = ["--split", "test", "--per-class", str(n), "-o", str(tmp_path / f"{n}.png")]
+        assert main(["data", "preview", "--data", str(tiny_folder), *args]) == 0
+        widths.append(Image.open(tmp_path / f"{n}.png").size[0])
+    assert widths[0] == widths[1], widths
     capsys.readouterr()
     assert main(["data", "preview", "--data", str(tiny_folder), "-o", str(tmp_path / "g.txt")]) == 2
     err = capsys.readouterr().err

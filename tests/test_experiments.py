@@ -20,7 +20,7 @@ from conftest import sigint_as_in_a_terminal
 
 import cifarlab
 from cifarlab.cli import main
-from cifarlab.experiments.analysis import compare_means, t_quantile
+from cifarlab.experiments.analysis import compare_means, group_runs, t_quantile
 from cifarlab.experiments.spec import build_experiment, load_experiment
 from cifarlab.experiments.sweep import run_sweep
 
@@ -1111,6 +1111,22 @@ def test_compare_and_group_by_say_when_they_pool_other_budgets():
     records[0]["config"]["limit_train"] = 500  # two budgets now: a list of two, not three
     said = compare(records, "optimizer=adam", "optimizer=sgd")
     assert "differ in epochs and limit_train, and the difference" in said, said
+
+
+def test_a_mean_over_fewer_runs_than_the_row_says_its_own_n():
+    from cifarlab.results import format_groups
+
+    def run(i: int, val: float | None) -> dict:
+        config = {"model": "tutorial", "optimizer": "adam", "seed": i}
+        return {"id": f"r{i}", "status": "completed", "best_val_acc": val, "test_acc": 0.5,
+                "config": config}  # fmt: skip
+
+    groups = group_runs([run(0, 0.4), run(1, 0.6), run(2, None)], ["model"])
+    assert (groups[0]["n"], groups[0]["best_val_acc_n"], groups[0]["test_acc_n"]) == (3, 2, 3)
+    row = format_groups(groups, ["model"], "table").splitlines()[-1]
+    # "n=3" stood over a validation mean of two runs (the third had no validation split)
+    assert "50.00% ± 14.14% (n=2)" in row and row.count("(n=") == 1, row
+    assert "best_val_acc_n" in format_groups(groups, ["model"], "csv").splitlines()[0]
 
 
 def test_the_runs_table_shows_the_settings_that_tell_its_runs_apart():

@@ -16,6 +16,7 @@ from cifarlab.experiments.analysis import (
     BUDGET_KEYS,
     GROUP_METRICS,
     compare_means,
+    fewer_runs,
     group_runs,
     pooled_budgets,
     varying_keys,
@@ -375,7 +376,7 @@ def format_groups(groups: list[dict[str, Any]], by: list[str], fmt: str) -> str:
     if fmt == "json":
         return json.dumps(groups, indent=2)
     if fmt == "csv":
-        metrics = (f"{m}_{s}" for m in GROUP_METRICS for s in ("mean", "std"))
+        metrics = (f"{m}_{s}" for m in GROUP_METRICS for s in ("mean", "std", "n"))
         return _csv(groups, [*by, "n", *metrics, "not_completed"])
     if not groups:
         return "no runs yet"
@@ -388,6 +389,7 @@ def format_groups(groups: list[dict[str, Any]], by: list[str], fmt: str) -> str:
         for metric, _, f in GROUP_COLUMNS:
             mean, std = g[f"{metric}_mean"], g[f"{metric}_std"]
             cells.append(_cell(mean, f) + ("" if std is None else f" ± {_cell(std, f)}"))
+            cells[-1] += fewer_runs(g, metric)
         rows.append(cells + [g["not_completed"] or ""] * incomplete)
     return format_table(header, rows, rule=True, fmt=fmt)
 

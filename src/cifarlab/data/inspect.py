@@ -88,6 +88,8 @@ def preview_grid(
     source = decode_source(data, image_size=image_size, labels=labels)
     decoded = source.dataset
     arrays = getattr(decoded, split)
+    # no column left blank in every row: a split of 3 images a class draws 3 columns, not 8
+    per_class = min(per_class, max(np.bincount(arrays.labels, minlength=1).max(), 1))
     with missing_glyphs_said(output):  # said once, for the layout and the saving
         rng = np.random.default_rng(seed)
         rows = len(decoded.classes)

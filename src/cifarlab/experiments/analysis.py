@@ -65,8 +65,15 @@ def group_runs(records: list[dict[str, Any]], by: list[str] | None = None) -> li
             values = [m[metric] for m in done if m.get(metric) is not None]
             row[f"{metric}_mean"] = statistics.fmean(values) if values else None
             row[f"{metric}_std"] = statistics.stdev(values) if len(values) > 1 else None
+            row[f"{metric}_n"] = len(values)  # fewer than n where a run lacks it (no val split)
         rows.append(row)
     return rows
+
+
+def fewer_runs(group: dict[str, Any], metric: str) -> str:
+    """`` (n=7)`` after a mean over fewer runs than the row's n (one had no validation split)."""
+    counted = group.get(f"{metric}_n", group["n"])
+    return f" (n={counted})" if group[f"{metric}_mean"] is not None and counted < group["n"] else ""
 
 
 def compare_means(a: list[float], b: list[float], confidence: float = 0.95) -> dict[str, Any]:

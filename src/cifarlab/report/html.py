@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from cifarlab.errors import CifarlabError, as_path
-from cifarlab.experiments.analysis import pooled_budgets, varying_keys
+from cifarlab.experiments.analysis import fewer_runs, pooled_budgets, varying_keys
 from cifarlab.experiments.store import ResultsStore
 from cifarlab.files import make_folder
 from cifarlab.model_files import model_of_run, short_model_names
@@ -458,10 +458,9 @@ def _groups_table(groups: list[dict[str, Any]]) -> str:
         config = g["members"][0]["config"]
         shown = {**config, "model": g["model"]}  # a model file by its name, as the charts
         cells = [_td(shown.get(k), aggregate.short) for k in keys] + [_td(g["n"])]
-        cells.append(_td(g["best_val_acc_mean"], pct))
-        spread = aggregate.spread(g["test_acc_std"])
-        cells.append(_td(g["test_acc_mean"], lambda v, spread=spread: pct(v) + spread))
-        cells.append(_td(g["final_test_acc_mean"], pct))
+        cells.append(_accuracy_cell(g, "best_val_acc"))
+        cells.append(_accuracy_cell(g, "test_acc", aggregate.spread(g["test_acc_std"])))
+        cells.append(_accuracy_cell(g, "final_test_acc"))
         cells.append(_td(g["train_seconds_mean"], "{:.1f}".format))
         cells.append(_td(g["images_per_sec_mean"], "{:,.0f}".format))
         # by other work, mean over the seeds: what slowed a run that looks slow
@@ -469,6 +468,11 @@ def _groups_table(groups: list[dict[str, Any]]) -> str:
         cells.append(_td(statistics.fmean(taken) if taken else None, "{:.1f}".format))
         rows.append("<tr>" + "".join(cells) + "</tr>")
     return _table(head, rows, "results")
+
+
+def _accuracy_cell(group: dict[str, Any], metric: str, spread: str = "") -> str:
+    # "(n=7)" where a run of the row lacks the metric: the mean is not over its n seeds
+    return _td(group[f"{metric}_mean"], lambda v: pct(v) + spread + fewer_runs(group, metric))
 
 
 def _models_table(models: list[dict[str, Any]]) -> str:
