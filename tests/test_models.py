@@ -392,7 +392,8 @@ def test_python_file_model_errors_are_one_line(tmp_path):
         f"{p}:Nett": f"model file '{p}' has no 'Nett'; it defines Net, FiveClasses, Broken",
         f"{raising}:Net": f"model file '{raising}' raised ModuleNotFoundError on import: No module",
         f"{p}:FiveClasses": f"model '{p}:FiveClasses' maps {batch} to (2, 5), not (2, 10) logits",
-        f"{p}:Broken": f"model '{p}:Broken' raised RuntimeError on {batch}: forward is broken",
+        f"{p}:Broken": f"model '{p}:Broken' raised RuntimeError at net.py:28 on {batch}: "
+        "forward is broken",  # its line, as a training error names it
         f"{p}:not_a_model": f"model '{p}:not_a_model' returned int, not an nn.Module",
         f"{p}:needs_more": f"model '{p}:needs_more' raised TypeError when built",
         str(p): f"model file '{p}': name the class or factory as '{p}:Name'",
@@ -517,6 +518,42 @@ def test_a_notebook_cell_registering_a_model_can_run_again(tmp_path):
         _REGISTRY.pop("my-net-in-a-cell", None)
     with pytest.raises(CifarlabError, match="'speedrun' is a built-in model.*another name"):
         cifarlab.register_model("speedrun", "mine")(lambda **kw: nn.Identity())
+    with pytest.raises(CifarlabError, match=r"needs a name: write @cifarlab.register_model\('my"):
+
+        @cifarlab.register_model  # without its name, the class became a function, silently
+        class Net(nn.Module):
+            pass
+
+    with pytest.raises(CifarlabError, match="not a Linear object; register Linear itself"):
+        cifarlab.register_model("built")(nn.Linear(3, 4))  # failed later: "forward() got ..."
+    with pytest.raises(CifarlabError, match="give a word"):
+        cifarlab.register_model("my-net ")(nn.Linear)
+
+
+def test_a_notebook_net_s_error_names_its_cell_as_ipython_does(monkeypatch):
+    from types import SimpleNamespace
+
+    from cifarlab.models.registry import _REGISTRY
+
+    cell = "/tmp/ipykernel_4242/3475592381.py"  # the file IPython compiled cell 8 under
+    source = (
+        "\n\nclass Net(nn.Linear):\n    def forward(self, x):\n"
+        "        return super().forward(x.flatten(1))\n"
+    )  # line 5: 3072 inputs, not 10
+    kernel = {"nn": nn, "__name__": "__main__"}
+    exec(compile(source, cell, "exec"), kernel)
+    shell = SimpleNamespace(compile=SimpleNamespace(_filename_map={cell: 8}))
+    monkeypatch.setitem(sys.modules, "IPython", SimpleNamespace(get_ipython=lambda: shell))
+    try:
+        cifarlab.register_model("cell-net")(lambda num_classes: kernel["Net"](10, num_classes))
+        # it named no place: "raised RuntimeError on a (2, 3, 32, 32) batch: mat1 and mat2..."
+        with pytest.raises(CifarlabError, match=r"raised RuntimeError at Cell In\[8\], line 5 on"):
+            create_model("cell-net")
+        monkeypatch.delitem(sys.modules, "IPython")  # outside Jupyter: the file, as Python does
+        with pytest.raises(CifarlabError, match=r"raised RuntimeError at 3475592381.py:5 on"):
+            create_model("cell-net")
+    finally:
+        _REGISTRY.pop("cell-net", None)
 
 
 def test_cli_models_lists_params_macs_and_descriptions(capsys):

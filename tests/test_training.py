@@ -598,6 +598,114 @@ def test_an_edited_helper_module_is_an_edited_model(tiny_archive, tmp_path, monk
         cifarlab.train(resume=crashed, workspace=str(ws), quiet=True)
 
 
+NOTEBOOK_NET = """
+class Net(nn.Module):
+    def __init__(self, num_classes=10):
+        super().__init__()
+        self.body = nn.Sequential(nn.Flatten(), Block(3072, WIDTH), nn.Linear(WIDTH, num_classes))
+
+    def forward(self, x):
+        return self.body(x)
+"""
+NOTEBOOK_BLOCK = """
+class Block(nn.Sequential):
+    def __init__(self, n_in, n_out):
+        super().__init__(nn.Linear(n_in, n_out), nn.ReLU())
+"""
+
+
+def _notebook(*cells: str, kernel: dict | None = None, width: int = 8) -> dict:
+    """Run ``cells`` as a notebook runs them: one namespace (``kernel``), files named by cell."""
+    from torch import nn
+
+    kernel = kernel if kernel is not None else {"__name__": "__main__", "nn": nn}
+    kernel["WIDTH"] = width
+    for i, cell in enumerate(cells):
+        exec(compile(cell, f"/tmp/ipykernel_{id(kernel)}/{i}.py", "exec"), kernel)
+    return kernel
+
+
+def test_a_registered_net_s_version_is_its_code_not_where_or_when_it_ran():
+    from cifarlab.models.registry import factory_digest
+
+    def version(*cells: str, width: int = 8) -> str:
+        return factory_digest(_notebook(*cells, width=width)["Net"])
+
+    first = version(NOTEBOOK_BLOCK, NOTEBOOK_NET)
+    # a new kernel, other cell files, a comment and blank lines: the same net
+    assert version("# blocks\n\n" + NOTEBOOK_BLOCK, NOTEBOOK_NET + "\n# done\n") == first
+    assert (
+        version(NOTEBOOK_BLOCK, NOTEBOOK_NET.replace("self.body(x)", "self.body(x * 2)")) != first
+    )
+    assert version(NOTEBOOK_BLOCK.replace("ReLU", "Tanh"), NOTEBOOK_NET) != first  # its helper
+    assert version(NOTEBOOK_BLOCK, NOTEBOOK_NET, width=16) != first  # WIDTH = 16 in a cell
+
+    def cell(width):  # test_models' cell that closes over its width
+        def net(num_classes=10):
+            return torch.nn.Linear(width, num_classes)
+
+        return net
+
+    assert factory_digest(cell(4)) != factory_digest(cell(8))
+    # a set literal is a frozenset constant, whose order changes with each process's hashing
+    code = ("from cifarlab.models.registry import factory_digest\n"
+            "def net(kind):\n    return kind in {'relu', 'gelu', 'silu', 'tanh', 'elu'}\n"
+            "print(factory_digest(net))")  # fmt: skip
+    seen = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                           env={**os.environ, "PYTHONHASHSEED": seed}).stdout
+            for seed in ("1", "2", "3")}  # fmt: skip
+    assert len(seen) == 1, seen
+
+
+def test_an_edited_net_registered_from_python_trains_again_as_a_new_version(
+    tiny_archive, tmp_path, monkeypatch
+):
+    """The name alone is a registered net's settings: a sweep of the edited cell reported the
+    old net's result, and the two nets' runs pooled as seeds of one."""
+    from cifarlab.model_files import model_of_run
+    from cifarlab.models.registry import _REGISTRY
+    from cifarlab.results import open_store
+    from cifarlab.train.trainer import Trainer
+
+    kernel = _notebook(NOTEBOOK_BLOCK, NOTEBOOK_NET)
+    ws = tmp_path / "ws"
+    grid = {"name": "mine", "grid": {"seed": [0]},
+            "base": {"data": str(tiny_archive), "val_size": 30, "epochs": 1, "model": "my-lin",
+                     "batch_size": 16}}  # fmt: skip
+    try:
+        cifarlab.register_model("my-lin")(kernel["Net"])
+        assert cifarlab.sweep(grid, workspace=ws, quiet=True).outcomes
+        with open_store(ws) as store:  # with its info: the code it trained
+            (first,) = store.runs()
+        _notebook(NOTEBOOK_BLOCK.replace("ReLU", "Tanh"), kernel=kernel)  # the Block cell edited
+        cifarlab.register_model("my-lin")(kernel["Net"])  # ... and the Net cell run again
+        said = f"model 'my-lin', registered in this process, has changed since run {first['id']}"
+        with pytest.warns(UserWarning, match=said):
+            cifarlab.sweep(grid, workspace=ws, quiet=True)
+        runs = cifarlab.results(ws)
+        assert len(runs) == 2 and len({r["config"]["model"] for r in runs}) == 2, runs
+        assert all(r["config"]["model"].startswith("my-lin@") for r in runs)
+        assert [g["n"] for g in cifarlab.grouped_results(ws)] == [1, 1]  # two nets, not seeds
+        with pytest.raises(CifarlabError, match=f"not the version run {first['id']} trained"):
+            model_of_run(first, ws)  # the report would draw and score the Tanh net for it
+
+        def crash(self, epochs):
+            raise RuntimeError("simulated crash")
+
+        with monkeypatch.context() as patch:
+            patch.setattr(Trainer, "fit", crash)
+            with pytest.raises(CifarlabError, match="simulated crash"):
+                _quick(tiny_archive, tmp_path, model="my-lin", epochs=1, seed=5)
+        crashed = cifarlab.results(ws)[-1]["id"]
+        _notebook(NOTEBOOK_BLOCK, kernel=kernel)  # ReLU again: the crashed run's Tanh is gone
+        cifarlab.register_model("my-lin")(kernel["Net"])
+        with pytest.raises(CifarlabError, match=f"not the version run {crashed} trained"):
+            cifarlab.train(resume=crashed, workspace=str(ws), quiet=True)
+        assert model_of_run(first, ws) == "my-lin"  # the first version, registered again
+    finally:
+        _REGISTRY.pop("my-lin", None)
+
+
 def test_a_model_file_s_helpers_are_the_modules_it_imports_from_beside_it(tmp_path):
     from cifarlab.model_files import code_digest, helper_files
 

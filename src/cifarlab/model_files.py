@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import ast
 import hashlib
+import re
+import sys
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
@@ -28,9 +30,14 @@ def model_code_digest(model: str) -> str | None:
     """The digest of the file a model reference names and of the helper modules beside it
     that it imports: the code a run trained. Runs record it beside the file's own digest,
     which alone names the run (runs recorded before helpers counted keep their identity); a
-    run whose helpers changed trains again, as a run whose data changed does."""
+    run whose helpers changed trains again, as a run whose data changed does. For a net
+    registered from Python in this process, the digest of its code (its name alone names
+    its runs: an edited net trains again, and its versions are told apart, the same way)."""
     source = model_source(model)
-    return code_digest(source[0]) if source is not None and source[0].is_file() else None
+    if source is None:
+        registry = sys.modules.get("cifarlab.models.registry")  # registering imported it
+        return registry.registered_digest(model) if registry is not None else None
+    return code_digest(source[0]) if source[0].is_file() else None
 
 
 def code_digest(path: Path) -> str:
@@ -138,7 +145,10 @@ def model_of_run(run: dict[str, Any], workspace: Path) -> str:
     the weights and quietly be another model)."""
     reference = model_reference(run["config"]["model"])
     source = model_source(reference)
-    if source is None or not any(trained_version(run)) or is_version(run, reference):
+    if source is None:
+        refuse_other_registered_version(run, reference, "see its diagram and predictions")
+        return reference
+    if not any(trained_version(run)) or is_version(run, reference):
         return reference  # built-in, from before digests were recorded, or unchanged
     kept = kept_model_file(workspace / run["id"], source[0])
     if is_version(run, reference, kept):  # with the helpers kept beside it
@@ -148,6 +158,17 @@ def model_of_run(run: dict[str, Any], workspace: Path) -> str:
         f"{run['id']} trained it, and the run kept no copy of that version; restore it to "
         "see its diagram and predictions"
     )
+
+
+def refuse_other_registered_version(run: dict[str, Any], name: str, to: str) -> None:
+    """A net registered from Python is rebuilt from the code registered now: refused where
+    that is not the code ``run`` trained (same shapes: the weights loaded into another net)."""
+    trained, now = trained_version(run)[1], model_code_digest(name)
+    if trained and now and trained != now:
+        raise CifarlabError(
+            f"model {name!r} registered in this process is not the version run {run['id']} "
+            f"trained (its code has changed since); register that version again to {to}"
+        )
 
 
 def short_model_names(models: Iterable[str]) -> dict[str, str]:
@@ -160,10 +181,12 @@ def short_model_names(models: Iterable[str]) -> dict[str, str]:
 
 
 def model_reference(name: str) -> str:
-    """The model reference behind a name tables show: ``net.toml@a24e21`` -> ``net.toml``
-    (results.name_model_versions names the versions of an edited model file so)."""
-    base, at, _ = name.rpartition("@")
-    return base if at and model_source(base) is not None else name
+    """The model reference behind a name tables show: ``net.toml@a24e21`` -> ``net.toml``,
+    ``my-net@3f9a1c`` -> ``my-net`` (results.name_model_versions names the versions of an
+    edited model file, or of a net registered from Python, so)."""
+    base, at, version = name.rpartition("@")
+    named = model_source(base) is not None or re.fullmatch("[0-9a-f]{6}", version)
+    return base if at and named else name
 
 
 def model_source(model: str) -> tuple[Path, str] | None:

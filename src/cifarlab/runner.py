@@ -43,6 +43,7 @@ from cifarlab.model_files import (
     model_code_digest,
     model_file_digest,
     model_source,
+    refuse_other_registered_version,
     trained_version,
 )
 from cifarlab.models import (
@@ -50,6 +51,7 @@ from cifarlab.models import (
     count_parameters,
     model_label,
 )
+from cifarlab.models.pyfile import user_code_line
 from cifarlab.models.registry import user_code_file
 from cifarlab.process import current_owner
 from cifarlab.results import resume_command
@@ -160,6 +162,9 @@ def run_training(config: RunConfig | None = None, **options: Any) -> RunResult:
 def _refuse_edited_model_file(resumed: dict[str, Any], config: RunConfig) -> None:
     """A run's checkpoint belongs to the code it trained: resumed with an edited model file,
     its later epochs trained another net (same shapes: silently) than the one it records."""
+    if model_source(config.model) is None:  # a name: built-in, or registered from Python
+        refuse_other_registered_version(resumed, config.model, "resume it")
+        return
     if any(trained_version(resumed)) and not is_version(resumed, config.model):
         now = model_file_digest(config.model)
         what = "is gone" if now is None else "has changed"
@@ -444,11 +449,8 @@ def _explain(err: BaseException, config: RunConfig, epoch: int) -> None:
     mine = source[0].resolve() if source else user_code_file(config.model)
     if mine is None or isinstance(err, CifarlabError):
         return
-    lines = [f.lineno for f in traceback.extract_tb(err.__traceback__)
-             if Path(f.filename).resolve() == mine]  # fmt: skip
-    where = f" at {mine.name}:{lines[-1]}" if lines else ""
     raise RecordedFailure(
-        f"epoch {epoch}: model {config.model} raised {type(err).__name__}{where}: "
+        f"epoch {epoch}: model {config.model} raised {type(err).__name__}{user_code_line(err)}: "
         f"{first_line(err, empty='(no message)')} (CIFARLAB_TRACEBACK=1 shows the traceback)"
     ) from None
 

@@ -39,7 +39,7 @@ from cifarlab.errors import (
 from cifarlab.experiments.spec import Experiment, name_problem
 from cifarlab.experiments.store import FINISHED, ResultsStore, prepare_workspace
 from cifarlab.filters import config_matches
-from cifarlab.model_files import model_code_digest
+from cifarlab.model_files import model_code_digest, model_source
 from cifarlab.process import check_main_guarded, die_with_parent, owner_pid
 from cifarlab.train import cpu_share
 
@@ -351,8 +351,10 @@ def mark_changed_data(
     now: dict[Source, str | None] = {}
     for p in planned:
         if p.code_edited and not dry_run:
-            warn(f"a helper module that {p.config.model} imports has changed since run "
-                 f"{p.previous['id']} trained; training it again, as a new run")  # fmt: skip
+            what = (f"a helper module that {p.config.model} imports" if model_source(p.config.model)
+                    else f"model {p.config.model!r}, registered in this process,")  # fmt: skip
+            warn(f"{what} has changed since run {p.previous['id']} trained; training it "
+                 "again, as a new run")  # fmt: skip
         trained_on = ((p.previous or {}).get("info") or {}).get("data_content")
         if p.action not in ("done", "resume", "restart") or not trained_on:
             continue

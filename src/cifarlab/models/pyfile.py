@@ -12,6 +12,8 @@ import hashlib
 import importlib.util
 import inspect
 import sys
+import sysconfig
+import traceback
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -27,6 +29,28 @@ from cifarlab.models.spec import ImageSize, image_hw
 NO_MESSAGE = "(no message)"  # after "raised ValueError:", the type name again says nothing
 
 SHAPE_ARGS = ("num_classes", "in_channels", "image_size")
+
+
+def user_code_line(err: BaseException) -> str:
+    """`` at net.py:12`` (in Jupyter `` at Cell In[8], line 12``, as IPython names it): the
+    last place in ``err``'s traceback in the user's own code, not in torch's, Python's or
+    ours; "" where there is none."""
+    ours = [Path(torch.__file__).resolve().parent, Path(__file__).resolve().parent.parent]
+    ours += [Path(sysconfig.get_paths()[k]).resolve() for k in ("stdlib", "purelib", "platlib")]
+    for frame in reversed(traceback.extract_tb(err.__traceback__)):
+        path = Path(frame.filename).resolve()
+        if frame.filename.startswith("<") or any(path.is_relative_to(p) for p in ours):
+            continue
+        cell = _notebook_cell(frame.filename)
+        return f" at {cell}, line {frame.lineno}" if cell else f" at {path.name}:{frame.lineno}"
+    return ""
+
+
+def _notebook_cell(filename: str) -> str | None:
+    """``Cell In[8]`` for the file IPython compiled cell 8 under (``/tmp/ipykernel_1/29.py``)."""
+    shell = getattr(sys.modules.get("IPython"), "get_ipython", lambda: None)()
+    number = getattr(getattr(shell, "compile", None), "_filename_map", {}).get(filename)
+    return f"Cell In[{number}]" if number is not None else None
 
 
 def load_python_model(ref: str) -> Callable[..., nn.Module]:
@@ -124,7 +148,8 @@ def build_user_model(target: Callable[..., nn.Module], label: str, **shape: int)
         model = target(**kwargs)
     except Exception as err:
         raise CifarlabError(
-            f"model '{label}' raised {type(err).__name__} when built: {first_line(err, NO_MESSAGE)}"
+            f"model '{label}' raised {type(err).__name__}{user_code_line(err)} when built: "
+            f"{first_line(err, NO_MESSAGE)}"
         ) from None
     if not isinstance(model, nn.Module):
         raise CifarlabError(f"model '{label}' returned {type(model).__name__}, not an nn.Module")
@@ -143,8 +168,8 @@ def check_logits(
             out = model(torch.randn(batch))
     except Exception as err:
         raise CifarlabError(
-            f"model '{ref}' raised {type(err).__name__} on a {batch} batch: "
-            f"{first_line(err, NO_MESSAGE)}"
+            f"model '{ref}' raised {type(err).__name__}{user_code_line(err)} on a {batch} "
+            f"batch: {first_line(err, NO_MESSAGE)}"
         ) from None
     finally:
         model.train(was_training)
