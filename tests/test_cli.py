@@ -425,8 +425,16 @@ def test_output_piped_into_a_reader_that_stops_early_ends_quietly():
 def test_a_misspelled_option_gets_a_suggestion_from_the_cli_and_from_python(given, meant, capsys):
     assert main(["train", given, "3"]) == 2
     assert f"did you mean {meant}?" in capsys.readouterr().err
-    with pytest.raises(cifarlab.CifarlabError, match=f"did you mean {meant}\\?"):
+    python = meant.removeprefix("--").replace("-", "_")  # as Python spells it
+    with pytest.raises(cifarlab.CifarlabError, match=f"did you mean {python}\\?"):
         cifarlab.train(**{given.removeprefix("--").replace("-", "_"): 3})
+
+
+def test_an_argument_spelled_as_the_cli_spells_it_is_named_as_python_spells_it():
+    # it said "unknown option --limit-train; did you mean --limit-train?"
+    said = "^unknown argument 'limit-train'; write it limit_train; the arguments are `cifarlab"
+    with pytest.raises(cifarlab.CifarlabError, match=said):
+        cifarlab.train(**{"limit-train": 100})
 
 
 def test_other_commands_suggest_their_own_options_not_trains(capsys):

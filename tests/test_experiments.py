@@ -1023,6 +1023,28 @@ def test_a_model_registered_in_python_is_not_swept_by_other_processes(tmp_path, 
         _REGISTRY.pop("here-only", None)
 
 
+def test_a_sweep_stopped_from_python_says_to_call_the_sweep_again(tmp_path, tiny_archive,
+                                                                  monkeypatch):  # fmt: skip
+    from cifarlab.train.trainer import Trainer
+
+    def stop(self, epoch):
+        raise KeyboardInterrupt  # a notebook's interrupt, mid-run
+
+    grid = {"name": "h", "base": {"data": str(tiny_archive), "val_size": 30, "epochs": 1},
+            "grid": {"seed": [0, 1]}}  # fmt: skip
+    with monkeypatch.context() as patch:
+        patch.setattr(Trainer, "train_epoch", stop)
+        with pytest.raises(KeyboardInterrupt) as stopped:
+            cifarlab.sweep(grid, workspace=tmp_path / "ws", quiet=True)
+    # the one run's note said cifarlab.train(resume=...), which leaves the other seed untrained
+    assert stopped.value.__notes__ == [
+        "cifarlab: sweep 'h' stopped; the same cifarlab.sweep(...) call again skips its "
+        "finished runs and resumes the stopped ones"
+    ]
+    assert cifarlab.sweep(grid, workspace=tmp_path / "ws", quiet=True).outcomes
+    assert [r["status"] for r in cifarlab.results(tmp_path / "ws")] == ["completed"] * 2
+
+
 def test_runs_recorded_before_a_setting_existed_group_with_later_ones(tmp_path, tiny_archive):
     grid = _tiny_grid(tmp_path, tiny_archive, epochs=1)
     ws = tmp_path / "ws"

@@ -317,7 +317,7 @@ def test_same_seed_deterministic_runs_are_identical(tiny_archive, tmp_path):
     assert strip(a.history) == strip(b.history)
 
 
-def test_a_run_puts_torchs_determinism_switches_back(tiny_archive, tmp_path):
+def test_a_run_puts_torchs_determinism_switches_and_random_state_back(tiny_archive, tmp_path):
     # A notebook's own code after cifarlab.train must not inherit the run's settings: a
     # deterministic run left on would make later ops without such a kernel raise.
     import torch
@@ -326,7 +326,11 @@ def test_a_run_puts_torchs_determinism_switches_back(tiny_archive, tmp_path):
         for mine, run_asks in [(False, True), (True, False)]:
             torch.use_deterministic_algorithms(mine, warn_only=mine)
             torch.backends.cudnn.benchmark = not mine
+            torch.manual_seed(123)
+            expected = torch.rand(3)
+            torch.manual_seed(123)
             _quick(tiny_archive, tmp_path / str(mine), epochs=1, deterministic=run_asks)
+            assert torch.equal(torch.rand(3), expected)  # the run had reseeded it with its own
             assert torch.are_deterministic_algorithms_enabled() is mine
             assert torch.is_deterministic_algorithms_warn_only_enabled() is mine
             assert torch.backends.cudnn.benchmark is (not mine)

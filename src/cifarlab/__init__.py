@@ -97,8 +97,15 @@ def sweep(
     if new_name is not None:
         experiment = replace(experiment, name=new_name)
     wanted = typed_only(only or {})
-    return run_sweep(experiment, workspace, workers=workers, quiet=quiet, force=force,
-                     only=wanted, max_runs=max_runs)  # fmt: skip
+    try:
+        return run_sweep(experiment, workspace, workers=workers, quiet=quiet, force=force,
+                         only=wanted, max_runs=max_runs)  # fmt: skip
+    except KeyboardInterrupt as stop:  # the stopped run's note named train(resume=...)
+        stop.__notes__ = [
+            f"cifarlab: sweep {experiment.name!r} stopped; the same cifarlab.sweep(...) call "
+            "again skips its finished runs and resumes the stopped ones"
+        ]
+        raise
 
 
 def train(**options: Any) -> RunResult:

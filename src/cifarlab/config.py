@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, get_args
 
@@ -349,8 +350,13 @@ def validation_message(error: dict[str, Any]) -> str:
 def _describe(error: dict[str, Any]) -> str:
     name = ".".join(str(p) for p in error["loc"]) or "config"
     flag = "--" + name.replace("_", "-")
-    if error["type"] == "extra_forbidden":
-        return f"unknown option {flag}; {did_you_mean(name)}see `cifarlab train --help`"
+    if error["type"] == "extra_forbidden":  # from Python (the CLI's parser refuses its own)
+        key = name.replace("-", "_")
+        hint = f"write it {key}; " if key in RunConfig.model_fields else did_you_mean(name, str)
+        return (
+            f"unknown argument {name!r}; {hint}the arguments are `cifarlab train --help`'s "
+            "options, spelled with underscores"
+        )
     message = validation_message(error)
     if not error["loc"]:  # a cross-field check: its message starts with the field's name
         field, _, message = message.partition(": ")
@@ -372,12 +378,14 @@ ALIASES = {
 }
 
 
-def did_you_mean(option: str) -> str:
-    """ "did you mean --batch-size? " for an option close to one of ours; else ""."""
+def did_you_mean(option: str, show: Callable[[str], str] | None = None) -> str:
+    """ "did you mean --batch-size? " for an option close to one of ours (``show=str``: as
+    Python spells it, ``batch_size``); else ""."""
+    show = show or _as_option
     key = option.lstrip("-").replace("-", "_")
     if key in ALIASES:
-        return f"did you mean {_as_option(ALIASES[key])}? "
-    return suggest(key, RunConfig.model_fields, cutoff=0.75, show=_as_option)
+        return f"did you mean {show(ALIASES[key])}? "
+    return suggest(key, RunConfig.model_fields, cutoff=0.75, show=show)
 
 
 def _as_option(field: str) -> str:

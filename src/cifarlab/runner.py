@@ -111,6 +111,12 @@ class RunResult:
 def run_training(config: RunConfig | None = None, **options: Any) -> RunResult:
     """Train one model as ``config`` (or keyword options) says and record it in the workspace."""
     config = config or make_run_config(**options)
+    # the run seeds torch and builds nets: a notebook's torch.manual_seed(123) holds after it
+    with torch.random.fork_rng(devices=_cuda_devices_in_use()):
+        return _run_training(config)
+
+
+def _run_training(config: RunConfig) -> RunResult:
     # the folder is made only when the run is recorded: bad input leaves none behind
     workspace = check_workspace(config.workspace)
     resumed: dict[str, Any] | None = None
@@ -361,6 +367,11 @@ def _determinism(config: RunConfig) -> Iterator[None]:
     finally:
         torch.backends.cudnn.benchmark = saved[0]
         torch.use_deterministic_algorithms(saved[1], warn_only=saved[2])
+
+
+def _cuda_devices_in_use() -> list[int]:
+    # fork_rng's default forks every GPU's generator, initialising CUDA on each
+    return list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
 
 
 def _require_tensorboard() -> None:
