@@ -276,6 +276,7 @@ def test_an_option_the_run_ignores_gets_a_warning_line(tmp_path, tiny_archive, c
         ({"optimizer": "adam", "momentum": 0.5}, "--optimizer adam ignores it"),
         ({"schedule": "onecycle", "max_lr": 0.1, "lr": 0.01}, "it ignores --lr"),
         ({"whiten_bias_epochs": 3}, "without --whiten it is ignored"),
+        ({"schedule": "warmup-cosine"}, "has no warm-up with --warmup-epochs 0 (the default)"),
     ],
 )
 def test_options_the_run_ignores_are_named(options, note):
@@ -286,7 +287,7 @@ def test_options_the_run_ignores_are_named(options, note):
 
 def test_schedules_refuse_milestones_and_warmups_that_cannot_happen(tmp_path, tiny_archive, capsys):
     bad = {
-        ("--schedule", "multistep", "--milestones", "0,-2"): "must be epochs from 1 on",
+        ("--schedule", "multistep", "--milestones", "0,-2"): "must be epochs from 1 on (got -2,0)",
         ("--schedule", "triangular", "--warmup-epochs", "9"): "must be less than --epochs",
     }
     for options, message in bad.items():

@@ -76,6 +76,11 @@ def test_schedules_follow_their_curves():
     assert warm[20] == pytest.approx(1.0) and warm[-1] == pytest.approx(1 / 80)
     wcos = curve("warmup-cosine", warmup_epochs=2)
     assert wcos[19] == 1.0 and wcos[60] == pytest.approx(0.5) and wcos[-1] < 0.001
+    # a warm-up shorter than a step lasts one: it rounded to none, and triangular then
+    # peaked at its default 23% instead
+    assert curve("warmup-linear", warmup_epochs=0.01)[:2] == [1.0, pytest.approx(1.0)]
+    tri = curve("triangular", warmup_epochs=0.01)
+    assert max(range(total), key=tri.__getitem__) == 1
 
 
 def test_trainer_records_each_epochs_mean_learning_rate(tiny_archive, tmp_path):
@@ -259,6 +264,25 @@ def test_a_damaged_checkpoint_is_one_whole_line_with_the_way_on(
     assert err.rstrip().endswith("the run restarts from epoch 1 (`--resume` again)"), err
     last.unlink()  # the way it names
     assert main(args) == 0
+
+
+def test_a_run_resumed_with_another_number_of_threads_says_so(tiny_archive, tmp_path,
+                                                              monkeypatch):  # fmt: skip
+    # a sweep's worker trains with its share of the cores: resumed alone, it silently summed
+    # its floats in another order (not bitwise what it would have given)
+    with monkeypatch.context() as m:
+        _interrupt_at_epoch(m, stop_at=1)
+        with pytest.raises(KeyboardInterrupt):
+            _quick(tiny_archive, tmp_path, epochs=2)
+    (stopped,) = cifarlab.results(tmp_path / "ws")
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(threads + 1)
+        said = f"run {stopped['id']} trained with {threads} thread.* and resumes with {threads + 1}"
+        with pytest.warns(UserWarning, match=said):
+            _quick(tiny_archive, tmp_path, epochs=2, resume=stopped["id"])
+    finally:
+        torch.set_num_threads(threads)
 
 
 def test_resume_refuses_options_that_change_results(tiny_archive, tmp_path, capsys):
@@ -1184,12 +1208,19 @@ def test_a_relative_data_path_is_kept_absolute(tiny_folder, monkeypatch):
     assert make_run_config(data="cifar10").data == "cifar10"  # a name, not a path here
 
 
-def test_a_checkpoint_is_usable_as_the_readme_shows(tiny_archive, tmp_path):
+@pytest.mark.parametrize(
+    ("options", "checkpoint", "metric"),
+    [({"val_size": 30}, "best.pt", "test_acc"),  # a TTA run's predictions were the plain net's
+     ({"val_size": 0, "tta": 2}, "last.pt", "final_test_acc")],
+)  # fmt: skip
+def test_a_checkpoint_is_usable_as_the_readme_shows(tiny_archive, tmp_path, options, checkpoint,
+                                                    metric):  # fmt: skip
     from cifarlab.data import load_dataset
+    from cifarlab.train.tta import tta_logits
 
     result = cifarlab.train(data=str(tiny_archive), workspace=str(tmp_path / "ws"), epochs=2,
-                            val_size=30, precision="fp32", ema=0.9, quiet=True)  # fmt: skip
-    state = torch.load(result.run_dir / "best.pt", weights_only=True)
+                            precision="fp32", ema=0.9, quiet=True, **options)  # fmt: skip
+    state = torch.load(result.run_dir / checkpoint, weights_only=True)
     # a run trained on a GPU loads like this on a laptop without one too
     assert {t.device.type for t in _tensors_in(state)} == {"cpu"}
     c, h, w = state["image_shape"]
@@ -1197,14 +1228,18 @@ def test_a_checkpoint_is_usable_as_the_readme_shows(tiny_archive, tmp_path):
                                   in_channels=c, image_size=h if h == w else (h, w))  # fmt: skip
     model.load_state_dict(state["ema"] or state["model"])
     model.eval()
-    test = load_dataset(str(tiny_archive), val_size=30).test  # the run's test split
+    test = load_dataset(str(tiny_archive), val_size=options["val_size"]).test  # the run's
     images = torch.from_numpy(test.images).permute(0, 3, 1, 2).float() / 255
     mean = torch.tensor(state["mean"])[:, None, None]
     std = torch.tensor(state["std"])[:, None, None]
     with torch.no_grad():
-        preds = model((images - mean) / std).argmax(1)
+        logits = tta_logits(model, (images - mean) / std, state["config"].get("tta", 0))
+    preds = logits.argmax(1)
     accuracy = (preds == torch.from_numpy(test.labels)).float().mean().item()
-    assert accuracy == pytest.approx(result.summary["test_acc"], abs=1 / len(test))
+    assert accuracy == pytest.approx(result.summary[metric], abs=1 / len(test))
+    scored = state["test_predictions"]  # image by image, as sure as the run was
+    assert torch.equal(preds, scored["preds"].to(preds.dtype))
+    assert torch.allclose(logits.softmax(1).max(1).values, scored["confidence"], atol=1e-5)
 
 
 def _tensors_in(value):

@@ -217,7 +217,8 @@ class RunConfig(BaseModel):
         if self._uses_warmup and self.warmup_epochs >= self.epochs:
             raise ValueError("warmup_epochs: must be less than --epochs")
         if self.schedule == "multistep" and min(self.milestones) < 1:
-            raise ValueError(f"milestones: must be epochs from 1 on (got {self.milestones})")
+            given = ",".join(map(str, self.milestones))  # as typed: "0,3", not "(0, 3)"
+            raise ValueError(f"milestones: must be epochs from 1 on (got {given})")
         if self.early_stop and self.val_size == 0:
             raise ValueError("early_stop: needs a validation split (--val-size > 0)")
         stored = bool(info.context and info.context.get("stored"))  # a run's record, as it ran
@@ -264,6 +265,9 @@ class RunConfig(BaseModel):
         # given and not at the default: a resumed run's stored config gives every field
         fields = type(self).model_fields
         given = {k for k in self.model_fields_set if getattr(self, k) != fields[k].default}
+        if self.schedule.startswith("warmup") and not self.warmup_epochs:
+            notes.append(f"--schedule {self.schedule} has no warm-up with --warmup-epochs 0 "
+                         "(the default): give --warmup-epochs, e.g. 1")  # fmt: skip
         if self.warmup_epochs and not self._uses_warmup:
             notes.append(f"--warmup-epochs shapes the warmup-* and triangular schedules; "
                          f"--schedule {self.schedule} ignores it")  # fmt: skip

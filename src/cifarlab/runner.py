@@ -128,6 +128,7 @@ def _run_training(config: RunConfig) -> RunResult:
         if resumed:
             refuse_if_training_elsewhere(resumed)
             _refuse_edited_model_file(resumed, config)
+            _warn_if_other_threads(resumed)
 
     for unused in config.unused_options() if not resumed else ():  # said at the run's start
         warn(unused)
@@ -163,6 +164,17 @@ def _run_training(config: RunConfig) -> RunResult:
         )
     with _determinism(config):  # a notebook's own torch settings come back afterwards
         return _train_and_record(config, data, device, precision, workspace, resumed)
+
+
+def _warn_if_other_threads(resumed: dict[str, Any]) -> None:
+    """Floats summed by another number of threads round apart (a sweep's worker trains with
+    its share of the cores): the run goes on, but not bitwise as it would have."""
+    then, now = (resumed.get("info") or {}).get("threads"), torch.get_num_threads()
+    if then and then != now:
+        warn(
+            f"run {resumed['id']} trained with {then} thread{'s' * (then > 1)} and resumes with "
+            f"{now}: its numbers will differ in the last digits from an uninterrupted run's"
+        )
 
 
 def _refuse_edited_model_file(resumed: dict[str, Any], config: RunConfig) -> None:

@@ -22,8 +22,9 @@ def param_groups(
 
     Decaying norm scales and biases only shrinks them toward zero without
     regularising anything useful, so modern recipes exempt them; airbench also
-    trains BatchNorm biases at a 64x higher lr (``norm_lr_scale``), keeping
-    lr x decay, the weights' shrink per step, unchanged.
+    trains BatchNorm biases at a 64x higher lr (``norm_lr_scale``), with decay divided by it:
+    for SGD and AdamW that keeps lr x decay, the shrink per step, unchanged (not for Adam,
+    Adagrad or RMSprop, whose decay is a gradient their step then rescales).
     """
     norm_params = {
         id(p) for m in model.modules() if isinstance(m, NORM_LAYERS) for p in m.parameters()

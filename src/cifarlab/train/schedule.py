@@ -33,7 +33,8 @@ def build_schedule(
 ) -> LrFactor:
     """The multiplier of the base (or, for onecycle, the peak) learning rate at each step."""
     total = epochs * steps_per_epoch
-    warmup = round(warmup_epochs * steps_per_epoch)
+    # a warm-up asked for lasts a step at least (0.01 epochs of 3 steps rounded to none)
+    warmup = max(1, round(warmup_epochs * steps_per_epoch)) if warmup_epochs > 0 else 0
 
     def epoch_of(step: int) -> int:
         return step // steps_per_epoch
