@@ -972,6 +972,15 @@ def test_a_report_into_a_folder_of_the_users_own_pictures_leaves_them_alone(tiny
     assert not abandoned.exists()
 
 
+def test_the_loss_chart_says_when_training_loss_is_against_smoothed_targets(tmp_path):
+    records = _fake_runs(n_models=1, lrs=1, seeds=1, epochs=3)
+    assert "smoothed" not in charts.loss_curves(aggregate.group(records), tmp_path).caption
+    records[0]["config"]["label_smoothing"] = 0.2  # the presets' (airbench's) value
+    caption = charts.loss_curves(aggregate.group(records), tmp_path).caption
+    # train 0.9 vs validation 0.6 read as a gap, on two scales
+    assert "Training loss is against targets smoothed by 0.2 (--label-smoothing)" in caption
+
+
 def test_an_lr_study_of_one_model_colours_each_line_and_one_epoch_shows_points(
     tmp_path, saved_figures
 ):

@@ -226,6 +226,29 @@ def test_the_progress_bar_shows_the_scoring_after_each_epoch(tiny_archive, tmp_p
             assert f"epoch {epoch}/2, scoring {split}:   0%|          | 0.00/{images}.0" in err
 
 
+def test_every_progress_bar_is_full_when_it_closes(tiny_archive, tmp_path, monkeypatch):
+    # Jupyter's bar closed short of its total turns red ("danger") and stays in the cell:
+    # the images since the last refresh were never added (a bar at 82% after its scoring)
+    from tqdm import tqdm
+
+    from cifarlab.train import callbacks
+
+    closed = []
+
+    class Bar(tqdm):
+        def close(self):
+            if not self.disable and self.total:
+                closed.append((self.desc, self.n, self.total))
+            super().close()
+
+    monkeypatch.setattr(callbacks, "bar_disabled", lambda: False)
+    monkeypatch.setattr(callbacks, "tqdm", Bar)
+    # no refresh after the bar's first: every image is left to the close
+    monkeypatch.setattr(callbacks.ProgressBar.__init__, "__defaults__", (3600, ""))
+    _quick(tiny_archive, tmp_path, epochs=2, quiet=False, val_size=16, batch_size=8)
+    assert len(closed) == 6 and all(n == total for _, n, total in closed), closed
+
+
 @pytest.mark.parametrize("damage", ["truncated", "garbage"])
 def test_a_damaged_checkpoint_is_one_whole_line_with_the_way_on(
     tiny_archive, tmp_path, monkeypatch, capsys, damage

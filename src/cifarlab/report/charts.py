@@ -335,6 +335,13 @@ def loss_curves(groups: list[dict[str, Any]], out: Path) -> Chart:
         )
     else:
         caption = "No validation split: training loss only, and no overfitting to detect."
+    smoothing = sorted({r["config"].get("label_smoothing") or 0 for r in runs} - {0})
+    if smoothing:  # the training loss is against smoothed targets: it cannot reach 0
+        caption += (
+            f" Training loss is against targets smoothed by {'/'.join(map(str, smoothing))} "
+            "(--label-smoothing), which keeps it well above zero; validation loss is plain "
+            "cross-entropy, so the two are on different scales (validation can sit below)."
+        )
     has_val = any(curve(g, "val_loss")[0].size for g in shown.drawn)
     title = "Loss per epoch: training (solid) and validation (dashed)" if has_val else (
         "Training loss per epoch")  # fmt: skip

@@ -47,8 +47,13 @@ class ProgressBar(Callback):
             disable=bar_disabled(),
         )
 
+    def _close(self) -> None:
+        # what the last refresh left out: a notebook's bar stays in its cell, at 99% without
+        self.bar.update(self.pending)
+        self.bar.close()
+
     def on_eval_start(self, trainer: Trainer, split: str, images: int) -> None:
-        self.bar.close()  # the epoch's bar, or the evaluation before: one bar at a time
+        self._close()  # the epoch's bar, or the evaluation before: one bar at a time
         self.bar = self._new_bar(images, f", scoring {split}")
         self.pending, self.last_refresh = 0, time.perf_counter()
 
@@ -78,7 +83,7 @@ class ProgressBar(Callback):
         self.pending, self.last_refresh = 0, now
 
     def on_epoch_end(self, trainer: Trainer, epoch: int, metrics: dict[str, Any]) -> None:
-        self.bar.close()
+        self._close()
         parts = [f"epoch {epoch + 1}/{self.epochs}", f"loss {metrics['train_loss']:.4f}"]
         parts = [self.label, *parts] if self.label else parts
         parts.append(f"train {metrics['train_acc']:.2%}")
