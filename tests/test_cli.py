@@ -573,6 +573,7 @@ def test_version_abbreviations_and_misspelt_commands(capsys):
         (["compare", "--preset", "blog", "--limit-train", "0", "--dry-run"], "--limit-train must"),
         (["compare", "--preset", "blgo"], "unknown preset 'blgo'; did you mean 'blog'?"),
         (["train", "--preset", "speedrn"], "'speedrn'; did you mean 'speedrun'? choose one of"),
+        (["train", "--model", "TUTORIAL"], "'TUTORIAL'; did you mean 'tutorial'? choose one of"),
     ],
 )
 def test_bad_values_are_one_line_in_the_words_of_the_option(args, message, tmp_path, capsys):

@@ -159,8 +159,10 @@ def comma_list(text: str) -> list[str]:
 
 def suggest(word: str, choices: Iterable[str], *, cutoff: float = 0.6, show=repr) -> str:
     """ "did you mean 'adam'? " for the choice closest to ``word``; "" when none is close."""
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=cutoff)
-    return f"did you mean {show(close[0])}? " if close else ""
+    choices = list(choices)
+    by_case = {c.lower(): c for c in choices}  # "TUTORIAL" is 'tutorial', in any case
+    close = difflib.get_close_matches(word.lower(), list(by_case), n=1, cutoff=cutoff)
+    return f"did you mean {show(by_case[close[0]])}? " if close else ""
 
 
 def note(quiet: bool, message: str) -> None:
