@@ -451,6 +451,10 @@ def test_python_api_sweep_and_results(tmp_path, tiny_archive):
     assert report.failed == 0 and len(report.outcomes) == 4
     assert len(cifarlab.results(tmp_path / "ws", experiment="tiny")) == 4
     assert repr(report).startswith("SweepReport('tiny': 4 runs (4 completed) in ")  # one line
+    again = cifarlab.sweep(_tiny_grid(tmp_path, tiny_archive, epochs=1), workspace=tmp_path / "ws",
+                           quiet=True)  # fmt: skip
+    # it read "4 runs (4 completed) in 0 s", as if it had trained them
+    assert repr(again).startswith("SweepReport('tiny': 4 runs (4 completed; all done before) in")
 
 
 def test_python_api_sweep_takes_the_clis_options(tmp_path, tiny_archive):

@@ -106,9 +106,13 @@ class SweepReport:
         for status in self.outcomes.values():
             counts[status] = counts.get(status, 0) + 1
         done = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+        before = sum(p.action == "done" for p in self.planned)  # a rerun: trained nothing
+        if before:
+            done += f"; {'all' if before == len(self.planned) else before} done before"
         left = f", {self.not_run} of {self.runs} not run yet" if self.not_run else ""
+        runs = f"{len(self.planned)} run{'s' * (len(self.planned) != 1)}"
         return (
-            f"SweepReport({self.experiment!r}: {len(self.planned)} runs ({done or 'none run'}) "
+            f"SweepReport({self.experiment!r}: {runs} ({done or 'none run'}) "
             f"in {self.seconds:.0f} s{left})"
         )
 
