@@ -1263,6 +1263,21 @@ def test_a_checkpoint_is_usable_as_the_readme_shows(tiny_archive, tmp_path, opti
     scored = state["test_predictions"]  # image by image, as sure as the run was
     assert torch.equal(preds, scored["preds"].to(preds.dtype))
     assert torch.allclose(logits.softmax(1).max(1).values, scored["confidence"], atol=1e-5)
+    # the same in one call, from the pixels as load_dataset gives them
+    trained = cifarlab.load_trained(result.run_id, workspace=tmp_path / "ws")
+    assert torch.allclose(trained.logits(test.images), logits, atol=1e-5)
+    assert trained.predict(test.images[0]) == [state["classes"][preds[0]]]  # one image
+    assert trained.predict(images[:2]) == [state["classes"][i] for i in preds[:2]]  # NCHW floats
+
+
+def test_load_trained_names_what_it_cannot_use(tiny_archive, tmp_path):
+    result = _quick(tiny_archive, tmp_path, epochs=1)
+    with pytest.raises(CifarlabError, match="no run 'nope' in .*; cifarlab.results\\(\\) lists"):
+        cifarlab.load_trained("nope", workspace=tmp_path / "ws")
+    trained = cifarlab.load_trained(result.run_id, workspace=tmp_path / "ws")
+    with pytest.raises(CifarlabError, match=r"images of shape \(2, 3, 28, 28\): run .* classifies "
+                       r"3 x 32 x 32 images .*; resize them"):  # fmt: skip
+        trained.predict(torch.rand(2, 3, 28, 28))
 
 
 def _tensors_in(value):

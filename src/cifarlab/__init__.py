@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from cifarlab.experiments.sweep import SweepReport
     from cifarlab.models import create_model, list_models, register_model
     from cifarlab.runner import RunResult, run_training
+    from cifarlab.trained import TrainedModel, load_trained
 
 __version__ = "0.1.0"
 
@@ -38,6 +39,8 @@ _LAZY = {
     "list_models": "cifarlab.models",
     "register_model": "cifarlab.models",
     "RunResult": "cifarlab.runner",
+    "TrainedModel": "cifarlab.trained",
+    "load_trained": "cifarlab.trained",
     "run_training": "cifarlab.runner",
 }
 
@@ -130,9 +133,11 @@ __all__ = [
     "CifarlabError",
     "RunConfig",
     "RunResult",
+    "TrainedModel",
     "create_model",
     "list_models",
     "load_dataset",
+    "load_trained",
     "make_run_config",
     "register_model",
     "grouped_results",

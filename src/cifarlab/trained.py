@@ -1,0 +1,98 @@
+"""A finished run's net, ready to classify images: ``cifarlab.load_trained(run_id)``.
+
+The checkpoint holds the weights and what using them takes (classes, image shape, the
+normalization); this puts them together as the run scored its test split, with its
+test-time augmentation, so ``predict`` needs only images.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from cifarlab.errors import CifarlabError
+from cifarlab.model_files import model_of_run
+from cifarlab.models import create_model
+from cifarlab.models.spec import image_size_of
+from cifarlab.results import open_store
+from cifarlab.train.build import EVAL_BATCH_SIZE
+from cifarlab.train.checkpoint import load_checkpoint
+from cifarlab.train.tta import tta_logits
+
+
+@dataclass
+class TrainedModel:
+    """A run's net in eval mode, with the weights it reported (averaged, where it used --ema)."""
+
+    run_id: str
+    model: nn.Module
+    classes: list[str]
+    image_shape: tuple[int, int, int]  # (C, H, W) of the images it trained on
+    mean: torch.Tensor  # per channel, in [0, 1]
+    std: torch.Tensor
+    tta: int  # the run's --tta: its final test scoring averaged mirrored (and shifted) views
+
+    def logits(self, images: Any) -> torch.Tensor:
+        """Logits (N x classes) for ``images``: floats in [0, 1] N x C x H x W, or uint8
+        pixels, N x H x W x C as ``load_dataset`` gives them (one image without the N)."""
+        x = self._batch(images)
+        mean, std = self.mean[:, None, None], self.std[:, None, None]
+        with torch.no_grad():
+            return torch.cat([tta_logits(self.model, (part - mean) / std, self.tta)
+                              for part in x.split(EVAL_BATCH_SIZE)])  # fmt: skip
+
+    def predict(self, images: Any) -> list[str]:
+        """The class name for each image (see ``logits`` for what images it takes)."""
+        return [self.classes[i] for i in self.logits(images).argmax(1).tolist()]
+
+    def _batch(self, images: Any) -> torch.Tensor:
+        x = torch.as_tensor(np.asarray(images) if not torch.is_tensor(images) else images)
+        x = x[None] if x.dim() == 3 else x
+        c, h, w = self.image_shape
+        if x.dim() == 4 and x.shape[1] != c and x.shape[-1] == c:  # N x H x W x C pixels
+            x = x.permute(0, 3, 1, 2)
+        if x.dim() != 4 or tuple(x.shape[1:]) != (c, h, w):
+            raise CifarlabError(
+                f"images of shape {tuple(x.shape)}: run {self.run_id} classifies {c} x {h} x {w} "
+                f"images (N x {c} x {h} x {w}, or N x {h} x {w} x {c} pixels); resize them"
+            )
+        return x.float() / 255 if x.dtype == torch.uint8 else x.float()
+
+
+def load_trained(run_id: str, workspace: str | os.PathLike = "cifarlab-runs") -> TrainedModel:
+    """The net run ``run_id`` trained, from the checkpoint it reports: ``best.pt``, picked by
+    validation, or ``last.pt`` for a run without a validation split."""
+    workspace = Path(workspace)
+    with open_store(workspace) as store:
+        run = store.run(run_id)
+    if run is None:
+        raise CifarlabError(
+            f"no run {run_id!r} in {str(workspace)!r}; cifarlab.results() lists the runs there"
+        )
+    name = "best.pt" if run["config"].get("val_size") else "last.pt"
+    path = workspace / run_id / name
+    if not path.is_file():
+        raise CifarlabError(f"run {run_id} has no {name} checkpoint (status: {run['status']})")
+    state = load_checkpoint(path)  # weights_only
+    c, h, w = state["image_shape"]
+    model = create_model(model_of_run(run, workspace), num_classes=len(state["classes"]),
+                         in_channels=c, image_size=image_size_of(h, w))  # fmt: skip
+    try:  # a run with --ema scored (and picked best.pt by) its averaged weights
+        model.load_state_dict(state["ema"] or state["model"])
+    except (RuntimeError, KeyError) as err:
+        raise CifarlabError(f"checkpoint of run {run_id} does not fit its model ({err})") from None
+    return TrainedModel(
+        run_id,
+        model.eval(),
+        list(state["classes"]),
+        (c, h, w),
+        torch.tensor(state["mean"]),
+        torch.tensor(state["std"]),
+        state["config"].get("tta") or 0,
+    )
