@@ -431,6 +431,17 @@ def test_a_misspelled_option_gets_a_suggestion_from_the_cli_and_from_python(give
         cifarlab.train(**{given.removeprefix("--").replace("-", "_"): 3})
 
 
+def test_jupyter_shows_a_cifarlab_error_as_its_one_line(monkeypatch):
+    # IPython shows what _render_traceback_ returns: the line, not cifarlab's frames above it
+    error = cifarlab.CifarlabError("unknown model 'x'; choose one of ...")
+    assert error._render_traceback_() == [
+        "\x1b[0;31mCifarlabError\x1b[0m: unknown model 'x'; choose one of ..."
+    ]
+    monkeypatch.setenv("CIFARLAB_TRACEBACK", "1")
+    with pytest.raises(NotImplementedError):  # IPython falls back to the whole traceback
+        error._render_traceback_()
+
+
 def test_an_argument_spelled_as_the_cli_spells_it_is_named_as_python_spells_it():
     # it said "unknown option --limit-train; did you mean --limit-train?"
     said = "^unknown argument 'limit-train'; write it limit_train; the arguments are `cifarlab"

@@ -20,6 +20,13 @@ class CifarlabError(Exception):
     API lets it propagate. Raise it for bad input, never for bugs.
     """
 
+    def _render_traceback_(self) -> list[str]:
+        """What IPython and Jupyter show for it: its line, not 30 lines of cifarlab's frames
+        above it (``%debug`` still has them; CIFARLAB_TRACEBACK=1 shows them)."""
+        if os.environ.get("CIFARLAB_TRACEBACK"):
+            raise NotImplementedError  # IPython then shows the whole traceback
+        return [f"\x1b[0;31m{type(self).__name__}\x1b[0m: {self}"]
+
 
 class RecordedFailure(CifarlabError):
     """A run stopped by its own model code: recorded as failed, so the CLI exits 3, not the 2
