@@ -20,6 +20,7 @@ from cifarlab.cli import main
 from cifarlab.errors import CifarlabError
 from cifarlab.train.callbacks import EarlyStopping
 from cifarlab.train.ema import EMA
+from cifarlab.train.precision import cpu_supports_bf16
 from cifarlab.train.schedule import build_schedule
 from cifarlab.train.selection import best_epoch, overfit_onset
 
@@ -321,6 +322,37 @@ def test_resume_refuses_options_that_change_results(tiny_archive, tmp_path, caps
         cifarlab.train(resume=run.run_id, workspace=ws, deterministic=True)  # it said True/False
     assert main(["train", "--resume", "nope", "--workspace", ws]) == 2
     assert "--resume nope: no such run" in capsys.readouterr().err
+
+
+def test_a_run_resumed_on_another_machine_goes_on_in_the_precision_it_trained_in(
+    tiny_archive, tmp_path, monkeypatch
+):
+    import json
+
+    with monkeypatch.context() as m:
+        _interrupt_at_epoch(m, stop_at=1)
+        with pytest.raises(KeyboardInterrupt):
+            _quick(tiny_archive, tmp_path, epochs=2)
+    (stopped,) = cifarlab.results(tmp_path / "ws")
+
+    def trained_in(precision: str) -> None:  # as if auto had chosen it on another machine
+        with sqlite3.connect(tmp_path / "ws" / "runs.db") as db:
+            (info,) = db.execute("SELECT info FROM runs WHERE id = ?", (stopped["id"],)).fetchone()
+            info = json.dumps({**json.loads(info), "precision": precision})
+            db.execute("UPDATE runs SET info = ? WHERE id = ?", (info, stopped["id"]))
+
+    trained_in("fp16")
+    with pytest.raises(CifarlabError, match=r"trained in fp16 \(--precision auto on a GPU\), "
+                       "which this cpu cannot run"):  # fmt: skip
+        _quick(tiny_archive, tmp_path, epochs=2, resume=stopped["id"])
+    here = "fp32" if not cpu_supports_bf16() else "bf16"  # what auto picks on this CPU
+    other = "bf16" if here == "fp32" else "fp32"
+    trained_in(other)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # bf16 emulated here: slow, says a warning
+        resumed = _quick(tiny_archive, tmp_path, epochs=2, resume=stopped["id"])
+    # it switched to this machine's choice half-way through, recording the other
+    assert resumed.status == "completed" and resumed.info["precision"] == other
 
 
 class _Evil:

@@ -134,12 +134,16 @@ def _run_training(config: RunConfig) -> RunResult:
         warn(unused)
     device = resolve_device(config.device)
     precision = resolve_precision(config.precision, device, config.channels_last)
+    if resumed:
+        config, precision = _in_the_precision_it_trained(resumed, config, device, precision)
     if device.type == "cpu" and precision == "bf16" and not cpu_supports_bf16():
         # measured on an AVX2 CPU: 5-6x slower on tutorial, 12-16x on speedrun-small
         # (benchmarks/precision_layout.py); still right for checking bf16's numerics
+        fix = "resume it on a CPU with native bf16" if resumed else (
+            "use --precision auto, which picks fp32 here")  # fmt: skip
         warn(
             "--precision bf16: this CPU runs bf16 emulated (it has no AVX-512 BF16 or AMX), "
-            "5-16x slower than fp32; use --precision auto, which picks fp32 here"
+            f"5-16x slower than fp32; {fix}"
         )
     check_model(config.model)  # a bad name, spec or file fails here, before any data work
     if config.tensorboard:
@@ -164,6 +168,26 @@ def _run_training(config: RunConfig) -> RunResult:
         )
     with _determinism(config):  # a notebook's own torch settings come back afterwards
         return _train_and_record(config, data, device, precision, workspace, resumed)
+
+
+def _in_the_precision_it_trained(
+    resumed: dict[str, Any], config: RunConfig, device: torch.device, precision: str
+) -> tuple[RunConfig, str]:
+    """--precision auto picks by machine: a run resumed on another goes on in the precision
+    it trained in, not switched half-way (its record and checkpoint say one)."""
+    then = (resumed.get("info") or {}).get("precision")
+    if config.precision != "auto" or not then or then == precision:
+        return config, precision
+    try:
+        precision = resolve_precision(then, device, config.channels_last)
+    except CifarlabError:  # fp16, which only CUDA runs
+        raise CifarlabError(
+            f"run {resumed['id']} trained in {then} (--precision auto on a GPU), which this "
+            f"{device.type} cannot run; resume it on a GPU, or start a new run"
+        ) from None
+    note(config.quiet, f"run {resumed['id']} trained in {then} (--precision auto chose it on "
+                       f"its machine); it goes on in {then} here")  # fmt: skip
+    return config.model_copy(update={"precision": then}), precision
 
 
 def _warn_if_other_threads(resumed: dict[str, Any]) -> None:
