@@ -434,12 +434,11 @@ def test_a_misspelled_option_gets_a_suggestion_from_the_cli_and_from_python(give
 def test_jupyter_shows_a_cifarlab_error_as_its_one_line(monkeypatch):
     # IPython shows what _render_traceback_ returns: the line, not cifarlab's frames above it
     error = cifarlab.CifarlabError("unknown model 'x'; choose one of ...")
-    assert error._render_traceback_() == [
-        "\x1b[0;31mCifarlabError\x1b[0m: unknown model 'x'; choose one of ..."
-    ]
+    assert error._render_traceback_() == ["CifarlabError: unknown model 'x'; choose one of ..."]
     monkeypatch.setenv("CIFARLAB_TRACEBACK", "1")
-    with pytest.raises(NotImplementedError):  # IPython falls back to the whole traceback
-        error._render_traceback_()
+    # IPython looks with hasattr: without it, the whole traceback (one raised from the method
+    # printed IPython's "Unexpected exception formatting exception" instead)
+    assert not hasattr(error, "_render_traceback_")
 
 
 def test_an_argument_spelled_as_the_cli_spells_it_is_named_as_python_spells_it():

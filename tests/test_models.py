@@ -524,8 +524,10 @@ def test_a_notebook_cell_registering_a_model_can_run_again(tmp_path):
         class Net(nn.Module):
             pass
 
-    with pytest.raises(CifarlabError, match="not a Linear object; register Linear itself"):
+    with pytest.raises(CifarlabError, match="not a built Linear object; register Linear itself"):
         cifarlab.register_model("built")(nn.Linear(3, 4))  # failed later: "forward() got ..."
+    with pytest.raises(CifarlabError, match=r"returns a net, not 42 \(a int\)$"):
+        cifarlab.register_model("answer")(42)
     with pytest.raises(CifarlabError, match="give a word"):
         cifarlab.register_model("my-net ")(nn.Linear)
 

@@ -351,7 +351,7 @@ def test_a_run_resumed_on_another_machine_goes_on_in_the_precision_it_trained_in
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # bf16 emulated here: slow, says a warning
         resumed = _quick(tiny_archive, tmp_path, epochs=2, resume=stopped["id"])
-    # it switched to this machine's choice half-way through, recording the other
+    # in the precision it trained in (it had switched to this machine's choice half-way)
     assert resumed.status == "completed" and resumed.info["precision"] == other
 
 
@@ -708,8 +708,8 @@ def _notebook(*cells: str, kernel: dict | None = None, width: int = 8) -> dict:
     return kernel
 
 
-def test_a_registered_net_s_version_is_its_code_not_where_or_when_it_ran():
-    from cifarlab.models.registry import factory_digest
+def test_a_registered_net_s_version_is_its_code_not_where_or_when_it_ran(tmp_path):
+    from cifarlab.models.code_version import factory_digest
 
     def version(*cells: str, width: int = 8) -> str:
         return factory_digest(_notebook(*cells, width=width)["Net"])
@@ -730,10 +730,42 @@ def test_a_registered_net_s_version_is_its_code_not_where_or_when_it_ran():
         return net
 
     assert factory_digest(cell(4)) != factory_digest(cell(8))
-    # a set literal is a frozenset constant, whose order changes with each process's hashing
-    code = ("from cifarlab.models.registry import factory_digest\n"
-            "def net(kind):\n    return kind in {'relu', 'gelu', 'silu', 'tanh', 'elu'}\n"
-            "print(factory_digest(net))")  # fmt: skip
+    # what a net reads beyond its methods: each edit below made the same version
+    edits = {
+        "CFG = [64, 'M', 128]": "CFG = [64, 'M', 256]",  # a list or dict of settings
+        "ACT = nn.ReLU": "ACT = nn.GELU",  # a torch class, by name
+        "OPTS = Opts(width=64)": "OPTS = Opts(width=128)",  # a dataclass's fields
+        "BLOCKS = (Block,)": "BLOCKS = (Wide,)",  # the user's classes in a tuple, by code
+    }
+    net = """
+from dataclasses import dataclass
+@dataclass
+class Opts:
+    width: int
+class Block(nn.Linear):
+    pass
+class Wide(nn.Linear):
+    def forward(self, x):
+        return 2 * super().forward(x)
+{setting}
+def Net(num_classes=10, act=nn.functional.relu):
+    return nn.Sequential(*(b(3, 3) for b in BLOCKS), ACT(), nn.Linear(CFG[-1], OPTS.width))
+"""
+    settings = "\n".join(edits)
+    base = factory_digest(_notebook(net.format(setting=settings))["Net"])
+    for old, new in edits.items():
+        edited = _notebook(net.format(setting=settings.replace(old, new)))["Net"]
+        assert factory_digest(edited) != base, new
+    # and the same in every process: nothing hashed by address (the default relu's repr) or
+    # in hashing order (a set literal's frozenset constant)
+    script = tmp_path / "cell.py"
+    script.write_text(
+        net.format(setting=settings) + "\ndef kind(k):\n    return k in {'a', 'b', 'c', 'd'}\n"
+    )
+    code = ("from torch import nn\nfrom cifarlab.models.code_version import factory_digest\n"
+            f"kernel = {{'nn': nn, '__name__': '__main__'}}\n"
+            f"exec(compile(open({str(script)!r}).read(), {str(script)!r}, 'exec'), kernel)\n"
+            "print(factory_digest(kernel['Net']), factory_digest(kernel['kind']))")  # fmt: skip
     seen = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                            env={**os.environ, "PYTHONHASHSEED": seed}).stdout
             for seed in ("1", "2", "3")}  # fmt: skip
@@ -760,8 +792,8 @@ def test_an_edited_net_registered_from_python_trains_again_as_a_new_version(
         assert cifarlab.sweep(grid, workspace=ws, quiet=True).outcomes
         with open_store(ws) as store:  # with its info: the code it trained
             (first,) = store.runs()
-        _notebook(NOTEBOOK_BLOCK.replace("ReLU", "Tanh"), kernel=kernel)  # the Block cell edited
-        cifarlab.register_model("my-lin")(kernel["Net"])  # ... and the Net cell run again
+        # the Block cell edited and run again, the Net cell (which registers it) not
+        _notebook(NOTEBOOK_BLOCK.replace("ReLU", "Tanh"), kernel=kernel)
         said = f"model 'my-lin', registered in this process, has changed since run {first['id']}"
         with pytest.warns(UserWarning, match=said):
             cifarlab.sweep(grid, workspace=ws, quiet=True)
@@ -1266,16 +1298,19 @@ def test_a_relative_data_path_is_kept_absolute(tiny_folder, monkeypatch):
 @pytest.mark.parametrize(
     ("options", "checkpoint", "metric"),
     [({"val_size": 30}, "best.pt", "test_acc"),  # a TTA run's predictions were the plain net's
-     ({"val_size": 0, "tta": 2}, "last.pt", "final_test_acc")],
+     ({"val_size": 0, "tta": 2}, "last.pt", "final_test_acc"),
+     ({"val_size": 30, "tta": 2, "epochs": 4}, "best.pt", "test_acc")],  # TTA: the last only
 )  # fmt: skip
 def test_a_checkpoint_is_usable_as_the_readme_shows(tiny_archive, tmp_path, options, checkpoint,
                                                     metric):  # fmt: skip
     from cifarlab.data import load_dataset
     from cifarlab.train.tta import tta_logits
 
-    result = cifarlab.train(data=str(tiny_archive), workspace=str(tmp_path / "ws"), epochs=2,
+    options = {"epochs": 2, **options}
+    result = cifarlab.train(data=str(tiny_archive), workspace=str(tmp_path / "ws"),
                             precision="fp32", ema=0.9, quiet=True, **options)  # fmt: skip
     state = torch.load(result.run_dir / checkpoint, weights_only=True)
+    assert options["epochs"] == 2 or state["epoch"] < 4  # best.pt from before the TTA epoch
     # a run trained on a GPU loads like this on a laptop without one too
     assert {t.device.type for t in _tensors_in(state)} == {"cpu"}
     c, h, w = state["image_shape"]
@@ -1287,8 +1322,9 @@ def test_a_checkpoint_is_usable_as_the_readme_shows(tiny_archive, tmp_path, opti
     images = torch.from_numpy(test.images).permute(0, 3, 1, 2).float() / 255
     mean = torch.tensor(state["mean"])[:, None, None]
     std = torch.tensor(state["std"])[:, None, None]
+    tta = state["config"].get("tta", 0) if state["epoch"] == state["config"]["epochs"] else 0
     with torch.no_grad():
-        logits = tta_logits(model, (images - mean) / std, state["config"].get("tta", 0))
+        logits = tta_logits(model, (images - mean) / std, tta)
     preds = logits.argmax(1)
     accuracy = (preds == torch.from_numpy(test.labels)).float().mean().item()
     assert accuracy == pytest.approx(result.summary[metric], abs=1 / len(test))
@@ -1310,6 +1346,21 @@ def test_load_trained_names_what_it_cannot_use(tiny_archive, tmp_path):
     with pytest.raises(CifarlabError, match=r"images of shape \(2, 3, 28, 28\): run .* classifies "
                        r"3 x 32 x 32 images .*; resize them"):  # fmt: skip
         trained.predict(torch.rand(2, 3, 28, 28))
+    pixels = torch.randint(0, 256, (2, 32, 32, 3))  # int64, as np.array(image).astype(int)
+    assert torch.equal(trained.logits(pixels), trained.logits(pixels.to(torch.uint8)))
+    from torch import nn
+
+    from cifarlab.models.registry import _REGISTRY
+
+    cifarlab.register_model("gone-net")(lambda num_classes: nn.Sequential(
+        nn.Flatten(), nn.Linear(3072, num_classes)))  # fmt: skip
+    try:
+        run = _quick(tiny_archive, tmp_path, model="gone-net", epochs=1)
+    finally:
+        _REGISTRY.pop("gone-net", None)  # a new kernel: "unknown model 'gone-net'; choose..."
+    with pytest.raises(CifarlabError, match="trained 'gone-net', which is not registered in this "
+                       r"process; register it \(cifarlab.register_model\) to load it"):  # fmt: skip
+        cifarlab.load_trained(run.run_id, workspace=tmp_path / "ws")
 
 
 def _tensors_in(value):

@@ -8,7 +8,7 @@ import errno
 import os
 import sys
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,12 +20,15 @@ class CifarlabError(Exception):
     API lets it propagate. Raise it for bad input, never for bugs.
     """
 
-    def _render_traceback_(self) -> list[str]:
+    @property
+    def _render_traceback_(self) -> Callable[[], list[str]]:
         """What IPython and Jupyter show for it: its line, not 30 lines of cifarlab's frames
-        above it (``%debug`` still has them; CIFARLAB_TRACEBACK=1 shows them)."""
+        above it (``%debug`` still has them). With CIFARLAB_TRACEBACK=1 the attribute is
+        missing, so IPython shows the whole traceback (an exception raised from the method
+        printed IPython's own "Unexpected exception formatting exception" dump)."""
         if os.environ.get("CIFARLAB_TRACEBACK"):
-            raise NotImplementedError  # IPython then shows the whole traceback
-        return [f"\x1b[0;31m{type(self).__name__}\x1b[0m: {self}"]
+            raise AttributeError("_render_traceback_")
+        return lambda: [f"{type(self).__name__}: {self}"]
 
 
 class RecordedFailure(CifarlabError):

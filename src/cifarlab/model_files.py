@@ -138,15 +138,17 @@ def kept_model_file(run_dir: Path, source: Path) -> Path:
     return run_dir / f"model{source.suffix}"
 
 
-def model_of_run(run: dict[str, Any], workspace: Path) -> str:
+def model_of_run(
+    run: dict[str, Any], workspace: Path, to: str = "see its diagram and predictions"
+) -> str:
     """The model reference that rebuilds ``run``'s net as it trained: the file it names while
     unchanged (helper modules beside it still import), else the copy the run kept in its
     folder; refused where neither holds that version (a net of the same shapes would load
-    the weights and quietly be another model)."""
+    the weights and quietly be another model), with what restoring it lets one ``to`` do."""
     reference = model_reference(run["config"]["model"])
     source = model_source(reference)
     if source is None:
-        refuse_other_registered_version(run, reference, "see its diagram and predictions")
+        refuse_other_registered_version(run, reference, to)
         return reference
     if not any(trained_version(run)) or is_version(run, reference):
         return reference  # built-in, from before digests were recorded, or unchanged
@@ -155,8 +157,7 @@ def model_of_run(run: dict[str, Any], workspace: Path) -> str:
         return f"{kept}:{source[1]}" if source[1] else str(kept)
     raise CifarlabError(
         f"model file {reference!r} (or a helper module it imports) has changed since run "
-        f"{run['id']} trained it, and the run kept no copy of that version; restore it to "
-        "see its diagram and predictions"
+        f"{run['id']} trained it, and the run kept no copy of that version; restore it to {to}"
     )
 
 

@@ -112,7 +112,7 @@ def run_training(config: RunConfig | None = None, **options: Any) -> RunResult:
     """Train one model as ``config`` (or keyword options) says and record it in the workspace."""
     config = config or make_run_config(**options)
     # the run seeds torch and builds nets: a notebook's torch.manual_seed(123) holds after it
-    with torch.random.fork_rng(devices=_cuda_devices_in_use()):
+    with torch.random.fork_rng(devices=_cuda_devices_of(config)):
         return _run_training(config)
 
 
@@ -193,8 +193,9 @@ def _in_the_precision_it_trained(
 def _warn_if_other_threads(resumed: dict[str, Any]) -> None:
     """Floats summed by another number of threads round apart (a sweep's worker trains with
     its share of the cores): the run goes on, but not bitwise as it would have."""
-    then, now = (resumed.get("info") or {}).get("threads"), torch.get_num_threads()
-    if then and then != now:
+    info = resumed.get("info") or {}
+    then, now = info.get("threads"), torch.get_num_threads()
+    if then and then != now and info.get("device") == "cpu":  # a GPU sums on the GPU
         warn(
             f"run {resumed['id']} trained with {then} thread{'s' * (then > 1)} and resumes with "
             f"{now}: its numbers will differ in the last digits from an uninterrupted run's"
@@ -405,9 +406,14 @@ def _determinism(config: RunConfig) -> Iterator[None]:
         torch.use_deterministic_algorithms(saved[1], warn_only=saved[2])
 
 
-def _cuda_devices_in_use() -> list[int]:
-    # fork_rng's default forks every GPU's generator, initialising CUDA on each
-    return list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
+def _cuda_devices_of(config: RunConfig) -> list[int]:
+    """The GPUs whose generators the run seeds: all where it trains on one (torch.manual_seed
+    seeds every GPU), none for a CPU run (forking them would start CUDA on a GPU machine)."""
+    try:
+        on_gpu = resolve_device(config.device).type == "cuda"
+    except CifarlabError:  # a bad --device: the run says so itself
+        on_gpu = False
+    return list(range(torch.cuda.device_count())) if on_gpu else []
 
 
 def _require_tensorboard() -> None:

@@ -17,8 +17,9 @@ import torch
 from torch import nn
 
 from cifarlab.errors import CifarlabError
-from cifarlab.model_files import model_of_run
+from cifarlab.model_files import model_of_run, model_source
 from cifarlab.models import create_model
+from cifarlab.models.registry import is_registered
 from cifarlab.models.spec import image_size_of
 from cifarlab.results import open_store
 from cifarlab.train.build import EVAL_BATCH_SIZE
@@ -36,13 +37,14 @@ class TrainedModel:
     image_shape: tuple[int, int, int]  # (C, H, W) of the images it trained on
     mean: torch.Tensor  # per channel, in [0, 1]
     std: torch.Tensor
-    tta: int  # the run's --tta: its final test scoring averaged mirrored (and shifted) views
+    tta: int  # as the run scored this epoch: its --tta at the final epoch (mirrored views)
 
     def logits(self, images: Any) -> torch.Tensor:
         """Logits (N x classes) for ``images``: floats in [0, 1] N x C x H x W, or uint8
         pixels, N x H x W x C as ``load_dataset`` gives them (one image without the N)."""
-        x = self._batch(images)
-        mean, std = self.mean[:, None, None], self.std[:, None, None]
+        device = next(self.model.parameters()).device  # trained.model.cuda(): there too
+        x = self._batch(images).to(device)
+        mean, std = self.mean[:, None, None].to(device), self.std[:, None, None].to(device)
         with torch.no_grad():
             return torch.cat([tta_logits(self.model, (part - mean) / std, self.tta)
                               for part in x.split(EVAL_BATCH_SIZE)])  # fmt: skip
@@ -62,7 +64,8 @@ class TrainedModel:
                 f"images of shape {tuple(x.shape)}: run {self.run_id} classifies {c} x {h} x {w} "
                 f"images (N x {c} x {h} x {w}, or N x {h} x {w} x {c} pixels); resize them"
             )
-        return x.float() / 255 if x.dtype == torch.uint8 else x.float()
+        pixels = not x.dtype.is_floating_point and x.dtype != torch.bool  # 0-255, as int64 too
+        return x.float() / 255 if pixels else x.float()
 
 
 def load_trained(run_id: str, workspace: str | os.PathLike = "cifarlab-runs") -> TrainedModel:
@@ -75,24 +78,46 @@ def load_trained(run_id: str, workspace: str | os.PathLike = "cifarlab-runs") ->
         raise CifarlabError(
             f"no run {run_id!r} in {str(workspace)!r}; cifarlab.results() lists the runs there"
         )
-    name = "best.pt" if run["config"].get("val_size") else "last.pt"
-    path = workspace / run_id / name
-    if not path.is_file():
-        raise CifarlabError(f"run {run_id} has no {name} checkpoint (status: {run['status']})")
-    state = load_checkpoint(path)  # weights_only
+    state = load_checkpoint(reported_checkpoint(run, workspace))  # weights_only
     c, h, w = state["image_shape"]
-    model = create_model(model_of_run(run, workspace), num_classes=len(state["classes"]),
-                         in_channels=c, image_size=image_size_of(h, w))  # fmt: skip
-    try:  # a run with --ema scored (and picked best.pt by) its averaged weights
-        model.load_state_dict(state["ema"] or state["model"])
+    model = run_net(run, workspace, state, num_classes=len(state["classes"]), in_channels=c,
+                    image_size=image_size_of(h, w), to="load it")  # fmt: skip
+    mean, std = torch.tensor(state["mean"]), torch.tensor(state["std"])
+    return TrainedModel(run_id, model.eval(), list(state["classes"]), (c, h, w), mean, std,
+                        scored_tta(run["config"], state))  # fmt: skip
+
+
+def reported_checkpoint(run: dict[str, Any], workspace: Path) -> Path:
+    """The checkpoint of the epoch a run reports: ``best.pt``, picked by validation, or
+    ``last.pt`` where nothing was selected (no validation split)."""
+    name = "best.pt" if run["config"].get("val_size") else "last.pt"
+    path = workspace / run["id"] / name
+    if not path.is_file():
+        raise CifarlabError(f"run {run['id']} has no {name} checkpoint (status: {run['status']})")
+    return path
+
+
+def run_net(
+    run: dict[str, Any], workspace: Path, state: dict[str, Any], to: str, **shape: Any
+) -> nn.Module:
+    """The run's net, built from the code it trained (``model_of_run``), with the weights of
+    ``state``: the averaged ones where it used --ema, as it scored (and picked best.pt by)."""
+    if model_source(run["config"]["model"]) is None and not is_registered(run["config"]["model"]):
+        raise CifarlabError(
+            f"run {run['id']} trained {run['config']['model']!r}, which is not registered in "
+            f"this process; register it (cifarlab.register_model) to {to}"
+        )
+    model = create_model(model_of_run(run, workspace, to), **shape)
+    try:
+        model.load_state_dict(state["ema"] if state.get("ema") else state["model"])
     except (RuntimeError, KeyError) as err:
-        raise CifarlabError(f"checkpoint of run {run_id} does not fit its model ({err})") from None
-    return TrainedModel(
-        run_id,
-        model.eval(),
-        list(state["classes"]),
-        (c, h, w),
-        torch.tensor(state["mean"]),
-        torch.tensor(state["std"]),
-        state["config"].get("tta") or 0,
-    )
+        raise CifarlabError(
+            f"checkpoint of run {run['id']} does not fit its model ({err})"
+        ) from None
+    return model
+
+
+def scored_tta(config: dict[str, Any], state: dict[str, Any]) -> int:
+    """The test-time augmentation the run scored ``state``'s epoch with: its --tta at the
+    final epoch, none before (a best.pt from an earlier epoch was scored plain)."""
+    return (config.get("tta") or 0) if state["epoch"] == config["epochs"] else 0

@@ -12,7 +12,6 @@ import hashlib
 import importlib.util
 import inspect
 import sys
-import sysconfig
 import traceback
 from collections.abc import Callable
 from functools import partial
@@ -24,6 +23,7 @@ from torch import nn
 
 from cifarlab.errors import CifarlabError, first_line, looked_in
 from cifarlab.model_files import model_source
+from cifarlab.models.code_version import is_user_file
 from cifarlab.models.spec import ImageSize, image_hw
 
 NO_MESSAGE = "(no message)"  # after "raised ValueError:", the type name again says nothing
@@ -35,14 +35,11 @@ def user_code_line(err: BaseException) -> str:
     """`` at net.py:12`` (in Jupyter `` at Cell In[8], line 12``, as IPython names it): the
     last place in ``err``'s traceback in the user's own code, not in torch's, Python's or
     ours; "" where there is none."""
-    ours = [Path(torch.__file__).resolve().parent, Path(__file__).resolve().parent.parent]
-    ours += [Path(sysconfig.get_paths()[k]).resolve() for k in ("stdlib", "purelib", "platlib")]
     for frame in reversed(traceback.extract_tb(err.__traceback__)):
-        path = Path(frame.filename).resolve()
-        if frame.filename.startswith("<") or any(path.is_relative_to(p) for p in ours):
-            continue
-        cell = _notebook_cell(frame.filename)
-        return f" at {cell}, line {frame.lineno}" if cell else f" at {path.name}:{frame.lineno}"
+        if is_user_file(frame.filename):
+            cell = _notebook_cell(frame.filename)
+            name = Path(frame.filename).name
+            return f" at {cell}, line {frame.lineno}" if cell else f" at {name}:{frame.lineno}"
     return ""
 
 

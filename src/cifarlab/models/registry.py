@@ -7,10 +7,7 @@ spec as a dict or list of layer strings.
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import os
-import types
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -38,7 +35,7 @@ class ModelEntry:
     # builtin | spec | file | user (register_model): file and user models are checked on a batch
     source: str = "builtin"
     code_file: str | None = None  # a user model's source file: its lines name its errors
-    code_sha256: str | None = None  # a user model's code (factory_digest): its version
+    user_factory: Any = None  # a model registered from Python: its class or function
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
@@ -78,7 +75,7 @@ def register_model(
             about = description or f"registered from Python ({_qualified(factory)})"
             build = partial(build_user_model, factory, name)
             _REGISTRY[name] = ModelEntry(name, build, about, "user", _code_file(factory),
-                                         factory_digest(factory))  # fmt: skip
+                                         factory)  # fmt: skip
         else:
             _REGISTRY[name] = ModelEntry(name, factory, description or "")
         return factory
@@ -100,82 +97,27 @@ def _check_usable(name: Any) -> None:
 def _check_factory(factory: Any) -> None:
     """A class or a function that returns a net: a built net registered trained as its forward
     called with num_classes=10, which said nothing of the mistake."""
-    if isinstance(factory, nn.Module) or not callable(factory):
+    kind = type(factory).__name__
+    if isinstance(factory, nn.Module):
         raise CifarlabError(
-            f"register_model takes a class or a function that returns a net, not a "
-            f"{type(factory).__name__} object; register {type(factory).__name__} itself"
+            f"register_model takes a class or a function that returns a net, not a built "
+            f"{kind} object; register {kind} itself"
+        )
+    if not callable(factory):
+        raise CifarlabError(
+            f"register_model takes a class or a function that returns a net, not {factory!r} "
+            f"(a {kind})"
         )
 
 
-def factory_digest(factory: Any) -> str:
-    """SHA-256 of the code a registered class or function runs: its methods' bytecode and
-    constants, and the classes, functions and plain constants of its own module that they
-    name (a ``Block`` from another notebook cell). Line numbers and file names are left out,
-    so a comment, a blank line or a new kernel keep the version; an edit makes a new one."""
-    module = getattr(factory, "__module__", None)
-    digest = hashlib.sha256()
-    seen: set[int] = set()
-    todo: list[Any] = [factory]
-    while todo:
-        obj = todo.pop()
-        if id(obj) in seen:
-            continue
-        seen.add(id(obj))
-        if isinstance(obj, type):
-            digest.update(f"class {obj.__qualname__}(".encode())
-            for base in obj.__bases__:  # torch's own classes by name, the user's by code
-                digest.update(f"{base.__module__}.{base.__qualname__},".encode())
-                todo += [base] if base.__module__ == module else []
-            for key, value in sorted(vars(obj).items()):
-                value = getattr(value, "__func__", getattr(value, "fget", value))
-                if isinstance(value, types.FunctionType):
-                    digest.update(f"def {key}".encode())
-                    todo.append(value)
-                elif isinstance(value, (int, float, str, bytes, bool, tuple, type(None))):
-                    digest.update(f"{key}={value!r}".encode())
-        elif isinstance(obj, types.FunctionType):
-            digest.update(repr(obj.__defaults__).encode() + repr(obj.__kwdefaults__).encode())
-            names = _code(obj.__code__, digest)
-            named = [(n, obj.__globals__.get(n)) for n in sorted(names)]
-            named += _closure(obj)
-            for name, value in named:
-                if isinstance(value, (int, float, str, bool, tuple)):
-                    digest.update(f"{name}={value!r}".encode())  # WIDTH = 64 in another cell
-                elif getattr(value, "__module__", None) == module and callable(value):
-                    todo.append(value)
-        elif isinstance(obj, partial):
-            digest.update(repr((obj.args, obj.keywords)).encode())
-            todo.append(obj.func)
-    return digest.hexdigest()
-
-
-def _closure(function: types.FunctionType) -> list[tuple[str, Any]]:
-    """The variables a function closes over (``width`` of the cell that defined it)."""
-    cells = zip(function.__code__.co_freevars, function.__closure__ or ())
-    found = []
-    for name, cell in cells:
-        with contextlib.suppress(ValueError):  # a cell not yet assigned
-            found.append((name, cell.cell_contents))
-    return found
-
-
-def _code(code: types.CodeType, digest: Any) -> set[str]:
-    """Feed ``code`` and the code nested in it (lambdas, inner functions) to ``digest``;
-    return the global names it reads."""
-    digest.update(code.co_code + repr(code.co_names).encode() + repr(code.co_varnames).encode())
-    names = set(code.co_names)
-    for const in code.co_consts:
-        if isinstance(const, types.CodeType):
-            names |= _code(const, digest)
-        else:  # a frozenset's order changes with each process's string hashing
-            shown = sorted(map(repr, const)) if isinstance(const, frozenset) else const
-            digest.update(repr(shown).encode())
-    return names
-
-
 def registered_digest(name: Any) -> str | None:
-    """The code version of a model registered from Python in this process (else None)."""
-    return _REGISTRY[name].code_sha256 if registered_here(name) else None
+    """The version of the code a model registered from Python in this process runs now
+    (else None): read at each call, as a cell its net uses may be run again unregistered."""
+    if not registered_here(name):
+        return None
+    from cifarlab.models.code_version import factory_digest
+
+    return factory_digest(_REGISTRY[name].user_factory)
 
 
 def _check_free(name: str) -> None:
@@ -196,6 +138,11 @@ def _code_file(factory: Any) -> str | None:
     )
     codes = [getattr(f, "__code__", None) for f in functions]
     return next((code.co_filename for code in codes if code is not None), None)
+
+
+def is_registered(name: Any) -> bool:
+    """Whether ``name`` is a model name this process knows (built-in, or registered here)."""
+    return isinstance(name, str) and name in _REGISTRY
 
 
 def registered_here(name: Any) -> bool:

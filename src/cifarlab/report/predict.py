@@ -11,12 +11,11 @@ import torch
 
 from cifarlab.data import CifarData, TensorLoader, load_dataset
 from cifarlab.errors import CifarlabError
-from cifarlab.model_files import model_of_run
-from cifarlab.models import create_model
 from cifarlab.train.build import EVAL_BATCH_SIZE
 from cifarlab.train.checkpoint import load_checkpoint
 from cifarlab.train.precision import autocast, compute_dtype
 from cifarlab.train.tta import tta_logits
+from cifarlab.trained import reported_checkpoint, run_net, scored_tta
 
 
 @dataclass
@@ -44,10 +43,7 @@ def predict_run(run: dict[str, Any], workspace: Path) -> Predictions:
             f"run {run['id']} was scored on a --limit-test subset that an older cifarlab drew "
             "(with the seed); train it again to chart its predictions"
         )
-    name = "best.pt" if config.get("val_size") else "last.pt"
-    path = workspace / run["id"] / name
-    if not path.is_file():
-        raise CifarlabError(f"run {run['id']} has no {name} checkpoint")
+    path = reported_checkpoint(run, workspace)
     data = load_dataset(
         run.get("data_path") or config.get("data"),  # not its version label (data@3f9a1c)
         val_size=config["val_size"],
@@ -86,14 +82,8 @@ def _rescore(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Classify the test split with the checkpoint's weights, as the trainer scored it."""
     config = run["config"]
-    model = create_model(model_of_run(run, workspace), num_classes=len(data.classes),
-                         **data.model_shape)  # fmt: skip
-    try:
-        # a run with --ema evaluated (and picked best.pt by) its averaged weights
-        model.load_state_dict(state["ema"] if state.get("ema") else state["model"])
-    except (RuntimeError, KeyError) as err:
-        message = f"checkpoint of run {run['id']} does not fit its model ({err})"
-        raise CifarlabError(message) from None
+    model = run_net(run, workspace, state, num_classes=len(data.classes),
+                    to="see its diagram and predictions", **data.model_shape)  # fmt: skip
     # score as the trainer did, so the charts' accuracy is the recorded one to the image: in
     # the run's precision and memory layout, at its evaluation batch size (bf16 rounding
     # moves a few borderline images), with TTA only where it used it: at the final epoch
@@ -101,7 +91,7 @@ def _rescore(
     channels_last = config.get("channels_last", True)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     model = model.to(memory_format=memory_format).eval()
-    tta = config.get("tta", 0) if state["epoch"] == config["epochs"] else 0
+    tta = scored_tta(config, state)
     loader = TensorLoader(data.test, EVAL_BATCH_SIZE, data.mean, data.std,
                           channels_last=channels_last, dtype=compute_dtype(precision))  # fmt: skip
     probs = []
