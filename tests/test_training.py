@@ -736,6 +736,9 @@ def test_a_registered_net_s_version_is_its_code_not_where_or_when_it_ran(tmp_pat
         "ACT = nn.ReLU": "ACT = nn.GELU",  # a torch class, by name
         "OPTS = Opts(width=64)": "OPTS = Opts(width=128)",  # a dataclass's fields
         "BLOCKS = (Block,)": "BLOCKS = (Wide,)",  # the user's classes in a tuple, by code
+        "PLAIN.width = 3": "PLAIN.width = 4",  # a plain object's attributes
+        "@functools.cache\ndef widths():\n    return (3,)": "@functools.cache\ndef widths():\n"
+        "    return (4,)",  # a function behind a cache
     }
     net = """
 from dataclasses import dataclass
@@ -747,9 +750,14 @@ class Block(nn.Linear):
 class Wide(nn.Linear):
     def forward(self, x):
         return 2 * super().forward(x)
+class Plain:
+    pass
+PLAIN = Plain()
+import functools
 {setting}
 def Net(num_classes=10, act=nn.functional.relu):
-    return nn.Sequential(*(b(3, 3) for b in BLOCKS), ACT(), nn.Linear(CFG[-1], OPTS.width))
+    return nn.Sequential(*(b(3, 3) for b in BLOCKS), ACT(), nn.Linear(CFG[-1], OPTS.width),
+                         nn.Linear(PLAIN.width, widths()[0]))
 """
     settings = "\n".join(edits)
     base = factory_digest(_notebook(net.format(setting=settings))["Net"])
@@ -801,6 +809,7 @@ def test_an_edited_net_registered_from_python_trains_again_as_a_new_version(
         assert len(runs) == 2 and len({r["config"]["model"] for r in runs}) == 2, runs
         assert all(r["config"]["model"].startswith("my-lin@") for r in runs)
         assert [g["n"] for g in cifarlab.grouped_results(ws)] == [1, 1]  # two nets, not seeds
+        assert len(cifarlab.results(ws, only={"model": "my-lin"})) == 2  # it matched none
         with pytest.raises(CifarlabError, match=f"not the version run {first['id']} trained"):
             model_of_run(first, ws)  # the report would draw and score the Tanh net for it
 
@@ -819,6 +828,33 @@ def test_an_edited_net_registered_from_python_trains_again_as_a_new_version(
         assert model_of_run(first, ws) == "my-lin"  # the first version, registered again
     finally:
         _REGISTRY.pop("my-lin", None)
+
+
+def test_a_notebook_net_s_failure_is_recorded_at_its_cell(tiny_archive, tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from cifarlab.models.registry import _REGISTRY
+
+    cell = "/tmp/ipykernel_4242/2861180438.py"
+    kernel = _notebook()
+    source = (
+        "\n\nclass Bomb(nn.Linear):\n    def forward(self, x):\n        if self.training:\n"
+        "            raise ValueError('boom')\n        return super().forward(x.flatten(1))\n"
+    )
+    exec(compile(source, cell, "exec"), kernel)
+    shell = SimpleNamespace(compile=SimpleNamespace(_filename_map={cell: 10}))
+    monkeypatch.setitem(sys.modules, "IPython", SimpleNamespace(get_ipython=lambda: shell))
+    cifarlab.register_model("bomb")(lambda num_classes: kernel["Bomb"](3072, num_classes))
+    try:
+        with pytest.raises(
+            CifarlabError, match=r"raised ValueError at Cell In\[10\], line 6: boom"
+        ):
+            _quick(tiny_archive, tmp_path, model="bomb", epochs=1)
+    finally:
+        _REGISTRY.pop("bomb", None)
+    # the run's record named the kernel's file: "ValueError: boom (2861180438.py:6)"
+    (run,) = cifarlab.results(tmp_path / "ws")
+    assert run["error"] == "ValueError: boom (Cell In[10], line 6)", run["error"]
 
 
 def test_a_model_file_s_helpers_are_the_modules_it_imports_from_beside_it(tmp_path):
@@ -1348,6 +1384,8 @@ def test_load_trained_names_what_it_cannot_use(tiny_archive, tmp_path):
         trained.predict(torch.rand(2, 3, 28, 28))
     pixels = torch.randint(0, 256, (2, 32, 32, 3))  # int64, as np.array(image).astype(int)
     assert torch.equal(trained.logits(pixels), trained.logits(pixels.to(torch.uint8)))
+    with pytest.raises(CifarlabError, match=r"floats must be in \[0, 1\] \(these reach 255\)"):
+        trained.predict(torch.full((1, 32, 32, 3), 255.0))  # every image read as one class
     from torch import nn
 
     from cifarlab.models.registry import _REGISTRY

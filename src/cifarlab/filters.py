@@ -7,6 +7,7 @@ stored records (``results``, ``--compare``).
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from pydantic import ValidationError
@@ -24,7 +25,16 @@ def record_matches(record: dict[str, Any], wanted: dict[str, Any]) -> bool:
     """Whether a stored run record has the typed settings ``wanted`` (a record holds JSON,
     and maybe a versioned model name)."""
     config = record["config"]
-    return all(recorded_value(k, config.get(k)) == v for k, v in wanted.items())
+    return all(_matches(k, config.get(k), v) for k, v in wanted.items())
+
+
+def _matches(key: str, recorded: Any, wanted: Any) -> bool:
+    if recorded_value(key, recorded) == wanted:
+        return True
+    # a version (my-net@3f9a1c, data/@90767f) is one of the model or data asked for by name:
+    # --only model=my-net matched no run once two versions were named apart
+    base, at, version = recorded.rpartition("@") if isinstance(recorded, str) else ("", "", "")
+    return bool(at and re.fullmatch("[0-9a-f]{6}", version) and recorded_value(key, base) == wanted)
 
 
 def parse_only(items: list[str], option: str = "--only") -> dict[str, Any]:

@@ -64,8 +64,14 @@ class TrainedModel:
                 f"images of shape {tuple(x.shape)}: run {self.run_id} classifies {c} x {h} x {w} "
                 f"images (N x {c} x {h} x {w}, or N x {h} x {w} x {c} pixels); resize them"
             )
-        pixels = not x.dtype.is_floating_point and x.dtype != torch.bool  # 0-255, as int64 too
-        return x.float() / 255 if pixels else x.float()
+        if not x.dtype.is_floating_point and x.dtype != torch.bool:  # 0-255 (int64 too)
+            return x.float() / 255
+        if x.numel() and x.max() > 1:  # every image read as one class: say it
+            raise CifarlabError(
+                f"images as floats must be in [0, 1] (these reach {x.max().item():g}); divide "
+                "pixels by 255, or pass them as uint8"
+            )
+        return x.float()
 
 
 def load_trained(run_id: str, workspace: str | os.PathLike = "cifarlab-runs") -> TrainedModel:

@@ -106,9 +106,13 @@ def _value(value: Any, todo: list[Any], depth: int = 0) -> str:
     if dataclasses.is_dataclass(value):  # a config object: its fields
         fields = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
         return f"{_value(type(value), todo)}{_value(fields, todo, depth + 1)}"
+    if hasattr(value, "__wrapped__"):  # @functools.cache, @wraps: the function it wraps
+        return _value(value.__wrapped__, todo, depth + 1)
     if callable(value) and hasattr(value, "__qualname__"):  # torch.relu, a bound method
         return f"{getattr(value, '__module__', '?')}.{value.__qualname__}"
     kind = type(value)
+    if _is_users(kind) and hasattr(value, "__dict__"):  # cfg = Cfg(); cfg.width = 32
+        return f"{_value(kind, todo)}{_value(vars(value), todo, depth + 1)}"
     shown = repr(value)  # torch.float16, an nn.Module's layers: the value, where it shows
     if " at 0x" not in shown and len(shown) <= MAX_ITEMS:
         return f"{kind.__module__}.{kind.__qualname__}({shown})"
@@ -124,10 +128,10 @@ def _is_users(obj: type | types.FunctionType) -> bool:
         code = getattr(getattr(function, "__func__", function), "__code__", None)
         if code is not None:
             return is_user_file(code.co_filename)
+    if obj.__module__ == "__main__":  # a notebook's or a script's (its launcher's file aside)
+        return True
     filename = getattr(sys.modules.get(obj.__module__), "__file__", None)
-    if filename is None:  # a notebook's __main__ has no file: the user's
-        return obj.__module__ not in ("builtins", *sys.builtin_module_names)
-    return is_user_file(filename)
+    return filename is not None and is_user_file(filename)
 
 
 def is_user_file(filename: str) -> bool:

@@ -37,13 +37,13 @@ def user_code_line(err: BaseException) -> str:
     ours; "" where there is none."""
     for frame in reversed(traceback.extract_tb(err.__traceback__)):
         if is_user_file(frame.filename):
-            cell = _notebook_cell(frame.filename)
+            cell = notebook_cell(frame.filename)
             name = Path(frame.filename).name
             return f" at {cell}, line {frame.lineno}" if cell else f" at {name}:{frame.lineno}"
     return ""
 
 
-def _notebook_cell(filename: str) -> str | None:
+def notebook_cell(filename: str) -> str | None:
     """``Cell In[8]`` for the file IPython compiled cell 8 under (``/tmp/ipykernel_1/29.py``)."""
     shell = getattr(sys.modules.get("IPython"), "get_ipython", lambda: None)()
     number = getattr(getattr(shell, "compile", None), "_filename_map", {}).get(filename)
