@@ -241,6 +241,11 @@ def test_seed_grouped_table_matches_a_hand_computation(tmp_path, tiny_archive, c
     assert table[0].startswith("| optimizer | n | best val")
     best = max(groups, key=lambda g: g["test_acc_mean"])
     assert table[2].startswith(f"| {best['optimizer']} | 2 | ")
+    # the header says "best val": its key was not among "try test_acc or train_seconds"
+    assert main(["results", "--workspace", str(ws), "--experiment", "tiny", "--sort",
+                 "best_val"]) == 2  # fmt: skip
+    assert "did you mean 'best_val_acc'? choose one of best_val_acc, final_test_acc, " \
+        in capsys.readouterr().err  # fmt: skip
     # --only filters every view, its values read as the sweep's --only reads them
     assert main(["results", "--workspace", str(ws), "--only", "optimizer=ADAM", "--format",
                  "json"]) == 0  # fmt: skip
@@ -427,18 +432,26 @@ def test_same_name_with_a_different_grid_needs_new_name_or_force(tmp_path, tiny_
     assert (
         "sweep tiny: 3 of its 4 runs not run yet (--only / --max-runs)" in capsys.readouterr().err
     )
+    # and its table showed one row of n=1 as if that were the experiment
+    assert main(["results", "--workspace", ws, "--experiment", "tiny"]) == 0
+    assert "note: 3 of experiment 'tiny''s 4 runs have not started yet; sweeping its file " \
+        "again runs them" in capsys.readouterr().err  # fmt: skip
     changed = _write(
         tmp_path / "changed.toml", first.read_text().replace("seed = [0, 1]", "seed = [5]")
     )
     capsys.readouterr()
-    for plan in ("--dry-run", "--quiet"):  # the plan refuses it as the sweep itself does
-        assert main(["sweep", str(changed), "--workspace", ws, plan]) == 2
-        assert "--new-name NAME" in capsys.readouterr().err
+    assert main(["sweep", str(changed), "--workspace", ws, "--quiet"]) == 2
+    assert "pass --force to point the name at these runs (finished ones are reused, none " \
+        "deleted) or --new-name NAME" in capsys.readouterr().err  # fmt: skip
+    # the plan of a grown grid is what one looks at before choosing: it refused to show it
+    assert main(["sweep", str(changed), "--workspace", ws, "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "tiny: 2 runs, 2 to run" in out and "note: experiment 'tiny' holds other runs" in out
     assert main(["sweep", str(changed), "--workspace", ws, "--quiet", "--new-name", "tiny2"]) == 0
     assert main(["sweep", str(changed), "--workspace", ws, "--quiet", "--force"]) == 0
     assert len(cifarlab.results(ws, experiment="tiny")) == 2  # sgd+adam at seed 5 (shared runs)
     # from a notebook: the same choice, by keyword
-    with pytest.raises(cifarlab.CifarlabError, match="from Python: new_name=, force=True"):
+    with pytest.raises(cifarlab.CifarlabError, match="from Python: force=True, new_name="):
         cifarlab.sweep(first, workspace=ws, quiet=True, new_name="tiny2")
     assert cifarlab.sweep(first, workspace=ws, quiet=True, new_name="tiny3").failed == 0
     assert cifarlab.sweep(first, workspace=ws, quiet=True, force=True).failed == 0
@@ -1126,17 +1139,43 @@ def test_compare_and_group_by_say_when_they_pool_other_budgets():
     assert said.endswith("note: the runs compared differ in epochs, and the difference mixes "
                          "those in: filter both sides to one value of each"), said  # fmt: skip
     assert "note" not in compare(records, "optimizer=adam,epochs=2", "optimizer=sgd,epochs=2")
-    assert "note" not in compare(records, "epochs=2", "epochs=4")  # the budget compared
+    assert "differ in epochs" not in compare(records, "epochs=2", "epochs=4")  # compared
     said = compare(records, "optimizer=adam,epochs=2", "optimizer=sgd")
     assert "differ in epochs" in said  # two sides of other budgets, not asked for
     with pytest.raises(cifarlab.CifarlabError, match="run r0 matches both 'epochs=2' and"):
         compare(records, "epochs=2", "optimizer=adam")  # a side set against itself
     records.append({**run(4, "adam", 2, 0.0), "status": "diverged"})
     said = compare(records, "optimizer=adam,epochs=2", "optimizer=sgd,epochs=2")
-    assert said.endswith("; left out: 1 diverged")  # it flattered adam without a word
+    # it flattered adam without a word, then without saying whose runs they were
+    assert said.endswith("; left out: 1 diverged of optimizer=adam,epochs=2"), said
     records[0]["config"]["limit_train"] = 500  # two budgets now: a list of two, not three
     said = compare(records, "optimizer=adam", "optimizer=sgd")
     assert "differ in epochs and limit_train, and the difference" in said, said
+
+
+def test_compare_says_when_a_side_pools_configurations_as_seeds():
+    import json
+
+    from cifarlab.results import compare
+
+    def run(i: int, model: str, optimizer: str, acc: float) -> dict:
+        config = {"model": model, "optimizer": optimizer, "seed": 0}
+        return {"id": f"r{i}", "status": "completed", "test_acc": acc, "config": config}
+
+    records = [run(0, "tutorial", "adam", 0.30), run(1, "simple", "adam", 0.50),
+               run(2, "tutorial", "sgd", 0.25), run(3, "simple", "sgd", 0.45)]  # fmt: skip
+    # "n=2 vs 2" with a 95% CI were two models a side, one seed each
+    said = compare(records, "optimizer=adam", "optimizer=sgd")
+    assert said.endswith("; note: each side pools runs that differ in model, not only seeds, so "
+                         "the interval is not a seed interval: filter both sides to one "
+                         "configuration (the report ranks like for like)"), said  # fmt: skip
+    records[3]["config"]["model"] = "stacked"  # and unbalanced: a different mix a side
+    said = compare(records, "optimizer=adam", "optimizer=sgd")
+    assert "and the sides hold different mixes of them" in said, said
+    assert "note" not in compare(records, "model=tutorial,optimizer=adam",
+                                 "model=tutorial,optimizer=sgd")  # fmt: skip
+    out = json.loads(compare(records, "optimizer=adam", "optimizer=sgd", fmt="json"))
+    assert out["pooled"] == ["model"] and out["left_out"] == [{}, {}]
 
 
 def test_a_mean_over_fewer_runs_than_the_row_says_its_own_n():

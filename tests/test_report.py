@@ -972,6 +972,20 @@ def test_a_report_into_a_folder_of_the_users_own_pictures_leaves_them_alone(tiny
     assert not abandoned.exists()
 
 
+def test_the_gap_chart_blames_augmentation_only_where_runs_had_it(tmp_path):
+    records = _fake_runs(n_models=2, lrs=1, seeds=1, epochs=3)
+    for record in records:
+        record["config"]["augment"] = "none"  # the blog preset's
+        for row in record["epochs"]:
+            row["gap"] = -0.02  # validation ahead of training
+    caption = charts.gap_curves(aggregate.group(records), tmp_path).caption
+    assert "running mean while the net still improved; the model does not" in caption, caption
+    assert "augmentation" not in caption  # it blamed augmentation the runs never had
+    records[0]["config"]["augment"] = "crop-flip"
+    caption = charts.gap_curves(aggregate.group(records), tmp_path).caption
+    assert "augmentation handicaps the training images" in caption, caption
+
+
 def test_the_loss_chart_says_when_training_loss_is_against_smoothed_targets(tmp_path):
     records = _fake_runs(n_models=1, lrs=1, seeds=1, epochs=3)
     assert "smoothed" not in charts.loss_curves(aggregate.group(records), tmp_path).caption

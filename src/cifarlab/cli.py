@@ -146,6 +146,7 @@ def cmd_results(args: argparse.Namespace) -> int:
         pooling_note,
         results,
         sort_records,
+        unstarted_note,
     )
 
     group_by = comma_list(args.group_by) if args.group_by else None
@@ -169,8 +170,9 @@ def cmd_results(args: argparse.Namespace) -> int:
     else:
         table = group_table(args.workspace, args.experiment, group_by, args.sort, args.format, only)
         print(table)
-        note = pooling_note(args.workspace, args.experiment, group_by, only) if group_by else None
-        if note:  # stderr: a --format json/csv reader parses stdout
+        notes = [pooling_note(args.workspace, args.experiment, group_by, only) if group_by
+                 else None, unstarted_note(args.workspace, args.experiment)]  # fmt: skip
+        for note in filter(None, notes):  # stderr: a --format json/csv reader parses stdout
             print(note, file=sys.stderr)
     return 0
 
@@ -207,11 +209,13 @@ def _sweep(experiment, args: argparse.Namespace) -> int:
 
     from cifarlab.experiments.store import ResultsStore
     from cifarlab.experiments.sweep import (
+        GROWN_GRID_FIX,
         TO_RUN,
         check_experiment_name,
         check_paths,
         check_sweep_options,
         mark_changed_data,
+        other_runs_named,
         plan_sweep,
         run_sweep,
     )
@@ -224,8 +228,10 @@ def _sweep(experiment, args: argparse.Namespace) -> int:
     if args.dry_run:  # writes nothing: a workspace without a database plans against an empty one
         db = Path(args.workspace) / "runs.db"
         with ResultsStore(db if db.exists() else ":memory:") as store:
-            check_experiment_name(experiment, store, args.force)  # as the real sweep will
+            check_experiment_name(experiment, store, force=True)  # a name that cannot be
             planned = plan_sweep(experiment, store, only, args.max_runs)
+            # a grown grid: its plan is what the user wants to see before --force
+            refused = not args.force and other_runs_named(experiment, store)
         check_paths([p.config for p in planned if p.action in TO_RUN])  # as the sweep will
         mark_changed_data(planned, dry_run=True)  # edited data trains again: it said done
         axes = _other_axes([p.config for p in planned])
@@ -240,6 +246,9 @@ def _sweep(experiment, args: argparse.Namespace) -> int:
         if any(p.data_unchecked for p in planned):
             print("* its data is not cached as it is now (edited since, or decoded elsewhere): "
                   "the sweep reads it, and trains the run again if it changed")  # fmt: skip
+        if refused:
+            print(f"note: experiment {experiment.name!r} holds other runs here (an edited "
+                  f"grid or model file); the sweep needs a choice: {GROWN_GRID_FIX}")  # fmt: skip
         return 0
     try:
         report = run_sweep(

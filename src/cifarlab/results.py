@@ -254,18 +254,39 @@ def pooling_note(
     )
 
 
+def unstarted_note(workspace: str | Path, experiment: str | None) -> str | None:
+    """How many of an experiment's runs have no result yet (a sweep under way or cut short):
+    its rows showed n=1 of 3 seeds as if that were all."""
+    if experiment is None:
+        return None
+    with open_store(workspace) as store:
+        entry = store.experiment(experiment)
+        hashes = entry["config_hashes"] if entry else []
+        missing = sum(store.standing_run(h) is None for h in hashes)
+    if not missing:
+        return None
+    return (
+        f"note: {missing} of experiment {experiment!r}'s {len(hashes)} runs have not started "
+        "yet; sweeping its file again runs them"
+    )
+
+
 def compare(
     records: list[dict[str, Any]], a: str, b: str, metric: str = "test_acc", fmt: str = "table"
 ) -> str:
     """One sentence: the difference in mean ``metric`` between filters ``a`` and ``b``, 95% CI
     (``fmt="json"``: the numbers)."""
-    values, sides, budgets, left_out = [], [], [], []
+    values, sides, budgets, left_out, mixes = [], [], [], [], []
+    named = {k for spec in (a, b) for k in _filter_keys(spec)}
     for spec in (a, b):
         match = _filter(records, spec)
         sides.append({r["id"] for r in match})
         done = [r for r in match if r["status"] == "completed"]
         budgets += pooled_budgets(done, [])  # runs of 2 and 4 epochs are not repeats
-        left_out += [r for r in match if r["status"] != "completed"]
+        left_out.append(Counter(r["status"] for r in match if r["status"] != "completed"))
+        # other settings that vary within a side: its runs are not all seeds of one config
+        mixed = [k for k in varying_keys(done) if k not in named | set(BUDGET_KEYS)]
+        mixes.append({k: {json.dumps(r["config"].get(k)) for r in done} for k in mixed})
         if not done:
             others = ", ".join(f"{r['id']} {r['status']}" for r in match)
             raise CifarlabError(
@@ -281,14 +302,14 @@ def compare(
         )
     stats = compare_means(*values)
     # nor are two sides of other budgets a race, unless the budget is what is compared
-    named = {k for spec in (a, b) for k in _filter_keys(spec)}
     both_sides = [r for r in records if r["id"] in sides[0] | sides[1]]
     budgets += [k for k in pooled_budgets(both_sides, []) if k not in named]
     budgets = list(dict.fromkeys(budgets))
+    pooled = list(dict.fromkeys(k for mix in mixes for k in mix))
     if fmt == "json":
-        return json.dumps(
-            {"a": a, "b": b, "metric": metric, **stats, "budgets_differ": budgets}, indent=2
-        )
+        out = {"a": a, "b": b, "metric": metric, **stats, "budgets_differ": budgets,
+               "pooled": pooled, "left_out": [dict(n) for n in left_out]}  # fmt: skip
+        return json.dumps(out, indent=2)
     sentence = f"{a} vs {b}: {stats['diff'] * 100:+.2f} points {metric}"
     if stats["low"] is None:
         sentence += f" (n={stats['n_a']} vs {stats['n_b']}; add seeds for a 95% CI)"
@@ -297,9 +318,19 @@ def compare(
             f" (95% CI {stats['low'] * 100:+.2f} to {stats['high'] * 100:+.2f}, "
             f"Welch t, n={stats['n_a']} vs {stats['n_b']})"
         )
-    if left_out:  # two diverged lr=0.1 runs left out flatter the side they belong to
-        kinds = Counter(r["status"] for r in left_out)
-        sentence += f"; left out: {and_list([f'{n} {s}' for s, n in sorted(kinds.items())])}"
+    # two diverged lr=0.1 runs left out flatter the side they belong to: it is named
+    lost = [f"{and_list([f'{n} {s}' for s, n in sorted(kinds.items())])} of {spec}"
+            for spec, kinds in zip((a, b), left_out) if kinds]  # fmt: skip
+    if lost:
+        sentence += f"; left out: {'; '.join(lost)}"
+    if pooled:  # "n=2 vs 2" were two models a side, read as seeds of one
+        unequal = any(mixes[0].get(k) != mixes[1].get(k) for k in pooled)
+        sentence += (
+            f"; note: each side pools runs that differ in {and_list(pooled)}, not only seeds, "
+            "so the interval is not a seed interval"
+            + (" and the sides hold different mixes of them" if unequal else "")
+            + ": filter both sides to one configuration (the report ranks like for like)"
+        )
     if budgets:
         sentence += (
             f"; note: the runs compared differ in {and_list(budgets)}, and the difference "
@@ -318,8 +349,13 @@ def sort_records(records: list[dict[str, Any]], key: str | None) -> list[dict[st
     if not key:
         return records
     field = key if not records or key in records[0] else f"{key}_mean"
-    if records and field not in records[0]:
-        raise CifarlabError(f"--sort {key!r}: not a column here; try test_acc or train_seconds")
+    if records and field not in records[0]:  # "best val" is the header; the key is its own
+        keys = sorted(k.removesuffix("_mean") for k in records[0] if k not in ("config", "runs"))
+        keys = [k for k in keys if not k.endswith(("_std", "_n"))]
+        hint = suggest(key, keys)
+        raise CifarlabError(
+            f"--sort {key!r}: not a column here; {hint}choose one of {', '.join(keys)}"
+        )
     descending = field.removesuffix("_mean") in GROUP_METRICS and "seconds" not in field
     present = [r for r in records if r.get(field) is not None]
     missing = [r for r in records if r.get(field) is None]

@@ -162,13 +162,24 @@ def check_experiment_name(experiment: Experiment, store: ResultsStore, force: bo
     cannot name a report folder (``--new-name ../x``)."""
     if name_problem(experiment.name):
         raise CifarlabError(f"experiment name: {name_problem(experiment.name)}")
-    existing = store.experiment(experiment.name)
-    if existing and existing["fingerprint"] != experiment.fingerprint and not force:
+    if not force and other_runs_named(experiment, store):
         raise CifarlabError(
             f"experiment {experiment.name!r} already exists in {str(store.path.parent)!r} with "
-            "different runs (an edited grid or model file); pass --new-name NAME to keep both "
-            "or --force to replace it (from Python: new_name=, force=True)"
+            f"different runs (an edited grid or model file); {GROWN_GRID_FIX}"
         )
+
+
+# "replace" read as if it deleted runs: --force re-points the name, and runs are kept
+GROWN_GRID_FIX = (
+    "pass --force to point the name at these runs (finished ones are reused, none deleted) "
+    "or --new-name NAME to keep both (from Python: force=True, new_name=)"
+)
+
+
+def other_runs_named(experiment: Experiment, store: ResultsStore) -> bool:
+    """Whether the workspace records the experiment's name for another set of runs."""
+    existing = store.experiment(experiment.name)
+    return bool(existing) and existing["fingerprint"] != experiment.fingerprint
 
 
 def run_sweep(
