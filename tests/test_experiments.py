@@ -1122,6 +1122,24 @@ def test_a_rerun_sweep_reads_its_data_once_before_training(tmp_path, tiny_archiv
     assert len(reads) == 1 + 3
 
 
+def test_an_include_beside_a_grid_of_seeds_says_it_is_one_run():
+    definition = {
+        "name": "x",
+        "grid": {"seed": [0, 1, 2]},
+        "include": [{"model": "simple", "lr": 0.05}, {"model": "stacked", "seed": 1}],
+    }
+    # compared as n=1 against n=3 without a word
+    with pytest.warns(UserWarning, match=r"include\[0\] is one run, with seed 0, where the grid "
+                      r"runs seeds \[0, 1, 2\]; repeat it with seed = N") as said:  # fmt: skip
+        assert len(build_experiment(definition).configs) == 5
+    assert len(said) == 1  # include[1] names its seed
+    definition = {"name": "x", "grid": {"model": ["tutorial", "simple"]},
+                  "exclude": [{"model": "simple"}, {"model": "stacked"}]}  # fmt: skip
+    with pytest.warns(UserWarning, match=r"exclude\[1\] matches none of the grid's runs") as said:
+        assert len(build_experiment(definition).configs) == 1
+    assert len(said) == 1  # exclude[0] dropped its run
+
+
 def test_compare_and_group_by_say_when_they_pool_other_budgets():
     from cifarlab.experiments.analysis import pooled_budgets
     from cifarlab.results import compare

@@ -109,10 +109,18 @@ def build_experiment(
     for section in ("include", "exclude"):
         for i, table in enumerate(_tables(definition, section)):
             problems += _check_values(f"{section}[{i}]", table)
+    seeds = grid.get("seed") if isinstance(grid.get("seed"), list) else []
+    for i, table in enumerate(_tables(definition, "include")):
+        if len(seeds) > 1 and "seed" not in table:  # its one run read as n=1 beside n=3
+            warn(f"{source}: include[{i}] is one run, with seed {base.get('seed', 0)}, where "
+                 f"the grid runs seeds {seeds}; repeat it with seed = N for each, to compare "
+                 "like for like")  # fmt: skip
     if problems:
         raise CifarlabError("\n".join(f"{source}: {p}" for p in problems))
 
     configs, seen, excluded = [], set(), 0
+    excludes = _tables(definition, "exclude")
+    used: set[int] = set()  # the excludes that matched a run
     for i, (options, from_grid) in enumerate(_expand(definition)):
         try:
             config = RunConfig(**{**options, **overrides})
@@ -120,14 +128,19 @@ def build_experiment(
             where = ", ".join(f"{k}={v}" for k, v in options.items() if k in grid) or f"run {i}"
             problems += [f"{where}: {validation_message(e)}" for e in err.errors()]
             continue
-        if from_grid and _excluded(config, options, overrides, _tables(definition, "exclude")):
+        matched = _excluded(config, options, overrides, excludes) if from_grid else None
+        if matched is not None:
             excluded += 1
+            used.add(matched)
             continue
         if config.hash() not in seen:  # two ways to the same run: run it once
             seen.add(config.hash())
             configs.append(config)
     if problems:
         raise CifarlabError("\n".join(f"{source}: {p}" for p in problems))
+    for i in sorted(set(range(len(excludes))) - used):  # a typo'd value drops nothing, silently
+        warn(f"{source}: exclude[{i}] matches none of the grid's runs, so it drops nothing; "
+             "check its values against [grid]")  # fmt: skip
     if not configs:
         raise CifarlabError(
             f"{source}: [[exclude]] drops all {excluded} grid runs; loosen an exclude or "
@@ -220,18 +233,19 @@ def _expand(definition: dict[str, Any]) -> list[tuple[dict[str, Any], bool]]:
 
 def _excluded(
     config: RunConfig, options: dict[str, Any], overrides: dict[str, Any], excludes: list
-) -> bool:
-    """Whether an exclude matches: setting its values leaves the run as it is. Values are
-    compared as the run reads them, so "SGD" matches sgd and epochs = 10 the default; every
-    field counts (device too), and `sweep --data B` does not make an exclude on data A match."""
-    for exclude in excludes:
+) -> int | None:
+    """The first exclude that matches (None: none does): setting its values leaves the run as
+    it is. Values are compared as the run reads them, so "SGD" matches sgd and epochs = 10
+    the default; every field counts (device too), and `sweep --data B` does not make an
+    exclude on data A match."""
+    for i, exclude in enumerate(excludes):
         try:
             same = RunConfig(**{**options, **overrides, **exclude}) == config
         except ValidationError:
             same = False  # its values make another (invalid) run, so not this one
         if same:
-            return True
-    return False
+            return i
+    return None
 
 
 def _did_you_mean(key: str, choices: Any) -> str:
