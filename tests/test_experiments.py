@@ -458,14 +458,15 @@ def test_same_name_with_a_different_grid_needs_new_name_or_force(tmp_path, tiny_
     assert len(cifarlab.results(ws, experiment="tiny")) == 4  # the first grid again
 
 
-def test_python_api_sweep_and_results(tmp_path, tiny_archive):
+def test_python_api_sweep_and_results(tmp_path, tiny_archive, capsys):
     report = cifarlab.sweep(_tiny_grid(tmp_path, tiny_archive, epochs=1), workspace=tmp_path / "ws",
                             quiet=True)  # fmt: skip
     assert report.failed == 0 and len(report.outcomes) == 4
     assert len(cifarlab.results(tmp_path / "ws", experiment="tiny")) == 4
     assert repr(report).startswith("SweepReport('tiny': 4 runs (4 completed) in ")  # one line
-    again = cifarlab.sweep(_tiny_grid(tmp_path, tiny_archive, epochs=1), workspace=tmp_path / "ws",
-                           quiet=True)  # fmt: skip
+    capsys.readouterr()
+    again = cifarlab.sweep(_tiny_grid(tmp_path, tiny_archive, epochs=1), workspace=tmp_path / "ws")
+    assert "cifarlab: sweep tiny: 4 runs: 4 done before" in capsys.readouterr().err  # up front
     # it read "4 runs (4 completed) in 0 s", as if it had trained them
     assert repr(again).startswith("SweepReport('tiny': 4 runs (4 completed; all done before) in")
 

@@ -15,6 +15,7 @@ import signal
 import sys
 import time
 import warnings
+from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
@@ -33,6 +34,7 @@ from cifarlab.errors import (
     RunInProgress,
     Terminated,
     bar_disabled,
+    note,
     show_warning,
     warn,
 )
@@ -41,6 +43,7 @@ from cifarlab.experiments.store import FINISHED, ResultsStore, prepare_workspace
 from cifarlab.filters import config_matches
 from cifarlab.model_files import model_code_digest, model_source
 from cifarlab.process import check_main_guarded, die_with_parent, owner_pid
+from cifarlab.results import and_list
 from cifarlab.train import cpu_share
 
 TO_RUN = ("new", "resume", "restart")  # the plan's actions that train; "done", "busy" do not
@@ -259,6 +262,11 @@ def _run_planned(
         if p.action not in TO_RUN:  # done, or busy in another process: its status as it is
             report.outcomes[p.config.hash()] = p.previous["status"]
     todo = [p for p in planned if p.action in TO_RUN]
+    actions = Counter(p.action for p in planned)  # what a rerun reuses, before minutes pass
+    said = {"done": "done before", "resume": "to resume", "restart": "to restart", "new": "new",
+            "busy": "training elsewhere"}  # fmt: skip
+    counts = [f"{actions[a]} {words}" for a, words in said.items() if actions[a]]
+    note(quiet, f"sweep {name}: {len(planned)} run{'s' * (len(planned) != 1)}: {and_list(counts)}")
     start = time.perf_counter()
     configs = [_for_workspace(p, workspace, quiet or workers > 1) for p in todo]
     anew = {p.config.hash() for p in todo if p.edited}  # not skipped as done
