@@ -275,7 +275,12 @@ def test_seed_grouped_table_matches_a_hand_computation(tmp_path, tiny_archive, c
     err = capsys.readouterr().err
     assert "--compare 'optimzer=adam': unknown setting 'optimzer'; did you mean 'optimizer'?" in err
     assert main(["results", "--workspace", str(ws), "--only", "lr=7"]) == 0
-    assert capsys.readouterr().out.strip() == "no runs match --only lr=7"  # not "no runs yet"
+    said = capsys.readouterr().out.strip()  # not "no runs yet"; and what the runs hold
+    assert said.startswith("no runs match --only lr=7; lr here: "), said
+    assert main(["results", "--workspace", str(ws), "--only", "model=tutoral"]) == 0
+    said = capsys.readouterr().out.strip()  # a typo read as an empty workspace
+    assert said == "no runs match --only model=tutoral; model here: tutorial (did you mean " \
+        "'tutorial'?)", said  # fmt: skip
     assert main(["results", "--workspace", str(ws), "--only", "workspace=x"]) == 2
     assert "unknown setting 'workspace'; see" in capsys.readouterr().err  # not "did you mean"
     assert main(["results", "--workspace", str(ws), "--group-by", "optimizer, seed"]) == 0
@@ -1121,6 +1126,16 @@ def test_a_rerun_sweep_reads_its_data_once_before_training(tmp_path, tiny_archiv
     # one read to compare the finished run's data, one per run trained; the check of the
     # sources for the runs to train read the same source a second time
     assert len(reads) == 1 + 3
+
+
+def test_a_list_in_base_is_pointed_to_the_grid_and_a_tuple_in_the_grid_is_a_list():
+    definition = {"name": "x", "base": {"lr": [0.1, 0.01]}, "grid": {"seed": [0]}}
+    with pytest.raises(cifarlab.CifarlabError, match=r"base.lr: must be a valid number "
+                       r"\(got \[0.1, 0.01\]\); values to try go under \[grid\]"):  # fmt: skip
+        build_experiment(definition)
+    # from Python: it said "must be a list of values, e.g. model = [('tutorial', 'simple')]"
+    definition = {"name": "x", "grid": {"model": ("tutorial", "simple")}}
+    assert len(build_experiment(definition).configs) == 2
 
 
 def test_an_include_beside_a_grid_of_seeds_says_it_is_one_run():

@@ -146,6 +146,7 @@ def cmd_results(args: argparse.Namespace) -> int:
         pooling_note,
         results,
         sort_records,
+        unmatched_hint,
         unstarted_note,
     )
 
@@ -153,7 +154,8 @@ def cmd_results(args: argparse.Namespace) -> int:
     only = parse_only(args.only)
     if only and not results(args.workspace, args.experiment, only):
         shown = " ".join(f"--only {item}" for item in args.only)
-        print(f"no runs match {shown}")  # not "no runs yet": the workspace has some
+        hint = unmatched_hint(args.workspace, args.experiment, only)  # a typo'd model name
+        print(f"no runs match {shown}{hint}")  # not "no runs yet": the workspace has some
         return 0
     if args.experiment is None and group_by is None and args.compare is None:
         records = results(args.workspace, only=only)

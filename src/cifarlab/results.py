@@ -254,6 +254,24 @@ def pooling_note(
     )
 
 
+def unmatched_hint(workspace: str | Path, experiment: str | None, only: dict[str, Any]) -> str:
+    """What the runs hold where ``--only`` matched none (``model=tutoral``), e.g. "; model here:
+    simple, tutorial (did you mean 'tutorial'?)"; "" where each value asked for is there."""
+    from cifarlab.filters import recorded_value
+
+    runs = _stored_runs(workspace, experiment, None)
+    hints = []
+    for key, wanted in only.items():
+        values = {recorded_value(key, r["config"].get(key)) for r in runs}
+        if wanted not in values:
+            shown = sorted(setting_text(v) for v in values)
+            guess = suggest(setting_text(wanted), shown)
+            hints.append(
+                f"{key} here: {', '.join(shown[:12])}" + (f" ({guess.strip()})" if guess else "")
+            )
+    return "".join(f"; {h}" for h in hints)
+
+
 def unstarted_note(workspace: str | Path, experiment: str | None) -> str | None:
     """How many of an experiment's runs have no result yet (a sweep under way or cut short):
     its rows showed n=1 of 3 seeds as if that were all."""

@@ -99,7 +99,7 @@ def build_experiment(
     for key, values in grid.items():
         if key not in RUN_KEYS:
             problems += _check_value(f"grid.{key}", key, None)
-        elif isinstance(values, list):
+        elif isinstance(values, list | tuple):
             for i, value in enumerate(values):
                 problems += _check_value(f"grid.{key}[{i}]", key, value)
             repeated = [v for i, v in enumerate(values) if v in values[:i]]  # 0.01 and 1e-2 too
@@ -166,7 +166,7 @@ def _check_shape(definition: dict[str, Any]) -> list[str]:
     grid = definition.get("grid", {})
     if isinstance(grid, dict):
         for key, values in grid.items():
-            if not isinstance(values, list):
+            if not isinstance(values, list | tuple):  # a tuple from Python is a list too
                 problems.append(f"grid.{key}: must be a list of values, e.g. {key} = [{values!r}]")
             elif not values:
                 problems.append(f"grid.{key}: empty list; give at least one value")
@@ -201,7 +201,10 @@ def _check_value(path: str, key: str, value: Any) -> list[str]:
         RunConfig(**{key: value})
     except ValidationError as err:
         field_errors = [e for e in err.errors() if e["loc"]]  # loc () is a cross-field check
-        return [f"{path}: {validation_message(e)} (got {value!r})" for e in field_errors]
+        # lr = [0.1, 0.01] in [base]: values to try are a grid axis
+        hint = "; values to try go under [grid]" if path.startswith("base.") and isinstance(
+            value, list) else ""  # fmt: skip
+        return [f"{path}: {validation_message(e)} (got {value!r}){hint}" for e in field_errors]
     if key == "model":  # a misspelled name fails here, not as a failed run mid-sweep
         try:
             get_model_entry(value)
