@@ -464,8 +464,14 @@ def test_same_name_with_a_different_grid_needs_new_name_or_force(tmp_path, tiny_
 
 
 def test_python_api_sweep_and_results(tmp_path, tiny_archive, capsys):
+    grid = _tiny_grid(tmp_path, tiny_archive, epochs=1)
+    plan = cifarlab.sweep(grid, workspace=tmp_path / "ws", dry_run=True)  # as --dry-run
+    assert repr(plan).splitlines()[-1] == "tiny: 4 runs, 4 to run"
+    assert [p.action for p in plan.planned] == ["new"] * 4 and not (tmp_path / "ws").exists()
     report = cifarlab.sweep(_tiny_grid(tmp_path, tiny_archive, epochs=1), workspace=tmp_path / "ws",
                             quiet=True)  # fmt: skip
+    plan = cifarlab.sweep(grid, workspace=tmp_path / "ws", dry_run=True)
+    assert repr(plan).startswith("done    tutorial-") and "4 runs, 0 to run" in repr(plan)
     assert report.failed == 0 and len(report.outcomes) == 4
     assert len(cifarlab.results(tmp_path / "ws", experiment="tiny")) == 4
     assert repr(report).startswith("SweepReport('tiny': 4 runs (4 completed) in ")  # one line

@@ -21,7 +21,7 @@ from cifarlab.results import grouped_results, results
 if TYPE_CHECKING:
     from cifarlab.config import RunConfig
     from cifarlab.data import load_dataset
-    from cifarlab.experiments.sweep import SweepReport
+    from cifarlab.experiments.sweep import SweepPlan, SweepReport
     from cifarlab.models import create_model, list_models, register_model
     from cifarlab.runner import RunResult, run_training
     from cifarlab.trained import TrainedModel, load_trained
@@ -72,17 +72,19 @@ def sweep(
     only: dict[str, Any] | None = None,
     max_runs: int | None = None,
     data: str | Path | None = None,
-) -> SweepReport:
+    dry_run: bool = False,
+) -> SweepReport | SweepPlan:
     """Run the missing runs of an experiment (a TOML path or a dict); returns a SweepReport.
 
     An experiment whose runs changed (an edited grid or model file) keeps its old record
-    unless ``new_name`` records it apart or ``force`` replaces it; ``only`` ({"model":
-    "tutorial"}), ``max_runs`` and ``data`` (for every run) are the CLI's --only, --max-runs
-    and --data."""
+    unless ``new_name`` records it apart or ``force`` points the name at the new runs
+    (finished ones are reused); ``only`` ({"model": "tutorial"}), ``max_runs``, ``data``
+    (for every run) and ``dry_run`` (returns the SweepPlan, trains nothing, writes nothing)
+    are the CLI's --only, --max-runs, --data and --dry-run."""
     from dataclasses import replace
 
     from cifarlab.experiments.spec import build_experiment, load_experiment
-    from cifarlab.experiments.sweep import check_sweep_options, run_sweep
+    from cifarlab.experiments.sweep import check_sweep_options, plan_dry_run, run_sweep
     from cifarlab.filters import typed_only
 
     check_sweep_options(workers, max_runs)
@@ -100,6 +102,8 @@ def sweep(
     if new_name is not None:
         experiment = replace(experiment, name=new_name)
     wanted = typed_only(only or {})
+    if dry_run:
+        return plan_dry_run(experiment, workspace, wanted, max_runs, force)
     try:
         return run_sweep(experiment, workspace, workers=workers, quiet=quiet, force=force,
                          only=wanted, max_runs=max_runs)  # fmt: skip

@@ -209,18 +209,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def _sweep(experiment, args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from cifarlab.experiments.store import ResultsStore
-    from cifarlab.experiments.sweep import (
-        GROWN_GRID_FIX,
-        TO_RUN,
-        check_experiment_name,
-        check_paths,
-        check_sweep_options,
-        mark_changed_data,
-        other_runs_named,
-        plan_sweep,
-        run_sweep,
-    )
+    from cifarlab.experiments.sweep import TO_RUN, check_sweep_options, plan_dry_run, run_sweep
     from cifarlab.filters import parse_only
 
     if args.new_name is not None:
@@ -228,29 +217,8 @@ def _sweep(experiment, args: argparse.Namespace) -> int:
     check_sweep_options(args.workers, args.max_runs)
     only = parse_only(args.only)
     if args.dry_run:  # writes nothing: a workspace without a database plans against an empty one
-        db = Path(args.workspace) / "runs.db"
-        with ResultsStore(db if db.exists() else ":memory:") as store:
-            check_experiment_name(experiment, store, force=True)  # a name that cannot be
-            planned = plan_sweep(experiment, store, only, args.max_runs)
-            # a grown grid: its plan is what the user wants to see before --force
-            refused = not args.force and other_runs_named(experiment, store)
-        check_paths([p.config for p in planned if p.action in TO_RUN])  # as the sweep will
-        mark_changed_data(planned, dry_run=True)  # edited data trains again: it said done
-        axes = _other_axes([p.config for p in planned])
-        # a run's id, as `results` shows it and `train --resume` takes it; a new run has none
-        ids = [p.previous["id"] if p.previous and p.action != "new" else "-" for p in planned]
-        width = max(map(len, ids), default=1)
-        for p, run_id in zip(planned, ids):
-            action = p.action + "*" * p.data_unchecked
-            print(f"{action:8s}{run_id:{width}s}  {_describe_run(p.config, axes)}")
-        todo = sum(p.action in TO_RUN for p in planned)
-        print(f"{experiment.name}: {_runs(len(planned))}, {todo} to run")
-        if any(p.data_unchecked for p in planned):
-            print("* its data is not cached as it is now (edited since, or decoded elsewhere): "
-                  "the sweep reads it, and trains the run again if it changed")  # fmt: skip
-        if refused:
-            print(f"note: experiment {experiment.name!r} holds other runs here (an edited "
-                  f"grid or model file); the sweep needs a choice: {GROWN_GRID_FIX}")  # fmt: skip
+        plan = plan_dry_run(experiment, args.workspace, only, args.max_runs, args.force)
+        print(plan.text())
         return 0
     try:
         report = run_sweep(
@@ -279,24 +247,6 @@ def _sweep(experiment, args: argparse.Namespace) -> int:
 
 def _runs(n: int) -> str:
     return f"{n} run" + "s" * (n != 1)
-
-
-_DESCRIBED = ("model", "optimizer", "lr", "batch_size", "seed")
-
-
-def _describe_run(config, axes: tuple[str, ...] | list[str] = ()) -> str:
-    c = config
-    text = f"{c.model:10s} {c.optimizer:7s} lr={c.lr:g} bs={c.batch_size} seed={c.seed}"
-    from cifarlab.tables import setting_text
-
-    return " ".join([text, *(f"{k}={setting_text(getattr(c, k))}" for k in axes)])
-
-
-def _other_axes(configs: list) -> list[str]:
-    """Settings besides the usual five that differ between ``configs``: a grid over
-    milestones must not print identical lines."""
-    fields = [k for k in type(configs[0]).model_fields if k not in _DESCRIBED] if configs else []
-    return [k for k in fields if len({repr(getattr(c, k)) for c in configs}) > 1]
 
 
 def cmd_models(args: argparse.Namespace) -> int:

@@ -185,6 +185,78 @@ def other_runs_named(experiment: Experiment, store: ResultsStore) -> bool:
     return bool(existing) and existing["fingerprint"] != experiment.fingerprint
 
 
+@dataclass
+class SweepPlan:
+    """What a sweep would do, with nothing written (``--dry-run``, ``sweep(dry_run=True)``)."""
+
+    experiment: str
+    planned: list[PlannedRun]
+    needs_choice: bool  # the name stands for other runs: --force or --new-name
+
+    def text(self) -> str:
+        """A line per run (its action, the id already there, its settings), then a summary."""
+        axes = _other_axes([p.config for p in self.planned])
+        # a run's id, as `results` shows it and `train --resume` takes it; a new run has none
+        ids = [p.previous["id"] if p.previous and p.action != "new" else "-" for p in self.planned]
+        width = max(map(len, ids), default=1)
+        lines = []
+        for p, run_id in zip(self.planned, ids):
+            action = p.action + "*" * p.data_unchecked
+            lines.append(f"{action:8s}{run_id:{width}s}  {_describe_run(p.config, axes)}")
+        todo, n = sum(p.action in TO_RUN for p in self.planned), len(self.planned)
+        lines.append(f"{self.experiment}: {n} run{'s' * (n != 1)}, {todo} to run")
+        if any(p.data_unchecked for p in self.planned):
+            lines.append(
+                "* its data is not cached as it is now (edited since, or decoded elsewhere): "
+                "the sweep reads it, and trains the run again if it changed"
+            )
+        if self.needs_choice:
+            lines.append(
+                f"note: experiment {self.experiment!r} holds other runs here (an edited grid "
+                f"or model file); the sweep needs a choice: {GROWN_GRID_FIX}"
+            )
+        return "\n".join(lines)
+
+    __repr__ = text  # a notebook shows the plan
+
+
+def plan_dry_run(
+    experiment: Experiment,
+    workspace: str | Path,
+    only: dict[str, Any] | None = None,
+    max_runs: int | None = None,
+    force: bool = False,
+) -> SweepPlan:
+    """The sweep's plan against ``workspace``, writing nothing (a workspace without a
+    database plans against an empty one); bad paths and names fail as the sweep would."""
+    db = Path(workspace) / "runs.db"
+    with ResultsStore(db if db.exists() else ":memory:") as store:
+        check_experiment_name(experiment, store, force=True)  # a name that cannot be
+        planned = plan_sweep(experiment, store, only, max_runs)
+        # a grown grid: its plan is what one wants to see before choosing --force
+        needs_choice = not force and other_runs_named(experiment, store)
+    check_paths([p.config for p in planned if p.action in TO_RUN])  # as the sweep will
+    mark_changed_data(planned, dry_run=True)  # edited data trains again: it said done
+    return SweepPlan(experiment.name, planned, needs_choice)
+
+
+_DESCRIBED = ("model", "optimizer", "lr", "batch_size", "seed")
+
+
+def _describe_run(c: RunConfig, axes: list[str]) -> str:
+    from cifarlab.tables import setting_text
+
+    text = f"{c.model:10s} {c.optimizer:7s} lr={c.lr:g} bs={c.batch_size} seed={c.seed}"
+    return " ".join([text, *(f"{k}={setting_text(getattr(c, k))}" for k in axes)])
+
+
+def _other_axes(configs: list[RunConfig]) -> list[str]:
+    """Settings besides the usual five that differ between ``configs``: a grid over
+    milestones must not print identical lines."""
+    fields = [k for k in type(configs[0]).model_fields if k not in _DESCRIBED] if configs else []
+    return [k for k in fields if len({repr(getattr(c, k)) for c in configs}) > 1]
+
+
 def run_sweep(
     experiment: Experiment,
     workspace: str | Path,
