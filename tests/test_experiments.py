@@ -515,6 +515,10 @@ def test_presets_expand_to_the_blog_grid():
     assert {c.model for c in blog.configs} == {"tutorial", "simple", "stacked", "channel", "wobbly"}
     assert all(c.lr == 0.001 and c.batch_size == 64 and c.epochs == 5 for c in blog.configs)
     assert len(build_experiment(preset_definition("lr", seeds=2)).configs) == 28
+    # a quick look scores fewer images too (it scored 15,000 an epoch, whatever it trained on)
+    quick = build_experiment(preset_definition("blog", epochs=1, limit_test=1000, val_size=500))
+    assert quick.name == "blog-e1-limittest1000-valsize500"
+    assert all(c.limit_test == 1000 and c.val_size == 500 for c in quick.configs)
 
 
 def test_a_bad_data_source_fails_the_sweep_once_before_any_run(tmp_path, capsys):

@@ -320,6 +320,12 @@ def _add_sweep_parsers(sub: argparse._SubParsersAction) -> None:
     compare.add_argument(
         "--limit-train", type=int, metavar="N", help="stratified training subset per run"
     )
+    compare.add_argument(  # a quick look need not score 15,000 images an epoch
+        "--limit-test", type=int, metavar="N", help="stratified test subset per run"
+    )
+    compare.add_argument(
+        "--val-size", type=int, metavar="N", help="validation images held out (default 5000)"
+    )
     compare.add_argument("--models", help="comma-separated subset of models")
     _add_sweep_options(compare, _DATA_HELP)
 

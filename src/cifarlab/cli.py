@@ -196,6 +196,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
         seeds=args.seeds,
         models=comma_list(args.models) if args.models else None,
         limit_train=args.limit_train,
+        limit_test=args.limit_test,
+        val_size=args.val_size,
     )
     overrides = {"data": args.data} if args.data else {}
     code = _sweep(build_experiment(definition, source=f"preset {args.preset}", **overrides), args)

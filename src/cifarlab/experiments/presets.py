@@ -57,8 +57,10 @@ def preset_definition(
         raise CifarlabError(
             f"unknown preset {name!r}; {suggest(name, PRESETS)}choose one of {', '.join(PRESETS)}"
         )
-    limit = base_overrides.get("limit_train")
-    for flag, value in (("--epochs", epochs), ("--seeds", seeds), ("--limit-train", limit)):
+    limits = [
+        (f"--{k.replace('_', '-')}", base_overrides.get(k)) for k in ("limit_train", "limit_test")
+    ]
+    for flag, value in (("--epochs", epochs), ("--seeds", seeds), *limits):
         if value is not None and value < 1:  # named as typed, not as grid.seed
             raise CifarlabError(f"{flag} must be at least 1 (got {value})")
     definition = copy.deepcopy(PRESETS[name])
