@@ -7,13 +7,13 @@ stored records (``results``, ``--compare``).
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from pydantic import ValidationError
 
 from cifarlab.config import SESSION_FIELDS, RunConfig
 from cifarlab.errors import CifarlabError, suggest
+from cifarlab.tables import split_version
 
 
 def config_matches(config: RunConfig, wanted: dict[str, Any]) -> bool:
@@ -33,8 +33,8 @@ def _matches(key: str, recorded: Any, wanted: Any) -> bool:
         return True
     # a version (my-net@3f9a1c, data/@90767f) is one of the model or data asked for by name:
     # --only model=my-net matched no run once two versions were named apart
-    base, at, version = recorded.rpartition("@") if isinstance(recorded, str) else ("", "", "")
-    return bool(at and re.fullmatch("[0-9a-f]{6}", version) and recorded_value(key, base) == wanted)
+    base, version = split_version(recorded) if isinstance(recorded, str) else (recorded, "")
+    return bool(version) and recorded_value(key, base) == wanted
 
 
 def parse_only(items: list[str], option: str = "--only") -> dict[str, Any]:

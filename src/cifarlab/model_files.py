@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import ast
 import hashlib
-import re
 import sys
 from collections import Counter
 from collections.abc import Iterable
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from cifarlab.errors import CifarlabError
+from cifarlab.tables import split_version
 
 
 def model_file_digest(model: str) -> str | None:
@@ -185,9 +185,7 @@ def model_reference(name: str) -> str:
     """The model reference behind a name tables show: ``net.toml@a24e21`` -> ``net.toml``,
     ``my-net@3f9a1c`` -> ``my-net`` (results.name_model_versions names the versions of an
     edited model file, or of a net registered from Python, so)."""
-    base, at, version = name.rpartition("@")
-    named = model_source(base) is not None or re.fullmatch("[0-9a-f]{6}", version)
-    return base if at and named else name
+    return split_version(name)[0]
 
 
 def model_source(model: str) -> tuple[Path, str] | None:

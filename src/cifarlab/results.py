@@ -24,7 +24,7 @@ from cifarlab.experiments.analysis import (
 from cifarlab.experiments.store import ResultsStore, refuse_database_folder
 from cifarlab.model_files import short_model_names, trained_version
 from cifarlab.process import owner_gone
-from cifarlab.tables import data_name, format_table, setting_text
+from cifarlab.tables import and_list, data_name, format_table, setting_text
 
 RESULT_FIELDS = (
     "id", "name", "model", "optimizer", "lr", "batch_size", "epochs", "seed", "status",
@@ -355,11 +355,6 @@ def compare(
             "mixes those in: filter both sides to one value of each"
         )
     return sentence
-
-
-def and_list(items: list[str]) -> str:
-    """``a``, ``a and b``, ``a, b and c``."""
-    return ", ".join(items[:-1]) + " and " + items[-1] if len(items) > 1 else "".join(items)
 
 
 def sort_records(records: list[dict[str, Any]], key: str | None) -> list[dict[str, Any]]:

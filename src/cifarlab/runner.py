@@ -51,7 +51,7 @@ from cifarlab.models import (
     count_parameters,
     model_label,
 )
-from cifarlab.models.pyfile import notebook_cell, user_code_line
+from cifarlab.models.pyfile import code_place, user_code_line
 from cifarlab.models.registry import user_code_file
 from cifarlab.process import current_owner
 from cifarlab.results import resume_command
@@ -517,7 +517,5 @@ def _stop_message(err: BaseException) -> str:
 
 def _one_line(err: BaseException) -> str:
     frame = traceback.extract_tb(err.__traceback__)[-1] if err.__traceback__ else None
-    cell = notebook_cell(frame.filename) if frame else None  # as IPython names the place
-    where = f" ({Path(frame.filename).name}:{frame.lineno})" if frame else ""
-    where = f" ({cell}, line {frame.lineno})" if cell else where
+    where = f" ({code_place(frame)})" if frame else ""
     return f"{type(err).__name__}: {first_line(err, empty='')}{where}"

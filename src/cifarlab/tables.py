@@ -37,8 +37,20 @@ def data_name(value: object) -> str:
     version ``results.name_data_versions`` gives an edited one (``data@3f9a1c``)."""
     if not isinstance(value, str) or "/" not in value:
         return setting_text(value)
-    path, version = re.fullmatch(r"(.*?)(@[0-9a-f]{6})?", value).groups()
-    return (path.rstrip("/").rpartition("/")[2] or path) + (version or "")
+    path, version = split_version(value)
+    return (path.rstrip("/").rpartition("/")[2] or path) + version
+
+
+def split_version(name: str) -> tuple[str, str]:
+    """``data/@3f9a1c`` -> (``data/``, ``@3f9a1c``), as results names the versions of an
+    edited dataset, model file or registered net; (name, "") for a name without one."""
+    base, version = re.fullmatch(r"(.*?)(@[0-9a-f]{6})?", name, re.DOTALL).groups()
+    return base, version or ""
+
+
+def and_list(items: list[str]) -> str:
+    """``a``, ``a and b``, ``a, b and c``."""
+    return ", ".join(items[:-1]) + " and " + items[-1] if len(items) > 1 else "".join(items)
 
 
 def setting_text(value: object) -> str:

@@ -43,7 +43,7 @@ from cifarlab.experiments.store import FINISHED, ResultsStore, prepare_workspace
 from cifarlab.filters import config_matches
 from cifarlab.model_files import model_code_digest, model_source
 from cifarlab.process import check_main_guarded, die_with_parent, owner_pid
-from cifarlab.results import and_list
+from cifarlab.tables import and_list
 from cifarlab.train import cpu_share
 
 TO_RUN = ("new", "resume", "restart")  # the plan's actions that train; "done", "busy" do not

@@ -37,17 +37,18 @@ def user_code_line(err: BaseException) -> str:
     ours; "" where there is none."""
     for frame in reversed(traceback.extract_tb(err.__traceback__)):
         if is_user_file(frame.filename):
-            cell = notebook_cell(frame.filename)
-            name = Path(frame.filename).name
-            return f" at {cell}, line {frame.lineno}" if cell else f" at {name}:{frame.lineno}"
+            return f" at {code_place(frame)}"
     return ""
 
 
-def notebook_cell(filename: str) -> str | None:
-    """``Cell In[8]`` for the file IPython compiled cell 8 under (``/tmp/ipykernel_1/29.py``)."""
+def code_place(frame: traceback.FrameSummary) -> str:
+    """``net.py:12``, or in Jupyter ``Cell In[8], line 12`` for the file IPython compiled
+    cell 8 under (``/tmp/ipykernel_1/29.py``), as IPython's own tracebacks name it."""
     shell = getattr(sys.modules.get("IPython"), "get_ipython", lambda: None)()
-    number = getattr(getattr(shell, "compile", None), "_filename_map", {}).get(filename)
-    return f"Cell In[{number}]" if number is not None else None
+    cell = getattr(getattr(shell, "compile", None), "_filename_map", {}).get(frame.filename)
+    if cell is not None:
+        return f"Cell In[{cell}], line {frame.lineno}"
+    return f"{Path(frame.filename).name}:{frame.lineno}"
 
 
 def load_python_model(ref: str) -> Callable[..., nn.Module]:
