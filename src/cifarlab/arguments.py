@@ -68,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sweep_parsers(sub)
     _add_model_parsers(sub)
     _add_report_parser(sub)
+    _add_predict_parser(sub)
     return parser
 
 
@@ -395,3 +396,19 @@ def _add_report_parser(sub: argparse._SubParsersAction) -> None:
     report.add_argument("-o", "--output", metavar="DIR",
                         help="folder for index.html and the PNGs "
                              "(default <workspace>/report-<experiment|run|all>)")  # fmt: skip
+
+
+def _add_predict_parser(sub: argparse._SubParsersAction) -> None:
+    predict = _command(sub, "predict", "classify image files with a trained run's net", """\
+  cifarlab predict speedrun-1a2b3c4d cat.png dog.jpg
+  cifarlab predict speedrun-1a2b3c4d photos/ --top 3 --format csv > predictions.csv
+""")  # fmt: skip
+    predict.add_argument("run", metavar="RUN_ID", help="a run of the workspace (cifarlab results)")
+    predict.add_argument("images", nargs="+", metavar="IMAGE",
+                         help="image files, or folders of them (all levels)")  # fmt: skip
+    predict.add_argument("--workspace", default="cifarlab-runs", help=_WORKSPACE_HELP)
+    predict.add_argument("--top", type=int, default=1, metavar="K",
+                         help="also list the next K-1 likeliest classes (default 1)")  # fmt: skip
+    predict.add_argument(
+        "--format", choices=("table", "csv", "json"), default="table", help="default table"
+    )

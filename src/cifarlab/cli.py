@@ -330,6 +330,57 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_predict(args: argparse.Namespace) -> int:
+    from cifarlab.data.image_files import image_paths, read_images
+    from cifarlab.trained import load_trained
+
+    if args.top < 1:
+        raise CifarlabError("--top must be 1 or more")
+    files = image_paths(args.images)
+    trained = load_trained(args.run, args.workspace)
+    pixels, resized = read_images(files, trained.image_shape)
+    if resized:  # a photo squeezed into 32x32 may lose what told its class apart
+        c, h, w = trained.image_shape
+        print(f"cifarlab: note: {resized} of {len(files)} images resized to {h}x{w}, the size "
+              f"run {args.run} trained on", file=sys.stderr)  # fmt: skip
+    top = trained.probabilities(pixels).topk(min(args.top, len(trained.classes)), dim=1)
+    rows = [
+        (str(f), [(trained.classes[i], p) for i, p in zip(ids, ps)])
+        for f, ids, ps in zip(files, top.indices.tolist(), top.values.tolist())
+    ]
+    print(_predictions_text(rows, args.format))
+    return 0
+
+
+def _predictions_text(rows: list[tuple[str, list[tuple[str, float]]]], fmt: str) -> str:
+    """One row per file: its likeliest class and probability, then the runners-up."""
+    import csv
+    import io
+    import json
+
+    if fmt == "json":
+        return json.dumps([{"file": f, "class": best[0][0], "probability": round(best[0][1], 6),
+                            "top": [{"class": c, "probability": round(p, 6)} for c, p in best]}
+                           for f, best in rows], indent=2)  # fmt: skip
+    if fmt == "csv":
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        k = len(rows[0][1])
+        writer.writerow(["file"] + [f"{w}{j}" for j in range(1, k + 1) for w in ("class", "p")])
+        for f, best in rows:
+            writer.writerow([f] + [x for c, p in best for x in (c, f"{p:.6f}")])
+        return out.getvalue().rstrip("\n")
+    from cifarlab.tables import format_table
+
+    header = ["file", "class", "probability"] + (["next"] if len(rows[0][1]) > 1 else [])
+    lines = [
+        [f, best[0][0], f"{best[0][1]:.1%}"]
+        + ([", ".join(f"{c} {p:.1%}" for c, p in best[1:])] if len(best) > 1 else [])
+        for f, best in rows
+    ]
+    return format_table(header, lines, right=(2,), rule=True)
+
+
 COMMANDS = {
     "train": cmd_train,
     "results": cmd_results,
@@ -340,6 +391,7 @@ COMMANDS = {
     "diagram": cmd_diagram,
     "data": cmd_data,
     "report": cmd_report,
+    "predict": cmd_predict,
 }
 
 if __name__ == "__main__":

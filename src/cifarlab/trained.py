@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from cifarlab.data.image_files import image_paths, read_images
 from cifarlab.errors import CifarlabError
 from cifarlab.model_files import model_of_run, model_source
 from cifarlab.models import create_model
@@ -40,8 +41,11 @@ class TrainedModel:
     tta: int  # as the run scored this epoch: its --tta at the final epoch (mirrored views)
 
     def logits(self, images: Any) -> torch.Tensor:
-        """Logits (N x classes) for ``images``: floats in [0, 1] N x C x H x W, or uint8
-        pixels, N x H x W x C as ``load_dataset`` gives them (one image without the N)."""
+        """Logits (N x classes) for ``images``: image files (a path, or a list of paths and
+        folders: ``read``), floats in [0, 1] N x C x H x W, or uint8 pixels, N x H x W x C as
+        ``load_dataset`` gives them (one image without the N)."""
+        if _are_paths(images):
+            images = self.read(images if isinstance(images, list | tuple) else [images])[0]
         device = next(self.model.parameters()).device  # trained.model.cuda(): there too
         x = self._batch(images).to(device)
         mean, std = self.mean[:, None, None].to(device), self.std[:, None, None].to(device)
@@ -53,8 +57,21 @@ class TrainedModel:
         """The class name for each image (see ``logits`` for what images it takes)."""
         return [self.classes[i] for i in self.logits(images).argmax(1).tolist()]
 
+    def probabilities(self, images: Any) -> torch.Tensor:
+        """N x classes: how sure the net is of each class (softmax of ``logits``)."""
+        return self.logits(images).float().softmax(1)
+
+    def read(self, paths: list[str | os.PathLike]) -> tuple[np.ndarray, list[Path]]:
+        """The image files of ``paths`` (files, and the images in folders) as uint8 pixels
+        with this net's channels and size (resized where they differ), and their paths."""
+        files = image_paths(paths)
+        return read_images(files, self.image_shape)[0], files
+
     def _batch(self, images: Any) -> torch.Tensor:
-        x = torch.as_tensor(np.asarray(images) if not torch.is_tensor(images) else images)
+        if not torch.is_tensor(images):
+            images = np.asarray(images)  # np.asarray(PIL image) is read-only: torch warns
+            images = images if images.flags.writeable else images.copy()
+        x = torch.as_tensor(images)
         x = x[None] if x.dim() == 3 else x
         c, h, w = self.image_shape
         if x.dim() == 4 and x.shape[1] != c and x.shape[-1] == c:  # N x H x W x C pixels
@@ -72,6 +89,12 @@ class TrainedModel:
                 "pixels by 255, or pass them as uint8"
             )
         return x.float()
+
+
+def _are_paths(images: Any) -> bool:
+    if isinstance(images, list | tuple):
+        return bool(images) and all(isinstance(i, str | os.PathLike) for i in images)
+    return isinstance(images, str | os.PathLike)
 
 
 def load_trained(run_id: str, workspace: str | os.PathLike = "cifarlab-runs") -> TrainedModel:

@@ -47,7 +47,7 @@ _IN_MEMORY_LIMIT = 512 << 20  # archives smaller than this are decompressed in o
 _CHUNK = 2048  # images per decoding task
 _HARMLESS_PAX = {b"comment", b"mtime", b"atime", b"ctime", b"uid", b"gid", b"uname", b"gname"}
 DEFAULT_SIDE = 32  # images of several sizes are resized to CIFAR's, unless --image-size says
-_GRAY_MODES = ("1", "LA", "F")  # kept single-channel (16-bit: _to_8bit)
+GRAY_MODES = ("1", "LA", "F")  # kept single-channel (16-bit: to_8bit)
 # what reading a broken archive raises: zlib's own error escapes gzip on some damage
 ARCHIVE_ERRORS = (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError, zlib.error,
                   lzma.LZMAError)  # fmt: skip
@@ -379,7 +379,7 @@ def _parse_layout(
         if blob is None:
             if len(parts) == 2:
                 class_dirs.add((split, cls))
-        elif len(parts) == 3 or (len(parts) > 3 and _is_image_name(parts[-1])):
+        elif len(parts) == 3 or (len(parts) > 3 and is_image_name(parts[-1])):
             entries[split][(cls, "/".join(parts[2:]))] = blob
             tops.add(top)
         else:  # a file beside the class folders, or a sidecar (.json, .txt) in a subfolder
@@ -466,7 +466,7 @@ def _cifar_batches(names: list[str]) -> str | None:
     return "" if _CIFAR_BATCHES[1] <= bases else None
 
 
-def _is_image_name(name: str) -> bool:
+def is_image_name(name: str) -> bool:
     """An extension Pillow reads (.png, .jpg, .webp...); other files in subfolders of a class
     are taken for sidecars (annotations, notes), as torchvision's ImageFolder skips them."""
     Image.init()
@@ -728,7 +728,7 @@ def _too_large(pixels: int) -> bool:
     return Image.MAX_IMAGE_PIXELS is not None and pixels > Image.MAX_IMAGE_PIXELS
 
 
-def _to_8bit(image: Image.Image) -> Image.Image:
+def to_8bit(image: Image.Image) -> Image.Image:
     """16-bit grayscale scaled to 8 bits (Pillow's convert("L") clips it: all white). A mode
     "I" image holding only 0-255 is kept as it is."""
     array = np.asarray(image, dtype=np.int64)
@@ -750,9 +750,9 @@ def _decode_chunk(
         try:
             with Image.open(io.BytesIO(blob)) as image:
                 if image.mode.startswith("I"):  # 16-bit (or 32-bit int) grayscale
-                    image = _to_8bit(image)
+                    image = to_8bit(image)
                 if image.mode not in ("RGB", "L"):
-                    gray = image.mode in _GRAY_MODES
+                    gray = image.mode in GRAY_MODES
                     converted += not gray
                     image = image.convert("L" if gray else "RGB")
                 if image_size is not None and image.size != (image_size, image_size):

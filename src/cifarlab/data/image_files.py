@@ -1,0 +1,75 @@
+"""Image files handed to a trained net (``cifarlab predict``, ``TrainedModel.predict``):
+found, decoded and brought to the channels and size the net trained on."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from cifarlab.data.imagefolder import GRAY_MODES, is_image_name, to_8bit
+from cifarlab.errors import CifarlabError
+
+PathLike = str | os.PathLike
+
+
+def image_paths(given: Sequence[PathLike]) -> list[Path]:
+    """The files named, and the image files inside the folders named (all levels, sorted;
+    other files in a folder are skipped, as the data layer skips sidecars)."""
+    if not given:
+        raise CifarlabError("no images given; name image files or folders of them")
+    paths: list[Path] = []
+    for path in map(Path, given):
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if _is_image_file(p))
+            if not found:
+                raise CifarlabError(f"{str(path)!r} holds no image files (.png, .jpg, ...)")
+            paths += found
+        elif path.is_file():  # named on its own: read whatever its name, Pillow decides
+            paths.append(path)
+        else:
+            raise CifarlabError(f"no file or folder {str(path)!r}; check the path")
+    return paths
+
+
+def _is_image_file(path: Path) -> bool:
+    return path.is_file() and not path.name.startswith(".") and is_image_name(path.name)
+
+
+def read_images(paths: Sequence[Path], shape: tuple[int, int, int]) -> tuple[np.ndarray, int]:
+    """uint8 N x H x W x C pixels of ``paths`` at ``shape`` (C, H, W): colour or gray as C
+    says, resized (bilinear, as --image-size resizes, stretching other aspect ratios) where
+    their size differs; and how many were resized. Each image is shrunk as it is read, so a
+    folder of photos never sits in memory at full size."""
+    channels, height, width = shape
+    out = np.empty((len(paths), height, width, channels), np.uint8)
+    resized = 0
+    for i, path in enumerate(paths):
+        image = _decoded(path, "L" if channels == 1 else "RGB")
+        if image.size != (width, height):
+            image = image.resize((width, height), Image.Resampling.BILINEAR)
+            resized += 1
+        out[i] = np.asarray(image, np.uint8).reshape(height, width, channels)
+    return out, resized
+
+
+def _decoded(path: Path, mode: str) -> Image.Image:
+    try:
+        with Image.open(path) as image:
+            if image.mode.startswith("I"):  # 16-bit grayscale: scaled, not clipped to white
+                image = to_8bit(image)
+            if image.mode in GRAY_MODES:
+                image = image.convert("L")
+            return image.convert(mode)  # loads the pixels before the file closes
+    except Image.DecompressionBombError:
+        raise CifarlabError(
+            f"{path} has more pixels than Pillow decodes (its guard against decompression "
+            "bombs, PIL.Image.MAX_IMAGE_PIXELS); shrink it first"
+        ) from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        raise CifarlabError(
+            f"{path} is not a readable image ({type(err).__name__}); give PNG or JPEG files"
+        ) from None

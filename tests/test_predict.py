@@ -1,0 +1,125 @@
+"""Classifying image files with a trained run: `cifarlab predict`, TrainedModel.predict(paths)."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import cifarlab
+from cifarlab.cli import main
+from cifarlab.errors import CifarlabError
+
+
+@pytest.fixture(scope="module")
+def trained_run(tiny_archive, tmp_path_factory) -> tuple[Path, str]:
+    workspace = tmp_path_factory.mktemp("predict") / "ws"
+    result = cifarlab.train(data=str(tiny_archive), workspace=str(workspace), val_size=30,
+                            batch_size=16, epochs=4, optimizer="adam", lr=0.003, tta=1,
+                            precision="fp32", quiet=True)  # fmt: skip
+    return workspace, result.run_id
+
+
+def _predict(capsys, workspace: Path, run_id: str, *args: str) -> tuple[int, str, str]:
+    code = main(["predict", run_id, *args, "--workspace", str(workspace)])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_predict_classifies_files_as_the_net_classifies_their_pixels(
+    trained_run, tiny_folder, capsys
+):
+    workspace, run_id = trained_run
+    code, out, err = _predict(capsys, workspace, run_id, str(tiny_folder / "test"),
+                              "--format", "json", "--top", "2")  # fmt: skip
+    assert code == 0 and err == ""  # 32x32 files: nothing resized, nothing to say
+    rows = json.loads(out)
+    files = sorted((tiny_folder / "test").rglob("*.png"))
+    assert [Path(r["file"]) for r in rows] == files  # every image of the folder, all levels
+    trained = cifarlab.load_trained(run_id, workspace)
+    pixels = np.stack([np.asarray(Image.open(f)) for f in files])
+    assert [r["class"] for r in rows] == trained.predict(pixels)  # the same pixels, the same net
+    probs = trained.probabilities(pixels)
+    for row, p in zip(rows, probs):
+        assert row["probability"] == pytest.approx(p.max().item(), abs=1e-6)
+        assert [t["class"] for t in row["top"]][0] == row["class"] and len(row["top"]) == 2
+        assert row["top"][0]["probability"] >= row["top"][1]["probability"]
+    truth = [f.parent.name for f in files]
+    accuracy = np.mean([r["class"] == t for r, t in zip(rows, truth)])
+    assert accuracy > 0.8  # it learned the tiny classes (chance: 1/3)
+
+
+def test_predict_brings_other_images_to_the_nets_size_and_channels(trained_run, tmp_path, capsys):
+    workspace, run_id = trained_run
+    rng = np.random.default_rng(0)
+    big = Image.fromarray(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8))  # 64 wide, 48 high
+    big.save(tmp_path / "big.png")
+    gray = Image.fromarray(rng.integers(0, 256, (32, 32), dtype=np.uint8))
+    gray.save(tmp_path / "gray.jpg")
+    code, out, err = _predict(capsys, workspace, run_id, str(tmp_path / "big.png"),
+                              str(tmp_path / "gray.jpg"), "--format", "csv")  # fmt: skip
+    assert code == 0
+    assert f"note: 1 of 2 images resized to 32x32, the size run {run_id} trained on" in err
+    lines = out.splitlines()
+    assert lines[0] == "file,class1,p1" and len(lines) == 3
+    trained = cifarlab.load_trained(run_id, workspace)
+    expected = [
+        np.asarray(big.resize((32, 32), Image.Resampling.BILINEAR)),
+        np.asarray(Image.open(tmp_path / "gray.jpg").convert("RGB")),
+    ]
+    assert [line.split(",")[1] for line in lines[1:]] == trained.predict(np.stack(expected))
+    # from Python, paths work where pixels do: one path, or a list of them
+    assert trained.predict(str(tmp_path / "big.png")) == trained.predict(expected[0])
+    both = trained.probabilities([tmp_path / "big.png", tmp_path / "gray.jpg"])
+    assert both.shape == (2, 3) and torch.allclose(both.sum(1), torch.ones(2))
+
+
+def test_predict_table_lists_the_runners_up(trained_run, tiny_folder, capsys):
+    workspace, run_id = trained_run
+    one = sorted((tiny_folder / "test" / "dog").glob("*.png"))[0]
+    code, out, _ = _predict(capsys, workspace, run_id, str(one), "--top", "5")
+    assert code == 0
+    header, rule, row = out.splitlines()
+    assert header.split() == ["file", "class", "probability", "next"]
+    assert row.startswith(str(one)) and row.count("%") == 3  # 5 asked, the net knows 3 classes
+
+
+def _written(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda d: d / "nope.png", "no file or folder '.*nope.png'; check the path"),
+        (lambda d: (d / "empty").mkdir() or d / "empty", "'.*empty' holds no image files"),
+        (
+            lambda d: _written(d / "notes.png", "not an image"),
+            "notes.png is not a readable image \\(UnidentifiedImageError\\); give PNG or JPEG",
+        ),
+    ],
+)
+def test_predict_refuses_what_it_cannot_read_in_one_line(
+    trained_run, tmp_path, capsys, make, message
+):
+    workspace, run_id = trained_run
+    code, out, err = _predict(capsys, workspace, run_id, str(make(tmp_path)))
+    assert code == 2 and out == ""
+    assert len(err.splitlines()) == 1
+    assert re.search(f"cifarlab: error: .*{message}", err)
+
+
+def test_predict_names_a_bad_run_or_top(trained_run, tiny_folder, capsys):
+    workspace, run_id = trained_run
+    code, _, err = _predict(capsys, workspace, "tutorial-nope", str(tiny_folder / "test"))
+    assert code == 2 and "no run 'tutorial-nope'" in err
+    code, _, err = _predict(capsys, workspace, run_id, str(tiny_folder / "test"), "--top", "0")
+    assert code == 2 and "--top must be 1 or more" in err
+    with pytest.raises(CifarlabError, match="no file or folder"):
+        cifarlab.load_trained(run_id, workspace).predict("missing.png")
