@@ -69,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_parsers(sub)
     _add_report_parser(sub)
     _add_predict_parser(sub)
+    _add_export_parser(sub)
     return parser
 
 
@@ -412,3 +413,13 @@ def _add_predict_parser(sub: argparse._SubParsersAction) -> None:
     predict.add_argument(
         "--format", choices=("table", "csv", "json"), default="table", help="default table"
     )
+
+
+def _add_export_parser(sub: argparse._SubParsersAction) -> None:
+    export = _command(sub, "export", "write a trained run's net to an ONNX file", """\
+  cifarlab export speedrun-1a2b3c4d                  # speedrun-1a2b3c4d.onnx
+  cifarlab export speedrun-1a2b3c4d -o deploy/cifar.onnx
+""")  # fmt: skip
+    export.add_argument("run", metavar="RUN_ID", help="a run of the workspace (cifarlab results)")
+    export.add_argument("-o", "--output", metavar="FILE", help="default: RUN_ID.onnx")
+    export.add_argument("--workspace", default="cifarlab-runs", help=_WORKSPACE_HELP)

@@ -352,6 +352,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from cifarlab.trained import load_trained
+
+    trained = load_trained(args.run, args.workspace)
+    print(f"exporting {args.run}'s net (torch.onnx takes some seconds)...", file=sys.stderr)
+    path = trained.export_onnx(args.output or f"{args.run}.onnx")
+    print(f"wrote {path}")
+    return 0
+
+
 def _predictions_text(rows: list[tuple[str, list[tuple[str, float]]]], fmt: str) -> str:
     """One row per file: its likeliest class and probability, then the runners-up."""
     import csv
@@ -392,6 +402,7 @@ COMMANDS = {
     "data": cmd_data,
     "report": cmd_report,
     "predict": cmd_predict,
+    "export": cmd_export,
 }
 
 if __name__ == "__main__":

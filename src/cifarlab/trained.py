@@ -61,6 +61,13 @@ class TrainedModel:
         """N x classes: how sure the net is of each class (softmax of ``logits``)."""
         return self.logits(images).float().softmax(1)
 
+    def export_onnx(self, path: str | os.PathLike) -> Path:
+        """Write this net to an ONNX file that scores as ``logits`` does (see
+        ``cifarlab.export.export_onnx``); needs the onnx extra."""
+        from cifarlab.export import export_onnx
+
+        return export_onnx(self, path)
+
     def read(self, paths: list[str | os.PathLike]) -> tuple[np.ndarray, list[Path]]:
         """The image files of ``paths`` (files, and the images in folders) as uint8 pixels
         with this net's channels and size (resized where they differ), and their paths."""

@@ -1,4 +1,4 @@
-"""Classifying image files with a trained run: `cifarlab predict`, TrainedModel.predict(paths)."""
+"""Using a trained run: `cifarlab predict` (image files), `cifarlab export` (ONNX)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from cifarlab.errors import CifarlabError
 @pytest.fixture(scope="module")
 def trained_run(tiny_archive, tmp_path_factory) -> tuple[Path, str]:
     workspace = tmp_path_factory.mktemp("predict") / "ws"
-    result = cifarlab.train(data=str(tiny_archive), workspace=str(workspace), val_size=30,
+    result = cifarlab.train(data=str(tiny_archive), workspace=str(workspace), val_size=0,
                             batch_size=16, epochs=4, optimizer="adam", lr=0.003, tta=1,
                             precision="fp32", quiet=True)  # fmt: skip
     return workspace, result.run_id
@@ -123,3 +123,39 @@ def test_predict_names_a_bad_run_or_top(trained_run, tiny_folder, capsys):
     assert code == 2 and "--top must be 1 or more" in err
     with pytest.raises(CifarlabError, match="no file or folder"):
         cifarlab.load_trained(run_id, workspace).predict("missing.png")
+
+
+# -- ONNX export -----------------------------------------------------------------------
+
+
+def test_the_exported_file_scores_as_the_run_scores(trained_run, tmp_path, capsys):
+    import onnx
+    import onnxruntime
+
+    workspace, run_id = trained_run
+    path = tmp_path / "out" / "net.onnx"
+    assert main(["export", run_id, "-o", str(path), "--workspace", str(workspace)]) == 0
+    out, err = capsys.readouterr()
+    assert out == f"wrote {path}\n"  # the exporter's own chatter is not the user's business
+    assert err.splitlines() == [f"exporting {run_id}'s net (torch.onnx takes some seconds)..."]
+    trained = cifarlab.load_trained(run_id, workspace)
+    assert trained.tta == 1  # last.pt, of the final epoch: the mirrored view is in the graph too
+    session = onnxruntime.InferenceSession(str(path))
+    images = torch.rand(5, 3, 32, 32)  # another batch size than the export's example
+    (logits,) = session.run(["logits"], {"images": images.numpy()})
+    assert np.allclose(logits, trained.logits(images).numpy(), atol=1e-4)
+    meta = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
+    assert json.loads(meta["classes"]) == trained.classes and meta["run_id"] == run_id
+    assert json.loads(meta["image_shape"]) == [3, 32, 32]
+
+
+def test_export_without_the_extra_says_what_to_install(trained_run, tmp_path, capsys, monkeypatch):
+    import sys
+
+    workspace, run_id = trained_run
+    monkeypatch.setitem(sys.modules, "onnxscript", None)  # as if not installed
+    assert main(["export", run_id, "-o", str(tmp_path / "n.onnx"),
+                 "--workspace", str(workspace)]) == 2  # fmt: skip
+    err = capsys.readouterr().err
+    assert "exporting to ONNX needs the onnx extra: pip install 'cifarlab[onnx]'" in err
+    assert not (tmp_path / "n.onnx").exists()
