@@ -105,6 +105,8 @@ def warm_trainer(data_path: str, n_images: int, **options) -> tuple[Trainer, str
     data = load_dataset(config.data, val_size=0, limit_train=n_images, limit_test=100)
     device = resolve_device(config.device)
     precision = resolve_precision(config.precision, device, config.channels_last)
+    # as `cifarlab train` runs (runner._determinism): cuDNN times its conv algorithms
+    torch.backends.cudnn.benchmark = not config.deterministic
     trainer = build_trainer(config, data, device, precision)
     trainer.train_epoch(0)
     return trainer, precision

@@ -1291,6 +1291,20 @@ def test_lookahead_never_ends_a_short_run_on_its_starting_weights(tiny_archive, 
     assert all(not torch.equal(trained[k], start[k]) for k in start if "weight" in k)
 
 
+def test_a_batch_size_that_leaves_out_much_of_the_data_says_so(tiny_archive, tmp_path):
+    # quick-cpu's batch of 512 with --drop-last, on a dataset of 860 images: 1 step an epoch
+    options = dict(data=str(tiny_archive), workspace=str(tmp_path / "ws"), epochs=1,
+                   val_size=0, quiet=True)  # fmt: skip
+    with pytest.warns(UserWarning, match=r"--batch-size 50 with --drop-last leaves out 20 of "
+                      r"the 120 training images every epoch \(17%\) and takes 2 steps an "
+                      r"epoch; pass a smaller --batch-size, or --no-drop-last"):  # fmt: skip
+        cifarlab.train(batch_size=50, drop_last=True, **options)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        cifarlab.train(batch_size=55, drop_last=True, seed=1, **options)  # 10 of 120 left out
+    assert not [w for w in caught if "leaves out" in str(w.message)]  # 8%: CIFAR-sized
+
+
 def test_test_time_augmentation_scores_the_test_split_only(tiny_archive, tmp_path, monkeypatch):
     # validation picks the best epoch: TTA on its last epoch alone would tilt the choice
     from cifarlab.train import trainer as trainer_module
@@ -1380,7 +1394,7 @@ def test_load_trained_names_what_it_cannot_use(tiny_archive, tmp_path):
         cifarlab.load_trained("nope", workspace=tmp_path / "ws")
     trained = cifarlab.load_trained(result.run_id, workspace=tmp_path / "ws")
     with pytest.raises(CifarlabError, match=r"images of shape \(2, 3, 28, 28\): run .* classifies "
-                       r"3 x 32 x 32 images .*; resize them"):  # fmt: skip
+                       r"3 x 32 x 32 images; resize them to 32x32 \(bilinear"):  # fmt: skip
         trained.predict(torch.rand(2, 3, 28, 28))
     pixels = torch.randint(0, 256, (2, 32, 32, 3))  # int64, as np.array(image).astype(int)
     assert torch.equal(trained.logits(pixels), trained.logits(pixels.to(torch.uint8)))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, get_args
@@ -247,7 +248,9 @@ class RunConfig(BaseModel):
     @field_validator("device")
     @classmethod
     def _known_device(cls, v: str) -> str:
-        if v != "auto" and v != "cpu" and not v.startswith("cuda"):
+        if v == "mps":
+            raise ValueError("Apple GPUs (mps) are not supported yet; use --device cpu")
+        if v not in ("auto", "cpu") and not re.fullmatch(r"cuda(:\d+)?", v):
             raise ValueError(f"must be auto, cpu, cuda or cuda:N (got {v!r})")
         return v
 

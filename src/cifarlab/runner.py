@@ -148,8 +148,8 @@ def _run_training(config: RunConfig) -> RunResult:
     check_model(config.model)  # a bad name, spec or file fails here, before any data work
     if config.tensorboard:
         _require_tensorboard()
-    if config.compile and device.type == "cpu":
-        _require_cpp_compiler()
+    if config.compile:
+        _require_compiler(device)
     data = load_dataset(
         config.data,
         val_size=config.val_size,
@@ -228,11 +228,16 @@ def _train_and_record(
     workspace: Path,
     resumed: dict[str, Any] | None,
 ) -> RunResult:
-    torch.manual_seed(config.seed)
+    if device.type == "cuda":
+        torch.manual_seed(config.seed)  # the CPU's generator and every GPU's
+    else:  # manual_seed would also queue a seed for the GPUs of the machine: the caller's
+        torch.default_generator.manual_seed(config.seed)
     trainer = build_trainer(config, data, device, precision)
     _check_last_batch(trainer, config, data)
     if resumed:
         restore_checkpoint(trainer, workspace, resumed, config)
+    else:
+        _warn_if_dropping(config, len(data.train))
     info = _run_info(config, data, device, precision, trainer.model)
     prepare_workspace(workspace)
     with ResultsStore(workspace / "runs.db") as store:
@@ -425,14 +430,20 @@ def _require_tensorboard() -> None:
         ) from None
 
 
-def _require_cpp_compiler() -> None:
-    # torch.compile's CPU backend writes C++ and builds it with $CXX, else g++ (clang++ on
-    # macOS); without that compiler it fails deep in a traceback
-    compiler = os.environ.get("CXX") or ("clang++" if sys.platform == "darwin" else "g++")
-    if not shutil.which(compiler):
+def _require_compiler(device: torch.device) -> None:
+    """torch.compile builds code when the first step runs: C++ with $CXX, else g++ (clang++ on
+    macOS) on the CPU; Triton's launcher with $CC, else gcc or clang, on a GPU. Without that
+    compiler it fails deep in a traceback, the run already recorded."""
+    if device.type == "cpu":
+        found = os.environ.get("CXX") or ("clang++" if sys.platform == "darwin" else "g++")
+        where, wanted = "the CPU", f"a C++ compiler ({found})"
+    else:
+        found = os.environ.get("CC") or shutil.which("gcc") or shutil.which("clang") or "gcc"
+        where, wanted = "a GPU", "a C compiler (gcc or clang, for Triton)"
+    if not shutil.which(found):
         raise CifarlabError(
-            f"--compile on the CPU needs a C++ compiler ({compiler}) and none was found; "
-            "install one (e.g. apt-get install g++) or train without --compile"
+            f"--compile on {where} needs {wanted} and none was found; install one "
+            "(e.g. apt-get install g++) or train without --compile"
         )
 
 
@@ -488,6 +499,19 @@ def _check_last_batch(trainer: Trainer, config: RunConfig, data: CifarData) -> N
             raise CifarlabError(
                 f"the last of {len(data.train)} training images make {_BATCH_OF_ONE}"
             ) from None
+
+
+def _warn_if_dropping(config: RunConfig, n: int) -> None:
+    """A batch size set for CIFAR's 50,000 images (the presets: 512 with --drop-last) can
+    leave out much of a small dataset every epoch, and take a handful of steps in all."""
+    dropped = n % config.batch_size if config.drop_last else 0
+    if dropped > n // 10:
+        steps = n // config.batch_size
+        warn(
+            f"--batch-size {config.batch_size} with --drop-last leaves out {dropped:,} of the "
+            f"{n:,} training images every epoch ({dropped / n:.0%}) and takes {steps} "
+            f"step{'s' * (steps != 1)} an epoch; pass a smaller --batch-size, or --no-drop-last"
+        )
 
 
 def _explain(err: BaseException, config: RunConfig, epoch: int) -> None:

@@ -15,7 +15,12 @@ def resolve_device(requested: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if requested.startswith("cuda") and not torch.cuda.is_available():
         raise CifarlabError(f"--device {requested}: no CUDA device is visible; use --device cpu")
-    return torch.device(requested)
+    device = torch.device(requested)
+    count = torch.cuda.device_count() if device.type == "cuda" else 0
+    if device.type == "cuda" and (device.index or 0) >= count:  # else: a traceback, after the data
+        visible = "cuda:0" if count == 1 else f"cuda:0 to cuda:{count - 1}"
+        raise CifarlabError(f"--device {requested}: this machine shows {visible}; pick one of them")
+    return device
 
 
 def cpu_supports_bf16() -> bool:
@@ -32,8 +37,9 @@ def resolve_precision(requested: str, device: torch.device, channels_last: bool)
         raise CifarlabError("--precision fp16 needs a CUDA device; use bf16 or fp32 on the CPU")
     if requested != "auto":
         return requested
-    if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if device.type == "cuda":  # bf16 tensor cores from Ampere (8.0) on; is_bf16_supported()
+        # also says yes to older GPUs, where torch emulates bf16 (a T4 or V100: fp16 is fast)
+        return "bf16" if torch.cuda.get_device_capability(device) >= (8, 0) else "fp16"
     # bf16 in NCHW layout was slower than fp32 here; with channels_last it is 1.3-2x faster.
     return "bf16" if cpu_supports_bf16() and channels_last else "fp32"
 

@@ -237,7 +237,11 @@ class Trainer:
             "scaler": self.scaler.state_dict(),
             "ema": self.ema.state_dict() if self.ema is not None else None,
             "rng_cpu": torch.get_rng_state(),
-            "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            # the training GPU's generator only: a CPU run leaves CUDA alone (reading it starts
+            # CUDA), and a run resumes where fewer GPUs are visible than where it trained
+            "rng_cuda": [torch.cuda.get_rng_state(self.device)]
+            if self.device.type == "cuda"
+            else [],
             "callbacks": {
                 type(cb).__name__: cb.state_dict()
                 for cb in self.callbacks
@@ -259,8 +263,11 @@ class Trainer:
                 cb.load_state_dict(state["callbacks"][type(cb).__name__])
         # a checkpoint loaded onto a GPU brings its RNG states there; torch takes them on the CPU
         torch.set_rng_state(state["rng_cpu"].cpu())
-        if state["rng_cuda"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all([s.cpu() for s in state["rng_cuda"]])
+        states = state["rng_cuda"]  # before 2026-11-29: one per visible GPU, of any run
+        if states and self.device.type == "cuda":
+            index = self.device.index or 0
+            torch.cuda.set_rng_state(states[index if len(states) > index > 0 else 0].cpu(),
+                                     self.device)  # fmt: skip
 
     def _emit(self, hook: str, *args: Any) -> None:
         for callback in self.callbacks:
