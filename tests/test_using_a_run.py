@@ -159,3 +159,29 @@ def test_export_without_the_extra_says_what_to_install(trained_run, tmp_path, ca
     err = capsys.readouterr().err
     assert "exporting to ONNX needs the onnx extra: pip install 'cifarlab[onnx]'" in err
     assert not (tmp_path / "n.onnx").exists()
+
+
+def test_pixel_arrays_are_read_as_images_load_never_silently_otherwise(trained_run, tiny_folder):
+    workspace, run_id = trained_run
+    trained = cifarlab.load_trained(run_id, workspace)
+    files = sorted((tiny_folder / "test").rglob("*.png"))[:3]
+    rgb = np.stack([np.asarray(Image.open(f)) for f in files])  # N x H x W x 3 uint8
+    gray = np.stack([np.asarray(Image.open(f).convert("L")) for f in files])  # N x H x W
+    # three gray images are three images (read as colour, as training converts them), not
+    # one 3-channel image: a stack of 3 has the shape of one C x H x W image
+    assert trained.predict(gray) == trained.predict(np.repeat(gray[..., None], 3, axis=3))
+    assert len(trained.predict(gray)) == 3 and len(trained.predict(gray[0])) == 1
+    # 16-bit pixels scale to 8 bits as training read 16-bit images, not / 255
+    assert torch.equal(trained.logits(rgb.astype(np.uint16) * 257), trained.logits(rgb))
+    with pytest.raises(CifarlabError, match=r"they have 4 channels: convert them \(PIL: "
+                       r"\.convert\('RGB'\)\), or pass the image files"):  # fmt: skip
+        trained.predict(np.concatenate([rgb, rgb[..., :1]], axis=3))  # RGBA
+
+
+def test_a_run_is_found_by_its_folder_too(trained_run, tiny_folder, capsys):
+    workspace, run_id = trained_run
+    by_folder = cifarlab.load_trained(str(workspace / run_id))  # no workspace= needed
+    assert by_folder.run_id == run_id
+    one = str(sorted((tiny_folder / "test").rglob("*.png"))[0])
+    assert main(["predict", str(workspace / run_id), one]) == 0
+    assert one in capsys.readouterr().out

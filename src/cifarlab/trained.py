@@ -47,11 +47,11 @@ class TrainedModel:
         if _are_paths(images):
             images = self.read(images if isinstance(images, list | tuple) else [images])[0]
         device = next(self.model.parameters()).device  # trained.model.cuda(): there too
-        x = self._batch(images).to(device)
+        x = self._pixels(images)
         mean, std = self.mean[:, None, None].to(device), self.std[:, None, None].to(device)
-        with torch.no_grad():
-            return torch.cat([tta_logits(self.model, (part - mean) / std, self.tta)
-                              for part in x.split(EVAL_BATCH_SIZE)])  # fmt: skip
+        with torch.no_grad():  # a part at a time to the device: 50,000 images fit a small GPU
+            parts = (_floats(part.to(device)) for part in x.split(EVAL_BATCH_SIZE))
+            return torch.cat([tta_logits(self.model, (p - mean) / std, self.tta) for p in parts])
 
     def predict(self, images: Any) -> list[str]:
         """The class name for each image (see ``logits`` for what images it takes)."""
@@ -74,28 +74,61 @@ class TrainedModel:
         files = image_paths(paths)
         return read_images(files, self.image_shape)[0], files
 
-    def _batch(self, images: Any) -> torch.Tensor:
+    def _pixels(self, images: Any) -> torch.Tensor:
+        """N x C x H x W, in the type given: integer pixels channels-last as images load
+        (N x H x W x C, or H x W x C for one; N x H x W and H x W for gray ones), or floats
+        in [0, 1] as torch takes them (N x C x H x W, or C x H x W)."""
         if not torch.is_tensor(images):
             images = np.asarray(images)  # np.asarray(PIL image) is read-only: torch warns
             images = images if images.flags.writeable else images.copy()
         x = torch.as_tensor(images)
-        x = x[None] if x.dim() == 3 else x
         c, h, w = self.image_shape
-        if x.dim() == 4 and x.shape[1] != c and x.shape[-1] == c:  # N x H x W x C pixels
+        if x.dtype.is_floating_point:
+            x = x[None] if x.dim() == 3 else x
+            if x.dim() == 4 and x.shape[1] != c and x.shape[-1] == c:  # N x H x W x C floats
+                x = x.permute(0, 3, 1, 2)
+            if x.numel() and x.max() > 1:  # every image read as one class: say it
+                raise CifarlabError(
+                    f"images as floats must be in [0, 1] (these reach {x.max().item():g}); "
+                    "divide pixels by 255, or pass them as uint8"
+                )
+        else:
+            x = _channels_last_pixels(x if x.dtype == torch.uint8 else x.to(torch.int64))
+            if x.shape[-1] == 1 and c == 3:  # gray among colour: as training converts them
+                x = x.expand(*x.shape[:-1], 3)
+            if x.numel() and x.max() > 255:  # 16-bit, scaled to 8 bits as training read them
+                x = x.clamp(0, 65535) >> 8
             x = x.permute(0, 3, 1, 2)
-        if x.dim() != 4 or tuple(x.shape[1:]) != (c, h, w):
-            raise CifarlabError(
-                f"images of shape {tuple(x.shape)}: run {self.run_id} classifies {c} x {h} x {w} "
-                f"images (N x {c} x {h} x {w}, or N x {h} x {w} x {c} pixels); resize them"
+        if tuple(x.shape[1:]) != (c, h, w):
+            raise CifarlabError(f"images of shape {tuple(images.shape)}: run {self.run_id} "
+                                f"classifies {c} x {h} x {w} images; {self._fix(x)}")  # fmt: skip
+        return x
+
+    def _fix(self, x: torch.Tensor) -> str:
+        c, h, w = self.image_shape
+        files = "or pass the image files: predict(paths) converts and resizes them"
+        if x.dim() == 4 and x.shape[1] != c:
+            mode = {1: "L", 3: "RGB"}.get(c, f"{c} channels")
+            return (
+                f"they have {x.shape[1]} channels: convert them (PIL: .convert({mode!r})), {files}"
             )
-        if not x.dtype.is_floating_point and x.dtype != torch.bool:  # 0-255 (int64 too)
-            return x.float() / 255
-        if x.numel() and x.max() > 1:  # every image read as one class: say it
-            raise CifarlabError(
-                f"images as floats must be in [0, 1] (these reach {x.max().item():g}); divide "
-                "pixels by 255, or pass them as uint8"
-            )
-        return x.float()
+        return f"resize them to {h}x{w} (bilinear, as training resized), {files}"
+
+
+def _channels_last_pixels(x: torch.Tensor) -> torch.Tensor:
+    """Integer pixels as N x H x W x C: a 3-dim array is one H x W x C image when its last
+    axis is a channel count (1-4), else N gray images."""
+    if x.dim() == 2:
+        return x[None, ..., None]
+    if x.dim() == 3:
+        return x[None] if x.shape[-1] <= 4 else x[..., None]
+    return x
+
+
+def _floats(x: torch.Tensor) -> torch.Tensor:
+    if not x.dtype.is_floating_point and x.dtype != torch.bool:  # 0-255 (int64 too)
+        return x.float() / 255
+    return x.float()
 
 
 def _are_paths(images: Any) -> bool:
@@ -105,8 +138,11 @@ def _are_paths(images: Any) -> bool:
 
 
 def load_trained(run_id: str, workspace: str | os.PathLike = "cifarlab-runs") -> TrainedModel:
-    """The net run ``run_id`` trained, from the checkpoint it reports: ``best.pt``, picked by
-    validation, or ``last.pt`` for a run without a validation split."""
+    """The net run ``run_id`` trained (or the run in folder ``run_id``: "ws/tutorial-1a2b3c4d"),
+    from the checkpoint it reports: ``best.pt``, picked by validation, or ``last.pt`` for a
+    run without a validation split."""
+    if len(Path(run_id).parts) > 1 and Path(run_id).is_dir():  # "ws/tutorial-1a2b3c4d"
+        workspace, run_id = Path(run_id).parent, Path(run_id).name
     workspace = Path(workspace)
     with open_store(workspace) as store:
         run = store.run(run_id)
