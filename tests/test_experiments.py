@@ -503,6 +503,23 @@ def test_python_api_sweep_takes_the_clis_options(tmp_path, tiny_archive):
         cifarlab.sweep(grid, workspace=tmp_path / "ws", new_name="../x", data=tiny_archive)
 
 
+def test_a_preset_of_a_grid_or_include_run_is_not_overridden_by_base():
+    definition = {
+        "name": "own",
+        "base": {"epochs": 2, "lr": 0.001, "val_size": 86, "data": "ds"},
+        "grid": {"model": ["tutorial"]},
+        "include": [{"preset": "quick-cpu"}, {"preset": "quick-cpu", "epochs": 1}],
+    }
+    tutorial, quick, quick_short = build_experiment(definition).configs
+    assert (tutorial.lr, tutorial.epochs, tutorial.val_size) == (0.001, 2, 86)
+    # the preset's recipe, not the blog grid's lr (which took it to 14% on 5 classes)
+    assert (quick.lr, quick.epochs, quick.val_size, quick.data) == (0.75, 4, 0, "ds")
+    assert (quick_short.lr, quick_short.epochs) == (0.75, 1)  # its own table still overrides
+    # a preset in [base] is every run's recipe, and [base] overrides it as options do
+    definition["base"]["preset"] = "quick-cpu"
+    assert build_experiment(definition).configs[0].lr == 0.001
+
+
 def test_presets_expand_to_the_blog_grid():
     from cifarlab.experiments.presets import preset_definition
 
@@ -528,6 +545,20 @@ def test_a_bad_data_source_fails_the_sweep_once_before_any_run(tmp_path, capsys)
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "does not exist" in err, err
     assert not (ws / "runs.db").exists()  # nothing recorded, not even an empty database
+
+
+def test_a_val_size_the_data_cannot_spare_fails_the_sweep_once_before_any_run(
+    tmp_path, tiny_archive, capsys
+):
+    grid = _tiny_grid(tmp_path, tiny_archive, epochs=1)
+    grid.write_text(grid.read_text().replace("val_size = 30", "val_size = 5000"))  # CIFAR's
+    ws = tmp_path / "ws"
+    assert main(["sweep", str(grid), "--workspace", str(ws), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err  # not once per run, and no "4 trained now"
+    assert "--val-size 5000 leaves no training images (the training split has 120)" in err
+    # nothing recorded: no run "failed", no experiment whose runs "have not started yet"
+    assert _db(ws, "SELECT * FROM runs") == [] and _db(ws, "SELECT * FROM experiments") == []
 
 
 def test_a_finished_sweep_reruns_without_reading_its_data_again(tmp_path, tiny_archive, capsys):

@@ -1281,3 +1281,41 @@ def test_every_run_table_shows_the_budgets_runs_differ_in_and_labels_say_off(tmp
     # the page's note named limit_train; the table of every run did not show it
     assert ">limit_train</th>" in table and ">1000<" in table
     assert aggregate.short(None, "early_stop") == "off" and aggregate.short(None) == "-"
+
+
+@pytest.mark.parametrize("k", [10, 40, 100])
+def test_class_charts_grow_with_the_classes_so_their_names_stay_readable(tmp_path, k):
+    from cifarlab.report import charts
+    from cifarlab.report.predict import Predictions
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(k), 5)
+    preds = np.where(rng.random(len(labels)) < 0.6, labels, rng.integers(0, k, len(labels)))
+    names = [f"class {i} rotated 90 degrees" for i in range(k)]
+    pred = Predictions("r-1", names, labels, preds, rng.random(len(labels)),
+                       rng.integers(0, 255, (len(labels), 32, 32, 3), dtype=np.uint8))  # fmt: skip
+    confusion = Image.open(charts.confusion(pred, tmp_path).path)
+    per_class = Image.open(charts.per_class(pred, tmp_path, (0.2, 0.4, 0.8)).path)
+    dpi = confusion.info["dpi"][0]
+    # at least 0.18 in (a 6-point name and its gap) for each class's row
+    assert confusion.height >= (0.18 * k * dpi if k > 24 else 0)
+    assert per_class.height >= (0.19 * k * dpi if k > 12 else 0)  # a bar each, one above another
+    assert charts._short(names[0]) == "class 0 rotat…" and charts._short("cat") == "cat"
+
+
+def test_an_unbalanced_test_set_is_named_beside_the_accuracy_it_flatters(tmp_path):
+    from cifarlab.report import charts
+    from cifarlab.report.predict import Predictions
+
+    labels = np.array([0] * 87 + [1] * 10 + [2] * 3)  # 87% one class
+    preds = np.zeros_like(labels)  # the net answers "plane" for everything
+    pred = Predictions("r-1", ["plane", "truck", "ship"], labels, preds, np.ones(100),
+                       np.zeros((100, 32, 32, 3), np.uint8))  # fmt: skip
+    caption = charts.per_class(pred, tmp_path, (0.2, 0.4, 0.8)).caption
+    assert "87.0% overall" in caption
+    assert ("The test set is unbalanced: always answering plane would score 87.0%; the mean "
+            "of the per-class accuracies (balanced accuracy) is 33.3%.") in caption  # fmt: skip
+    images = np.zeros((15, 32, 32, 3), np.uint8)
+    balanced = Predictions("r-1", ["a", "b", "c"], np.repeat(np.arange(3), 5),
+                           np.zeros(15, int), np.ones(15), images)  # fmt: skip
+    assert "unbalanced" not in charts.per_class(balanced, tmp_path, (0.2, 0.4, 0.8)).caption

@@ -21,11 +21,14 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tqdm.auto import tqdm
 
 from cifarlab.config import RunConfig
+
+if TYPE_CHECKING:
+    from cifarlab.data.dataset import DecodedSource
 from cifarlab.errors import (
     BusyMachineWarning,
     CifarlabError,
@@ -423,27 +426,36 @@ Source = tuple[Any, ...]  # (data, image_size, labels): what decodes to one data
 
 
 def check_sources(
-    configs: list[RunConfig], quiet: bool = False, read: dict[Source, str | None] | None = None
+    configs: list[RunConfig], quiet: bool = False, read: dict[Source, int] | None = None
 ) -> None:
-    """Read each data source the runs use once, up front: a bad path or a corrupt archive
-    fails the sweep with one error instead of every run, and the runs then find it cached.
-    Sources in ``read`` (by ``mark_changed_data``) are not read again."""
-    read = read or {}
+    """Read each data source the runs use once, up front: a bad path, a corrupt archive or
+    a --val-size the data cannot spare fails the sweep with one error instead of every run,
+    and the runs then find it cached. ``read``: the training images of the sources that
+    ``mark_changed_data`` read, not read again."""
+    from cifarlab.data.dataset import check_val_size
+
+    read = dict(read or {})
     for source in sorted({_source(c) for c in configs}, key=str):
-        if read.get(source) is None:  # not read yet, or unreadable there: fail here
-            _content_of(source, quiet)
+        if source not in read:
+            read[source] = len(_decoded(source, quiet).dataset.train)
+        available = read[source]
+        for val_size in sorted({c.val_size for c in configs if _source(c) == source}):
+            if val_size >= available:  # (its warnings, each run shows itself)
+                check_val_size(val_size, available)
 
 
 def mark_changed_data(
     planned: list[PlannedRun], quiet: bool = False, dry_run: bool = False
-) -> dict[Source, str | None]:
+) -> dict[Source, int]:
     """Mark finished or stopped runs whose data was edited in place since they trained (the
     path, and so the run's settings, are the same): they train again, as new runs, with a
-    warning (a stopped run's checkpoint belongs to the old data). Returns what it read.
+    warning (a stopped run's checkpoint belongs to the old data). Returns the training
+    images of each source it decoded.
 
     A dry run decodes nothing: it asks the cache, and marks ``data_unchecked`` the runs whose
     data the cache holds no entry for as it is now (edited since, or never decoded here)."""
     now: dict[Source, str | None] = {}
+    sizes: dict[Source, int] = {}
     for p in planned:
         if p.code_edited and not dry_run:
             what = (f"a helper module that {p.config.model} imports" if model_source(p.config.model)
@@ -456,7 +468,11 @@ def mark_changed_data(
         source = _source(p.config)
         if source not in now:
             try:
-                now[source] = _cached_content_of(source) if dry_run else _content_of(source, quiet)
+                if dry_run:
+                    now[source] = _cached_content_of(source)
+                else:
+                    decoded = _decoded(source, quiet)
+                    now[source], sizes[source] = decoded.content_id, len(decoded.dataset.train)
             except CifarlabError:  # gone or unreadable: nothing to compare, the result stands
                 now[source] = None
         if now[source] is None:
@@ -466,7 +482,7 @@ def mark_changed_data(
             if not dry_run:
                 warn(f"the data of run {p.previous['id']} ({p.config.data}) has changed since "
                      "it trained; training it again, as a new run")  # fmt: skip
-    return now
+    return sizes
 
 
 def _source(config: RunConfig) -> Source:
@@ -481,14 +497,14 @@ def _cached_content_of(source: Source) -> str | None:
     return known_content_id(data, image_size=image_size, labels=labels)
 
 
-def _content_of(source: Source, quiet: bool) -> str:
-    """Decode (or load from the cache) a source; its content id."""
+def _decoded(source: Source, quiet: bool) -> DecodedSource:
+    """Decode a source (or load it from the cache)."""
     from cifarlab.data.dataset import decode_source
 
     data, image_size, labels = source
     with warnings.catch_warnings():  # each run shows the source's warnings itself
         warnings.simplefilter("ignore", CifarlabWarning)
-        return decode_source(data, image_size=image_size, labels=labels, quiet=quiet).content_id
+        return decode_source(data, image_size=image_size, labels=labels, quiet=quiet)
 
 
 def _for_workspace(planned: PlannedRun, workspace: Path, quiet: bool) -> RunConfig:
