@@ -37,7 +37,7 @@ def build_trainer(
         except ValueError as err:
             raise CifarlabError(
                 f"--whiten: model {config.model!r} has no whitening stem ({err}); "
-                "use it with speedrun or speedrun-small, or pass --no-whiten"
+                "use it with a speedrun net (speedrun, -small, -tiny), or pass --no-whiten"
             ) from None
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
     model = model.to(device=device, memory_format=memory_format)
