@@ -503,21 +503,29 @@ def test_python_api_sweep_takes_the_clis_options(tmp_path, tiny_archive):
         cifarlab.sweep(grid, workspace=tmp_path / "ws", new_name="../x", data=tiny_archive)
 
 
-def test_a_preset_of_a_grid_or_include_run_is_not_overridden_by_base():
+def test_base_reaching_into_a_preset_of_the_grid_or_an_include_is_named():
     definition = {
         "name": "own",
         "base": {"epochs": 2, "lr": 0.001, "val_size": 86, "data": "ds"},
         "grid": {"model": ["tutorial"]},
-        "include": [{"preset": "quick-cpu"}, {"preset": "quick-cpu", "epochs": 1}],
+        "include": [
+            {"preset": "quick-cpu"},
+            {"preset": "quick-cpu", "lr": 0.75, "epochs": 4, "val_size": 0},
+        ],  # fmt: skip
     }
-    tutorial, quick, quick_short = build_experiment(definition).configs
-    assert (tutorial.lr, tutorial.epochs, tutorial.val_size) == (0.001, 2, 86)
-    # the preset's recipe, not the blog grid's lr (which took it to 14% on 5 classes)
-    assert (quick.lr, quick.epochs, quick.val_size, quick.data) == (0.75, 4, 0, "ds")
-    assert (quick_short.lr, quick_short.epochs) == (0.75, 1)  # its own table still overrides
-    # a preset in [base] is every run's recipe, and [base] overrides it as options do
-    definition["base"]["preset"] = "quick-cpu"
-    assert build_experiment(definition).configs[0].lr == 0.001
+    with pytest.warns(UserWarning) as caught:
+        tutorial, quick, quick_kept = build_experiment(definition, source="own.toml").configs
+    messages = [str(w.message) for w in caught if "overrides preset" in str(w.message)]
+    # options given override a preset (runs recorded so keep their settings), but say so
+    assert messages == [
+        "own.toml: [base] overrides preset 'quick-cpu' of include[0]: epochs = 2 (the "
+        "preset's 4), lr = 0.001 (the preset's 0.75), val_size = 86 (the preset's 0); settings "
+        "given override a preset, so to keep the preset's, set them in include[0]"
+    ]
+    assert (quick.lr, quick.epochs) == (0.001, 2) and (quick_kept.lr, quick_kept.epochs) == (
+        0.75,
+        4,
+    )
 
 
 def test_presets_expand_to_the_blog_grid():
@@ -556,7 +564,10 @@ def test_a_val_size_the_data_cannot_spare_fails_the_sweep_once_before_any_run(
     assert main(["sweep", str(grid), "--workspace", str(ws), "--quiet"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1, err  # not once per run, and no "4 trained now"
-    assert "--val-size 5000 leaves no training images (the training split has 120)" in err
+    assert "val_size 5000 leaves no training images in" in err
+    assert ("(its training split has 120); set a smaller one (12, a tenth, is usual; 0: no "
+            "validation): val_size = 12 in the experiment's [base], or compare's --val-size "
+            "12") in err  # fmt: skip
     # nothing recorded: no run "failed", no experiment whose runs "have not started yet"
     assert _db(ws, "SELECT * FROM runs") == [] and _db(ws, "SELECT * FROM experiments") == []
 

@@ -68,6 +68,7 @@ def test_a_cpu_run_on_a_gpu_machine_leaves_cuda_alone(tiny_archive, tmp_path):
         mock.patch("torch.cuda.get_rng_state_all", side_effect=started_cuda),
         mock.patch("torch.cuda.get_rng_state", side_effect=started_cuda),
         mock.patch("torch.cuda.set_rng_state_all", side_effect=started_cuda),
+        mock.patch("torch.cuda.set_rng_state", side_effect=started_cuda),
         mock.patch("torch.cuda.manual_seed_all", side_effect=started_cuda),
     ):
         result = cifarlab.train(data=str(tiny_archive), workspace=str(tmp_path / "ws"),
@@ -92,19 +93,3 @@ def test_compile_on_a_gpu_without_a_c_compiler_says_so_before_the_run():
             _require_compiler(torch.device("cuda"))
         with pytest.raises(CifarlabError, match="--compile on the CPU needs a C\\+\\+ compiler"):
             _require_compiler(torch.device("cpu"))
-
-
-def test_the_loader_prepares_a_smaller_chunk_on_a_gpu_short_of_memory():
-    import numpy as np
-
-    from cifarlab.data.arrays import SplitArrays
-    from cifarlab.data.loader import GPU_CHUNK_BYTES, TensorLoader
-
-    split = SplitArrays(np.zeros((50_000, 32, 32, 3), np.uint8), np.zeros(50_000, np.int64))
-    loader = TensorLoader(split, 512, mean=(0.5,) * 3, std=(0.25,) * 3)
-    loader.device = torch.device("cuda")  # what a loader on a GPU asks; its pixels stay here
-    batch_bytes = 512 * 3 * 32 * 32 * 4  # as float32
-    with mock.patch("torch.cuda.mem_get_info", return_value=(80 << 30, 80 << 30)):
-        assert loader._batches_per_chunk() == GPU_CHUNK_BYTES // batch_bytes  # an H100: 1 GiB
-    with mock.patch("torch.cuda.mem_get_info", return_value=(2 << 30, 4 << 30)):
-        assert loader._batches_per_chunk() == (2 << 30) // 16 // batch_bytes  # 128 MiB

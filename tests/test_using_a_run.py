@@ -79,6 +79,19 @@ def test_predict_brings_other_images_to_the_nets_size_and_channels(trained_run, 
     assert both.shape == (2, 3) and torch.allclose(both.sum(1), torch.ones(2))
 
 
+def test_a_folder_to_predict_is_read_as_the_data_layer_reads_one(trained_run, tmp_path, capsys):
+    workspace, run_id = trained_run
+    image = Image.fromarray(np.zeros((32, 32, 3), np.uint8))
+    image.save(tmp_path / "cat.png")
+    (tmp_path / ".thumbnails").mkdir()
+    image.save(tmp_path / ".thumbnails" / "cat.png")  # a viewer's cache, not the user's image
+    (tmp_path / "notes.pdf").write_text("a report")  # Pillow writes PDFs, it cannot read them
+    (tmp_path / "labels.txt").write_text("cat")
+    code, out, _ = _predict(capsys, workspace, run_id, str(tmp_path), "--format", "csv")
+    assert code == 0
+    assert [line.split(",")[0] for line in out.splitlines()[1:]] == [str(tmp_path / "cat.png")]
+
+
 def test_predict_table_lists_the_runners_up(trained_run, tiny_folder, capsys):
     workspace, run_id = trained_run
     one = sorted((tiny_folder / "test" / "dog").glob("*.png"))[0]
@@ -147,6 +160,10 @@ def test_the_exported_file_scores_as_the_run_scores(trained_run, tmp_path, capsy
     meta = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
     assert json.loads(meta["classes"]) == trained.classes and meta["run_id"] == run_id
     assert json.loads(meta["image_shape"]) == [3, 32, 32]
+    # -o a folder/ puts RUN_ID.onnx in it, for a run named by its folder too
+    deploy = tmp_path / "deploy"
+    assert main(["export", str(workspace / run_id), "-o", f"{deploy}/"]) == 0
+    assert onnx.load(str(deploy / f"{run_id}.onnx")).metadata_props  # protobuf, loadable
 
 
 def test_export_without_the_extra_says_what_to_install(trained_run, tmp_path, capsys, monkeypatch):
@@ -167,12 +184,25 @@ def test_pixel_arrays_are_read_as_images_load_never_silently_otherwise(trained_r
     files = sorted((tiny_folder / "test").rglob("*.png"))[:3]
     rgb = np.stack([np.asarray(Image.open(f)) for f in files])  # N x H x W x 3 uint8
     gray = np.stack([np.asarray(Image.open(f).convert("L")) for f in files])  # N x H x W
-    # three gray images are three images (read as colour, as training converts them), not
-    # one 3-channel image: a stack of 3 has the shape of one C x H x W image
-    assert trained.predict(gray) == trained.predict(np.repeat(gray[..., None], 3, axis=3))
-    assert len(trained.predict(gray)) == 3 and len(trained.predict(gray[0])) == 1
-    # 16-bit pixels scale to 8 bits as training read 16-bit images, not / 255
+    # gray images are read as colour, as training converts them; but 3 x H x W is one colour
+    # image (C x H x W, as torchvision reads one) or three gray ones: refused, not guessed
+    assert trained.predict(gray[:2]) == trained.predict(np.repeat(gray[:2, ..., None], 3, axis=3))
+    assert len(trained.predict(gray[:2])) == 2 and len(trained.predict(gray[0])) == 1
+    with pytest.raises(CifarlabError, match=r"pixels of shape \(3, 32, 32\) are one 3-channel "
+                       r"image or 3 gray ones; pass one image as H x W x C, or gray ones as "
+                       r"N x H x W x 1"):  # fmt: skip
+        trained.predict(gray)
+    assert trained.predict(gray[..., None]) == trained.predict(np.repeat(gray[..., None], 3, 3))
+    # torchvision's batch layout, N x C x H x W uint8 (one C x H x W image is the case above)
+    chw = torch.from_numpy(rgb).permute(0, 3, 1, 2)
+    assert torch.equal(trained.logits(chw), trained.logits(rgb))
+    # 16-bit pixels scale to 8 bits as training read 16-bit images, not / 255: uint16 always,
+    # other integers image by image (an 8-bit image beside a 16-bit one stays as it is)
     assert torch.equal(trained.logits(rgb.astype(np.uint16) * 257), trained.logits(rgb))
+    mixed = np.stack([rgb[0].astype(np.int64) * 257, rgb[1].astype(np.int64)])
+    assert torch.equal(trained.logits(mixed), trained.logits(rgb[:2]))
+    mask = torch.ones(1, 3, 32, 32, dtype=torch.bool)  # a mask: white, not 1/255
+    assert torch.equal(trained.logits(mask), trained.logits(np.full((1, 32, 32, 3), 255, np.uint8)))
     with pytest.raises(CifarlabError, match=r"they have 4 channels: convert them \(PIL: "
                        r"\.convert\('RGB'\)\), or pass the image files"):  # fmt: skip
         trained.predict(np.concatenate([rgb, rgb[..., :1]], axis=3))  # RGBA

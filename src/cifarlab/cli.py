@@ -357,7 +357,11 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     trained = load_trained(args.run, args.workspace)
     print(f"exporting {args.run}'s net (torch.onnx takes some seconds)...", file=sys.stderr)
-    path = trained.export_onnx(args.output or f"{args.run}.onnx")
+    name = f"{Path(args.run).name}.onnx"  # a run given by its folder: still RUN_ID.onnx here
+    output = Path(args.output) if args.output else Path(name)
+    if args.output and (output.is_dir() or args.output.endswith(("/", os.sep))):
+        output = output / name  # -o deploy/: deploy/RUN_ID.onnx
+    path = trained.export_onnx(output)
     print(f"wrote {path}")
     return 0
 

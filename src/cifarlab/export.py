@@ -36,8 +36,9 @@ class _Scoring(nn.Module):
     def __init__(self, trained: TrainedModel) -> None:
         super().__init__()
         self.net, self.tta = trained.model, trained.tta
-        self.register_buffer("mean", trained.mean[:, None, None].float().clone())
-        self.register_buffer("std", trained.std[:, None, None].float().clone())
+        device = next(trained.model.parameters()).device  # trained.model.cuda(): there too
+        self.register_buffer("mean", trained.mean[:, None, None].float().to(device))
+        self.register_buffer("std", trained.std[:, None, None].float().to(device))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return tta_logits(self.net, (images - self.mean) / self.std, self.tta)
@@ -48,10 +49,13 @@ def export_onnx(trained: TrainedModel, path: str | os.PathLike) -> Path:
     [0, 1], any N), output ``logits`` (N x classes); the class names, image shape and run
     in the file's metadata (``classes`` as JSON)."""
     try:
-        import onnx
-        import onnxscript  # noqa: F401  (torch.onnx's exporter needs it)
+        import onnx  # noqa: F401  (and onnxscript: torch.onnx's exporter needs both)
+        import onnxscript  # noqa: F401
     except ImportError:
         raise CifarlabError(f"exporting to ONNX needs the onnx extra: {EXTRA_HINT}") from None
+    if tuple(int(v) for v in torch.__version__.split(".")[:2]) < (2, 5):  # dynamo=True
+        raise CifarlabError(f"exporting to ONNX needs torch 2.5 or newer (this is "
+                            f"{torch.__version__}); pip install -U torch")  # fmt: skip
     path = Path(path)
     model = _Scoring(trained).eval()
     c, h, w = trained.image_shape
@@ -74,8 +78,8 @@ def export_onnx(trained: TrainedModel, path: str | os.PathLike) -> Path:
             "tta": str(trained.tta)}  # fmt: skip
     for key, value in meta.items():
         proto.metadata_props.add(key=key, value=value)
-    with written_atomically(path) as tmp:
-        onnx.save(proto, tmp)
+    with written_atomically(path) as tmp:  # protobuf whatever the suffix (onnx.save: by it)
+        tmp.write_bytes(proto.SerializeToString())
     return path
 
 

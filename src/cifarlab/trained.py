@@ -75,13 +75,13 @@ class TrainedModel:
         return read_images(files, self.image_shape)[0], files
 
     def _pixels(self, images: Any) -> torch.Tensor:
-        """N x C x H x W, in the type given: integer pixels channels-last as images load
-        (N x H x W x C, or H x W x C for one; N x H x W and H x W for gray ones), or floats
-        in [0, 1] as torch takes them (N x C x H x W, or C x H x W)."""
+        """N x C x H x W, in the type given: integer pixels (see ``_integer_layout``), or
+        floats in [0, 1] as torch takes them (N x C x H x W, or C x H x W)."""
         if not torch.is_tensor(images):
             images = np.asarray(images)  # np.asarray(PIL image) is read-only: torch warns
             images = images if images.flags.writeable else images.copy()
         x = torch.as_tensor(images)
+        x = x.float() if x.dtype == torch.bool else x  # a mask: 0 and 1 as floats
         c, h, w = self.image_shape
         if x.dtype.is_floating_point:
             x = x[None] if x.dim() == 3 else x
@@ -93,13 +93,10 @@ class TrainedModel:
                     "divide pixels by 255, or pass them as uint8"
                 )
         else:
-            x = _channels_last_pixels(x if x.dtype == torch.uint8 else x.to(torch.int64))
-            if x.shape[-1] == 1 and c == 3:  # gray among colour: as training converts them
-                x = x.expand(*x.shape[:-1], 3)
-            if x.numel() and x.max() > 255:  # 16-bit, scaled to 8 bits as training read them
-                x = x.clamp(0, 65535) >> 8
-            x = x.permute(0, 3, 1, 2)
-        if tuple(x.shape[1:]) != (c, h, w):
+            x = _eight_bit(_integer_layout(x)).permute(0, 3, 1, 2)
+            if x.shape[1] == 1 and c == 3:  # gray among colour: as training converts them
+                x = x.expand(-1, 3, -1, -1)
+        if x.dim() != 4 or tuple(x.shape[1:]) != (c, h, w):
             raise CifarlabError(f"images of shape {tuple(images.shape)}: run {self.run_id} "
                                 f"classifies {c} x {h} x {w} images; {self._fix(x)}")  # fmt: skip
         return x
@@ -115,14 +112,41 @@ class TrainedModel:
         return f"resize them to {h}x{w} (bilinear, as training resized), {files}"
 
 
-def _channels_last_pixels(x: torch.Tensor) -> torch.Tensor:
-    """Integer pixels as N x H x W x C: a 3-dim array is one H x W x C image when its last
-    axis is a channel count (1-4), else N gray images."""
+def _integer_layout(x: torch.Tensor) -> torch.Tensor:
+    """Integer pixels as N x H x W x C, from the layouts images come in: as loaded (H x W x C,
+    N x H x W x C; H x W and N x H x W when gray) or as torchvision reads them (C x H x W,
+    N x C x H x W). An array both readings fit is refused, not guessed: 3 x 64 x 64 is one
+    colour image or three gray ones (a guess gave one answer for three images)."""
     if x.dim() == 2:
         return x[None, ..., None]
     if x.dim() == 3:
-        return x[None] if x.shape[-1] <= 4 else x[..., None]
-    return x
+        if x.shape[-1] <= 4:  # a channel axis last: one H x W x C image
+            return x[None]
+        if x.shape[0] in (3, 4):
+            raise CifarlabError(
+                f"pixels of shape {tuple(x.shape)} are one {x.shape[0]}-channel image or "
+                f"{x.shape[0]} gray ones; pass one image as H x W x C, or gray ones as "
+                "N x H x W x 1"
+            )
+        return x[..., None]  # N gray images (1 x H x W: one, either way)
+    if x.dim() == 4:
+        return x.permute(0, 2, 3, 1) if x.shape[-1] > 4 and x.shape[1] <= 4 else x
+    raise CifarlabError(
+        f"pixels of {x.dim()} dimensions {tuple(x.shape)}: give N x H x W x C (or one image)"
+    )
+
+
+def _eight_bit(x: torch.Tensor) -> torch.Tensor:
+    """0-255 pixels: 16-bit ones (uint16, or an image whose values pass 255) shifted down
+    to 8 bits as training read 16-bit images, each image on its own."""
+    if x.dtype == torch.uint8:
+        return x
+    wide = x.dtype == torch.uint16
+    x = x.to(torch.int64)
+    if x.numel():
+        sixteen = torch.ones(len(x), dtype=torch.bool) if wide else x.flatten(1).amax(1) > 255
+        x = torch.where(sixteen[:, None, None, None], x.clamp(0, 65535) >> 8, x)
+    return x.clamp(0, 255)
 
 
 def _floats(x: torch.Tensor) -> torch.Tensor:

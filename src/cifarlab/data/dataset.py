@@ -168,7 +168,7 @@ def load_dataset(
         data, image_size=image_size, labels=labels, quiet=quiet
     )
     train_all = decoded.train
-    check_val_size(val_size, len(train_all))
+    _check_val_size(val_size, len(train_all))
     rng = np.random.default_rng(seed)
     val_idx, train_idx = split_off(train_all.labels, val_size, rng)
     _note_limit("--limit-train", limit_train, len(train_idx), "training")
@@ -196,7 +196,7 @@ def load_dataset(
     )
 
 
-def check_val_size(val_size: int, available: int) -> None:
+def _check_val_size(val_size: int, available: int) -> None:
     """The default hold-out (5,000, CIFAR's tenth) can be most of a small dataset, or all."""
     tenth = f"--val-size {max(available // 10, 1)}, a tenth,"
     if val_size >= available:

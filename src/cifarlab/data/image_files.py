@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from cifarlab.data.imagefolder import GRAY_MODES, is_image_name, to_8bit
+from cifarlab.data.imagefolder import is_image_name, is_litter, plain_image
 from cifarlab.errors import CifarlabError
 
 PathLike = str | os.PathLike
@@ -24,7 +24,7 @@ def image_paths(given: Sequence[PathLike]) -> list[Path]:
     paths: list[Path] = []
     for path in map(Path, given):
         if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if _is_image_file(p))
+            found = sorted(p for p in path.rglob("*") if _is_image_file(p, path))
             if not found:
                 raise CifarlabError(f"{str(path)!r} holds no image files (.png, .jpg, ...)")
             paths += found
@@ -35,8 +35,11 @@ def image_paths(given: Sequence[PathLike]) -> list[Path]:
     return paths
 
 
-def _is_image_file(path: Path) -> bool:
-    return path.is_file() and not path.name.startswith(".") and is_image_name(path.name)
+def _is_image_file(path: Path, folder: Path) -> bool:
+    """As the data layer reads a folder: no hidden files or folders (.thumbnails/), no
+    __MACOSX/, only names Pillow reads."""
+    parts = path.relative_to(folder).parts
+    return not is_litter(parts) and is_image_name(path.name) and path.is_file()
 
 
 def read_images(paths: Sequence[Path], shape: tuple[int, int, int]) -> tuple[np.ndarray, int]:
@@ -58,12 +61,8 @@ def read_images(paths: Sequence[Path], shape: tuple[int, int, int]) -> tuple[np.
 
 def _decoded(path: Path, mode: str) -> Image.Image:
     try:
-        with Image.open(path) as image:
-            if image.mode.startswith("I"):  # 16-bit grayscale: scaled, not clipped to white
-                image = to_8bit(image)
-            if image.mode in GRAY_MODES:
-                image = image.convert("L")
-            return image.convert(mode)  # loads the pixels before the file closes
+        with Image.open(path) as image:  # as training read its images, then the net's mode
+            return plain_image(image)[0].convert(mode)  # loads the pixels before it closes
     except Image.DecompressionBombError:
         raise CifarlabError(
             f"{path} has more pixels than Pillow decodes (its guard against decompression "

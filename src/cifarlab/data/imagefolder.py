@@ -47,7 +47,7 @@ _IN_MEMORY_LIMIT = 512 << 20  # archives smaller than this are decompressed in o
 _CHUNK = 2048  # images per decoding task
 _HARMLESS_PAX = {b"comment", b"mtime", b"atime", b"ctime", b"uid", b"gid", b"uname", b"gname"}
 DEFAULT_SIDE = 32  # images of several sizes are resized to CIFAR's, unless --image-size says
-GRAY_MODES = ("1", "LA", "F")  # kept single-channel (16-bit: to_8bit)
+_GRAY_MODES = ("1", "LA", "F")  # kept single-channel (16-bit: _to_8bit)
 # what reading a broken archive raises: zlib's own error escapes gzip on some damage
 ARCHIVE_ERRORS = (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError, zlib.error,
                   lzma.LZMAError)  # fmt: skip
@@ -470,7 +470,8 @@ def is_image_name(name: str) -> bool:
     """An extension Pillow reads (.png, .jpg, .webp...); other files in subfolders of a class
     are taken for sidecars (annotations, notes), as torchvision's ImageFolder skips them."""
     Image.init()
-    return Path(name).suffix.lower() in Image.registered_extensions()
+    kind = Image.registered_extensions().get(Path(name).suffix.lower())
+    return kind in Image.OPEN  # not .pdf: Pillow writes it, it cannot read it
 
 
 def _layout_notes(source: Path, skipped: list[str], other_splits: set[str]) -> tuple[str, ...]:
@@ -728,7 +729,19 @@ def _too_large(pixels: int) -> bool:
     return Image.MAX_IMAGE_PIXELS is not None and pixels > Image.MAX_IMAGE_PIXELS
 
 
-def to_8bit(image: Image.Image) -> Image.Image:
+def plain_image(image: Image.Image) -> tuple[Image.Image, bool]:
+    """``image`` as 8-bit gray (L) or RGB, as every image is trained on: 16-bit gray scaled,
+    gray modes (1, LA, F) to L, the rest (P, RGBA, CMYK...) to RGB; and whether it took a
+    colour conversion."""
+    if image.mode.startswith("I"):  # 16-bit (or 32-bit int) grayscale
+        image = _to_8bit(image)
+    if image.mode in ("RGB", "L"):
+        return image, False
+    gray = image.mode in _GRAY_MODES
+    return image.convert("L" if gray else "RGB"), not gray
+
+
+def _to_8bit(image: Image.Image) -> Image.Image:
     """16-bit grayscale scaled to 8 bits (Pillow's convert("L") clips it: all white). A mode
     "I" image holding only 0-255 is kept as it is."""
     array = np.asarray(image, dtype=np.int64)
@@ -749,12 +762,8 @@ def _decode_chunk(
             continue
         try:
             with Image.open(io.BytesIO(blob)) as image:
-                if image.mode.startswith("I"):  # 16-bit (or 32-bit int) grayscale
-                    image = to_8bit(image)
-                if image.mode not in ("RGB", "L"):
-                    gray = image.mode in GRAY_MODES
-                    converted += not gray
-                    image = image.convert("L" if gray else "RGB")
+                image, colour = plain_image(image)
+                converted += colour
                 if image_size is not None and image.size != (image_size, image_size):
                     image = image.resize((image_size, image_size), Image.Resampling.BILINEAR)
                 array = np.asarray(image, dtype=np.uint8)

@@ -21,7 +21,8 @@ from cifarlab.data.augment import Augment, pack_pixels, unpack_pixels
 
 CHUNK_BYTES = 8 << 20  # images per chunk, as float: stays in cache (1.3x vs 32 MiB, loader.py)
 # On a GPU, prepare (like airbench) up to the whole epoch at once: fewer launches, and
-# memory is plentiful there (but at most 1/16 of what is free: a laptop GPU's 4 GB).
+# memory is plentiful there. A constant, not a share of free memory: augmentation draws its
+# random numbers per chunk, so the chunks decide a seeded run's crops and flips.
 GPU_CHUNK_BYTES = 1 << 30
 
 
@@ -102,9 +103,7 @@ class TensorLoader:
 
     def _batches_per_chunk(self) -> int:
         image_bytes = 4 * math.prod(self.pixels.shape[1:]) * self.channels  # as float32
-        budget = CHUNK_BYTES
-        if self.device.type == "cuda":  # a small or shared GPU (sweep workers) keeps room
-            budget = min(GPU_CHUNK_BYTES, torch.cuda.mem_get_info(self.device)[0] // 16)
+        budget = CHUNK_BYTES if self.device.type == "cpu" else GPU_CHUNK_BYTES
         return max(1, budget // (image_bytes * self.batch_size))
 
     def _prepare(self, sl: slice, order: torch.Tensor | None, g: torch.Generator):

@@ -118,6 +118,7 @@ def build_experiment(
                  "like for like")  # fmt: skip
     if problems:
         raise CifarlabError("\n".join(f"{source}: {p}" for p in problems))
+    _warn_base_over_presets(source, definition)
 
     configs, seen, excluded = [], set(), 0
     excludes = _tables(definition, "exclude")
@@ -230,17 +231,29 @@ def _expand(definition: dict[str, Any]) -> list[tuple[dict[str, Any], bool]]:
     runs = []
     keys = list(grid)
     for values in itertools.product(*(grid[k] for k in keys)) if keys else []:
-        runs.append((_layered(base, dict(zip(keys, values))), True))
-    runs += [(_layered(base, extra), False) for extra in _tables(definition, "include")]
+        runs.append(({**base, **dict(zip(keys, values))}, True))
+    runs += [({**base, **extra}, False) for extra in _tables(definition, "include")]
     return runs
 
 
-def _layered(base: dict[str, Any], own: dict[str, Any]) -> dict[str, Any]:
-    """A run's options: its own (a grid combination, an include) over [base]. A preset of its
-    own is its recipe: [base], written for the other runs, does not reach into what the
-    preset sets (a blog grid's lr = 0.001 would take quick-cpu's 0.75 to 14%)."""
-    preset = TRAIN_PRESETS.get(own.get("preset"), {}) if isinstance(own.get("preset"), str) else {}
-    return {**{k: v for k, v in base.items() if k not in preset}, **own}
+def _warn_base_over_presets(source: str, definition: dict[str, Any]) -> None:
+    """A preset named in [grid] or an [[include]] takes [base]'s settings over its own, as
+    options given override a preset; [base] written for the other runs then reaches into it
+    (a blog grid's lr = 0.001 took quick-cpu to 14%). Say so, with how to keep the preset's."""
+    base, grid = _table(definition, "base"), _table(definition, "grid")
+    presets = grid.get("preset") if isinstance(grid.get("preset"), list) else []
+    named = [("grid.preset", p, grid) for p in presets]
+    for i, table in enumerate(_tables(definition, "include")):
+        named.append((f"include[{i}]", table.get("preset"), table))
+    for where, preset, own in named:
+        recipe = TRAIN_PRESETS.get(preset, {}) if isinstance(preset, str) else {}
+        clashes = [k for k in base if k in recipe and k not in own and base[k] != recipe[k]]
+        if clashes:
+            shown = ", ".join(f"{k} = {base[k]!r} (the preset's {recipe[k]!r})" for k in clashes)
+            warn(
+                f"{source}: [base] overrides preset {preset!r} of {where}: {shown}; settings "
+                f"given override a preset, so to keep the preset's, set them in {where}"
+            )
 
 
 def _excluded(

@@ -432,16 +432,20 @@ def check_sources(
     a --val-size the data cannot spare fails the sweep with one error instead of every run,
     and the runs then find it cached. ``read``: the training images of the sources that
     ``mark_changed_data`` read, not read again."""
-    from cifarlab.data.dataset import check_val_size
-
     read = dict(read or {})
     for source in sorted({_source(c) for c in configs}, key=str):
         if source not in read:
             read[source] = len(_decoded(source, quiet).dataset.train)
         available = read[source]
         for val_size in sorted({c.val_size for c in configs if _source(c) == source}):
-            if val_size >= available:  # (its warnings, each run shows itself)
-                check_val_size(val_size, available)
+            if val_size >= available:  # spelled for a file (and compare's option)
+                tenth = max(available // 10, 1)
+                raise CifarlabError(
+                    f"val_size {val_size} leaves no training images in {source[0]} (its "
+                    f"training split has {available:,}); set a smaller one ({tenth}, a tenth, "
+                    f"is usual; 0: no validation): val_size = {tenth} in the experiment's "
+                    f"[base], or compare's --val-size {tenth}"
+                )
 
 
 def mark_changed_data(

@@ -586,7 +586,7 @@ def confusion(pred: Predictions, out: Path) -> Chart:
     k = len(pred.classes)
     matrix = confusion_matrix(pred.labels, pred.preds, k)
     # past 24 classes, a row per 0.18 in (6-point names fit): a bigger PNG, opened full size
-    side = 0.18 * k + 2.5 if k > 24 else None
+    side = min(0.18 * k + 2.5, 30) if k > 24 else None  # past 150 classes, no names
     fig, ax = _subplots(
         figsize=(side or min(WIDTH, 3 + 0.6 * k), side or min(WIDTH, 2.4 + 0.55 * k))
     )
@@ -609,6 +609,9 @@ def confusion(pred: Predictions, out: Path) -> Chart:
     ax.set_xticks(range(k), pred.classes, rotation=90 if small else 45, ha="center" if small
                   else "right", **small)  # fmt: skip
     ax.set_yticks(range(k), pred.classes, **small)
+    if k > 150:
+        ax.set_xticks([])
+        ax.set_yticks([])
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
     fig.colorbar(im, ax=ax, label="% of the true class's test images", shrink=0.8)
@@ -629,7 +632,7 @@ def per_class(pred: Predictions, out: Path, colour: tuple) -> Chart:
     acc = per_class_accuracy(pred.labels, pred.preds, len(pred.classes))
     overall = float((pred.labels == pred.preds).mean())
     if len(pred.classes) > 12:  # names side by side overlap: a row each, the worst on top
-        order = np.argsort(-acc, kind="stable")
+        order = np.argsort(-acc, kind="stable")[-100:]  # past 100 classes, the 100 worst
         fig, ax = _subplots(figsize=(WIDTH, 1.2 + 0.19 * len(order)))
         ax.barh([pred.classes[i] for i in order], acc[order] * 100, color=colour)
         ax.axvline(
@@ -655,6 +658,7 @@ def per_class(pred: Predictions, out: Path, colour: tuple) -> Chart:
         f"Per-class accuracy ranges from {pct(acc[lo])} ({pred.classes[lo]}) to "
         f"{pct(acc[hi])} ({pred.classes[hi]}); {pct(overall)} overall on "
         f"{len(pred.labels):,} test images.{_unbalanced_note(pred, acc)}"
+        + (f" The chart shows the 100 worst of {len(acc)} classes." if len(acc) > 100 else "")
     )
     return _save(fig, out, "per-class", "Per-class test accuracy of the best run", caption)
 
@@ -665,7 +669,7 @@ def _unbalanced_note(pred: Predictions, acc: np.ndarray) -> str:
     counts = np.bincount(pred.labels, minlength=len(pred.classes))
     big = int(np.argmax(counts))
     share = counts[big] / counts.sum()
-    if share < 1.5 / len(pred.classes):  # CIFAR's equal classes, or close to it
+    if share < max(1.5, 1 + 0.05 * len(pred.classes)) / len(pred.classes):  # near equal
         return ""
     return (
         f" The test set is unbalanced: always answering {pred.classes[big]} would score "
