@@ -69,6 +69,7 @@ from cifarlab.train.cpu_share import cores_taken
 from cifarlab.train.precision import (
     cpu_supports_bf16,
     explain_precision,
+    gpu_has_bf16,
     resolve_device,
     resolve_precision,
 )
@@ -144,6 +145,11 @@ def _run_training(config: RunConfig) -> RunResult:
         warn(
             "--precision bf16: this CPU runs bf16 emulated (it has no AVX-512 BF16 or AMX), "
             f"5-16x slower than fp32; {fix}"
+        )
+    if device.type == "cuda" and precision == "bf16" and not gpu_has_bf16(device):
+        warn(
+            "--precision bf16: this GPU has no bf16 tensor cores (they came with Ampere), so "
+            "torch emulates bf16, slowly; use --precision fp16, or auto, which picks it here"
         )
     check_model(config.model)  # a bad name, spec or file fails here, before any data work
     if config.tensorboard:

@@ -31,15 +31,20 @@ def cpu_supports_bf16() -> bool:
         return False
 
 
+def gpu_has_bf16(device: torch.device) -> bool:
+    """bf16 tensor cores: Ampere (compute capability 8.0) on. torch.cuda.is_bf16_supported()
+    also says yes to older GPUs, where torch emulates bf16 (a T4 or V100: fp16 is fast)."""
+    return torch.cuda.get_device_capability(device) >= (8, 0)
+
+
 def resolve_precision(requested: str, device: torch.device, channels_last: bool) -> str:
     """Pick fp32/bf16/fp16; ``auto`` takes bf16 only where it is measured to be faster."""
     if requested == "fp16" and device.type != "cuda":
         raise CifarlabError("--precision fp16 needs a CUDA device; use bf16 or fp32 on the CPU")
     if requested != "auto":
         return requested
-    if device.type == "cuda":  # bf16 tensor cores from Ampere (8.0) on; is_bf16_supported()
-        # also says yes to older GPUs, where torch emulates bf16 (a T4 or V100: fp16 is fast)
-        return "bf16" if torch.cuda.get_device_capability(device) >= (8, 0) else "fp16"
+    if device.type == "cuda":
+        return "bf16" if gpu_has_bf16(device) else "fp16"
     # bf16 in NCHW layout was slower than fp32 here; with channels_last it is 1.3-2x faster.
     return "bf16" if cpu_supports_bf16() and channels_last else "fp32"
 
