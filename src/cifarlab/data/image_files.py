@@ -8,9 +8,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
-from cifarlab.data.imagefolder import is_image_name, is_litter, plain_image
+from cifarlab.data.imagefolder import is_image_name, is_litter, plain_image, readable
 from cifarlab.errors import CifarlabError
 
 PathLike = str | os.PathLike
@@ -60,15 +60,5 @@ def read_images(paths: Sequence[Path], shape: tuple[int, int, int]) -> tuple[np.
 
 
 def _decoded(path: Path, mode: str) -> Image.Image:
-    try:
-        with Image.open(path) as image:  # as training read its images, then the net's mode
-            return plain_image(image)[0].convert(mode)  # loads the pixels before it closes
-    except Image.DecompressionBombError:
-        raise CifarlabError(
-            f"{path} has more pixels than Pillow decodes (its guard against decompression "
-            "bombs, PIL.Image.MAX_IMAGE_PIXELS); shrink it first"
-        ) from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-        raise CifarlabError(
-            f"{path} is not a readable image ({type(err).__name__}); give PNG or JPEG files"
-        ) from None
+    with readable(str(path), in_dataset=False), Image.open(path) as image:
+        return plain_image(image)[0].convert(mode)  # as training read it, then the net's mode

@@ -729,6 +729,23 @@ def _too_large(pixels: int) -> bool:
     return Image.MAX_IMAGE_PIXELS is not None and pixels > Image.MAX_IMAGE_PIXELS
 
 
+@contextmanager
+def readable(name: str, in_dataset: bool) -> Iterator[None]:
+    """Pillow's errors on one image as one line naming it, and what to do about it."""
+    try:
+        yield
+    except Image.DecompressionBombError:
+        raise CifarlabError(
+            f"{name} has more pixels than Pillow decodes (its guard against decompression "
+            f"bombs, PIL.Image.MAX_IMAGE_PIXELS); shrink {'or remove it' if in_dataset else 'it'}"
+        ) from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        fix = "remove it or replace it with a valid PNG/JPEG" if in_dataset else "give PNG or JPEG"
+        raise CifarlabError(
+            f"{name} is not a readable image ({type(err).__name__}); {fix}"
+        ) from None
+
+
 def plain_image(image: Image.Image) -> tuple[Image.Image, bool]:
     """``image`` as 8-bit gray (L) or RGB, as every image is trained on: 16-bit gray scaled,
     gray modes (1, LA, F) to L, the rest (P, RGBA, CMYK...) to RGB; and whether it took a
@@ -760,23 +777,12 @@ def _decode_chunk(
         if array is not None:
             arrays.append(array[..., None] if array.ndim == 2 else array)
             continue
-        try:
-            with Image.open(io.BytesIO(blob)) as image:
-                image, colour = plain_image(image)
-                converted += colour
-                if image_size is not None and image.size != (image_size, image_size):
-                    image = image.resize((image_size, image_size), Image.Resampling.BILINEAR)
-                array = np.asarray(image, dtype=np.uint8)
-        except Image.DecompressionBombError:
-            raise CifarlabError(
-                f"{source}: {name} has more pixels than Pillow decodes (its guard against "
-                "decompression bombs, PIL.Image.MAX_IMAGE_PIXELS); shrink or remove it"
-            ) from None
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-            raise CifarlabError(
-                f"{source}: {name} is not a readable image ({type(err).__name__}); "
-                "remove it or replace it with a valid PNG/JPEG"
-            ) from None
+        with readable(f"{source}: {name}", in_dataset=True), Image.open(io.BytesIO(blob)) as image:
+            image, colour = plain_image(image)
+            converted += colour
+            if image_size is not None and image.size != (image_size, image_size):
+                image = image.resize((image_size, image_size), Image.Resampling.BILINEAR)
+            array = np.asarray(image, dtype=np.uint8)
         arrays.append(array[..., None] if array.ndim == 2 else array)
     blocks, first = [], 0
     for i in range(1, len(arrays) + 1):  # consecutive runs of one shape stack into one block
