@@ -56,6 +56,25 @@ def test_auto_precision_takes_bf16_only_on_gpus_with_bf16_tensor_cores(capabilit
     asked.assert_called_once_with(torch.device("cuda:1"))  # the GPU it trains on, not GPU 0
 
 
+def test_bf16_asked_of_a_gpu_without_bf16_tensor_cores_warns(tiny_archive, capsys):
+    # the CPU path warns alike; stopped at the model check, before anything is recorded
+    with (
+        mock.patch("torch.cuda.is_available", return_value=True),
+        mock.patch("torch.cuda.device_count", return_value=1),
+        mock.patch("torch.cuda.get_device_capability", return_value=(7, 5)),
+        mock.patch("torch.cuda.get_rng_state", return_value=torch.zeros(16, dtype=torch.uint8)),
+        mock.patch("torch.cuda.set_rng_state"),  # the run forks the GPU's generator
+        pytest.warns(
+            UserWarning,
+            match="this GPU has no bf16 tensor cores .* use --precision "
+            "fp16, or auto, which picks it here",
+        ),  # fmt: skip
+        pytest.raises(CifarlabError, match="unknown model"),
+    ):
+        cifarlab.train(data=str(tiny_archive), device="cuda", precision="bf16",
+                       model="no-such-net", quiet=True)  # fmt: skip
+
+
 def test_a_cpu_run_on_a_gpu_machine_leaves_cuda_alone(tiny_archive, tmp_path):
     from cifarlab.train.build import build_trainer
 

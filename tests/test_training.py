@@ -1292,7 +1292,7 @@ def test_lookahead_never_ends_a_short_run_on_its_starting_weights(tiny_archive, 
 
 
 def test_a_batch_size_that_leaves_out_much_of_the_data_says_so(tiny_archive, tmp_path):
-    # quick-cpu's batch of 512 with --drop-last, on a dataset of 860 images: 1 step an epoch
+    # as quick-cpu's batch of 512 with --drop-last left out 40% of an 860-image dataset
     options = dict(data=str(tiny_archive), workspace=str(tmp_path / "ws"), epochs=1,
                    val_size=0, quiet=True)  # fmt: skip
     with pytest.warns(UserWarning, match=r"--batch-size 50 with --drop-last leaves out 20 of "

@@ -119,7 +119,7 @@ def speedrun_tiny(
     num_classes: int = 10, in_channels: int = 3, image_size: ImageSize = 32
 ) -> nn.Module:
     # in fp32 on 2 AVX2 cores, `--preset quick-cpu --model speedrun-tiny --epochs 6` beat the
-    # blog's 83% in 3 minutes, where speedrun-small took 6 (BENCHMARKS.md, time to accuracy)
+    # blog's 83% in half quick-cpu's time: 83.48% in 3.3 min (one seed; BENCHMARKS.md)
     return speedrun_net(num_classes, in_channels, image_size, widths=(16, 64, 64))
 
 
