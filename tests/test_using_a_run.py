@@ -215,3 +215,22 @@ def test_a_run_is_found_by_its_folder_too(trained_run, tiny_folder, capsys):
     one = str(sorted((tiny_folder / "test").rglob("*.png"))[0])
     assert main(["predict", str(workspace / run_id), one]) == 0
     assert one in capsys.readouterr().out
+
+
+def test_export_names_what_stopped_it_in_one_line(trained_run, tmp_path, capsys, monkeypatch):
+    workspace, run_id = trained_run
+    out = ["export", run_id, "-o", str(tmp_path / "n.onnx"), "--workspace", str(workspace)]
+
+    def unsupported(*args, **kwargs):
+        raise RuntimeError("Failed to export: aten::weird_op has no ONNX counterpart\nmore")
+
+    monkeypatch.setattr("torch.onnx.export", unsupported)  # a user's net with an odd op
+    assert main(out) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[-1] == (f"cifarlab: error: torch.onnx could not export run {run_id}'s net: Failed "
+                       "to export: aten::weird_op has no ONNX counterpart (CIFARLAB_TRACEBACK=1 "
+                       "shows the exporter's whole message)")  # fmt: skip
+    monkeypatch.setattr("torch.__version__", "2.4.1")
+    assert main(out) == 2
+    assert "exporting to ONNX needs torch 2.5 or newer (this is 2.4.1)" in capsys.readouterr().err
+    assert not (tmp_path / "n.onnx").exists()

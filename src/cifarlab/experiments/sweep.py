@@ -26,9 +26,6 @@ from typing import TYPE_CHECKING, Any
 from tqdm.auto import tqdm
 
 from cifarlab.config import RunConfig
-
-if TYPE_CHECKING:
-    from cifarlab.data.dataset import DecodedSource
 from cifarlab.errors import (
     BusyMachineWarning,
     CifarlabError,
@@ -48,6 +45,9 @@ from cifarlab.model_files import model_code_digest, model_source
 from cifarlab.process import check_main_guarded, die_with_parent, owner_pid
 from cifarlab.tables import and_list
 from cifarlab.train import cpu_share
+
+if TYPE_CHECKING:  # decoding imports torch: at first use only
+    from cifarlab.data.dataset import DecodedSource
 
 TO_RUN = ("new", "resume", "restart")  # the plan's actions that train; "done", "busy" do not
 

@@ -266,8 +266,8 @@ class Trainer:
         states = state["rng_cuda"]  # before 2026-11-29: one per visible GPU, of any run
         if states and self.device.type == "cuda":
             index = self.device.index or 0
-            torch.cuda.set_rng_state(states[index if len(states) > index > 0 else 0].cpu(),
-                                     self.device)  # fmt: skip
+            state = states[index] if index < len(states) else states[0]
+            torch.cuda.set_rng_state(state.cpu(), self.device)
 
     def _emit(self, hook: str, *args: Any) -> None:
         for callback in self.callbacks:
