@@ -54,12 +54,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                     import torch  # noqa: F401
             return COMMANDS[args.command](args)
     except CifarlabError as err:
+        code = EXIT_UNSETTLED if isinstance(err, RecordedFailure) else EXIT_USAGE
+        code = EXIT_FAILURE if isinstance(err, MachineFailure) else code
+        rank = _other_rank()
+        if rank and code == EXIT_USAGE:  # rank 0 met the same input and said so
+            return code
+        said = f"error (rank {rank})" if rank else "error"
         for line in str(err).split("\n"):  # one line per problem
-            print(f"cifarlab: error: {_printable(line)}", file=sys.stderr)
-        if isinstance(err, MachineFailure):
-            return EXIT_FAILURE
-        return EXIT_UNSETTLED if isinstance(err, RecordedFailure) else EXIT_USAGE
+            print(f"cifarlab: {said}: {_printable(line)}", file=sys.stderr)
+        return code
     except KeyboardInterrupt as stop:  # Ctrl-C, or SIGTERM (Terminated)
+        if _other_rank():  # torchrun stopped every rank: rank 0 says how to go on
+            return 143 if isinstance(stop, Terminated) else 130
         hint = getattr(stop, "resume_hint", None)
         word = "terminated" if isinstance(stop, Terminated) else "interrupted"
         print(f"cifarlab: {word}" + (f"; {hint} continues it" if hint else ""), file=sys.stderr)
@@ -76,6 +82,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         if sigterm is not None:  # main() may be called from a program with its own handler
             signal.signal(signal.SIGTERM, sigterm)
+
+
+def _other_rank() -> int:
+    """This process's rank under torchrun, when it is not rank 0; else 0."""
+    if os.environ.get("WORLD_SIZE", "1") in ("", "1"):  # not under torchrun: torch not needed
+        return 0
+    from cifarlab.distributed import launched_world
+
+    try:
+        return launched_world().rank
+    except CifarlabError:  # torchrun's variables garbled: every process says so
+        return 0
 
 
 def _printable(line: str) -> str:
@@ -108,6 +126,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         k: v for k, v in vars(args).items() if k != "command" and v is not None
     }
     result = run_training(make_run_config(**options))
+    if _other_rank():  # a spread run's rank 0 prints its results
+        return 0 if result.status == "completed" else EXIT_UNSETTLED
     record = {"id": result.run_id, **result.config.model_dump(), "status": result.status}
     print(format_runs([record | result.summary], "table", reasons=False))  # said on stderr
     if result.status != "completed":

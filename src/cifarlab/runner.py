@@ -12,6 +12,7 @@ import os
 import shutil
 import sys
 import traceback
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ import torch
 
 from cifarlab.config import SESSION_FIELDS, RunConfig, make_run_config
 from cifarlab.data import CifarData, load_dataset
+from cifarlab.distributed import World, from_main, join, launched_world, rank_device
 from cifarlab.errors import (
     CifarlabError,
     RecordedFailure,
@@ -56,6 +58,7 @@ from cifarlab.models.registry import user_code_file
 from cifarlab.process import current_owner
 from cifarlab.results import resume_command
 from cifarlab.resume import find_resumed, refuse_if_training_elsewhere, restore_checkpoint
+from cifarlab.train import cpu_share
 from cifarlab.train.build import build_trainer
 from cifarlab.train.callbacks import (
     Checkpointer,
@@ -113,11 +116,37 @@ def run_training(config: RunConfig | None = None, **options: Any) -> RunResult:
     """Train one model as ``config`` (or keyword options) says and record it in the workspace."""
     config = config or make_run_config(**options)
     # the run seeds torch and builds nets: a notebook's torch.manual_seed(123) holds after it
-    with torch.random.fork_rng(devices=_cuda_devices_of(config)):
+    with torch.random.fork_rng(devices=_cuda_devices_of(config)), warnings.catch_warnings():
         return _run_training(config)
 
 
 def _run_training(config: RunConfig) -> RunResult:
+    world = launched_world()  # torchrun's ranks, or this process alone
+    _refuse_device_index(world, config)
+    device = rank_device(world, resolve_device(config.device))
+    join(world, device)
+    if world.spread:  # torchrun's ranks here are one job: "cores taken" counts others' work
+        cpu_share.count_as_own_job(os.getppid())
+    loaded: list[CifarData] = []
+    # rank 0 checks everything and reads (and caches) the data; the others then load it
+    # from the cache, so no two ranks decode it at once
+    plan = from_main(world, lambda: _plan(config, world, device, loaded))
+    if isinstance(plan, RunResult):  # completed already
+        return plan
+    config, resumed, precision, workspace = plan
+    if not world.main:  # rank 0 says what there is to say, once
+        config = config.model_copy(update={"quiet": True})
+        warnings.simplefilter("ignore")  # inside run_training's catch_warnings
+    data = loaded[0] if loaded else _load(config)
+    with _determinism(config):  # a notebook's own torch settings come back afterwards
+        return _train_and_record(config, data, device, precision, workspace, resumed, world)
+
+
+def _plan(
+    config: RunConfig, world: World, device: torch.device, loaded: list[CifarData]
+) -> tuple[RunConfig, dict[str, Any] | None, str, Path] | RunResult:
+    """Check the run, find what it resumes, load its data into ``loaded``: all that fails on
+    bad input, before anything is recorded. A completed run gives its stored result."""
     # the folder is made only when the run is recorded: bad input leaves none behind
     workspace = check_workspace(config.workspace)
     resumed: dict[str, Any] | None = None
@@ -133,7 +162,7 @@ def _run_training(config: RunConfig) -> RunResult:
 
     for unused in config.unused_options() if not resumed else ():  # said at the run's start
         warn(unused)
-    device = resolve_device(config.device)
+    _check_spread(world, config)
     precision = resolve_precision(config.precision, device, config.channels_last)
     if resumed:
         config, precision = _in_the_precision_it_trained(resumed, config, device, precision)
@@ -156,7 +185,19 @@ def _run_training(config: RunConfig) -> RunResult:
         _require_tensorboard()
     if config.compile:
         _require_compiler(device)
-    data = load_dataset(
+    data = _load(config)
+    trained_on = (resumed or {}).get("info", {}).get("data_content")
+    if trained_on and trained_on != data.content_id:
+        raise CifarlabError(
+            f"the data at {data.source} has changed since run {resumed['id']} trained on it, "
+            "so its checkpoint belongs to other data; train without --resume for a new run"
+        )
+    loaded.append(data)
+    return config, resumed, precision, workspace
+
+
+def _load(config: RunConfig) -> CifarData:
+    return load_dataset(
         config.data,
         val_size=config.val_size,
         limit_train=config.limit_train,
@@ -166,14 +207,25 @@ def _run_training(config: RunConfig) -> RunResult:
         labels=config.labels,
         quiet=config.quiet,
     )
-    trained_on = (resumed or {}).get("info", {}).get("data_content")
-    if trained_on and trained_on != data.content_id:
+
+
+def _refuse_device_index(world: World, config: RunConfig) -> None:
+    if world.spread and config.device.startswith("cuda:"):
         raise CifarlabError(
-            f"the data at {data.source} has changed since run {resumed['id']} trained on it, "
-            "so its checkpoint belongs to other data; train without --resume for a new run"
+            f"--device {config.device} under torchrun: each rank trains on the GPU of its "
+            "local rank; pass --device cuda (or auto), and CUDA_VISIBLE_DEVICES to pick GPUs"
         )
-    with _determinism(config):  # a notebook's own torch settings come back afterwards
-        return _train_and_record(config, data, device, precision, workspace, resumed)
+
+
+def _check_spread(world: World, config: RunConfig) -> None:
+    """What a run spread over ranks needs: a batch the ranks can share equally."""
+    if world.spread and config.batch_size % world.size:
+        fit = config.batch_size - config.batch_size % world.size or world.size
+        raise CifarlabError(
+            f"--batch-size {config.batch_size} does not split over {world.size} ranks: each "
+            f"trains on an equal share of every batch; pass --batch-size {fit} (or a multiple of "
+            f"{world.size})"
+        )
 
 
 def _in_the_precision_it_trained(
@@ -233,32 +285,64 @@ def _train_and_record(
     precision: str,
     workspace: Path,
     resumed: dict[str, Any] | None,
+    world: World,
 ) -> RunResult:
-    if device.type == "cuda":
-        torch.manual_seed(config.seed)  # the CPU's generator and every GPU's
-    else:  # manual_seed would also queue a seed for the GPUs of the machine: the caller's
-        torch.default_generator.manual_seed(config.seed)
-    trainer = build_trainer(config, data, device, precision)
+    _seed(config.seed, device)
+    trainer = build_trainer(config, data, device, precision, world)
+    if world.rank:  # dropout draws its own masks on each rank (the weights start alike)
+        _seed(config.seed + 1_000_003 * world.rank, device)
     _check_last_batch(trainer, config, data)
     if resumed:
         restore_checkpoint(trainer, workspace, resumed, config)
     else:
         _warn_if_dropping(config, len(data.train))
-    info = _run_info(config, data, device, precision, trainer.model)
+    info = _run_info(config, data, device, precision, trainer.model) | {"ranks": world.size}
+    if not world.main:
+        return _follow(trainer, config, workspace, info)
     prepare_workspace(workspace)
     with ResultsStore(workspace / "runs.db") as store:
         try:
-            if resumed:
-                run_id = resumed["id"]
-                store.reopen_run(run_id, keep_epochs=trainer.epoch)
-            else:
-                base = f"{model_label(config.model)}-{config.hash()[:8]}"
-                run_id = store.start_run(base, config.short_name(), _record(config), config.hash())
+            run_id = from_main(world, lambda: _open_run(store, config, resumed, trainer.epoch))
             note(config.quiet, _start_line(run_id, config, info, trainer.epoch))
             return _fit_and_record(trainer, config, store, run_id, workspace / run_id, info)
         except BaseException as err:  # Ctrl-C or SIGTERM between the run's row and its try
             store.fail_running(current_owner(), _stop_message(err))
             raise
+
+
+def _seed(seed: int, device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.manual_seed(seed)  # the CPU's generator and every GPU's
+    else:  # manual_seed would also queue a seed for the GPUs of the machine: the caller's
+        torch.default_generator.manual_seed(seed)
+
+
+def _open_run(store: ResultsStore, config: RunConfig, resumed: dict[str, Any] | None,
+              done: int) -> str:  # fmt: skip
+    """The run's row: a new one, or the resumed run's, reopened after its ``done`` epochs."""
+    if resumed:
+        store.reopen_run(resumed["id"], keep_epochs=done)
+        return resumed["id"]
+    base = f"{model_label(config.model)}-{config.hash()[:8]}"
+    return store.start_run(base, config.short_name(), _record(config), config.hash())
+
+
+def _follow(
+    trainer: Trainer, config: RunConfig, workspace: Path, info: dict[str, Any]
+) -> RunResult:
+    """A rank other than 0 trains its share and keeps no books: rank 0 records the run."""
+    run_id = from_main(trainer.world, lambda: "")  # rank 0's, once it is recorded
+    early = EarlyStopping(config.early_stop, config.select_by) if config.early_stop else None
+    trainer.callbacks += [early] if early else []  # every rank must stop when rank 0 does
+    status, error = "completed", None
+    try:
+        trainer.fit(config.epochs)
+    except Diverged as err:  # all ranks judge the same averaged loss
+        status, error = "diverged", str(err)
+    summary = summarize(trainer, config)
+    summary["stopped_epoch"] = early.stopped_at if early else None
+    return RunResult(run_id, status, config, trainer.history, summary, workspace / run_id, error,
+                     info)  # fmt: skip
 
 
 def _start_line(run_id: str, config: RunConfig, info: dict[str, Any], done: int) -> str:
@@ -268,7 +352,10 @@ def _start_line(run_id: str, config: RunConfig, info: dict[str, Any], done: int)
     start = f"resumes after epoch {done} of {config.epochs}" if done else epochs
     val = f"{info['val_images']:,} val, " if info["val_images"] else ""
     images = f"{info['train_images']:,} training images ({val}{info['test_images']:,} test)"
-    device = info["device"] + (f", {info['threads']} threads" if info["device"] == "cpu" else "")
+    threads = f"{info['threads']} thread" + "s" * (info["threads"] != 1)
+    device = info["device"] + (f", {threads}" if info["device"] == "cpu" else "")
+    if info["ranks"] > 1:
+        device = f"{info['ranks']} ranks (torchrun), each on {device}"
     precision = explain_precision(config.precision, info["precision"], torch.device(info["device"]))
     layout = "channels_last" if config.channels_last else "NCHW"
     return (

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from tqdm.auto import tqdm
 
 from cifarlab.config import RunConfig
+from cifarlab.distributed import launched_world
 from cifarlab.errors import (
     BusyMachineWarning,
     CifarlabError,
@@ -145,6 +146,11 @@ def plan_sweep(
 
 
 def check_sweep_options(workers: int, max_runs: int | None) -> None:
+    if launched_world().spread:  # each rank would sweep: the lock lets one, the rest fail
+        raise CifarlabError(
+            "a sweep under torchrun: torchrun spreads one run over processes, a sweep spreads "
+            "its runs; run the sweep without torchrun, with --workers N"
+        )
     for name, value in (("--workers", workers), ("--max-runs", max_runs)):
         if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
             raise CifarlabError(f"{name} must be a whole number (got {value!r})")

@@ -9,6 +9,7 @@ import torch
 from cifarlab.config import RunConfig
 from cifarlab.data import CifarData, TensorLoader
 from cifarlab.data.augment import build_augment
+from cifarlab.distributed import ONE_PROCESS, World, from_rank_0
 from cifarlab.errors import CifarlabError
 from cifarlab.models import create_model, init_whitening
 from cifarlab.train.allocator import tune_cpu_allocator
@@ -24,7 +25,11 @@ EVAL_BATCH_SIZE = 1024  # evaluation needs no gradients, so big batches are chea
 
 
 def build_trainer(
-    config: RunConfig, data: CifarData, device: torch.device, precision: str
+    config: RunConfig,
+    data: CifarData,
+    device: torch.device,
+    precision: str,
+    world: World = ONE_PROCESS,
 ) -> Trainer:
     """Model, optimizer, schedule, EMA, loaders and the recipe's callbacks (lookahead, stem
     bias freeze), wired into a Trainer; the run's bookkeeping callbacks come later (runner)."""
@@ -41,6 +46,7 @@ def build_trainer(
             ) from None
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
     model = model.to(device=device, memory_format=memory_format)
+    from_rank_0(world, model)  # spread runs start alike (built alike from the seed anyway)
     if device.type == "cpu" and precision == "bf16" and cpu_supports_bf16() and not config.compile:
         use_matmul_weight_grad(model)  # oneDNN is slow at dW on small maps: small_map_conv.py
     optimizer = build_optimizer(
@@ -83,6 +89,7 @@ def build_trainer(
         tta=config.tta,
         eval_every=config.eval_every,
         callbacks=recipe,
+        world=world,
     )
 
 

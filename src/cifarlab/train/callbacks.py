@@ -69,7 +69,7 @@ class ProgressBar(Callback):
     def on_batch_end(self, trainer: Trainer, loss: torch.Tensor, correct: torch.Tensor, n: int):
         if self.bar.disable:  # a log file: no bar to feed, so no tensor reads (GPU syncs)
             return
-        self.pending += n
+        self.pending += n * trainer.world.size  # a spread run's ranks train alike: all of them
         now = time.perf_counter()
         if now - self.last_refresh < self.refresh_seconds:
             return  # reading the tensors syncs a GPU: do it a few times a second only

@@ -11,6 +11,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from cifarlab.data.loader import TensorLoader
+from cifarlab.distributed import (
+    ONE_PROCESS,
+    World,
+    all_sum,
+    all_sum_,
+    average_gradients,
+    from_rank_0,
+    gathered,
+)
 from cifarlab.process import signals_held
 from cifarlab.train.cpu_share import CpuShareMeter
 from cifarlab.train.ema import EMA
@@ -73,6 +82,7 @@ class Trainer:
         tta: int = 0,
         eval_every: int = 1,
         callbacks: list[Callback] | None = None,
+        world: World = ONE_PROCESS,
     ) -> None:
         self.model, self.optimizer = model, optimizer
         self.forward = compiled or model  # torch.compile'd or eager; shares weights with model
@@ -85,6 +95,8 @@ class Trainer:
         # fp16 needs loss scaling to keep small gradients from flushing to zero; bf16 doesn't.
         self.scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
         self.callbacks = callbacks or []
+        self.world = world  # the ranks this run is spread over (torchrun); one process: 1
+        self.rank_rng: list[torch.Tensor] = []  # every rank's CPU generator, for a checkpoint
         for group in optimizer.param_groups:
             group.setdefault("base_lr", group["lr"])
         self.history: list[dict[str, Any]] = []
@@ -108,6 +120,8 @@ class Trainer:
             self._score(metrics, last=self.epoch == epochs - 1)
             self.train_seconds += metrics["epoch_seconds"] + metrics["eval_seconds"]
             # a stop waits for the epoch's bookkeeping: its row and checkpoint go together
+            if self.world.spread:  # a collective: every rank, before rank 0 checkpoints
+                self.rank_rng = gathered(self.world, torch.get_rng_state())
             with signals_held():
                 self.history.append(metrics)
                 self.epoch += 1
@@ -144,6 +158,9 @@ class Trainer:
         cpu_share = CpuShareMeter()  # what other work took of our CPUs: it explains a slow epoch
         start = time.perf_counter()
         for x, y in self.train_loader:
+            x, y = self.world.share(x, y)  # every rank drew this batch: its slice
+            if not len(y):  # a last batch of fewer images than ranks
+                continue
             lr_sum += self._set_lr()
             with autocast(self.precision, self.device):
                 logits = self.forward(x)
@@ -151,6 +168,7 @@ class Trainer:
             loss = F.cross_entropy(logits.float(), y, label_smoothing=self.label_smoothing)
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
+            average_gradients(self.world, self.model.parameters())
             if self.grad_clip is not None:
                 self.scaler.unscale_(self.optimizer)
                 nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
@@ -166,7 +184,9 @@ class Trainer:
             seen += len(y)
             self._emit("on_batch_end", loss.detach(), batch_correct, len(y))
         # .item() waits for the GPU's queued steps, so the clock is read after them
-        train_loss, train_acc = loss_sum.item() / seen, correct.item() / seen
+        totals = all_sum(self.world, loss_sum, correct, torch.tensor(seen, device=self.device))
+        loss_sum, correct, seen = (t.item() for t in totals)
+        train_loss, train_acc, seen = loss_sum / seen, correct / seen, int(seen)
         seconds = time.perf_counter() - start
         self._check_loss(train_loss)  # the per-step look skips steps on a GPU: not the mean
         return {
@@ -187,23 +207,26 @@ class Trainer:
         """
         model = self.ema.module if self.ema is not None else self.model
         model.eval()
-        loss_sum = torch.zeros((), device=self.device)
-        preds, confidences = [], []
-        for x, y in loader:
-            with autocast(self.precision, self.device):
-                logits = tta_logits(model, x, tta)
-            logits = logits.float()
-            loss_sum += F.cross_entropy(logits, y, reduction="sum")
-            confidence, pred = torch.softmax(logits, dim=1).max(dim=1)
-            preds.append(pred)
-            confidences.append(confidence)
-            self._emit("on_eval_batch_end", len(y))
-        pred = torch.cat(preds)
+        from_rank_0(self.world, model)  # BatchNorm's statistics: those rank 0 checkpoints
         n = loader.num_images
+        loss_sum = torch.zeros((), device=self.device)
+        pred = torch.zeros(n, dtype=torch.long, device=self.device)
+        confidence = torch.zeros(n, device=self.device)
+        start = 0
+        for batch, (x, y) in enumerate(loader):
+            rows = slice(start, start + len(y))
+            start += len(y)
+            if self.world.takes(batch):  # spread runs: the ranks take turns
+                with autocast(self.precision, self.device):
+                    logits = tta_logits(model, x, tta).float()
+                loss_sum += F.cross_entropy(logits, y, reduction="sum")
+                confidence[rows], pred[rows] = torch.softmax(logits, dim=1).max(dim=1)
+            self._emit("on_eval_batch_end", len(y))
+        all_sum_(self.world, [loss_sum, pred, confidence])  # zeros where another rank scored
         return Evaluation(
             loss=loss_sum.item() / n,
             acc=(pred == loader.labels[:n]).sum().item() / n,
-            predictions={"preds": pred.cpu(), "confidence": torch.cat(confidences).cpu()},
+            predictions={"preds": pred.cpu(), "confidence": confidence.cpu()},
         )
 
     def _set_lr(self) -> float:
@@ -215,7 +238,8 @@ class Trainer:
     def _check_divergence(self, loss: torch.Tensor) -> None:
         if self.step != 1 and self.step % self.divergence_check_every:
             return  # the first step always: it sets the reference
-        self._check_loss(loss.item())
+        (total,) = all_sum(self.world, loss)  # all ranks judge alike, or one stops alone
+        self._check_loss(total.item() / self.world.size)
 
     def _check_loss(self, value: float) -> None:
         if self.first_loss is None:
@@ -237,6 +261,7 @@ class Trainer:
             "scaler": self.scaler.state_dict(),
             "ema": self.ema.state_dict() if self.ema is not None else None,
             "rng_cpu": torch.get_rng_state(),
+            "rng_ranks": self.rank_rng,  # spread runs: each rank's, for dropout on resume
             # the training GPU's generator only: a CPU run leaves CUDA alone (reading it starts
             # CUDA), and a run resumes where fewer GPUs are visible than where it trained
             "rng_cuda": [torch.cuda.get_rng_state(self.device)]
@@ -262,7 +287,9 @@ class Trainer:
             if type(cb).__name__ in state.get("callbacks", {}):
                 cb.load_state_dict(state["callbacks"][type(cb).__name__])
         # a checkpoint loaded onto a GPU brings its RNG states there; torch takes them on the CPU
-        torch.set_rng_state(state["rng_cpu"].cpu())
+        ranks = state.get("rng_ranks") or []
+        own = ranks[self.world.rank] if len(ranks) == self.world.size else state["rng_cpu"]
+        torch.set_rng_state(own.cpu())
         states = state["rng_cuda"]  # before 2026-11-29: one per visible GPU, of any run
         if states and self.device.type == "cuda":
             index = self.device.index or 0

@@ -1,0 +1,138 @@
+"""One run spread over ranks by torchrun (gloo, on this CPU): it trains as one process would."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import cifarlab
+from cifarlab.cli import main
+from cifarlab.experiments.store import ResultsStore
+
+SETTINGS = dict(val_size=30, batch_size=16, epochs=3, optimizer="sgd", lr=0.05, seed=3,
+                deterministic=True, augment="crop-flip-cutout")  # fmt: skip
+
+
+def _options(settings: dict) -> list[str]:
+    args = []
+    for key, value in settings.items():
+        flag = "--" + key.replace("_", "-")
+        args += [flag] if value is True else [flag, str(value)]
+    return args
+
+
+def _torchrun(*args: str, ranks: int = 2) -> subprocess.CompletedProcess:
+    """`torchrun --standalone` (a free port) with a thread a rank, as on a 2-core machine."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               f"--nproc_per_node={ranks}", "-m", "cifarlab", *args]  # fmt: skip
+    env = os.environ | {"OMP_NUM_THREADS": "1"}
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+
+
+def _weights(run_dir) -> dict[str, torch.Tensor]:
+    return torch.load(run_dir / "last.pt", weights_only=True)["model"]
+
+
+def _info(workspace, run_id) -> dict:
+    with ResultsStore(workspace / "runs.db") as store:
+        return store.run(run_id)["info"]
+
+
+def _close(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+
+
+def test_two_ranks_train_as_one_process(tiny_archive, tmp_path):
+    # the tutorial net has no BatchNorm: two halves of each batch make the whole's gradient
+    alone = cifarlab.train(model="tutorial", data=str(tiny_archive), workspace=str(tmp_path / "a"),
+                           quiet=True, **SETTINGS)  # fmt: skip
+    done = _torchrun("train", "--model", "tutorial", "--data", str(tiny_archive),
+                     "--workspace", str(tmp_path / "b"), *_options(SETTINGS))  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    (run,) = cifarlab.results(tmp_path / "b")  # rank 0 alone keeps the books
+    assert run["status"] == "completed" and _info(tmp_path / "b", run["id"])["ranks"] == 2
+    assert run["test_acc"] > 0.6  # 3 classes: it learned
+    assert abs(run["test_acc"] - alone.summary["test_acc"]) < 1e-9
+    assert _close(_weights(tmp_path / "b" / run["id"]), _weights(alone.run_dir))
+    assert done.stdout.count("completed") == 1, done.stdout  # one results table, not one a rank
+    assert "2 ranks (torchrun)" in done.stderr
+
+
+def test_a_run_stopped_in_one_process_resumes_over_two_ranks(tiny_archive, tmp_path, monkeypatch):
+    from cifarlab.train.trainer import Trainer
+
+    common = dict(model="tutorial", data=str(tiny_archive), quiet=True, **SETTINGS)
+    whole = cifarlab.train(workspace=str(tmp_path / "a"), **common)
+    original = Trainer.train_epoch
+
+    def stop_at_epoch_2(self, epoch):
+        if epoch == 2:
+            raise KeyboardInterrupt
+        return original(self, epoch)
+
+    with monkeypatch.context() as m:
+        m.setattr(Trainer, "train_epoch", stop_at_epoch_2)
+        with pytest.raises(KeyboardInterrupt):
+            cifarlab.train(workspace=str(tmp_path / "b"), **common)
+    (stopped,) = cifarlab.results(tmp_path / "b")
+    done = _torchrun("train", "--resume", stopped["id"], "--workspace", str(tmp_path / "b"))
+    assert done.returncode == 0, done.stderr
+    (resumed,) = cifarlab.results(tmp_path / "b")
+    assert resumed["status"] == "completed" and resumed["epochs_done"] == 3
+    assert abs(resumed["test_acc"] - whole.summary["test_acc"]) < 1e-9
+    assert _close(_weights(tmp_path / "b" / stopped["id"]), _weights(whole.run_dir))
+
+
+def test_the_speedrun_recipe_trains_over_two_ranks(tiny_archive, tmp_path):
+    # BatchNorm, the whitening stem, its bias frozen after an epoch (requires_grad changes),
+    # lookahead, EMA and TTA: every rank must make the same collective calls in the same order
+    done = _torchrun("train", "--preset", "quick-cpu", "--model", "speedrun-tiny", "--data",
+                     str(tiny_archive), "--workspace", str(tmp_path), "--val-size", "30",
+                     "--batch-size", "32", "--epochs", "3", "--whiten-bias-epochs", "1",
+                     "--ema", "0.9", "--no-drop-last")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    (run,) = cifarlab.results(tmp_path)
+    assert run["status"] == "completed" and _info(tmp_path, run["id"])["ranks"] == 2
+    assert run["test_acc"] > 0.5  # 3 classes: it learned
+
+
+def test_bad_input_under_torchrun_is_said_once_and_records_nothing(tiny_archive, tmp_path):
+    done = _torchrun("train", "--model", "tutorial", "--data", str(tiny_archive),
+                     "--workspace", str(tmp_path / "ws"), "--batch-size", "15")  # fmt: skip
+    assert done.returncode != 0
+    said = [line for line in done.stderr.splitlines() if line.startswith("cifarlab:")]
+    assert said == [
+        "cifarlab: error: --batch-size 15 does not split over 2 ranks: each trains on an equal "
+        "share of every batch; pass --batch-size 14 (or a multiple of 2)"
+    ]
+    assert not (tmp_path / "ws").exists()
+
+
+@pytest.fixture
+def rank_0_of_2(monkeypatch):
+    """torchrun's variables, without torchrun: for checks made before the ranks connect."""
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("LOCAL_RANK", "0")
+
+
+def test_a_sweep_under_torchrun_is_refused(rank_0_of_2, tmp_path, capsys):
+    assert main(["compare", "--preset", "blog", "--workspace", str(tmp_path)]) == 2
+    assert "a sweep under torchrun" in capsys.readouterr().err
+    assert not (tmp_path / "runs.db").exists()
+
+
+def test_a_gpu_index_under_torchrun_is_refused(rank_0_of_2, tmp_path, capsys):
+    assert main(["train", "--device", "cuda:1", "--workspace", str(tmp_path)]) == 2
+    assert "each rank trains on the GPU of its local rank" in capsys.readouterr().err
+
+
+def test_garbled_torchrun_variables_are_named(monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "zero")
+    assert main(["train", "--workspace", str(tmp_path)]) == 2
+    assert "start a spread run with torchrun" in capsys.readouterr().err
