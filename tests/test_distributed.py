@@ -136,3 +136,28 @@ def test_garbled_torchrun_variables_are_named(monkeypatch, tmp_path, capsys):
     monkeypatch.setenv("RANK", "zero")
     assert main(["train", "--workspace", str(tmp_path)]) == 2
     assert "start a spread run with torchrun" in capsys.readouterr().err
+
+
+def test_a_lost_rank_is_one_line_that_says_how_to_go_on(tiny_archive, tmp_path, monkeypatch,
+                                                        capsys):  # fmt: skip
+    from cifarlab.train.trainer import Trainer
+
+    gloo = ("[third_party/gloo/gloo/transport/tcp/pair.cc:553] Connection closed by peer "
+            "[127.0.0.1]:45699. This is typically caused by a remote worker crashing.")  # fmt: skip
+    original = Trainer.train_epoch
+
+    def peer_gone_at_epoch_2(self, epoch):
+        if epoch == 1:
+            raise RuntimeError(gloo)  # what all_reduce raises when another rank was killed
+        return original(self, epoch)
+
+    monkeypatch.setattr(Trainer, "train_epoch", peer_gone_at_epoch_2)
+    code = main(["train", "--model", "tutorial", "--data", str(tiny_archive), "--workspace",
+                 str(tmp_path), "--val-size", "30", "--epochs", "3", "--quiet"])  # fmt: skip
+    assert code == 1
+    (run,) = cifarlab.results(tmp_path)
+    assert run["status"] == "failed" and run["epochs_done"] == 1
+    assert run["error"] == "lost the other ranks of its torchrun launch (one stopped or hung)"
+    (said,) = capsys.readouterr().err.strip().splitlines()
+    resume = f"cifarlab train --resume {run['id']} --workspace {tmp_path}"
+    assert said.endswith(f"stopped after epoch 1: `{resume}` (under torchrun or not) continues it")

@@ -77,7 +77,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = machine_trouble(err, getattr(args, "command", None))
         if message is None or os.environ.get("CIFARLAB_TRACEBACK"):
             raise  # a bug: its traceback is what a report needs
-        print(f"cifarlab: error: {message}", file=sys.stderr)
+        rank = _other_rank()
+        print(f"cifarlab: error{f' (rank {rank})' if rank else ''}: {message}", file=sys.stderr)
         return EXIT_FAILURE
     finally:
         if sigterm is not None:  # main() may be called from a program with its own handler

@@ -129,6 +129,11 @@ def machine_trouble(err: BaseException, command: str | None = None) -> str | Non
             else "try a smaller --batch-size or model"
         )
         return f"out of memory{f' ({detail})' if detail else ''}; {advice}"
+    if lost_other_ranks(err):
+        return (
+            "lost the other ranks of this torchrun launch: one of them stopped (torchrun's "
+            "report below names it); --resume continues the run from its last checkpoint"
+        )
     if isinstance(err, OSError) and err.errno is not None:  # disk full, permission denied...
         where = f": '{err.filename}'" if err.filename else ""
         if err.errno == errno.ENOSPC:
@@ -136,6 +141,19 @@ def machine_trouble(err: BaseException, command: str | None = None) -> str | Non
                     "CIFARLAB_CACHE) on another disk")  # fmt: skip
         return err.strerror + where
     return None
+
+
+def lost_other_ranks(err: BaseException) -> bool:
+    """A collective of a spread run failed because another rank is gone (killed, crashed) or
+    stuck: gloo's closed connections, NCCL's aborts and timeouts, torch's Dist* errors."""
+    if type(err).__name__ in ("DistBackendError", "DistNetworkError", "DistStoreError"):
+        return True
+    signs = (
+        "Connection closed by peer",
+        "Connection reset by peer",
+        "collective operation timeout",
+    )
+    return isinstance(err, RuntimeError) and any(s in str(err) for s in signs)
 
 
 def bar_disabled(quiet: bool = False) -> bool | None:

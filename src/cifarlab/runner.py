@@ -26,9 +26,11 @@ from cifarlab.data import CifarData, load_dataset
 from cifarlab.distributed import World, from_main, join, launched_world, rank_device
 from cifarlab.errors import (
     CifarlabError,
+    MachineFailure,
     RecordedFailure,
     Terminated,
     first_line,
+    lost_other_ranks,
     note,
     warn,
 )
@@ -407,6 +409,12 @@ def _fit_and_record(
     except BaseException as err:  # recorded as failed, never left "running"; then re-raised
         message = _stop_message(err)
         store.finish_run(run_id, "failed", summarize(trainer, config), error=message, info=info)
+        if lost_other_ranks(err) and not os.environ.get("CIFARLAB_TRACEBACK"):
+            command = resume_command(run_id, config.workspace)
+            raise MachineFailure(
+                f"{message}; run {run_id} stopped after epoch {trainer.epoch}: `{command}` (under "
+                "torchrun or not) continues it"
+            ) from None
         _explain(err, config, trainer.epoch + 1)
         if isinstance(err, KeyboardInterrupt):  # the CLI's last line says how to go on
             command = resume_command(run_id, config.workspace)
@@ -629,6 +637,8 @@ def _stop_message(err: BaseException) -> str:
     """What a failed run's error column says of what stopped it."""
     if isinstance(err, Terminated):
         return "terminated (SIGTERM)"
+    if lost_other_ranks(err):  # gloo's message runs to 300 characters, and names no rank
+        return "lost the other ranks of its torchrun launch (one stopped or hung)"
     return "interrupted" if isinstance(err, KeyboardInterrupt) else _one_line(err)
 
 
