@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 
@@ -161,3 +162,42 @@ def test_a_lost_rank_is_one_line_that_says_how_to_go_on(tiny_archive, tmp_path, 
     (said,) = capsys.readouterr().err.strip().splitlines()
     resume = f"cifarlab train --resume {run['id']} --workspace {tmp_path}"
     assert said.endswith(f"stopped after epoch 1: `{resume}` (under torchrun or not) continues it")
+
+
+DROPOUT_NET = """
+from torch import nn
+
+
+class Net(nn.Sequential):
+    def __init__(self, num_classes=10, in_channels=3):
+        super().__init__(nn.Conv2d(in_channels, 8, 3), nn.ReLU(), nn.MaxPool2d(4), nn.Flatten(),
+                         nn.Dropout(0.5), nn.LazyLinear(num_classes))
+"""
+
+
+def test_a_spread_run_stopped_and_resumed_equals_one_never_stopped(tiny_archive, tmp_path):
+    # dropout draws its masks from each rank's own generator: a resume must give each its own
+    (tmp_path / "net.py").write_text(DROPOUT_NET)
+    options = ["train", "--model", f"{tmp_path / 'net.py'}:Net", "--data", str(tiny_archive),
+               *_options(SETTINGS | {"epochs": 8})]  # fmt: skip
+    whole = _torchrun(*options, "--workspace", str(tmp_path / "a"))
+    assert whole.returncode == 0, whole.stderr
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               "--nproc_per_node=2", "-m", "cifarlab", *options, "--workspace",
+               str(tmp_path / "b")]  # fmt: skip
+    env = os.environ | {"OMP_NUM_THREADS": "1"}
+    with subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=env,
+                          start_new_session=True) as launch:  # fmt: skip
+        for line in launch.stderr:  # Ctrl-C to the launch once epoch 1 is checkpointed
+            if " epoch 1/8 " in line:
+                os.killpg(launch.pid, signal.SIGINT)
+                break
+        launch.communicate(timeout=120)
+    (stopped,) = cifarlab.results(tmp_path / "b")
+    assert stopped["status"] == "failed" and 1 <= stopped["epochs_done"] < 8
+    resumed = _torchrun("train", "--resume", stopped["id"], "--workspace", str(tmp_path / "b"))
+    assert resumed.returncode == 0, resumed.stderr
+    (a,), (b,) = cifarlab.results(tmp_path / "a"), cifarlab.results(tmp_path / "b")
+    assert b["status"] == "completed" and b["test_acc"] == a["test_acc"]
+    wa, wb = _weights(tmp_path / "a" / a["id"]), _weights(tmp_path / "b" / b["id"])
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)  # bitwise: same ranks, same threads

@@ -96,7 +96,7 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
         self.callbacks = callbacks or []
         self.world = world  # the ranks this run is spread over (torchrun); one process: 1
-        self.rank_rng: list[torch.Tensor] = []  # every rank's CPU generator, for a checkpoint
+        self.rank_rng: list[dict[str, Any]] = []  # every rank's generators, for a checkpoint
         for group in optimizer.param_groups:
             group.setdefault("base_lr", group["lr"])
         self.history: list[dict[str, Any]] = []
@@ -121,7 +121,7 @@ class Trainer:
             self.train_seconds += metrics["epoch_seconds"] + metrics["eval_seconds"]
             # a stop waits for the epoch's bookkeeping: its row and checkpoint go together
             if self.world.spread:  # a collective: every rank, before rank 0 checkpoints
-                self.rank_rng = gathered(self.world, torch.get_rng_state())
+                self.rank_rng = gathered(self.world, self._rng_states())
             with signals_held():
                 self.history.append(metrics)
                 self.epoch += 1
@@ -261,12 +261,10 @@ class Trainer:
             "scaler": self.scaler.state_dict(),
             "ema": self.ema.state_dict() if self.ema is not None else None,
             "rng_cpu": torch.get_rng_state(),
-            "rng_ranks": self.rank_rng,  # spread runs: each rank's, for dropout on resume
             # the training GPU's generator only: a CPU run leaves CUDA alone (reading it starts
             # CUDA), and a run resumes where fewer GPUs are visible than where it trained
-            "rng_cuda": [torch.cuda.get_rng_state(self.device)]
-            if self.device.type == "cuda"
-            else [],
+            "rng_cuda": [self._rng_states()["cuda"]] if self.device.type == "cuda" else [],
+            "rng_ranks": self.rank_rng,  # spread runs: each rank's, for dropout on resume
             "callbacks": {
                 type(cb).__name__: cb.state_dict()
                 for cb in self.callbacks
@@ -288,13 +286,34 @@ class Trainer:
                 cb.load_state_dict(state["callbacks"][type(cb).__name__])
         # a checkpoint loaded onto a GPU brings its RNG states there; torch takes them on the CPU
         ranks = state.get("rng_ranks") or []
-        own = ranks[self.world.rank] if len(ranks) == self.world.size else state["rng_cpu"]
-        torch.set_rng_state(own.cpu())
+        if len(ranks) == self.world.size:  # resumed over as many ranks: each takes its own
+            self._set_rng_states(ranks[self.world.rank])
+            return
+        torch.set_rng_state(state["rng_cpu"].cpu())
         states = state["rng_cuda"]  # before 2026-11-29: one per visible GPU, of any run
         if states and self.device.type == "cuda":
             index = self.device.index or 0
             state = states[index] if index < len(states) else states[0]
             torch.cuda.set_rng_state(state.cpu(), self.device)
+        if self.world.rank:  # resumed over another number of ranks: masks unlike rank 0's
+            seed = self.step * 1_000_003 + self.world.rank
+            (
+                torch.manual_seed
+                if self.device.type == "cuda"
+                else torch.default_generator.manual_seed
+            )(seed)
+
+    def _rng_states(self) -> dict[str, torch.Tensor | None]:
+        on_gpu = self.device.type == "cuda"
+        return {
+            "cpu": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state(self.device) if on_gpu else None,
+        }
+
+    def _set_rng_states(self, states: dict[str, torch.Tensor | None]) -> None:
+        torch.set_rng_state(states["cpu"].cpu())
+        if states["cuda"] is not None and self.device.type == "cuda":
+            torch.cuda.set_rng_state(states["cuda"].cpu(), self.device)
 
     def _emit(self, hook: str, *args: Any) -> None:
         for callback in self.callbacks:
