@@ -73,6 +73,9 @@ def sweep(
     max_runs: int | None = None,
     data: str | Path | None = None,
     dry_run: bool = False,
+    ray: str | None = None,
+    ray_cpus: float = 1.0,
+    ray_gpus: float | None = None,
 ) -> SweepReport | SweepPlan:
     """Run the missing runs of an experiment (a TOML path or a dict); returns a SweepReport.
 
@@ -80,14 +83,18 @@ def sweep(
     unless ``new_name`` records it apart or ``force`` points the name at the new runs
     (finished ones are reused); ``only`` ({"model": "tutorial"}), ``max_runs``, ``data``
     (for every run) and ``dry_run`` (returns the SweepPlan, trains nothing, writes nothing)
-    are the CLI's --only, --max-runs, --data and --dry-run."""
+    are the CLI's --only, --max-runs, --data and --dry-run; ``ray`` ("auto", "local" or an
+    address), ``ray_cpus`` and ``ray_gpus`` train the runs on a Ray cluster (--ray...)."""
     from dataclasses import replace
 
+    from cifarlab.experiments.ray_runs import RayOptions, check_ray_options
     from cifarlab.experiments.spec import build_experiment, load_experiment
     from cifarlab.experiments.sweep import check_sweep_options, plan_dry_run, run_sweep
     from cifarlab.filters import typed_only
 
     check_sweep_options(workers, max_runs)
+    on_ray = RayOptions(ray, ray_cpus, ray_gpus) if ray else None
+    check_ray_options(on_ray, workers)
     overrides = {"data": str(data)} if data is not None else {}
     if not isinstance(path_or_definition, dict | str | os.PathLike):
         raise CifarlabError(
@@ -106,7 +113,7 @@ def sweep(
         return plan_dry_run(experiment, workspace, wanted, max_runs, force)
     try:
         return run_sweep(experiment, workspace, workers=workers, quiet=quiet, force=force,
-                         only=wanted, max_runs=max_runs)  # fmt: skip
+                         only=wanted, max_runs=max_runs, ray=on_ray)  # fmt: skip
     except KeyboardInterrupt as stop:  # the stopped run's note named train(resume=...)
         stop.__notes__ = [
             f"cifarlab: sweep {experiment.name!r} stopped; the same cifarlab.sweep(...) call "

@@ -295,6 +295,7 @@ def _add_sweep_parsers(sub: argparse._SubParsersAction) -> None:
     sweep = _command(sub, "sweep", "run every configuration of an experiment file", """\
   cifarlab sweep blog.toml --dry-run        # the plan; runs nothing
   cifarlab sweep blog.toml --workers 2      # runs in parallel processes, one database
+  cifarlab sweep blog.toml --ray auto       # runs as tasks of a Ray cluster
   cifarlab sweep blog.toml --only model=tutorial --max-runs 3
 """)  # fmt: skip
     sweep.add_argument("file", help="experiment TOML file (README: Experiments)")
@@ -366,6 +367,14 @@ def _add_sweep_options(parser: argparse.ArgumentParser, data_help: str) -> None:
         metavar="N",
         help="runs at once, in separate processes (default 1)",
     )
+    add(
+        "--ray",
+        metavar="ADDRESS",
+        help="train the runs as tasks of a Ray cluster: auto (the one this machine is in), local "
+        "(start one here) or its address; needs pip install 'cifarlab[ray]'",
+    )
+    add("--ray-cpus", type=float, default=1.0, metavar="N", help="CPUs (threads) a run takes (1)")
+    add("--ray-gpus", type=float, metavar="N", help="GPUs a run takes (1 if the cluster has any)")
     add("--dry-run", action="store_true", help="list the runs and what would happen; run nothing")
     add("--max-runs", type=int, metavar="N", help="run at most N of the missing runs")
     add("--only", action="append", default=[], metavar="KEY=VALUE", help="only matching runs")

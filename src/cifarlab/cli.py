@@ -232,12 +232,15 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def _sweep(experiment, args: argparse.Namespace) -> int:
     from dataclasses import replace
 
+    from cifarlab.experiments.ray_runs import RayOptions, check_ray_options
     from cifarlab.experiments.sweep import TO_RUN, check_sweep_options, plan_dry_run, run_sweep
     from cifarlab.filters import parse_only
 
     if args.new_name is not None:
         experiment = replace(experiment, name=args.new_name)
     check_sweep_options(args.workers, args.max_runs)
+    ray = RayOptions(args.ray, args.ray_cpus, args.ray_gpus) if args.ray else None
+    check_ray_options(ray, args.workers)
     only = parse_only(args.only)
     if args.dry_run:  # writes nothing: a workspace without a database plans against an empty one
         plan = plan_dry_run(experiment, args.workspace, only, args.max_runs, args.force)
@@ -246,7 +249,7 @@ def _sweep(experiment, args: argparse.Namespace) -> int:
     try:
         report = run_sweep(
             experiment, args.workspace, workers=args.workers, only=only,
-            max_runs=args.max_runs, force=args.force, quiet=args.quiet,
+            max_runs=args.max_runs, force=args.force, quiet=args.quiet, ray=ray,
         )  # fmt: skip
     except KeyboardInterrupt as stop:  # not the one run's `train --resume`: the whole sweep
         stop.resume_hint = "the same command again (it skips finished runs, resumes stopped ones)"

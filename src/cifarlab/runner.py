@@ -326,7 +326,7 @@ def _open_run(store: ResultsStore, config: RunConfig, resumed: dict[str, Any] | 
         store.reopen_run(resumed["id"], keep_epochs=done)
         return resumed["id"]
     base = f"{model_label(config.model)}-{config.hash()[:8]}"
-    return store.start_run(base, config.short_name(), _record(config), config.hash())
+    return store.start_run(base, config.short_name(), record_of(config), config.hash())
 
 
 def _follow(
@@ -437,7 +437,7 @@ def _bookkeeping(
     """The callbacks that record, checkpoint, stop early and show progress, and the early
     stopper among them."""
     # what using the weights elsewhere takes: the classes, the input shape, the normalization
-    meta = {"run_id": run_id, "config": _record(config)}
+    meta = {"run_id": run_id, "config": record_of(config)}
     meta |= {key: info[key] for key in ("classes", "image_shape", "mean", "std")}
     checkpointer = Checkpointer(run_dir, meta, config.select_by)
     callbacks: list[Callback] = [StoreEpochs(store, run_id), checkpointer]
@@ -575,7 +575,8 @@ def _run_info(config, data: CifarData, device, precision: str, model) -> dict[st
     }
 
 
-def _record(config: RunConfig) -> dict[str, Any]:
+def record_of(config: RunConfig) -> dict[str, Any]:
+    """The settings a run records: its config less the session's fields (workspace, quiet)."""
     return config.model_dump(mode="json", exclude=set(SESSION_FIELDS))
 
 

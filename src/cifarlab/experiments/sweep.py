@@ -39,6 +39,7 @@ from cifarlab.errors import (
     show_warning,
     warn,
 )
+from cifarlab.experiments.ray_runs import RayOptions, check_ray_options, on_ray
 from cifarlab.experiments.spec import Experiment, name_problem
 from cifarlab.experiments.store import FINISHED, ResultsStore, prepare_workspace
 from cifarlab.filters import config_matches
@@ -275,12 +276,15 @@ def run_sweep(
     max_runs: int | None = None,
     force: bool = False,
     quiet: bool = False,
+    ray: RayOptions | None = None,
 ) -> SweepReport:
-    """Run what is missing of ``experiment`` and report every run's final status."""
+    """Run what is missing of ``experiment`` and report every run's final status: here, in
+    ``workers`` processes, or as tasks of a Ray cluster (``ray``)."""
     check_sweep_options(workers, max_runs)
+    check_ray_options(ray, workers)
     if not (Path(workspace) / "runs.db").exists():  # all to run: a refusal makes no database
         check_paths(experiment.configs)
-    if workers > 1:
+    if workers > 1 or ray:
         _refuse_models_registered_here(experiment.configs)
     workspace = prepare_workspace(workspace)
     with _sweeping(workspace, experiment.name), ResultsStore(workspace / "runs.db") as store:
@@ -290,7 +294,7 @@ def run_sweep(
         # a bad data source fails once, before anything is recorded; runs then hit the cache
         check_sources([p.config for p in planned if p.action in TO_RUN], quiet, read)
         register_experiment(experiment, store)
-        report = _run_planned(experiment.name, planned, workspace, workers, quiet)
+        report = _run_planned(experiment.name, planned, workspace, workers, quiet, ray, store)
         left = [c for c in experiment.configs if c.hash() not in report.outcomes]
         # left out by --only or --max-runs, and still to train
         report.not_run = sum(planned_run(c, store).action in TO_RUN
@@ -336,7 +340,13 @@ def _refuse_models_registered_here(configs: tuple[RunConfig, ...] | list[RunConf
 
 
 def _run_planned(
-    name: str, planned: list[PlannedRun], workspace: Path, workers: int, quiet: bool
+    name: str,
+    planned: list[PlannedRun],
+    workspace: Path,
+    workers: int,
+    quiet: bool,
+    ray: RayOptions | None = None,
+    store: ResultsStore | None = None,
 ) -> SweepReport:
     report = SweepReport(name, planned)
     for p in planned:
@@ -351,11 +361,12 @@ def _run_planned(
     start = time.perf_counter()
     configs = [_for_workspace(p, workspace, quiet or workers > 1) for p in todo]
     anew = {p.config.hash() for p in todo if p.edited}  # not skipped as done
-    runs = (
-        _in_workers(configs, workers, anew)
-        if workers > 1
-        else ((c, _run_one(c, c.hash() in anew)) for c in configs)
-    )
+    if ray and todo:  # nothing to train: no cluster to join
+        runs = on_ray(todo, store, workspace, ray)
+    elif workers > 1:
+        runs = _in_workers(configs, workers, anew)
+    else:
+        runs = ((c, _run_one(c, c.hash() in anew)) for c in configs)
     with tqdm(
         total=len(planned), initial=len(planned) - len(todo), desc=f"sweep {name}",
         unit="run", disable=bar_disabled(quiet), file=sys.stderr, position=0,

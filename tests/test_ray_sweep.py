@@ -1,0 +1,93 @@
+"""A sweep's runs as tasks of a Ray cluster (a local one here): they land as local runs do."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+import torch
+
+import cifarlab
+from cifarlab.cli import main
+
+ray = pytest.importorskip("ray")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _cluster_closed_after():
+    yield
+    ray.shutdown()
+
+
+def _experiment(data, lrs: list[float], name: str = "tiny") -> dict:
+    return {
+        "name": name,
+        "base": {"data": str(data), "epochs": 2, "val_size": 30, "batch_size": 16,
+                 "optimizer": "sgd", "deterministic": True},
+        "grid": {"lr": lrs},
+    }  # fmt: skip
+
+
+def _scores(workspace) -> dict:
+    return {(r["lr"], r["status"]): r["test_acc"] for r in cifarlab.results(workspace)}
+
+
+def test_runs_trained_on_ray_land_as_runs_trained_here(tiny_archive, tmp_path):
+    experiment = _experiment(tiny_archive, [0.05, 0.1])
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as each Ray task (--ray-cpus 1): the same sums, bit for bit
+    try:
+        cifarlab.sweep(experiment, tmp_path / "here", quiet=True)
+    finally:
+        torch.set_num_threads(threads)
+    report = cifarlab.sweep(experiment, tmp_path / "ray", quiet=True, ray="local")
+    assert report.failed == 0 and len(report.outcomes) == 2
+    assert _scores(tmp_path / "ray") == _scores(tmp_path / "here")
+    for run in cifarlab.results(tmp_path / "ray"):
+        last = torch.load(tmp_path / "ray" / run["id"] / "last.pt", weights_only=True)
+        assert last["run_id"] == run["id"] and last["epoch"] == 2
+        trained = cifarlab.load_trained(run["id"], tmp_path / "ray")
+        assert trained.predict(torch.zeros(1, 3, 32, 32, dtype=torch.uint8)) is not None
+    assert not list((tmp_path / "ray").glob(".landing-*"))
+    again = cifarlab.sweep(experiment, tmp_path / "ray", quiet=True, ray="local")
+    assert set(again.outcomes.values()) == {"completed"} and again.seconds < 5  # nothing ran
+
+
+def test_a_run_that_diverges_or_fails_on_ray_is_recorded_so(tiny_archive, tmp_path, capsys):
+    (tmp_path / "net.py").write_text(
+        "from torch import nn\n\n\nclass Broken(nn.Module):\n"
+        "    def __init__(self, num_classes=10, in_channels=3):\n"
+        "        super().__init__()\n        self.fc = nn.Linear(4, num_classes)\n\n"
+        "    def forward(self, x):\n        return self.fc(x)  # 4 inputs: not an image\n"
+    )
+    experiment = _experiment(tiny_archive, [1e6], "bad")
+    experiment["grid"]["model"] = ["tutorial", f"{tmp_path / 'net.py'}:Broken"]
+    report = cifarlab.sweep(experiment, tmp_path / "ws", quiet=True, ray="local")
+    statuses = {r["model"].split(":")[-1]: r for r in cifarlab.results(tmp_path / "ws")}
+    assert statuses["tutorial"]["status"] == "diverged"
+    assert statuses["Broken"]["status"] == "failed" and "Broken" in statuses["Broken"]["error"]
+    assert report.failed == 1
+    (said,) = capsys.readouterr().err.splitlines()  # the worker's one line, here
+    assert said.startswith(f"cifarlab: run {statuses['Broken']['id']} failed: model ")
+    assert "raised RuntimeError at net.py:10" in said
+
+
+def test_ray_options_that_cannot_work_are_refused_before_anything_runs(tiny_archive, tmp_path,
+                                                                       capsys):  # fmt: skip
+    grid = tmp_path / "grid.toml"
+    grid.write_text(f'name = "x"\n[base]\ndata = "{tiny_archive}"\n[grid]\nlr = [0.1]\n')
+    sweep = ["sweep", str(grid), "--workspace", str(tmp_path / "ws")]
+    assert main([*sweep, "--ray", "local", "--workers", "2"]) == 2
+    assert (
+        "--workers with --ray: Ray decides how many runs train at once" in capsys.readouterr().err
+    )
+    assert main([*sweep, "--ray", "local", "--ray-cpus", "0"]) == 2
+    assert "--ray-cpus must be at least 1" in capsys.readouterr().err
+    assert not (tmp_path / "ws").exists()
+
+
+def test_ray_missing_names_the_install(tiny_archive, tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray then raises ImportError
+    assert main(["compare", "--preset", "blog", "--ray", "auto", "--workspace",
+                 str(tmp_path / "ws")]) == 2  # fmt: skip
+    assert "--ray needs Ray: pip install 'cifarlab[ray]'" in capsys.readouterr().err
