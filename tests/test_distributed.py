@@ -201,3 +201,29 @@ def test_a_spread_run_stopped_and_resumed_equals_one_never_stopped(tiny_archive,
     assert b["status"] == "completed" and b["test_acc"] == a["test_acc"]
     wa, wb = _weights(tmp_path / "a" / a["id"]), _weights(tmp_path / "b" / b["id"])
     assert all(torch.equal(wa[k], wb[k]) for k in wa)  # bitwise: same ranks, same threads
+
+
+BATCHNORM_1D_NET = """
+from torch import nn
+
+
+class Net(nn.Sequential):
+    def __init__(self, num_classes=10, in_channels=3):
+        super().__init__(nn.Flatten(), nn.LazyLinear(8), nn.BatchNorm1d(8),
+                         nn.Linear(8, num_classes))
+"""
+
+
+def test_a_last_batch_that_leaves_a_rank_one_image_is_refused_up_front(tiny_archive, tmp_path):
+    # 90 training images in batches of 22 leave 2: one image a rank, which BatchNorm1d refuses
+    (tmp_path / "net.py").write_text(BATCHNORM_1D_NET)
+    done = _torchrun("train", "--model", f"{tmp_path / 'net.py'}:Net", "--data", str(tiny_archive),
+                     "--workspace", str(tmp_path / "ws"), "--val-size", "30", "--batch-size",
+                     "22")  # fmt: skip
+    said = [line for line in done.stderr.splitlines() if line.startswith("cifarlab:")]
+    assert done.returncode != 0 and said == [
+        "cifarlab: error: the last 2 of 90 training images, shared by 2 ranks, make a training "
+        "batch of 1 image, which BatchNorm cannot normalize; pass --drop-last, or a "
+        "--batch-size that leaves a larger last batch"
+    ]
+    assert not (tmp_path / "ws").exists()

@@ -212,6 +212,7 @@ _TRAIN_EXAMPLES = """\
   cifarlab train --preset speedrun --epochs 5       # a preset, with a complete 5-epoch schedule
   cifarlab train --model resnet18 --optimizer adamw --lr 3e-3 --schedule cosine
   cifarlab train --resume                           # continue the latest run with these settings
+  torchrun --nproc_per_node 4 -m cifarlab train --preset speedrun   # one run over 4 GPUs
 """
 
 

@@ -589,7 +589,9 @@ _BATCH_OF_ONE = (
 def _check_last_batch(trainer: Trainer, config: RunConfig, data: CifarData) -> None:
     """Refuse, before any run is recorded, a last batch of one image that the model's
     BatchNorm cannot normalize (BatchNorm1d, or 2d on a 1x1 map): found by one probe."""
-    if config.drop_last or len(data.train) % config.batch_size != 1:
+    n, ranks = len(data.train), trainer.world.size
+    last = n % config.batch_size
+    if config.drop_last or last // ranks != 1:  # spread: each rank takes an equal share
         return
     probe = copy.deepcopy(trainer.model).train()  # its statistics may move: a copy
     image = torch.zeros(1, *data.image_shape, device=next(probe.parameters()).device)
@@ -598,9 +600,10 @@ def _check_last_batch(trainer: Trainer, config: RunConfig, data: CifarData) -> N
             probe(image)
     except Exception as err:  # noqa: BLE001 - anything else is training's to report
         if isinstance(err, ValueError) and "Expected more than 1 value per channel" in str(err):
-            raise CifarlabError(
-                f"the last of {len(data.train)} training images make {_BATCH_OF_ONE}"
-            ) from None
+            what = f"the last of {n} training images"
+            if ranks > 1:
+                what = f"the last {last} of {n} training images, shared by {ranks} ranks,"
+            raise CifarlabError(f"{what} make {_BATCH_OF_ONE}") from None
 
 
 def _warn_if_dropping(config: RunConfig, n: int) -> None:
