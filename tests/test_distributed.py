@@ -227,3 +227,43 @@ def test_a_last_batch_that_leaves_a_rank_one_image_is_refused_up_front(tiny_arch
         "--batch-size that leaves a larger last batch"
     ]
     assert not (tmp_path / "ws").exists()
+
+
+FAILING_NET = """
+import os
+
+from torch import nn
+
+
+class Net(nn.Sequential):
+    def __init__(self, num_classes=10, in_channels=3):
+        super().__init__(nn.Flatten(), nn.LazyLinear(num_classes))
+
+    def forward(self, x):
+        if self.training and os.environ["RANK"] in os.environ["FAIL_ON_RANKS"].split(","):
+            raise RuntimeError("my model broke")
+        return super().forward(x)
+"""
+
+
+@pytest.mark.parametrize("ranks", ["0,1", "1"])
+def test_a_failure_in_training_is_said_once_and_recorded(tiny_archive, tmp_path, monkeypatch,
+                                                         ranks):  # fmt: skip
+    # every rank fails alike (a user's model): rank 0 alone says it, and records it before
+    # torchrun stops the launch; one rank's own failure: it says it, with its rank
+    (tmp_path / "net.py").write_text(FAILING_NET)
+    monkeypatch.setenv("FAIL_ON_RANKS", ranks)
+    done = _torchrun("train", "--model", f"{tmp_path / 'net.py'}:Net", "--data", str(tiny_archive),
+                     "--workspace", str(tmp_path / "ws"), "--val-size", "30")  # fmt: skip
+    said = [line for line in done.stderr.splitlines() if line.startswith("cifarlab:")]
+    assert done.returncode != 0 and "]: Traceback" not in done.stderr  # no rank's traceback
+    (run,) = cifarlab.results(tmp_path / "ws")
+    assert run["status"] == "failed"
+    broke = f"epoch 1: model {tmp_path / 'net.py'}:Net raised RuntimeError at net.py:13: my model"
+    if ranks == "0,1":
+        assert run["error"] == "RuntimeError: my model broke (net.py:13)"
+        assert said[1:] == [f"cifarlab: error: {broke} broke (CIFARLAB_TRACEBACK=1 shows the "
+                            "traceback)"]  # fmt: skip
+    else:
+        assert run["error"] == "lost the other ranks of its torchrun launch (one stopped or hung)"
+        assert f"cifarlab: error (rank 1): {broke} broke" in " ".join(said)

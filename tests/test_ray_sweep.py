@@ -91,3 +91,15 @@ def test_ray_missing_names_the_install(tiny_archive, tmp_path, monkeypatch, caps
     assert main(["compare", "--preset", "blog", "--ray", "auto", "--workspace",
                  str(tmp_path / "ws")]) == 2  # fmt: skip
     assert "--ray needs Ray: pip install 'cifarlab[ray]'" in capsys.readouterr().err
+
+
+def test_no_cluster_at_the_address_is_said_before_anything_is_recorded(
+    tiny_archive, tmp_path, monkeypatch, capsys
+):
+    ray.shutdown()  # a cluster an earlier test started in this process
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    grid = tmp_path / "grid.toml"
+    grid.write_text(f'name = "x"\n[base]\ndata = "{tiny_archive}"\n[grid]\nlr = [0.1]\n')
+    assert main(["sweep", str(grid), "--workspace", str(tmp_path / "ws"), "--ray", "auto"]) == 2
+    assert "--ray auto: no Ray cluster there (" in capsys.readouterr().err
+    assert cifarlab.results(tmp_path / "ws") == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import signal
@@ -52,20 +53,24 @@ def main(argv: Sequence[str] | None = None) -> int:
                 # or left numpy half-imported. Held, it comes right after the import.
                 with signals_held():
                     import torch  # noqa: F401
-            return COMMANDS[args.command](args)
+            try:
+                return COMMANDS[args.command](args)
+            except BaseException:
+                _tell_other_ranks()
+                raise
     except CifarlabError as err:
+        if _left_to_rank_0():
+            return 0
         code = EXIT_UNSETTLED if isinstance(err, RecordedFailure) else EXIT_USAGE
         code = EXIT_FAILURE if isinstance(err, MachineFailure) else code
         rank = _other_rank()
-        if rank and code == EXIT_USAGE:  # rank 0 met the same input and said so
-            return code
         said = f"error (rank {rank})" if rank else "error"
         for line in str(err).split("\n"):  # one line per problem
             print(f"cifarlab: {said}: {_printable(line)}", file=sys.stderr)
         return code
     except KeyboardInterrupt as stop:  # Ctrl-C, or SIGTERM (Terminated)
-        if _other_rank():  # torchrun stopped every rank: rank 0 says how to go on
-            return 143 if isinstance(stop, Terminated) else 130
+        if _left_to_rank_0():  # torchrun stopped every rank: rank 0 says how to go on
+            return 0
         hint = getattr(stop, "resume_hint", None)
         word = "terminated" if isinstance(stop, Terminated) else "interrupted"
         print(f"cifarlab: {word}" + (f"; {hint} continues it" if hint else ""), file=sys.stderr)
@@ -74,6 +79,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         _silence_stdout()
         return 141  # as a shell reports a command ended by SIGPIPE
     except Exception as err:
+        if _left_to_rank_0():
+            return 0
         message = machine_trouble(err, getattr(args, "command", None))
         if message is None or os.environ.get("CIFARLAB_TRACEBACK"):
             raise  # a bug: its traceback is what a report needs
@@ -95,6 +102,30 @@ def _other_rank() -> int:
         return launched_world().rank
     except CifarlabError:  # torchrun's variables garbled: every process says so
         return 0
+
+
+def _tell_other_ranks() -> None:
+    """On rank 0 of a torchrun launch that fails: tell the other ranks (``_left_to_rank_0``)."""
+    if os.environ.get("RANK") == "0" and os.environ.get("WORLD_SIZE", "1") not in ("", "1"):
+        from cifarlab.distributed import launched_world, say_main_failed
+
+        with contextlib.suppress(CifarlabError):
+            say_main_failed(launched_world())
+
+
+def _left_to_rank_0() -> bool:
+    """On a rank other than 0 of a torchrun launch: whether rank 0 says this failure (it said
+    it failed, or the failure came before the ranks connected: the same input, which rank 0
+    met too). This rank then ends quietly, with status 0: the launch's status is rank 0's,
+    and a rank ending first with an error gets the others stopped by torchrun, rank 0 before
+    it had recorded the run."""
+    if not _other_rank():
+        return False
+    from torch import distributed as dist
+
+    from cifarlab.distributed import launched_world, main_failed
+
+    return not dist.is_initialized() or main_failed(launched_world(), within=10.0)
 
 
 def _printable(line: str) -> str:
@@ -127,8 +158,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         k: v for k, v in vars(args).items() if k != "command" and v is not None
     }
     result = run_training(make_run_config(**options))
-    if _other_rank():  # a spread run's rank 0 prints its results
-        return 0 if result.status == "completed" else EXIT_UNSETTLED
+    if _other_rank():  # a spread run's rank 0 prints its results, and its status is the launch's
+        return 0
     record = {"id": result.run_id, **result.config.model_dump(), "status": result.status}
     print(format_runs([record | result.summary], "table", reasons=False))  # said on stderr
     if result.status != "completed":

@@ -18,7 +18,9 @@ between 2 CPU ranks here, against ~1 s for a speedrun-small step.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -107,10 +109,11 @@ def rank_device(world: World, device: torch.device) -> torch.device:
     if device.type != "cuda" or not world.spread:
         return device
     count = torch.cuda.device_count()
-    if world.local_rank >= count:
+    here = int(os.environ.get("LOCAL_WORLD_SIZE") or world.local_rank + 1)
+    if max(here, world.local_rank + 1) > count:  # every rank says it, rank 0 included
         raise CifarlabError(
-            f"{world.local_rank + 1} ranks on this machine but {count} GPU"
-            f"{'s' * (count != 1)}; start torchrun with --nproc_per_node {count} or fewer"
+            f"{here} ranks on this machine but {count} GPU{'s' * (count != 1)}; start torchrun "
+            f"with --nproc_per_node {count} or fewer"
         )
     torch.cuda.set_device(world.local_rank)
     return torch.device("cuda", world.local_rank)
@@ -136,10 +139,41 @@ def from_main(world: World, produce: Callable[[], T]) -> T:
 
 
 class StoppedWithMain(CifarlabError):
-    """A rank other than 0 ends because rank 0 failed; rank 0 printed the reason."""
+    """A rank other than 0 ends because rank 0 failed; rank 0 prints the reason, and the
+    launch's exit status is rank 0's (this rank exits 0: see cli.main)."""
 
     def __init__(self) -> None:
         super().__init__("rank 0 failed (its error is above); this rank stops with it")
+
+
+# Rank 0 records a failed run, then says so here (torchrun's key-value store), so that a
+# rank meeting the same failure (a user's model raising, a batch BatchNorm refuses) ends
+# quietly instead of repeating it, and without exiting first: torchrun stops every rank
+# when one exits non-zero, which killed rank 0 before its record was written.
+_FAILED_KEY = "cifarlab/rank-0-failed"
+
+
+def say_main_failed(world: World) -> None:
+    """On rank 0, once the failed run is recorded: tell the other ranks."""
+    if world.spread and world.main and dist.is_initialized():
+        with contextlib.suppress(Exception):  # the store went with the launch: nothing to tell
+            dist.distributed_c10d._get_default_store().set(_FAILED_KEY, "1")
+
+
+def main_failed(world: World, within: float = 20.0) -> bool:
+    """On another rank: whether rank 0 said it failed, waiting up to ``within`` seconds."""
+    if not (world.spread and dist.is_initialized()):
+        return False
+    deadline = time.monotonic() + within
+    try:
+        store = dist.distributed_c10d._get_default_store()
+        while not store.check([_FAILED_KEY]):  # polled: store.wait logs its timeout in C++
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.1)
+        return True
+    except Exception:  # noqa: BLE001 - the store went with the launch: this rank's own failure
+        return False
 
 
 def all_sum(world: World, *values: torch.Tensor) -> list[torch.Tensor]:

@@ -131,8 +131,8 @@ def machine_trouble(err: BaseException, command: str | None = None) -> str | Non
         return f"out of memory{f' ({detail})' if detail else ''}; {advice}"
     if lost_other_ranks(err):
         return (
-            "lost the other ranks of this torchrun launch: one of them stopped (torchrun's "
-            "report below names it); --resume continues the run from its last checkpoint"
+            "lost the other ranks of this torchrun launch: one of them stopped (its error, or "
+            "torchrun's report below, says why)"
         )
     if isinstance(err, OSError) and err.errno is not None:  # disk full, permission denied...
         where = f": '{err.filename}'" if err.filename else ""

@@ -7,6 +7,7 @@ results database, so bad input never leaves a row.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 import shutil
@@ -23,7 +24,16 @@ import torch
 
 from cifarlab.config import SESSION_FIELDS, RunConfig, make_run_config
 from cifarlab.data import CifarData, load_dataset
-from cifarlab.distributed import World, from_main, join, launched_world, rank_device
+from cifarlab.distributed import (
+    StoppedWithMain,
+    World,
+    from_main,
+    join,
+    launched_world,
+    main_failed,
+    rank_device,
+    say_main_failed,
+)
 from cifarlab.errors import (
     CifarlabError,
     MachineFailure,
@@ -57,7 +67,7 @@ from cifarlab.models import (
 )
 from cifarlab.models.pyfile import code_place, user_code_line
 from cifarlab.models.registry import user_code_file
-from cifarlab.process import current_owner
+from cifarlab.process import current_owner, signals_held
 from cifarlab.results import resume_command
 from cifarlab.resume import find_resumed, refuse_if_training_elsewhere, restore_checkpoint
 from cifarlab.train import cpu_share
@@ -161,6 +171,7 @@ def _plan(
             refuse_if_training_elsewhere(resumed)
             _refuse_edited_model_file(resumed, config)
             _warn_if_other_threads(resumed)
+            _warn_if_other_ranks(resumed, world)
 
     for unused in config.unused_options() if not resumed else ():  # said at the run's start
         warn(unused)
@@ -262,6 +273,17 @@ def _warn_if_other_threads(resumed: dict[str, Any]) -> None:
         )
 
 
+def _warn_if_other_ranks(resumed: dict[str, Any], world: World) -> None:
+    """Another number of ranks splits BatchNorm's batches and draws dropout's masks apart."""
+    then = (resumed.get("info") or {}).get("ranks", 1)
+    if then != world.size:
+        warn(
+            f"run {resumed['id']} trained over {then} rank{'s' * (then > 1)} and resumes over "
+            f"{world.size}: its numbers will differ from an uninterrupted run's (BatchNorm "
+            "normalizes each rank's share of a batch, and dropout draws per rank)"
+        )
+
+
 def _refuse_edited_model_file(resumed: dict[str, Any], config: RunConfig) -> None:
     """A run's checkpoint belongs to the code it trained: resumed with an edited model file,
     its later epochs trained another net (same shapes: silently) than the one it records."""
@@ -309,6 +331,7 @@ def _train_and_record(
             return _fit_and_record(trainer, config, store, run_id, workspace / run_id, info)
         except BaseException as err:  # Ctrl-C or SIGTERM between the run's row and its try
             store.fail_running(current_owner(), _stop_message(err))
+            say_main_failed(world)  # recorded: the other ranks may end
             raise
 
 
@@ -332,17 +355,24 @@ def _open_run(store: ResultsStore, config: RunConfig, resumed: dict[str, Any] | 
 def _follow(
     trainer: Trainer, config: RunConfig, workspace: Path, info: dict[str, Any]
 ) -> RunResult:
-    """A rank other than 0 trains its share and keeps no books: rank 0 records the run."""
-    run_id = from_main(trainer.world, lambda: "")  # rank 0's, once it is recorded
+    """A rank other than 0 trains its share and keeps no books: rank 0 records the run. It
+    ends after rank 0 has (torchrun stops every rank when one ends with an error)."""
+    world = trainer.world
     early = EarlyStopping(config.early_stop, config.select_by) if config.early_stop else None
     trainer.callbacks += [early] if early else []  # every rank must stop when rank 0 does
     status, error = "completed", None
     try:
-        trainer.fit(config.epochs)
-    except Diverged as err:  # all ranks judge the same averaged loss
-        status, error = "diverged", str(err)
-    summary = summarize(trainer, config)
-    summary["stopped_epoch"] = early.stopped_at if early else None
+        run_id = from_main(world, lambda: "")  # rank 0's, once it is recorded
+        try:
+            trainer.fit(config.epochs)
+        except Diverged as err:  # all ranks judge the same averaged loss
+            status, error = "diverged", str(err)
+        summary = from_main(world, dict)  # rank 0's, once its run is recorded
+    except Exception as err:
+        if main_failed(world):  # the same failure: rank 0 recorded it and says it
+            raise StoppedWithMain() from None
+        _explain(err, config, trainer.epoch + 1)  # this rank's own: a user's model in one line
+        raise
     return RunResult(run_id, status, config, trainer.history, summary, workspace / run_id, error,
                      info)  # fmt: skip
 
@@ -408,7 +438,10 @@ def _fit_and_record(
         status, error = "diverged", str(err)
     except BaseException as err:  # recorded as failed, never left "running"; then re-raised
         message = _stop_message(err)
-        store.finish_run(run_id, "failed", summarize(trainer, config), error=message, info=info)
+        # torchrun's second stop (it passes Ctrl-C on, then SIGTERM) waits for the record
+        with contextlib.suppress(KeyboardInterrupt), signals_held():
+            store.finish_run(run_id, "failed", summarize(trainer, config), error=message, info=info)
+            say_main_failed(trainer.world)
         if lost_other_ranks(err) and not os.environ.get("CIFARLAB_TRACEBACK"):
             command = resume_command(run_id, config.workspace)
             raise MachineFailure(
@@ -428,6 +461,7 @@ def _fit_and_record(
     summary = summarize(trainer, config)
     summary["stopped_epoch"] = early.stopped_at if early else None
     store.finish_run(run_id, status, summary, error=error, info=info)
+    from_main(trainer.world, lambda: summary)  # recorded: the other ranks may end now
     return RunResult(run_id, status, config, trainer.history, summary, run_dir, error, info)
 
 

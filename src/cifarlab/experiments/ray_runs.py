@@ -73,9 +73,10 @@ def connect(options: RayOptions) -> float:
                 log_to_driver=False,  # the runs are quiet; a failure comes back as one line
             )
         except ConnectionError as err:
+            said = first_line(err).split(". ")[0].rstrip(".")  # Ray's advice is for its own CLI
             raise CifarlabError(
-                f"--ray {options.address}: no Ray cluster there ({first_line(err)[:120]}); "
-                "start one (`ray start --head`), or pass --ray local to start one for the sweep"
+                f"--ray {options.address}: no Ray cluster there ({said}); start one (`ray start "
+                "--head`), or pass --ray local to start one for the sweep"
             ) from None
     if options.gpus is not None:
         return options.gpus
@@ -88,7 +89,7 @@ def on_ray(
     """Train ``todo`` as Ray tasks; yield each run's config and status as it lands."""
     import ray
 
-    gpus = connect(options)
+    gpus = connect(options)  # joined already (run_sweep): the resources asked of it
     task = ray.remote(_train_remote).options(num_cpus=options.cpus, num_gpus=gpus, max_retries=0)
     pending: dict[Any, tuple[RunConfig, str]] = {}
     try:

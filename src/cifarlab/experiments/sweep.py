@@ -39,7 +39,7 @@ from cifarlab.errors import (
     show_warning,
     warn,
 )
-from cifarlab.experiments.ray_runs import RayOptions, check_ray_options, on_ray
+from cifarlab.experiments.ray_runs import RayOptions, check_ray_options, connect, on_ray
 from cifarlab.experiments.spec import Experiment, name_problem
 from cifarlab.experiments.store import FINISHED, ResultsStore, prepare_workspace
 from cifarlab.filters import config_matches
@@ -290,6 +290,8 @@ def run_sweep(
     with _sweeping(workspace, experiment.name), ResultsStore(workspace / "runs.db") as store:
         planned = plan_sweep(experiment, store, only, max_runs)  # a bad --only fails here
         check_experiment_name(experiment, store, force)  # before minutes of reading data
+        if ray and any(p.action in TO_RUN for p in planned):
+            connect(ray)  # no cluster at that address: said before anything is recorded
         read = mark_changed_data(planned, quiet)
         # a bad data source fails once, before anything is recorded; runs then hit the cache
         check_sources([p.config for p in planned if p.action in TO_RUN], quiet, read)

@@ -154,7 +154,7 @@ class Trainer:
         self.train_loader.set_epoch(epoch)
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), dtype=torch.long, device=self.device)
-        seen, lr_sum = 0, 0.0
+        seen, lr_sum, steps = 0, 0.0, 0
         cpu_share = CpuShareMeter()  # what other work took of our CPUs: it explains a slow epoch
         start = time.perf_counter()
         for x, y in self.train_loader:
@@ -162,6 +162,7 @@ class Trainer:
             if not len(y):  # a last batch of fewer images than ranks
                 continue
             lr_sum += self._set_lr()
+            steps += 1
             with autocast(self.precision, self.device):
                 logits = self.forward(x)
             # the loss in fp32 even under autocast
@@ -193,7 +194,7 @@ class Trainer:
             "epoch": epoch + 1,
             "train_loss": train_loss,
             "train_acc": train_acc,
-            "lr": lr_sum / len(self.train_loader),  # the epoch's mean: schedules move per batch
+            "lr": lr_sum / max(steps, 1),  # the epoch's mean: schedules move per batch
             "epoch_seconds": seconds,
             "images_per_sec": seen / seconds,
             **cpu_share.stop(),
