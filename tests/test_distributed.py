@@ -267,3 +267,13 @@ def test_a_failure_in_training_is_said_once_and_recorded(tiny_archive, tmp_path,
     else:
         assert run["error"] == "lost the other ranks of its torchrun launch (one stopped or hung)"
         assert f"cifarlab: error (rank 1): {broke} broke" in " ".join(said)
+
+
+def test_more_ranks_than_gpus_on_a_machine_is_said_by_every_rank(monkeypatch):
+    from cifarlab.distributed import World, rank_device
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    for local_rank in (0, 3):  # rank 0 too: it is the one that speaks
+        with pytest.raises(cifarlab.CifarlabError, match="4 ranks on this machine but 2 GPUs"):
+            rank_device(World(local_rank, local_rank, 4), torch.device("cuda"))

@@ -551,8 +551,11 @@ def _cuda_devices_of(config: RunConfig) -> list[int]:
     seeds every GPU), none for a CPU run (forking them would start CUDA on a GPU machine)."""
     try:
         on_gpu = resolve_device(config.device).type == "cuda"
-    except CifarlabError:  # a bad --device: the run says so itself
+        world = launched_world()
+    except CifarlabError:  # a bad --device (or torchrun's variables): the run says so itself
         on_gpu = False
+    if on_gpu and world.spread:  # a rank touches its own GPU only: a CUDA context on each of
+        return [world.local_rank]  # the others would cost every rank memory there
     return list(range(torch.cuda.device_count())) if on_gpu else []
 
 
