@@ -9,6 +9,8 @@ import torch
 
 import cifarlab
 from cifarlab.cli import main
+from cifarlab.errors import CifarlabWarning
+from cifarlab.experiments.store import ResultsStore
 
 ray = pytest.importorskip("ray")
 
@@ -103,3 +105,57 @@ def test_no_cluster_at_the_address_is_said_before_anything_is_recorded(
     assert main(["sweep", str(grid), "--workspace", str(tmp_path / "ws"), "--ray", "auto"]) == 2
     assert "--ray auto: no Ray cluster there (" in capsys.readouterr().err
     assert cifarlab.results(tmp_path / "ws") == []
+
+
+def test_a_run_stopped_here_resumes_on_ray_from_its_checkpoint(tiny_archive, tmp_path,
+                                                               monkeypatch):  # fmt: skip
+    from cifarlab.train.trainer import Trainer
+
+    experiment = _experiment(tiny_archive, [0.05]) | {"name": "stop"}
+    experiment["base"]["epochs"] = 3
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the Ray task: the same sums, bit for bit
+    try:
+        cifarlab.sweep(experiment, tmp_path / "whole", quiet=True)
+        original = Trainer.train_epoch
+
+        def stop_at_epoch_2(self, epoch):
+            if epoch == 2:
+                raise KeyboardInterrupt
+            return original(self, epoch)
+
+        with monkeypatch.context() as m:
+            m.setattr(Trainer, "train_epoch", stop_at_epoch_2)
+            with pytest.raises(KeyboardInterrupt):
+                cifarlab.sweep(experiment, tmp_path / "ws", quiet=True)
+    finally:
+        torch.set_num_threads(threads)
+    plan = cifarlab.sweep(experiment, tmp_path / "ws", dry_run=True, ray="local")
+    assert [p.action for p in plan.planned] == ["resume"]
+    cifarlab.sweep(experiment, tmp_path / "ws", quiet=True, ray="local")
+    (whole,), (resumed,) = cifarlab.results(tmp_path / "whole"), cifarlab.results(tmp_path / "ws")
+    assert resumed["status"] == "completed" and resumed["test_acc"] == whole["test_acc"]
+    with ResultsStore(tmp_path / "ws" / "runs.db") as store:
+        epochs = store.epochs(resumed["id"])
+    with ResultsStore(tmp_path / "whole" / "runs.db") as store:
+        expected = store.epochs(whole["id"])
+    assert [e["epoch"] for e in epochs] == [1, 2, 3]
+    assert [e["val_loss"] for e in epochs] == [e["val_loss"] for e in expected]
+
+
+def test_what_a_run_warns_on_ray_is_said_here(tiny_archive, tmp_path):
+    experiment = _experiment(tiny_archive, [0.003], "warned")
+    experiment["base"] |= {"optimizer": "adam", "momentum": 0.8, "epochs": 1}
+    with pytest.warns(CifarlabWarning, match="--momentum is"):
+        cifarlab.sweep(experiment, tmp_path / "ws", quiet=True, ray="local")
+
+
+def test_a_cluster_that_can_never_run_a_run_is_said_up_front(tiny_archive, tmp_path):
+    with pytest.raises(cifarlab.CifarlabError, match="--ray-cpus 64 --ray-gpus 0: no machine"):
+        cifarlab.sweep(_experiment(tiny_archive, [0.1]), tmp_path / "ws", ray="local",
+                       ray_cpus=64)  # fmt: skip
+    assert cifarlab.results(tmp_path / "ws") == []
+    with pytest.raises(cifarlab.CifarlabError, match="--ray 127.0.0.1:1: nothing answers there"):
+        cifarlab.sweep(_experiment(tiny_archive, [0.1]), tmp_path / "ws", ray="127.0.0.1:1")
+    with pytest.raises(cifarlab.CifarlabError, match="--ray-cpus and --ray-gpus are for --ray"):
+        cifarlab.sweep(_experiment(tiny_archive, [0.1]), tmp_path / "ws", ray_cpus=2)

@@ -87,13 +87,13 @@ def sweep(
     address), ``ray_cpus`` and ``ray_gpus`` train the runs on a Ray cluster (--ray...)."""
     from dataclasses import replace
 
-    from cifarlab.experiments.ray_runs import RayOptions, check_ray_options
+    from cifarlab.experiments.ray_runs import check_ray_options, ray_options
     from cifarlab.experiments.spec import build_experiment, load_experiment
     from cifarlab.experiments.sweep import check_sweep_options, plan_dry_run, run_sweep
     from cifarlab.filters import typed_only
 
     check_sweep_options(workers, max_runs)
-    on_ray = RayOptions(ray, ray_cpus, ray_gpus) if ray else None
+    on_ray = ray_options(ray, ray_cpus, ray_gpus)
     check_ray_options(on_ray, workers)
     overrides = {"data": str(data)} if data is not None else {}
     if not isinstance(path_or_definition, dict | str | os.PathLike):

@@ -263,14 +263,14 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def _sweep(experiment, args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from cifarlab.experiments.ray_runs import RayOptions, check_ray_options
+    from cifarlab.experiments.ray_runs import check_ray_options, ray_options
     from cifarlab.experiments.sweep import TO_RUN, check_sweep_options, plan_dry_run, run_sweep
     from cifarlab.filters import parse_only
 
     if args.new_name is not None:
         experiment = replace(experiment, name=args.new_name)
     check_sweep_options(args.workers, args.max_runs)
-    ray = RayOptions(args.ray, args.ray_cpus, args.ray_gpus) if args.ray else None
+    ray = ray_options(args.ray, args.ray_cpus, args.ray_gpus)
     check_ray_options(ray, args.workers)
     only = parse_only(args.only)
     if args.dry_run:  # writes nothing: a workspace without a database plans against an empty one

@@ -7,10 +7,10 @@ Each run trains on a worker, in a workspace of its own there (a temporary folder
 comes back whole: its row, its epochs and its folder (checkpoints, the model file's copy)
 land in this sweep's workspace, which only this process writes. So the workspace needs no
 shared filesystem (SQLite's WAL does not work over one), only the data (the same path on
-every machine) and model files do. Until its result lands, a run's row says it is running,
-owned by this process: a second sweep does not take it, and if this one dies it reads as
-stopped. A run cut short (Ctrl-C, a lost node) trains from its start at the next sweep:
-its epochs stayed on the worker.
+every machine) and model files do. A stopped run goes out with its checkpoint and resumes
+there. Until its result lands, a run's row says it is running, owned by this process: a
+second sweep does not take it, and if this one dies it reads as stopped, as it was (its
+epochs and checkpoint stay until a result replaces them).
 """
 
 from __future__ import annotations
@@ -19,15 +19,25 @@ import contextlib
 import logging
 import os
 import shutil
+import signal
+import socket
 import sys
 import tempfile
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cifarlab.config import RunConfig
-from cifarlab.errors import CifarlabError, first_line
+from cifarlab.errors import (
+    BusyMachineWarning,
+    CifarlabError,
+    RunInProgress,
+    Terminated,
+    first_line,
+    warn,
+)
 from cifarlab.experiments.store import RUN_SUMMARY, ResultsStore
 from cifarlab.process import current_owner
 
@@ -39,7 +49,16 @@ if TYPE_CHECKING:
 class RayOptions:
     address: str  # "auto", "local", or a cluster's address (host:6379, ray://host:10001)
     cpus: float = 1.0  # per run: also its torch threads
-    gpus: float | None = None  # per run; None: 1 where the cluster has GPUs, else 0
+    gpus: float | None = None  # per run; None: 1 where the cluster has GPUs and runs use them
+
+
+def ray_options(address: str | None, cpus: float, gpus: float | None) -> RayOptions | None:
+    """The Ray options given (--ray, --ray-cpus, --ray-gpus), or None for a sweep here."""
+    if address:
+        return RayOptions(address, cpus, gpus)
+    if cpus != 1 or gpus is not None:
+        raise CifarlabError("--ray-cpus and --ray-gpus are for --ray: pass --ray ADDRESS too")
+    return None
 
 
 def check_ray_options(options: RayOptions | None, workers: int) -> None:
@@ -59,18 +78,28 @@ def check_ray_options(options: RayOptions | None, workers: int) -> None:
         raise CifarlabError("--ray needs Ray: pip install 'cifarlab[ray]'") from None
 
 
-def connect(options: RayOptions) -> float:
-    """Join (or start) the cluster; the GPUs each run asks for."""
+_joined: dict[str, Any] = {}  # the address this process joined, and whether it started it
+
+
+def connect(options: RayOptions, configs: list[RunConfig]) -> float:
+    """Join (or start) the cluster, and check it can ever run a run; the GPUs a run asks."""
     import ray
 
+    if ray.is_initialized() and _joined.get("address") not in (None, options.address):
+        raise CifarlabError(
+            f"--ray {options.address}: this process is joined to Ray at "
+            f"{_joined['address']!r} already; sweep there, or in a new process"
+        )
     if not ray.is_initialized():
-        local = options.address == "local"
+        _reachable(options.address)
+        sigterm = signal.getsignal(signal.SIGTERM)  # ray.init sets its own: ours records runs
         try:
             ray.init(
-                address=None if local else options.address,
-                include_dashboard=False if local else None,
+                address=options.address,  # "local": a new cluster here, even if one runs
+                include_dashboard=False if options.address == "local" else None,
                 logging_level=logging.ERROR,  # Ray's start-up chatter
-                log_to_driver=False,  # the runs are quiet; a failure comes back as one line
+                log_to_driver=False,  # the runs are quiet; what they say comes back (_land)
+                runtime_env={"env_vars": _our_variables()},
             )
         except ConnectionError as err:
             said = first_line(err).split(". ")[0].rstrip(".")  # Ray's advice is for its own CLI
@@ -78,9 +107,59 @@ def connect(options: RayOptions) -> float:
                 f"--ray {options.address}: no Ray cluster there ({said}); start one (`ray start "
                 "--head`), or pass --ray local to start one for the sweep"
             ) from None
-    if options.gpus is not None:
-        return options.gpus
-    return 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
+        finally:
+            if sigterm is not None:
+                signal.signal(signal.SIGTERM, sigterm)
+        _joined.update(address=options.address, started=options.address == "local")
+    gpus = options.gpus
+    if gpus is None:  # CPU runs take no GPU; runs that may use one take one where there are
+        on_cpu = all(c.device == "cpu" for c in configs)
+        gpus = 0.0 if on_cpu or not ray.cluster_resources().get("GPU", 0) else 1.0
+    _check_fits(options.cpus, gpus)
+    return gpus
+
+
+def leave() -> None:
+    """Shut down a cluster this process started for its sweep (--ray local)."""
+    import ray
+
+    if _joined.pop("started", False):
+        ray.shutdown()
+        _joined.clear()
+
+
+def _reachable(address: str) -> None:
+    """A host:port with nothing listening: said at once (ray.init retried for minutes)."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if address in ("auto", "local") or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host or "127.0.0.1", int(port)), timeout=5).close()
+    except OSError as err:
+        raise CifarlabError(
+            f"--ray {address}: nothing answers there ({err.strerror or err}); check the address "
+            "(`ray status` on the cluster's head prints it), or pass --ray local"
+        ) from None
+
+
+def _our_variables() -> dict[str, str]:
+    """cifarlab's settings (CIFARLAB_CACHE, CIFARLAB_MATMUL_WGRAD...) for every worker."""
+    return {k: v for k, v in os.environ.items() if k.startswith("CIFARLAB_")}
+
+
+def _check_fits(cpus: float, gpus: float) -> None:
+    """A run asking more than any machine has would wait for ever, silently."""
+    import ray
+
+    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+    if any(n.get("CPU", 0) >= cpus and n.get("GPU", 0) >= gpus for n in nodes):
+        return
+    most_cpus = max((n.get("CPU", 0) for n in nodes), default=0)
+    most_gpus = max((n.get("GPU", 0) for n in nodes), default=0)
+    raise CifarlabError(
+        f"--ray-cpus {cpus:g} --ray-gpus {gpus:g}: no machine of the cluster has that much (at "
+        f"most {most_cpus:g} CPUs and {most_gpus:g} GPUs); ask for less per run"
+    )
 
 
 def on_ray(
@@ -89,13 +168,18 @@ def on_ray(
     """Train ``todo`` as Ray tasks; yield each run's config and status as it lands."""
     import ray
 
-    gpus = connect(options)  # joined already (run_sweep): the resources asked of it
+    gpus = connect(options, [p.config for p in todo])  # joined already (run_sweep)
     task = ray.remote(_train_remote).options(num_cpus=options.cpus, num_gpus=gpus, max_retries=0)
     pending: dict[Any, tuple[RunConfig, str]] = {}
     try:
         for p in todo:
-            run_id = _claim(store, p)
-            pending[task.remote(p.config, int(options.cpus))] = (p.config, run_id)
+            claimed = _claim(store, p)
+            if isinstance(claimed, tuple):  # done or training elsewhere since the plan
+                yield p.config, claimed[1]
+                continue
+            resume = _kit(store, workspace, claimed) if p.action == "resume" else None
+            config = p.config.model_copy(update={"device": "cpu"}) if not gpus else p.config
+            pending[task.remote(config, int(options.cpus), claimed, resume)] = (p.config, claimed)
         while pending:
             (ref,), _ = ray.wait(list(pending), num_returns=1)
             config, run_id = pending.pop(ref)
@@ -109,28 +193,50 @@ def on_ray(
             with contextlib.suppress(Exception):
                 ray.cancel(ref, force=True)
         why = "interrupted" if isinstance(stop, KeyboardInterrupt) else first_line(stop)
+        why = "terminated (SIGTERM)" if isinstance(stop, Terminated) else why
         store.fail_running(current_owner(), f"{why} (its Ray task was cancelled)")
         raise
 
 
-def _claim(store: ResultsStore, p: PlannedRun) -> str:
-    """The run's row, running, owned by this process: a stopped or failed run's own row
-    (its epochs are dropped: it trains again from its start), else a new one."""
+def _claim(store: ResultsStore, p: PlannedRun) -> str | tuple[None, str]:
+    """The run's row, running, owned by this process: a stopped or failed run's own row, its
+    epochs kept until a result replaces them, else a new one. (None, status) for a run done
+    or taken by another process since the plan: the plan may be minutes old."""
+    from cifarlab.experiments.sweep import planned_run
     from cifarlab.models import model_label
     from cifarlab.runner import record_of
 
-    if p.previous and p.action in ("resume", "restart") and not p.edited:
-        store.reopen_run(p.previous["id"], keep_epochs=0)
-        return p.previous["id"]
+    now = planned_run(p.config, store, edited=p.edited)
+    if now.action in ("done", "busy"):
+        return None, now.previous["status"]
+    if now.previous and now.action in ("resume", "restart"):
+        try:
+            store.reopen_run(now.previous["id"], keep_epochs=now.previous["epochs_done"] or 0)
+        except RunInProgress:  # claimed by another process between the look and the claim
+            return None, "running"
+        return now.previous["id"]
     base = f"{model_label(p.config.model)}-{p.config.hash()[:8]}"
     return store.start_run(base, p.config.short_name(), record_of(p.config), p.config.hash())
 
 
-def _train_remote(config: RunConfig, threads: int) -> dict[str, Any]:
-    """On a Ray worker: train ``config`` in a workspace of its own, and return the run whole
-    (its record, epochs and folder's files)."""
+def _kit(store: ResultsStore, workspace: Path, run_id: str) -> dict[str, Any]:
+    """What a worker needs to resume a stopped run: its row, epochs and folder's files."""
+    folder = workspace / run_id
+    return {"record": store.run(run_id), "epochs": store.epochs(run_id), "files": _files(folder)}
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {str(f.relative_to(folder)): f.read_bytes() for f in folder.rglob("*") if f.is_file()}
+
+
+def _train_remote(
+    config: RunConfig, threads: int, run_id: str, resume: dict[str, Any] | None
+) -> dict[str, Any]:
+    """On a Ray worker: train ``config`` (resume it from ``resume``) in a workspace of its
+    own, and return the run whole: its record, epochs, folder's files and warnings."""
     import torch
 
+    import cifarlab
     from cifarlab.runner import run_training
     from cifarlab.train import cpu_share
 
@@ -140,39 +246,71 @@ def _train_remote(config: RunConfig, threads: int) -> dict[str, Any]:
     cpu_share.count_as_own_job(os.getppid())
     with tempfile.TemporaryDirectory(prefix="cifarlab-ray-") as tmp:
         here = config.model_copy(update={"workspace": tmp, "quiet": True, "resume": None})
+        if resume:
+            _unpack(Path(tmp), run_id, resume)
+            here = here.model_copy(update={"resume": run_id})
         error = None
-        try:
-            run_training(here)
-        except Exception as err:  # noqa: BLE001 - recorded below, or said as one line
-            error = first_line(err)
+        with warnings.catch_warnings(record=True) as said:
+            warnings.simplefilter("always")
+            try:
+                run_training(here)
+            except Exception as err:  # noqa: BLE001 - recorded below, or said as one line
+                error = first_line(err)
+        notes = list(dict.fromkeys(
+            str(w.message) for w in said if not issubclass(w.category, BusyMachineWarning)
+        ))  # fmt: skip
+        shipped = {"warnings": notes, "version": cifarlab.__version__, "error": error}
         db = Path(tmp) / "runs.db"
         if not db.exists():  # failed before it was recorded: bad input on that machine
-            return {"record": None, "error": error or "it was not recorded"}
+            return shipped | {"record": None, "error": error or "it was not recorded"}
         with ResultsStore(db) as store:
             (record,) = store.runs()
             epochs = store.epochs(record["id"])
-        folder = Path(tmp) / record["id"]
-        files = {str(f.relative_to(folder)): f.read_bytes() for f in folder.rglob("*")
-                 if f.is_file()}  # fmt: skip
-        return {"record": record, "epochs": epochs, "files": files, "error": error}
+        return shipped | {
+            "record": record,
+            "epochs": epochs,
+            "files": _files(Path(tmp) / record["id"]),
+        }
+
+
+def _unpack(workspace: Path, run_id: str, kit: dict[str, Any]) -> None:
+    """A stopped run as it stands in the sweep's workspace, in a worker's, to resume there."""
+    record = kit["record"]
+    with ResultsStore(workspace / "runs.db") as store:
+        store.create_run(run_id, record["name"], record["config"], record["config_hash"])
+        for metrics in kit["epochs"]:
+            store.add_epoch(run_id, metrics["epoch"], metrics)
+        summary = {key: record.get(key) for key in RUN_SUMMARY}
+        store.finish_run(run_id, "failed", summary, error=record["error"], info=record["info"])
+    for name, data in kit["files"].items():
+        (workspace / run_id / name).parent.mkdir(parents=True, exist_ok=True)
+        (workspace / run_id / name).write_bytes(data)
 
 
 def _land(store: ResultsStore, workspace: Path, run_id: str, shipped: dict[str, Any]) -> str:
     """Write a run that came back into ``run_id``'s row and folder; its status."""
+    import cifarlab
+
+    for message in shipped.get("warnings", ()):
+        warn(message)
+    if shipped.get("version", cifarlab.__version__) != cifarlab.__version__:
+        warn(f"run {run_id} trained with cifarlab {shipped['version']} on its Ray worker; "
+             f"this sweep runs {cifarlab.__version__}: install one on every machine")  # fmt: skip
     record = shipped["record"]
     if record is None:
         store.finish_run(run_id, "failed", error=shipped["error"])
         print(f"cifarlab: run {run_id} failed: {shipped['error']}", file=sys.stderr)
         return "failed"
-    landing = workspace / f".landing-{run_id}"  # whole or not at all: a rename
-    shutil.rmtree(landing, ignore_errors=True)
-    landing.mkdir()  # a run that diverged in its first epoch has no checkpoint: no files
-    for name, data in shipped["files"].items():
-        (landing / name).parent.mkdir(parents=True, exist_ok=True)
-        (landing / name).write_bytes(data)
-    _rename_checkpoints(landing, run_id)
-    shutil.rmtree(workspace / run_id, ignore_errors=True)  # an earlier attempt's
-    landing.rename(workspace / run_id)
+    if shipped["files"]:
+        landing = workspace / f".landing-{run_id}"  # whole or not at all: a rename
+        shutil.rmtree(landing, ignore_errors=True)
+        for name, data in shipped["files"].items():
+            (landing / name).parent.mkdir(parents=True, exist_ok=True)
+            (landing / name).write_bytes(data)
+        _rename_checkpoints(landing, run_id)
+        shutil.rmtree(workspace / run_id, ignore_errors=True)  # an earlier attempt's
+        landing.rename(workspace / run_id)
+    store.drop_epochs(run_id)  # the result's rows, not the claimed run's older ones
     for metrics in shipped["epochs"]:
         store.add_epoch(run_id, metrics["epoch"], metrics)
     summary = {key: record.get(key) for key in RUN_SUMMARY}

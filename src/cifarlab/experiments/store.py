@@ -193,6 +193,10 @@ class ResultsStore:
         # counted as it goes: a run killed (-9) before its summary showed 0 epochs done
         self.conn.execute("UPDATE runs SET epochs_done = ? WHERE id = ?", (epoch, run_id))
 
+    def drop_epochs(self, run_id: str) -> None:
+        """Forget a run's epoch rows (a run trained elsewhere brings its own)."""
+        self.conn.execute("DELETE FROM epochs WHERE run_id = ?", (run_id,))
+
     def finish_run(
         self,
         run_id: str,

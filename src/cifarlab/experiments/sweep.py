@@ -39,7 +39,7 @@ from cifarlab.errors import (
     show_warning,
     warn,
 )
-from cifarlab.experiments.ray_runs import RayOptions, check_ray_options, connect, on_ray
+from cifarlab.experiments.ray_runs import RayOptions, check_ray_options, connect, leave, on_ray
 from cifarlab.experiments.spec import Experiment, name_problem
 from cifarlab.experiments.store import FINISHED, ResultsStore, prepare_workspace
 from cifarlab.filters import config_matches
@@ -287,11 +287,28 @@ def run_sweep(
     if workers > 1 or ray:
         _refuse_models_registered_here(experiment.configs)
     workspace = prepare_workspace(workspace)
+    with contextlib.ExitStack() as ending:
+        if ray:
+            ending.callback(leave)  # a cluster started for this sweep ends with it
+        return _sweep(experiment, workspace, workers, only, max_runs, force, quiet, ray)
+
+
+def _sweep(
+    experiment: Experiment,
+    workspace: Path,
+    workers: int,
+    only: dict[str, Any] | None,
+    max_runs: int | None,
+    force: bool,
+    quiet: bool,
+    ray: RayOptions | None,
+) -> SweepReport:
     with _sweeping(workspace, experiment.name), ResultsStore(workspace / "runs.db") as store:
         planned = plan_sweep(experiment, store, only, max_runs)  # a bad --only fails here
         check_experiment_name(experiment, store, force)  # before minutes of reading data
         if ray and any(p.action in TO_RUN for p in planned):
-            connect(ray)  # no cluster at that address: said before anything is recorded
+            # no cluster there, or none that fits a run: said before anything is recorded
+            connect(ray, [p.config for p in planned if p.action in TO_RUN])
         read = mark_changed_data(planned, quiet)
         # a bad data source fails once, before anything is recorded; runs then hit the cache
         check_sources([p.config for p in planned if p.action in TO_RUN], quiet, read)
