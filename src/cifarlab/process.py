@@ -107,7 +107,12 @@ def terminate_as_interrupt() -> signal.Handlers | None:
         return None
 
 
+sigterm_received = False  # some C++ callers (Ray's) re-raise Terminated as KeyboardInterrupt
+
+
 def _raise_terminated(signum: int, frame: object) -> None:
+    global sigterm_received
+    sigterm_received = True
     raise Terminated()
 
 

@@ -193,9 +193,20 @@ def on_ray(
             with contextlib.suppress(Exception):
                 ray.cancel(ref, force=True)
         why = "interrupted" if isinstance(stop, KeyboardInterrupt) else first_line(stop)
-        why = "terminated (SIGTERM)" if isinstance(stop, Terminated) else why
+        terminated = isinstance(stop, Terminated) or _sigterm_seen()
+        why = "terminated (SIGTERM)" if terminated else why
         store.fail_running(current_owner(), f"{why} (its Ray task was cancelled)")
+        if terminated and not isinstance(stop, Terminated):
+            raise Terminated() from None  # ray.wait re-raised it as a plain KeyboardInterrupt
         raise
+
+
+def _sigterm_seen() -> bool:
+    """Whether the stop was a SIGTERM: Ray's calls turn the CLI's Terminated into a plain
+    KeyboardInterrupt, so the handler's mark is what tells (process.terminate_as_interrupt)."""
+    from cifarlab import process
+
+    return bool(getattr(process, "sigterm_received", False))
 
 
 def _claim(store: ResultsStore, p: PlannedRun) -> str | tuple[None, str]:
