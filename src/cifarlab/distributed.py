@@ -11,8 +11,9 @@ checks, the results database, checkpoints, progress); evaluation is shared out b
 
 Why not ``DistributedDataParallel``: the speedrun recipe freezes the stem's bias after a
 few epochs (``requires_grad_(False)``), which DDP's reducer does not survive, and these
-nets' gradients are a few MB: one all-reduce after the backward pass cost 9 ms for 8 MB
-between 2 CPU ranks here, against ~1 s for a speedrun-small step.
+nets' gradients are a few MB: one all-reduce after the backward pass cost 8 ms for
+speedrun-small between 2 CPU ranks, under 1% of its ~1.2 s step there
+(``benchmarks/allreduce.py``, BENCHMARKS.md).
 """
 
 from __future__ import annotations
