@@ -37,7 +37,7 @@ def main() -> None:
     parser.add_argument("--models", default="tutorial,speedrun-tiny,speedrun-small,speedrun")
     args = parser.parse_args()
     world = launched_world()
-    join(world, torch.device("cpu"))
+    join(world)
     results = {}
     for name in args.models.split(","):
         model = create_model(name)

@@ -153,6 +153,7 @@ def test_a_lost_rank_is_one_line_that_says_how_to_go_on(tiny_archive, tmp_path, 
         return original(self, epoch)
 
     monkeypatch.setattr(Trainer, "train_epoch", peer_gone_at_epoch_2)
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)  # rank 0 of a launch
     code = main(["train", "--model", "tutorial", "--data", str(tiny_archive), "--workspace",
                  str(tmp_path), "--val-size", "30", "--epochs", "3", "--quiet"])  # fmt: skip
     assert code == 1
@@ -277,3 +278,10 @@ def test_more_ranks_than_gpus_on_a_machine_is_said_by_every_rank(monkeypatch):
     for local_rank in (0, 3):  # rank 0 too: it is the one that speaks
         with pytest.raises(cifarlab.CifarlabError, match="4 ranks on this machine but 2 GPUs"):
             rank_device(World(local_rank, local_rank, 4), torch.device("cuda"))
+
+
+def test_world_size_without_torchrun_is_named(rank_0_of_2, tmp_path, capsys):
+    assert main(["train", "--workspace", str(tmp_path)]) == 2
+    assert "but no MASTER_ADDR: cifarlab spreads a run over the processes torchrun starts" in (
+        capsys.readouterr().err
+    )

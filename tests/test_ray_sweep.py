@@ -159,3 +159,36 @@ def test_a_cluster_that_can_never_run_a_run_is_said_up_front(tiny_archive, tmp_p
         cifarlab.sweep(_experiment(tiny_archive, [0.1]), tmp_path / "ws", ray="127.0.0.1:1")
     with pytest.raises(cifarlab.CifarlabError, match="--ray-cpus and --ray-gpus are for --ray"):
         cifarlab.sweep(_experiment(tiny_archive, [0.1]), tmp_path / "ws", ray_cpus=2)
+
+
+def test_a_run_that_cannot_resume_on_its_worker_says_why(tiny_archive, tmp_path, monkeypatch):
+    # the worker's side, called here: a stopped run's data gone from that machine
+    import shutil
+
+    from cifarlab.experiments import ray_runs
+    from cifarlab.train.trainer import Trainer
+
+    data = shutil.copy(tiny_archive, tmp_path / "data.tar.gz")
+    original = Trainer.train_epoch
+
+    def stop_at_epoch_2(self, epoch):
+        if epoch == 1:
+            raise KeyboardInterrupt
+        return original(self, epoch)
+
+    monkeypatch.setattr(Trainer, "train_epoch", stop_at_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        cifarlab.train(model="tutorial", data=str(data), workspace=str(tmp_path / "ws"),
+                       val_size=30, epochs=3, quiet=True)  # fmt: skip
+    (stopped,) = cifarlab.results(tmp_path / "ws")
+    with ResultsStore(tmp_path / "ws" / "runs.db") as store:
+        kit = ray_runs._kit(store, tmp_path / "ws", stopped["id"])
+        config = cifarlab.RunConfig(**kit["record"]["config"])
+    (tmp_path / "data.tar.gz").unlink()
+    shipped = ray_runs._train_remote(config, 1, stopped["id"], kit)
+    assert shipped["record"]["status"] == "failed" and "data.tar.gz" in shipped["record"]["error"]
+    with ResultsStore(tmp_path / "ws" / "runs.db") as store:  # a lost task keeps what it had
+        info = store.run(stopped["id"])["info"]
+        ray_runs._land(store, tmp_path / "ws", stopped["id"], {"record": None, "error": "lost"})
+        after = store.run(stopped["id"])
+    assert after["error"] == "lost" and after["info"] == info and info["data_content"]

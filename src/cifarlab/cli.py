@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import re
 import signal
@@ -59,7 +58,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 _tell_other_ranks()
                 raise
     except CifarlabError as err:
-        if _left_to_rank_0():
+        if _left_to_rank_0(err):
             return 0
         code = EXIT_UNSETTLED if isinstance(err, RecordedFailure) else EXIT_USAGE
         code = EXIT_FAILURE if isinstance(err, MachineFailure) else code
@@ -69,7 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"cifarlab: {said}: {_printable(line)}", file=sys.stderr)
         return code
     except KeyboardInterrupt as stop:  # Ctrl-C, or SIGTERM (Terminated)
-        if _left_to_rank_0():  # torchrun stopped every rank: rank 0 says how to go on
+        if _left_to_rank_0(stop):  # torchrun stopped every rank: rank 0 says how to go on
             return 0
         hint = getattr(stop, "resume_hint", None)
         word = "terminated" if isinstance(stop, Terminated) else "interrupted"
@@ -79,7 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _silence_stdout()
         return 141  # as a shell reports a command ended by SIGPIPE
     except Exception as err:
-        if _left_to_rank_0():
+        if _left_to_rank_0(err):
             return 0
         message = machine_trouble(err, getattr(args, "command", None))
         if message is None or os.environ.get("CIFARLAB_TRACEBACK"):
@@ -105,27 +104,21 @@ def _other_rank() -> int:
 
 
 def _tell_other_ranks() -> None:
-    """On rank 0 of a torchrun launch that fails: tell the other ranks (``_left_to_rank_0``)."""
-    if os.environ.get("RANK") == "0" and os.environ.get("WORLD_SIZE", "1") not in ("", "1"):
-        from cifarlab.distributed import launched_world, say_main_failed
+    """Rank 0 of a torchrun launch that fails tells the other ranks (``_left_to_rank_0``)."""
+    if os.environ.get("WORLD_SIZE", "1") not in ("", "1"):  # torch is loaded only then
+        from cifarlab.distributed import tell_main_failed
 
-        with contextlib.suppress(CifarlabError):
-            say_main_failed(launched_world())
+        tell_main_failed()
 
 
-def _left_to_rank_0() -> bool:
-    """On a rank other than 0 of a torchrun launch: whether rank 0 says this failure (it said
-    it failed, or the failure came before the ranks connected: the same input, which rank 0
-    met too). This rank then ends quietly, with status 0: the launch's status is rank 0's,
-    and a rank ending first with an error gets the others stopped by torchrun, rank 0 before
-    it had recorded the run."""
-    if not _other_rank():
+def _left_to_rank_0(err: BaseException) -> bool:
+    """On a rank other than 0 of a torchrun launch: whether rank 0 says this failure; this
+    rank then ends quietly with status 0 (``distributed.ends_quietly``)."""
+    if os.environ.get("WORLD_SIZE", "1") in ("", "1"):
         return False
-    from torch import distributed as dist
+    from cifarlab.distributed import ends_quietly
 
-    from cifarlab.distributed import launched_world, main_failed
-
-    return not dist.is_initialized() or main_failed(launched_world(), within=10.0)
+    return ends_quietly(err)
 
 
 def _printable(line: str) -> str:

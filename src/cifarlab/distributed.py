@@ -90,11 +90,17 @@ def launched_world() -> World:
     return world
 
 
-def join(world: World, device: torch.device) -> None:
+def join(world: World) -> None:
     """Connect this rank to the others (once a process): NCCL between GPUs, gloo on CPUs."""
     if not world.spread or dist.is_initialized():
         return
-    backend = "nccl" if device.type == "cuda" else "gloo"
+    if not os.environ.get("MASTER_ADDR"):  # WORLD_SIZE from another launcher, or by hand
+        raise CifarlabError(
+            f"WORLD_SIZE={world.size} but no MASTER_ADDR: cifarlab spreads a run over the "
+            "processes torchrun starts; start it with torchrun, or unset WORLD_SIZE"
+        )
+    gpus = torch.cuda.is_available() and dist.is_nccl_available()
+    backend = "cpu:gloo,cuda:nccl" if gpus else "gloo"
     # a rank that waits longer than this on the others has lost them: say so, don't hang
     dist.init_process_group(backend, timeout=timedelta(minutes=30))
     atexit.register(_leave)
@@ -154,6 +160,27 @@ class StoppedWithMain(CifarlabError):
 _FAILED_KEY = "cifarlab/rank-0-failed"
 
 
+def tell_main_failed() -> None:
+    """In rank 0's command, failing: tell the other ranks (no-op elsewhere)."""
+    with contextlib.suppress(CifarlabError):  # torchrun's variables garbled: nobody to tell
+        say_main_failed(launched_world())
+
+
+def ends_quietly(err: BaseException) -> bool:
+    """On a rank other than 0, failing with ``err``: whether rank 0 says this failure, so
+    this rank ends quietly, with status 0. The launch's status is then rank 0's, and rank 0
+    is not stopped by torchrun (which stops every rank when one ends with an error) before
+    it has recorded the run. Rank 0 says it when it told so (``say_main_failed``), and for
+    anything before the ranks connect: the command line, the same on every rank."""
+    try:
+        world = launched_world()
+    except CifarlabError:
+        return False
+    if world.main or getattr(err, "rank_own", False):  # its own: rank 0 was waited for
+        return False
+    return isinstance(err, StoppedWithMain) or not dist.is_initialized() or main_failed(world)
+
+
 def say_main_failed(world: World) -> None:
     """On rank 0, once the failed run is recorded: tell the other ranks."""
     if world.spread and world.main and dist.is_initialized():
@@ -161,7 +188,7 @@ def say_main_failed(world: World) -> None:
             dist.distributed_c10d._get_default_store().set(_FAILED_KEY, "1")
 
 
-def main_failed(world: World, within: float = 20.0) -> bool:
+def main_failed(world: World, within: float = 10.0) -> bool:
     """On another rank: whether rank 0 said it failed, waiting up to ``within`` seconds."""
     if not (world.spread and dist.is_initialized()):
         return False

@@ -145,7 +145,11 @@ def machine_trouble(err: BaseException, command: str | None = None) -> str | Non
 
 def lost_other_ranks(err: BaseException) -> bool:
     """A collective of a spread run failed because another rank is gone (killed, crashed) or
-    stuck: gloo's closed connections, NCCL's aborts and timeouts, torch's Dist* errors."""
+    stuck: gloo's closed connections, NCCL's aborts and timeouts, torch's Dist* errors. Only
+    where ranks were connected: one process's "Connection reset by peer" is its own error."""
+    distributed = sys.modules.get("torch.distributed")
+    if distributed is None or not distributed.is_initialized():
+        return False
     if type(err).__name__ in ("DistBackendError", "DistNetworkError", "DistStoreError"):
         return True
     signs = (

@@ -45,10 +45,10 @@ from cifarlab.errors import (
     warn,
 )
 from cifarlab.experiments.store import (
-    RUN_SUMMARY,
     ResultsStore,
     check_workspace,
     prepare_workspace,
+    summary_of,
 )
 from cifarlab.model_files import (
     helper_files,
@@ -128,15 +128,15 @@ def run_training(config: RunConfig | None = None, **options: Any) -> RunResult:
     """Train one model as ``config`` (or keyword options) says and record it in the workspace."""
     config = config or make_run_config(**options)
     # the run seeds torch and builds nets: a notebook's torch.manual_seed(123) holds after it
-    with torch.random.fork_rng(devices=_cuda_devices_of(config)), warnings.catch_warnings():
+    with torch.random.fork_rng(devices=_cuda_devices_of(config)):
         return _run_training(config)
 
 
 def _run_training(config: RunConfig) -> RunResult:
     world = launched_world()  # torchrun's ranks, or this process alone
-    _refuse_device_index(world, config)
+    _refuse_device_index(world, config)  # the command line's: the same on every rank
+    join(world)  # from here on a rank's failure is told to the others (cli.py)
     device = rank_device(world, resolve_device(config.device))
-    join(world, device)
     if world.spread:  # torchrun's ranks here are one job: "cores taken" counts others' work
         cpu_share.count_as_own_job(os.getppid())
     loaded: list[CifarData] = []
@@ -146,10 +146,16 @@ def _run_training(config: RunConfig) -> RunResult:
     if isinstance(plan, RunResult):  # completed already
         return plan
     config, resumed, precision, workspace = plan
-    if not world.main:  # rank 0 says what there is to say, once
+    if world.main:
+        data = loaded[0]
+    else:  # rank 0 says what there is to say, once
         config = config.model_copy(update={"quiet": True})
-        warnings.simplefilter("ignore")  # inside run_training's catch_warnings
-    data = loaded[0] if loaded else _load(config)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            data = _load(config)
+            with _determinism(config):
+                return _train_and_record(config, data, device, precision, workspace, resumed,
+                                         world)  # fmt: skip
     with _determinism(config):  # a notebook's own torch settings come back afterwards
         return _train_and_record(config, data, device, precision, workspace, resumed, world)
 
@@ -232,6 +238,12 @@ def _refuse_device_index(world: World, config: RunConfig) -> None:
 
 def _check_spread(world: World, config: RunConfig) -> None:
     """What a run spread over ranks needs: a batch the ranks can share equally."""
+    if world.spread and config.batch_size < 2 * world.size:
+        raise CifarlabError(
+            f"--batch-size {config.batch_size} over {world.size} ranks gives each fewer than 2 "
+            f"images a step, which BatchNorm cannot normalize; pass --batch-size {2 * world.size} "
+            "or more"
+        )
     if world.spread and config.batch_size % world.size:
         fit = config.batch_size - config.batch_size % world.size or world.size
         raise CifarlabError(
@@ -348,6 +360,11 @@ def _open_run(store: ResultsStore, config: RunConfig, resumed: dict[str, Any] | 
     if resumed:
         store.reopen_run(resumed["id"], keep_epochs=done)
         return resumed["id"]
+    return open_new_run(store, config)
+
+
+def open_new_run(store: ResultsStore, config: RunConfig) -> str:
+    """A new running run's row for ``config``; its id (model-hash, or -2, -3... if taken)."""
     base = f"{model_label(config.model)}-{config.hash()[:8]}"
     return store.start_run(base, config.short_name(), record_of(config), config.hash())
 
@@ -371,7 +388,8 @@ def _follow(
     except Exception as err:
         if main_failed(world):  # the same failure: rank 0 recorded it and says it
             raise StoppedWithMain() from None
-        _explain(err, config, trainer.epoch + 1)  # this rank's own: a user's model in one line
+        err.rank_own = True  # the CLI says it at once: rank 0 was waited for
+        _explain(err, config, trainer.epoch + 1)  # a user's model in one line
         raise
     return RunResult(run_id, status, config, trainer.history, summary, workspace / run_id, error,
                      info)  # fmt: skip
@@ -521,7 +539,7 @@ def _training_images_per_sec(history: list[dict[str, Any]]) -> float:
 def _stored_result(workspace: Path, run_id: str, config: RunConfig) -> RunResult:
     with ResultsStore(workspace / "runs.db") as store:
         record, history = store.run(run_id), store.epochs(run_id)
-    summary = {k: record.get(k) for k in RUN_SUMMARY}
+    summary = summary_of(record)
     return RunResult(run_id, record["status"], config, history, summary, workspace / run_id,
                      record["error"], record["info"])  # fmt: skip
 
@@ -554,8 +572,9 @@ def _cuda_devices_of(config: RunConfig) -> list[int]:
         world = launched_world()
     except CifarlabError:  # a bad --device (or torchrun's variables): the run says so itself
         on_gpu = False
-    if on_gpu and world.spread:  # a rank touches its own GPU only: a CUDA context on each of
-        return [world.local_rank]  # the others would cost every rank memory there
+    if on_gpu and world.spread:  # a rank touches its own GPU only; one it lacks: rank_device
+        own = world.local_rank < torch.cuda.device_count()  # says so, in a line
+        return [world.local_rank] if own else []
     return list(range(torch.cuda.device_count())) if on_gpu else []
 
 

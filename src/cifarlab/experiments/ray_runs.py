@@ -29,17 +29,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cifarlab import process
 from cifarlab.config import RunConfig
 from cifarlab.errors import (
     BusyMachineWarning,
     CifarlabError,
+    CifarlabWarning,
     RunInProgress,
     Terminated,
     first_line,
     warn,
 )
-from cifarlab.experiments.store import RUN_SUMMARY, ResultsStore
-from cifarlab.process import current_owner
+from cifarlab.experiments.store import ResultsStore, summary_of
+from cifarlab.process import current_owner, signals_held
 
 if TYPE_CHECKING:
     from cifarlab.experiments.sweep import PlannedRun
@@ -115,6 +117,11 @@ def connect(options: RayOptions, configs: list[RunConfig]) -> float:
     if gpus is None:  # CPU runs take no GPU; runs that may use one take one where there are
         on_cpu = all(c.device == "cpu" for c in configs)
         gpus = 0.0 if on_cpu or not ray.cluster_resources().get("GPU", 0) else 1.0
+    if not gpus and any(c.device.startswith("cuda") for c in configs):
+        raise CifarlabError(
+            "runs set to train on cuda would get no GPU on Ray (--ray-gpus 0, or a cluster "
+            "without GPUs); pass --ray-gpus 1, or device auto or cpu"
+        )
     _check_fits(options.cpus, gpus)
     return gpus
 
@@ -171,15 +178,20 @@ def on_ray(
     gpus = connect(options, [p.config for p in todo])  # joined already (run_sweep)
     task = ray.remote(_train_remote).options(num_cpus=options.cpus, num_gpus=gpus, max_retries=0)
     pending: dict[Any, tuple[RunConfig, str]] = {}
+    for stale in workspace.glob(".landing-*"):  # a landing cut short (kill -9): the sweep's lock
+        shutil.rmtree(stale, ignore_errors=True)  # is held, so none is under way
+    process.sigterm_received = False  # this sweep's stop, not an earlier one's
     try:
         for p in todo:
-            claimed = _claim(store, p)
-            if isinstance(claimed, tuple):  # done or training elsewhere since the plan
-                yield p.config, claimed[1]
+            run_id, action = _claim(store, p)
+            if run_id is None:  # done or training elsewhere since the plan: its status
+                yield p.config, action
                 continue
-            resume = _kit(store, workspace, claimed) if p.action == "resume" else None
-            config = p.config.model_copy(update={"device": "cpu"}) if not gpus else p.config
-            pending[task.remote(config, int(options.cpus), claimed, resume)] = (p.config, claimed)
+            resume = _kit(store, workspace, run_id) if action == "resume" else None
+            # "auto" would find a GPU Ray did not give the task; an explicit device stays
+            config = p.config.model_copy(update={"device": "cpu"}) if not gpus and \
+                p.config.device == "auto" else p.config  # fmt: skip
+            pending[task.remote(config, int(options.cpus), run_id, resume)] = (p.config, run_id)
         while pending:
             (ref,), _ = ray.wait(list(pending), num_returns=1)
             config, run_id = pending.pop(ref)
@@ -189,11 +201,11 @@ def on_ray(
                 shipped = {"record": None, "error": f"its Ray task failed: {first_line(err)}"}
             yield config, _land(store, workspace, run_id, shipped)
     except BaseException as stop:  # Ctrl-C, SIGTERM, or a failure here: no task goes on
-        for ref in pending:
+        for ref in pending:  # not forced: the task's run stops as by Ctrl-C and cleans up
             with contextlib.suppress(Exception):
-                ray.cancel(ref, force=True)
+                ray.cancel(ref)
         why = "interrupted" if isinstance(stop, KeyboardInterrupt) else first_line(stop)
-        terminated = isinstance(stop, Terminated) or _sigterm_seen()
+        terminated = isinstance(stop, Terminated) or process.sigterm_received
         why = "terminated (SIGTERM)" if terminated else why
         store.fail_running(current_owner(), f"{why} (its Ray task was cancelled)")
         if terminated and not isinstance(stop, Terminated):
@@ -201,33 +213,23 @@ def on_ray(
         raise
 
 
-def _sigterm_seen() -> bool:
-    """Whether the stop was a SIGTERM: Ray's calls turn the CLI's Terminated into a plain
-    KeyboardInterrupt, so the handler's mark is what tells (process.terminate_as_interrupt)."""
-    from cifarlab import process
-
-    return bool(getattr(process, "sigterm_received", False))
-
-
-def _claim(store: ResultsStore, p: PlannedRun) -> str | tuple[None, str]:
-    """The run's row, running, owned by this process: a stopped or failed run's own row, its
-    epochs kept until a result replaces them, else a new one. (None, status) for a run done
-    or taken by another process since the plan: the plan may be minutes old."""
+def _claim(store: ResultsStore, p: PlannedRun) -> tuple[str | None, str]:
+    """(run id, action): the run's row, running, owned by this process: a stopped or failed
+    run's own row, its epochs kept until a result replaces them, else a new one. (None,
+    status) for a run done or taken by another process since the plan, minutes old maybe."""
     from cifarlab.experiments.sweep import planned_run
-    from cifarlab.models import model_label
-    from cifarlab.runner import record_of
+    from cifarlab.runner import open_new_run
 
     now = planned_run(p.config, store, edited=p.edited)
     if now.action in ("done", "busy"):
         return None, now.previous["status"]
-    if now.previous and now.action in ("resume", "restart"):
+    if now.action in ("resume", "restart"):
         try:
             store.reopen_run(now.previous["id"], keep_epochs=now.previous["epochs_done"] or 0)
         except RunInProgress:  # claimed by another process between the look and the claim
             return None, "running"
-        return now.previous["id"]
-    base = f"{model_label(p.config.model)}-{p.config.hash()[:8]}"
-    return store.start_run(base, p.config.short_name(), record_of(p.config), p.config.hash())
+        return now.previous["id"], now.action
+    return open_new_run(store, p.config), "new"
 
 
 def _kit(store: ResultsStore, workspace: Path, run_id: str) -> dict[str, Any]:
@@ -268,7 +270,8 @@ def _train_remote(
             except Exception as err:  # noqa: BLE001 - recorded below, or said as one line
                 error = first_line(err)
         notes = list(dict.fromkeys(
-            str(w.message) for w in said if not issubclass(w.category, BusyMachineWarning)
+            (str(w.message), issubclass(w.category, CifarlabWarning)) for w in said
+            if not issubclass(w.category, BusyMachineWarning)
         ))  # fmt: skip
         shipped = {"warnings": notes, "version": cifarlab.__version__, "error": error}
         db = Path(tmp) / "runs.db"
@@ -277,6 +280,8 @@ def _train_remote(
         with ResultsStore(db) as store:
             (record,) = store.runs()
             epochs = store.epochs(record["id"])
+        if error and record["status"] == "failed":  # a resume refused before it reopened
+            record["error"] = record["error"] or error
         return shipped | {
             "record": record,
             "epochs": epochs,
@@ -291,8 +296,8 @@ def _unpack(workspace: Path, run_id: str, kit: dict[str, Any]) -> None:
         store.create_run(run_id, record["name"], record["config"], record["config_hash"])
         for metrics in kit["epochs"]:
             store.add_epoch(run_id, metrics["epoch"], metrics)
-        summary = {key: record.get(key) for key in RUN_SUMMARY}
-        store.finish_run(run_id, "failed", summary, error=record["error"], info=record["info"])
+        # no error of its own: one the resume meets there is the one to say (_train_remote)
+        store.finish_run(run_id, "failed", summary_of(record), None, record["info"])
     for name, data in kit["files"].items():
         (workspace / run_id / name).parent.mkdir(parents=True, exist_ok=True)
         (workspace / run_id / name).write_bytes(data)
@@ -302,33 +307,47 @@ def _land(store: ResultsStore, workspace: Path, run_id: str, shipped: dict[str, 
     """Write a run that came back into ``run_id``'s row and folder; its status."""
     import cifarlab
 
-    for message in shipped.get("warnings", ()):
-        warn(message)
+    for message, ours in shipped.get("warnings", ()):
+        if ours:
+            warn(message)
+        else:  # torch's and others': as they are, not as cifarlab's
+            warnings.warn(message, stacklevel=2)
     if shipped.get("version", cifarlab.__version__) != cifarlab.__version__:
         warn(f"run {run_id} trained with cifarlab {shipped['version']} on its Ray worker; "
              f"this sweep runs {cifarlab.__version__}: install one on every machine")  # fmt: skip
     record = shipped["record"]
-    if record is None:
-        store.finish_run(run_id, "failed", error=shipped["error"])
+    if record is None:  # what the run had (a resumable one's info: its data and code) stays
+        before = store.run(run_id)
+        store.finish_run(run_id, "failed", summary_of(before), shipped["error"], before["info"])
         print(f"cifarlab: run {run_id} failed: {shipped['error']}", file=sys.stderr)
         return "failed"
-    if shipped["files"]:
-        landing = workspace / f".landing-{run_id}"  # whole or not at all: a rename
-        shutil.rmtree(landing, ignore_errors=True)
-        for name, data in shipped["files"].items():
-            (landing / name).parent.mkdir(parents=True, exist_ok=True)
-            (landing / name).write_bytes(data)
-        _rename_checkpoints(landing, run_id)
-        shutil.rmtree(workspace / run_id, ignore_errors=True)  # an earlier attempt's
-        landing.rename(workspace / run_id)
-    store.drop_epochs(run_id)  # the result's rows, not the claimed run's older ones
-    for metrics in shipped["epochs"]:
-        store.add_epoch(run_id, metrics["epoch"], metrics)
-    summary = {key: record.get(key) for key in RUN_SUMMARY}
-    store.finish_run(run_id, record["status"], summary, error=record["error"], info=record["info"])
+    with signals_held():  # a stop waits: the folder and the rows change together
+        if shipped["files"]:
+            _replace_folder(workspace, run_id, shipped["files"])
+        store.drop_epochs(run_id)  # the result's rows, not the claimed run's older ones
+        for metrics in shipped["epochs"]:
+            store.add_epoch(run_id, metrics["epoch"], metrics)
+        store.finish_run(run_id, record["status"], summary_of(record), record["error"],
+                         record["info"])  # fmt: skip
     if record["status"] == "failed":
         print(f"cifarlab: run {run_id} failed: {record['error']}", file=sys.stderr)
     return record["status"]
+
+
+def _replace_folder(workspace: Path, run_id: str, files: dict[str, bytes]) -> None:
+    """The run's folder becomes ``files``: written beside it, then renamed in, the old one
+    (an earlier attempt's, a stopped run's checkpoint) moved aside until then."""
+    landing, old = workspace / f".landing-{run_id}", workspace / f".landing-{run_id}-old"
+    for stale in (landing, old):
+        shutil.rmtree(stale, ignore_errors=True)
+    for name, data in files.items():
+        (landing / name).parent.mkdir(parents=True, exist_ok=True)
+        (landing / name).write_bytes(data)
+    _rename_checkpoints(landing, run_id)
+    if (workspace / run_id).exists():
+        (workspace / run_id).rename(old)
+    landing.rename(workspace / run_id)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def _rename_checkpoints(folder: Path, run_id: str) -> None:

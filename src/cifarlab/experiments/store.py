@@ -301,6 +301,11 @@ def _edited_between(earlier: dict[str, Any], later: dict[str, Any]) -> bool:
     return a["data_content"] != b["data_content"] or bool(code_a and code_b and code_a != code_b)
 
 
+def summary_of(record: dict[str, Any]) -> dict[str, Any]:
+    """A run record's summary columns (what ``finish_run`` takes)."""
+    return {key: record.get(key) for key in RUN_SUMMARY}
+
+
 def _run_record(row: sqlite3.Row) -> dict[str, Any]:
     record = dict(row)
     for key in _EPOCH_COUNTS:
