@@ -166,6 +166,7 @@ def test_a_run_that_cannot_resume_on_its_worker_says_why(tiny_archive, tmp_path,
     import shutil
 
     from cifarlab.experiments import ray_runs
+    from cifarlab.train import cpu_share
     from cifarlab.train.trainer import Trainer
 
     data = shutil.copy(tiny_archive, tmp_path / "data.tar.gz")
@@ -185,7 +186,12 @@ def test_a_run_that_cannot_resume_on_its_worker_says_why(tiny_archive, tmp_path,
         kit = ray_runs._kit(store, tmp_path / "ws", stopped["id"])
         config = cifarlab.RunConfig(**kit["record"]["config"])
     (tmp_path / "data.tar.gz").unlink()
-    shipped = ray_runs._train_remote(config, 1, stopped["id"], kit)
+    threads = torch.get_num_threads()
+    try:
+        shipped = ray_runs._train_remote(config, 1, stopped["id"], kit)
+    finally:  # what a worker sets for itself: put back for the tests after this one
+        torch.set_num_threads(threads)
+        cpu_share.count_as_own_job(None)
     assert shipped["record"]["status"] == "failed" and "data.tar.gz" in shipped["record"]["error"]
     with ResultsStore(tmp_path / "ws" / "runs.db") as store:  # a lost task keeps what it had
         info = store.run(stopped["id"])["info"]

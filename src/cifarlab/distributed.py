@@ -126,7 +126,19 @@ def rank_device(world: World, device: torch.device) -> torch.device:
     return torch.device("cuda", world.local_rank)
 
 
-def from_main(world: World, produce: Callable[[], T]) -> T:
+def seed_generators(seed: int, device: torch.device, rank: int = 0) -> None:
+    """Seed this process's generators; each rank's stream apart from the others' (dropout)."""
+    seed += RANK_SEED_STRIDE * rank
+    if device.type == "cuda":
+        torch.manual_seed(seed)  # the CPU's generator and every GPU's
+    else:  # manual_seed would also queue a seed for the GPUs of the machine: the caller's
+        torch.default_generator.manual_seed(seed)
+
+
+RANK_SEED_STRIDE = 1_000_003  # a prime: rank r's seeds never meet rank 0's nearby ones
+
+
+def rank_0_result(world: World, produce: Callable[[], T]) -> T:
     """``produce()`` run on rank 0 alone, its result handed to every rank. If it raises, the
     other ranks stop too (``StoppedWithMain``): rank 0 says why."""
     if not world.spread:
@@ -212,7 +224,7 @@ def all_sum(world: World, *values: torch.Tensor) -> list[torch.Tensor]:
     return list(flat.unbind())
 
 
-def all_sum_(world: World, tensors: Iterable[torch.Tensor]) -> None:
+def sum_in_place(world: World, tensors: Iterable[torch.Tensor]) -> None:
     """Sum each tensor over the ranks, in place."""
     if world.spread:
         for t in tensors:
@@ -226,7 +238,7 @@ def average_gradients(world: World, parameters: Iterable[torch.nn.Parameter]) ->
         _flat_by_dtype(grads, lambda flat: (dist.all_reduce(flat), flat.div_(world.size)))
 
 
-def from_rank_0(world: World, module: torch.nn.Module) -> None:
+def rank_0_weights(world: World, module: torch.nn.Module) -> None:
     """Rank 0's parameters and buffers (BatchNorm's running statistics) on every rank."""
     if world.spread:
         tensors = [t.data for t in (*module.parameters(), *module.buffers())]

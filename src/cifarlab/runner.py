@@ -27,12 +27,13 @@ from cifarlab.data import CifarData, load_dataset
 from cifarlab.distributed import (
     StoppedWithMain,
     World,
-    from_main,
     join,
     launched_world,
     main_failed,
+    rank_0_result,
     rank_device,
     say_main_failed,
+    seed_generators,
 )
 from cifarlab.errors import (
     CifarlabError,
@@ -142,7 +143,7 @@ def _run_training(config: RunConfig) -> RunResult:
     loaded: list[CifarData] = []
     # rank 0 checks everything and reads (and caches) the data; the others then load it
     # from the cache, so no two ranks decode it at once
-    plan = from_main(world, lambda: _plan(config, world, device, loaded))
+    plan = rank_0_result(world, lambda: _plan(config, world, device, loaded))
     if isinstance(plan, RunResult):  # completed already
         return plan
     config, resumed, precision, workspace = plan
@@ -323,10 +324,10 @@ def _train_and_record(
     resumed: dict[str, Any] | None,
     world: World,
 ) -> RunResult:
-    _seed(config.seed, device)
+    seed_generators(config.seed, device)
     trainer = build_trainer(config, data, device, precision, world)
     if world.rank:  # dropout draws its own masks on each rank (the weights start alike)
-        _seed(config.seed + 1_000_003 * world.rank, device)
+        seed_generators(config.seed, device, world.rank)
     _check_last_batch(trainer, config, data)
     if resumed:
         restore_checkpoint(trainer, workspace, resumed, config)
@@ -338,20 +339,13 @@ def _train_and_record(
     prepare_workspace(workspace)
     with ResultsStore(workspace / "runs.db") as store:
         try:
-            run_id = from_main(world, lambda: _open_run(store, config, resumed, trainer.epoch))
+            run_id = rank_0_result(world, lambda: _open_run(store, config, resumed, trainer.epoch))
             note(config.quiet, _start_line(run_id, config, info, trainer.epoch))
             return _fit_and_record(trainer, config, store, run_id, workspace / run_id, info)
         except BaseException as err:  # Ctrl-C or SIGTERM between the run's row and its try
             store.fail_running(current_owner(), _stop_message(err))
             say_main_failed(world)  # recorded: the other ranks may end
             raise
-
-
-def _seed(seed: int, device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.manual_seed(seed)  # the CPU's generator and every GPU's
-    else:  # manual_seed would also queue a seed for the GPUs of the machine: the caller's
-        torch.default_generator.manual_seed(seed)
 
 
 def _open_run(store: ResultsStore, config: RunConfig, resumed: dict[str, Any] | None,
@@ -379,12 +373,12 @@ def _follow(
     trainer.callbacks += [early] if early else []  # every rank must stop when rank 0 does
     status, error = "completed", None
     try:
-        run_id = from_main(world, lambda: "")  # rank 0's, once it is recorded
+        run_id = rank_0_result(world, lambda: "")  # rank 0's, once it is recorded
         try:
             trainer.fit(config.epochs)
         except Diverged as err:  # all ranks judge the same averaged loss
             status, error = "diverged", str(err)
-        summary = from_main(world, dict)  # rank 0's, once its run is recorded
+        summary = rank_0_result(world, dict)  # rank 0's, once its run is recorded
     except Exception as err:
         if main_failed(world):  # the same failure: rank 0 recorded it and says it
             raise StoppedWithMain() from None
@@ -479,7 +473,7 @@ def _fit_and_record(
     summary = summarize(trainer, config)
     summary["stopped_epoch"] = early.stopped_at if early else None
     store.finish_run(run_id, status, summary, error=error, info=info)
-    from_main(trainer.world, lambda: summary)  # recorded: the other ranks may end now
+    rank_0_result(trainer.world, lambda: summary)  # recorded: the other ranks may end now
     return RunResult(run_id, status, config, trainer.history, summary, run_dir, error, info)
 
 

@@ -9,7 +9,7 @@ import torch
 from cifarlab.config import RunConfig
 from cifarlab.data import CifarData, TensorLoader
 from cifarlab.data.augment import build_augment
-from cifarlab.distributed import ONE_PROCESS, World, from_rank_0
+from cifarlab.distributed import ONE_PROCESS, World, rank_0_weights
 from cifarlab.errors import CifarlabError
 from cifarlab.models import create_model, init_whitening
 from cifarlab.train.allocator import tune_cpu_allocator
@@ -46,7 +46,7 @@ def build_trainer(
             ) from None
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
     model = model.to(device=device, memory_format=memory_format)
-    from_rank_0(world, model)  # spread runs start alike (built alike from the seed anyway)
+    rank_0_weights(world, model)  # spread runs start alike (built alike from the seed anyway)
     if device.type == "cpu" and precision == "bf16" and cpu_supports_bf16() and not config.compile:
         use_matmul_weight_grad(model)  # oneDNN is slow at dW on small maps: small_map_conv.py
     optimizer = build_optimizer(

@@ -15,10 +15,11 @@ from cifarlab.distributed import (
     ONE_PROCESS,
     World,
     all_sum,
-    all_sum_,
     average_gradients,
-    from_rank_0,
     gathered,
+    rank_0_weights,
+    seed_generators,
+    sum_in_place,
 )
 from cifarlab.process import signals_held
 from cifarlab.train.cpu_share import CpuShareMeter
@@ -208,7 +209,7 @@ class Trainer:
         """
         model = self.ema.module if self.ema is not None else self.model
         model.eval()
-        from_rank_0(self.world, model)  # BatchNorm's statistics: those rank 0 checkpoints
+        rank_0_weights(self.world, model)  # BatchNorm's statistics: those rank 0 checkpoints
         n = loader.num_images
         loss_sum = torch.zeros((), device=self.device)
         pred = torch.zeros(n, dtype=torch.long, device=self.device)
@@ -223,7 +224,7 @@ class Trainer:
                 loss_sum += F.cross_entropy(logits, y, reduction="sum")
                 confidence[rows], pred[rows] = torch.softmax(logits, dim=1).max(dim=1)
             self._emit("on_eval_batch_end", len(y))
-        all_sum_(self.world, [loss_sum, pred, confidence])  # zeros where another rank scored
+        sum_in_place(self.world, [loss_sum, pred, confidence])  # zeros where another rank scored
         return Evaluation(
             loss=loss_sum.item() / n,
             acc=(pred == loader.labels[:n]).sum().item() / n,
@@ -297,12 +298,7 @@ class Trainer:
             state = states[index] if index < len(states) else states[0]
             torch.cuda.set_rng_state(state.cpu(), self.device)
         if self.world.rank:  # resumed over another number of ranks: masks unlike rank 0's
-            seed = self.step * 1_000_003 + self.world.rank
-            (
-                torch.manual_seed
-                if self.device.type == "cuda"
-                else torch.default_generator.manual_seed
-            )(seed)
+            seed_generators(self.step, self.device, self.world.rank)
 
     def _rng_states(self) -> dict[str, torch.Tensor | None]:
         on_gpu = self.device.type == "cuda"
