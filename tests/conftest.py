@@ -178,3 +178,18 @@ def pack_tree(folder: Path, archive: Path) -> Path:
     with tarfile.open(archive, "w:gz") as t:
         t.add(folder, folder.name)
     return archive
+
+
+def stop_training_at(monkeypatch, epoch: int, error: BaseException | type = KeyboardInterrupt):
+    """Training raises ``error`` as epoch ``epoch`` (from 0) starts: a run stopped there, with
+    the epochs before it checkpointed (Ctrl-C by default)."""
+    from cifarlab.train.trainer import Trainer
+
+    original = Trainer.train_epoch
+
+    def train_epoch(self, at):
+        if at == epoch:
+            raise error
+        return original(self, at)
+
+    monkeypatch.setattr(Trainer, "train_epoch", train_epoch)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import write_image_folder
+from conftest import stop_training_at, write_image_folder
 
 import cifarlab
 from cifarlab.cli import main
@@ -201,16 +201,7 @@ def test_console_script_exits_2_without_traceback(tmp_path):
 
 
 def test_a_crash_mid_run_marks_the_run_failed(tmp_path, tiny_archive, monkeypatch):
-    from cifarlab.train.trainer import Trainer
-
-    original = Trainer.train_epoch
-
-    def crash_in_second_epoch(self, epoch):
-        if epoch == 1:
-            raise RuntimeError("disk on fire")
-        return original(self, epoch)
-
-    monkeypatch.setattr(Trainer, "train_epoch", crash_in_second_epoch)
+    stop_training_at(monkeypatch, epoch=1, error=RuntimeError("disk on fire"))
     with pytest.raises(RuntimeError, match="disk on fire"):
         _train(tmp_path, tiny_archive)
     (run,) = _db_rows(tmp_path / "ws", "runs")

@@ -9,6 +9,7 @@ import sys
 
 import pytest
 import torch
+from conftest import stop_training_at
 
 import cifarlab
 from cifarlab.cli import main
@@ -64,19 +65,10 @@ def test_two_ranks_train_as_one_process(tiny_archive, tmp_path):
 
 
 def test_a_run_stopped_in_one_process_resumes_over_two_ranks(tiny_archive, tmp_path, monkeypatch):
-    from cifarlab.train.trainer import Trainer
-
     common = dict(model="tutorial", data=str(tiny_archive), quiet=True, **SETTINGS)
     whole = cifarlab.train(workspace=str(tmp_path / "a"), **common)
-    original = Trainer.train_epoch
-
-    def stop_at_epoch_2(self, epoch):
-        if epoch == 2:
-            raise KeyboardInterrupt
-        return original(self, epoch)
-
     with monkeypatch.context() as m:
-        m.setattr(Trainer, "train_epoch", stop_at_epoch_2)
+        stop_training_at(m, epoch=2)
         with pytest.raises(KeyboardInterrupt):
             cifarlab.train(workspace=str(tmp_path / "b"), **common)
     (stopped,) = cifarlab.results(tmp_path / "b")
@@ -141,18 +133,9 @@ def test_garbled_torchrun_variables_are_named(monkeypatch, tmp_path, capsys):
 
 def test_a_lost_rank_is_one_line_that_says_how_to_go_on(tiny_archive, tmp_path, monkeypatch,
                                                         capsys):  # fmt: skip
-    from cifarlab.train.trainer import Trainer
-
     gloo = ("[third_party/gloo/gloo/transport/tcp/pair.cc:553] Connection closed by peer "
             "[127.0.0.1]:45699. This is typically caused by a remote worker crashing.")  # fmt: skip
-    original = Trainer.train_epoch
-
-    def peer_gone_at_epoch_2(self, epoch):
-        if epoch == 1:
-            raise RuntimeError(gloo)  # what all_reduce raises when another rank was killed
-        return original(self, epoch)
-
-    monkeypatch.setattr(Trainer, "train_epoch", peer_gone_at_epoch_2)
+    stop_training_at(monkeypatch, epoch=1, error=RuntimeError(gloo))  # all_reduce, a rank gone
     monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)  # rank 0 of a launch
     code = main(["train", "--model", "tutorial", "--data", str(tiny_archive), "--workspace",
                  str(tmp_path), "--val-size", "30", "--epochs", "3", "--quiet"])  # fmt: skip

@@ -6,6 +6,7 @@ import sys
 
 import pytest
 import torch
+from conftest import stop_training_at
 
 import cifarlab
 from cifarlab.cli import main
@@ -109,7 +110,6 @@ def test_no_cluster_at_the_address_is_said_before_anything_is_recorded(
 
 def test_a_run_stopped_here_resumes_on_ray_from_its_checkpoint(tiny_archive, tmp_path,
                                                                monkeypatch):  # fmt: skip
-    from cifarlab.train.trainer import Trainer
 
     experiment = _experiment(tiny_archive, [0.05]) | {"name": "stop"}
     experiment["base"]["epochs"] = 3
@@ -117,15 +117,8 @@ def test_a_run_stopped_here_resumes_on_ray_from_its_checkpoint(tiny_archive, tmp
     torch.set_num_threads(1)  # as the Ray task: the same sums, bit for bit
     try:
         cifarlab.sweep(experiment, tmp_path / "whole", quiet=True)
-        original = Trainer.train_epoch
-
-        def stop_at_epoch_2(self, epoch):
-            if epoch == 2:
-                raise KeyboardInterrupt
-            return original(self, epoch)
-
         with monkeypatch.context() as m:
-            m.setattr(Trainer, "train_epoch", stop_at_epoch_2)
+            stop_training_at(m, epoch=2)
             with pytest.raises(KeyboardInterrupt):
                 cifarlab.sweep(experiment, tmp_path / "ws", quiet=True)
     finally:
@@ -167,17 +160,9 @@ def test_a_run_that_cannot_resume_on_its_worker_says_why(tiny_archive, tmp_path,
 
     from cifarlab.experiments import ray_runs
     from cifarlab.train import cpu_share
-    from cifarlab.train.trainer import Trainer
 
     data = shutil.copy(tiny_archive, tmp_path / "data.tar.gz")
-    original = Trainer.train_epoch
-
-    def stop_at_epoch_2(self, epoch):
-        if epoch == 1:
-            raise KeyboardInterrupt
-        return original(self, epoch)
-
-    monkeypatch.setattr(Trainer, "train_epoch", stop_at_epoch_2)
+    stop_training_at(monkeypatch, epoch=1)
     with pytest.raises(KeyboardInterrupt):
         cifarlab.train(model="tutorial", data=str(data), workspace=str(tmp_path / "ws"),
                        val_size=30, epochs=3, quiet=True)  # fmt: skip

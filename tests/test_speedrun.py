@@ -6,6 +6,7 @@ import sys
 
 import pytest
 import torch
+from conftest import stop_training_at
 from test_training import _rows  # epoch rows without timings
 
 import cifarlab
@@ -50,20 +51,11 @@ def test_a_shortened_preset_run_completes_its_schedule(tiny_archive, tmp_path):
 
 def test_speedrun_recipe_resumes_exactly(tiny_archive, tmp_path, monkeypatch):
     """Lookahead's slow weights, the frozen stem bias and the schedule survive a resume."""
-    from cifarlab.train.trainer import Trainer
-
     options = dict(preset="speedrun", epochs=4, batch_size=16, deterministic=True,
                    data=str(tiny_archive), quiet=True, whiten_bias_epochs=2)  # fmt: skip
     whole = cifarlab.train(workspace=str(tmp_path / "a"), **options)
-    original = Trainer.train_epoch
-
-    def stop_at_2(self, epoch):
-        if epoch == 2:
-            raise KeyboardInterrupt
-        return original(self, epoch)
-
     with monkeypatch.context() as m:
-        m.setattr(Trainer, "train_epoch", stop_at_2)
+        stop_training_at(m, epoch=2)
         with pytest.raises(KeyboardInterrupt):
             cifarlab.train(workspace=str(tmp_path / "b"), **options)
     resumed = cifarlab.train(workspace=str(tmp_path / "b"), resume="auto", **options)

@@ -14,6 +14,7 @@ import warnings
 
 import pytest
 import torch
+from conftest import stop_training_at
 
 import cifarlab
 from cifarlab.cli import main
@@ -127,16 +128,7 @@ def test_every_schedule_lowers_the_loss(tiny_archive, tmp_path, schedule, extra)
 
 
 def _interrupt_at_epoch(monkeypatch, stop_at: int):
-    from cifarlab.train.trainer import Trainer
-
-    original = Trainer.train_epoch
-
-    def train_epoch(self, epoch):
-        if epoch == stop_at:
-            raise KeyboardInterrupt
-        return original(self, epoch)
-
-    monkeypatch.setattr(Trainer, "train_epoch", train_epoch)
+    stop_training_at(monkeypatch, stop_at)
 
 
 def _rows(workspace, run_id):
@@ -1561,19 +1553,10 @@ def test_a_resumed_run_does_not_repeat_its_start_notes(tiny_archive, tmp_path, m
     # blamed options the user never typed (a preset's --whiten-bias-epochs after --no-whiten)
     import warnings
 
-    from cifarlab.train.trainer import Trainer
-
-    original = Trainer.train_epoch
-
-    def stop_at_1(self, epoch):
-        if epoch == 1:
-            raise KeyboardInterrupt
-        return original(self, epoch)
-
     options = dict(preset="quick-cpu", whiten=False, batch_size=16, epochs=2, val_size=0,
                    optimizer="sgd")  # fmt: skip
     with monkeypatch.context() as m:
-        m.setattr(Trainer, "train_epoch", stop_at_1)
+        stop_training_at(m, epoch=1)
         with pytest.raises(KeyboardInterrupt):
             _quick(tiny_archive, tmp_path, **options)
     (stopped,) = cifarlab.results(tmp_path / "ws")
