@@ -240,6 +240,9 @@ class Trainer:
     def _check_divergence(self, loss: torch.Tensor) -> None:
         if self.step != 1 and self.step % self.divergence_check_every:
             return  # the first step always: it sets the reference
+        if not self.world.spread:  # the step's hot path: no collective to stage
+            self._check_loss(loss.item())
+            return
         (total,) = all_sum(self.world, loss)  # all ranks judge alike, or one stops alone
         self._check_loss(total.item() / self.world.size)
 
