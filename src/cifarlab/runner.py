@@ -147,17 +147,13 @@ def _run_training(config: RunConfig) -> RunResult:
     if isinstance(plan, RunResult):  # completed already
         return plan
     config, resumed, precision, workspace = plan
-    if world.main:
-        data = loaded[0]
-    else:  # rank 0 says what there is to say, once
-        config = config.model_copy(update={"quiet": True})
-        with warnings.catch_warnings():
+    with contextlib.ExitStack() as stack:
+        if not world.main:  # rank 0 says what there is to say, once
+            config = config.model_copy(update={"quiet": True})
+            stack.enter_context(warnings.catch_warnings())
             warnings.simplefilter("ignore")
-            data = _load(config)
-            with _determinism(config):
-                return _train_and_record(config, data, device, precision, workspace, resumed,
-                                         world)  # fmt: skip
-    with _determinism(config):  # a notebook's own torch settings come back afterwards
+        data = loaded[0] if world.main else _load(config)
+        stack.enter_context(_determinism(config))  # a notebook's torch settings come back
         return _train_and_record(config, data, device, precision, workspace, resumed, world)
 
 
