@@ -172,10 +172,11 @@ def _check_fits(cpus: float, gpus: float) -> None:
 def on_ray(
     todo: list[PlannedRun], store: ResultsStore, workspace: Path, options: RayOptions
 ) -> Iterator[tuple[RunConfig, str]]:
-    """Train ``todo`` as Ray tasks; yield each run's config and status as it lands."""
+    """Train ``todo`` as Ray tasks on the cluster ``connect`` joined (``options.gpus`` as it
+    settled); yield each run's config and status as it lands."""
     import ray
 
-    gpus = connect(options, [p.config for p in todo])  # joined already (run_sweep)
+    gpus = options.gpus
     task = ray.remote(_train_remote).options(num_cpus=options.cpus, num_gpus=gpus, max_retries=0)
     pending: dict[Any, tuple[RunConfig, str]] = {}
     for stale in workspace.glob(".landing-*"):  # a landing cut short (kill -9): the sweep's lock

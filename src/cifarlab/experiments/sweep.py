@@ -19,7 +19,7 @@ from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -308,7 +308,8 @@ def _sweep(
         check_experiment_name(experiment, store, force)  # before minutes of reading data
         if ray and any(p.action in TO_RUN for p in planned):
             # no cluster there, or none that fits a run: said before anything is recorded
-            connect(ray, [p.config for p in planned if p.action in TO_RUN])
+            gpus = connect(ray, [p.config for p in planned if p.action in TO_RUN])
+            ray = replace(ray, gpus=gpus)  # what each run asks, settled once
         read = mark_changed_data(planned, quiet)
         # a bad data source fails once, before anything is recorded; runs then hit the cache
         check_sources([p.config for p in planned if p.action in TO_RUN], quiet, read)

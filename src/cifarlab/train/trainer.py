@@ -268,7 +268,9 @@ class Trainer:
             "rng_cpu": torch.get_rng_state(),
             # the training GPU's generator only: a CPU run leaves CUDA alone (reading it starts
             # CUDA), and a run resumes where fewer GPUs are visible than where it trained
-            "rng_cuda": [self._rng_states()["cuda"]] if self.device.type == "cuda" else [],
+            "rng_cuda": [torch.cuda.get_rng_state(self.device)]
+            if self.device.type == "cuda"
+            else [],
             "rng_ranks": self.rank_rng,  # spread runs: each rank's, for dropout on resume
             "callbacks": {
                 type(cb).__name__: cb.state_dict()
