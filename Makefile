@@ -9,11 +9,12 @@ DATA   ?= $(or $(wildcard ../shared/data/cifar10-jpeg.tar.gz),$(CIFARLAB_DATA),c
 
 setup: $(BIN)/cifarlab
 
-# torch first, pinned: a CPU build; a bare `torch` requirement would pull a multi-GB CUDA build.
+# torch first, pinned: on our machines a CPU build from local disk; a bare `torch` requirement
+# would pull a multi-GB CUDA build. TORCH_INDEX=URL takes torch from another index (PyTorch's CPU one).
 $(BIN)/cifarlab: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q torch==2.13.0 $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $@
 
