@@ -99,9 +99,12 @@ def test_tta_never_lowers_accuracy_by_more_than_noise(real_data):
 
 
 @pytest.mark.real_data
-def test_speedrun_beats_the_tutorial_net_given_the_same_wall_time(real_data, tmp_path):
+def test_the_speedrun_recipe_beats_the_tutorial_net_given_the_same_wall_time(real_data, tmp_path):
+    """The recipe in its CPU form (`quick-cpu`: the speedrun preset on the half-width net):
+    the full-width net took 6 of the suite's 14 minutes on an AVX2 CPU, for the same verdict,
+    by a like margin, in a third of the time (`pytest -s` prints the scores)."""
     common = dict(data=str(real_data), limit_train=5000, limit_test=2000, quiet=True)
-    speedrun = cifarlab.train(preset="speedrun", batch_size=256, epochs=6,
+    speedrun = cifarlab.train(preset="quick-cpu", batch_size=128, epochs=6,
                               workspace=str(tmp_path / "s"), **common)  # fmt: skip
     budget = speedrun.summary["train_seconds"]
     probe = cifarlab.train(model="tutorial", optimizer="adam", epochs=1, val_size=0,
