@@ -993,6 +993,36 @@ def test_bf16_autocast_trains_within_two_points_of_fp32(real_data, tmp_path):
     assert abs(fp32.summary["final_test_acc"] - bf16.summary["final_test_acc"]) <= 0.02
 
 
+def test_fp16_loss_scaling_trains_and_its_scaler_survives_a_resume(
+    tiny_archive, tmp_path, monkeypatch
+):
+    """fp16 runs only on CUDA (T4/V100 class GPUs under auto), with a GradScaler whose state a
+    resume must restore; CPU autocast computes fp16 too, so the test lets this CPU take it."""
+    runner = sys.modules["cifarlab.runner"]
+    pick = runner.resolve_precision
+    allow_fp16 = lambda asked, *rest: "fp16" if asked == "fp16" else pick(asked, *rest)
+    monkeypatch.setattr(runner, "resolve_precision", allow_fp16)
+    options = dict(RESUMABLE, precision="fp16", device="cpu")
+    whole = _quick(tiny_archive, tmp_path / "a", **options)
+    assert whole.info["precision"] == "fp16"
+    losses = [e["train_loss"] for e in whole.history]
+    assert losses[-1] < losses[0] * 0.9, losses  # it learned, under loss scaling
+    with monkeypatch.context() as m:
+        _interrupt_at_epoch(m, stop_at=2)
+        with pytest.raises(KeyboardInterrupt):
+            _quick(tiny_archive, tmp_path / "b", **options)
+    resumed = _quick(tiny_archive, tmp_path / "b", resume="auto", **options)
+    expected = _rows(tmp_path / "a" / "ws", whole.run_id)
+    assert _rows(tmp_path / "b" / "ws", resumed.run_id) == expected
+    a = torch.load(whole.run_dir / "last.pt", weights_only=True)
+    b = torch.load(resumed.run_dir / "last.pt", weights_only=True)
+    # the scaler counted every step since its last change: a resume that forgot it restarts
+    # the count, and on a GPU its grown or backed-off scale
+    assert a["scaler"]["_growth_tracker"] > 0, a["scaler"]
+    assert b["scaler"] == a["scaler"]
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+
+
 @pytest.mark.parametrize(
     "native, channels_last, picked",
     [
