@@ -558,12 +558,19 @@ def test_a_bad_data_source_fails_the_sweep_once_before_any_run(tmp_path, capsys)
 def test_a_val_size_the_data_cannot_spare_fails_the_sweep_once_before_any_run(
     tmp_path, tiny_archive, capsys
 ):
-    grid = _tiny_grid(tmp_path, tiny_archive, epochs=1)
+    data = tmp_path / "copy.tar.gz"  # a source the cache does not know yet
+    data.write_bytes(tiny_archive.read_bytes())
+    grid = _tiny_grid(tmp_path, data, epochs=1)
     grid.write_text(grid.read_text().replace("val_size = 30", "val_size = 5000"))  # CIFAR's
     ws = tmp_path / "ws"
+    dry_run = ["sweep", str(grid), "--workspace", str(ws), "--dry-run"]
+    assert main(dry_run) == 0  # it decodes nothing: the size is unknown to it yet
+    capsys.readouterr()
     assert main(["sweep", str(grid), "--workspace", str(ws), "--quiet"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1, err  # not once per run, and no "4 trained now"
+    assert main(dry_run) == 2  # the cache holds the source now: the plan says so too
+    assert capsys.readouterr().err == err
     assert "val_size 5000 leaves no training images in" in err
     assert ("(its training split has 120); set a smaller one (12, a tenth, is usual; 0: no "
             "validation): val_size = 12 in the experiment's [base], or compare's --val-size "

@@ -107,10 +107,23 @@ def cached_content_id(key: str) -> str | None:
     read); None where the cache holds none (the source changed since it was decoded, or was
     never decoded here)."""
     try:
-        meta = json.loads((cache_root() / f"decoded-{key}" / "meta.json").read_text())
+        meta = _cached_meta(key)
         return content_id({s: meta[s]["crc32"] for s in SPLITS}, tuple(meta["classes"]))
     except (OSError, ValueError, KeyError, TypeError):
         return None
+
+
+def cached_train_size(key: str) -> int | None:
+    """How many training images the cache entry for ``key`` holds, from its meta alone; None
+    where the cache holds none."""
+    try:
+        return int(_cached_meta(key)["train"]["shape"][0])
+    except (OSError, ValueError, KeyError, TypeError, IndexError):
+        return None
+
+
+def _cached_meta(key: str) -> dict:
+    return json.loads((cache_root() / f"decoded-{key}" / "meta.json").read_text())
 
 
 def content_id(checksums: dict[str, dict[str, int]], classes: tuple[str, ...]) -> str:

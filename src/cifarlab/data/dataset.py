@@ -17,6 +17,7 @@ from cifarlab.data.cache import (
     cache_root,
     cached_content_id,
     cached_decode,
+    cached_train_size,
     source_fingerprint,
 )
 from cifarlab.data.cifar_python import is_cifar_python, read_cifar_python
@@ -231,9 +232,26 @@ def known_content_id(
     """What the source holds now, as far as the cache knows without decoding it: the content
     id of its entry for the source's present files, or None (edited since it was decoded,
     never decoded here, or a dataset still to download). A sweep's dry run reads this."""
+    key = _known_cache_key(data, image_size, labels)
+    return None if key is None else cached_content_id(key)
+
+
+def known_train_size(
+    data: str | os.PathLike | None, *, image_size: int | None = None, labels: str = "fine"
+) -> int | None:
+    """The source's training images, as far as the cache knows without decoding (None:
+    unknown, as for ``known_content_id``). A sweep's dry run checks --val-size with it."""
+    key = _known_cache_key(data, image_size, labels)
+    return None if key is None else cached_train_size(key)
+
+
+def _known_cache_key(
+    data: str | os.PathLike | None, image_size: int | None, labels: str
+) -> str | None:
+    """The cache key of a source on disk, without decoding it (None: a dataset to download)."""
     raw = data if data is not None else os.environ.get("CIFARLAB_DATA") or DEFAULT_DATASET
     path = check_source(raw)
-    return None if path is None else cached_content_id(_cache_key(path, image_size, labels))
+    return None if path is None else _cache_key(path, image_size, labels)
 
 
 def _cache_key(path: Path, image_size: int | None, labels: str) -> str:

@@ -245,8 +245,10 @@ def plan_dry_run(
         planned = plan_sweep(experiment, store, only, max_runs)
         # a grown grid: its plan is what one wants to see before choosing --force
         needs_choice = not force and other_runs_named(experiment, store)
-    check_paths([p.config for p in planned if p.action in TO_RUN])  # as the sweep will
+    to_run = [p.config for p in planned if p.action in TO_RUN]
+    check_paths(to_run)  # as the sweep will
     mark_changed_data(planned, dry_run=True)  # edited data trains again: it said done
+    check_known_sources(to_run)
     return SweepPlan(experiment.name, planned, needs_choice)
 
 
@@ -473,16 +475,31 @@ def check_sources(
     for source in sorted({_source(c) for c in configs}, key=str):
         if source not in read:
             read[source] = len(_decoded(source, quiet).dataset.train)
-        available = read[source]
-        for val_size in sorted({c.val_size for c in configs if _source(c) == source}):
-            if val_size >= available:  # spelled for a file (and compare's option)
-                tenth = max(available // 10, 1)
-                raise CifarlabError(
-                    f"val_size {val_size} leaves no training images in {source[0]} (its "
-                    f"training split has {available:,}); set a smaller one ({tenth}, a tenth, "
-                    f"is usual; 0: no validation): val_size = {tenth} in the experiment's "
-                    f"[base], or compare's --val-size {tenth}"
-                )
+        _check_val_sizes(configs, source, read[source])
+
+
+def check_known_sources(configs: list[RunConfig]) -> None:
+    """A dry run's ``check_sources``: it decodes nothing, so it checks --val-size only
+    against the sources the cache knows."""
+    from cifarlab.data.dataset import known_train_size
+
+    for source in sorted({_source(c) for c in configs}, key=str):
+        data, image_size, labels = source
+        available = known_train_size(data, image_size=image_size, labels=labels)
+        if available is not None:
+            _check_val_sizes(configs, source, available)
+
+
+def _check_val_sizes(configs: list[RunConfig], source: Source, available: int) -> None:
+    for val_size in sorted({c.val_size for c in configs if _source(c) == source}):
+        if val_size >= available:  # spelled for a file (and compare's option)
+            tenth = max(available // 10, 1)
+            raise CifarlabError(
+                f"val_size {val_size} leaves no training images in {source[0]} (its "
+                f"training split has {available:,}); set a smaller one ({tenth}, a tenth, "
+                f"is usual; 0: no validation): val_size = {tenth} in the experiment's "
+                f"[base], or compare's --val-size {tenth}"
+            )
 
 
 def mark_changed_data(
