@@ -183,3 +183,20 @@ def test_a_run_that_cannot_resume_on_its_worker_says_why(tiny_archive, tmp_path,
         ray_runs._land(store, tmp_path / "ws", stopped["id"], {"record": None, "error": "lost"})
         after = store.run(stopped["id"])
     assert after["error"] == "lost" and after["info"] == info and info["data_content"]
+
+
+def test_a_process_joined_to_ray_is_refused_what_cannot_work_there(tiny_archive, tmp_path):
+    from cifarlab.experiments.ray_runs import RayOptions, connect
+
+    on_cuda = _experiment(tiny_archive, [0.1], "on-cuda")
+    on_cuda["base"]["device"] = "cuda"
+    for address, experiment, refusal in [
+        ("local", on_cuda, "runs set to train on cuda would get no GPU on Ray"),
+        ("127.0.0.1:1", _experiment(tiny_archive, [0.1]),
+         "--ray 127.0.0.1:1: this process is joined to Ray at 'local' already"),
+    ]:  # fmt: skip
+        connect(RayOptions("local"), [])  # as a sweep before this one left it
+        with pytest.raises(cifarlab.CifarlabError, match=refusal):
+            cifarlab.sweep(experiment, tmp_path / "ws", ray=address, ray_gpus=0)
+        assert not ray.is_initialized()  # the cluster it started ended with the sweep
+    assert cifarlab.results(tmp_path / "ws") == []
