@@ -385,12 +385,18 @@ def test_a_package_in_a_subfolder_of_a_model_file_is_imported_once(tmp_path, mon
 def test_python_file_model_errors_are_one_line(tmp_path):
     p = _write(tmp_path, "net.py", NET_PY)
     raising = _write(tmp_path, "raising.py", "import no_such_module_here\n")
+    exiting = _write(tmp_path, "exiting.py", "import sys\nsys.exit(0)\n")  # a script, really
+    # a training script's argparse at module level: sees the file's name only, not cifarlab's
+    script = _write(tmp_path, "script.py", NET_PY + "import argparse, sys\n"
+                    "argparse.ArgumentParser().parse_args()\nARGV = sys.argv\n")  # fmt: skip
     missing = tmp_path / "missing.py"
     batch = "a (2, 3, 32, 32) batch"
     cases = {
         f"{missing}:Net": f"model file '{missing}' does not exist",
         f"{p}:Nett": f"model file '{p}' has no 'Nett'; it defines Net, FiveClasses, Broken",
         f"{raising}:Net": f"model file '{raising}' raised ModuleNotFoundError on import: No module",
+        f"{exiting}:Net": f"model file '{exiting}' exited on import (SystemExit(0)): its "
+        "script code runs when cifarlab imports it; move that under `if __name__",
         f"{p}:FiveClasses": f"model '{p}:FiveClasses' maps {batch} to (2, 5), not (2, 10) logits",
         f"{p}:Broken": f"model '{p}:Broken' raised RuntimeError at net.py:28 on {batch}: "
         "forward is broken",  # its line, as a training error names it
@@ -403,6 +409,9 @@ def test_python_file_model_errors_are_one_line(tmp_path):
             create_model(ref)
         assert str(info.value).startswith(expected), (ref, str(info.value))
         assert "\n" not in str(info.value)
+    net = create_model(f"{script}:Net")
+    assert sys.modules[type(net).__module__].ARGV == [str(script)]
+    assert sys.argv[0] != str(script)  # given back
 
 
 def test_a_bad_model_fails_before_any_data_work(tmp_path):

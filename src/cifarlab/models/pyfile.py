@@ -80,8 +80,15 @@ def _import(path: Path) -> ModuleType:
         sys.modules.pop(helper, None)
     before = set(sys.modules)
     sys.path.insert(0, folder)  # as `python net.py` would: helper modules beside it import
+    argv, sys.argv = sys.argv, [str(path)]  # its module-level argparse reads no cifarlab options
     try:
         spec.loader.exec_module(module)
+    except SystemExit as err:  # a training script's module-level argparse or sys.exit()
+        sys.modules.pop(name, None)
+        raise CifarlabError(
+            f"model file '{path}' exited on import (SystemExit({err.code!r})): its script code "
+            'runs when cifarlab imports it; move that under `if __name__ == "__main__":`'
+        ) from None
     except Exception as err:  # the user's code may raise anything; report it as one line
         sys.modules.pop(name, None)
         raise CifarlabError(
@@ -89,6 +96,7 @@ def _import(path: Path) -> ModuleType:
             f"{first_line(err, NO_MESSAGE)}"
         ) from None
     finally:
+        sys.argv = argv
         sys.path.remove(folder)
         _HELPERS.update(n for n in set(sys.modules) - before if _beside(n, folder))
     return module
