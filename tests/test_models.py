@@ -388,7 +388,7 @@ def test_python_file_model_errors_are_one_line(tmp_path):
     exiting = _write(tmp_path, "exiting.py", "import sys\nsys.exit(0)\n")  # a script, really
     # a training script's argparse at module level: sees the file's name only, not cifarlab's
     script = _write(tmp_path, "script.py", NET_PY + "import argparse, sys\n"
-                    "argparse.ArgumentParser().parse_args()\nARGV = sys.argv\n")  # fmt: skip
+                    "argparse.ArgumentParser().parse_args()\nseen_argv = sys.argv\n")  # fmt: skip
     missing = tmp_path / "missing.py"
     batch = "a (2, 3, 32, 32) batch"
     cases = {
@@ -409,8 +409,8 @@ def test_python_file_model_errors_are_one_line(tmp_path):
             create_model(ref)
         assert str(info.value).startswith(expected), (ref, str(info.value))
         assert "\n" not in str(info.value)
-    net = create_model(f"{script}:Net")
-    assert sys.modules[type(net).__module__].ARGV == [str(script)]
+    module = sys.modules[type(create_model(f"{script}:Net")).__module__]
+    assert module.seen_argv == [str(script)]
     assert sys.argv[0] != str(script)  # given back
 
 
