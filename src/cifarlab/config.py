@@ -89,7 +89,7 @@ class RunConfig(BaseModel):
     cutout: int | None = Field(None, gt=0)
     labels: str = "fine"
     image_size: int | None = Field(None, gt=0)
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, le=2**32 - 1)  # numpy's range; torch and SQLite overflow past 2**63
     precision: str = "auto"
     channels_last: bool = True
     compile: bool = False
