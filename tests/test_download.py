@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import socket
 import threading
@@ -107,6 +108,23 @@ def test_a_server_that_sends_no_size_gets_no_blame_for_a_short_file(server, tmp_
 def test_a_missing_file_on_a_mirror_names_the_mirror_setting(server):
     with pytest.raises(CifarlabError, match="HTTP 404 .*; check CIFARLAB_DOWNLOAD_URL; fetch"):
         load_dataset("cifar100")
+
+
+@pytest.mark.parametrize("url", ["/tmp/mirror/", "notaurl", "http://[::1"])
+def test_a_mirror_setting_that_is_no_url_is_one_line(tmp_path, monkeypatch, url):
+    monkeypatch.setenv("CIFARLAB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("CIFARLAB_DOWNLOAD_URL", url)  # a folder: file:///tmp/mirror/ is meant
+    with pytest.raises(CifarlabError, match=f"CIFARLAB_DOWNLOAD_URL '{re.escape(url)}' is not a "
+                       "URL urllib can fetch; give .* file:///path/$"):  # fmt: skip
+        load_dataset("cifar10")
+
+
+def test_a_mirror_folder_on_this_machine_serves_as_file_urls(server, tmp_path, monkeypatch):
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    (mirror / NAME).write_bytes(server.files[NAME])
+    monkeypatch.setenv("CIFARLAB_DOWNLOAD_URL", mirror.as_uri() + "/")
+    assert len(load_dataset("cifar10", val_size=6).train) == 24
 
 
 def test_two_processes_downloading_at_once_take_turns(server, tmp_path):

@@ -14,6 +14,7 @@ import hashlib
 import http.client
 import os
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -45,13 +46,13 @@ def download(name: str, folder: Path, quiet: bool = False) -> Path:
     stamp = _stamp_file(dest)
     if dest.is_file() and _stamp(dest) == _read(stamp):
         return dest  # verified before and untouched since
+    url = _base_url().rstrip("/") + "/" + filename
     folder.mkdir(parents=True, exist_ok=True)
     with _turn(dest, quiet):
         if dest.is_file() and _md5(dest) == expected:  # perhaps fetched while we waited
             stamp.write_text(_stamp(dest))
             return dest
         dest.unlink(missing_ok=True)
-        url = _base_url().rstrip("/") + "/" + filename
         part = dest.with_name(dest.name + ".part")
         # a run stopped after the last byte left the whole file: a server answers a Range
         # past its end with 416, and the next run deleted the file and asked for another
@@ -98,7 +99,17 @@ def _turn(dest: Path, quiet: bool) -> Iterator[None]:
 
 
 def _base_url() -> str:
-    return os.environ.get("CIFARLAB_DOWNLOAD_URL") or DEFAULT_BASE_URL
+    url = os.environ.get("CIFARLAB_DOWNLOAD_URL") or DEFAULT_BASE_URL
+    try:
+        scheme = urllib.parse.urlsplit(url).scheme
+    except ValueError:  # "http://[::1": a bracket left open
+        scheme = ""
+    if scheme not in ("http", "https", "ftp", "file"):
+        raise CifarlabError(
+            f"CIFARLAB_DOWNLOAD_URL {url!r} is not a URL urllib can fetch; give the folder "
+            "holding the archives as https://host/path/ or, on this machine, file:///path/"
+        )
+    return url
 
 
 def _stamp_file(archive: Path) -> Path:
