@@ -567,6 +567,10 @@ def test_version_abbreviations_and_misspelt_commands(capsys):
         (["train", "--lr", "inf"], "invalid --lr: must be a finite number (got inf)"),
         (["train", "--epochs", "0"], "invalid --epochs: must be greater than 0 (got 0)"),
         (["train", "--seed", str(2**63 - 1)], "invalid --seed: must be less than or equal to 4"),
+        (
+            ["results", "--only", "lr=0.1", "--only", "lr=0.2"],  # the last one won, silently
+            "--only 'lr=0.2': lr is given twice ('lr=0.1' too), and a run has one lr; keep one",
+        ),
         (["train", "--optimizer", "adma"], "'adma'; did you mean 'adam'? choose one of"),
         (["data", "preview", "--seed", "-1"], "--seed must be 0 or more (got -1)"),
         (["data", "preview", "--per-class", "6000"], "--per-class must be 1 to 100 (got 6000)"),

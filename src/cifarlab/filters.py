@@ -47,6 +47,12 @@ def parse_only(items: list[str], option: str = "--only") -> dict[str, Any]:
         if not sep:
             raise CifarlabError(f"{option} {item!r}: expected KEY=VALUE with a run option as KEY")
         key = key.strip().replace("-", "_")
+        if key in raw:  # the last one silently won: a run has one value of each setting
+            raise CifarlabError(
+                f"{option} {item!r}: {key} is given twice ({shown[key]!r} too), and a run has "
+                f"one {key}; keep one {option} {key}=..., or set two side by side with "
+                f"`cifarlab results --compare {shown[key]} {item}`"
+            )
         raw[key], shown[key] = value.strip(), item
     return typed_only(raw, option, shown)
 
