@@ -381,6 +381,10 @@ def test_dry_run_max_runs_and_only(tmp_path, tiny_archive, capsys):
             'name = "x"\n[grid]\noptimizer = ["sgd"]\n[[exclude]]\noptimizer = "SGD"',
             "[[exclude]] drops all 1 grid runs",
         ),
+        (  # an [[include]] kept it from dropping all: it quietly dropped the grid's runs
+            'name = "x"\n[grid]\nseed = [0, 1]\n[[include]]\nlr = 0.1\n[[exclude]]\n',
+            'exclude[0]: empty; name the settings of the runs to drop, e.g. model = "wobbly"',
+        ),
     ],
 )
 def test_bad_experiment_files_get_a_line_per_problem_and_run_nothing(

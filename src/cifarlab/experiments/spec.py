@@ -110,6 +110,9 @@ def build_experiment(
     for section in ("include", "exclude"):
         for i, table in enumerate(_tables(definition, section)):
             problems += _check_values(f"{section}[{i}]", table)
+            if section == "exclude" and table == {}:  # it matched, and dropped, every run
+                problems.append(f"exclude[{i}]: empty; name the settings of the runs to drop, "
+                                'e.g. model = "wobbly"')  # fmt: skip
     seeds = grid.get("seed") if isinstance(grid.get("seed"), list) else []
     for i, table in enumerate(_tables(definition, "include")):
         if len(seeds) > 1 and "seed" not in table:  # its one run read as n=1 beside n=3
