@@ -382,7 +382,7 @@ def test_dry_run_max_runs_and_only(tmp_path, tiny_archive, capsys):
             "[[exclude]] drops all 1 grid runs",
         ),
         (  # an [[include]] kept it from dropping all: it quietly dropped the grid's runs
-            'name = "x"\n[grid]\nseed = [0, 1]\n[[include]]\nlr = 0.1\n[[exclude]]\n',
+            'name = "x"\n[grid]\nseed = [0, 1]\n[[include]]\nseed = 0\n[[exclude]]\n',
             'exclude[0]: empty; name the settings of the runs to drop, e.g. model = "wobbly"',
         ),
     ],
