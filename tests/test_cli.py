@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import stop_training_at, write_image_folder
+from PIL import Image
 
 import cifarlab
 from cifarlab.cli import main
@@ -587,6 +588,33 @@ def test_bad_values_are_one_line_in_the_words_of_the_option(args, message, tmp_p
     assert main([*args, "--workspace" if args[0] != "data" else "--data", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1, err
+
+
+def test_a_damaged_run_row_is_one_line_with_the_way_out(tmp_path, tiny_archive, capsys):
+    assert _train(tmp_path, tiny_archive, "--epochs", "1") == 0
+    ws = tmp_path / "ws"
+    (run,) = cifarlab.results(ws)
+    image = tmp_path / "cat.png"
+    Image.new("RGB", (32, 32)).save(image)
+    way_out = f"PRAGMA foreign_keys=ON; DELETE FROM runs WHERE id = '{run['id']}'"
+    capsys.readouterr()
+    for column, value in (("config", "{not json"), ("config", "[]"), ("info", "garbage"),
+                          ("test_acc", "abc")):  # fmt: skip
+        with sqlite3.connect(ws / "runs.db") as db:  # a hand edit gone wrong
+            good = db.execute(f"SELECT {column} FROM runs").fetchone()[0]
+            db.execute(f"UPDATE runs SET {column} = ?", (value,))
+        for command in (["results"], ["predict", run["id"], str(image)], ["report"]):
+            assert main([*command, "--workspace", str(ws)]) == 2, (column, command)
+            err = capsys.readouterr().err
+            assert err == (f"cifarlab: error: run {run['id']}'s row in runs.db is damaged; "
+                           "restore runs.db from a copy, or drop the run: sqlite3 runs.db "
+                           f"\"{way_out}\"\n")  # fmt: skip
+        with sqlite3.connect(ws / "runs.db") as db:
+            db.execute(f"UPDATE runs SET {column} = ?", (good,))
+    with sqlite3.connect(ws / "runs.db") as db:  # the way out it names
+        db.executescript(way_out)
+    assert main(["results", "--workspace", str(ws)]) == 0
+    assert _db_rows(ws, "epochs") == []
 
 
 def test_bad_input_leaves_no_workspace_behind(tmp_path, tiny_archive, capsys):

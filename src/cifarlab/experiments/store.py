@@ -308,11 +308,24 @@ def summary_of(record: dict[str, Any]) -> dict[str, Any]:
 
 def _run_record(row: sqlite3.Row) -> dict[str, Any]:
     record = dict(row)
+    try:
+        config = json.loads(record["config"])
+        info = json.loads(record["info"]) if record["info"] else {}
+        if not isinstance(config, dict) or not isinstance(info, dict):
+            raise ValueError("not a run's settings")
+        if any(not isinstance(record[k], int | float | None) for k in RUN_SUMMARY):
+            raise ValueError("a score that is not a number")
+    except (ValueError, TypeError):  # edited by hand, or a damaged disk: one line, not a
+        run = record["id"]  # traceback from every command that reads the workspace
+        raise CifarlabError(
+            f"run {run}'s row in runs.db is damaged; restore runs.db from a copy, or drop the "
+            f"run: sqlite3 runs.db \"PRAGMA foreign_keys=ON; DELETE FROM runs WHERE id = '{run}'\""
+        ) from None
     for key in _EPOCH_COUNTS:
         if record[key] is not None:
             record[key] = int(record[key])
-    record["config"] = {**ADDED_LATER, **json.loads(record["config"])}
-    record["info"] = json.loads(record["info"]) if record["info"] else {}
+    record["config"] = {**ADDED_LATER, **config}
+    record["info"] = info
     return record
 
 
