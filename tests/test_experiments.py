@@ -984,6 +984,8 @@ def test_a_run_counts_its_epochs_as_it_goes(tmp_path):
         (lambda ws: cifarlab.sweep({"name": "x"}, workers="2"), "--workers must be a whole"),
         (lambda ws: cifarlab.sweep({"name": "x"}, new_name=1), "new_name must be a string"),
         (lambda ws: cifarlab.results(ws, only=5), "only= takes a dict like"),
+        (lambda ws: cifarlab.load_trained(None), "run_id must be a run's id"),
+        (lambda ws: cifarlab.load_trained("r", workspace=5), "workspace must be a path"),
     ],
 )
 def test_python_calls_with_wrong_types_get_one_clear_error(tmp_path, call, says):

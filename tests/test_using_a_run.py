@@ -219,6 +219,8 @@ def test_a_run_is_found_by_its_folder_too(trained_run, tiny_folder, capsys):
 
 def test_export_names_what_stopped_it_in_one_line(trained_run, tmp_path, capsys, monkeypatch):
     workspace, run_id = trained_run
+    with pytest.raises(cifarlab.CifarlabError, match="path must be a path .* not 5"):
+        cifarlab.load_trained(run_id, workspace).export_onnx(5)
     out = ["export", run_id, "-o", str(tmp_path / "n.onnx"), "--workspace", str(workspace)]
 
     def unsupported(*args, **kwargs):

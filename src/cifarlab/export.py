@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from cifarlab.errors import CifarlabError
+from cifarlab.errors import CifarlabError, as_path
 from cifarlab.files import written_atomically
 from cifarlab.train.tta import tta_logits
 
@@ -56,7 +56,7 @@ def export_onnx(trained: TrainedModel, path: str | os.PathLike) -> Path:
     if tuple(int(v) for v in torch.__version__.split(".")[:2]) < (2, 5):  # dynamo=True
         raise CifarlabError(f"exporting to ONNX needs torch 2.5 or newer (this is "
                             f"{torch.__version__}); pip install -U torch")  # fmt: skip
-    path = Path(path)
+    path = as_path(path, "path")
     model = _Scoring(trained).eval()
     c, h, w = trained.image_shape
     example = torch.rand(2, c, h, w, device=next(model.parameters()).device)

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from cifarlab.data.image_files import image_paths, read_images
-from cifarlab.errors import CifarlabError
+from cifarlab.errors import CifarlabError, as_path
 from cifarlab.model_files import model_of_run, model_source
 from cifarlab.models import create_model
 from cifarlab.models.registry import is_registered
@@ -165,9 +165,12 @@ def load_trained(run_id: str, workspace: str | os.PathLike = "cifarlab-runs") ->
     """The net run ``run_id`` trained (or the run in folder ``run_id``: "ws/tutorial-1a2b3c4d"),
     from the checkpoint it reports: ``best.pt``, picked by validation, or ``last.pt`` for a
     run without a validation split."""
+    if not isinstance(run_id, str | os.PathLike):
+        raise CifarlabError(f"run_id must be a run's id (a str), not {run_id!r}")
+    run_id = os.fspath(run_id)
+    workspace = as_path(workspace, "workspace")
     if len(Path(run_id).parts) > 1 and Path(run_id).is_dir():  # "ws/tutorial-1a2b3c4d"
         workspace, run_id = Path(run_id).parent, Path(run_id).name
-    workspace = Path(workspace)
     with open_store(workspace) as store:
         run = store.run(run_id)
     if run is None:
