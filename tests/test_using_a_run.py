@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -236,3 +237,20 @@ def test_export_names_what_stopped_it_in_one_line(trained_run, tmp_path, capsys,
     assert main(out) == 2
     assert "exporting to ONNX needs torch 2.5 or newer (this is 2.4.1)" in capsys.readouterr().err
     assert not (tmp_path / "n.onnx").exists()
+
+
+def test_a_checkpoint_that_does_not_fit_its_net_is_one_line(trained_run, tmp_path, capsys):
+    workspace, run_id = trained_run
+    copy = tmp_path / "ws"
+    shutil.copytree(workspace, copy)  # the module's run stays whole for the other tests
+    last = copy / run_id / "last.pt"  # val_size 0: the checkpoint it reports
+    state = torch.load(last, weights_only=True)
+    first = next(iter(state["model"]))
+    state["model"][first] = torch.zeros(1)  # another net's weights, by a hand edit
+    state["model"]["extra.weight"] = torch.zeros(1)
+    torch.save(state, last)
+    Image.new("RGB", (32, 32)).save(tmp_path / "cat.png")
+    code, _, err = _predict(capsys, copy, run_id, str(tmp_path / "cat.png"))
+    assert code == 2 and err.count("\n") == 1, err
+    assert err.startswith(f"cifarlab: error: checkpoint of run {run_id} does not fit its model "
+                          f"(Unexpected key(s) in state_dict: \"extra.weight\", and 1 more)"), err  # fmt: skip

@@ -210,8 +210,12 @@ def run_net(
     try:
         model.load_state_dict(state["ema"] if state.get("ema") else state["model"])
     except (RuntimeError, KeyError) as err:
+        # torch: "Error(s) in loading state_dict for Net:\n\tsize mismatch for ..." per key
+        lines = [line.strip().rstrip(".") for line in str(err).splitlines() if line.strip()]
+        said = lines[1] if len(lines) > 1 else lines[0] if lines else type(err).__name__
+        more = f", and {len(lines) - 2} more" if len(lines) > 2 else ""
         raise CifarlabError(
-            f"checkpoint of run {run['id']} does not fit its model ({err})"
+            f"checkpoint of run {run['id']} does not fit its model ({said}{more})"
         ) from None
     return model
 
