@@ -978,6 +978,7 @@ def test_a_run_counts_its_epochs_as_it_goes(tmp_path):
     "call, says",
     [
         (lambda ws: cifarlab.results(workspace=None), "workspace must be a path"),
+        (lambda ws: cifarlab.results(workspace=""), "workspace must be a path .*, not ''"),
         (lambda ws: cifarlab.report(workspace=123), "workspace must be a path"),
         (lambda ws: cifarlab.report(workspace=ws, output=5), "output must be a path"),
         (lambda ws: cifarlab.sweep(123), "sweep takes an experiment file's path or a dict"),
