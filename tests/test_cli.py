@@ -567,10 +567,10 @@ def test_version_abbreviations_and_misspelt_commands(capsys):
     [
         (["train", "--lr", "inf"], "invalid --lr: must be a finite number (got inf)"),
         (["train", "--epochs", "0"], "invalid --epochs: must be greater than 0 (got 0)"),
-        (["train", "--seed", str(2**63 - 1)], "invalid --seed: must be less than or equal to 4"),
+        (["train", "--seed", str(2**63 - 1)], "invalid --seed: must be 4294967295 or less"),
         (
             ["results", "--only", "lr=0.1", "--only", "lr=0.2"],  # the last one won, silently
-            "--only 'lr=0.2': lr is given twice ('lr=0.1' too), and a run has one lr; keep one",
+            "--only 'lr=0.2': lr is given twice ('lr=0.1' too), and a run has one lr: keep one",
         ),
         (["train", "--optimizer", "adma"], "'adma'; did you mean 'adam'? choose one of"),
         (["data", "preview", "--seed", "-1"], "--seed must be 0 or more (got -1)"),
@@ -590,6 +590,26 @@ def test_bad_values_are_one_line_in_the_words_of_the_option(args, message, tmp_p
     assert message in err and err.count("\n") == 1, err
 
 
+def test_a_run_recorded_with_a_seed_past_todays_range_is_still_found_and_resumed(
+    tmp_path, tiny_archive, capsys
+):
+    big = 2**40  # trained before --seed was bounded to numpy's range
+    with pytest.raises(cifarlab.CifarlabError, match="--seed: must be 4294967295 or less"):
+        cifarlab.train(data=str(tiny_archive), seed=big, workspace=str(tmp_path / "ws"))
+    assert _train(tmp_path, tiny_archive, "--epochs", "1") == 0
+    ws = tmp_path / "ws"
+    with sqlite3.connect(ws / "runs.db") as db:
+        (config,) = db.execute("SELECT config FROM runs").fetchone()
+        db.execute("UPDATE runs SET seed = ?, config = ?",
+                   (big, json.dumps({**json.loads(config), "seed": big})))  # fmt: skip
+    (run,) = cifarlab.results(ws, only={"seed": big})
+    assert main(["results", "--only", f"seed={big}", "--workspace", str(ws)]) == 0
+    assert run["id"] in capsys.readouterr().out
+    # a finished run: --resume shows it (before, "invalid --seed", as no --seed was given)
+    assert main(["train", "--resume", run["id"], "--workspace", str(ws), "--quiet"]) == 0
+    assert f"run {run['id']}: checkpoints in" in capsys.readouterr().out
+
+
 def test_a_damaged_run_row_is_one_line_with_the_way_out(tmp_path, tiny_archive, capsys):
     assert _train(tmp_path, tiny_archive, "--epochs", "1") == 0
     ws = tmp_path / "ws"
@@ -599,15 +619,16 @@ def test_a_damaged_run_row_is_one_line_with_the_way_out(tmp_path, tiny_archive, 
     way_out = f"PRAGMA foreign_keys=ON; DELETE FROM runs WHERE id = '{run['id']}'"
     capsys.readouterr()
     for column, value in (("config", "{not json"), ("config", "[]"), ("info", "garbage"),
-                          ("test_acc", "abc")):  # fmt: skip
+                          ("test_acc", "abc"), ("best_epoch", float("inf"))):  # fmt: skip
         with sqlite3.connect(ws / "runs.db") as db:  # a hand edit gone wrong
             good = db.execute(f"SELECT {column} FROM runs").fetchone()[0]
             db.execute(f"UPDATE runs SET {column} = ?", (value,))
         for command in (["results"], ["predict", run["id"], str(image)], ["report"]):
             assert main([*command, "--workspace", str(ws)]) == 2, (column, command)
             err = capsys.readouterr().err
-            assert err == (f"cifarlab: error: run {run['id']}'s row in runs.db is damaged; "
-                           "restore runs.db from a copy, or drop the run: sqlite3 runs.db "
+            db_path = ws / "runs.db"
+            assert err == (f"cifarlab: error: run {run['id']}'s row in '{db_path}' is damaged; "
+                           f"restore it from a copy, or drop the run: sqlite3 '{db_path}' "
                            f"\"{way_out}\"\n")  # fmt: skip
         with sqlite3.connect(ws / "runs.db") as db:
             db.execute(f"UPDATE runs SET {column} = ?", (good,))

@@ -978,7 +978,11 @@ def test_a_run_counts_its_epochs_as_it_goes(tmp_path):
     "call, says",
     [
         (lambda ws: cifarlab.results(workspace=None), "workspace must be a path"),
-        (lambda ws: cifarlab.results(workspace=""), "workspace must be a path .*, not ''"),
+        (lambda ws: cifarlab.results(workspace=""), "workspace is an empty path; give a"),
+        (
+            lambda ws: cifarlab.sweep({"name": "x", "grid": {"seed": [0]}}, "", dry_run=True),
+            "workspace is an empty path",
+        ),  # fmt: skip
         (lambda ws: cifarlab.report(workspace=123), "workspace must be a path"),
         (lambda ws: cifarlab.report(workspace=ws, output=5), "output must be a path"),
         (lambda ws: cifarlab.sweep(123), "sweep takes an experiment file's path or a dict"),

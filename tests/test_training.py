@@ -998,10 +998,10 @@ def test_fp16_loss_scaling_trains_and_its_scaler_survives_a_resume(
 ):
     """fp16 runs only on CUDA (T4/V100 class GPUs under auto), with a GradScaler whose state a
     resume must restore; CPU autocast computes fp16 too, so the test lets this CPU take it."""
-    runner = sys.modules["cifarlab.runner"]
-    pick = runner.resolve_precision
+    from cifarlab.train.precision import resolve_precision as pick
+
     allow_fp16 = lambda asked, *rest: "fp16" if asked == "fp16" else pick(asked, *rest)
-    monkeypatch.setattr(runner, "resolve_precision", allow_fp16)
+    monkeypatch.setattr("cifarlab.runner.resolve_precision", allow_fp16)
     options = dict(RESUMABLE, precision="fp16", device="cpu")
     whole = _quick(tiny_archive, tmp_path / "a", **options)
     assert whole.info["precision"] == "fp16"

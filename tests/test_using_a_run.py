@@ -252,5 +252,5 @@ def test_a_checkpoint_that_does_not_fit_its_net_is_one_line(trained_run, tmp_pat
     Image.new("RGB", (32, 32)).save(tmp_path / "cat.png")
     code, _, err = _predict(capsys, copy, run_id, str(tmp_path / "cat.png"))
     assert code == 2 and err.count("\n") == 1, err
-    said = 'Unexpected key(s) in state_dict: "extra.weight", and 1 more'
+    said = 'Unexpected key(s) in state_dict: "extra.weight", and 1 more problem'
     assert err == f"cifarlab: error: checkpoint of run {run_id} does not fit its model ({said})\n"

@@ -42,6 +42,8 @@ AUGMENTATIONS = ("none", "flip", "crop-flip", "crop-flip-cutout", "alt-flip", "c
                  "translate-flip", "translate-alt-flip", "translate-alt-flip-cutout")  # fmt: skip
 LABELS = ("fine", "coarse")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+MAX_SEED = 2**32 - 1
+STORED = {"stored": True}  # validation context of a run's record: checks added since it ran pass
 
 # How a command runs, not what a run is: never recorded with a run, nor keys of experiments.
 SESSION_FIELDS = frozenset({"workspace", "quiet", "resume"})
@@ -89,7 +91,7 @@ class RunConfig(BaseModel):
     cutout: int | None = Field(None, gt=0)
     labels: str = "fine"
     image_size: int | None = Field(None, gt=0)
-    seed: int = Field(0, ge=0, le=2**32 - 1)  # numpy's range; torch and SQLite overflow past 2**63
+    seed: int = Field(0, ge=0)
     precision: str = "auto"
     channels_last: bool = True
     compile: bool = False
@@ -244,6 +246,15 @@ class RunConfig(BaseModel):
     @classmethod
     def _known_precision(cls, v: str) -> str:
         return _one_of("precision", v.lower(), PRECISIONS)
+
+    @field_validator("seed")
+    @classmethod
+    def _seed_in_range(cls, v: int, info: ValidationInfo) -> int:
+        # bigger seeds overflowed torch's generators and SQLite's integers, with a traceback;
+        # a run recorded before the limit still resumes and is still found
+        if v > MAX_SEED and not (info.context and info.context.get("stored")):
+            raise ValueError(f"must be {MAX_SEED} or less, numpy's seed range")
+        return v
 
     @field_validator("device")
     @classmethod

@@ -171,8 +171,10 @@ def bar_disabled(quiet: bool = False) -> bool | None:
 
 def as_path(value: Any, option: str) -> Path:
     """``value`` as a Path, or a one-line error naming ``option`` when it is no path."""
-    if isinstance(value, str | os.PathLike) and os.fspath(value) != "":  # "": the current
-        return Path(value).expanduser()  # folder to pathlib, which no one means by it
+    if isinstance(value, str | os.PathLike) and os.fspath(value) == "":  # pathlib's "."
+        raise CifarlabError(f"{option} is an empty path; give a folder or file name")
+    if isinstance(value, str | os.PathLike):
+        return Path(value).expanduser()
     raise CifarlabError(f"{option} must be a path (a str or Path), not {value!r}")
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from cifarlab.config import SESSION_FIELDS, RunConfig
+from cifarlab.config import SESSION_FIELDS, STORED, RunConfig
 from cifarlab.errors import CifarlabError, suggest
 from cifarlab.tables import split_version
 
@@ -50,8 +50,7 @@ def parse_only(items: list[str], option: str = "--only") -> dict[str, Any]:
         if key in raw:  # the last one silently won: a run has one value of each setting
             raise CifarlabError(
                 f"{option} {item!r}: {key} is given twice ({shown[key]!r} too), and a run has "
-                f"one {key}; keep one {option} {key}=..., or set two side by side with "
-                f"`cifarlab results --compare {shown[key]} {item}`"
+                f"one {key}: keep one of them"
             )
         raw[key], shown[key] = value.strip(), item
     return typed_only(raw, option, shown)
@@ -74,7 +73,9 @@ def typed_only(
             hint = suggest(key, settings).strip() or "see `cifarlab train --help`"
             raise CifarlabError(f"{where}: unknown setting {key!r}; {hint}")
         try:
-            typed[key] = getattr(RunConfig(**{key: value}), key)
+            # read as records are: a run's recorded value is found even where a check added
+            # since it ran refuses it (a seed past today's range)
+            typed[key] = getattr(RunConfig.model_validate({key: value}, context=STORED), key)
         except ValidationError:
             raise CifarlabError(f"{where}: {value!r} is not a valid {key}") from None
     return typed
@@ -84,6 +85,6 @@ def recorded_value(key: str, value: Any) -> Any:
     """A run record's config value as ``parse_only`` types it (a record holds JSON: lists
     for tuples); as it is where it no longer validates, e.g. a versioned model file name."""
     try:
-        return getattr(RunConfig(**{key: value}), key)
+        return getattr(RunConfig.model_validate({key: value}, context=STORED), key)
     except ValidationError:
         return value

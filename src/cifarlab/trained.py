@@ -168,9 +168,9 @@ def load_trained(run_id: str, workspace: str | os.PathLike = "cifarlab-runs") ->
     if not isinstance(run_id, str | os.PathLike):
         raise CifarlabError(f"run_id must be a run's id (a str), not {run_id!r}")
     run_id = os.fspath(run_id)
-    workspace = as_path(workspace, "workspace")
     if len(Path(run_id).parts) > 1 and Path(run_id).is_dir():  # "ws/tutorial-1a2b3c4d"
         workspace, run_id = Path(run_id).parent, Path(run_id).name
+    workspace = as_path(workspace, "workspace")
     with open_store(workspace) as store:
         run = store.run(run_id)
     if run is None:
@@ -213,7 +213,9 @@ def run_net(
         # torch: "Error(s) in loading state_dict for Net:\n\tsize mismatch for ..." per key
         lines = [line.strip().rstrip(".") for line in str(err).splitlines() if line.strip()]
         said = lines[1] if len(lines) > 1 else lines[0] if lines else type(err).__name__
-        more = f", and {len(lines) - 2} more" if len(lines) > 2 else ""
+        said = said if len(said) <= 200 else said[:200] + "..."  # "Missing key(s)" lists all
+        n = len(lines) - 2  # torch: a line for the missing keys, the unexpected ones, each size
+        more = f", and {n} more problem{'s' * (n > 1)}" if n > 0 else ""
         raise CifarlabError(
             f"checkpoint of run {run['id']} does not fit its model ({said}{more})"
         ) from None

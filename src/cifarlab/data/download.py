@@ -46,7 +46,6 @@ def download(name: str, folder: Path, quiet: bool = False) -> Path:
     stamp = _stamp_file(dest)
     if dest.is_file() and _stamp(dest) == _read(stamp):
         return dest  # verified before and untouched since
-    url = _base_url().rstrip("/") + "/" + filename
     folder.mkdir(parents=True, exist_ok=True)
     with _turn(dest, quiet):
         if dest.is_file() and _md5(dest) == expected:  # perhaps fetched while we waited
@@ -57,6 +56,7 @@ def download(name: str, folder: Path, quiet: bool = False) -> Path:
         # a run stopped after the last byte left the whole file: a server answers a Range
         # past its end with 416, and the next run deleted the file and asked for another
         if not (part.is_file() and _md5(part) == expected):
+            url = _base_url().rstrip("/") + "/" + filename  # checked only where one is fetched
             sized = _fetch(url, part, quiet, filename)
             if (actual := _md5(part)) != expected:
                 part.unlink()

@@ -236,14 +236,14 @@ class ResultsStore:
     def runs(self) -> list[dict[str, Any]]:
         """Every run, oldest first, as plain dicts with the config parsed."""
         rows = self.conn.execute("SELECT * FROM runs ORDER BY started_at, id").fetchall()
-        return [_run_record(r) for r in rows]
+        return [_run_record(r, self.path) for r in rows]
 
     def latest_with_hash(self, config_hash: str) -> dict[str, Any] | None:
         row = self.conn.execute(
             "SELECT * FROM runs WHERE config_hash = ? ORDER BY started_at DESC LIMIT 1",
             (config_hash,),
         ).fetchone()
-        return _run_record(row) if row else None
+        return _run_record(row, self.path) if row else None
 
     def standing_run(self, config_hash: str) -> dict[str, Any] | None:
         """The run that stands for these settings in an experiment: the latest finished one
@@ -255,13 +255,13 @@ class ResultsStore:
         ).fetchall()
         if not rows:
             return None
-        latest = _run_record(rows[0])
-        finished = next((_run_record(r) for r in rows if r["status"] in FINISHED), None)
+        latest = _run_record(rows[0], self.path)
+        finished = next((_run_record(r, self.path) for r in rows if r["status"] in FINISHED), None)
         return latest if finished is None or _edited_between(finished, latest) else finished
 
     def run(self, run_id: str) -> dict[str, Any] | None:
         row = self.conn.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
-        return _run_record(row) if row else None
+        return _run_record(row, self.path) if row else None
 
     def experiment(self, name: str) -> dict[str, Any] | None:
         row = self.conn.execute("SELECT * FROM experiments WHERE name = ?", (name,)).fetchone()
@@ -306,7 +306,7 @@ def summary_of(record: dict[str, Any]) -> dict[str, Any]:
     return {key: record.get(key) for key in RUN_SUMMARY}
 
 
-def _run_record(row: sqlite3.Row) -> dict[str, Any]:
+def _run_record(row: sqlite3.Row, db: Path) -> dict[str, Any]:
     record = dict(row)
     try:
         config = json.loads(record["config"])
@@ -315,15 +315,15 @@ def _run_record(row: sqlite3.Row) -> dict[str, Any]:
             raise ValueError("not a run's settings")
         if any(not isinstance(record[k], int | float | None) for k in RUN_SUMMARY):
             raise ValueError("a score that is not a number")
-    except (ValueError, TypeError):  # edited by hand, or a damaged disk: one line, not a
-        run = record["id"]  # traceback from every command that reads the workspace
+        for key in _EPOCH_COUNTS:
+            if record[key] is not None:
+                record[key] = int(record[key])  # inf: OverflowError
+    except (ValueError, TypeError, OverflowError):  # edited by hand, or a damaged disk: one
+        run = record["id"]  # line, not a traceback from every command that reads the workspace
         raise CifarlabError(
-            f"run {run}'s row in runs.db is damaged; restore runs.db from a copy, or drop the "
-            f"run: sqlite3 runs.db \"PRAGMA foreign_keys=ON; DELETE FROM runs WHERE id = '{run}'\""
+            f"run {run}'s row in {str(db)!r} is damaged; restore it from a copy, or drop the "
+            f"run: sqlite3 '{db}' \"PRAGMA foreign_keys=ON; DELETE FROM runs WHERE id = '{run}'\""
         ) from None
-    for key in _EPOCH_COUNTS:
-        if record[key] is not None:
-            record[key] = int(record[key])
     record["config"] = {**ADDED_LATER, **config}
     record["info"] = info
     return record

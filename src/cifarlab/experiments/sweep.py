@@ -34,6 +34,7 @@ from cifarlab.errors import (
     MachineFailure,
     RunInProgress,
     Terminated,
+    as_path,
     bar_disabled,
     note,
     show_warning,
@@ -239,16 +240,15 @@ def plan_dry_run(
 ) -> SweepPlan:
     """The sweep's plan against ``workspace``, writing nothing (a workspace without a
     database plans against an empty one); bad paths and names fail as the sweep would."""
-    db = Path(workspace) / "runs.db"
+    db = as_path(workspace, "workspace") / "runs.db"
     with ResultsStore(db if db.exists() else ":memory:") as store:
         check_experiment_name(experiment, store, force=True)  # a name that cannot be
         planned = plan_sweep(experiment, store, only, max_runs)
         # a grown grid: its plan is what one wants to see before choosing --force
         needs_choice = not force and other_runs_named(experiment, store)
-    to_run = [p.config for p in planned if p.action in TO_RUN]
-    check_paths(to_run)  # as the sweep will
+    check_paths([p.config for p in planned if p.action in TO_RUN])  # as the sweep will
     mark_changed_data(planned, dry_run=True)  # edited data trains again: it said done
-    check_known_sources(to_run)
+    check_known_sources([p.config for p in planned if p.action in TO_RUN])
     return SweepPlan(experiment.name, planned, needs_choice)
 
 
