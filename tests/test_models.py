@@ -390,9 +390,12 @@ def test_python_file_model_errors_are_one_line(tmp_path):
     script = _write(tmp_path, "script.py", NET_PY + "import argparse, sys\n"
                     "argparse.ArgumentParser().parse_args()\nseen_argv = sys.argv\n")  # fmt: skip
     missing = tmp_path / "missing.py"
+    folder = tmp_path / "folder.py"
+    folder.mkdir()  # was "does not exist"
     batch = "a (2, 3, 32, 32) batch"
     cases = {
         f"{missing}:Net": f"model file '{missing}' does not exist",
+        f"{folder}:Net": f"model file '{folder}' is a folder, not a file",
         f"{p}:Nett": f"model file '{p}' has no 'Nett'; it defines Net, FiveClasses, Broken",
         f"{raising}:Net": f"model file '{raising}' raised ModuleNotFoundError on import: No module",
         f"{exiting}:Net": f"model file '{exiting}' exited on import (SystemExit(0)): its "

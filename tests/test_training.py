@@ -18,7 +18,7 @@ from conftest import stop_training_at
 
 import cifarlab
 from cifarlab.cli import main
-from cifarlab.errors import CifarlabError
+from cifarlab.errors import CifarlabError, CifarlabWarning
 from cifarlab.train.callbacks import EarlyStopping
 from cifarlab.train.ema import EMA
 from cifarlab.train.precision import cpu_supports_bf16
@@ -164,6 +164,22 @@ def test_interrupted_then_resumed_equals_uninterrupted(tiny_archive, tmp_path, m
     a = torch.load(whole.run_dir / "last.pt", weights_only=True)["model"]
     b = torch.load(tmp_path / "b" / "ws" / broken["id"] / "last.pt", weights_only=True)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_run_whose_checkpoint_is_gone_says_its_recorded_epochs_are_replaced(
+    tiny_archive, tmp_path, monkeypatch
+):
+    with monkeypatch.context() as m:
+        _interrupt_at_epoch(m, stop_at=1)
+        with pytest.raises(KeyboardInterrupt):
+            _quick(tiny_archive, tmp_path, epochs=2)
+    (stopped,) = cifarlab.results(tmp_path / "ws")
+    shutil.rmtree(tmp_path / "ws" / stopped["id"])  # its folder deleted by hand
+    said = (rf"run {stopped['id']} has 1 epoch\(s\) recorded but no checkpoint .* restarts from "
+            "epoch 1 and its recorded epochs are replaced")  # fmt: skip
+    with pytest.warns(CifarlabWarning, match=said):
+        resumed = _quick(tiny_archive, tmp_path, epochs=2, resume=stopped["id"])
+    assert resumed.status == "completed" and len(resumed.history) == 2
 
 
 def test_same_command_with_resume_continues_the_matching_run(tiny_archive, tmp_path, monkeypatch):
@@ -1412,7 +1428,8 @@ def test_a_checkpoint_is_usable_as_the_readme_shows(tiny_archive, tmp_path, opti
 
 def test_load_trained_names_what_it_cannot_use(tiny_archive, tmp_path):
     result = _quick(tiny_archive, tmp_path, epochs=1)
-    with pytest.raises(CifarlabError, match="no run 'nope' in .*; cifarlab.results\\(\\) lists"):
+    listed = r"`cifarlab results` \(cifarlab.results\(\) in Python\) lists the runs there"
+    with pytest.raises(CifarlabError, match=f"no run 'nope' in .*; {listed}"):
         cifarlab.load_trained("nope", workspace=tmp_path / "ws")
     trained = cifarlab.load_trained(result.run_id, workspace=tmp_path / "ws")
     with pytest.raises(CifarlabError, match=r"images of shape \(2, 3, 28, 28\): run .* classifies "

@@ -220,8 +220,19 @@ def test_a_run_is_found_by_its_folder_too(trained_run, tiny_folder, capsys):
 
 def test_export_names_what_stopped_it_in_one_line(trained_run, tmp_path, capsys, monkeypatch):
     workspace, run_id = trained_run
+    trained = cifarlab.load_trained(run_id, workspace)
     with pytest.raises(cifarlab.CifarlabError, match="path must be a path .* not 5"):
-        cifarlab.load_trained(run_id, workspace).export_onnx(5)
+        trained.export_onnx(5)
+    (tmp_path / "file").write_text("")
+    with pytest.raises(cifarlab.CifarlabError, match="a part of that path is a file, not a"):
+        trained.export_onnx(tmp_path / "file" / "n.onnx")
+    with pytest.raises(
+        cifarlab.CifarlabError, match="cannot write '.*n.onnx': Is a directory; pick another path"
+    ):
+        (tmp_path / "n.onnx").mkdir()  # os.replace onto a folder: the write's own OSError
+        trained.export_onnx(tmp_path / "n.onnx")
+    (tmp_path / "n.onnx").rmdir()
+    assert trained.export_onnx(tmp_path / "new" / "deeper" / "n.onnx").is_file()  # made
     out = ["export", run_id, "-o", str(tmp_path / "n.onnx"), "--workspace", str(workspace)]
 
     def unsupported(*args, **kwargs):
@@ -254,3 +265,22 @@ def test_a_checkpoint_that_does_not_fit_its_net_is_one_line(trained_run, tmp_pat
     assert code == 2 and err.count("\n") == 1, err
     said = 'Unexpected key(s) in state_dict: "extra.weight", and 1 more problem'
     assert err == f"cifarlab: error: checkpoint of run {run_id} does not fit its model ({said})\n"
+
+
+@pytest.mark.parametrize(
+    "edit", [{"classes": 5}, {"image_shape": [3]}, {"mean": "x"}, {"std": [1.0]}]
+)
+def test_a_checkpoint_with_damaged_metadata_is_one_line(trained_run, tmp_path, capsys, edit):
+    workspace, run_id = trained_run
+    copy = tmp_path / "ws"
+    shutil.copytree(workspace, copy)
+    last = copy / run_id / "last.pt"
+    torch.save({**torch.load(last, weights_only=True), **edit}, last)  # by hand: a TypeError
+    Image.new("RGB", (32, 32)).save(tmp_path / "cat.png")
+    for command in (["predict", run_id, str(tmp_path / "cat.png")],
+                    ["export", run_id, "-o", str(tmp_path / "n.onnx")]):  # fmt: skip
+        assert main([*command, "--workspace", str(copy)]) == 2
+        assert capsys.readouterr().err == (
+            f"cifarlab: error: checkpoint {last} is damaged: its classes, image shape or pixel "
+            "statistics are not what cifarlab wrote; put a good copy in its place\n"
+        )

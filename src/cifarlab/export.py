@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from cifarlab.errors import CifarlabError, as_path
-from cifarlab.files import written_atomically
+from cifarlab.files import make_folder, written_atomically
 from cifarlab.train.tta import tta_logits
 
 if TYPE_CHECKING:
@@ -78,8 +78,14 @@ def export_onnx(trained: TrainedModel, path: str | os.PathLike) -> Path:
             "tta": str(trained.tta)}  # fmt: skip
     for key, value in meta.items():
         proto.metadata_props.add(key=key, value=value)
-    with written_atomically(path) as tmp:  # protobuf whatever the suffix (onnx.save: by it)
-        tmp.write_bytes(proto.SerializeToString())
+    make_folder(path.parent)  # -o deploy/new/net.onnx: made, or one line saying why not
+    try:
+        with written_atomically(path) as tmp:  # protobuf whatever the suffix (onnx.save: by it)
+            tmp.write_bytes(proto.SerializeToString())
+    except OSError as err:  # it named its temp file, and gave no way out
+        raise CifarlabError(
+            f"cannot write {str(path)!r}: {err.strerror or err}; pick another path"
+        ) from None
     return path
 
 

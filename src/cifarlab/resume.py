@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from cifarlab.config import NOT_HASHED, RunConfig, stored_run_config
-from cifarlab.errors import CifarlabError, first_line, note
+from cifarlab.errors import CifarlabError, first_line, note, warn
 from cifarlab.experiments.store import ResultsStore
 from cifarlab.process import refuse_if_owned
 from cifarlab.recipes import TRAIN_PRESETS
@@ -99,7 +99,14 @@ def restore_checkpoint(
     """Load the run's ``last.pt`` into ``trainer`` (None: no checkpoint yet, start over)."""
     last = workspace / resumed["id"] / "last.pt"
     if not last.exists():  # stopped before its first epoch ended
-        note(config.quiet, f"run {resumed['id']} has no checkpoint yet; restarting it from epoch 1")
+        done = resumed.get("epochs_done") or 0
+        if done:  # its folder deleted: the epochs recorded go, and that is said under --quiet too
+            warn(f"run {resumed['id']} has {done} epoch(s) recorded but no checkpoint (its folder "
+                 f"{str(last.parent)!r} is gone or was emptied); it restarts from epoch 1 and "
+                 "its recorded epochs are replaced")  # fmt: skip
+        else:
+            note(config.quiet, f"run {resumed['id']} has no checkpoint yet; restarting it from "
+                               "epoch 1")  # fmt: skip
         return None
     try:
         state = load_checkpoint(last, map_location=trainer.device)

@@ -175,15 +175,38 @@ def load_trained(run_id: str, workspace: str | os.PathLike = "cifarlab-runs") ->
         run = store.run(run_id)
     if run is None:
         raise CifarlabError(
-            f"no run {run_id!r} in {str(workspace)!r}; cifarlab.results() lists the runs there"
+            f"no run {run_id!r} in {str(workspace)!r}; `cifarlab results` (cifarlab.results() "
+            "in Python) lists the runs there"
         )
-    state = load_checkpoint(reported_checkpoint(run, workspace))  # weights_only
+    path = reported_checkpoint(run, workspace)
+    state = load_checkpoint(path)  # weights_only
+    _check_what_it_trained_on(state, path)
     c, h, w = state["image_shape"]
     model = run_net(run, workspace, state, num_classes=len(state["classes"]), in_channels=c,
                     image_size=image_size_of(h, w), to="load it")  # fmt: skip
     mean, std = torch.tensor(state["mean"]), torch.tensor(state["std"])
     return TrainedModel(run_id, model.eval(), list(state["classes"]), (c, h, w), mean, std,
                         scored_tta(run["config"], state))  # fmt: skip
+
+
+def _check_what_it_trained_on(state: dict[str, Any], path: Path) -> None:
+    """The classes, image shape and pixel statistics a net is rebuilt and fed with: a
+    hand-edited file failed deep inside torch with a traceback."""
+    classes, shape = state.get("classes"), state.get("image_shape")
+    number = lambda v: isinstance(v, int | float) and not isinstance(v, bool)
+    fine = (
+        isinstance(classes, list | tuple) and len(classes) > 0
+        and all(isinstance(c, str) for c in classes)
+        and isinstance(shape, list | tuple) and len(shape) == 3
+        and all(isinstance(v, int) and v > 0 for v in shape)
+        and all(isinstance(state.get(k), list | tuple) and len(state[k]) == shape[0]
+                and all(number(v) for v in state[k]) for k in ("mean", "std"))
+    )  # fmt: skip
+    if not fine:
+        raise CifarlabError(
+            f"checkpoint {path} is damaged: its classes, image shape or pixel statistics are "
+            "not what cifarlab wrote; put a good copy in its place"
+        )
 
 
 def reported_checkpoint(run: dict[str, Any], workspace: Path) -> Path:

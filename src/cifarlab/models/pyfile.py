@@ -63,7 +63,8 @@ def load_python_model(ref: str) -> Callable[..., nn.Module]:
 
 def _import(path: Path) -> ModuleType:
     if not path.is_file():
-        raise CifarlabError(f"model file '{path}' does not exist{looked_in(path)}")
+        what = "is a folder, not a file" if path.is_dir() else f"does not exist{looked_in(path)}"
+        raise CifarlabError(f"model file '{path}' {what}")
     # a unique module name per file, so two user files called net.py do not collide
     digest = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:10]
     name = f"cifarlab_user_{path.stem}_{digest}"

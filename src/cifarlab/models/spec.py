@@ -130,7 +130,8 @@ def load_spec(path: str | Path) -> ModelSpec:
 
     path = Path(path)
     if not path.is_file():
-        raise CifarlabError(f"model spec file '{path}' does not exist{looked_in(path)}")
+        what = "is a folder, not a file" if path.is_dir() else f"does not exist{looked_in(path)}"
+        raise CifarlabError(f"model spec file '{path}' {what}")
     try:
         data = tomllib.loads(path.read_text())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
