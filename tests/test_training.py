@@ -131,6 +131,16 @@ def _interrupt_at_epoch(monkeypatch, stop_at: int):
     stop_training_at(monkeypatch, stop_at)
 
 
+def _stopped_after_one_epoch(tiny_archive, tmp_path, monkeypatch) -> dict:
+    """The record of a 2-epoch run stopped (Ctrl-C) as its second epoch began."""
+    with monkeypatch.context() as m:
+        _interrupt_at_epoch(m, stop_at=1)
+        with pytest.raises(KeyboardInterrupt):
+            _quick(tiny_archive, tmp_path, epochs=2)
+    (stopped,) = cifarlab.results(tmp_path / "ws")
+    return stopped
+
+
 def _rows(workspace, run_id):
     with sqlite3.connect(os.path.join(workspace, "runs.db")) as conn:
         conn.row_factory = sqlite3.Row
@@ -169,11 +179,7 @@ def test_interrupted_then_resumed_equals_uninterrupted(tiny_archive, tmp_path, m
 def test_a_run_whose_checkpoint_is_gone_says_its_recorded_epochs_are_replaced(
     tiny_archive, tmp_path, monkeypatch
 ):
-    with monkeypatch.context() as m:
-        _interrupt_at_epoch(m, stop_at=1)
-        with pytest.raises(KeyboardInterrupt):
-            _quick(tiny_archive, tmp_path, epochs=2)
-    (stopped,) = cifarlab.results(tmp_path / "ws")
+    stopped = _stopped_after_one_epoch(tiny_archive, tmp_path, monkeypatch)
     shutil.rmtree(tmp_path / "ws" / stopped["id"])  # its folder deleted by hand
     said = (rf"run {stopped['id']} has 1 epoch\(s\) recorded but no checkpoint .* restarts from "
             "epoch 1 and its recorded epochs are replaced")  # fmt: skip
@@ -337,11 +343,7 @@ def test_a_run_resumed_on_another_machine_goes_on_in_the_precision_it_trained_in
 ):
     import json
 
-    with monkeypatch.context() as m:
-        _interrupt_at_epoch(m, stop_at=1)
-        with pytest.raises(KeyboardInterrupt):
-            _quick(tiny_archive, tmp_path, epochs=2)
-    (stopped,) = cifarlab.results(tmp_path / "ws")
+    stopped = _stopped_after_one_epoch(tiny_archive, tmp_path, monkeypatch)
 
     def trained_in(precision: str) -> None:  # as if auto had chosen it on another machine
         with sqlite3.connect(tmp_path / "ws" / "runs.db") as db:
