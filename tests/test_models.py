@@ -417,6 +417,17 @@ def test_python_file_model_errors_are_one_line(tmp_path):
     assert sys.argv[0] != str(script)  # given back
 
 
+def test_a_spec_path_that_is_no_file_is_one_line(tmp_path):
+    folder = tmp_path / "net.toml"
+    with pytest.raises(CifarlabError, match=f"^model spec file '{folder}' does not exist$"):
+        load_spec(folder)
+    folder.mkdir()  # it said "does not exist" of a folder too
+    with pytest.raises(
+        CifarlabError, match=f"^model spec file '{folder}' is a folder, not a file$"
+    ):
+        load_spec(folder)
+
+
 def test_a_bad_model_fails_before_any_data_work(tmp_path):
     from cifarlab.runner import run_training
 
