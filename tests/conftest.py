@@ -193,3 +193,18 @@ def stop_training_at(monkeypatch, epoch: int, error: BaseException | type = Keyb
         return original(self, at)
 
     monkeypatch.setattr(Trainer, "train_epoch", train_epoch)
+
+
+def trained_epochs(monkeypatch) -> list[int]:
+    """The epochs (from 0) this process trains from now on, in order: a resume that retrained
+    from scratch would end with the same seeded weights, so its tests look here too."""
+    from cifarlab.train.trainer import Trainer
+
+    original, seen = Trainer.train_epoch, []
+
+    def train_epoch(self, at):
+        seen.append(at)
+        return original(self, at)
+
+    monkeypatch.setattr(Trainer, "train_epoch", train_epoch)
+    return seen

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -44,6 +45,11 @@ def _info(workspace, run_id) -> dict:
         return store.run(run_id)["info"]
 
 
+def _epochs_said(stderr: str) -> list[int]:
+    """The epochs a launch trained, from rank 0's progress lines ("epoch 2/8")."""
+    return [int(n) for n in re.findall(r"  epoch (\d+)/\d+  ", stderr)]
+
+
 def _close(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
     return a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
 
@@ -74,6 +80,7 @@ def test_a_run_stopped_in_one_process_resumes_over_two_ranks(tiny_archive, tmp_p
     (stopped,) = cifarlab.results(tmp_path / "b")
     done = _torchrun("train", "--resume", stopped["id"], "--workspace", str(tmp_path / "b"))
     assert done.returncode == 0, done.stderr
+    assert _epochs_said(done.stderr) == [3]  # not from scratch: the seeded weights would match
     (resumed,) = cifarlab.results(tmp_path / "b")
     assert resumed["status"] == "completed" and resumed["epochs_done"] == 3
     assert abs(resumed["test_acc"] - whole.summary["test_acc"]) < 1e-9
@@ -181,6 +188,7 @@ def test_a_spread_run_stopped_and_resumed_equals_one_never_stopped(tiny_archive,
     assert stopped["status"] == "failed" and 1 <= stopped["epochs_done"] < 8
     resumed = _torchrun("train", "--resume", stopped["id"], "--workspace", str(tmp_path / "b"))
     assert resumed.returncode == 0, resumed.stderr
+    assert _epochs_said(resumed.stderr) == list(range(stopped["epochs_done"] + 1, 9))
     (a,), (b,) = cifarlab.results(tmp_path / "a"), cifarlab.results(tmp_path / "b")
     assert b["status"] == "completed" and b["test_acc"] == a["test_acc"]
     wa, wb = _weights(tmp_path / "a" / a["id"]), _weights(tmp_path / "b" / b["id"])

@@ -125,11 +125,16 @@ def test_a_run_stopped_here_resumes_on_ray_from_its_checkpoint(tiny_archive, tmp
         torch.set_num_threads(threads)
     plan = cifarlab.sweep(experiment, tmp_path / "ws", dry_run=True, ray="local")
     assert [p.action for p in plan.planned] == ["resume"]
+    (stopped,) = cifarlab.results(tmp_path / "ws")
+    with ResultsStore(tmp_path / "ws" / "runs.db") as store:
+        before = store.epochs(stopped["id"])
     cifarlab.sweep(experiment, tmp_path / "ws", quiet=True, ray="local")
     (whole,), (resumed,) = cifarlab.results(tmp_path / "whole"), cifarlab.results(tmp_path / "ws")
     assert resumed["status"] == "completed" and resumed["test_acc"] == whole["test_acc"]
     with ResultsStore(tmp_path / "ws" / "runs.db") as store:
         epochs = store.epochs(resumed["id"])
+    # its first two epochs were not trained again: their rows, timings included, are kept
+    assert len(before) == 2 and epochs[:2] == before
     with ResultsStore(tmp_path / "whole" / "runs.db") as store:
         expected = store.epochs(whole["id"])
     assert [e["epoch"] for e in epochs] == [1, 2, 3]

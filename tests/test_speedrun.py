@@ -6,7 +6,7 @@ import sys
 
 import pytest
 import torch
-from conftest import stop_training_at
+from conftest import stop_training_at, trained_epochs
 from test_training import _rows  # epoch rows without timings
 
 import cifarlab
@@ -58,8 +58,9 @@ def test_speedrun_recipe_resumes_exactly(tiny_archive, tmp_path, monkeypatch):
         stop_training_at(m, epoch=2)
         with pytest.raises(KeyboardInterrupt):
             cifarlab.train(workspace=str(tmp_path / "b"), **options)
+    trained = trained_epochs(monkeypatch)
     resumed = cifarlab.train(workspace=str(tmp_path / "b"), resume="auto", **options)
-    assert resumed.status == "completed"
+    assert resumed.status == "completed" and trained == [2, 3]
     assert _rows(tmp_path / "b", resumed.run_id) == _rows(tmp_path / "a", whole.run_id)
 
 
@@ -81,6 +82,26 @@ def test_cpu_bf16_training_takes_the_matmul_weight_gradient(tiny_archive, tmp_pa
                          limit_train=64, val_size=0, limit_test=32, precision="bf16",
                          device="cpu", workspace=str(tmp_path), quiet=True)  # fmt: skip
     assert run.status == "completed" and run.info["matmul_weight_grad_convs"] == 6
+
+
+def test_tta_averages_the_mirrored_and_shifted_views_airbench_uses():
+    from cifarlab.train.tta import tta_logits
+
+    torch.manual_seed(0)
+    x = torch.randn(4, 3, 6, 6)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 6 * 6, 5))  # sees places
+    mirrored = 0.5 * (model(x) + model(x.flip(-1)))
+    # a 1-pixel diagonal shift each way, the edge row and column reflected in: indices by hand
+    down_right = x[:, :, [1, 0, 1, 2, 3, 4]][..., [1, 0, 1, 2, 3, 4]]
+    up_left = x[:, :, [1, 2, 3, 4, 5, 4]][..., [1, 2, 3, 4, 5, 4]]
+    shifted = [0.5 * (model(v) + model(v.flip(-1))) for v in (down_right, up_left)]
+    with torch.no_grad():
+        assert torch.equal(tta_logits(model, x, 0), model(x))
+        assert torch.allclose(tta_logits(model, x, 1), mirrored, atol=1e-6)
+        expected = 0.5 * mirrored + 0.25 * (shifted[0] + shifted[1])
+        assert torch.allclose(tta_logits(model, x, 2), expected, atol=1e-6)
+        # each level changes what this net says: a no-op TTA fails the lines above
+        assert not torch.allclose(mirrored, model(x)) and not torch.allclose(expected, mirrored)
 
 
 @pytest.mark.real_data

@@ -14,7 +14,7 @@ import warnings
 
 import pytest
 import torch
-from conftest import stop_training_at
+from conftest import stop_training_at, trained_epochs
 
 import cifarlab
 from cifarlab.cli import main
@@ -163,9 +163,10 @@ def test_interrupted_then_resumed_equals_uninterrupted(tiny_archive, tmp_path, m
             _quick(tiny_archive, tmp_path / "b", **RESUMABLE)
     (broken,) = cifarlab.results(tmp_path / "b" / "ws")
     assert broken["status"] == "failed" and broken["epochs_done"] == 2
+    trained = trained_epochs(monkeypatch)
     code = main(["train", "--resume", broken["id"], "--workspace", str(tmp_path / "b" / "ws"),
                  "--quiet"])  # fmt: skip
-    assert code == 0
+    assert code == 0 and trained == [2, 3]  # the last two only: the first two were restored
     (resumed,) = cifarlab.results(tmp_path / "b" / "ws")
     assert resumed["status"] == "completed" and resumed["epochs_done"] == 4
     expected = _rows(tmp_path / "a" / "ws", whole.run_id)
@@ -198,8 +199,9 @@ def test_same_command_with_resume_continues_the_matching_run(tiny_archive, tmp_p
     run_id = note.split()[2]
     assert note.endswith(f"cifarlab.train(resume={run_id!r}, workspace={str(tmp_path / 'ws')!r}) "
                          "continues it")  # fmt: skip
+    trained = trained_epochs(monkeypatch)
     result = _quick(tiny_archive, tmp_path, epochs=2, resume="auto")
-    assert result.status == "completed" and len(result.history) == 2
+    assert result.status == "completed" and len(result.history) == 2 and trained == [1]
     assert len(cifarlab.results(tmp_path / "ws")) == 1
     again = _quick(tiny_archive, tmp_path, epochs=2, resume=True)  # completed: nothing to do
     assert again.run_id == result.run_id and len(cifarlab.results(tmp_path / "ws")) == 1
@@ -360,9 +362,11 @@ def test_a_run_resumed_on_another_machine_goes_on_in_the_precision_it_trained_in
     trained_in(other)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # bf16 emulated here: slow, says a warning
+        trained = trained_epochs(monkeypatch)
         resumed = _quick(tiny_archive, tmp_path, epochs=2, resume=stopped["id"])
     # in the precision it trained in (it had switched to this machine's choice half-way)
     assert resumed.status == "completed" and resumed.info["precision"] == other
+    assert trained == [1]
 
 
 class _Evil:
@@ -1029,7 +1033,9 @@ def test_fp16_loss_scaling_trains_and_its_scaler_survives_a_resume(
         _interrupt_at_epoch(m, stop_at=2)
         with pytest.raises(KeyboardInterrupt):
             _quick(tiny_archive, tmp_path / "b", **options)
+    trained = trained_epochs(monkeypatch)
     resumed = _quick(tiny_archive, tmp_path / "b", resume="auto", **options)
+    assert trained == [2, 3]
     expected = _rows(tmp_path / "a" / "ws", whole.run_id)
     assert _rows(tmp_path / "b" / "ws", resumed.run_id) == expected
     a = torch.load(whole.run_dir / "last.pt", weights_only=True)
@@ -1259,7 +1265,9 @@ def test_an_early_stopped_run_interrupted_before_its_record_resumes_to_the_same_
     with pytest.raises(KeyboardInterrupt):
         _quick(tiny_archive, tmp_path, **options)
     monkeypatch.setattr(ResultsStore, "finish_run", finish)
+    trained = trained_epochs(monkeypatch)
     resumed = _quick(tiny_archive, tmp_path, resume="auto", **options)
+    assert trained == []  # every epoch was checkpointed: only the record was left to write
     assert resumed.summary["stopped_epoch"] == whole.summary["stopped_epoch"]
     assert len(resumed.history) == len(whole.history) < 30
     assert resumed.summary["final_test_acc"] == whole.summary["final_test_acc"]
@@ -1545,8 +1553,10 @@ def test_a_stop_during_an_epochs_bookkeeping_waits_for_its_checkpoint(
     assert f"run {run_id} stopped after epoch 2;" in stopped.value.resume_hint
     assert load_checkpoint(tmp_path / "ws" / run_id / "last.pt")["epoch"] == 2
     monkeypatch.undo()
+    trained = trained_epochs(monkeypatch)
     resumed = cifarlab.train(resume=run_id, workspace=str(tmp_path / "ws"), quiet=True)
     assert resumed.status == "completed" and [m["epoch"] for m in resumed.history] == [1, 2, 3, 4]
+    assert trained == [2, 3]  # the second epoch was not redone
 
 
 def test_a_model_file_run_rebuilds_from_its_checkpoint_in_any_folder(
