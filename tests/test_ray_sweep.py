@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 import pytest
+import ray  # the dev extra's: a broken install fails here, where a skip would hide 10 tests
 import torch
 from conftest import stop_training_at
 
@@ -12,8 +13,6 @@ import cifarlab
 from cifarlab.cli import main
 from cifarlab.errors import CifarlabWarning
 from cifarlab.experiments.store import ResultsStore
-
-ray = pytest.importorskip("ray")
 
 
 @pytest.fixture(scope="module", autouse=True)

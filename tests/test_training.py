@@ -98,6 +98,28 @@ def test_trainer_records_each_epochs_mean_learning_rate(tiny_archive, tmp_path):
 OPTIMIZER_LRS = {"sgd": 0.02, "adam": 0.003, "adamw": 0.003, "adagrad": 0.03, "rmsprop": 0.0003}
 
 
+def test_a_runs_optimizer_is_the_one_its_settings_name(tiny_archive):
+    from cifarlab.config import OPTIMIZERS, make_run_config
+    from cifarlab.data import load_dataset
+    from cifarlab.train.build import build_trainer
+
+    expected = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW,
+                "adagrad": torch.optim.Adagrad, "rmsprop": torch.optim.RMSprop}  # fmt: skip
+    assert set(expected) == set(OPTIMIZERS)
+    data = load_dataset(str(tiny_archive), val_size=0)
+    for name, kind in expected.items():
+        config = make_run_config(model="tutorial", optimizer=name, lr=0.02, momentum=0.8,
+                                 nesterov=name == "sgd", weight_decay=5e-4)  # fmt: skip
+        opt = build_trainer(config, data, torch.device("cpu"), "fp32").optimizer
+        assert type(opt) is kind, name
+        weights = opt.param_groups[0]  # the conv and linear weights: decayed at the run's lr
+        assert (weights["lr"], weights["weight_decay"]) == (0.02, 5e-4), name
+        if name in ("sgd", "rmsprop"):
+            assert weights["momentum"] == 0.8, name
+    assert build_trainer(make_run_config(model="tutorial", optimizer="sgd", nesterov=True), data,
+                         torch.device("cpu"), "fp32").optimizer.defaults["nesterov"]  # fmt: skip
+
+
 @pytest.mark.parametrize("optimizer", sorted(OPTIMIZER_LRS))
 def test_every_optimizer_lowers_the_loss(tiny_archive, tmp_path, optimizer):
     result = _quick(tiny_archive, tmp_path, optimizer=optimizer, lr=OPTIMIZER_LRS[optimizer],
@@ -410,11 +432,24 @@ def test_same_seed_deterministic_runs_are_identical(tiny_archive, tmp_path):
     assert strip(a.history) == strip(b.history)
 
 
-def test_a_run_puts_torchs_determinism_switches_and_random_state_back(tiny_archive, tmp_path):
+def test_a_run_puts_torchs_determinism_switches_and_random_state_back(
+    tiny_archive, tmp_path, monkeypatch
+):
     # A notebook's own code after cifarlab.train must not inherit the run's settings: a
     # deterministic run left on would make later ops without such a kernel raise.
     import torch
 
+    from cifarlab.train.trainer import Trainer
+
+    original, during = Trainer.train_epoch, []
+
+    def train_epoch(self, at):  # the switches as the run trains: set as it asked
+        during.append(
+            (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark)
+        )
+        return original(self, at)
+
+    monkeypatch.setattr(Trainer, "train_epoch", train_epoch)
     try:
         for mine, run_asks in [(False, True), (True, False)]:
             torch.use_deterministic_algorithms(mine, warn_only=mine)
@@ -423,6 +458,7 @@ def test_a_run_puts_torchs_determinism_switches_and_random_state_back(tiny_archi
             expected = torch.rand(3)
             torch.manual_seed(123)
             _quick(tiny_archive, tmp_path / str(mine), epochs=1, deterministic=run_asks)
+            assert during.pop() == (run_asks, not run_asks)
             assert torch.equal(torch.rand(3), expected)  # the run had reseeded it with its own
             assert torch.are_deterministic_algorithms_enabled() is mine
             assert torch.is_deterministic_algorithms_warn_only_enabled() is mine
@@ -457,19 +493,30 @@ def test_compile_without_a_cpp_compiler_is_one_clear_line(tiny_archive, tmp_path
     assert not (tmp_path / "ws").exists()  # refused before any run: no workspace either
 
 
-@pytest.mark.skipif(
-    not shutil.which(os.environ.get("CXX") or ("clang++" if sys.platform == "darwin" else "g++")),
-    reason="torch.compile on the CPU needs its C++ compiler",
-)
-def test_compiled_training_matches_eager(tiny_archive, tmp_path):
+@pytest.fixture
+def cxx_required():
+    """torch.compile on the CPU needs its C++ compiler: skip where absent, fail in CI."""
+    cxx = os.environ.get("CXX") or ("clang++" if sys.platform == "darwin" else "g++")
+    if not shutil.which(cxx):
+        reason = f"no C++ compiler ({cxx}) for torch.compile"
+        if os.environ.get("CIFARLAB_REQUIRE_CXX") == "1":
+            pytest.fail(f"CIFARLAB_REQUIRE_CXX=1 but {reason}")
+        pytest.skip(reason)
+
+
+def test_compiled_training_matches_eager(tiny_archive, tmp_path, cxx_required):
     # --compile must change the speed, not the run: same losses to float tolerance.
     # drop_last keeps one batch shape, so the net compiles once.
     options = dict(
         model="tutorial", optimizer="sgd", lr=0.05, epochs=2, drop_last=True, precision="fp32"
     )
+    from torch._dynamo.utils import counters
+
     eager = _quick(tiny_archive, tmp_path, **options)
+    counters.clear()
     compiled = _quick(tiny_archive, tmp_path, compile=True, **options)
     assert compiled.status == "completed" and compiled.run_id != eager.run_id
+    assert counters["stats"]["unique_graphs"] >= 1  # it did compile: eager would match too
     for a, b in zip(eager.history, compiled.history, strict=True):
         assert math.isclose(a["train_loss"], b["train_loss"], rel_tol=1e-3)
         assert math.isclose(a["test_acc"], b["test_acc"], abs_tol=0.04)
