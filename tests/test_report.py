@@ -1250,7 +1250,8 @@ def test_captions_and_headline_name_budgets_and_noise_in_plain_words(tmp_path):
     headline = _headline(groups, records)
     assert "one seed each: no spread to judge the order of the first two by" in headline
     pareto = charts.pareto(groups, tmp_path).caption
-    assert pareto.startswith("1 of 2 configurations is on the Pareto front") or " are " in pareto
+    assert pareto.startswith("2 of 2 configurations are on the Pareto front, from net0 · adam · "
+                             "epochs=4 (44.9% in 10.0 s) to net1 · adam · epochs=2")  # fmt: skip
 
 
 def test_a_report_loads_a_versioned_run_s_data_from_its_own_path(tiny_archive, tmp_path):
@@ -1298,8 +1299,8 @@ def test_class_charts_grow_with_the_classes_so_their_names_stay_readable(tmp_pat
     per_class = Image.open(charts.per_class(pred, tmp_path, (0.2, 0.4, 0.8)).path)
     dpi = confusion.info["dpi"][0]
     # at least 0.18 in (a 6-point name and its gap) for each class's row
-    assert confusion.height >= (0.18 * k * dpi if k > 24 else 0)
-    assert per_class.height >= (0.19 * k * dpi if k > 12 else 0)  # a bar each, one above another
+    assert confusion.height >= 0.18 * k * dpi
+    assert per_class.height >= 0.19 * k * dpi  # a bar each, one above another
     assert charts._short(names[0]) == "class 0 rotat…" and charts._short("cat") == "cat"
 
 

@@ -1004,10 +1004,30 @@ def test_ema_moves_toward_the_weights_by_one_minus_decay():
 
 
 def test_ema_run_evaluates_the_averaged_weights(tiny_archive, tmp_path):
+    import torch.nn.functional as F
+
+    from cifarlab.config import make_run_config
+    from cifarlab.data import load_dataset
+    from cifarlab.train.build import build_trainer
+
     result = _quick(tiny_archive, tmp_path, epochs=2, ema=0.99)
     state = torch.load(result.run_dir / "last.pt", weights_only=True)
     assert state["ema"] is not None
     assert any(not torch.equal(state["ema"][k], state["model"][k]) for k in state["model"])
+    config = make_run_config(data=str(tiny_archive), val_size=30, batch_size=16, ema=0.99)
+    trainer = build_trainer(config, load_dataset(config.data, val_size=30), torch.device("cpu"),
+                            "fp32")  # fmt: skip
+    trainer.fit(2)
+    test = trainer.eval_loaders["test"]
+
+    def loss_of(module):  # the test split's mean cross-entropy under these weights
+        module.eval()
+        with torch.no_grad():
+            return sum(F.cross_entropy(module(x), y, reduction="sum") for x, y in test).item()
+
+    averaged, raw = loss_of(trainer.ema.module), loss_of(trainer.model)
+    assert trainer.evaluate(test).loss == pytest.approx(averaged / test.num_images, rel=1e-5)
+    assert abs(averaged - raw) / test.num_images > 1e-3  # the two weights score apart
 
 
 def test_python_switches_are_not_numbers_and_none_means_the_default():
@@ -1135,23 +1155,31 @@ def test_bf16_on_a_cpu_without_native_bf16_warns_that_it_is_emulated(
         assert "--precision auto" in str(emulated[0].message)
 
 
-def test_tensorboard_writes_scalars_or_says_how_to_install_it(tiny_archive, tmp_path, capsys):
-    try:
-        import torch.utils.tensorboard  # noqa: F401
+def test_tensorboard_gets_every_epochs_scalars(tiny_archive, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-        available = True
-    except ImportError:
-        available = False
+    from cifarlab.experiments.store import ResultsStore
+
+    args = ["train", "--data", str(tiny_archive), "--workspace", str(tmp_path / "ws"),
+            "--epochs", "2", "--val-size", "30", "--quiet", "--tensorboard"]  # fmt: skip
+    assert main(args) == 0
+    (run,) = cifarlab.results(tmp_path / "ws")
+    (events,) = (tmp_path / "ws" / run["id"]).glob("tensorboard/events.out.tfevents.*")
+    logged = EventAccumulator(str(events)).Reload()
+    assert {"train_loss", "val_acc", "test_acc", "lr"} <= set(logged.Tags()["scalars"])
+    with ResultsStore(tmp_path / "ws" / "runs.db") as store:
+        recorded = [(e["epoch"], pytest.approx(e["test_acc"])) for e in store.epochs(run["id"])]
+    assert [step for step, _ in recorded] == [1, 2]
+    assert [(e.step, e.value) for e in logged.Scalars("test_acc")] == recorded  # as stored
+
+
+def test_tensorboard_missing_says_how_to_install_it(tiny_archive, tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # as if not installed
     args = ["train", "--data", str(tiny_archive), "--workspace", str(tmp_path / "ws"),
             "--epochs", "1", "--val-size", "30", "--quiet", "--tensorboard"]  # fmt: skip
-    code = main(args)
-    if available:
-        assert code == 0
-        assert list((tmp_path / "ws").glob("*/tensorboard/events.out.tfevents.*"))
-    else:
-        assert code == 2
-        assert "pip install 'cifarlab[tensorboard]'" in capsys.readouterr().err
-        assert not (tmp_path / "ws" / "runs.db").exists()
+    assert main(args) == 2
+    assert "pip install 'cifarlab[tensorboard]'" in capsys.readouterr().err
+    assert not (tmp_path / "ws" / "runs.db").exists()
 
 
 _RSS_AFTER_FREE = """
