@@ -580,6 +580,7 @@ def test_version_abbreviations_and_misspelt_commands(capsys):
         (["compare", "--preset", "blog", "--limit-train", "0", "--dry-run"], "--limit-train must"),
         (["compare", "--preset", "blog", "--limit-test", "0", "--dry-run"], "--limit-test must"),
         (["compare", "--preset", "blgo"], "unknown preset 'blgo'; did you mean 'blog'?"),
+        (["compare", "--preset", "blog", "--models", ""], "--models names no model; list them"),
         (["train", "--preset", "speedrn"], "'speedrn'; did you mean 'speedrun'? choose one of"),
         (["train", "--model", "TUTORIAL"], "'TUTORIAL'; did you mean 'tutorial'? choose one of"),
     ],

@@ -198,6 +198,8 @@ def test_spec_unknown_kind_and_bad_numbers():
         "conv 16": 'layer 1 "conv 16": conv needs OUT and K: conv OUT K [stride S] [pad P]',
         "conv 16 3 stride": 'layer 1 "conv 16 3 stride": options come in pairs',
         "conv 16 3 dilation 2": "layer 1 \"conv 16 3 dilation 2\": unknown option 'dilation'",
+        "res 16 stride 1 stride 2": 'layer 1 "res 16 stride 1 stride 2": stride is given 2 times; '
+        "give it once",
         "dropout 1.5": 'layer 1 "dropout 1.5": dropout probability must be in [0, 1), got 1.5',
         "maxpool": 'layer 1 "maxpool": wrong number of arguments; write maxpool K',
         "bn 3": 'layer 1 "bn 3": bn takes no arguments',

@@ -239,7 +239,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         args.preset,
         epochs=args.epochs,
         seeds=args.seeds,
-        models=comma_list(args.models) if args.models else None,
+        models=comma_list(args.models) if args.models is not None else None,
         limit_train=args.limit_train,
         limit_test=args.limit_test,
         val_size=args.val_size,

@@ -63,6 +63,11 @@ def preset_definition(
     for flag, value in (("--epochs", epochs), ("--seeds", seeds), *limits):
         if value is not None and value < 1:  # named as typed, not as grid.seed
             raise CifarlabError(f"{flag} must be at least 1 (got {value})")
+    if models is not None and not models:  # `--models ''`, or `--models ,`
+        raise CifarlabError(
+            "--models names no model; list them with commas (--models tutorial,simple), or "
+            "leave --models out for the preset's"
+        )
     definition = copy.deepcopy(PRESETS[name])
     suffix = []
     if epochs is not None:

@@ -276,9 +276,12 @@ def _out_and_options(kind: str, args: list[str], options: dict[str, int]) -> lis
     rest, values = args[1:], dict(options)
     if len(rest) % 2:
         raise _SpecError(f"options come in pairs such as `stride 2`: {LAYER_FORMS[kind]}")
-    for name, value in zip(rest[::2], rest[1::2]):
+    names = rest[::2]
+    for name, value in zip(names, rest[1::2]):
         if name not in options:
             raise _SpecError(f"unknown option {name!r}; {kind} takes: {LAYER_FORMS[kind]}")
+        if names.count(name) > 1:  # the last one won, silently
+            raise _SpecError(f"{name} is given {names.count(name)} times; give it once")
         minimum = 0 if name == "pad" else 1
         (values[name],) = _numbers(kind, [value], 1, 1, int, what=name, minimum=minimum)
     return [out, *values.values()]
