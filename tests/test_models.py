@@ -384,10 +384,13 @@ def test_a_package_in_a_subfolder_of_a_model_file_is_imported_once(tmp_path, mon
     assert imports.read_text() == "x"  # it was imported again: "xx"
 
 
-def test_python_file_model_errors_are_one_line(tmp_path):
+def test_python_file_model_errors_are_one_line(tmp_path, capsys):
     p = _write(tmp_path, "net.py", NET_PY)
     raising = _write(tmp_path, "raising.py", "import no_such_module_here\n")
     exiting = _write(tmp_path, "exiting.py", "import sys\nsys.exit(0)\n")  # a script, really
+    # argparse's usage and error went to stderr above cifarlab's line: now inside it
+    needs = _write(tmp_path, "needs.py", "import argparse\np = argparse.ArgumentParser()\n"
+                   "p.add_argument('--data', required=True)\np.parse_args()\n")  # fmt: skip
     # a training script's argparse at module level: sees the file's name only, not cifarlab's
     script = _write(tmp_path, "script.py", NET_PY + "import argparse, sys\n"
                     "argparse.ArgumentParser().parse_args()\nseen_argv = sys.argv\n")  # fmt: skip
@@ -402,6 +405,8 @@ def test_python_file_model_errors_are_one_line(tmp_path):
         f"{raising}:Net": f"model file '{raising}' raised ModuleNotFoundError on import: No module",
         f"{exiting}:Net": f"model file '{exiting}' exited on import (SystemExit(0)): its "
         "script code runs when cifarlab imports it; move that under `if __name__",
+        f"{needs}:Net": f"model file '{needs}' exited on import (SystemExit(2)) (\"needs.py: "
+        'error: the following arguments are required: --data"): its script code runs',
         f"{p}:FiveClasses": f"model '{p}:FiveClasses' maps {batch} to (2, 5), not (2, 10) logits",
         f"{p}:Broken": f"model '{p}:Broken' raised RuntimeError at net.py:28 on {batch}: "
         "forward is broken",  # its line, as a training error names it
@@ -414,9 +419,18 @@ def test_python_file_model_errors_are_one_line(tmp_path):
             create_model(ref)
         assert str(info.value).startswith(expected), (ref, str(info.value))
         assert "\n" not in str(info.value)
+    assert capsys.readouterr().err == ""  # all said in the one line each
     module = sys.modules[type(create_model(f"{script}:Net")).__module__]
     assert module.seen_argv == [str(script)]
     assert sys.argv[0] != str(script)  # given back
+
+
+def test_what_a_model_file_prints_on_import_is_still_shown(tmp_path, capsys):
+    net = _write(
+        tmp_path, "loud.py", NET_PY + "import sys\nprint('loading loud', file=sys.stderr)\n"
+    )
+    create_model(f"{net}:Net")
+    assert capsys.readouterr().err == "loading loud\n"
 
 
 def test_a_spec_path_that_is_no_file_is_one_line(tmp_path):

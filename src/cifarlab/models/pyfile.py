@@ -8,9 +8,11 @@ logits; every failure is one CifarlabError line.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import inspect
+import io
 import sys
 import traceback
 from collections.abc import Callable
@@ -82,13 +84,19 @@ def _import(path: Path) -> ModuleType:
     before = set(sys.modules)
     sys.path.insert(0, folder)  # as `python net.py` would: helper modules beside it import
     argv, sys.argv = sys.argv, [str(path)]  # its module-level argparse reads no cifarlab options
+    said = io.StringIO()  # its stderr, held: an argparse exit's usage goes into our one line
+    exited = False
     try:
-        spec.loader.exec_module(module)
+        with contextlib.redirect_stderr(said):
+            spec.loader.exec_module(module)
     except SystemExit as err:  # a training script's module-level argparse or sys.exit()
         sys.modules.pop(name, None)
+        exited = True
+        last = [line for line in said.getvalue().splitlines() if line.strip()][-1:]
+        why = f' ("{last[0].strip()[:150]}")' if last else ""
         raise CifarlabError(
-            f"model file '{path}' exited on import (SystemExit({err.code!r})): its script code "
-            'runs when cifarlab imports it; move that under `if __name__ == "__main__":`'
+            f"model file '{path}' exited on import (SystemExit({err.code!r})){why}: its script "
+            'code runs when cifarlab imports it; move that under `if __name__ == "__main__":`'
         ) from None
     except Exception as err:  # the user's code may raise anything; report it as one line
         sys.modules.pop(name, None)
@@ -99,6 +107,8 @@ def _import(path: Path) -> ModuleType:
     finally:
         sys.argv = argv
         sys.path.remove(folder)
+        if not exited:  # what it printed, in its place
+            sys.stderr.write(said.getvalue())
         _HELPERS.update(n for n in set(sys.modules) - before if _beside(n, folder))
     return module
 
