@@ -21,11 +21,11 @@ def main() -> int:
     try:
         from cifarlab.cli import main as cli_main
 
-        return cli_main()
+        code = cli_main()
     except KeyboardInterrupt as stop:  # Ctrl-C or SIGTERM before the CLI's own handling
         word = "terminated" if isinstance(stop, Terminated) else "interrupted"
         print(f"cifarlab: {word}", file=sys.stderr)
-        return 143 if isinstance(stop, Terminated) else 130
+        code = 143 if isinstance(stop, Terminated) else 130
     finally:
         # the work is done: a SIGTERM from here on ends the process as by default, and
         # the output is flushed first, so a results table piped elsewhere is not lost
@@ -36,3 +36,7 @@ def main() -> int:
         # the collector's last passes over torch's objects made `data info` linger 0.9-1.0 s
         # after its last line; 0.16-0.17 s without them (benchmarks/exit_latency.py, AVX2 CPU)
         gc.freeze()
+    spread = sys.modules.get("cifarlab.distributed")  # loaded by a torchrun launch only
+    if spread is not None and spread.joined():
+        spread.exit_rank(code)  # gloo's teardown at interpreter exit can abort: skip it
+    return code
