@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import re
 import shutil
 import sqlite3
 import subprocess
@@ -12,6 +13,7 @@ import sys
 import time
 import warnings
 
+import numpy as np
 import pytest
 import torch
 from conftest import stop_training_at, trained_epochs
@@ -1524,6 +1526,17 @@ def test_load_trained_names_what_it_cannot_use(tiny_archive, tmp_path):
     assert torch.equal(trained.logits(pixels), trained.logits(pixels.to(torch.uint8)))
     with pytest.raises(CifarlabError, match=r"floats must be in \[0, 1\] \(these reach 255\)"):
         trained.predict(torch.full((1, 32, 32, 3), 255.0))  # every image read as one class
+    # normalized as the PyTorch tutorial does (to [-1, 1]): silently wrong classes before
+    with pytest.raises(CifarlabError, match=r"floats must be in \[0, 1\] \(these go down to "
+                       r"-1\): pass them before normalizing; the run normalizes"):  # fmt: skip
+        trained.predict(torch.linspace(0, 1, 2 * 3 * 32 * 32).reshape(2, 3, 32, 32) * 2 - 1)
+    bad = {"NaN or infinite values": torch.full((1, 3, 32, 32), float("nan")),
+           "an empty list": [], "a NoneType": None, "a generator": (p for p in pixels),
+           "a bytes:": b"\x89PNG",
+           "different shapes": [np.zeros((32, 32, 3)), np.zeros((8, 8, 3))]}  # fmt: skip
+    for said, images in bad.items():
+        with pytest.raises(CifarlabError, match=re.escape(said)):
+            trained.predict(images)
     from torch import nn
 
     from cifarlab.models.registry import _REGISTRY

@@ -74,8 +74,11 @@ def test_predict_brings_other_images_to_the_nets_size_and_channels(trained_run, 
         np.asarray(Image.open(tmp_path / "gray.jpg").convert("RGB")),
     ]
     assert [line.split(",")[1] for line in lines[1:]] == trained.predict(np.stack(expected))
-    # from Python, paths work where pixels do: one path, or a list of them
+    # from Python, paths work where pixels do: one path, or a list of them; and PIL images
     assert trained.predict(str(tmp_path / "big.png")) == trained.predict(expected[0])
+    opened = [big, Image.open(tmp_path / "gray.jpg")]  # any size and mode, as files are
+    assert torch.equal(trained.logits(opened), trained.logits(np.stack(expected)))
+    assert np.array_equal(trained.read(tmp_path / "big.png")[0], expected[0][None])  # one path
     both = trained.probabilities([tmp_path / "big.png", tmp_path / "gray.jpg"])
     assert both.shape == (2, 3) and torch.allclose(both.sum(1), torch.ones(2))
 
@@ -88,9 +91,17 @@ def test_a_folder_to_predict_is_read_as_the_data_layer_reads_one(trained_run, tm
     image.save(tmp_path / ".thumbnails" / "cat.png")  # a viewer's cache, not the user's image
     (tmp_path / "notes.pdf").write_text("a report")  # Pillow writes PDFs, it cannot read them
     (tmp_path / "labels.txt").write_text("cat")
-    code, out, _ = _predict(capsys, workspace, run_id, str(tmp_path), "--format", "csv")
-    assert code == 0
+    code, out, err = _predict(capsys, workspace, run_id, str(tmp_path), "--format", "csv")
+    assert code == 0 and err == ""  # sidecars go without a word
     assert [line.split(",")[0] for line in out.splitlines()[1:]] == [str(tmp_path / "cat.png")]
+    # a phone's photos (.heic) and a file without an extension: left out, and said so
+    for name in ("IMG_0001.heic", "IMG_0002.HEIC", "scan"):
+        image.save(tmp_path / name, format="PNG")
+    code, out, err = _predict(capsys, workspace, run_id, str(tmp_path), "--format", "csv")
+    assert code == 0 and len(out.splitlines()) == 2
+    assert err == (f"cifarlab: warning: 3 file(s) in {str(tmp_path)!r} skipped, their names not "
+                   "those of images Pillow reads (.heic: 2, no extension: 1); name one on its own "
+                   "to try it\n")  # fmt: skip
 
 
 def test_predict_table_lists_the_runners_up(trained_run, tiny_folder, capsys):

@@ -14,9 +14,10 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 from torch import nn
 
-from cifarlab.data.image_files import image_paths, read_images
+from cifarlab.data.image_files import fit_image, image_paths, read_images
 from cifarlab.errors import CifarlabError, as_path
 from cifarlab.model_files import model_of_run, model_source
 from cifarlab.models import create_model
@@ -44,8 +45,13 @@ class TrainedModel:
         """Logits (N x classes) for ``images``: image files (a path, or a list of paths and
         folders: ``read``), floats in [0, 1] N x C x H x W, or uint8 pixels, N x H x W x C as
         ``load_dataset`` gives them (one image without the N)."""
+        if isinstance(images, list | tuple) and not images:  # an empty glob in a notebook
+            raise CifarlabError("no images given (an empty list); pass image files or pixels")
         if _are_paths(images):
-            images = self.read(images if isinstance(images, list | tuple) else [images])[0]
+            images = self.read(images)[0]
+        elif _are_pil_images(images):  # opened by the caller: any size or mode, as files are
+            listed = images if isinstance(images, list | tuple) else [images]
+            images = np.stack([fit_image(image, self.image_shape)[0] for image in listed])
         device = next(self.model.parameters()).device  # trained.model.cuda(): there too
         x = self._pixels(images)
         mean, std = self.mean[:, None, None].to(device), self.std[:, None, None].to(device)
@@ -68,17 +74,32 @@ class TrainedModel:
 
         return export_onnx(self, path)
 
-    def read(self, paths: list[str | os.PathLike]) -> tuple[np.ndarray, list[Path]]:
-        """The image files of ``paths`` (files, and the images in folders) as uint8 pixels
-        with this net's channels and size (resized where they differ), and their paths."""
-        files = image_paths(paths)
+    def read(
+        self, paths: str | os.PathLike | list[str | os.PathLike]
+    ) -> tuple[np.ndarray, list[Path]]:
+        """The image files of ``paths`` (a file or folder, or a list of them; the images in
+        folders) as uint8 pixels with this net's channels and size (resized where they
+        differ), and their paths."""
+        files = image_paths([paths] if isinstance(paths, str | os.PathLike) else paths)
         return read_images(files, self.image_shape)[0], files
 
     def _pixels(self, images: Any) -> torch.Tensor:
         """N x C x H x W, in the type given: integer pixels (see ``_integer_layout``), or
         floats in [0, 1] as torch takes them (N x C x H x W, or C x H x W)."""
         if not torch.is_tensor(images):
-            images = np.asarray(images)  # np.asarray(PIL image) is read-only: torch warns
+            given = type(images).__name__
+            try:
+                images = np.asarray(images)  # np.asarray(PIL image) is read-only: torch warns
+            except ValueError:  # a list of arrays that differ in shape
+                raise CifarlabError(
+                    "images of different shapes: pass arrays of one shape, or the image "
+                    "files (predict(paths) converts and resizes them)"
+                ) from None
+            if images.dtype.kind not in "biuf":  # None, bytes, a generator, strings and arrays
+                raise CifarlabError(
+                    f"cannot read images from a {given}: pass image files (a path or a list "
+                    "of paths), PIL images, or arrays of pixels"
+                )
             images = images if images.flags.writeable else images.copy()
         x = torch.as_tensor(images)
         x = x.float() if x.dtype == torch.bool else x  # a mask: 0 and 1 as floats
@@ -87,10 +108,18 @@ class TrainedModel:
             x = x[None] if x.dim() == 3 else x
             if x.dim() == 4 and x.shape[1] != c and x.shape[-1] == c:  # N x H x W x C floats
                 x = x.permute(0, 3, 1, 2)
+            if x.numel() and not torch.isfinite(x).all():  # NaN: every image the first class
+                raise CifarlabError("images hold NaN or infinite values; pass pixels in [0, 1]")
             if x.numel() and x.max() > 1:  # every image read as one class: say it
                 raise CifarlabError(
                     f"images as floats must be in [0, 1] (these reach {x.max().item():g}); "
                     "divide pixels by 255, or pass them as uint8"
+                )
+            if x.numel() and x.min() < 0:  # normalized already, as the PyTorch tutorial does
+                raise CifarlabError(
+                    f"images as floats must be in [0, 1] (these go down to {x.min().item():g}): "
+                    "pass them before normalizing; the run normalizes them with its own mean "
+                    "and std"
                 )
         else:
             x = _eight_bit(_integer_layout(x)).permute(0, 3, 1, 2)
@@ -153,6 +182,12 @@ def _floats(x: torch.Tensor) -> torch.Tensor:
     if not x.dtype.is_floating_point and x.dtype != torch.bool:  # 0-255 (int64 too)
         return x.float() / 255
     return x.float()
+
+
+def _are_pil_images(images: Any) -> bool:
+    if isinstance(images, list | tuple):
+        return all(isinstance(i, Image.Image) for i in images)
+    return isinstance(images, Image.Image)
 
 
 def _are_paths(images: Any) -> bool:

@@ -4,6 +4,7 @@ found, decoded and brought to the channels and size the net trained on."""
 from __future__ import annotations
 
 import os
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import numpy as np
 from PIL import Image
 
 from cifarlab.data.imagefolder import is_image_name, is_litter, plain_image, readable
-from cifarlab.errors import CifarlabError
+from cifarlab.errors import CifarlabError, warn
 
 PathLike = str | os.PathLike
 
@@ -24,9 +25,12 @@ def image_paths(given: Sequence[PathLike]) -> list[Path]:
     paths: list[Path] = []
     for path in map(Path, given):
         if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if _is_image_file(p, path))
+            files = [p for p in path.rglob("*") if not is_litter(p.relative_to(path).parts)]
+            found = sorted(p for p in files if is_image_name(p.name) and p.is_file())
             if not found:
                 raise CifarlabError(f"{str(path)!r} holds no image files (.png, .jpg, ...)")
+            skipped = [p for p in files if not is_image_name(p.name) and p.is_file()]
+            _say_skipped(path, [p for p in skipped if p.suffix.lower() not in SIDECARS])
             paths += found
         elif path.is_file():  # named on its own: read whatever its name, Pillow decides
             paths.append(path)
@@ -35,11 +39,18 @@ def image_paths(given: Sequence[PathLike]) -> list[Path]:
     return paths
 
 
-def _is_image_file(path: Path, folder: Path) -> bool:
-    """As the data layer reads a folder: no hidden files or folders (.thumbnails/), no
-    __MACOSX/, only names Pillow reads."""
-    parts = path.relative_to(folder).parts
-    return not is_litter(parts) and is_image_name(path.name) and path.is_file()
+# files beside images that are not images: skipped without a word
+SIDECARS = {".txt", ".json", ".csv", ".xml", ".md", ".pdf", ".yaml", ".yml", ".ini", ".log"}
+
+
+def _say_skipped(folder: Path, skipped: list[Path]) -> None:
+    """A folder's files whose names are not images Pillow reads (.heic, no extension, notes)
+    are left out: say so, or a folder of phone photos looks wholly classified."""
+    if skipped:
+        kinds = Counter(p.suffix.lower() or "no extension" for p in skipped)
+        listed = ", ".join(f"{kind}: {n}" for kind, n in kinds.most_common(4))
+        warn(f"{len(skipped)} file(s) in {str(folder)!r} skipped, their names not those of images "
+             f"Pillow reads ({listed}); name one on its own to try it")  # fmt: skip
 
 
 def read_images(paths: Sequence[Path], shape: tuple[int, int, int]) -> tuple[np.ndarray, int]:
@@ -51,14 +62,18 @@ def read_images(paths: Sequence[Path], shape: tuple[int, int, int]) -> tuple[np.
     out = np.empty((len(paths), height, width, channels), np.uint8)
     resized = 0
     for i, path in enumerate(paths):
-        image = _decoded(path, "L" if channels == 1 else "RGB")
-        if image.size != (width, height):
-            image = image.resize((width, height), Image.Resampling.BILINEAR)
-            resized += 1
-        out[i] = np.asarray(image, np.uint8).reshape(height, width, channels)
+        with readable(str(path), in_dataset=False), Image.open(path) as image:
+            out[i], changed = fit_image(image, shape)
+        resized += changed
     return out, resized
 
 
-def _decoded(path: Path, mode: str) -> Image.Image:
-    with readable(str(path), in_dataset=False), Image.open(path) as image:
-        return plain_image(image)[0].convert(mode)  # as training read it, then the net's mode
+def fit_image(image: Image.Image, shape: tuple[int, int, int]) -> tuple[np.ndarray, bool]:
+    """H x W x C uint8 pixels of a PIL image at ``shape`` (C, H, W), as training read it,
+    then in the net's colour mode and size; and whether it was resized."""
+    channels, height, width = shape
+    image = plain_image(image)[0].convert("L" if channels == 1 else "RGB")
+    resized = image.size != (width, height)
+    if resized:
+        image = image.resize((width, height), Image.Resampling.BILINEAR)
+    return np.asarray(image, np.uint8).reshape(height, width, channels), resized
