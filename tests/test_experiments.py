@@ -250,6 +250,11 @@ def test_seed_grouped_table_matches_a_hand_computation(tmp_path, tiny_archive, c
                  "best_val"]) == 2  # fmt: skip
     assert "did you mean 'best_val_acc'? choose one of best_val_acc, final_test_acc, " \
         in capsys.readouterr().err  # fmt: skip
+    # runs sort by a setting the table shows (seed) or not; "config" (a dict) is no column
+    assert main(["results", "--workspace", str(ws), "--sort", "seed", "--format", "json"]) == 0
+    assert [r["config"]["seed"] for r in json.loads(capsys.readouterr().out)] == [0, 0, 1, 1]
+    assert main(["results", "--workspace", str(ws), "--sort", "config"]) == 2  # a traceback
+    assert "--sort 'config': not a column here;" in capsys.readouterr().err
     # --only filters every view, its values read as the sweep's --only reads them
     assert main(["results", "--workspace", str(ws), "--only", "optimizer=ADAM", "--format",
                  "json"]) == 0  # fmt: skip

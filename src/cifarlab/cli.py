@@ -349,8 +349,12 @@ def cmd_diagram(args: argparse.Namespace) -> int:
     output = image_path(args.output or name, name)
     try:
         path = draw_diagram(model, output, shape, title=args.model)
-    except (OSError, ValueError) as err:  # an unwritable path or unknown image suffix
-        raise CifarlabError(f"cannot write diagram to {args.output!r}: {err}") from None
+    except OSError as err:  # an unwritable path: its reason, not our temp file's name
+        raise CifarlabError(
+            f"cannot write diagram to '{output}': {err.strerror or err}; pick another -o path"
+        ) from None
+    except ValueError as err:  # an image suffix matplotlib does not write
+        raise CifarlabError(f"cannot write diagram to '{output}': {err}") from None
     print(f"wrote {path}")
     return 0
 

@@ -8,6 +8,7 @@ import json
 import os
 import shlex
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -359,20 +360,32 @@ def compare(
 
 def sort_records(records: list[dict[str, Any]], key: str | None) -> list[dict[str, Any]]:
     """Sort by a field (a metric sorts best first); groups sort on the metric's mean."""
-    if not key:
+    if not key or not records:
         return records
-    field = key if not records or key in records[0] else f"{key}_mean"
-    if records and field not in records[0]:  # "best val" is the header; the key is its own
-        keys = sorted(k.removesuffix("_mean") for k in records[0] if k not in ("config", "runs"))
+    first, lists = records[0], ("config", "runs")  # a run's settings, a group's run ids
+    field = key if key in first and key not in lists else f"{key}_mean"
+    if field in first:
+        value: Callable[[dict[str, Any]], Any] = lambda r: r.get(field)
+    elif "config" in first and key in (first["config"] or {}):  # a setting, shown or not
+        value = lambda r: (r.get("config") or {}).get(key)
+    else:  # "best val" is the header; the key is its own
+        keys = sorted(k.removesuffix("_mean") for k in first if k not in lists)
         keys = [k for k in keys if not k.endswith(("_std", "_n"))]
         hint = suggest(key, keys)
+        settings = " (or a run's setting)" if "config" in first else ""
         raise CifarlabError(
-            f"--sort {key!r}: not a column here; {hint}choose one of {', '.join(keys)}"
+            f"--sort {key!r}: not a column here; {hint}choose one of {', '.join(keys)}{settings}"
         )
     descending = field.removesuffix("_mean") in GROUP_METRICS and "seconds" not in field
-    present = [r for r in records if r.get(field) is not None]
-    missing = [r for r in records if r.get(field) is None]
-    return sorted(present, key=lambda r: r[field], reverse=descending) + missing
+    present = [r for r in records if value(r) is not None]
+    missing = [r for r in records if value(r) is None]
+    # numbers before words: a setting may hold both across runs (a model name, a file)
+    order = lambda r: (0, value(r), "") if _is_number(value(r)) else (1, 0, str(value(r)))
+    return sorted(present, key=order, reverse=descending) + missing
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def format_runs(records: list[dict[str, Any]], fmt: str, reasons: bool = True) -> str:
