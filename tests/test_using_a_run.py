@@ -119,6 +119,24 @@ def _written(path: Path, text: str) -> Path:
     return path
 
 
+def _truncated_png(path: Path) -> Path:
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(path)
+    path.write_bytes(path.read_bytes()[:100])
+    return path
+
+
+def test_a_very_large_image_is_one_warning_line(trained_run, tiny_folder, capsys, monkeypatch):
+    workspace, run_id = trained_run
+    one = sorted((tiny_folder / "test" / "dog").glob("*.png"))[0]  # 1,024 pixels
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 600)  # past it: warned; twice that: refused
+    code, out, err = _predict(capsys, workspace, run_id, str(one))
+    assert code == 0 and len(out.splitlines()) == 3
+    assert err == (f"cifarlab: warning: {one} has more pixels than Pillow decodes without a "
+                   "warning (its guard against decompression bombs); it was read, but shrink it "
+                   "to be safe\n")  # fmt: skip
+
+
 @pytest.mark.parametrize(
     ("make", "message"),
     [
@@ -126,7 +144,13 @@ def _written(path: Path, text: str) -> Path:
         (lambda d: (d / "empty").mkdir() or d / "empty", "'.*empty' holds no image files"),
         (
             lambda d: _written(d / "notes.png", "not an image"),
-            "notes.png is not a readable image \\(UnidentifiedImageError\\); give PNG or JPEG",
+            "notes.png is not a readable image \\(no image format Pillow reads\\); give an image "
+            "file \\(PNG, JPEG, WebP, ...\\)",
+        ),
+        (lambda d: _written(d / "failed.jpg", ""), "failed.jpg' is empty \\(0 bytes\\); copy it"),
+        (  # the first 100 bytes of a PNG: it said "(OSError)"
+            lambda d: _truncated_png(d / "cut.png"),
+            "cut.png is not a readable image \\(image file is truncated",
         ),
     ],
 )

@@ -62,6 +62,8 @@ def read_images(paths: Sequence[Path], shape: tuple[int, int, int]) -> tuple[np.
     out = np.empty((len(paths), height, width, channels), np.uint8)
     resized = 0
     for i, path in enumerate(paths):
+        if path.stat().st_size == 0:  # a copy or download that failed: Pillow says "no image"
+            raise CifarlabError(f"{str(path)!r} is empty (0 bytes); copy it again or leave it out")
         with readable(str(path), in_dataset=False), Image.open(path) as image:
             out[i], changed = fit_image(image, shape)
         resized += changed

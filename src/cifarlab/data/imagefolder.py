@@ -34,7 +34,7 @@ from PIL import Image, UnidentifiedImageError
 from tqdm.auto import tqdm
 
 from cifarlab.data.arrays import SPLITS, DecodedDataset, SplitArrays
-from cifarlab.errors import CifarlabError, bar_disabled, first_line
+from cifarlab.errors import CifarlabError, bar_disabled, first_line, warn
 from cifarlab.process import init_decode_worker
 
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".zip", ".tar.xz", ".txz", ".tar.bz2", ".tbz2")
@@ -731,19 +731,30 @@ def _too_large(pixels: int) -> bool:
 
 @contextmanager
 def readable(name: str, in_dataset: bool) -> Iterator[None]:
-    """Pillow's errors on one image as one line naming it, and what to do about it."""
+    """Pillow's errors on one image as one line naming it, and what to do about it; its
+    two-line warning on a very large image as one cifarlab warning."""
     try:
-        yield
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", Image.DecompressionBombWarning)
+            yield
     except Image.DecompressionBombError:
         raise CifarlabError(
             f"{name} has more pixels than Pillow decodes (its guard against decompression "
             f"bombs, PIL.Image.MAX_IMAGE_PIXELS); shrink {'or remove it' if in_dataset else 'it'}"
         ) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-        fix = "remove it or replace it with a valid PNG/JPEG" if in_dataset else "give PNG or JPEG"
+        fix = "remove it or replace it with a valid image" if in_dataset else "give an image file"
+        why = "no image format Pillow reads" if isinstance(err, UnidentifiedImageError) else None
         raise CifarlabError(
-            f"{name} is not a readable image ({type(err).__name__}); {fix}"
+            f"{name} is not a readable image ({why or first_line(err)[:100]}); {fix} (PNG, "
+            "JPEG, WebP, ...)"
         ) from None
+    for said in caught:  # the others as they were; Pillow's bomb warning in our words
+        if issubclass(said.category, Image.DecompressionBombWarning):
+            warn(f"{name} has more pixels than Pillow decodes without a warning (its guard "
+                 "against decompression bombs); it was read, but shrink it to be safe")  # fmt: skip
+        else:
+            warnings.warn_explicit(said.message, said.category, said.filename, said.lineno)
 
 
 def plain_image(image: Image.Image) -> tuple[Image.Image, bool]:
