@@ -627,6 +627,28 @@ def test_cli_bad_models_exit_2_with_one_line(tmp_path, capsys):
         assert err.count("\n") == 1
 
 
+def test_a_net_too_large_to_build_or_hold_says_which_option_made_it_so(capsys):
+    huge = {  # a traceback of C++ frames from torch's 64-bit sizes, or a byte count cut short
+        ("--image-size", str(2**32)): ("tutorial is too large to build for 3 x 4294967296 x "
+                                       "4294967296 images and 10 classes; give smaller", 2),
+        ("--num-classes", "9" * 20): ("and 99999999999999999999 classes; give smaller", 2),
+    }  # fmt: skip
+    for options, (says, code) in huge.items():
+        assert main(["summary", "tutorial", *options]) == code, options
+        err = capsys.readouterr().err
+        assert err.startswith("cifarlab: error: ") and says in err and err.count("\n") == 1, err
+    # `summary --image-size 100000`'s failure (not run: where memory is overcommitted, the
+    # allocation may succeed and the machine swap), as torch words it
+    from cifarlab.errors import machine_trouble
+
+    torch_says = RuntimeError("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: "
+                              "can't allocate memory: you tried to allocate 4798848069120 bytes. "
+                              "Error code 12 (Cannot allocate memory)")  # fmt: skip
+    assert machine_trouble(torch_says, "summary") == (  # it said "allocate 47988480": 48 MB?
+        "out of memory (tried to allocate 4.8 TB); try a smaller --image-size or --batch-size"
+    )
+
+
 def test_a_features_and_head_net_is_drawn_as_its_layers_not_two_groups():
     class Net(nn.Module):
         def __init__(self):

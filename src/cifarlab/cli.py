@@ -319,12 +319,21 @@ def _model_for(args: argparse.Namespace):
         if getattr(args, flag, 1) < 1:
             raise CifarlabError(f"--{flag.replace('_', '-')} must be positive")
     shape = (args.in_channels, args.image_size, args.image_size)
-    model = create_model(
-        args.model,
-        num_classes=args.num_classes,
-        in_channels=args.in_channels,
-        image_size=args.image_size,
-    )
+    try:
+        model = create_model(
+            args.model,
+            num_classes=args.num_classes,
+            in_channels=args.in_channels,
+            image_size=args.image_size,
+        )
+    except (OverflowError, RuntimeError, TypeError) as err:  # torch's sizes are 64-bit
+        if "overflow" not in str(err).lower():
+            raise
+        raise CifarlabError(
+            f"{args.model} is too large to build for {args.in_channels} x {args.image_size} x "
+            f"{args.image_size} images and {args.num_classes} classes; give smaller "
+            "--image-size, --in-channels or --num-classes"
+        ) from None
     return model, shape
 
 

@@ -6,6 +6,7 @@ import contextlib
 import difflib
 import errno
 import os
+import re
 import sys
 import warnings
 from collections.abc import Callable, Iterable, Iterator
@@ -102,6 +103,20 @@ def missing_glyphs_said(image: str | os.PathLike) -> Iterator[None]:
              "and show as boxes; a font that has them (e.g. Noto Sans CJK) draws them")  # fmt: skip
 
 
+def _allocation(message: str) -> str:
+    """torch's out-of-memory line, shortened: the size it asked for, readable (cut at 120
+    characters, 4.8 TB read as "you tried to allocate 47988480")."""
+    asked = re.search(r"tried to allocate (\d+) bytes", message)
+    if asked:
+        size, unit = float(asked[1]), "bytes"
+        for unit in ("bytes", "KB", "MB", "GB", "TB", "PB"):
+            if size < 1000 or unit == "PB":
+                break
+            size /= 1000
+        return f"tried to allocate {size:.3g} {unit}"
+    return re.sub(r"^\[enforce fail at [^\]]*\] ", "", message)[:120]
+
+
 def machine_trouble(err: BaseException, command: str | None = None) -> str | None:
     """A one-line message for an error the machine caused (disk, permissions, memory, a
     locked database), which a user fixes without a traceback; None for anything else.
@@ -122,12 +137,12 @@ def machine_trouble(err: BaseException, command: str | None = None) -> str | Non
         isinstance(err, RuntimeError)
         and any(s in str(err) for s in ("out of memory", "can't allocate memory"))
     ):
-        detail = first_line(err, "")[:120]
-        advice = (
-            "the decoded images must fit in memory: try a smaller --image-size"
-            if command == "data"
-            else "try a smaller --batch-size or model"
-        )
+        detail = _allocation(first_line(err, ""))
+        advice = {
+            "data": "the decoded images must fit in memory: try a smaller --image-size",
+            "summary": "try a smaller --image-size or --batch-size",
+            "diagram": "try a smaller --image-size",
+        }.get(command or "", "try a smaller --batch-size or model")
         return f"out of memory{f' ({detail})' if detail else ''}; {advice}"
     if lost_other_ranks(err):
         return (
