@@ -114,6 +114,14 @@ def test_predict_table_lists_the_runners_up(trained_run, tiny_folder, capsys):
     assert row.startswith(str(one)) and row.count("%") == 3  # 5 asked, the net knows 3 classes
 
 
+def test_a_newline_in_a_file_name_keeps_its_row_whole(trained_run, tmp_path, capsys):
+    workspace, run_id = trained_run
+    Image.new("RGB", (32, 32)).save(tmp_path / "new\nline.png")
+    code, out, _ = _predict(capsys, workspace, run_id, str(tmp_path / "new\nline.png"))
+    assert code == 0 and len(out.splitlines()) == 3  # it split the row in two
+    assert out.splitlines()[2].startswith(str(tmp_path / "new\\nline.png"))
+
+
 def _written(path: Path, text: str) -> Path:
     path.write_text(text)
     return path
@@ -268,6 +276,12 @@ def test_export_names_what_stopped_it_in_one_line(trained_run, tmp_path, capsys,
         trained.export_onnx(tmp_path / "n.onnx")
     (tmp_path / "n.onnx").rmdir()
     assert trained.export_onnx(tmp_path / "new" / "deeper" / "n.onnx").is_file()  # made
+    for kept in (workspace / run_id / "last.pt", workspace / "runs.db"):  # tab completion's slip
+        before = kept.read_bytes()
+        said = f"'{re.escape(str(kept))}' is a checkpoint or results database, which the export"
+        with pytest.raises(cifarlab.CifarlabError, match=said):
+            trained.export_onnx(kept)
+        assert kept.read_bytes() == before
     out = ["export", run_id, "-o", str(tmp_path / "n.onnx"), "--workspace", str(workspace)]
 
     def unsupported(*args, **kwargs):

@@ -364,7 +364,7 @@ def cmd_diagram(args: argparse.Namespace) -> int:
         ) from None
     except ValueError as err:  # an image suffix matplotlib does not write
         raise CifarlabError(f"cannot write diagram to '{output}': {err}") from None
-    print(f"wrote {path}")
+    print(f"wrote {_printable(str(path))}")
     return 0
 
 
@@ -377,7 +377,7 @@ def cmd_data(args: argparse.Namespace) -> int:
         return 0
     output = image_path(args.output, "grid.png")
     path = preview_grid(args.data, output, args.per_class, args.split, args.seed, **source)
-    print(f"wrote {path}")
+    print(f"wrote {_printable(str(path))}")
     return 0
 
 
@@ -387,7 +387,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     if args.experiment and args.run:
         raise CifarlabError("--experiment and --run: give one of them, not both")
     index = report(args.experiment, args.workspace, args.output, run=args.run)
-    print(f"wrote {index}")
+    print(f"wrote {_printable(str(index))}")
     return 0
 
 
@@ -423,7 +423,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.output and (output.is_dir() or args.output.endswith(("/", os.sep))):
         output = output / name  # -o deploy/: deploy/RUN_ID.onnx
     path = trained.export_onnx(output)
-    print(f"wrote {path}")
+    print(f"wrote {_printable(str(path))}")
     return 0
 
 
@@ -449,7 +449,7 @@ def _predictions_text(rows: list[tuple[str, list[tuple[str, float]]]], fmt: str)
 
     header = ["file", "class", "probability"] + (["next"] if len(rows[0][1]) > 1 else [])
     lines = [
-        [f, best[0][0], f"{best[0][1]:.1%}"]
+        [_printable(f), best[0][0], f"{best[0][1]:.1%}"]  # a newline in a name: one row
         + ([", ".join(f"{c} {p:.1%}" for c, p in best[1:])] if len(best) > 1 else [])
         for f, best in rows
     ]

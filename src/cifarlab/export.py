@@ -44,6 +44,9 @@ class _Scoring(nn.Module):
         return tta_logits(self.net, (images - self.mean) / self.std, self.tta)
 
 
+KEPT_SUFFIXES = (".pt", ".pth", ".db")  # what an export must not write over
+
+
 def export_onnx(trained: TrainedModel, path: str | os.PathLike) -> Path:
     """Write ``trained``'s net to ``path``: input ``images`` (N x C x H x W float32 in
     [0, 1], any N), output ``logits`` (N x classes); the class names, image shape and run
@@ -57,6 +60,11 @@ def export_onnx(trained: TrainedModel, path: str | os.PathLike) -> Path:
         raise CifarlabError(f"exporting to ONNX needs torch 2.5 or newer (this is "
                             f"{torch.__version__}); pip install -U torch")  # fmt: skip
     path = as_path(path, "path")
+    if path.is_file() and (path.suffix in KEPT_SUFFIXES or path.name.startswith("runs.db")):
+        raise CifarlabError(  # `-o ws/run/best.pt` by tab completion: the run was lost
+            f"{str(path)!r} is a checkpoint or results database, which the export would replace; "
+            "pick another path (e.g. net.onnx)"
+        )
     model = _Scoring(trained).eval()
     c, h, w = trained.image_shape
     example = torch.rand(2, c, h, w, device=next(model.parameters()).device)
