@@ -1690,6 +1690,15 @@ def test_python_gets_short_answers_and_clear_errors(tiny_archive, tmp_path):
         cifarlab.create_model(net)
     with pytest.raises(CifarlabError, match="num_classes must be a whole number"):
         cifarlab.create_model("tutorial", num_classes="10")
+    for size in (32.5, (32,), "32"):  # TypeErrors and ValueErrors from deep in a builder
+        with pytest.raises(CifarlabError, match=r"image_size must be a whole number of at least "
+                           r"1, or \(height, width\), not "):  # fmt: skip
+            cifarlab.create_model("tutorial", image_size=size)
+    with pytest.raises(CifarlabError, match="summarize_model takes a net .*, not str 'tutorial'"):
+        cifarlab.models.summarize_model("tutorial")
+    for group_by in (5, [5]):
+        with pytest.raises(CifarlabError, match="group_by must be setting names"):
+            cifarlab.grouped_results(tmp_path / "ws", group_by=group_by)
     spec = tmp_path / "net.toml"
     spec.write_text('layers = ["conv 8 3", "relu", "gap"]\n')
     assert cifarlab.create_model(Path(spec)) is not None  # a Path as its str

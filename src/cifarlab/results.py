@@ -211,6 +211,12 @@ def grouped_results(
     a list of settings, or "model,optimizer" as the CLI takes it."""
     if isinstance(group_by, str):
         group_by = comma_list(group_by)
+    if group_by is not None and (
+        not isinstance(group_by, list | tuple) or not all(isinstance(k, str) for k in group_by)
+    ):
+        raise CifarlabError(
+            f"group_by must be setting names, as a list or as 'model,optimizer'; not {group_by!r}"
+        )
     records = grouping_records(workspace, experiment, only)
     _check_keys(records, group_by)
     return group_runs(records, group_by)

@@ -218,6 +218,15 @@ def create_model(
     for option, value in (("num_classes", num_classes), ("in_channels", in_channels)):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise CifarlabError(f"{option} must be a whole number of at least 1, not {value!r}")
+    pair = isinstance(image_size, tuple | list)
+    sides = image_size if pair else (image_size,)
+    if len(sides) != (2 if pair else 1) or not all(
+        isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in sides
+    ):
+        raise CifarlabError(
+            f"image_size must be a whole number of at least 1, or (height, width), not "
+            f"{image_size!r}"
+        )
     entry = get_model_entry(name)
     shape = dict(num_classes=num_classes, in_channels=in_channels, image_size=image_size)
     model = entry.factory(**shape)

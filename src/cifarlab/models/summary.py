@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from cifarlab.errors import CifarlabError
 from cifarlab.models.spec import ResBlock
 from cifarlab.tables import format_table
 
@@ -106,6 +107,11 @@ def summarize_model(
     model: nn.Module, input_shape: tuple[int, ...] = (3, 32, 32), batch_size: int = 64
 ) -> ModelSummary:
     """Run one image through ``model`` (eval mode, no grad) and record every leaf layer."""
+    if not isinstance(model, nn.Module):
+        raise CifarlabError(
+            f"summarize_model takes a net (an nn.Module), not {type(model).__name__} "
+            f"{model!r:.40}; build one by name with cifarlab.create_model"
+        )
     rows: list[LayerRow] = []
     blocks: list[LayerRow] = []
     leaves = {m for m in model.modules() if not list(m.children())}
