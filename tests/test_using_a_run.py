@@ -99,9 +99,15 @@ def test_a_folder_to_predict_is_read_as_the_data_layer_reads_one(trained_run, tm
         image.save(tmp_path / name, format="PNG")
     code, out, err = _predict(capsys, workspace, run_id, str(tmp_path), "--format", "csv")
     assert code == 0 and len(out.splitlines()) == 2
-    assert err == (f"cifarlab: warning: 3 file(s) in {str(tmp_path)!r} skipped, their names not "
+    assert err == (f"cifarlab: warning: in {str(tmp_path)!r}, 3 file(s) skipped, their names not "
                    "those of images Pillow reads (.heic: 2, no extension: 1); name one on its own "
                    "to try it\n")  # fmt: skip
+    (tmp_path / "cat.png").unlink()  # only those left: none to classify, and why
+    code, out, err = _predict(capsys, workspace, run_id, str(tmp_path))
+    assert code == 2 and err == (f"cifarlab: error: {str(tmp_path)!r} holds no image files (.png, "
+                                 ".jpg, ...); 3 file(s) skipped, their names not those of images "
+                                 "Pillow reads (.heic: 2, no extension: 1); name one on its own "
+                                 "to try it\n")  # fmt: skip
 
 
 def test_predict_table_lists_the_runners_up(trained_run, tiny_folder, capsys):
@@ -112,6 +118,21 @@ def test_predict_table_lists_the_runners_up(trained_run, tiny_folder, capsys):
     header, rule, row = out.splitlines()
     assert header.split() == ["file", "class", "probability", "next"]
     assert row.startswith(str(one)) and row.count("%") == 3  # 5 asked, the net knows 3 classes
+
+
+def test_a_warning_pillow_gives_for_every_image_is_shown_once(trained_run, tmp_path):
+    import warnings
+
+    workspace, run_id = trained_run
+    palette = Image.new("P", (32, 32))
+    palette.putpalette(list(range(256)) * 3)
+    for i in range(3):  # transparency as bytes: Pillow warns as it converts each to RGB
+        palette.save(tmp_path / f"{i}.png", transparency=bytes([0, 255, 128]))
+    trained = cifarlab.load_trained(run_id, workspace)
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("default")  # once per place, as Python shows warnings
+        assert len(trained.predict(tmp_path)) == 3
+    assert sum("Transparency expressed in bytes" in str(w.message) for w in said) == 1
 
 
 def test_a_newline_in_a_file_name_keeps_its_row_whole(trained_run, tmp_path, capsys):

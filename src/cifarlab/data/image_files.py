@@ -11,10 +11,19 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from cifarlab.data.imagefolder import is_image_name, is_litter, plain_image, readable
+from cifarlab.data.imagefolder import (
+    bomb_warnings_as_ours,
+    is_image_name,
+    is_litter,
+    plain_image,
+    readable,
+    say_if_huge,
+)
 from cifarlab.errors import CifarlabError, warn
 
 PathLike = str | os.PathLike
+# files beside images that are not images: skipped without a word
+SIDECARS = {".txt", ".json", ".csv", ".xml", ".md", ".pdf", ".yaml", ".yml", ".ini", ".log"}
 
 
 def image_paths(given: Sequence[PathLike]) -> list[Path]:
@@ -25,13 +34,7 @@ def image_paths(given: Sequence[PathLike]) -> list[Path]:
     paths: list[Path] = []
     for path in map(Path, given):
         if path.is_dir():
-            files = [p for p in path.rglob("*") if not is_litter(p.relative_to(path).parts)]
-            found = sorted(p for p in files if is_image_name(p.name) and p.is_file())
-            if not found:
-                raise CifarlabError(f"{str(path)!r} holds no image files (.png, .jpg, ...)")
-            skipped = [p for p in files if not is_image_name(p.name) and p.is_file()]
-            _say_skipped(path, [p for p in skipped if p.suffix.lower() not in SIDECARS])
-            paths += found
+            paths += _folder_images(path)
         elif path.is_file():  # named on its own: read whatever its name, Pillow decides
             paths.append(path)
         else:
@@ -39,18 +42,28 @@ def image_paths(given: Sequence[PathLike]) -> list[Path]:
     return paths
 
 
-# files beside images that are not images: skipped without a word
-SIDECARS = {".txt", ".json", ".csv", ".xml", ".md", ".pdf", ".yaml", ".yml", ".ini", ".log"}
-
-
-def _say_skipped(folder: Path, skipped: list[Path]) -> None:
-    """A folder's files whose names are not images Pillow reads (.heic, no extension, notes)
-    are left out: say so, or a folder of phone photos looks wholly classified."""
+def _folder_images(folder: Path) -> list[Path]:
+    """The image files in ``folder``, all levels, sorted; what else it holds said (a warning),
+    but for sidecars and the litter the data layer also skips (.thumbnails/, __MACOSX/)."""
+    files = [p for p in folder.rglob("*") if not is_litter(p.relative_to(folder).parts)]
+    files = [p for p in files if p.is_file()]
+    found = sorted(p for p in files if is_image_name(p.name))
+    skipped = [p for p in files if not is_image_name(p.name) and p.suffix.lower() not in SIDECARS]
+    if not found:
+        raise CifarlabError(f"{str(folder)!r} holds no image files (.png, .jpg, ...)"
+                            + (f"; {_skipped(skipped)}" if skipped else ""))  # fmt: skip
     if skipped:
-        kinds = Counter(p.suffix.lower() or "no extension" for p in skipped)
-        listed = ", ".join(f"{kind}: {n}" for kind, n in kinds.most_common(4))
-        warn(f"{len(skipped)} file(s) in {str(folder)!r} skipped, their names not those of images "
-             f"Pillow reads ({listed}); name one on its own to try it")  # fmt: skip
+        warn(f"in {str(folder)!r}, {_skipped(skipped)}")
+    return found
+
+
+def _skipped(files: list[Path]) -> str:
+    """What a folder's files whose names are not images Pillow reads (.heic, no extension)
+    were: said, or a folder of phone photos looks wholly classified."""
+    kinds = Counter(p.suffix.lower() or "no extension" for p in files)
+    listed = ", ".join(f"{kind}: {n}" for kind, n in kinds.most_common(4))
+    return (f"{len(files)} file(s) skipped, their names not those of images Pillow reads "
+            f"({listed}); name one on its own to try it")  # fmt: skip
 
 
 def read_images(paths: Sequence[Path], shape: tuple[int, int, int]) -> tuple[np.ndarray, int]:
@@ -61,12 +74,16 @@ def read_images(paths: Sequence[Path], shape: tuple[int, int, int]) -> tuple[np.
     channels, height, width = shape
     out = np.empty((len(paths), height, width, channels), np.uint8)
     resized = 0
-    for i, path in enumerate(paths):
-        if path.stat().st_size == 0:  # a copy or download that failed: Pillow says "no image"
-            raise CifarlabError(f"{str(path)!r} is empty (0 bytes); copy it again or leave it out")
-        with readable(str(path), in_dataset=False), Image.open(path) as image:
-            out[i], changed = fit_image(image, shape)
-        resized += changed
+    with bomb_warnings_as_ours():
+        for i, path in enumerate(paths):
+            if path.stat().st_size == 0:  # a copy or download that failed: "no image", said Pillow
+                raise CifarlabError(
+                    f"{str(path)!r} is empty (0 bytes); copy it again or leave it out"
+                )
+            with readable(str(path), in_dataset=False), Image.open(path) as image:
+                say_if_huge(image, str(path))
+                out[i], changed = fit_image(image, shape)
+            resized += changed
     return out, resized
 
 

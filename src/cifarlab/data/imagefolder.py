@@ -731,12 +731,9 @@ def _too_large(pixels: int) -> bool:
 
 @contextmanager
 def readable(name: str, in_dataset: bool) -> Iterator[None]:
-    """Pillow's errors on one image as one line naming it, and what to do about it; its
-    two-line warning on a very large image as one cifarlab warning."""
+    """Pillow's errors on one image as one line naming it, and what to do about it."""
     try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", Image.DecompressionBombWarning)
-            yield
+        yield
     except Image.DecompressionBombError:
         raise CifarlabError(
             f"{name} has more pixels than Pillow decodes (its guard against decompression "
@@ -749,12 +746,21 @@ def readable(name: str, in_dataset: bool) -> Iterator[None]:
             f"{name} is not a readable image ({why or first_line(err)[:100]}); {fix} (PNG, "
             "JPEG, WebP, ...)"
         ) from None
-    for said in caught:  # the others as they were; Pillow's bomb warning in our words
-        if issubclass(said.category, Image.DecompressionBombWarning):
-            warn(f"{name} has more pixels than Pillow decodes without a warning (its guard "
-                 "against decompression bombs); it was read, but shrink it to be safe")  # fmt: skip
-        else:
-            warnings.warn_explicit(said.message, said.category, said.filename, said.lineno)
+
+
+@contextmanager
+def bomb_warnings_as_ours() -> Iterator[None]:
+    """Around a loop of ``Image.open``: Pillow's two-line warning on a very large image
+    silenced, for ``say_if_huge`` to say it in one line naming the image."""
+    with warnings.catch_warnings():  # once a loop: entering one per image reset the registry
+        warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+        yield
+
+
+def say_if_huge(image: Image.Image, name: str) -> None:
+    if _too_large(image.width * image.height):  # past it Pillow warns, past twice it refuses
+        warn(f"{name} has more pixels than Pillow decodes without a warning (its guard against "
+             "decompression bombs); it was read, but shrink it to be safe")  # fmt: skip
 
 
 def plain_image(image: Image.Image) -> tuple[Image.Image, bool]:
@@ -778,23 +784,28 @@ def _to_8bit(image: Image.Image) -> Image.Image:
     return Image.fromarray(np.clip(array, 0, 255).astype(np.uint8), "L")
 
 
+def _decode_one(blob: bytes, name: str, image_size: int | None) -> tuple[np.ndarray, bool]:
+    """One image through Pillow, as training reads it; and whether its colours changed."""
+    with readable(name, in_dataset=True), Image.open(io.BytesIO(blob)) as image:
+        say_if_huge(image, name)
+        image, colour = plain_image(image)
+        if image_size is not None and image.size != (image_size, image_size):
+            image = image.resize((image_size, image_size), Image.Resampling.BILINEAR)
+        return np.asarray(image, dtype=np.uint8), colour
+
+
 def _decode_chunk(
     start: int, stop: int, source: Path, image_size: int | None, names: list[str]
 ) -> tuple[list[np.ndarray], int]:
     """Decode ``_BLOBS[start:stop]`` into blocks of equally shaped (n, H, W, C) arrays."""
     arrays, converted = [], 0
-    for blob, name in zip(_BLOBS[start:stop], names):
-        array = _decode_plain_jpeg(blob) if image_size is None else None
-        if array is not None:
+    with bomb_warnings_as_ours():
+        for blob, name in zip(_BLOBS[start:stop], names):
+            array = _decode_plain_jpeg(blob) if image_size is None else None
+            if array is None:
+                array, colour = _decode_one(blob, f"{source}: {name}", image_size)
+                converted += colour
             arrays.append(array[..., None] if array.ndim == 2 else array)
-            continue
-        with readable(f"{source}: {name}", in_dataset=True), Image.open(io.BytesIO(blob)) as image:
-            image, colour = plain_image(image)
-            converted += colour
-            if image_size is not None and image.size != (image_size, image_size):
-                image = image.resize((image_size, image_size), Image.Resampling.BILINEAR)
-            array = np.asarray(image, dtype=np.uint8)
-        arrays.append(array[..., None] if array.ndim == 2 else array)
     blocks, first = [], 0
     for i in range(1, len(arrays) + 1):  # consecutive runs of one shape stack into one block
         if i == len(arrays) or arrays[i].shape != arrays[first].shape:

@@ -8,17 +8,18 @@ logits; every failure is one CifarlabError line.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import hashlib
 import importlib.util
 import inspect
-import io
 import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
 from types import ModuleType
+from typing import NoReturn
 
 import torch
 from torch import nn
@@ -84,19 +85,15 @@ def _import(path: Path) -> ModuleType:
     before = set(sys.modules)
     sys.path.insert(0, folder)  # as `python net.py` would: helper modules beside it import
     argv, sys.argv = sys.argv, [str(path)]  # its module-level argparse reads no cifarlab options
-    said = io.StringIO()  # its stderr, held: an argparse exit's usage goes into our one line
-    exited = False
     try:
-        with contextlib.redirect_stderr(said):
+        with _argparse_errors_raised():
             spec.loader.exec_module(module)
-    except SystemExit as err:  # a training script's module-level argparse or sys.exit()
+    except (SystemExit, _ArgparseError) as err:  # a training script's argparse, or sys.exit()
         sys.modules.pop(name, None)
-        exited = True
-        last = [line for line in said.getvalue().splitlines() if line.strip()][-1:]
-        why = f' ("{last[0].strip()[:150]}")' if last else ""
+        why = f" ({err})" if isinstance(err, _ArgparseError) else f" (SystemExit({err.code!r}))"
         raise CifarlabError(
-            f"model file '{path}' exited on import (SystemExit({err.code!r})){why}: its script "
-            'code runs when cifarlab imports it; move that under `if __name__ == "__main__":`'
+            f"model file '{path}' exited on import{why}: its script code runs when cifarlab "
+            'imports it; move that under `if __name__ == "__main__":`'
         ) from None
     except Exception as err:  # the user's code may raise anything; report it as one line
         sys.modules.pop(name, None)
@@ -107,13 +104,31 @@ def _import(path: Path) -> ModuleType:
     finally:
         sys.argv = argv
         sys.path.remove(folder)
-        if not exited:  # what it printed, in its place
-            sys.stderr.write(said.getvalue())
         _HELPERS.update(n for n in set(sys.modules) - before if _beside(n, folder))
     return module
 
 
 _HELPERS: set[str] = set()  # modules imported from beside a model file
+
+
+class _ArgparseError(Exception):
+    """A model file's argparse refusing its (empty) command line, as one message."""
+
+
+@contextlib.contextmanager
+def _argparse_errors_raised() -> Iterator[None]:
+    """While a model file imports, argparse's error raises instead of printing its usage
+    above cifarlab's line and exiting: its message goes into that one line."""
+
+    def error(parser: argparse.ArgumentParser, message: str) -> NoReturn:
+        raise _ArgparseError(f"{parser.prog}: error: {message}")
+
+    original = argparse.ArgumentParser.error
+    argparse.ArgumentParser.error = error  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        argparse.ArgumentParser.error = original  # type: ignore[method-assign]
 
 
 def _beside(name: str, folder: str) -> bool:
