@@ -858,7 +858,7 @@ def test_files_outside_the_splits_are_never_read(tmp_path):
         ({"val_size": "100"}, "val_size must be a whole number of at least 0, not '100'"),
         ({"val_size": -1}, "val_size must be a whole number of at least 0, not -1"),
         ({"limit_train": 0}, "limit_train must be a whole number of at least 1, not 0"),
-        ({"labels": "x"}, "--labels must be fine or coarse \\(got 'x'\\)"),  # a folder warned
+        ({"labels": "x"}, "labels must be 'fine' or 'coarse', not 'x'"),  # a folder warned
     ],
 )
 def test_load_dataset_checks_its_counts_as_train_does(tiny_folder, options, says):

@@ -652,6 +652,11 @@ def test_a_net_too_large_to_build_or_hold_says_which_option_made_it_so(capsys):
     assert machine_trouble(torch_says, "summary") == (  # it said "allocate 47988480": 48 MB?
         "out of memory (tried to allocate 4.8 TB); try a smaller --image-size or --batch-size"
     )
+    for asked, shown in ((999_600_000, "1 GB"), (999_999, "1 MB"), (12, "12 bytes")):
+        said = machine_trouble(
+            RuntimeError(f"can't allocate memory: you tried to allocate {asked} bytes"), "summary"
+        )
+        assert f"(tried to allocate {shown})" in said  # not "1e+03 MB"
 
 
 def test_a_features_and_head_net_is_drawn_as_its_layers_not_two_groups():

@@ -1690,7 +1690,8 @@ def test_python_gets_short_answers_and_clear_errors(tiny_archive, tmp_path):
         cifarlab.create_model(net)
     with pytest.raises(CifarlabError, match="num_classes must be a whole number"):
         cifarlab.create_model("tutorial", num_classes="10")
-    for size in (32.5, (32,), "32"):  # TypeErrors and ValueErrors from deep in a builder
+    assert cifarlab.create_model("tutorial", image_size=tuple(np.array([32, 32]))) is not None
+    for size in (32.5, (32,), "32", True):  # TypeErrors and ValueErrors from deep in a builder
         with pytest.raises(CifarlabError, match=r"image_size must be a whole number of at least "
                            r"1, or \(height, width\), not "):  # fmt: skip
             cifarlab.create_model("tutorial", image_size=size)

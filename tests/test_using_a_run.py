@@ -135,6 +135,13 @@ def test_a_warning_pillow_gives_for_every_image_is_shown_once(trained_run, tmp_p
     assert sum("Transparency expressed in bytes" in str(w.message) for w in said) == 1
 
 
+def test_a_damaged_pil_image_is_one_line(trained_run, tmp_path):
+    workspace, run_id = trained_run
+    lazy = Image.open(_truncated_png(tmp_path / "cut.png"))  # Pillow reads the pixels later
+    with pytest.raises(CifarlabError, match=r"cut.png is not a readable image \(image file is "):
+        cifarlab.load_trained(run_id, workspace).predict([lazy])
+
+
 def test_a_newline_in_a_file_name_keeps_its_row_whole(trained_run, tmp_path, capsys):
     workspace, run_id = trained_run
     Image.new("RGB", (32, 32)).save(tmp_path / "new\nline.png")

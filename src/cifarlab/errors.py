@@ -110,7 +110,7 @@ def _allocation(message: str) -> str:
     if asked:
         size, unit = float(asked[1]), "bytes"
         for unit in ("bytes", "KB", "MB", "GB", "TB", "PB"):
-            if size < 1000 or unit == "PB":
+            if float(f"{size:.3g}") < 1000 or unit == "PB":  # 999.6 MB shows as 1e+03 MB
                 break
             size /= 1000
         return f"tried to allocate {size:.3g} {unit}"

@@ -18,6 +18,7 @@ from PIL import Image
 from torch import nn
 
 from cifarlab.data.image_files import fit_image, image_paths, read_images
+from cifarlab.data.imagefolder import readable
 from cifarlab.errors import CifarlabError, as_path
 from cifarlab.model_files import model_of_run, model_source
 from cifarlab.models import create_model
@@ -43,15 +44,15 @@ class TrainedModel:
 
     def logits(self, images: Any) -> torch.Tensor:
         """Logits (N x classes) for ``images``: image files (a path, or a list of paths and
-        folders: ``read``), floats in [0, 1] N x C x H x W, or uint8 pixels, N x H x W x C as
-        ``load_dataset`` gives them (one image without the N)."""
+        folders: ``read``), PIL images (one or a list; any size and mode), floats in [0, 1]
+        N x C x H x W, or uint8 pixels, N x H x W x C as ``load_dataset`` gives them (one
+        image without the N)."""
         if isinstance(images, list | tuple) and not images:  # an empty glob in a notebook
             raise CifarlabError("no images given (an empty list); pass image files or pixels")
         if _are_paths(images):
             images = self.read(images)[0]
         elif _are_pil_images(images):  # opened by the caller: any size or mode, as files are
-            listed = images if isinstance(images, list | tuple) else [images]
-            images = np.stack([fit_image(image, self.image_shape)[0] for image in listed])
+            images = self._fitted(images if isinstance(images, list | tuple) else [images])
         device = next(self.model.parameters()).device  # trained.model.cuda(): there too
         x = self._pixels(images)
         mean, std = self.mean[:, None, None].to(device), self.std[:, None, None].to(device)
@@ -83,50 +84,33 @@ class TrainedModel:
         files = image_paths([paths] if isinstance(paths, str | os.PathLike) else paths)
         return read_images(files, self.image_shape)[0], files
 
+    def _fitted(self, images: list[Image.Image]) -> np.ndarray:
+        """PIL images at this net's channels and size, read as image files are."""
+        fitted = []
+        for i, image in enumerate(images):
+            name = getattr(image, "filename", "") or f"image {i}"
+            with readable(name, in_dataset=False):  # a truncated file loads only now
+                fitted.append(fit_image(image, self.image_shape)[0])
+        return np.stack(fitted)
+
     def _pixels(self, images: Any) -> torch.Tensor:
         """N x C x H x W, in the type given: integer pixels (see ``_integer_layout``), or
         floats in [0, 1] as torch takes them (N x C x H x W, or C x H x W)."""
-        if not torch.is_tensor(images):
-            given = type(images).__name__
-            try:
-                images = np.asarray(images)  # np.asarray(PIL image) is read-only: torch warns
-            except ValueError:  # a list of arrays that differ in shape
-                raise CifarlabError(
-                    "images of different shapes: pass arrays of one shape, or the image "
-                    "files (predict(paths) converts and resizes them)"
-                ) from None
-            if images.dtype.kind not in "biuf":  # None, bytes, a generator, strings and arrays
-                raise CifarlabError(
-                    f"cannot read images from a {given}: pass image files (a path or a list "
-                    "of paths), PIL images, or arrays of pixels"
-                )
-            images = images if images.flags.writeable else images.copy()
-        x = torch.as_tensor(images)
+        x = images if torch.is_tensor(images) else torch.as_tensor(_as_array(images))
+        given = tuple(x.shape)
         x = x.float() if x.dtype == torch.bool else x  # a mask: 0 and 1 as floats
         c, h, w = self.image_shape
         if x.dtype.is_floating_point:
             x = x[None] if x.dim() == 3 else x
             if x.dim() == 4 and x.shape[1] != c and x.shape[-1] == c:  # N x H x W x C floats
                 x = x.permute(0, 3, 1, 2)
-            if x.numel() and not torch.isfinite(x).all():  # NaN: every image the first class
-                raise CifarlabError("images hold NaN or infinite values; pass pixels in [0, 1]")
-            if x.numel() and x.max() > 1:  # every image read as one class: say it
-                raise CifarlabError(
-                    f"images as floats must be in [0, 1] (these reach {x.max().item():g}); "
-                    "divide pixels by 255, or pass them as uint8"
-                )
-            if x.numel() and x.min() < 0:  # normalized already, as the PyTorch tutorial does
-                raise CifarlabError(
-                    f"images as floats must be in [0, 1] (these go down to {x.min().item():g}): "
-                    "pass them before normalizing; the run normalizes them with its own mean "
-                    "and std"
-                )
+            _check_float_range(x)
         else:
             x = _eight_bit(_integer_layout(x)).permute(0, 3, 1, 2)
             if x.shape[1] == 1 and c == 3:  # gray among colour: as training converts them
                 x = x.expand(-1, 3, -1, -1)
         if x.dim() != 4 or tuple(x.shape[1:]) != (c, h, w):
-            raise CifarlabError(f"images of shape {tuple(images.shape)}: run {self.run_id} "
+            raise CifarlabError(f"images of shape {given}: run {self.run_id} "
                                 f"classifies {c} x {h} x {w} images; {self._fix(x)}")  # fmt: skip
         return x
 
@@ -139,6 +123,41 @@ class TrainedModel:
                 f"they have {x.shape[1]} channels: convert them (PIL: .convert({mode!r})), {files}"
             )
         return f"resize them to {h}x{w} (bilinear, as training resized), {files}"
+
+
+def _as_array(images: Any) -> np.ndarray:
+    """Pixels given as arrays or lists of them, as a writable numpy array of numbers."""
+    try:
+        array = np.asarray(images)
+    except ValueError:  # a list of arrays that differ in shape
+        raise CifarlabError(
+            "images of different shapes: pass arrays of one shape, or the image files "
+            "(predict(paths) converts and resizes them)"
+        ) from None
+    if array.dtype.kind not in "biuf":  # None, bytes, a generator, strings
+        raise CifarlabError(
+            f"cannot read images from a {type(images).__name__}: pass image files (a path or a "
+            "list of paths), PIL images, or arrays of pixels"
+        )
+    return array if array.flags.writeable else array.copy()  # np.asarray(PIL image): read-only
+
+
+def _check_float_range(x: torch.Tensor) -> None:
+    """Float pixels must be in [0, 1]: anything else gave wrong classes without a word."""
+    if not x.numel():
+        return
+    if not torch.isfinite(x).all():  # NaN: every image the first class
+        raise CifarlabError("images hold NaN or infinite values; pass pixels in [0, 1]")
+    if x.max() > 1:  # every image read as one class: say it
+        raise CifarlabError(
+            f"images as floats must be in [0, 1] (these reach {x.max().item():g}); divide "
+            "pixels by 255, or pass them as uint8"
+        )
+    if x.min() < 0:  # normalized already, as the PyTorch tutorial does
+        raise CifarlabError(
+            f"images as floats must be in [0, 1] (these go down to {x.min().item():g}): pass "
+            "them before normalizing; the run normalizes them with its own mean and std"
+        )
 
 
 def _integer_layout(x: torch.Tensor) -> torch.Tensor:

@@ -165,8 +165,9 @@ def load_dataset(
         val_size=(val_size, 0), limit_train=(limit_train, 1), limit_test=(limit_test, 1),
         seed=(seed, 0),
     )  # fmt: skip
+    labels = labels.lower() if isinstance(labels, str) else labels  # as train() reads it
     if labels not in ("fine", "coarse"):  # image folders warned that "x" is for CIFAR-100
-        raise CifarlabError(f"--labels must be fine or coarse (got {labels!r})")
+        raise CifarlabError(f"labels must be 'fine' or 'coarse', not {labels!r}")
     decoded, stats, path, _, content_id = decode_source(
         data, image_size=image_size, labels=labels, quiet=quiet
     )

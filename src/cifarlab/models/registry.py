@@ -7,6 +7,7 @@ spec as a dict or list of layer strings.
 
 from __future__ import annotations
 
+import operator
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -218,23 +219,30 @@ def create_model(
     for option, value in (("num_classes", num_classes), ("in_channels", in_channels)):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise CifarlabError(f"{option} must be a whole number of at least 1, not {value!r}")
-    pair = isinstance(image_size, tuple | list)
-    sides = image_size if pair else (image_size,)
-    if len(sides) != (2 if pair else 1) or not all(
-        isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in sides
-    ):
-        raise CifarlabError(
-            f"image_size must be a whole number of at least 1, or (height, width), not "
-            f"{image_size!r}"
-        )
     entry = get_model_entry(name)
-    shape = dict(num_classes=num_classes, in_channels=in_channels, image_size=image_size)
+    shape = dict(num_classes=num_classes, in_channels=in_channels,
+                 image_size=_image_size(image_size))  # fmt: skip
     model = entry.factory(**shape)
     if entry.source in ("file", "user"):  # user code: prove it maps images to logits first
         from cifarlab.models.pyfile import check_logits
 
         check_logits(model, name, **shape)
     return model
+
+
+def _image_size(given: Any) -> ImageSize:
+    """``image_size`` as factories take it: an int, or (height, width) of ints (numpy's and
+    torch's integers too); a float, a string or a bool is refused in a line."""
+    pair = isinstance(given, tuple | list)
+    try:  # a bool is left out, so the count below refuses it
+        sides = [operator.index(v) for v in (given if pair else [given]) if type(v) is not bool]
+    except TypeError:
+        sides = []
+    if len(sides) != (2 if pair else 1) or min(sides) < 1:
+        raise CifarlabError(
+            f"image_size must be a whole number of at least 1, or (height, width), not {given!r}"
+        )
+    return (sides[0], sides[1]) if pair else sides[0]
 
 
 def check_model(name: Any) -> None:
