@@ -276,3 +276,39 @@ def test_world_size_without_torchrun_is_named(rank_0_of_2, tmp_path, capsys):
     assert "but no MASTER_ADDR: cifarlab spreads a run over the processes torchrun starts" in (
         capsys.readouterr().err
     )
+
+
+RANK_EXITING = """
+import atexit, sys
+import torch.distributed as dist
+from cifarlab import distributed, launch
+atexit.register(lambda: print("exit handlers ran, group", dist.is_initialized()))
+dist.init_process_group("gloo", init_method="file://{store}", rank=0, world_size=1)
+atexit.register(distributed._leave)  # as join() leaves a rank of a torchrun launch
+distributed._joined = True
+if sys.argv[1] == "bug":
+    import cifarlab.cli
+    cifarlab.cli.main = lambda: 1 / 0
+sys.argv = ["cifarlab", *sys.argv[2:]]
+code = launch.main()
+print("returned", code)  # a rank never gets here: it ends in exit_rank
+"""
+
+
+@pytest.mark.parametrize(
+    "args, code, says",
+    [
+        (["ok", "models"], 0, "speedrun-tiny"),  # the table's last rows: flushed
+        (["ok", "train", "--epochs", "0"], 2, "invalid --epochs"),
+        (["bug"], 1, "ZeroDivisionError"),  # its traceback, then the same way out
+    ],
+)
+def test_a_rank_ends_past_the_teardown_with_its_status_said_and_flushed(tmp_path, args, code, says):
+    # gloo could abort at interpreter teardown after a recorded run: exit_rank skips it
+    script = RANK_EXITING.format(store=tmp_path / "store")
+    done = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True,
+                          timeout=120, cwd=tmp_path)  # fmt: skip
+    assert done.returncode == code, done.stderr
+    assert says in done.stdout + done.stderr
+    assert done.stdout.endswith("exit handlers ran, group False\n")  # destroyed, before os._exit
+    assert "returned" not in done.stdout

@@ -91,6 +91,9 @@ def launched_world() -> World:
     return world
 
 
+_joined = False  # set by join: the group is this package's, which ends it (exit_rank)
+
+
 def join(world: World) -> None:
     """Connect this rank to the others (once a process): NCCL between GPUs, gloo on CPUs."""
     if not world.spread or dist.is_initialized():
@@ -109,17 +112,14 @@ def join(world: World) -> None:
     _joined = True
 
 
-_joined = False  # whether this process joined a torchrun launch's group (``join``)
-
-
 def _leave() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()
 
 
 def joined() -> bool:
-    """Whether this process is a rank of a spread run that connected to the others."""
-    return _joined
+    """Whether this process is a rank of a spread run connected to the others (``join``)."""
+    return _joined and dist.is_initialized()
 
 
 def exit_rank(code: int) -> NoReturn:

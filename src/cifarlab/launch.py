@@ -11,6 +11,7 @@ import contextlib
 import gc
 import signal
 import sys
+import traceback
 
 from cifarlab.errors import Terminated
 from cifarlab.process import terminate_as_interrupt
@@ -26,6 +27,11 @@ def main() -> int:
         word = "terminated" if isinstance(stop, Terminated) else "interrupted"
         print(f"cifarlab: {word}", file=sys.stderr)
         code = 143 if isinstance(stop, Terminated) else 130
+    except Exception:  # a bug, with its traceback: on a rank, still past the teardown
+        if not _spread_rank():
+            raise
+        traceback.print_exc()
+        code = 1
     finally:
         # the work is done: a SIGTERM from here on ends the process as by default, and
         # the output is flushed first, so a results table piped elsewhere is not lost
@@ -36,7 +42,12 @@ def main() -> int:
         # the collector's last passes over torch's objects made `data info` linger 0.9-1.0 s
         # after its last line; 0.16-0.17 s without them (benchmarks/exit_latency.py, AVX2 CPU)
         gc.freeze()
-    spread = sys.modules.get("cifarlab.distributed")  # loaded by a torchrun launch only
-    if spread is not None and spread.joined():
-        spread.exit_rank(code)  # gloo's teardown at interpreter exit can abort: skip it
+    if _spread_rank():  # gloo's teardown at interpreter exit can abort: skip it
+        sys.modules["cifarlab.distributed"].exit_rank(code)
     return code
+
+
+def _spread_rank() -> bool:
+    """Whether this process is a rank of a torchrun launch that joined the others."""
+    spread = sys.modules.get("cifarlab.distributed")  # loaded by a torchrun launch only
+    return spread is not None and spread.joined()
