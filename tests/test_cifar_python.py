@@ -48,7 +48,7 @@ def test_cifar100_fine_and_coarse_labels(tmp_path):
     assert coarse.classes == ("plant", "animal")
     assert np.bincount(coarse.train.labels).tolist() == [10, 30]
     assert np.array_equal(fine.train.images, coarse.train.images)
-    with pytest.raises(CifarlabError, match="--labels must be fine or coarse"):
+    with pytest.raises(CifarlabError, match="labels must be .fine. or .coarse., not .medium."):
         load_dataset(archive, val_size=0, labels="medium")
 
 

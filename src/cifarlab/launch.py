@@ -24,9 +24,10 @@ def main() -> int:
 
         code = cli_main()
     except KeyboardInterrupt as stop:  # Ctrl-C or SIGTERM before the CLI's own handling
-        word = "terminated" if isinstance(stop, Terminated) else "interrupted"
-        print(f"cifarlab: {word}", file=sys.stderr)
-        code = 143 if isinstance(stop, Terminated) else 130
+        code = 0 if _left_to_rank_0(stop) else 143 if isinstance(stop, Terminated) else 130
+        if code:
+            word = "terminated" if isinstance(stop, Terminated) else "interrupted"
+            print(f"cifarlab: {word}", file=sys.stderr)
     except Exception:  # a bug, with its traceback: on a rank, still past the teardown
         if not _spread_rank():
             raise
@@ -45,6 +46,13 @@ def main() -> int:
     if _spread_rank():  # gloo's teardown at interpreter exit can abort: skip it
         sys.modules["cifarlab.distributed"].exit_rank(code)
     return code
+
+
+def _left_to_rank_0(stop: KeyboardInterrupt) -> bool:
+    """A rank other than 0 that torchrun stopped as it was already ending (rank 0 failed
+    and left first): rank 0 has said why, this rank ends quietly (``cli._left_to_rank_0``)."""
+    cli = sys.modules.get("cifarlab.cli")
+    return cli is not None and cli._left_to_rank_0(stop)
 
 
 def _spread_rank() -> bool:
