@@ -127,15 +127,8 @@ def exit_rank(code: int) -> NoReturn:
     interpreter's teardown: a rank could abort there after its run was finished and
     recorded ("terminate called without an active exception", gloo), which made torchrun's
     status a failure: 9 of 200 launches before, 0 of 200 since (BENCHMARKS.md).
-    The exit handlers run first, so the group is destroyed (``_leave``) as in any exit.
-
-    A rank other than 0 that fails on its own then waits (up to 10 s) for rank 0 to record
-    the run: torchrun stops every rank once one has exited, and the teardown this skips had
-    given rank 0 the time to see the rank gone and record why."""
-    store = _default_store()  # torchrun's key-value store: it outlives the group
+    The exit handlers run first, so the group is destroyed (``_leave``) as in any exit."""
     atexit._run_exitfuncs()  # the handlers Python would run on its way out, in their order
-    if code and launched_world().rank:
-        _failure_said(store, within=10.0)
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(OSError, ValueError):  # a closed pipe: `... | head`
             stream.flush()
@@ -235,21 +228,9 @@ def main_failed(world: World, within: float = 10.0) -> bool:
     """On another rank: whether rank 0 said it failed, waiting up to ``within`` seconds."""
     if not (world.spread and dist.is_initialized()):
         return False
-    return _failure_said(_default_store(), within)
-
-
-def _default_store() -> Any:
-    try:
-        return dist.distributed_c10d._get_default_store()
-    except Exception:  # noqa: BLE001 - no group (any more): no store to ask
-        return None
-
-
-def _failure_said(store: Any, within: float) -> bool:
-    """Whether rank 0 says (``say_main_failed``) it recorded a failure, waiting up to
-    ``within`` seconds."""
     deadline = time.monotonic() + within
     try:
+        store = dist.distributed_c10d._get_default_store()
         while not store.check([_FAILED_KEY]):  # polled: store.wait logs its timeout in C++
             if time.monotonic() > deadline:
                 return False
