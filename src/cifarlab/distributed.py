@@ -21,7 +21,6 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
-import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ import torch
 import torch.distributed as dist
 
 from cifarlab.errors import CifarlabError
+from cifarlab.process import flush_output
 
 T = TypeVar("T")
 
@@ -129,9 +129,7 @@ def exit_rank(code: int) -> NoReturn:
     status a failure: 9 of 200 launches before, 0 of 200 since (BENCHMARKS.md).
     The exit handlers run first, so the group is destroyed (``_leave``) as in any exit."""
     atexit._run_exitfuncs()  # the handlers Python would run on its way out, in their order
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(OSError, ValueError):  # a closed pipe: `... | head`
-            stream.flush()
+    flush_output()  # what the handlers printed
     os._exit(code)
 
 

@@ -7,14 +7,13 @@ exit status 130 or 143, no traceback.
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import signal
 import sys
 import traceback
 
 from cifarlab.errors import Terminated
-from cifarlab.process import terminate_as_interrupt
+from cifarlab.process import flush_output, terminate_as_interrupt
 
 
 def main() -> int:
@@ -35,10 +34,8 @@ def main() -> int:
         code = 1
     finally:
         # the work is done: a SIGTERM from here on ends the process as by default, and
-        # the output is flushed first, so a results table piped elsewhere is not lost
-        for stream in (sys.stdout, sys.stderr):
-            with contextlib.suppress(OSError, ValueError):  # a closed pipe: `... | head`
-                stream.flush()
+        # the output is flushed first
+        flush_output()
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         # the collector's last passes over torch's objects made `data info` linger 0.9-1.0 s
         # after its last line; 0.16-0.17 s without them (benchmarks/exit_latency.py, AVX2 CPU)

@@ -15,7 +15,7 @@ import socket
 import sys
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from cifarlab.errors import CifarlabError, RunInProgress, Terminated
@@ -76,6 +76,14 @@ def _start_time(pid: int) -> str:
             return f.read().rpartition(")")[2].split()[19]  # field 22; the name may hold spaces
     except (OSError, IndexError):
         return ""
+
+
+def flush_output() -> None:
+    """Flush stdout and stderr, so a results table piped elsewhere is not lost at exit; a
+    closed pipe (`... | head`) has nothing left to take."""
+    for stream in (sys.stdout, sys.stderr):
+        with suppress(OSError, ValueError):
+            stream.flush()
 
 
 def die_with_parent(parent_pid: int) -> None:
