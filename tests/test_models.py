@@ -618,6 +618,10 @@ def test_cli_bad_models_exit_2_with_one_line(tmp_path, capsys):
         ("summary", str(bad_spec)): 'layer 2 "maxpool 64": input is 64x32x32, too small to pool',
         ("diagram", str(tmp_path / "x.py") + ":Net"): "does not exist",
         ("diagram", "tutorial", "-o", str(tmp_path / "a-file" / "x.png")): "cannot write",
+        ("diagram", "tutorial", "-o", str(tmp_path / "x.foo")): (
+            "cannot write diagram to '" + str(tmp_path / "x.foo") + "': Format 'foo' is not "
+            "supported (supported formats: "  # matplotlib's list of the suffixes it writes
+        ),
         ("summary", "tutorial", "--batch-size", "0"): "--batch-size must be positive",
     }
     if sys.platform.startswith("linux"):  # a folder no one writes in, even root
@@ -630,6 +634,7 @@ def test_cli_bad_models_exit_2_with_one_line(tmp_path, capsys):
         err = capsys.readouterr().err
         assert err.startswith("cifarlab: error: ") and expected in err, (args, err)
         assert err.count("\n") == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file", "bad.toml"]  # no leftovers
 
 
 def test_a_net_too_large_to_build_or_hold_says_which_option_made_it_so(capsys):
