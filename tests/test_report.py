@@ -281,9 +281,11 @@ def _fake_runs(
 
 def test_batch_size_sensitivity(tmp_path):
     groups = aggregate.group(_fake_runs(n_models=2, lrs=7, seeds=1, vary="batch_size"))
+    keys = [set(g) for g in groups]
     chart = charts.sensitivity(groups, "batch_size", tmp_path)
     _png_ok(chart.path)
     assert charts.sensitivity(groups, "lr", tmp_path) is None  # lr does not vary here
+    assert [set(g) for g in groups] == keys  # the page and the later charts get them as they were
     top = max(groups, key=lambda g: g["best_val_acc_mean"])
     assert chart.caption.startswith(
         f"For {top['model']} · {top['optimizer']}, validation picks batch size "

@@ -741,8 +741,8 @@ def sensitivity(
 ) -> Chart | None:
     """Accuracy against ``key`` (batch_size or lr), one line per model/optimizer; the caption
     names the values whose runs diverged (``failed``: runs that did not complete)."""
-    for g in groups:
-        g[key] = g["members"][0]["config"][key]
+    # copies: the caller's groups go on to the other charts and the page unchanged
+    groups = [{**g, key: g["members"][0]["config"][key]} for g in groups]
     # a model/optimizer tried at one value has no sensitivity to show
     pairs = {
         pair: members
