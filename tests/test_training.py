@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -1468,6 +1469,9 @@ def test_a_relative_data_path_is_kept_absolute(tiny_folder, monkeypatch):
     for given in (tiny_folder.name, f"./{tiny_folder.name}", str(tiny_folder)):
         assert make_run_config(data=given).data == str(tiny_folder)
     assert make_run_config(data="cifar10").data == "cifar10"  # a name, not a path here
+    # pathlib.Path from Python, as the CLI's strings; recorded as text, so runs.db takes it
+    paths = make_run_config(data=Path(tiny_folder.name), workspace=Path("ws"), model=Path("n.py"))
+    assert (paths.data, paths.workspace, paths.model) == (str(tiny_folder), "ws", "n.py")
 
 
 @pytest.mark.parametrize(

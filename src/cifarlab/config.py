@@ -106,7 +106,7 @@ class RunConfig(BaseModel):
     quiet: bool = False
     tensorboard: bool = False
 
-    @field_validator("data", "workspace", "model", mode="before")
+    @field_validator("data", "workspace", mode="before")
     @classmethod
     def _paths_as_text(cls, v: Any) -> Any:
         """A ``pathlib.Path`` from Python is as good as the string a CLI flag gives."""
@@ -129,7 +129,7 @@ class RunConfig(BaseModel):
     @classmethod
     def _model_is_a_reference(cls, v: Any) -> Any:
         """A path names its file; a built net or a spec object cannot be recorded or rerun."""
-        if isinstance(v, os.PathLike):
+        if isinstance(v, os.PathLike):  # a pathlib.Path from Python, as good as a CLI string
             return os.fspath(v)
         if not isinstance(v, str):
             raise ValueError(

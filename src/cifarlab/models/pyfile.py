@@ -31,8 +31,6 @@ from cifarlab.models.spec import ImageSize, image_hw
 
 NO_MESSAGE = "(no message)"  # after "raised ValueError:", the type name again says nothing
 
-SHAPE_ARGS = ("num_classes", "in_channels", "image_size")
-
 
 def user_code_line(err: BaseException) -> str:
     """`` at net.py:12`` (in Jupyter `` at Cell In[8], line 12``, as IPython names it): the
