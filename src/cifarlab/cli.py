@@ -228,7 +228,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from cifarlab.experiments.spec import load_experiment
 
     overrides = {"data": args.data} if args.data else {}
-    return _sweep(load_experiment(args.file, **overrides), args)
+    return _sweep_and_summarize(load_experiment(args.file, **overrides), args)
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -245,7 +245,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
         val_size=args.val_size,
     )
     overrides = {"data": args.data} if args.data else {}
-    code = _sweep(build_experiment(definition, source=f"preset {args.preset}", **overrides), args)
+    experiment = build_experiment(definition, source=f"preset {args.preset}", **overrides)
+    code = _sweep_and_summarize(experiment, args)
     if not args.dry_run:
         from cifarlab.results import group_table
 
@@ -253,42 +254,36 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return code
 
 
-def _sweep(experiment, args: argparse.Namespace) -> int:
-    from dataclasses import replace
-
-    from cifarlab.experiments.ray_runs import check_ray_options, ray_options
-    from cifarlab.experiments.sweep import TO_RUN, check_sweep_options, plan_dry_run, run_sweep
+def _sweep_and_summarize(experiment, args: argparse.Namespace) -> int:
+    from cifarlab.experiments.ray_runs import ray_options
+    from cifarlab.experiments.sweep import TO_RUN, SweepPlan, sweep_experiment
     from cifarlab.filters import parse_only
 
-    if args.new_name is not None:
-        experiment = replace(experiment, name=args.new_name)
-    check_sweep_options(args.workers, args.max_runs)
-    ray = ray_options(args.ray, args.ray_cpus, args.ray_gpus)
-    check_ray_options(ray, args.workers)
-    only = parse_only(args.only)
-    if args.dry_run:  # writes nothing: a workspace without a database plans against an empty one
-        plan = plan_dry_run(experiment, args.workspace, only, args.max_runs, args.force)
-        print(plan.text())
-        return 0
     try:
-        report = run_sweep(
-            experiment, args.workspace, workers=args.workers, only=only,
-            max_runs=args.max_runs, force=args.force, quiet=args.quiet, ray=ray,
+        report = sweep_experiment(
+            experiment, args.workspace, new_name=args.new_name, dry_run=args.dry_run,
+            workers=args.workers, only=parse_only(args.only), max_runs=args.max_runs,
+            force=args.force, quiet=args.quiet,
+            ray=ray_options(args.ray, args.ray_cpus, args.ray_gpus),
         )  # fmt: skip
     except KeyboardInterrupt as stop:  # not the one run's `train --resume`: the whole sweep
         stop.resume_hint = "the same command again (it skips finished runs, resumes stopped ones)"
         raise
+    if isinstance(report, SweepPlan):  # --dry-run: a workspace without a database plans
+        print(report.text())  # against an empty one, and nothing is written
+        return 0
+    experiment_name = args.new_name or experiment.name
     counts = {s: list(report.outcomes.values()).count(s) for s in set(report.outcomes.values())}
     summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "nothing to run"
     trained = sum(p.action in TO_RUN for p in report.planned)
     print(
-        f"sweep {experiment.name}: {_runs(len(report.planned))} ({summary}); {trained} trained "
+        f"sweep {experiment_name}: {_runs(len(report.planned))} ({summary}); {trained} trained "
         f"now, in {report.seconds:.0f}s",
         file=sys.stderr,
     )
     if report.not_run:  # a partial sweep must not read as a finished one
         print(
-            f"sweep {experiment.name}: {report.not_run} of its {_runs(report.runs)} not run yet "
+            f"sweep {experiment_name}: {report.not_run} of its {_runs(report.runs)} not run yet "
             "(--only / --max-runs); the same command without them runs the rest",
             file=sys.stderr,
         )

@@ -269,6 +269,31 @@ def _other_axes(configs: list[RunConfig]) -> list[str]:
     return [k for k in fields if len({repr(getattr(c, k)) for c in configs}) > 1]
 
 
+def sweep_experiment(
+    experiment: Experiment,
+    workspace: str | Path,
+    *,
+    new_name: str | None = None,
+    dry_run: bool = False,
+    workers: int = 1,
+    only: dict[str, Any] | None = None,
+    max_runs: int | None = None,
+    force: bool = False,
+    quiet: bool = False,
+    ray: RayOptions | None = None,
+) -> SweepReport | SweepPlan:
+    """`cifarlab sweep`/`compare` and ``cifarlab.sweep``: ``experiment``, recorded as
+    ``new_name`` if given, planned (``dry_run``: nothing trained or written) or run."""
+    if new_name is not None:
+        experiment = replace(experiment, name=new_name)
+    if dry_run:  # refused as the sweep would refuse it (run_sweep checks the same)
+        check_sweep_options(workers, max_runs)
+        check_ray_options(ray, workers)
+        return plan_dry_run(experiment, workspace, only, max_runs, force)
+    return run_sweep(experiment, workspace, workers=workers, only=only, max_runs=max_runs,
+                     force=force, quiet=quiet, ray=ray)  # fmt: skip
+
+
 def run_sweep(
     experiment: Experiment,
     workspace: str | Path,
@@ -292,10 +317,10 @@ def run_sweep(
     with contextlib.ExitStack() as ending:
         if ray:
             ending.callback(leave)  # a cluster started for this sweep ends with it
-        return _sweep(experiment, workspace, workers, only, max_runs, force, quiet, ray)
+        return _sweep_locked(experiment, workspace, workers, only, max_runs, force, quiet, ray)
 
 
-def _sweep(
+def _sweep_locked(
     experiment: Experiment,
     workspace: Path,
     workers: int,
