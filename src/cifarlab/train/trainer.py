@@ -164,22 +164,7 @@ class Trainer:
                 continue
             lr_sum += self._set_lr()
             steps += 1
-            with autocast(self.precision, self.device):
-                logits = self.forward(x)
-            # the loss in fp32 even under autocast
-            loss = F.cross_entropy(logits.float(), y, label_smoothing=self.label_smoothing)
-            self.optimizer.zero_grad(set_to_none=True)
-            self.scaler.scale(loss).backward()
-            average_gradients(self.world, self.model.parameters())
-            if self.grad_clip is not None:
-                self.scaler.unscale_(self.optimizer)
-                nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-            if self.ema is not None:
-                self.ema.update(self.model, self.step)
-            self.step += 1
-            self._check_divergence(loss)
+            logits, loss = self.train_step(x, y)
             batch_correct = (logits.argmax(1) == y).sum()
             loss_sum += loss.detach() * len(y)
             correct += batch_correct
@@ -200,6 +185,26 @@ class Trainer:
             "images_per_sec": seen / seconds,
             **cpu_share.stop(),
         }
+
+    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One optimizer step on a batch: its logits and (fp32) loss."""
+        with autocast(self.precision, self.device):
+            logits = self.forward(x)
+        # the loss in fp32 even under autocast
+        loss = F.cross_entropy(logits.float(), y, label_smoothing=self.label_smoothing)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        average_gradients(self.world, self.model.parameters())
+        if self.grad_clip is not None:
+            self.scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        if self.ema is not None:
+            self.ema.update(self.model, self.step)
+        self.step += 1
+        self._check_divergence(loss)
+        return logits, loss
 
     @torch.no_grad()
     def evaluate(self, loader: TensorLoader, tta: int = 0) -> Evaluation:
@@ -291,6 +296,9 @@ class Trainer:
         for cb in self.callbacks:
             if type(cb).__name__ in state.get("callbacks", {}):
                 cb.load_state_dict(state["callbacks"][type(cb).__name__])
+        self._restore_rng(state)
+
+    def _restore_rng(self, state: dict[str, Any]) -> None:
         # a checkpoint loaded onto a GPU brings its RNG states there; torch takes them on the CPU
         ranks = state.get("rng_ranks") or []
         if len(ranks) == self.world.size:  # resumed over as many ranks: each takes its own
