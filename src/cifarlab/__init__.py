@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import cifarlab.train  # noqa: F401  (the subpackage first: `def train` below then wins the name)
 from cifarlab.errors import CifarlabError
+from cifarlab.experiments.store import WORKSPACE
 from cifarlab.report import report  # the same for `report` and `results`
 from cifarlab.results import grouped_results, results
 
@@ -64,7 +65,7 @@ def __dir__() -> list[str]:
 
 def sweep(
     path_or_definition: str | Path | dict,
-    workspace: str | Path = "cifarlab-runs",
+    workspace: str | Path = WORKSPACE,
     workers: int = 1,
     quiet: bool = False,
     new_name: str | None = None,

@@ -19,6 +19,7 @@ from cifarlab.config import (
     did_you_mean,
 )
 from cifarlab.errors import CifarlabError, suggest
+from cifarlab.experiments.store import WORKSPACE
 
 
 class _Parser(argparse.ArgumentParser):
@@ -266,7 +267,7 @@ _DATA_EXAMPLES = """\
 def _add_results_parser(sub: argparse._SubParsersAction) -> None:
     results = _command(sub, "results", "list runs, or an experiment's seed-grouped table",
                        _RESULTS_EXAMPLES)  # fmt: skip
-    results.add_argument("--workspace", default="cifarlab-runs", help=_WORKSPACE_HELP)
+    results.add_argument("--workspace", default=WORKSPACE, help=_WORKSPACE_HELP)
     results.add_argument("--experiment", help="only this experiment's runs, grouped over seeds")
     results.add_argument(
         "--group-by", help="comma-separated settings to group by, e.g. model,optimizer"
@@ -360,7 +361,7 @@ def _add_model_parsers(sub: argparse._SubParsersAction) -> None:
 def _add_sweep_options(parser: argparse.ArgumentParser, data_help: str) -> None:
     add = parser.add_argument
     add("--data", help=data_help)
-    add("--workspace", default="cifarlab-runs", help=_WORKSPACE_HELP)
+    add("--workspace", default=WORKSPACE, help=_WORKSPACE_HELP)
     add(
         "--workers",
         type=int,
@@ -403,7 +404,7 @@ def _add_report_parser(sub: argparse._SubParsersAction) -> None:
 """)  # fmt: skip
     report.add_argument("--experiment", help="the experiment to report (default: every run)")
     report.add_argument("--run", metavar="RUN_ID", help="report one run instead")
-    report.add_argument("--workspace", default="cifarlab-runs", help=_WORKSPACE_HELP)
+    report.add_argument("--workspace", default=WORKSPACE, help=_WORKSPACE_HELP)
     report.add_argument("-o", "--output", metavar="DIR",
                         help="folder for index.html and the PNGs "
                              "(default <workspace>/report-<experiment|run|all>)")  # fmt: skip
@@ -417,7 +418,7 @@ def _add_predict_parser(sub: argparse._SubParsersAction) -> None:
     predict.add_argument("run", metavar="RUN_ID", help="a run of the workspace (cifarlab results)")
     predict.add_argument("images", nargs="+", metavar="IMAGE",
                          help="image files, or folders of them (all levels)")  # fmt: skip
-    predict.add_argument("--workspace", default="cifarlab-runs", help=_WORKSPACE_HELP)
+    predict.add_argument("--workspace", default=WORKSPACE, help=_WORKSPACE_HELP)
     predict.add_argument("--top", type=int, default=1, metavar="K",
                          help="also list the next K-1 likeliest classes (default 1)")  # fmt: skip
     predict.add_argument(
@@ -432,4 +433,4 @@ def _add_export_parser(sub: argparse._SubParsersAction) -> None:
 """)  # fmt: skip
     export.add_argument("run", metavar="RUN_ID", help="a run of the workspace (cifarlab results)")
     export.add_argument("-o", "--output", metavar="FILE", help="default: RUN_ID.onnx")
-    export.add_argument("--workspace", default="cifarlab-runs", help=_WORKSPACE_HELP)
+    export.add_argument("--workspace", default=WORKSPACE, help=_WORKSPACE_HELP)

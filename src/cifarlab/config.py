@@ -21,6 +21,7 @@ from pydantic import (
 )
 
 from cifarlab.errors import CifarlabError, suggest
+from cifarlab.experiments.store import WORKSPACE
 from cifarlab.model_files import model_file_digest, model_source
 from cifarlab.recipes import TRAIN_PRESETS, expand_preset
 
@@ -101,7 +102,7 @@ class RunConfig(BaseModel):
     eval_every: int = Field(1, gt=0)
     patience: int = Field(3, gt=0)
     device: str = "auto"
-    workspace: str = "cifarlab-runs"
+    workspace: str = WORKSPACE
     resume: str | None = None
     quiet: bool = False
     tensorboard: bool = False

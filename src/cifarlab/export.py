@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from cifarlab.errors import CifarlabError, as_path
+from cifarlab.experiments.store import DATABASE
 from cifarlab.files import make_folder, written_atomically
 from cifarlab.train.tta import tta_logits
 
@@ -60,7 +61,7 @@ def export_onnx(trained: TrainedModel, path: str | os.PathLike) -> Path:
         raise CifarlabError(f"exporting to ONNX needs torch 2.5 or newer (this is "
                             f"{torch.__version__}); pip install -U torch")  # fmt: skip
     path = as_path(path, "path")
-    if path.is_file() and (path.suffix in KEPT_SUFFIXES or path.name.startswith("runs.db")):
+    if path.is_file() and (path.suffix in KEPT_SUFFIXES or path.name.startswith(DATABASE)):
         raise CifarlabError(  # `-o ws/run/best.pt` by tab completion: the run was lost
             f"{str(path)!r} is a checkpoint or results database, which the export would replace; "
             "pick another path (e.g. net.onnx)"

@@ -22,7 +22,12 @@ from cifarlab.experiments.analysis import (
     pooled_budgets,
     varying_keys,
 )
-from cifarlab.experiments.store import ResultsStore, refuse_database_folder
+from cifarlab.experiments.store import (
+    WORKSPACE,
+    ResultsStore,
+    database_path,
+    refuse_database_folder,
+)
 from cifarlab.model_files import short_model_names, trained_version
 from cifarlab.process import owner_gone
 from cifarlab.tables import and_list, data_name, format_table, setting_text
@@ -59,7 +64,7 @@ GROUP_COLUMNS = (
 
 def open_store(workspace: str | Path) -> ResultsStore:
     """The workspace's results database, or a one-line error when it has none yet."""
-    db = as_path(workspace, "workspace") / "runs.db"
+    db = database_path(as_path(workspace, "workspace"))
     refuse_database_folder(db.parent)
     if not db.is_file():
         raise CifarlabError(
@@ -70,7 +75,7 @@ def open_store(workspace: str | Path) -> ResultsStore:
 
 
 def results(
-    workspace: str | Path = "cifarlab-runs",
+    workspace: str | Path = WORKSPACE,
     experiment: str | None = None,
     only: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
@@ -201,7 +206,7 @@ def name_data_versions(runs: list[dict[str, Any]], merge: bool = True) -> list[d
 
 
 def grouped_results(
-    workspace: str | Path = "cifarlab-runs",
+    workspace: str | Path = WORKSPACE,
     experiment: str | None = None,
     group_by: list[str] | None = None,
     only: dict[str, Any] | None = None,
@@ -223,7 +228,7 @@ def grouped_results(
 
 
 def group_table(
-    workspace: str | Path = "cifarlab-runs",
+    workspace: str | Path = WORKSPACE,
     experiment: str | None = None,
     group_by: list[str] | None = None,
     sort: str | None = None,

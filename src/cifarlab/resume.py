@@ -8,7 +8,7 @@ from typing import Any
 
 from cifarlab.config import NOT_HASHED, RunConfig, stored_run_config
 from cifarlab.errors import CifarlabError, first_line, note, warn
-from cifarlab.experiments.store import ResultsStore
+from cifarlab.experiments.store import ResultsStore, database_path
 from cifarlab.process import refuse_if_owned
 from cifarlab.recipes import TRAIN_PRESETS
 from cifarlab.tables import setting_text
@@ -19,8 +19,8 @@ from cifarlab.train.trainer import Trainer
 def find_resumed(workspace: Path, config: RunConfig) -> tuple[RunConfig, dict | None]:
     """``resolve_resume`` against the workspace's database, without making one where the
     workspace holds none (a new workspace has no run to resume)."""
-    if (workspace / "runs.db").exists():
-        with ResultsStore(workspace / "runs.db") as store:
+    if database_path(workspace).exists():
+        with ResultsStore(database_path(workspace)) as store:
             return resolve_resume(store, config)
     if config.resume != "auto":
         raise CifarlabError(

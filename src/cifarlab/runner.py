@@ -48,6 +48,7 @@ from cifarlab.errors import (
 from cifarlab.experiments.store import (
     ResultsStore,
     check_workspace,
+    database_path,
     prepare_workspace,
     summary_of,
 )
@@ -333,7 +334,7 @@ def _train_and_record(
     if not world.main:
         return _follow(trainer, config, workspace, info)
     prepare_workspace(workspace)
-    with ResultsStore(workspace / "runs.db") as store:
+    with ResultsStore(database_path(workspace)) as store:
         try:
             run_id = rank_0_result(world, lambda: _open_run(store, config, resumed, trainer.epoch))
             note(config.quiet, _start_line(run_id, config, info, trainer.epoch))
@@ -527,7 +528,7 @@ def _training_images_per_sec(history: list[dict[str, Any]]) -> float:
 
 
 def _stored_result(workspace: Path, run_id: str, config: RunConfig) -> RunResult:
-    with ResultsStore(workspace / "runs.db") as store:
+    with ResultsStore(database_path(workspace)) as store:
         record, history = store.run(run_id), store.epochs(run_id)
     summary = summary_of(record)
     return RunResult(run_id, record["status"], config, history, summary, workspace / run_id,

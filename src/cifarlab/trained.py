@@ -20,6 +20,7 @@ from torch import nn
 from cifarlab.data.image_files import fit_image, image_paths, read_images
 from cifarlab.data.imagefolder import readable
 from cifarlab.errors import CifarlabError, as_path
+from cifarlab.experiments.store import WORKSPACE
 from cifarlab.model_files import model_of_run, model_source
 from cifarlab.models import create_model
 from cifarlab.models.registry import is_registered
@@ -215,7 +216,7 @@ def _are_paths(images: Any) -> bool:
     return isinstance(images, str | os.PathLike)
 
 
-def load_trained(run_id: str, workspace: str | os.PathLike = "cifarlab-runs") -> TrainedModel:
+def load_trained(run_id: str, workspace: str | os.PathLike = WORKSPACE) -> TrainedModel:
     """The net run ``run_id`` trained (or the run in folder ``run_id``: "ws/tutorial-1a2b3c4d"),
     from the checkpoint it reports: ``best.pt``, picked by validation, or ``last.pt`` for a
     run without a validation split."""

@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 
 from cifarlab.data.arrays import SPLITS, DecodedDataset, SplitArrays
 from cifarlab.errors import CifarlabError, bar_disabled, first_line, warn
+from cifarlab.experiments.store import database_path
 from cifarlab.process import init_decode_worker
 
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".zip", ".tar.xz", ".txz", ".tar.bz2", ".tbz2")
@@ -130,7 +131,7 @@ def _iter_files(path: Path) -> Iterator[tuple[tuple[str, ...], bytes | None]]:
 def workspace_folders(root: Path) -> set[str]:
     """The cifarlab workspaces in a data folder's top (a folder holding runs.db): not data."""
     try:
-        return {p.name for p in root.iterdir() if (p / "runs.db").is_file()}
+        return {p.name for p in root.iterdir() if database_path(p).is_file()}
     except OSError:
         return set()
 

@@ -40,7 +40,7 @@ from cifarlab.errors import (
     first_line,
     warn,
 )
-from cifarlab.experiments.store import ResultsStore, summary_of
+from cifarlab.experiments.store import ResultsStore, database_path, summary_of
 from cifarlab.process import current_owner, signals_held
 
 if TYPE_CHECKING:
@@ -275,7 +275,7 @@ def _train_remote(
             if not issubclass(w.category, BusyMachineWarning)
         ))  # fmt: skip
         shipped = {"warnings": notes, "version": cifarlab.__version__, "error": error}
-        db = Path(tmp) / "runs.db"
+        db = database_path(tmp)
         if not db.exists():  # failed before it was recorded: bad input on that machine
             return shipped | {"record": None, "error": error or "it was not recorded"}
         with ResultsStore(db) as store:
@@ -293,7 +293,7 @@ def _train_remote(
 def _unpack(workspace: Path, run_id: str, kit: dict[str, Any]) -> None:
     """A stopped run as it stands in the sweep's workspace, in a worker's, to resume there."""
     record = kit["record"]
-    with ResultsStore(workspace / "runs.db") as store:
+    with ResultsStore(database_path(workspace)) as store:
         store.create_run(run_id, record["name"], record["config"], record["config_hash"])
         for metrics in kit["epochs"]:
             store.add_epoch(run_id, metrics["epoch"], metrics)

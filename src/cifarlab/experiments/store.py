@@ -18,6 +18,15 @@ from typing import Any
 from cifarlab.errors import CifarlabError, as_path
 from cifarlab.process import current_owner, refuse_if_owned
 
+WORKSPACE = "cifarlab-runs"  # where runs are kept when no --workspace is given
+DATABASE = "runs.db"  # the results database, in its workspace
+
+
+def database_path(workspace: str | os.PathLike) -> Path:
+    """The results database of ``workspace``."""
+    return Path(workspace) / DATABASE
+
+
 FINISHED = ("completed", "diverged")  # settled: running them again gives the same answer
 SCHEMA_VERSION = 3  # 2: CPU share columns (others_cpu, steal_cpu, cpu_contention); 3: owner
 
@@ -352,7 +361,7 @@ def check_workspace(path: str | os.PathLike) -> Path:
 def refuse_database_folder(workspace: Path) -> None:
     """A folder where the results database goes read as "no runs.db there" (results) or
     failed deep in sqlite (train)."""
-    if (workspace / "runs.db").is_dir():
+    if database_path(workspace).is_dir():
         raise CifarlabError(
             f"workspace {str(workspace)!r} holds a folder named runs.db where its results "
             "database goes; rename or remove that folder, or pass another --workspace"

@@ -42,7 +42,7 @@ from cifarlab.errors import (
 )
 from cifarlab.experiments.ray_runs import RayOptions, check_ray_options, connect, leave, on_ray
 from cifarlab.experiments.spec import Experiment, name_problem
-from cifarlab.experiments.store import FINISHED, ResultsStore, prepare_workspace
+from cifarlab.experiments.store import FINISHED, ResultsStore, database_path, prepare_workspace
 from cifarlab.filters import config_matches
 from cifarlab.model_files import model_code_digest, model_source
 from cifarlab.process import check_main_guarded, die_with_parent, owner_pid
@@ -240,7 +240,7 @@ def plan_dry_run(
 ) -> SweepPlan:
     """The sweep's plan against ``workspace``, writing nothing (a workspace without a
     database plans against an empty one); bad paths and names fail as the sweep would."""
-    db = as_path(workspace, "workspace") / "runs.db"
+    db = database_path(as_path(workspace, "workspace"))
     with ResultsStore(db if db.exists() else ":memory:") as store:
         check_experiment_name(experiment, store, force=True)  # a name that cannot be
         planned = plan_sweep(experiment, store, only, max_runs)
@@ -309,7 +309,7 @@ def run_sweep(
     ``workers`` processes, or as tasks of a Ray cluster (``ray``)."""
     check_sweep_options(workers, max_runs)
     check_ray_options(ray, workers)
-    if not (Path(workspace) / "runs.db").exists():  # all to run: a refusal makes no database
+    if not database_path(workspace).exists():  # all to run: a refusal makes no database
         check_paths(experiment.configs)
     if workers > 1 or ray:
         _refuse_models_registered_here(experiment.configs)
@@ -330,7 +330,7 @@ def _sweep_locked(
     quiet: bool,
     ray: RayOptions | None,
 ) -> SweepReport:
-    with _sweeping(workspace, experiment.name), ResultsStore(workspace / "runs.db") as store:
+    with _sweeping(workspace, experiment.name), ResultsStore(database_path(workspace)) as store:
         planned = plan_sweep(experiment, store, only, max_runs)  # a bad --only fails here
         check_experiment_name(experiment, store, force)  # before minutes of reading data
         if ray and any(p.action in TO_RUN for p in planned):
@@ -603,7 +603,7 @@ def _run_one(config: RunConfig, anew: bool = False) -> str:
 
     if _stop is not None and _stop.is_set():  # the sweep was stopped while this worker started
         return "cancelled"
-    with ResultsStore(Path(config.workspace) / "runs.db") as store:
+    with ResultsStore(database_path(config.workspace)) as store:
         standing = planned_run(config, store, edited=anew)
     if standing.action in ("done", "busy"):
         return standing.previous["status"]
@@ -631,7 +631,7 @@ def _run_one(config: RunConfig, anew: bool = False) -> str:
 def _run_id(config: RunConfig) -> str:
     """The id results, report --run and train --resume take; the name if none is recorded."""
     try:
-        with ResultsStore(Path(config.workspace) / "runs.db") as store:
+        with ResultsStore(database_path(config.workspace)) as store:
             run = store.standing_run(config.hash())
     except Exception:  # noqa: BLE001 - the database may be what failed
         run = None

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from cifarlab.experiments.store import WORKSPACE
+
 
 def report(
     experiment: str | None = None,
-    workspace: str | Path = "cifarlab-runs",
+    workspace: str | Path = WORKSPACE,
     output: str | Path | None = None,
     run: str | None = None,
 ) -> Path:

@@ -20,7 +20,7 @@ from typing import Any
 
 from cifarlab.errors import CifarlabError, as_path
 from cifarlab.experiments.analysis import fewer_runs, pooled_budgets, varying_keys
-from cifarlab.experiments.store import ResultsStore
+from cifarlab.experiments.store import WORKSPACE, ResultsStore, database_path
 from cifarlab.files import make_folder
 from cifarlab.model_files import model_of_run, short_model_names
 from cifarlab.process import pid_alive, signals_held
@@ -34,7 +34,7 @@ REPORT_MANIFEST = ".cifarlab-report.json"  # the chart files this folder's repor
 
 
 def build_report(
-    workspace: str | Path = "cifarlab-runs",
+    workspace: str | Path = WORKSPACE,
     experiment: str | None = None,
     run_id: str | None = None,
     output: str | Path | None = None,
@@ -147,7 +147,7 @@ def load_records(
     else:
         ids = [r["id"] for r in results(workspace, experiment)]
         title = f"Experiment {experiment}" if experiment else f"All runs in {workspace}"
-    with ResultsStore(workspace / "runs.db") as store:
+    with ResultsStore(database_path(workspace)) as store:
         # a run whose process died reads "stopped", with how to go on, as `results` says
         runs = [stopped_if_orphaned(store.run(i), workspace) | {"epochs": store.epochs(i)}
                 for i in ids]  # fmt: skip
