@@ -1026,6 +1026,21 @@ def test_an_lr_study_of_one_model_colours_each_line_and_one_epoch_shows_points(
     assert "net0 · lr=0.0001" in [t.get_text() for t in legend.get_texts()]
 
 
+def test_a_model_keeps_its_colour_in_a_chart_that_leaves_another_out(tmp_path, saved_figures):
+    records = _fake_runs(n_models=3, lrs=1, seeds=1, epochs=3)
+    for r in records:
+        if r["config"]["model"] == "net0":  # trained with --val-size 0: no gap to draw
+            r["epochs"] = [{k: v for k, v in e.items() if k not in ("val_acc", "gap")}
+                           for e in r["epochs"]]  # fmt: skip
+    groups = aggregate.group(records)
+    colours = charts.model_colours(groups)
+    charts.gap_curves(groups, tmp_path)
+    lines = saved_figures[-1].axes[0].get_lines()
+    drawn = {line.get_label().split(" · ")[0]: line.get_color() for line in lines}
+    assert "net0" not in drawn and drawn["net1"] == colours["net1"]  # orange, not blue
+    assert drawn["net2"] == colours["net2"]
+
+
 def test_the_headline_shows_the_validation_score_that_ranks_the_models():
     from cifarlab.report.html import _headline
 
@@ -1254,6 +1269,22 @@ def test_captions_and_headline_name_budgets_and_noise_in_plain_words(tmp_path):
     pareto = charts.pareto(groups, tmp_path).caption
     assert pareto.startswith("2 of 2 configurations are on the Pareto front, from net0 · adam · "
                              "epochs=4 (44.9% in 10.0 s) to net1 · adam · epochs=2")  # fmt: skip
+
+
+def test_final_accuracy_labels_each_bar_s_budget_one_setting_a_line(tmp_path, saved_figures):
+    records = _fake_runs(n_models=2, lrs=1, seeds=1)
+    for r in records:  # net0's adam run saw 5,000 images, every other run 2,000
+        big = r["config"]["model"] == "net0" and r["config"]["optimizer"] == "adam"
+        r["config"] |= {"limit_train": 5000 if big else 2000, "epochs": 2}
+    records[-1]["config"]["epochs"] = 3  # and net1's adam run trained 3 epochs
+    chart = charts.final_accuracy(aggregate.group(records), tmp_path)
+    ticks = [t.get_text() for t in saved_figures[-1].axes[0].get_xticklabels()]
+    # it read "net0\nlimit_train=2000" under both bars, side by side with net1's settings
+    assert ticks == [
+        "net0\nlimit_train=2000 | 5000\nepochs=2",
+        "net1\nlimit_train=2000\nepochs=2 | 3",
+    ]
+    assert chart.caption.endswith("its label gives their values left to right.")
 
 
 def test_a_report_loads_a_versioned_run_s_data_from_its_own_path(tiny_archive, tmp_path):

@@ -137,13 +137,9 @@ def final_accuracy(groups: list[dict[str, Any]], out: Path) -> Chart:
                 ha="center",
                 fontsize=8,
             )
-    ticks = []
-    for model in models:  # under each model, the budgets its bars differ from others' in
-        g = next(g for g in best if g["model"] == model)
-        config = g["members"][0]["config"]
-        budget = " ".join(f"{k}={short(config.get(k), k)}" for k in _budgets(g))
-        ticks.append(f"{model}\n{budget}" if budget else model)
-    ax.set_xticks(range(len(models)), ticks)
+    bars = {m: [cell[m, o] for o in optimizers if (m, o) in cell] for m in models}
+    ticks = [_budget_tick(m, bars[m]) for m in models]
+    ax.set_xticks(range(len(models)), ticks, fontsize=8)
     top = max(g["test_acc_mean"] + (g["test_acc_std"] or 0) for g in best) * 100
     ax.set_ylim(0, min(100, top * 1.15 + 2))
     ax.set_ylabel(f"{test_acc_label(best)} (%)")
@@ -164,7 +160,12 @@ def final_accuracy(groups: list[dict[str, Any]], out: Path) -> Chart:
     if len(best) < len(groups):
         title = f"Test accuracy: each model/optimizer's best configuration by {picked_by(best[0])}"
         title += seeds
-    return _save(fig, out, "final-accuracy", title, final_caption(best))
+    caption = final_caption(best)
+    if any(" | " in tick for tick in ticks):
+        caption += (
+            " Where a model's bars differ in a setting, its label gives their values left to right."
+        )
+    return _save(fig, out, "final-accuracy", title, caption)
 
 
 def final_caption(best: list[dict[str, Any]]) -> str:
@@ -221,6 +222,17 @@ def final_caption(best: list[dict[str, Any]]) -> str:
         f"{a} beats {b} on {wins} of {len(diffs)} models, by {mean:.1f} points on average. "
         f"{noise} {lead}"
     )
+
+
+def _budget_tick(model: str, bars: list[dict[str, Any]]) -> str:
+    """The model's name over the budgets its bars differ from other models' in, one per line
+    (side by side, long labels ran into the next model's); where its own bars differ, their
+    values left to right."""
+    lines = [model]
+    for key in dict.fromkeys(k for g in bars for k in _budgets(g)):
+        values = [short(g["members"][0]["config"].get(key), key) for g in bars]
+        lines.append(f"{key}={' | '.join(values if len(set(values)) > 1 else values[:1])}")
+    return "\n".join(lines)
 
 
 def _budgets(g: dict[str, Any]) -> list[str]:
@@ -382,9 +394,9 @@ def gap_curves(groups: list[dict[str, Any]], out: Path) -> Chart:
 def _facets(groups, draw, ylabel, metric, style_legend=False) -> Facets:
     """One subplot per optimizer, one line per group that has ``metric`` (each model's best
     if too many); the legend names only what is drawn."""
+    colours = model_colours(groups)  # before the filter: a model's colour is the report's
     groups = [g for g in groups if curve(g, metric)[0].size]
     optimizers = list(dict.fromkeys(g["optimizer"] for g in groups))
-    colours = model_colours(groups)
     cols = max(min(len(optimizers), 3), 1)
     rows = max(math.ceil(len(optimizers) / cols), 1)
     fig, axes = _subplots(rows, cols, figsize=(WIDTH, 3.9 * rows), squeeze=False, sharey=True)
