@@ -1622,6 +1622,18 @@ def test_a_stop_during_a_checkpoint_write_waits_for_the_whole_file(
     assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]  # no temp file left behind
 
 
+def test_a_stop_in_the_first_epoch_says_so_not_after_epoch_0(tiny_archive, tmp_path, monkeypatch):
+    stop_training_at(monkeypatch, 0)
+    with pytest.raises(KeyboardInterrupt) as stopped:
+        _quick(tiny_archive, tmp_path, epochs=2)
+    run_id = cifarlab.results(str(tmp_path / "ws"))[0]["id"]
+    assert stopped.value.resume_hint.startswith(f"run {run_id} stopped in its first epoch; `")
+    assert stopped.value.__notes__ == [
+        f"cifarlab: run {run_id} stopped in its first epoch; cifarlab.train(resume={run_id!r}, "
+        f"workspace={str(tmp_path / 'ws')!r}) continues it"
+    ]
+
+
 def test_a_stop_during_an_epochs_bookkeeping_waits_for_its_checkpoint(
     tiny_archive, tmp_path, monkeypatch, ctrl_c_raises
 ):

@@ -446,32 +446,45 @@ def _fit_and_record(
     except Diverged as err:
         status, error = "diverged", str(err)
     except BaseException as err:  # recorded as failed, never left "running"; then re-raised
-        message = _stop_message(err)
-        # torchrun's second stop (it passes Ctrl-C on, then SIGTERM) waits for the record
-        with contextlib.suppress(KeyboardInterrupt), signals_held():
-            store.finish_run(run_id, "failed", summarize(trainer, config), error=message, info=info)
-            say_main_failed(trainer.world)
-        if lost_other_ranks(err) and not os.environ.get("CIFARLAB_TRACEBACK"):
-            command = resume_command(run_id, config.workspace)
-            raise MachineFailure(
-                f"{message}; run {run_id} stopped after epoch {trainer.epoch}: `{command}` (under "
-                "torchrun or not) continues it"
-            ) from None
-        _explain(err, config, trainer.epoch + 1)
-        if isinstance(err, KeyboardInterrupt):  # the CLI's last line says how to go on
-            command = resume_command(run_id, config.workspace)
-            err.resume_hint = f"run {run_id} stopped after epoch {trainer.epoch}; `{command}`"
-            # a notebook shows a bare KeyboardInterrupt: its note says how to go on there
-            err.add_note(
-                f"cifarlab: run {run_id} stopped after epoch {trainer.epoch}; "
-                f"cifarlab.train(resume={run_id!r}, workspace={config.workspace!r}) continues it"
-            )
+        _record_failure(err, trainer, config, store, run_id, info)
         raise
     summary = summarize(trainer, config)
     summary["stopped_epoch"] = early.stopped_at if early else None
     store.finish_run(run_id, status, summary, error=error, info=info)
     rank_0_result(trainer.world, lambda: summary)  # recorded: the other ranks may end now
     return RunResult(run_id, status, config, trainer.history, summary, run_dir, error, info)
+
+
+def _record_failure(
+    err: BaseException,
+    trainer: Trainer,
+    config: RunConfig,
+    store: ResultsStore,
+    run_id: str,
+    info: dict[str, Any],
+) -> None:
+    """Record the run as failed, then say how to continue it (or raise MachineFailure)."""
+    message = _stop_message(err)
+    # torchrun's second stop (it passes Ctrl-C on, then SIGTERM) waits for the record
+    with contextlib.suppress(KeyboardInterrupt), signals_held():
+        store.finish_run(run_id, "failed", summarize(trainer, config), error=message, info=info)
+        say_main_failed(trainer.world)
+    # "after epoch 0" read as a numbering from 0: epochs count from 1 everywhere else
+    stopped = (f"run {run_id} stopped after epoch {trainer.epoch}" if trainer.epoch
+               else f"run {run_id} stopped in its first epoch")  # fmt: skip
+    command = resume_command(run_id, config.workspace)
+    if lost_other_ranks(err) and not os.environ.get("CIFARLAB_TRACEBACK"):
+        raise MachineFailure(
+            f"{message}; {stopped}: `{command}` (under torchrun or not) continues it"
+        ) from None
+    _explain(err, config, trainer.epoch + 1)
+    if isinstance(err, KeyboardInterrupt):  # the CLI's last line says how to go on
+        err.resume_hint = f"{stopped}; `{command}`"
+        # a notebook shows a bare KeyboardInterrupt: its note says how to go on there
+        err.add_note(
+            f"cifarlab: {stopped}; cifarlab.train(resume={run_id!r}, "
+            f"workspace={config.workspace!r}) continues it"
+        )
 
 
 def _bookkeeping(
