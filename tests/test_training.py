@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import html
 import math
 import os
 import re
@@ -1554,6 +1555,11 @@ def test_load_trained_names_what_it_cannot_use(tiny_archive, tmp_path):
     with pytest.raises(CifarlabError, match="trained 'gone-net', which is not registered in this "
                        r"process; register it \(cifarlab.register_model\) to load it"):  # fmt: skip
         cifarlab.load_trained(run.run_id, workspace=tmp_path / "ws")
+    page = cifarlab.report(workspace=tmp_path / "ws", run=run.run_id).read_text()
+    # it said "unknown model 'gone-net'; choose one of channel, resnet18, ..."
+    assert (f"Model gone-net: no diagram or summary (run {run.run_id} trained 'gone-net', which "
+            "is not registered in this process; register it (cifarlab.register_model) to see "
+            "its diagram and predictions)") in html.unescape(page)  # fmt: skip
 
 
 def _tensors_in(value):

@@ -163,7 +163,15 @@ def model_of_run(
 
 def refuse_other_registered_version(run: dict[str, Any], name: str, to: str) -> None:
     """A net registered from Python is rebuilt from the code registered now: refused where
-    that is not the code ``run`` trained (same shapes: the weights loaded into another net)."""
+    that is not the code ``run`` trained (same shapes: the weights loaded into another net),
+    or where this process has not registered it (a notebook's net, in a shell's command)."""
+    from cifarlab.models.registry import is_registered  # torch: not for the light commands
+
+    if not is_registered(name):  # create_model's "unknown model; choose one of" is no fix here
+        raise CifarlabError(
+            f"run {run['id']} trained {name!r}, which is not registered in this process; "
+            f"register it (cifarlab.register_model) to {to}"
+        )
     trained, now = trained_version(run)[1], model_code_digest(name)
     if trained and now and trained != now:
         raise CifarlabError(

@@ -21,9 +21,8 @@ from cifarlab.data.image_files import fit_image, image_paths, read_images
 from cifarlab.data.imagefolder import readable
 from cifarlab.errors import CifarlabError, as_path
 from cifarlab.experiments.store import WORKSPACE
-from cifarlab.model_files import model_of_run, model_source
+from cifarlab.model_files import model_of_run
 from cifarlab.models import create_model
-from cifarlab.models.registry import is_registered
 from cifarlab.models.spec import image_size_of
 from cifarlab.results import open_store
 from cifarlab.train.build import EVAL_BATCH_SIZE
@@ -279,11 +278,6 @@ def run_net(
 ) -> nn.Module:
     """The run's net, built from the code it trained (``model_of_run``), with the weights of
     ``state``: the averaged ones where it used --ema, as it scored (and picked best.pt by)."""
-    if model_source(run["config"]["model"]) is None and not is_registered(run["config"]["model"]):
-        raise CifarlabError(
-            f"run {run['id']} trained {run['config']['model']!r}, which is not registered in "
-            f"this process; register it (cifarlab.register_model) to {to}"
-        )
     model = create_model(model_of_run(run, workspace, to), **shape)
     try:
         model.load_state_dict(state["ema"] if state.get("ema") else state["model"])
