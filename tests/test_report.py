@@ -308,7 +308,9 @@ def test_headline_words_ties_and_ranks_optimizers_on_the_models_they_share(tmp_p
     cell = {(g["model"], g["optimizer"]): g["test_acc_mean"] for g in pairs}
     ranking = _optimizer_ranking(pairs)
     # it was "adam (mean over 2 models), sgd (mean over 1 model)": the models differed
-    assert "(mean test accuracy over the one model trained with each)" in ranking
+    assert "(test accuracy of net0, the one model trained with both)" in ranking
+    assert "(mean test accuracy over the 2 models)" in _optimizer_ranking(aggregate.group(
+        _fake_runs(n_models=2, lrs=1, seeds=1)))  # fmt: skip
     assert ranking.endswith("with one seed per configuration, no spread to judge these leads by.")
     assert f"adam {aggregate.pct(cell['net0', 'adam'])}" in ranking
     assert _optimizer_ranking([g for g in pairs if g["model"] == "net1"]) is None  # adam only
@@ -991,10 +993,16 @@ def test_the_gap_chart_blames_augmentation_only_where_runs_had_it(tmp_path):
 def test_the_loss_chart_says_when_training_loss_is_against_smoothed_targets(tmp_path):
     records = _fake_runs(n_models=1, lrs=1, seeds=1, epochs=3)
     assert "smoothed" not in charts.loss_curves(aggregate.group(records), tmp_path).caption
-    records[0]["config"]["label_smoothing"] = 0.2  # the presets' (airbench's) value
+    for record in records:
+        record["config"]["label_smoothing"] = 0.2  # the presets' (airbench's) value
     caption = charts.loss_curves(aggregate.group(records), tmp_path).caption
     # train 0.9 vs validation 0.6 read as a gap, on two scales
-    assert "Training loss is against targets smoothed by 0.2 (--label-smoothing)" in caption
+    assert " Training loss is against targets smoothed by 0.2 (--label-smoothing)" in caption
+    records[0]["config"]["model"] = "speedrun-small"  # quick-cpu beside a plain tutorial run
+    records[1]["config"]["label_smoothing"] = 0.0
+    caption = charts.loss_curves(aggregate.group(records), tmp_path).caption
+    assert (" The training loss of 1 of the 2 runs (speedrun-small) is against targets smoothed "
+            "by 0.2") in caption  # fmt: skip
 
 
 def test_an_lr_study_of_one_model_colours_each_line_and_one_epoch_shows_points(

@@ -40,6 +40,7 @@ from cifarlab.report.aggregate import (
     test_acc_label,
     val_score,
 )
+from cifarlab.tables import and_list
 
 if TYPE_CHECKING:  # predict.py needs torch and the data layer; the charts only its fields
     from cifarlab.report.predict import Predictions
@@ -347,10 +348,16 @@ def loss_curves(groups: list[dict[str, Any]], out: Path) -> Chart:
         )
     else:
         caption = "No validation split: training loss only, and no overfitting to detect."
-    smoothing = sorted({r["config"].get("label_smoothing") or 0 for r in runs} - {0})
+    smoothed = [r for r in runs if r["config"].get("label_smoothing")]
+    smoothing = sorted({r["config"]["label_smoothing"] for r in smoothed})
     if smoothing:  # the training loss is against smoothed targets: it cannot reach 0
+        # said of every run, it described a tutorial run beside one quick-cpu run wrongly
+        whose = "Training loss is" if len(smoothed) == len(runs) else (
+            f"The training loss of {len(smoothed)} of the {len(runs)} runs "
+            f"({and_list(sorted({r['config']['model'] for r in smoothed}))}) is"
+        )  # fmt: skip
         caption += (
-            f" Training loss is against targets smoothed by {'/'.join(map(str, smoothing))} "
+            f" {whose} against targets smoothed by {'/'.join(map(str, smoothing))} "
             "(--label-smoothing), which keeps it well above zero; validation loss is plain "
             "cross-entropy, so the two are on different scales (validation can sit below)."
         )

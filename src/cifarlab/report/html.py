@@ -419,7 +419,14 @@ def _optimizer_ranking(pairs: list[dict[str, Any]]) -> str | None:
     means = {o: statistics.fmean(cell[m, o] for m in models) for o in optimizers}
     ranked = sorted(means, key=means.get, reverse=True)
     ranks = ", ".join(f"{i}. {o} {pct(means[o])}" for i, o in enumerate(ranked, 1))
-    over = f"the {len(models)} models" if len(models) > 1 else "the one model"
+    every = "both" if len(optimizers) == 2 else f"all {len(optimizers)}"
+    others = len(models) < len(dict.fromkeys(g["model"] for g in pairs))
+    if len(models) == 1:  # "over the one model trained with each" read as: one model each
+        what = f"test accuracy of {models[0]}" + (f", the one model trained with {every}"
+                                                 if others else "")  # fmt: skip
+    else:
+        what = f"mean test accuracy over the {len(models)} models" + (
+            f" trained with {every}" if others else "")  # fmt: skip
     groups = {(g["model"], g["optimizer"]): g for g in pairs}
     first, second = ranked[:2]
     verdicts = {  # a clear lead counts where it is the first's, not the runner-up's
@@ -432,8 +439,7 @@ def _optimizer_ranking(pairs: list[dict[str, Any]]) -> str | None:
         noise = "; with one seed per configuration, no spread to judge these leads by"
     elif "clear" not in verdicts:  # the order is then the seeds' luck as much as the optimizers'
         noise = f"; on no model is {ranked[0]}'s lead over {ranked[1]} beyond seed noise"
-    what = f"mean test accuracy over {over} trained with each"
-    return f"<b>Optimizers</b> ({what}): {_e(ranks)}{noise}."
+    return f"<b>Optimizers</b> ({_e(what)}): {_e(ranks)}{_e(noise)}."
 
 
 def _ranked_by(groups: list[dict[str, Any]]) -> str:
