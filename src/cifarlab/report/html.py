@@ -439,7 +439,7 @@ def _optimizer_ranking(pairs: list[dict[str, Any]]) -> str | None:
         noise = "; with one seed per configuration, no spread to judge these leads by"
     elif "clear" not in verdicts:  # the order is then the seeds' luck as much as the optimizers'
         noise = f"; on no model is {ranked[0]}'s lead over {ranked[1]} beyond seed noise"
-    return f"<b>Optimizers</b> ({_e(what)}): {_e(ranks)}{_e(noise)}."
+    return f"<b>Optimizers</b> ({_e(what)}): {_e(ranks)}{noise}."  # noise: optimizer names only
 
 
 def _ranked_by(groups: list[dict[str, Any]]) -> str:
