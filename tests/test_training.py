@@ -1640,6 +1640,25 @@ def test_a_stop_in_the_first_epoch_says_so_not_after_epoch_0(tiny_archive, tmp_p
     ]
 
 
+def test_resume_finding_no_run_names_the_stopped_run_meant(tiny_archive, tmp_path, monkeypatch,
+                                                           capsys):  # fmt: skip
+    stop_training_at(monkeypatch, 1)
+    with pytest.raises(KeyboardInterrupt):
+        _quick(tiny_archive, tmp_path, epochs=2)
+    monkeypatch.undo()
+    stopped = cifarlab.results(str(tmp_path / "ws"))[0]["id"]
+    ws = os.path.abspath(tmp_path / "ws")
+    capsys.readouterr()
+    # a typo on --resume: it started a new run without a word about the stopped one
+    _quick(tiny_archive, tmp_path, epochs=1, lr=0.002, resume=True, quiet=False)
+    assert (f"no earlier run with these settings (stopped run {stopped} has --lr 0.003, --epochs "
+            f"2; `cifarlab train --resume {stopped} --workspace {ws}` continues it); "
+            "starting a new one") in capsys.readouterr().err  # fmt: skip
+    _quick(tiny_archive, tmp_path, epochs=3, resume=True, quiet=False)  # only the length
+    assert f"(run {stopped} has them with --epochs 2: its learning-rate schedule" in (
+        capsys.readouterr().err)  # fmt: skip
+
+
 def test_a_stop_during_an_epochs_bookkeeping_waits_for_its_checkpoint(
     tiny_archive, tmp_path, monkeypatch, ctrl_c_raises
 ):

@@ -41,7 +41,7 @@ def resolve_resume(store: ResultsStore, config: RunConfig) -> tuple[RunConfig, d
     if config.resume == "auto":
         record = store.latest_with_hash(config.hash())
         if record is None:
-            other = _other_length(store, config)
+            other = _other_length(store, config) or _nearest_stopped(store, config)
             note(config.quiet, f"no earlier run with these settings{other}; starting a new one")
         return config, record
     record = store.run(config.resume)
@@ -86,6 +86,32 @@ def _other_length(store: ResultsStore, config: RunConfig) -> str:
             return (f" (run {record['id']} has them with --epochs {epochs}: its learning-rate "
                     "schedule is set by its length, so it is not lengthened)")  # fmt: skip
     return ""
+
+
+def _nearest_stopped(store: ResultsStore, config: RunConfig, most: int = 3) -> str:
+    """ " (stopped run X differs in --model simple; `...` continues it)": the latest stopped
+    run that differs in the fewest settings (at most ``most``), as a mistyped option on
+    --resume would otherwise start a long run without a word about the one meant."""
+    from cifarlab.results import resume_command
+
+    fields = [k for k in type(config).model_fields if k not in NOT_HASHED]
+    nearest, fewest = None, most + 1
+    for record in store.runs():  # oldest first: the latest of the nearest wins
+        if record["status"] != "failed":
+            continue
+        try:
+            stored = stored_run_config(**record["config"])
+        except CifarlabError:  # settings this version no longer takes
+            continue
+        differ = [k for k in fields if getattr(config, k) != getattr(stored, k)]
+        if differ and len(differ) <= fewest:
+            nearest, fewest = (record, stored, differ), len(differ)
+    if nearest is None:
+        return ""
+    record, stored, differ = nearest
+    options = ", ".join(f"--{k.replace('_', '-')} {_typed(getattr(stored, k))}" for k in differ)
+    command = resume_command(record["id"], config.workspace)
+    return f" (stopped run {record['id']} has {options}; `{command}` continues it)"
 
 
 def refuse_if_training_elsewhere(record: dict[str, Any]) -> None:
