@@ -292,6 +292,23 @@ def test_every_progress_bar_is_full_when_it_closes(tiny_archive, tmp_path, monke
     assert len(closed) == 6 and all(n == total for _, n, total in closed), closed
 
 
+def test_the_epoch_line_says_how_long_scoring_took(tiny_archive, tmp_path, monkeypatch, capsys):
+    from cifarlab.train.trainer import Trainer
+
+    evaluate = Trainer.evaluate
+
+    def slow_evaluate(self, loader, tta=0):
+        time.sleep(0.3)  # test and validation: 0.6 s of scoring
+        return evaluate(self, loader, tta)
+
+    monkeypatch.setattr(Trainer, "evaluate", slow_evaluate)
+    _quick(tiny_archive, tmp_path, epochs=1, quiet=False)
+    # a 25-second TTA scoring showed as a "1.0s" epoch in a log file
+    assert re.search(
+        r"epoch 1/1  .*img/s  \d+\.\ds \+ 0\.[6-9]s scoring(  |\n)", capsys.readouterr().err
+    )
+
+
 @pytest.mark.parametrize("damage", ["truncated", "garbage"])
 def test_a_damaged_checkpoint_is_one_whole_line_with_the_way_on(
     tiny_archive, tmp_path, monkeypatch, capsys, damage

@@ -93,6 +93,9 @@ class ProgressBar(Callback):
         parts.append(f"lr {metrics['lr']:.3g}")
         parts.append(f"{metrics['images_per_sec']:,.0f} img/s")
         parts.append(f"{metrics['epoch_seconds']:.1f}s")
+        scoring = metrics.get("eval_seconds", 0.0)
+        if scoring >= 0.5:  # scoring with TTA can outlast the epoch: a log says where time went
+            parts[-1] += f" + {scoring:.1f}s scoring"
         taken = cores_taken(metrics) or 0.0
         if taken >= 0.1:  # the epoch shared its CPUs: say so beside its speed
             parts.append(f"{taken:.1f} cores taken by other work")
