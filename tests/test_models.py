@@ -85,6 +85,8 @@ def test_summary_rows_totals_and_memory():
     assert mem["total"] == sum(v for k, v in mem.items() if k != "total")
     data = json.loads(json.dumps(summary.to_dict()))
     assert data["params"] == 62_006 and data["layers"][0]["output_shape"] == [6, 28, 28]
+    # a notebook cell showed a one-line dump of every LayerRow
+    assert repr(summary) == str(summary) == summary.format_table() and "62,006" in repr(summary)
     # the speedrun net costs about 0.7 GFLOP per training image (../shared/DESIGN.md section 5)
     speedrun = summarize_model(create_model("speedrun"))
     assert 0.6e9 < speedrun.train_flops < 0.8e9

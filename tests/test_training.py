@@ -95,6 +95,11 @@ def test_trainer_records_each_epochs_mean_learning_rate(tiny_archive, tmp_path):
     lrs = [m["lr"] for m in result.history]
     assert result.status == "completed"
     assert lrs == pytest.approx([0.01, 0.01, 0.001, 0.001])
+    # a constant lr exactly: a running sum over 6 steps read 0.0029999999999999996
+    assert _quick(tiny_archive, tmp_path, epochs=1).history[0]["lr"] == 0.003
+    # a schedule that moves within the epoch: the mean of its steps' lrs
+    lrs = [m["lr"] for m in _quick(tiny_archive, tmp_path, lr=0.01, schedule="cosine").history]
+    assert 0.01 > lrs[0] > lrs[1] > lrs[2] > lrs[3] > 0
 
 
 # -- every optimizer learns -------------------------------------------------------

@@ -50,7 +50,7 @@ class LayerRow:
     macs: int  # per image
 
 
-@dataclass
+@dataclass(repr=False)  # its repr is the table: a notebook cell shows what `summary` prints
 class ModelSummary:
     rows: list[LayerRow]  # leaf modules in execution order
     blocks: list[LayerRow]  # top-level layers (one per spec layer), for diagrams
@@ -83,6 +83,9 @@ class ModelSummary:
             "memory_bytes": self.memory,
             "layers": [asdict(r) | {"output_shape": list(r.output_shape)} for r in self.rows],
         }
+
+    def __repr__(self) -> str:
+        return self.format_table()
 
     def format_table(self) -> str:
         head = ("layer", "kind", "output", "params", "MACs")
