@@ -76,15 +76,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_train_parser(sub: argparse._SubParsersAction) -> None:
     train = _command(sub, "train", "train one model and record the run", _TRAIN_EXAMPLES)
-    add = train.add_argument
     # --x / --no-x; None: not given, so the preset's or the default value applies
     flag = dict(action=argparse.BooleanOptionalAction, default=None)
+    # in groups, as the README's table: 50 options in one list hid the one looked for
+    add = train.add_argument
     add("--preset", metavar="NAME", help="speedrun, speedrun-cpu or quick-cpu; options given "
         "with it override it, wherever they stand; under a preset a new --batch-size also "
         "scales --lr")  # fmt: skip
     add("--model", help="built-in name (`cifarlab models`), spec.toml or file.py:Class "
         "(default tutorial)")  # fmt: skip
     add("--data", help=_DATA_HELP)
+    add("--epochs", type=int, help="passes over the training split (default 10)")
+    add("--batch-size", type=int, help="training batch size (default 64)")
+    add("--seed", type=int, help="seeds split, init, shuffling, augmentation (default 0)")
+    add = train.add_argument_group("optimizer").add_argument
     add("--optimizer", metavar="NAME", help=f"one of {', '.join(OPTIMIZERS)} (default sgd)")
     add("--lr", type=float, help="learning rate (default 0.001)")
     add("--momentum", type=float, help="SGD/RMSprop momentum (default 0.9)")
@@ -95,6 +100,12 @@ def _add_train_parser(sub: argparse._SubParsersAction) -> None:
         action=argparse.BooleanOptionalAction,
         help="apply weight decay to norm weights and biases too (default on)",
     )
+    add("--norm-lr-scale", type=float, help="lr multiplier of norm-layer parameters (default 1)")
+    add("--grad-clip", type=float, help="clip the gradient norm to this value")
+    add("--label-smoothing", type=float, help="label smoothing in [0, 1) (default 0)")
+    add("--ema", type=float, metavar="DECAY", help="evaluate an EMA of the weights, e.g. 0.999 "
+        "(its decay warms up over the first steps)")  # fmt: skip
+    add = train.add_argument_group("learning-rate schedule").add_argument
     add("--schedule", metavar="NAME", help=f"one of {', '.join(SCHEDULES)} (default constant)")
     add("--warmup-epochs", type=float, metavar="N", help="linear warm-up of warmup-* schedules, "
         "and the peak of triangular, else at 23%% of the run (default 0)")  # fmt: skip
@@ -102,11 +113,35 @@ def _add_train_parser(sub: argparse._SubParsersAction) -> None:
     add("--milestones", help="epochs of the multistep schedule's decays, e.g. 30,60")
     add("--gamma", type=float, help="decay factor of step/multistep (default 0.1)")
     add("--max-lr", type=float, help="peak learning rate of the onecycle schedule")
-    add("--label-smoothing", type=float, help="label smoothing in [0, 1) (default 0)")
-    add("--grad-clip", type=float, help="clip the gradient norm to this value")
-    add("--ema", type=float, metavar="DECAY", help="evaluate an EMA of the weights, e.g. 0.999 "
-        "(its decay warms up over the first steps)")  # fmt: skip
-    add("--norm-lr-scale", type=float, help="lr multiplier of norm-layer parameters (default 1)")
+    add = train.add_argument_group("data and augmentation").add_argument
+    add("--val-size", type=int, help="validation images held out of train (default 5000)")
+    add(
+        "--limit-train",
+        type=int,
+        metavar="N",
+        help="stratified subset of the training split, for quick runs",
+    )
+    add("--limit-test", type=int, metavar="N", help="stratified subset of the test split")
+    add("--augment", metavar="NAME", help=f"one of {', '.join(AUGMENTATIONS)} (default crop-flip)")
+    add("--crop-pad", type=int, metavar="PX", help="crop/translate padding in pixels (default 4)")
+    add(
+        "--cutout",
+        type=int,
+        metavar="PX",
+        help="cutout square side; adds cutout to any --augment (default 8 for *-cutout ones)",
+    )
+    add(
+        "--drop-last",
+        action=argparse.BooleanOptionalAction,
+        help="drop the last partial training batch (default: keep it)",
+    )
+    add(
+        "--labels",
+        metavar="fine|coarse",
+        help="CIFAR-100 classes: fine (100) or coarse (20) (default fine)",
+    )
+    add("--image-size", type=int, metavar="N", help=_IMAGE_SIZE_HELP)
+    add = train.add_argument_group("speedrun tricks").add_argument
     add("--whiten", **flag, help="set the first conv to whiten 2x2 patches of the data")
     add(
         "--whiten-bias-epochs",
@@ -122,39 +157,11 @@ def _add_train_parser(sub: argparse._SubParsersAction) -> None:
         help="test-time augmentation of the last epoch's test scoring (its final test "
         "accuracy): 0 none, 1 + mirror, 2 + mirrors of two 1-px shifts (default 0)",
     )
-    add("--batch-size", type=int, help="training batch size (default 64)")
-    add("--epochs", type=int, help="passes over the training split (default 10)")
-    add("--val-size", type=int, help="validation images held out of train (default 5000)")
-    add(
-        "--limit-train",
-        type=int,
-        metavar="N",
-        help="stratified subset of the training split, for quick runs",
-    )
-    add("--limit-test", type=int, metavar="N", help="stratified subset of the test split")
-    add("--augment", metavar="NAME", help=f"one of {', '.join(AUGMENTATIONS)} (default crop-flip)")
-    add("--seed", type=int, help="seeds split, init, shuffling, augmentation (default 0)")
-    add("--deterministic", **flag, help="deterministic algorithms: bitwise-repeatable runs")
-    add(
-        "--precision",
-        metavar="NAME",
-        help=f"one of {', '.join(PRECISIONS)}; auto takes bf16 autocast on CUDA (fp16 where "
-        "the GPU lacks bf16) and with channels_last on CPUs with native bf16 (AVX-512 BF16 "
-        "or AMX), else fp32 (on other CPUs bf16 is emulated, 5-16x slower) (default auto)",
-    )
-    add("--channels-last", action=argparse.BooleanOptionalAction, help="NHWC layout (default on)")
-    add("--compile", **flag, help="torch.compile the model (slow start; opt-in)")
-    add("--device", help="auto, cpu, cuda or cuda:N (default auto)")
+    add = train.add_argument_group("scoring and model selection").add_argument
     add(
         "--select-by",
         metavar="METRIC",
         help=f"model selection metric: {' or '.join(SELECT_BY)} (default val_acc)",
-    )
-    add(
-        "--early-stop",
-        type=int,
-        metavar="N",
-        help="stop after N epochs without validation improvement (default: never)",
     )
     add(
         "--eval-every",
@@ -165,11 +172,30 @@ def _add_train_parser(sub: argparse._SubParsersAction) -> None:
         "--patience count the scored epochs",
     )
     add(
+        "--early-stop",
+        type=int,
+        metavar="N",
+        help="stop after N epochs without validation improvement (default: never)",
+    )
+    add(
         "--patience",
         type=int,
         metavar="N",
         help="epochs of rising validation loss that mark overfitting (default 3)",
     )
+    add = train.add_argument_group("speed and hardware").add_argument
+    add("--device", help="auto, cpu, cuda or cuda:N (default auto)")
+    add(
+        "--precision",
+        metavar="NAME",
+        help=f"one of {', '.join(PRECISIONS)}; auto takes bf16 autocast on CUDA (fp16 where "
+        "the GPU lacks bf16) and with channels_last on CPUs with native bf16 (AVX-512 BF16 "
+        "or AMX), else fp32 (on other CPUs bf16 is emulated, 5-16x slower) (default auto)",
+    )
+    add("--channels-last", action=argparse.BooleanOptionalAction, help="NHWC layout (default on)")
+    add("--compile", **flag, help="torch.compile the model (slow start; opt-in)")
+    add("--deterministic", **flag, help="deterministic algorithms: bitwise-repeatable runs")
+    add = train.add_argument_group("bookkeeping").add_argument
     add(
         "--resume",
         nargs="?",
@@ -181,25 +207,6 @@ def _add_train_parser(sub: argparse._SubParsersAction) -> None:
     add("--quiet", **flag, help="no progress bars or epoch lines")
     add("--tensorboard", **flag, help="also write TensorBoard scalars to the run folder (needs "
         "pip install 'cifarlab[tensorboard]')")  # fmt: skip
-    # -- data layer: train options of the data sources and augmentation, and `cifarlab data`
-    add(
-        "--labels",
-        metavar="fine|coarse",
-        help="CIFAR-100 classes: fine (100) or coarse (20) (default fine)",
-    )
-    add("--image-size", type=int, metavar="N", help=_IMAGE_SIZE_HELP)
-    add(
-        "--drop-last",
-        action=argparse.BooleanOptionalAction,
-        help="drop the last partial training batch (default: keep it)",
-    )
-    add("--crop-pad", type=int, metavar="PX", help="crop/translate padding in pixels (default 4)")
-    add(
-        "--cutout",
-        type=int,
-        metavar="PX",
-        help="cutout square side; adds cutout to any --augment (default 8 for *-cutout ones)",
-    )
 
 
 _IMAGE_SIZE_HELP = ("resize every image to NxN (default: keep their size; images of several "
