@@ -404,7 +404,9 @@ def test_all_grayscale_keeps_one_channel(tmp_path):
 def test_image_size_resizes_every_image(tiny_folder):
     data = load_dataset(tiny_folder, val_size=0, image_size=16)
     assert data.image_shape == (3, 16, 16) and data.test.images.shape[1:] == (16, 16, 3)
-    with pytest.raises(CifarlabError, match="--image-size must be a positive"):
+    with pytest.raises(
+        CifarlabError, match="--image-size must be a whole number of at least 1, not 0"
+    ):
         load_dataset(tiny_folder, image_size=0)
 
 
@@ -952,9 +954,9 @@ def test_a_named_pipe_among_the_images_is_refused_not_waited_on(tmp_path):
 @pytest.mark.parametrize(
     "options, says",
     [
-        ({"image_size": "16"}, "--image-size must be a whole number of pixels, not '16'"),
-        ({"image_size": True}, "--image-size must be a whole number of pixels, not True"),
-        ({"image_size": 16.5}, "--image-size must be a whole number of pixels, not 16.5"),
+        ({"image_size": "16"}, "--image-size must be a whole number of at least 1, not '16'"),
+        ({"image_size": True}, "--image-size must be a whole number of at least 1, not True"),
+        ({"image_size": 16.5}, "--image-size must be a whole number of at least 1, not 16.5"),
         ({"seed": -1}, "seed must be a whole number of at least 0, not -1"),
     ],
 )

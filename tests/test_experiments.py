@@ -606,8 +606,8 @@ def test_a_finished_sweep_reruns_without_reading_its_data_again(tmp_path, tiny_a
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--max-runs", "0"], "--max-runs must be at least 1 (got 0)"),
-        (["--max-runs", "-1"], "--max-runs must be at least 1 (got -1)"),
+        (["--max-runs", "0"], "--max-runs must be a whole number of at least 1, not 0"),
+        (["--max-runs", "-1"], "--max-runs must be a whole number of at least 1, not -1"),
         (
             ["--only", "model=resnet18"],
             "--only model=resnet18 matches none of the 4 runs of experiment 'tiny'",

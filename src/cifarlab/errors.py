@@ -193,6 +193,13 @@ def as_path(value: Any, option: str) -> Path:
     raise CifarlabError(f"{option} must be a path (a str or Path), not {value!r}")
 
 
+def check_whole_number(name: str, value: Any, least: int) -> None:
+    """Refuse ``value`` unless it is an int (not a bool) of at least ``least``: what Python
+    callers pass is unchecked by the CLI's parser."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < least:
+        raise CifarlabError(f"{name} must be a whole number of at least {least}, not {value!r}")
+
+
 def looked_in(path: str | os.PathLike) -> str:
     """For a missing relative path: where it was looked for. Paths in an experiment file are
     read from the current folder, not the file's, which a "does not exist" alone hides."""

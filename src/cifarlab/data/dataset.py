@@ -27,7 +27,7 @@ from cifarlab.data.imagefolder import (
     resize_images,
 )
 from cifarlab.data.split import split_off, stratified_pick
-from cifarlab.errors import CifarlabError, warn
+from cifarlab.errors import CifarlabError, check_whole_number, warn
 
 HOW_TO_GIVE_DATA = (
     "pass --data cifar10|cifar100 (downloaded), or --data PATH / CIFARLAB_DATA=PATH where "
@@ -133,10 +133,8 @@ def _check_counts(**counts: tuple[int | None, int]) -> None:
     """Each ``name=(value, least)``: a whole number of at least ``least`` (None: not given);
     from Python, as the CLI's parser and RunConfig check them for ``train``."""
     for name, (value, least) in counts.items():
-        if value is None:
-            continue
-        if not isinstance(value, int) or isinstance(value, bool) or value < least:
-            raise CifarlabError(f"{name} must be a whole number of at least {least}, not {value!r}")
+        if value is not None:
+            check_whole_number(name, value, least)
 
 
 def load_dataset(
@@ -271,10 +269,7 @@ def decode_source(
     quiet: bool = False,
 ) -> DecodedSource:
     """The source's decoded arrays, from the cache when it holds them."""
-    if image_size is not None and (not isinstance(image_size, int) or isinstance(image_size, bool)):
-        raise CifarlabError(f"--image-size must be a whole number of pixels, not {image_size!r}")
-    if image_size is not None and image_size < 1:
-        raise CifarlabError(f"--image-size must be a positive number of pixels (got {image_size})")
+    _check_counts(**{"--image-size": (image_size, 1)})
     path = resolve_source(data, quiet)
     key = _cache_key(path, image_size, labels)
     if is_cifar_python(path):

@@ -36,6 +36,7 @@ from cifarlab.errors import (
     Terminated,
     as_path,
     bar_disabled,
+    check_whole_number,
     note,
     show_warning,
     warn,
@@ -153,13 +154,9 @@ def check_sweep_options(workers: int, max_runs: int | None) -> None:
             "a sweep under torchrun: torchrun spreads one run over processes, a sweep spreads "
             "its runs; run the sweep without torchrun, with --workers N"
         )
-    for name, value in (("--workers", workers), ("--max-runs", max_runs)):
-        if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
-            raise CifarlabError(f"{name} must be a whole number (got {value!r})")
-    if workers < 1:
-        raise CifarlabError(f"--workers must be at least 1 (got {workers})")
-    if max_runs is not None and max_runs < 1:
-        raise CifarlabError(f"--max-runs must be at least 1 (got {max_runs})")
+    check_whole_number("--workers", workers, 1)
+    if max_runs is not None:
+        check_whole_number("--max-runs", max_runs, 1)
     if workers > 1:
         check_main_guarded("cifarlab.sweep")
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
-from cifarlab.errors import CifarlabError, suggest
+from cifarlab.errors import CifarlabError, check_whole_number, suggest
 from cifarlab.model_files import model_source
 
 if TYPE_CHECKING:
@@ -216,9 +216,8 @@ def create_model(
     """Build model ``name`` (see get_model_entry) for images of the given shape and class count.
 
     ``image_size`` is a square's side, or (height, width) for other images."""
-    for option, value in (("num_classes", num_classes), ("in_channels", in_channels)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise CifarlabError(f"{option} must be a whole number of at least 1, not {value!r}")
+    check_whole_number("num_classes", num_classes, 1)
+    check_whole_number("in_channels", in_channels, 1)
     entry = get_model_entry(name)
     shape = dict(num_classes=num_classes, in_channels=in_channels,
                  image_size=_image_size(image_size))  # fmt: skip
