@@ -183,6 +183,20 @@ def _plan(
     precision = resolve_precision(config.precision, device, config.channels_last)
     if resumed:
         config, precision = _in_the_precision_it_trained(resumed, config, device, precision)
+    _warn_if_bf16_emulated(device, precision, resumed is not None)
+    check_model(config.model)  # a bad name, spec or file fails here, before any data work
+    if config.tensorboard:
+        _require_tensorboard()
+    if config.compile:
+        _require_compiler(device)
+    data = _load(config)
+    if resumed:
+        _refuse_changed_data(resumed, data)
+    loaded.append(data)
+    return config, resumed, precision, workspace
+
+
+def _warn_if_bf16_emulated(device: torch.device, precision: str, resumed: bool) -> None:
     if device.type == "cpu" and precision == "bf16" and not cpu_supports_bf16():
         # measured on an AVX2 CPU: 5-6x slower on tutorial, 12-16x on speedrun-small
         # (benchmarks/precision_layout.py); still right for checking bf16's numerics
@@ -197,20 +211,15 @@ def _plan(
             "--precision bf16: this GPU has no bf16 tensor cores (they came with Ampere), so "
             "torch emulates bf16, slowly; use --precision fp16, or auto, which picks it here"
         )
-    check_model(config.model)  # a bad name, spec or file fails here, before any data work
-    if config.tensorboard:
-        _require_tensorboard()
-    if config.compile:
-        _require_compiler(device)
-    data = _load(config)
-    trained_on = (resumed or {}).get("info", {}).get("data_content")
+
+
+def _refuse_changed_data(resumed: dict[str, Any], data: CifarData) -> None:
+    trained_on = (resumed.get("info") or {}).get("data_content")
     if trained_on and trained_on != data.content_id:
         raise CifarlabError(
             f"the data at {data.source} has changed since run {resumed['id']} trained on it, "
             "so its checkpoint belongs to other data; train without --resume for a new run"
         )
-    loaded.append(data)
-    return config, resumed, precision, workspace
 
 
 def _load(config: RunConfig) -> CifarData:
@@ -366,7 +375,7 @@ def _follow(
     """A rank other than 0 trains its share and keeps no books: rank 0 records the run. It
     ends after rank 0 has (torchrun stops every rank when one ends with an error)."""
     world = trainer.world
-    early = EarlyStopping(config.early_stop, config.select_by) if config.early_stop else None
+    early = _early_stopping(config)
     trainer.callbacks += [early] if early else []  # every rank must stop when rank 0 does
     status, error = "completed", None
     try:
@@ -497,7 +506,7 @@ def _bookkeeping(
     meta |= {key: info[key] for key in ("classes", "image_shape", "mean", "std")}
     checkpointer = Checkpointer(run_dir, meta, config.select_by)
     callbacks: list[Callback] = [StoreEpochs(store, run_id), checkpointer]
-    early = EarlyStopping(config.early_stop, config.select_by) if config.early_stop else None
+    early = _early_stopping(config)
     if early:
         callbacks.append(early)
     if config.tensorboard:
@@ -659,11 +668,20 @@ def _check_last_batch(trainer: Trainer, config: RunConfig, data: CifarData) -> N
         with torch.no_grad():
             probe(image)
     except Exception as err:  # noqa: BLE001 - anything else is training's to report
-        if isinstance(err, ValueError) and "Expected more than 1 value per channel" in str(err):
+        if _is_batch_of_one(err):
             what = f"the last of {n} training images"
             if ranks > 1:
                 what = f"the last {last} of {n} training images, shared by {ranks} ranks,"
             raise CifarlabError(f"{what} make {_BATCH_OF_ONE}") from None
+
+
+def _early_stopping(config: RunConfig) -> EarlyStopping | None:
+    return EarlyStopping(config.early_stop, config.select_by) if config.early_stop else None
+
+
+def _is_batch_of_one(err: BaseException) -> bool:
+    """BatchNorm's refusal of a batch of one image (torch's words)."""
+    return isinstance(err, ValueError) and "Expected more than 1 value per channel" in str(err)
 
 
 def _warn_if_dropping(config: RunConfig, n: int) -> None:
@@ -685,7 +703,7 @@ def _explain(err: BaseException, config: RunConfig, epoch: int) -> None:
     Anything else is left to propagate: a bug's traceback is what a report needs."""
     if os.environ.get("CIFARLAB_TRACEBACK") or not isinstance(err, Exception):
         return
-    if isinstance(err, ValueError) and "Expected more than 1 value per channel" in str(err):
+    if _is_batch_of_one(err):
         raise RecordedFailure(f"epoch {epoch}: {_BATCH_OF_ONE}") from None
     source = model_source(config.model)
     mine = source[0].resolve() if source else user_code_file(config.model)
