@@ -23,7 +23,7 @@ from pydantic import (
 from cifarlab.errors import CifarlabError, suggest
 from cifarlab.experiments.store import WORKSPACE
 from cifarlab.model_files import model_file_digest, model_source
-from cifarlab.recipes import TRAIN_PRESETS, expand_preset
+from cifarlab.train_presets import TRAIN_PRESETS, expand_preset
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "adagrad", "rmsprop")
 SCHEDULES = (
@@ -339,6 +339,10 @@ def make_run_config(**options: Any) -> RunConfig:
     same text serves the command line and the Python API.
     """
     return _validated(options, stored=False)
+
+
+# what a run is (not how a command runs): the keys of experiments, and of --only filters
+RUN_SETTINGS = tuple(k for k in RunConfig.model_fields if k not in SESSION_FIELDS)
 
 
 def stored_run_config(**options: Any) -> RunConfig:

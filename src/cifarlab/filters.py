@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from cifarlab.config import SESSION_FIELDS, STORED, RunConfig
+from cifarlab.config import RUN_SETTINGS, STORED, RunConfig
 from cifarlab.errors import CifarlabError, suggest
 from cifarlab.tables import split_version
 
@@ -68,9 +68,8 @@ def typed_only(
     typed: dict[str, Any] = {}
     for key, value in wanted.items():
         where = f"{option} {(shown or {}).get(key, f'{key}={value!r}')!r}"
-        settings = [k for k in RunConfig.model_fields if k not in SESSION_FIELDS]
-        if key not in settings:  # workspace, quiet, resume: where and how, not what ran
-            hint = suggest(key, settings).strip() or "see `cifarlab train --help`"
+        if key not in RUN_SETTINGS:  # workspace, quiet, resume: where and how, not what ran
+            hint = suggest(key, RUN_SETTINGS).strip() or "see `cifarlab train --help`"
             raise CifarlabError(f"{where}: unknown setting {key!r}; {hint}")
         try:
             # read as records are: a run's recorded value is found even where a check added

@@ -10,10 +10,10 @@ from cifarlab.config import NOT_HASHED, RunConfig, stored_run_config
 from cifarlab.errors import CifarlabError, first_line, note, warn
 from cifarlab.experiments.store import ResultsStore, database_path
 from cifarlab.process import refuse_if_owned
-from cifarlab.recipes import TRAIN_PRESETS
 from cifarlab.tables import setting_text
 from cifarlab.train.checkpoint import load_checkpoint
 from cifarlab.train.trainer import Trainer
+from cifarlab.train_presets import TRAIN_PRESETS
 
 
 def find_resumed(workspace: Path, config: RunConfig) -> tuple[RunConfig, dict | None]:

@@ -29,13 +29,12 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from cifarlab.config import SESSION_FIELDS, RunConfig, validation_message
+from cifarlab.config import RUN_SETTINGS, SESSION_FIELDS, RunConfig, validation_message
 from cifarlab.errors import CifarlabError, suggest, warn
 from cifarlab.models.registry import get_model_entry
-from cifarlab.recipes import TRAIN_PRESETS
+from cifarlab.train_presets import TRAIN_PRESETS
 
 TOP_KEYS = ("name", "description", "base", "grid", "include", "exclude")
-RUN_KEYS = tuple(k for k in RunConfig.model_fields if k not in SESSION_FIELDS)
 _SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 
 
@@ -98,7 +97,7 @@ def build_experiment(
     base, grid = _table(definition, "base"), _table(definition, "grid")
     problems += _check_values("base", base)
     for key, values in grid.items():
-        if key not in RUN_KEYS:
+        if key not in RUN_SETTINGS:
             problems += _check_value(f"grid.{key}", key, None)
         elif isinstance(values, list | tuple):
             for i, value in enumerate(values):
@@ -200,8 +199,8 @@ def _check_value(path: str, key: str, value: Any) -> list[str]:
         return [f"{path}: a sweep resumes its interrupted runs itself; run it again instead"]
     if key in SESSION_FIELDS:
         return [f"{path}: {key} is set per command, not in a file; pass --{key} to sweep"]
-    if key not in RUN_KEYS:
-        return [f"{path}: unknown key{_did_you_mean(key, RUN_KEYS)}"]
+    if key not in RUN_SETTINGS:
+        return [f"{path}: unknown key{_did_you_mean(key, RUN_SETTINGS)}"]
     try:
         RunConfig(**{key: value})
     except ValidationError as err:
