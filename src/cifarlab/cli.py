@@ -24,7 +24,7 @@ from cifarlab.errors import (
     show_warning,
 )
 from cifarlab.files import image_file
-from cifarlab.process import signals_held, terminate_as_interrupt
+from cifarlab.process import one_of_several_ranks, signals_held, terminate_as_interrupt
 
 EXIT_USAGE = 2  # bad input
 EXIT_FAILURE = 1  # the machine failed the work: disk, memory, a locked database
@@ -62,10 +62,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         code = EXIT_UNSETTLED if isinstance(err, RecordedFailure) else EXIT_USAGE
         code = EXIT_FAILURE if isinstance(err, MachineFailure) else code
-        rank = _other_rank()
-        said = f"error (rank {rank})" if rank else "error"
         for line in str(err).split("\n"):  # one line per problem
-            print(f"cifarlab: {said}: {_printable(line)}", file=sys.stderr)
+            _say_error(_printable(line))
         return code
     except KeyboardInterrupt as stop:  # Ctrl-C, or SIGTERM (Terminated)
         if _left_to_rank_0(stop):  # torchrun stopped every rank: rank 0 says how to go on
@@ -83,17 +81,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = machine_trouble(err, getattr(args, "command", None))
         if message is None or os.environ.get("CIFARLAB_TRACEBACK"):
             raise  # a bug: its traceback is what a report needs
-        rank = _other_rank()
-        print(f"cifarlab: error{f' (rank {rank})' if rank else ''}: {message}", file=sys.stderr)
+        _say_error(message)
         return EXIT_FAILURE
     finally:
         if sigterm is not None:  # main() may be called from a program with its own handler
             signal.signal(signal.SIGTERM, sigterm)
 
 
+def _say_error(message: str) -> None:
+    """``cifarlab: error: ...``, naming the rank on a torchrun rank other than 0."""
+    rank = _other_rank()
+    print(f"cifarlab: error{f' (rank {rank})' if rank else ''}: {message}", file=sys.stderr)
+
+
 def _other_rank() -> int:
     """This process's rank under torchrun, when it is not rank 0; else 0."""
-    if os.environ.get("WORLD_SIZE", "1") in ("", "1"):  # not under torchrun: torch not needed
+    if not one_of_several_ranks():  # torch not needed
         return 0
     from cifarlab.distributed import launched_world
 
@@ -105,7 +108,7 @@ def _other_rank() -> int:
 
 def _tell_other_ranks() -> None:
     """Rank 0 of a torchrun launch that fails tells the other ranks (``_left_to_rank_0``)."""
-    if os.environ.get("WORLD_SIZE", "1") not in ("", "1"):  # torch is loaded only then
+    if one_of_several_ranks():  # torch is loaded only then
         from cifarlab.distributed import tell_main_failed
 
         tell_main_failed()
@@ -114,7 +117,7 @@ def _tell_other_ranks() -> None:
 def _left_to_rank_0(err: BaseException) -> bool:
     """On a rank other than 0 of a torchrun launch: whether rank 0 says this failure; this
     rank then ends quietly with status 0 (``distributed.ends_quietly``)."""
-    if os.environ.get("WORLD_SIZE", "1") in ("", "1"):
+    if not one_of_several_ranks():
         return False
     from cifarlab.distributed import ends_quietly
 

@@ -31,7 +31,7 @@ import torch
 import torch.distributed as dist
 
 from cifarlab.errors import CifarlabError
-from cifarlab.process import flush_output
+from cifarlab.process import flush_output, one_of_several_ranks
 
 T = TypeVar("T")
 
@@ -72,9 +72,9 @@ ONE_PROCESS = World()
 
 def launched_world() -> World:
     """The ranks torchrun started, read from what it sets; one process otherwise."""
-    env = {key: os.environ.get(key) for key in ("RANK", "LOCAL_RANK", "WORLD_SIZE")}
-    if env["WORLD_SIZE"] in (None, "", "1"):
+    if not one_of_several_ranks():
         return ONE_PROCESS
+    env = {key: os.environ.get(key) for key in ("RANK", "LOCAL_RANK", "WORLD_SIZE")}
     try:
         world = World(
             int(env["RANK"]), int(env["LOCAL_RANK"] or env["RANK"]), int(env["WORLD_SIZE"])

@@ -78,6 +78,12 @@ def _start_time(pid: int) -> str:
         return ""
 
 
+def one_of_several_ranks() -> bool:
+    """Whether a launcher (torchrun) started this process as one rank of several: read from
+    WORLD_SIZE alone, so commands that need no torch stay light."""
+    return os.environ.get("WORLD_SIZE", "1") not in ("", "1")
+
+
 def flush_output() -> None:
     """Flush stdout and stderr, so a results table piped elsewhere is not lost at exit; a
     closed pipe (`... | head`) has nothing left to take."""
