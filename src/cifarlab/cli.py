@@ -276,8 +276,7 @@ def _sweep_and_summarize(experiment, args: argparse.Namespace) -> int:
         print(report.text())  # against an empty one, and nothing is written
         return 0
     experiment_name = args.new_name or experiment.name
-    counts = {s: list(report.outcomes.values()).count(s) for s in set(report.outcomes.values())}
-    summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "nothing to run"
+    summary = report.outcome_counts() or "nothing to run"
     trained = sum(p.action in TO_RUN for p in report.planned)
     print(
         f"sweep {experiment_name}: {_runs(len(report.planned))} ({summary}); {trained} trained "

@@ -111,11 +111,13 @@ class SweepReport:
         process. Completed and diverged runs are settled: rerunning gives the same answer."""
         return sum(status not in FINISHED for status in self.outcomes.values())
 
+    def outcome_counts(self) -> str:
+        """ "2 completed, 1 diverged": how the runs of this sweep ended ("" for none)."""
+        counts = sorted(Counter(self.outcomes.values()).items())
+        return ", ".join(f"{n} {status}" for status, n in counts)
+
     def __repr__(self) -> str:  # a notebook shows this, not every planned config
-        counts: dict[str, int] = {}
-        for status in self.outcomes.values():
-            counts[status] = counts.get(status, 0) + 1
-        done = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+        done = self.outcome_counts()
         before = sum(p.action == "done" for p in self.planned)  # a rerun: trained nothing
         if before:
             done += f"; {'all' if before == len(self.planned) else before} done before"

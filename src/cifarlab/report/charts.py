@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import math
 import statistics
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -177,7 +178,7 @@ def final_caption(best: list[dict[str, Any]]) -> str:
         f"{spread(top['test_acc_std'])} test accuracy"
         f" ({top['n']} seed{'s' * (top['n'] > 1)})."
     )
-    optimizers = [o for o, _ in _counts(g["optimizer"] for g in best)]
+    optimizers = [o for o, _ in Counter(g["optimizer"] for g in best).most_common()]
     if len(optimizers) < 2:
         models = sorted(best, key=lambda g: g["test_acc_mean"], reverse=True)
         if len(models) < 2:
@@ -861,10 +862,3 @@ def _save(fig, out: Path, name: str, title: str, caption: str) -> Chart:
     path = out / f"{name}.png"
     fig.savefig(path, dpi=DPI, facecolor="white")
     return Chart(name, title, caption, path)
-
-
-def _counts(items) -> list[tuple[str, int]]:
-    counts: dict[str, int] = {}
-    for item in items:
-        counts[item] = counts.get(item, 0) + 1
-    return sorted(counts.items(), key=lambda kv: -kv[1])
