@@ -225,3 +225,8 @@ def note(quiet: bool, message: str) -> None:
     """A line of information on stderr (``cifarlab: ...``), unless the run is quiet."""
     if not quiet:
         print(f"cifarlab: {message}", file=sys.stderr)
+
+
+def say_run_failed(run_id: str, error: object) -> None:
+    """A sweep's run that failed, in one line: the sweep goes on to its next run."""
+    print(f"cifarlab: run {run_id} failed: {error}", file=sys.stderr)

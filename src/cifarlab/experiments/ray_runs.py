@@ -21,7 +21,6 @@ import os
 import shutil
 import signal
 import socket
-import sys
 import tempfile
 import warnings
 from collections.abc import Iterator
@@ -38,6 +37,7 @@ from cifarlab.errors import (
     RunInProgress,
     Terminated,
     first_line,
+    say_run_failed,
     warn,
 )
 from cifarlab.experiments.store import ResultsStore, database_path, summary_of
@@ -295,13 +295,10 @@ def _unpack(workspace: Path, run_id: str, kit: dict[str, Any]) -> None:
     record = kit["record"]
     with ResultsStore(database_path(workspace)) as store:
         store.create_run(run_id, record["name"], record["config"], record["config_hash"])
-        for metrics in kit["epochs"]:
-            store.add_epoch(run_id, metrics["epoch"], metrics)
+        _add_epochs(store, run_id, kit["epochs"])
         # no error of its own: one the resume meets there is the one to say (_train_remote)
         store.finish_run(run_id, "failed", summary_of(record), None, record["info"])
-    for name, data in kit["files"].items():
-        (workspace / run_id / name).parent.mkdir(parents=True, exist_ok=True)
-        (workspace / run_id / name).write_bytes(data)
+    _write_files(workspace / run_id, kit["files"])
 
 
 def _land(store: ResultsStore, workspace: Path, run_id: str, shipped: dict[str, Any]) -> str:
@@ -320,19 +317,30 @@ def _land(store: ResultsStore, workspace: Path, run_id: str, shipped: dict[str, 
     if record is None:  # what the run had (a resumable one's info: its data and code) stays
         before = store.run(run_id)
         store.finish_run(run_id, "failed", summary_of(before), shipped["error"], before["info"])
-        print(f"cifarlab: run {run_id} failed: {shipped['error']}", file=sys.stderr)
+        say_run_failed(run_id, shipped["error"])
         return "failed"
     with signals_held():  # a stop waits: the folder and the rows change together
         if shipped["files"]:
             _replace_folder(workspace, run_id, shipped["files"])
         store.drop_epochs(run_id)  # the result's rows, not the claimed run's older ones
-        for metrics in shipped["epochs"]:
-            store.add_epoch(run_id, metrics["epoch"], metrics)
+        _add_epochs(store, run_id, shipped["epochs"])
         store.finish_run(run_id, record["status"], summary_of(record), record["error"],
                          record["info"])  # fmt: skip
     if record["status"] == "failed":
-        print(f"cifarlab: run {run_id} failed: {record['error']}", file=sys.stderr)
+        say_run_failed(run_id, record["error"])
     return record["status"]
+
+
+def _add_epochs(store: ResultsStore, run_id: str, epochs: list[dict[str, Any]]) -> None:
+    for metrics in epochs:
+        store.add_epoch(run_id, metrics["epoch"], metrics)
+
+
+def _write_files(folder: Path, files: dict[str, bytes]) -> None:
+    """``files`` (paths relative to ``folder``, with their bytes) written into ``folder``."""
+    for name, data in files.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(data)
 
 
 def _replace_folder(workspace: Path, run_id: str, files: dict[str, bytes]) -> None:
@@ -341,9 +349,7 @@ def _replace_folder(workspace: Path, run_id: str, files: dict[str, bytes]) -> No
     landing, old = workspace / f".landing-{run_id}", workspace / f".landing-{run_id}-old"
     for stale in (landing, old):
         shutil.rmtree(stale, ignore_errors=True)
-    for name, data in files.items():
-        (landing / name).parent.mkdir(parents=True, exist_ok=True)
-        (landing / name).write_bytes(data)
+    _write_files(landing, files)
     _rename_checkpoints(landing, run_id)
     if (workspace / run_id).exists():
         (workspace / run_id).rename(old)

@@ -38,6 +38,7 @@ from cifarlab.errors import (
     bar_disabled,
     check_whole_number,
     note,
+    say_run_failed,
     show_warning,
     warn,
 )
@@ -621,7 +622,7 @@ def _run_one(config: RunConfig, anew: bool = False) -> str:
             os._exit(143 if isinstance(stop, Terminated) else 130)
         raise
     except Exception as err:  # noqa: BLE001 - one bad run must not stop the sweep
-        print(f"cifarlab: run {_run_id(config)} failed: {err}", file=sys.stderr)
+        say_run_failed(_run_id(config), err)
         return "failed"
     finally:
         _training = False
