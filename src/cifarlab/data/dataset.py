@@ -85,7 +85,7 @@ def resolve_source(data: str | os.PathLike | None, quiet: bool = False) -> Path:
     """
     if data is not None and not isinstance(data, str | os.PathLike):
         raise CifarlabError(f"data: a path or cifar10/cifar100, not a {type(data).__name__}")
-    raw = data if data is not None else os.environ.get("CIFARLAB_DATA") or DEFAULT_DATASET
+    raw = _given_or_default(data)
     path = check_source(raw)
     if path is None:
         folder = cache_root() / "downloads"
@@ -97,6 +97,11 @@ def resolve_source(data: str | os.PathLike | None, quiet: bool = False) -> Path:
                 "set CIFARLAB_CACHE to a writable folder"
             ) from None
     return path
+
+
+def _given_or_default(data: str | os.PathLike | None) -> str | os.PathLike:
+    """The data given, else ``$CIFARLAB_DATA``, else the cifar10 download."""
+    return data if data is not None else os.environ.get("CIFARLAB_DATA") or DEFAULT_DATASET
 
 
 def check_source(raw: str | os.PathLike) -> Path | None:
@@ -166,9 +171,8 @@ def load_dataset(
     labels = labels.lower() if isinstance(labels, str) else labels  # as train() reads it
     if labels not in ("fine", "coarse"):  # image folders warned that "x" is for CIFAR-100
         raise CifarlabError(f"labels must be 'fine' or 'coarse', not {labels!r}")
-    decoded, stats, path, _, content_id = decode_source(
-        data, image_size=image_size, labels=labels, quiet=quiet
-    )
+    source = decode_source(data, image_size=image_size, labels=labels, quiet=quiet)
+    decoded, stats, path = source.dataset, source.pixel_stats, source.path
     train_all = decoded.train
     _check_val_size(val_size, len(train_all))
     rng = np.random.default_rng(seed)
@@ -194,7 +198,7 @@ def load_dataset(
         mean=mean,
         std=std,
         source=str(path),
-        content_id=content_id,
+        content_id=source.content_id,
     )
 
 
@@ -250,8 +254,7 @@ def _known_cache_key(
     data: str | os.PathLike | None, image_size: int | None, labels: str
 ) -> str | None:
     """The cache key of a source on disk, without decoding it (None: a dataset to download)."""
-    raw = data if data is not None else os.environ.get("CIFARLAB_DATA") or DEFAULT_DATASET
-    path = check_source(raw)
+    path = check_source(_given_or_default(data))
     return None if path is None else _cache_key(path, image_size, labels)
 
 
