@@ -514,49 +514,28 @@ def _models_table(models: list[dict[str, Any]]) -> str:
 def _runs_details(records: list[dict[str, Any]]) -> str:
     # the budgets the page's note says these runs differ in, each run's own
     extra = [k for k in pooled_budgets(records, []) if k != "epochs"]
-    head = [
-        "run",
-        "model",
-        "optimizer",
-        "lr",
-        "batch",
-        "seed",
-        *extra,
-        "status",
-        "epochs",
-        "best epoch",
-        "best val",
-        "test@best",
-        "overfit epoch",
-        "time (s)",
-        "cores taken",
+    whole = "{:.0f}".format
+    columns = [  # (header, the run's value, its format)
+        ("run", lambda r: r["id"], str),
+        ("model", lambda r: r["model"], str),
+        ("optimizer", lambda r: r["optimizer"], str),
+        ("lr", lambda r: r["lr"], "{:g}".format),
+        ("batch", lambda r: r["batch_size"], str),
+        ("seed", lambda r: r["seed"], str),
+        *((k, lambda r, k=k: r["config"].get(k), partial(aggregate.short, key=k)) for k in extra),
+        ("status", lambda r: r["status"], str),
+        ("epochs", epochs_done, str),  # 3/10: stopped short
+        # no validation split: nothing was chosen, the last epoch is reported
+        ("best epoch", lambda r: r["best_epoch"] if r["config"].get("val_size") else None, whole),
+        ("best val", lambda r: r["best_val_acc"], pct),
+        ("test@best", lambda r: r["test_acc"], pct),
+        ("overfit epoch", lambda r: r["overfit_epoch"], whole),
+        ("time (s)", lambda r: r["train_seconds"], "{:.1f}".format),
+        ("cores taken", lambda r: r.get("cpu_contention"), "{:.1f}".format),  # why it is slow
     ]
-    rows = []
-    for r in records:
-        rows.append(
-            "<tr>"
-            + "".join(
-                [
-                    _td(r["id"]),
-                    _td(r["model"]),
-                    _td(r["optimizer"]),
-                    _td(r["lr"], "{:g}".format),
-                    _td(r["batch_size"]),
-                    _td(r["seed"]),
-                    *(_td(r["config"].get(k), partial(aggregate.short, key=k)) for k in extra),
-                    _td(r["status"]),
-                    _td(epochs_done(r)),  # 3/10: stopped short
-                    # no validation split: nothing was chosen, the last epoch is reported
-                    _td(r["best_epoch"] if r["config"].get("val_size") else None, "{:.0f}".format),
-                    _td(r["best_val_acc"], pct),
-                    _td(r["test_acc"], pct),
-                    _td(r["overfit_epoch"], "{:.0f}".format),
-                    _td(r["train_seconds"], "{:.1f}".format),
-                    _td(r.get("cpu_contention"), "{:.1f}".format),  # why a run is slow
-                ]
-            )
-            + "</tr>"
-        )
+    head = [header for header, _, _ in columns]
+    cells = ("".join(_td(value(r), fmt) for _, value, fmt in columns) for r in records)
+    rows = [f"<tr>{row}</tr>" for row in cells]
     configs = "".join(
         f"<details><summary>{_e(r['id'])}</summary><pre>"
         f"{_e(json.dumps({'config': r['config'], 'info': r['info']}, indent=2))}</pre></details>"
