@@ -40,7 +40,7 @@ from cifarlab.config import make_run_config
 from cifarlab.data import TensorLoader, load_dataset
 from cifarlab.data import loader as loader_module
 from cifarlab.data.augment import build_augment
-from cifarlab.data.imagefolder import _iter_files, _parse_layout
+from cifarlab.data.imagefolder import encoded_images
 from cifarlab.models import create_model
 from cifarlab.train import cpu_share
 from cifarlab.train.build import build_trainer
@@ -233,8 +233,7 @@ def main() -> None:
     n = min(args.limit, len(data.train))
     out["train_images_per_pass"] = n
     # the tutorial pipeline over the same JPEG bytes (training split, shuffled)
-    entries, _ = _parse_layout(_iter_files(Path(args.data)), Path(args.data))
-    entries = entries["train"]
+    entries = encoded_images(Path(args.data))["train"]
     classes = sorted({cls for cls, _ in entries})
     items = sorted(entries.items())
     blobs = [blob for _, blob in items]

@@ -27,7 +27,7 @@ from common import at_least_one, machine, run  # benchmarks/, beside this file
 from loader import SHARED, TutorialDataset, cifarlab_images_per_s
 
 from cifarlab.data import load_dataset
-from cifarlab.data.imagefolder import _iter_files, _parse_layout
+from cifarlab.data.imagefolder import encoded_images
 from cifarlab.models import create_model
 from cifarlab.models.summary import summarize_model
 from cifarlab.train.precision import cpu_supports_bf16, resolve_device
@@ -118,8 +118,7 @@ def main() -> None:
         "nets": {},
     }
     data = load_dataset(args.data, val_size=0)
-    entries, _ = _parse_layout(_iter_files(Path(args.data)), Path(args.data))
-    entries = entries["train"]
+    entries = encoded_images(Path(args.data))["train"]
     classes = sorted({cls for cls, _ in entries})
     items = sorted(entries.items())
     dataset = TutorialDataset([b for _, b in items], [classes.index(c) for (c, _), _ in items],

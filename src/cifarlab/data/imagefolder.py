@@ -58,6 +58,12 @@ def is_archive(path: Path) -> bool:
     return path.name.lower().endswith(ARCHIVE_SUFFIXES)
 
 
+def encoded_images(path: Path) -> dict[str, dict[tuple[str, str], bytes]]:
+    """Each split's image files, undecoded, by (class, file name): what a per-image pipeline
+    such as the PyTorch tutorial's reads (the benchmarks time one against ours)."""
+    return _parse_layout(_iter_files(path), path)[0]
+
+
 def read_image_folder(
     path: Path, image_size: int | None = None, quiet: bool = False
 ) -> DecodedDataset:
