@@ -342,42 +342,51 @@ def _headline(groups: list[dict[str, Any]], records: list[dict[str, Any]]) -> st
         )
         + f"in {best['train_seconds_mean']:.1f} s per run, training and evaluation."
     ]
+    items += [
+        _model_ranking(groups),
+        _optimizer_ranking(aggregate.best_per(groups, "model", "optimizer")),
+        _not_charted(records, axes),
+        _selection_note(groups),
+    ]
+    return '<ul class="headline">' + "".join(f"<li>{i}</li>" for i in items if i) + "</ul>"
+
+
+def _model_ranking(groups: list[dict[str, Any]]) -> str | None:
+    """Models, each at its best configuration, and whether seeds can tell the first two
+    apart; None for a single model."""
     per_model = sorted(aggregate.best_per(groups, "model"), key=aggregate.val_score, reverse=True)
-    if len(per_model) > 1:
-        ranks = ", ".join(f"{i}. {g['model']} {_rank_score(g)}" for i, g in enumerate(per_model, 1))
-        by = _ranked_by(groups)
-        first, second = per_model[:2]
-        metric = "best_val_acc" if first["best_val_acc_mean"] is not None else "final_test_acc"
-        verdict = aggregate.beyond_noise(first, second, metric)
-        if verdict != "clear":  # the order of the first two may be the seeds' luck
-            ranks += (f"; {first['model']} and {second['model']} are within seed noise"
-                      if verdict == "noise" else "; one seed each: no spread to judge the order "
-                      "of the first two by")  # fmt: skip
-        items.append(f"<b>Models</b> (each at its best configuration, by {by}): {_e(ranks)}.")
-    optimizers = _optimizer_ranking(aggregate.best_per(groups, "model", "optimizer"))
-    if optimizers:
-        items.append(optimizers)
-    bad = _not_charted(records, axes)
-    if bad:
-        items.append(bad)
+    if len(per_model) < 2:
+        return None
+    ranks = ", ".join(f"{i}. {g['model']} {_rank_score(g)}" for i, g in enumerate(per_model, 1))
+    first, second = per_model[:2]
+    metric = "best_val_acc" if first["best_val_acc_mean"] is not None else "final_test_acc"
+    verdict = aggregate.beyond_noise(first, second, metric)
+    if verdict != "clear":  # the order of the first two may be the seeds' luck
+        ranks += (f"; {first['model']} and {second['model']} are within seed noise"
+                  if verdict == "noise" else "; one seed each: no spread to judge the order "
+                  "of the first two by")  # fmt: skip
+    by = _ranked_by(groups)
+    return f"<b>Models</b> (each at its best configuration, by {by}): {_e(ranks)}."
+
+
+def _selection_note(groups: list[dict[str, Any]]) -> str:
+    """What chose each reported epoch: the validation split, or nothing (--val-size 0)."""
     if all(g["best_val_acc_mean"] is not None for g in groups):
-        items.append(
+        return (
             "Model selection uses the validation split only; test accuracy is reported, "
             "never used to choose."
         )
-    else:
-        text = (
-            "Runs without a validation split (--val-size 0) selected nothing: each reports "
-            "its last epoch"
+    text = (
+        "Runs without a validation split (--val-size 0) selected nothing: each reports "
+        "its last epoch"
+    )
+    if len(groups) > 1:
+        text += (
+            ", and they are ranked by its test accuracy, the only score they have. "
+            "Rankings by test accuracy flatter the winner a little; a validation split "
+            "gives an unbiased choice"
         )
-        if len(groups) > 1:
-            text += (
-                ", and they are ranked by its test accuracy, the only score they have. "
-                "Rankings by test accuracy flatter the winner a little; a validation split "
-                "gives an unbiased choice"
-            )
-        items.append(text + ".")
-    return '<ul class="headline">' + "".join(f"<li>{i}</li>" for i in items) + "</ul>"
+    return text + "."
 
 
 def _not_charted(records: list[dict[str, Any]], axes: list[str]) -> str | None:
