@@ -10,7 +10,7 @@ import shlex
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from cifarlab.errors import CifarlabError, as_path, comma_list, suggest
 from cifarlab.experiments.analysis import (
@@ -306,40 +306,59 @@ def compare(
 ) -> str:
     """One sentence: the difference in mean ``metric`` between filters ``a`` and ``b``, 95% CI
     (``fmt="json"``: the numbers)."""
-    values, sides, budgets, left_out, mixes = [], [], [], [], []
     named = {k for spec in (a, b) for k in _filter_keys(spec)}
-    for spec in (a, b):
-        match = _filter(records, spec)
-        sides.append({r["id"] for r in match})
-        done = [r for r in match if r["status"] == "completed"]
-        budgets += pooled_budgets(done, [])  # runs of 2 and 4 epochs are not repeats
-        left_out.append(Counter(r["status"] for r in match if r["status"] != "completed"))
-        # other settings that vary within a side: its runs are not all seeds of one config
-        mixed = [k for k in varying_keys(done) if k not in named | set(BUDGET_KEYS)]
-        mixes.append({k: {json.dumps(r["config"].get(k)) for r in done} for k in mixed})
-        if not done:
-            others = ", ".join(f"{r['id']} {r['status']}" for r in match)
-            raise CifarlabError(
-                f"--compare {spec!r}: no completed run matches it"
-                + (f" (only {others})" if others else "")
-            )
-        values.append([r[metric] for r in done])
-    both = sorted(sides[0] & sides[1])
+    sides = [_compare_side(records, spec, named) for spec in (a, b)]
+    both = sorted(sides[0].ids & sides[1].ids)
     if both:  # "--compare lr=0.01 lr=0.01" set a group against itself
         raise CifarlabError(
             f"--compare: run {both[0]} matches both {a!r} and {b!r}; each side needs runs of "
             "its own (e.g. --compare optimizer=adam optimizer=sgd)"
         )
-    stats = compare_means(*values)
-    # nor are two sides of other budgets a race, unless the budget is what is compared
-    both_sides = [r for r in records if r["id"] in sides[0] | sides[1]]
+    stats = compare_means(*([r[metric] for r in side.done] for side in sides))
+    # runs of 2 and 4 epochs are not repeats; nor are two sides of other budgets a race,
+    # unless the budget is what is compared
+    both_sides = [r for r in records if r["id"] in sides[0].ids | sides[1].ids]
+    budgets = [k for side in sides for k in pooled_budgets(side.done, [])]
     budgets += [k for k in pooled_budgets(both_sides, []) if k not in named]
     budgets = list(dict.fromkeys(budgets))
-    pooled = list(dict.fromkeys(k for mix in mixes for k in mix))
+    pooled = list(dict.fromkeys(k for side in sides for k in side.mix))
     if fmt == "json":
         out = {"a": a, "b": b, "metric": metric, **stats, "budgets_differ": budgets,
-               "pooled": pooled, "left_out": [dict(n) for n in left_out]}  # fmt: skip
+               "pooled": pooled, "left_out": [dict(s.left_out) for s in sides]}  # fmt: skip
         return json.dumps(out, indent=2)
+    return _compare_sentence(a, b, metric, stats, sides, budgets, pooled)
+
+
+class _Side(NamedTuple):
+    ids: set[str]  # every run the filter matches
+    done: list[dict[str, Any]]  # its completed runs: the values compared
+    left_out: Counter  # statuses of the others
+    mix: dict[str, set[str]]  # settings other than seeds that vary among its runs: values
+
+
+def _compare_side(records: list[dict[str, Any]], spec: str, named: set[str]) -> _Side:
+    match = _filter(records, spec)
+    done = [r for r in match if r["status"] == "completed"]
+    if not done:
+        others = ", ".join(f"{r['id']} {r['status']}" for r in match)
+        raise CifarlabError(
+            f"--compare {spec!r}: no completed run matches it"
+            + (f" (only {others})" if others else "")
+        )
+    # other settings that vary within a side: its runs are not all seeds of one config
+    mixed = [k for k in varying_keys(done) if k not in named | set(BUDGET_KEYS)]
+    return _Side(
+        ids={r["id"] for r in match},
+        done=done,
+        left_out=Counter(r["status"] for r in match if r["status"] != "completed"),
+        mix={k: {json.dumps(r["config"].get(k)) for r in done} for k in mixed},
+    )
+
+
+def _compare_sentence(
+    a: str, b: str, metric: str, stats: dict[str, Any], sides: list[_Side],
+    budgets: list[str], pooled: list[str],
+) -> str:  # fmt: skip
     sentence = f"{a} vs {b}: {stats['diff'] * 100:+.2f} points {metric}"
     if stats["low"] is None:
         sentence += f" (n={stats['n_a']} vs {stats['n_b']}; add seeds for a 95% CI)"
@@ -349,12 +368,12 @@ def compare(
             f"Welch t, n={stats['n_a']} vs {stats['n_b']})"
         )
     # two diverged lr=0.1 runs left out flatter the side they belong to: it is named
-    lost = [f"{and_list([f'{n} {s}' for s, n in sorted(kinds.items())])} of {spec}"
-            for spec, kinds in zip((a, b), left_out) if kinds]  # fmt: skip
+    lost = [f"{and_list([f'{n} {s}' for s, n in sorted(side.left_out.items())])} of {spec}"
+            for spec, side in zip((a, b), sides) if side.left_out]  # fmt: skip
     if lost:
         sentence += f"; left out: {'; '.join(lost)}"
     if pooled:  # "n=2 vs 2" were two models a side, read as seeds of one
-        unequal = any(mixes[0].get(k) != mixes[1].get(k) for k in pooled)
+        unequal = any(sides[0].mix.get(k) != sides[1].mix.get(k) for k in pooled)
         sentence += (
             f"; note: each side pools runs that differ in {and_list(pooled)}, not only seeds, "
             "so the interval is not a seed interval"
