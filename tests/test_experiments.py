@@ -324,6 +324,22 @@ def test_a_dry_run_refuses_a_data_path_the_sweep_would_refuse(tmp_path, tiny_arc
     assert not (tmp_path / "ws").exists()  # its empty database made `results` say "no runs yet"
 
 
+def test_a_dry_run_stopped_says_no_way_to_continue(tmp_path, tiny_archive, capsys, monkeypatch):
+    from cifarlab.experiments import sweep
+
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sweep, "plan_dry_run", stopped)  # Ctrl-C while it reads the data
+    grid = _tiny_grid(tmp_path, tiny_archive)
+    assert main(["sweep", str(grid), "--workspace", str(tmp_path / "ws"), "--dry-run"]) == 130
+    # "the same command again (it skips finished runs...) continues it": nothing ran
+    assert capsys.readouterr().err == "cifarlab: interrupted\n"
+    with pytest.raises(KeyboardInterrupt) as stop:
+        cifarlab.sweep(str(grid), workspace=tmp_path / "ws", dry_run=True)
+    assert not getattr(stop.value, "__notes__", None)
+
+
 def test_dry_run_max_runs_and_only(tmp_path, tiny_archive, capsys):
     grid = _tiny_grid(tmp_path, tiny_archive, epochs=1)
     ws = tmp_path / "ws"

@@ -998,10 +998,10 @@ def test_the_loss_chart_says_when_training_loss_is_against_smoothed_targets(tmp_
     caption = charts.loss_curves(aggregate.group(records), tmp_path).caption
     # train 0.9 vs validation 0.6 read as a gap, on two scales
     assert " Training loss is against targets smoothed by 0.2 (--label-smoothing)" in caption
-    records[0]["config"]["model"] = "speedrun-small"  # quick-cpu beside a plain tutorial run
-    records[1]["config"]["label_smoothing"] = 0.0
+    records[0]["config"]["model"] = "/home/me/nets/my-net.toml"  # runs record the whole path
+    records[1]["config"]["label_smoothing"] = 0.0  # and a plain tutorial run beside it
     caption = charts.loss_curves(aggregate.group(records), tmp_path).caption
-    assert (" The training loss of 1 of the 2 runs (speedrun-small) is against targets smoothed "
+    assert (" The training loss of 1 of the 2 runs (my-net.toml) is against targets smoothed "
             "by 0.2") in caption  # fmt: skip
 
 

@@ -86,19 +86,20 @@ def sweep(
     (for every run) and ``dry_run`` (returns the SweepPlan, trains nothing, writes nothing)
     are the CLI's --only, --max-runs, --data and --dry-run; ``ray`` ("auto", "local" or an
     address), ``ray_cpus`` and ``ray_gpus`` train the runs on a Ray cluster (--ray...)."""
-    from cifarlab.experiments.ray_runs import ray_options
+    from cifarlab.experiments.ray_runs import check_ray_options, ray_options
     from cifarlab.experiments.spec import build_experiment, load_experiment
     from cifarlab.experiments.sweep import check_sweep_options, sweep_experiment
     from cifarlab.filters import typed_only
 
     check_sweep_options(workers, max_runs)  # the call's own arguments before any file is read
+    on_ray = ray_options(ray, ray_cpus, ray_gpus)
+    check_ray_options(on_ray, workers)
     if not isinstance(path_or_definition, dict | str | os.PathLike):
         raise CifarlabError(
             f"sweep takes an experiment file's path or a dict, not {path_or_definition!r}"
         )
     if new_name is not None and not isinstance(new_name, str):
         raise CifarlabError(f"new_name must be a string, not {new_name!r}")
-    on_ray = ray_options(ray, ray_cpus, ray_gpus)
     overrides = {"data": str(data)} if data is not None else {}
     if isinstance(path_or_definition, dict):
         experiment = build_experiment(path_or_definition, **overrides)
@@ -109,6 +110,8 @@ def sweep(
                                 workers=workers, only=typed_only(only or {}), max_runs=max_runs,
                                 force=force, quiet=quiet, ray=on_ray)  # fmt: skip
     except KeyboardInterrupt as stop:  # the stopped run's note named train(resume=...)
+        if dry_run:  # nothing ran: nothing to continue
+            raise
         stop.__notes__ = [
             f"cifarlab: sweep {new_name or experiment.name!r} stopped; the same "
             "cifarlab.sweep(...) call again skips its finished runs and resumes the stopped ones"

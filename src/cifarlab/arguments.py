@@ -78,7 +78,7 @@ def _add_train_parser(sub: argparse._SubParsersAction) -> None:
     train = _command(sub, "train", "train one model and record the run", _TRAIN_EXAMPLES)
     # --x / --no-x; None: not given, so the preset's or the default value applies
     flag = dict(action=argparse.BooleanOptionalAction, default=None)
-    # in groups, as the README's table: 50 options in one list hid the one looked for
+    # in groups: 48 options in one list hid the one looked for
     add = train.add_argument
     add("--preset", metavar="NAME", help="speedrun, speedrun-cpu or quick-cpu; options given "
         "with it override it, wherever they stand; under a preset a new --batch-size also "

@@ -167,12 +167,14 @@ def refuse_other_registered_version(run: dict[str, Any], name: str, to: str) -> 
     or where this process has not registered it (a notebook's net, in a shell's command)."""
     from cifarlab.models.registry import is_registered  # torch: not for the light commands
 
-    if not is_registered(name):  # create_model's "unknown model; choose one of" is no fix here
+    trained, now = trained_version(run)[1], model_code_digest(name)
+    # a net registered from Python records its code: "unknown model; choose one of" is no fix
+    # for it (a built-in renamed since keeps that message, with its did-you-mean)
+    if trained and not is_registered(name):
         raise CifarlabError(
             f"run {run['id']} trained {name!r}, which is not registered in this process; "
             f"register it (cifarlab.register_model) to {to}"
         )
-    trained, now = trained_version(run)[1], model_code_digest(name)
     if trained and now and trained != now:
         raise CifarlabError(
             f"model {name!r} registered in this process is not the version run {run['id']} "

@@ -89,15 +89,17 @@ def _other_length(store: ResultsStore, config: RunConfig) -> str:
 
 
 def _nearest_stopped(store: ResultsStore, config: RunConfig, most: int = 3) -> str:
-    """ " (stopped run X differs in --model simple; `...` continues it)": the latest stopped
-    run that differs in the fewest settings (at most ``most``), as a mistyped option on
-    --resume would otherwise start a long run without a word about the one meant."""
-    from cifarlab.results import resume_command
+    """ " (stopped run X has --model simple; `...` continues it)": the stopped run whose
+    settings differ from ``config``'s in the fewest (at most ``most``; the latest of those),
+    as a mistyped option on --resume would otherwise start a long run without a word about
+    the one meant."""
+    from cifarlab.results import resume_command, stopped_if_orphaned
 
     fields = [k for k in type(config).model_fields if k not in NOT_HASHED]
-    nearest, fewest = None, most + 1
+    nearest, fewest = None, most
     for record in store.runs():  # oldest first: the latest of the nearest wins
-        if record["status"] != "failed":
+        # stopped: by Ctrl-C or a crash ("failed"), or killed, its process gone ("running")
+        if stopped_if_orphaned(record, config.workspace)["status"] not in ("failed", "stopped"):
             continue
         try:
             stored = stored_run_config(**record["config"])

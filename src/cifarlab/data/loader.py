@@ -90,7 +90,7 @@ class TensorLoader:
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         g = torch.Generator(device=self.device)
-        # a stream per (seed, epoch); the prime keeps seed s+1 from meeting s at epoch 1e6
+        # a stream per (seed, epoch): seeds a million epochs apart, so seed s+1 never meets s's
         g.manual_seed(self.seed * 1_000_003 + self.epoch)
         n = len(self.labels)
         order = torch.randperm(n, generator=g, device=self.device) if self.shuffle else None

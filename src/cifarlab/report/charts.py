@@ -355,7 +355,7 @@ def loss_curves(groups: list[dict[str, Any]], out: Path) -> Chart:
         # said of every run, it described a tutorial run beside one quick-cpu run wrongly
         whose = "Training loss is" if len(smoothed) == len(runs) else (
             f"The training loss of {len(smoothed)} of the {len(runs)} runs "
-            f"({and_list(sorted({r['config']['model'] for r in smoothed}))}) is"
+            f"({and_list(_models_of(groups, smoothed))}) is"
         )  # fmt: skip
         caption += (
             f" {whose} against targets smoothed by {'/'.join(map(str, smoothing))} "
@@ -366,6 +366,13 @@ def loss_curves(groups: list[dict[str, Any]], out: Path) -> Chart:
     title = "Loss per epoch: training (solid) and validation (dashed)" if has_val else (
         "Training loss per epoch")  # fmt: skip
     return _save_facets(shown, out, "loss-curves", title, caption, groups)
+
+
+def _models_of(groups: list[dict[str, Any]], runs: list[dict[str, Any]]) -> list[str]:
+    """The models of ``runs`` as the groups (and so the legends) name them: a model file by
+    its name, not the path runs record."""
+    ids = {r["id"] for r in runs}
+    return sorted({g["model"] for g in groups for r in g["members"] if r["id"] in ids})
 
 
 @_styled

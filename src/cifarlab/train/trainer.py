@@ -164,7 +164,7 @@ class Trainer:
             if not len(y):  # a last batch of fewer images than ranks
                 continue
             lrs.append(self._set_lr())
-            logits, loss = self.train_step(x, y)
+            logits, loss = self._train_step(x, y)
             batch_correct = (logits.argmax(1) == y).sum()
             loss_sum += loss.detach() * len(y)
             correct += batch_correct
@@ -188,8 +188,8 @@ class Trainer:
             **cpu_share.stop(),
         }
 
-    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """One optimizer step on a batch: its logits and (fp32) loss."""
+    def _train_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One optimizer step on a batch, at the lr ``_set_lr`` set: its logits and fp32 loss."""
         with autocast(self.precision, self.device):
             logits = self.forward(x)
         # the loss in fp32 even under autocast
