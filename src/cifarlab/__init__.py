@@ -88,7 +88,7 @@ def sweep(
     address), ``ray_cpus`` and ``ray_gpus`` train the runs on a Ray cluster (--ray...)."""
     from cifarlab.experiments.ray_runs import check_ray_options, ray_options
     from cifarlab.experiments.spec import build_experiment, load_experiment
-    from cifarlab.experiments.sweep import check_sweep_options, sweep_experiment
+    from cifarlab.experiments.sweep import check_sweep_options, run_sweep
     from cifarlab.filters import typed_only
 
     check_sweep_options(workers, max_runs)  # the call's own arguments before any file is read
@@ -106,7 +106,7 @@ def sweep(
     else:
         experiment = load_experiment(path_or_definition, **overrides)
     try:
-        return sweep_experiment(experiment, workspace, new_name=new_name, dry_run=dry_run,
+        return run_sweep(experiment, workspace, new_name=new_name, dry_run=dry_run,
                                 workers=workers, only=typed_only(only or {}), max_runs=max_runs,
                                 force=force, quiet=quiet, ray=on_ray)  # fmt: skip
     except KeyboardInterrupt as stop:  # the stopped run's note named train(resume=...)

@@ -259,19 +259,14 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 def _sweep_and_summarize(experiment, args: argparse.Namespace) -> int:
     from cifarlab.experiments.ray_runs import check_ray_options, ray_options
-    from cifarlab.experiments.sweep import (
-        TO_RUN,
-        SweepPlan,
-        check_sweep_options,
-        sweep_experiment,
-    )  # fmt: skip
+    from cifarlab.experiments.sweep import TO_RUN, SweepPlan, check_sweep_options, run_sweep
     from cifarlab.filters import parse_only
 
     check_sweep_options(args.workers, args.max_runs)  # the options alone, before --only's
     ray = ray_options(args.ray, args.ray_cpus, args.ray_gpus)
     check_ray_options(ray, args.workers)
     try:
-        report = sweep_experiment(
+        report = run_sweep(
             experiment, args.workspace, new_name=args.new_name, dry_run=args.dry_run,
             workers=args.workers, only=parse_only(args.only), max_runs=args.max_runs,
             force=args.force, quiet=args.quiet, ray=ray,

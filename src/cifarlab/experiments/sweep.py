@@ -269,31 +269,6 @@ def _other_axes(configs: list[RunConfig]) -> list[str]:
     return [k for k in fields if len({repr(getattr(c, k)) for c in configs}) > 1]
 
 
-def sweep_experiment(
-    experiment: Experiment,
-    workspace: str | Path,
-    *,
-    new_name: str | None = None,
-    dry_run: bool = False,
-    workers: int = 1,
-    only: dict[str, Any] | None = None,
-    max_runs: int | None = None,
-    force: bool = False,
-    quiet: bool = False,
-    ray: RayOptions | None = None,
-) -> SweepReport | SweepPlan:
-    """`cifarlab sweep`/`compare` and ``cifarlab.sweep``: ``experiment``, recorded as
-    ``new_name`` if given, planned (``dry_run``: nothing trained or written) or run."""
-    if new_name is not None:
-        experiment = replace(experiment, name=new_name)
-    if dry_run:  # refused as the sweep would refuse it (run_sweep checks the same)
-        check_sweep_options(workers, max_runs)
-        check_ray_options(ray, workers)
-        return plan_dry_run(experiment, workspace, only, max_runs, force)
-    return run_sweep(experiment, workspace, workers=workers, only=only, max_runs=max_runs,
-                     force=force, quiet=quiet, ray=ray)  # fmt: skip
-
-
 def run_sweep(
     experiment: Experiment,
     workspace: str | Path,
@@ -304,11 +279,18 @@ def run_sweep(
     force: bool = False,
     quiet: bool = False,
     ray: RayOptions | None = None,
-) -> SweepReport:
+    new_name: str | None = None,
+    dry_run: bool = False,
+) -> SweepReport | SweepPlan:
     """Run what is missing of ``experiment`` and report every run's final status: here, in
-    ``workers`` processes, or as tasks of a Ray cluster (``ray``)."""
+    ``workers`` processes, or as tasks of a Ray cluster (``ray``). ``new_name`` records it
+    under that name; ``dry_run`` returns its plan, training and writing nothing."""
+    if new_name is not None:
+        experiment = replace(experiment, name=new_name)
     check_sweep_options(workers, max_runs)
     check_ray_options(ray, workers)
+    if dry_run:  # refused as the sweep would refuse it
+        return plan_dry_run(experiment, workspace, only, max_runs, force)
     if not database_path(workspace).exists():  # all to run: a refusal makes no database
         check_paths(experiment.configs)
     if workers > 1 or ray:
