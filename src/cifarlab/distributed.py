@@ -133,6 +133,31 @@ def exit_rank(code: int) -> NoReturn:
     os._exit(code)
 
 
+def refuse_device_index(world: World, device: str) -> None:
+    if world.spread and device.startswith("cuda:"):
+        raise CifarlabError(
+            f"--device {device} under torchrun: each rank trains on the GPU of its "
+            "local rank; pass --device cuda (or auto), and CUDA_VISIBLE_DEVICES to pick GPUs"
+        )
+
+
+def check_spread(world: World, batch_size: int) -> None:
+    """What a run spread over ranks needs: a batch the ranks can share equally."""
+    if world.spread and batch_size < 2 * world.size:
+        raise CifarlabError(
+            f"--batch-size {batch_size} over {world.size} ranks gives each fewer than 2 "
+            f"images a step, which BatchNorm cannot normalize; pass --batch-size {2 * world.size} "
+            "or more"
+        )
+    if world.spread and batch_size % world.size:
+        fit = batch_size - batch_size % world.size or world.size
+        raise CifarlabError(
+            f"--batch-size {batch_size} does not split over {world.size} ranks: each "
+            f"trains on an equal share of every batch; pass --batch-size {fit} (or a multiple of "
+            f"{world.size})"
+        )
+
+
 def rank_device(world: World, device: torch.device) -> torch.device:
     """Each rank's GPU is its local rank's (torchrun's convention); CPU ranks share the CPU."""
     if device.type != "cuda" or not world.spread:

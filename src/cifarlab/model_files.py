@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import hashlib
+import shutil
 import sys
 from collections import Counter
 from collections.abc import Iterable
@@ -208,3 +209,26 @@ def model_source(model: str) -> tuple[Path, str] | None:
         path, _, name = model.partition(".py:") if ".py:" in model else (model[:-3], "", "")
         return Path(path + ".py"), name
     return None
+
+
+RUN_FILES = {"model", "tensorboard"}  # names in a run folder a helper could take (model.py)
+
+
+def keep_model_file(model: str, run_dir: Path) -> None:
+    """A copy of the run's model file (spec or Python) in its folder, as it was trained: the
+    report rebuilds the net from it after the file is edited, moved, or read from
+    another folder (``model_of_run``)."""
+    source = model_source(model)
+    if source is None or kept_model_file(run_dir, source[0]).exists():  # kept at its start
+        return
+    run_dir.mkdir(parents=True, exist_ok=True)
+    kept = kept_model_file(run_dir, source[0])
+    shutil.copyfile(source[0], kept)
+    folder = source[0].resolve().parent
+    helpers = {h: run_dir / h.relative_to(folder) for h in helper_files(source[0])}
+    # beside the copy, as beside the file, so it imports them; a helper named like the run's
+    # own files (`model`: the copy itself) is not kept, and the copy then matches no version
+    if all(Path(h.relative_to(folder).parts[0]).stem not in RUN_FILES for h in helpers):
+        for helper, copy in helpers.items():
+            copy.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(helper, copy)

@@ -1,17 +1,29 @@
 """Continuing a stopped run: which run ``--resume`` means, the settings it continues
-with, and its last checkpoint loaded into the trainer."""
+with, what must hold for it to go on (its code, precision, threads and ranks), and its last
+checkpoint loaded into the trainer."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from cifarlab.config import NOT_HASHED, RunConfig, stored_run_config
+from cifarlab.distributed import World
 from cifarlab.errors import CifarlabError, first_line, note, warn
 from cifarlab.experiments.store import ResultsStore, database_path
+from cifarlab.model_files import (
+    is_version,
+    model_file_digest,
+    model_source,
+    refuse_other_registered_version,
+    trained_version,
+)
 from cifarlab.process import refuse_if_owned
 from cifarlab.tables import setting_text
 from cifarlab.train.checkpoint import load_checkpoint
+from cifarlab.train.precision import resolve_precision
 from cifarlab.train.trainer import Trainer
 from cifarlab.train_presets import TRAIN_PRESETS
 
@@ -150,3 +162,64 @@ def restore_checkpoint(
             f"({first_line(err)[:120]}); start a new run instead"
         ) from None
     return state
+
+
+def in_the_precision_it_trained(
+    resumed: dict[str, Any], config: RunConfig, device: torch.device, precision: str
+) -> tuple[RunConfig, str]:
+    """--precision auto picks by machine: a run resumed on another goes on in the precision
+    it trained in, not switched half-way (its record and checkpoint say one)."""
+    then = (resumed.get("info") or {}).get("precision")
+    if config.precision != "auto" or not then or then == precision:
+        return config, precision
+    try:
+        precision = resolve_precision(then, device, config.channels_last)
+    except CifarlabError:  # fp16, which only CUDA runs
+        raise CifarlabError(
+            f"run {resumed['id']} trained in {then} (--precision auto on a GPU), which this "
+            f"{device.type} cannot run; resume it on a GPU, or start a new run"
+        ) from None
+    note(config.quiet, f"run {resumed['id']} trained in {then} (--precision auto chose it on "
+                       f"its machine); it goes on in {then} here")  # fmt: skip
+    return config.model_copy(update={"precision": then}), precision
+
+
+def warn_if_other_threads(resumed: dict[str, Any]) -> None:
+    """Floats summed by another number of threads round apart (a sweep's worker trains with
+    its share of the cores): the run goes on, but not bitwise as it would have."""
+    info = resumed.get("info") or {}
+    then, now = info.get("threads"), torch.get_num_threads()
+    if then and then != now and info.get("device") == "cpu":  # a GPU sums on the GPU
+        warn(
+            f"run {resumed['id']} trained with {then} thread{'s' * (then > 1)} and resumes with "
+            f"{now}: its numbers will differ in the last digits from an uninterrupted run's"
+        )
+
+
+def warn_if_other_ranks(resumed: dict[str, Any], world: World) -> None:
+    """Another number of ranks splits BatchNorm's batches and draws dropout's masks apart."""
+    then = (resumed.get("info") or {}).get("ranks", 1)
+    if then != world.size:
+        warn(
+            f"run {resumed['id']} trained over {then} rank{'s' * (then > 1)} and resumes over "
+            f"{world.size}: its numbers will differ from an uninterrupted run's (BatchNorm "
+            "normalizes each rank's share of a batch, and dropout draws per rank)"
+        )
+
+
+def refuse_edited_model_file(resumed: dict[str, Any], config: RunConfig) -> None:
+    """A run's checkpoint belongs to the code it trained: resumed with an edited model file,
+    its later epochs trained another net (same shapes: silently) than the one it records."""
+    if model_source(config.model) is None:  # a name: built-in, or registered from Python
+        refuse_other_registered_version(resumed, config.model, "resume it")
+        return
+    if any(trained_version(resumed)) and not is_version(resumed, config.model):
+        now = model_file_digest(config.model)
+        what = "is gone" if now is None else "has changed"
+        if now == trained_version(resumed)[0]:
+            what = "imports a helper module that has changed"
+        raise CifarlabError(
+            f"model file '{model_source(config.model)[0]}' {what} since run {resumed['id']} "
+            "trained it; restore that version (the run keeps a copy in its folder) to resume "
+            "it, or train without --resume for a new run"
+        )

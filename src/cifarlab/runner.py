@@ -27,11 +27,13 @@ from cifarlab.data import CifarData, load_dataset
 from cifarlab.distributed import (
     StoppedWithMain,
     World,
+    check_spread,
     join,
     launched_world,
     main_failed,
     rank_0_result,
     rank_device,
+    refuse_device_index,
     say_main_failed,
     seed_generators,
 )
@@ -53,14 +55,10 @@ from cifarlab.experiments.store import (
     summary_of,
 )
 from cifarlab.model_files import (
-    helper_files,
-    is_version,
-    kept_model_file,
+    keep_model_file,
     model_code_digest,
     model_file_digest,
     model_source,
-    refuse_other_registered_version,
-    trained_version,
 )
 from cifarlab.models import (
     check_model,
@@ -71,7 +69,15 @@ from cifarlab.models.pyfile import code_place, user_code_line
 from cifarlab.models.registry import user_code_file
 from cifarlab.process import current_owner, signals_held
 from cifarlab.results import resume_command
-from cifarlab.resume import find_resumed, refuse_if_training_elsewhere, restore_checkpoint
+from cifarlab.resume import (
+    find_resumed,
+    in_the_precision_it_trained,
+    refuse_edited_model_file,
+    refuse_if_training_elsewhere,
+    restore_checkpoint,
+    warn_if_other_ranks,
+    warn_if_other_threads,
+)
 from cifarlab.train import cpu_share
 from cifarlab.train.build import build_trainer
 from cifarlab.train.callbacks import (
@@ -136,7 +142,7 @@ def run_training(config: RunConfig | None = None, **options: Any) -> RunResult:
 
 def _run_training(config: RunConfig) -> RunResult:
     world = launched_world()  # torchrun's ranks, or this process alone
-    _refuse_device_index(world, config)  # the command line's: the same on every rank
+    refuse_device_index(world, config.device)  # the command line's: the same on every rank
     join(world)  # from here on a rank's failure is told to the others (cli.py)
     device = rank_device(world, resolve_device(config.device))
     if world.spread:  # torchrun's ranks here are one job: "cores taken" counts others' work
@@ -173,16 +179,16 @@ def _plan(
             return _stored_result(workspace, resumed["id"], config)
         if resumed:
             refuse_if_training_elsewhere(resumed)
-            _refuse_edited_model_file(resumed, config)
-            _warn_if_other_threads(resumed)
-            _warn_if_other_ranks(resumed, world)
+            refuse_edited_model_file(resumed, config)
+            warn_if_other_threads(resumed)
+            warn_if_other_ranks(resumed, world)
 
     for unused in config.unused_options() if not resumed else ():  # said at the run's start
         warn(unused)
-    _check_spread(world, config)
+    check_spread(world, config.batch_size)
     precision = resolve_precision(config.precision, device, config.channels_last)
     if resumed:
-        config, precision = _in_the_precision_it_trained(resumed, config, device, precision)
+        config, precision = in_the_precision_it_trained(resumed, config, device, precision)
     _warn_if_bf16_emulated(device, precision, resumed is not None)
     check_model(config.model)  # a bad name, spec or file fails here, before any data work
     if config.tensorboard:
@@ -233,92 +239,6 @@ def _load(config: RunConfig) -> CifarData:
         labels=config.labels,
         quiet=config.quiet,
     )
-
-
-def _refuse_device_index(world: World, config: RunConfig) -> None:
-    if world.spread and config.device.startswith("cuda:"):
-        raise CifarlabError(
-            f"--device {config.device} under torchrun: each rank trains on the GPU of its "
-            "local rank; pass --device cuda (or auto), and CUDA_VISIBLE_DEVICES to pick GPUs"
-        )
-
-
-def _check_spread(world: World, config: RunConfig) -> None:
-    """What a run spread over ranks needs: a batch the ranks can share equally."""
-    if world.spread and config.batch_size < 2 * world.size:
-        raise CifarlabError(
-            f"--batch-size {config.batch_size} over {world.size} ranks gives each fewer than 2 "
-            f"images a step, which BatchNorm cannot normalize; pass --batch-size {2 * world.size} "
-            "or more"
-        )
-    if world.spread and config.batch_size % world.size:
-        fit = config.batch_size - config.batch_size % world.size or world.size
-        raise CifarlabError(
-            f"--batch-size {config.batch_size} does not split over {world.size} ranks: each "
-            f"trains on an equal share of every batch; pass --batch-size {fit} (or a multiple of "
-            f"{world.size})"
-        )
-
-
-def _in_the_precision_it_trained(
-    resumed: dict[str, Any], config: RunConfig, device: torch.device, precision: str
-) -> tuple[RunConfig, str]:
-    """--precision auto picks by machine: a run resumed on another goes on in the precision
-    it trained in, not switched half-way (its record and checkpoint say one)."""
-    then = (resumed.get("info") or {}).get("precision")
-    if config.precision != "auto" or not then or then == precision:
-        return config, precision
-    try:
-        precision = resolve_precision(then, device, config.channels_last)
-    except CifarlabError:  # fp16, which only CUDA runs
-        raise CifarlabError(
-            f"run {resumed['id']} trained in {then} (--precision auto on a GPU), which this "
-            f"{device.type} cannot run; resume it on a GPU, or start a new run"
-        ) from None
-    note(config.quiet, f"run {resumed['id']} trained in {then} (--precision auto chose it on "
-                       f"its machine); it goes on in {then} here")  # fmt: skip
-    return config.model_copy(update={"precision": then}), precision
-
-
-def _warn_if_other_threads(resumed: dict[str, Any]) -> None:
-    """Floats summed by another number of threads round apart (a sweep's worker trains with
-    its share of the cores): the run goes on, but not bitwise as it would have."""
-    info = resumed.get("info") or {}
-    then, now = info.get("threads"), torch.get_num_threads()
-    if then and then != now and info.get("device") == "cpu":  # a GPU sums on the GPU
-        warn(
-            f"run {resumed['id']} trained with {then} thread{'s' * (then > 1)} and resumes with "
-            f"{now}: its numbers will differ in the last digits from an uninterrupted run's"
-        )
-
-
-def _warn_if_other_ranks(resumed: dict[str, Any], world: World) -> None:
-    """Another number of ranks splits BatchNorm's batches and draws dropout's masks apart."""
-    then = (resumed.get("info") or {}).get("ranks", 1)
-    if then != world.size:
-        warn(
-            f"run {resumed['id']} trained over {then} rank{'s' * (then > 1)} and resumes over "
-            f"{world.size}: its numbers will differ from an uninterrupted run's (BatchNorm "
-            "normalizes each rank's share of a batch, and dropout draws per rank)"
-        )
-
-
-def _refuse_edited_model_file(resumed: dict[str, Any], config: RunConfig) -> None:
-    """A run's checkpoint belongs to the code it trained: resumed with an edited model file,
-    its later epochs trained another net (same shapes: silently) than the one it records."""
-    if model_source(config.model) is None:  # a name: built-in, or registered from Python
-        refuse_other_registered_version(resumed, config.model, "resume it")
-        return
-    if any(trained_version(resumed)) and not is_version(resumed, config.model):
-        now = model_file_digest(config.model)
-        what = "is gone" if now is None else "has changed"
-        if now == trained_version(resumed)[0]:
-            what = "imports a helper module that has changed"
-        raise CifarlabError(
-            f"model file '{model_source(config.model)[0]}' {what} since run {resumed['id']} "
-            "trained it; restore that version (the run keeps a copy in its folder) to resume "
-            "it, or train without --resume for a new run"
-        )
 
 
 def _train_and_record(
@@ -414,29 +334,6 @@ def _start_line(run_id: str, config: RunConfig, info: dict[str, Any], done: int)
     )
 
 
-RUN_FILES = {"model", "tensorboard"}  # names in a run folder a helper could take (model.py)
-
-
-def _keep_model_file(config: RunConfig, run_dir: Path) -> None:
-    """A copy of the run's model file (spec or Python) in its folder, as it was trained: the
-    report rebuilds the net from it after the file is edited, moved, or read from
-    another folder (``model_files.model_of_run``)."""
-    source = model_source(config.model)
-    if source is None or kept_model_file(run_dir, source[0]).exists():  # kept at its start
-        return
-    run_dir.mkdir(parents=True, exist_ok=True)
-    kept = kept_model_file(run_dir, source[0])
-    shutil.copyfile(source[0], kept)
-    folder = source[0].resolve().parent
-    helpers = {h: run_dir / h.relative_to(folder) for h in helper_files(source[0])}
-    # beside the copy, as beside the file, so it imports them; a helper named like the run's
-    # own files (`model`: the copy itself) is not kept, and the copy then matches no version
-    if all(Path(h.relative_to(folder).parts[0]).stem not in RUN_FILES for h in helpers):
-        for helper, copy in helpers.items():
-            copy.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(helper, copy)
-
-
 def _fit_and_record(
     trainer: Trainer,
     config: RunConfig,
@@ -448,7 +345,7 @@ def _fit_and_record(
     """Fit, recording every epoch; the run ends completed, diverged or failed, never running."""
     status, error = "completed", None
     try:
-        _keep_model_file(config, run_dir)
+        keep_model_file(config.model, run_dir)
         callbacks, early = _bookkeeping(config, store, run_id, run_dir, info)
         trainer.callbacks += callbacks
         trainer.fit(config.epochs)
