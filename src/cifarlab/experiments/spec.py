@@ -92,6 +92,24 @@ def build_experiment(
     """
     if not isinstance(definition, dict):
         raise CifarlabError(f"{source}: must be a table of name, base, grid, include, exclude")
+    problems = _definition_problems(definition, source)
+    if problems:
+        raise CifarlabError("\n".join(f"{source}: {p}" for p in problems))
+    _warn_base_over_presets(source, definition)
+    configs, problems, excluded = _expand_configs(definition, source, overrides)
+    if problems:
+        raise CifarlabError("\n".join(f"{source}: {p}" for p in problems))
+    if not configs:
+        raise CifarlabError(
+            f"{source}: [[exclude]] drops all {excluded} grid runs; loosen an exclude or "
+            "add values to [grid]"
+        )
+    return Experiment(definition["name"], definition, tuple(configs))
+
+
+def _definition_problems(definition: dict[str, Any], source: str) -> list[str]:
+    """What is wrong with each part of a definition (all of it, not the first), warning of
+    what is allowed but likely a mistake."""
     problems = _check_shape(definition)
     # a part of the wrong shape is reported above and read as empty, so the rest is checked
     base, grid = _table(definition, "base"), _table(definition, "grid")
@@ -118,11 +136,16 @@ def build_experiment(
             warn(f"{source}: include[{i}] is one run, with seed {base.get('seed', 0)}, where "
                  f"the grid runs seeds {seeds}; repeat it with seed = N for each, to compare "
                  "like for like")  # fmt: skip
-    if problems:
-        raise CifarlabError("\n".join(f"{source}: {p}" for p in problems))
-    _warn_base_over_presets(source, definition)
+    return problems
 
-    configs, seen, excluded = [], set(), 0
+
+def _expand_configs(
+    definition: dict[str, Any], source: str, overrides: dict[str, Any]
+) -> tuple[list[RunConfig], list[str], int]:
+    """The definition's runs, each once, less the excluded ones; the problems of runs that do
+    not validate, and how many runs the excludes dropped."""
+    grid = _table(definition, "grid")
+    configs, problems, seen, excluded = [], [], set(), 0
     excludes = _tables(definition, "exclude")
     used: set[int] = set()  # the excludes that matched a run
     for i, (options, from_grid) in enumerate(_expand(definition)):
@@ -140,17 +163,11 @@ def build_experiment(
         if config.hash() not in seen:  # two ways to the same run: run it once
             seen.add(config.hash())
             configs.append(config)
-    if problems:
-        raise CifarlabError("\n".join(f"{source}: {p}" for p in problems))
-    for i in sorted(set(range(len(excludes))) - used):  # a typo'd value drops nothing, silently
-        warn(f"{source}: exclude[{i}] matches none of the grid's runs, so it drops nothing; "
-             "check its values against [grid]")  # fmt: skip
-    if not configs:
-        raise CifarlabError(
-            f"{source}: [[exclude]] drops all {excluded} grid runs; loosen an exclude or "
-            "add values to [grid]"
-        )
-    return Experiment(definition["name"], definition, tuple(configs))
+    if not problems:
+        for i in sorted(set(range(len(excludes))) - used):  # a typo'd value drops nothing
+            warn(f"{source}: exclude[{i}] matches none of the grid's runs, so it drops "
+                 "nothing; check its values against [grid]")  # fmt: skip
+    return configs, problems, excluded
 
 
 def _check_shape(definition: dict[str, Any]) -> list[str]:
