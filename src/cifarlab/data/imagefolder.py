@@ -364,6 +364,22 @@ def _parse_layout(
     """Map each split to {(class, file name): bytes}, accepting one optional top folder, and
     say what was left out. Images in subfolders of a class folder belong to that class, as
     in torchvision's ImageFolder; split folders match in any case (Train/, TEST/)."""
+    layout = _sort_members(files)
+    _refuse_bad_layout(source, layout)
+    return layout.entries, _layout_notes(source, layout.skipped, layout.other_splits)
+
+
+class _Layout(NamedTuple):
+    entries: dict[str, dict[tuple[str, str], bytes]]  # split -> {(class, name): bytes}
+    class_dirs: set[tuple[str, str]]  # (split, class) of every class folder, empty ones too
+    skipped: list[str]  # files outside train/<class>/ and test/<class>/
+    other_splits: set[str]  # val/, valid/...: as spelled
+    tops: set[str]  # the wrapping folders images were found under ("" for none)
+    spelled: dict[tuple[str, str], set[str]]  # (top, split) -> train/, Train/...
+
+
+def _sort_members(files: Iterator[tuple[tuple[str, ...], bytes | None]]) -> _Layout:
+    """Each member (its path's parts, its bytes or None for a folder) where it belongs."""
     entries: dict[str, dict[tuple[str, str], bytes]] = {s: {} for s in SPLITS}
     class_dirs, skipped, other_splits, tops = set(), [], set(), set()
     spelled: dict[tuple[str, str], set[str]] = {}  # (top, split) -> train/, Train/...
@@ -391,6 +407,13 @@ def _parse_layout(
             tops.add(top)
         else:  # a file beside the class folders, or a sidecar (.json, .txt) in a subfolder
             skipped.append("/".join(parts))
+    return _Layout(entries, class_dirs, skipped, other_splits, tops, spelled)
+
+
+def _refuse_bad_layout(source: Path, layout: _Layout) -> None:
+    """One line for the first of the ways a folder is not one image-folder dataset."""
+    entries, skipped, other_splits = layout.entries, layout.skipped, layout.other_splits
+    tops, spelled, class_dirs = layout.tops, layout.spelled, layout.class_dirs
     if len(tops) > 1:  # pooled, they would mix two datasets and drop files of equal names
         shown = ", ".join(f"{t}/" if t else "train/ and test/ at the top" for t in sorted(tops))
         raise CifarlabError(
@@ -437,7 +460,6 @@ def _parse_layout(
             f"{f' (and {len(empty) - 1} more)' if len(empty) > 1 else ''}; "
             "add images to it or remove it"
         )
-    return entries, _layout_notes(source, skipped, other_splits)
 
 
 def _split_folder_below(skipped: list[str]) -> str | None:
