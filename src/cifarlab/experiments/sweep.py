@@ -319,6 +319,7 @@ def _sweep_locked(
             # no cluster there, or none that fits a run: said before anything is recorded
             gpus = connect(ray, [p.config for p in planned if p.action in TO_RUN])
             ray = replace(ray, gpus=gpus)  # what each run asks, settled once
+        _warn_edited_code(planned)
         read = mark_changed_data(planned, quiet)
         # a bad data source fails once, before anything is recorded; runs then hit the cache
         check_sources([p.config for p in planned if p.action in TO_RUN], quiet, read)
@@ -522,11 +523,6 @@ def mark_changed_data(
     now: dict[Source, str | None] = {}
     sizes: dict[Source, int] = {}
     for p in planned:
-        if p.code_edited and not dry_run:
-            what = (f"a helper module that {p.config.model} imports" if model_source(p.config.model)
-                    else f"model {p.config.model!r}, registered in this process,")  # fmt: skip
-            warn(f"{what} has changed since run {p.previous['id']} trained; training it "
-                 "again, as a new run")  # fmt: skip
         trained_on = ((p.previous or {}).get("info") or {}).get("data_content")
         if p.action not in ("done", "resume", "restart") or not trained_on:
             continue
@@ -548,6 +544,17 @@ def mark_changed_data(
                 warn(f"the data of run {p.previous['id']} ({p.config.data}) has changed since "
                      "it trained; training it again, as a new run")  # fmt: skip
     return sizes
+
+
+def _warn_edited_code(planned: list[PlannedRun]) -> None:
+    """Runs whose model's code changed since they trained (a helper module, or a net
+    registered from Python): they train again, as new runs, and the sweep says why."""
+    for p in planned:
+        if p.code_edited:
+            what = (f"a helper module that {p.config.model} imports" if model_source(p.config.model)
+                    else f"model {p.config.model!r}, registered in this process,")  # fmt: skip
+            warn(f"{what} has changed since run {p.previous['id']} trained; training it "
+                 "again, as a new run")  # fmt: skip
 
 
 def _source(config: RunConfig) -> Source:
