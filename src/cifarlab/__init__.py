@@ -107,8 +107,8 @@ def sweep(
         experiment = load_experiment(path_or_definition, **overrides)
     try:
         return run_sweep(experiment, workspace, new_name=new_name, dry_run=dry_run,
-                                workers=workers, only=typed_only(only or {}), max_runs=max_runs,
-                                force=force, quiet=quiet, ray=on_ray)  # fmt: skip
+                         workers=workers, only=typed_only(only or {}), max_runs=max_runs,
+                         force=force, quiet=quiet, ray=on_ray)  # fmt: skip
     except KeyboardInterrupt as stop:  # the stopped run's note named train(resume=...)
         if dry_run:  # nothing ran: nothing to continue
             raise

@@ -1,6 +1,7 @@
 """Continuing a stopped run: which run ``--resume`` means, the settings it continues
-with, what must hold for it to go on (its code, precision, threads and ranks), and its last
-checkpoint loaded into the trainer."""
+with, what it refuses (edited code) or warns of (other threads, other ranks) and the
+precision it goes on in, and its last checkpoint loaded into the trainer. Its data is
+checked in runner.py, once loaded."""
 
 from __future__ import annotations
 

@@ -287,9 +287,10 @@ def run_sweep(
     under that name; ``dry_run`` returns its plan, training and writing nothing."""
     if new_name is not None:
         experiment = replace(experiment, name=new_name)
+    # a dry run is refused what the sweep would be refused
     check_sweep_options(workers, max_runs)
     check_ray_options(ray, workers)
-    if dry_run:  # refused as the sweep would refuse it
+    if dry_run:
         return plan_dry_run(experiment, workspace, only, max_runs, force)
     if not database_path(workspace).exists():  # all to run: a refusal makes no database
         check_paths(experiment.configs)
